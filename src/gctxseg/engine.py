@@ -1,0 +1,619 @@
+"""Training engine: one readable loop from a :class:`TrainConfig` to a self-describing run folder.
+
+Run folder (``<results>/<name>``): ``log.json`` (the seed project's format, rewritten atomically after
+every epoch), ``dataset_fingerprint.json``, ``env.json``, ``preview.png``, ``curves.png``, ``best.pt`` and
+``last.pt`` (atomic), ``samples/``. Distributed training is inferred from torchrun's environment; only
+rank 0 writes.
+
+Reproducibility: every random choice of an epoch is a function of ``(seed, epoch)`` — the shuffling
+order, each sample's augmentation (seeded from ``(seed, epoch, sample index)``, so the number of
+loader workers does not matter) and the model's own randomness (stochastic depth) — so a run resumed
+from ``last.pt`` continues exactly as an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from tqdm import tqdm
+
+from . import __version__
+from .data import DatasetFingerprint, SegmentationDataset, find_pairs, fingerprint_dataset
+from .data.transforms import eval_transforms, train_transforms
+from .losses import DiceCELoss, deep_supervision_loss
+from .metrics import ConfusionMatrix
+from .models import create_model, list_models, resolve_model_name
+from .models.complexity import count_macs, count_parameters
+from .report import plot_curves
+from .utils import atomic_torch_save, atomic_write_json, next_run_dir, resolve_device, seed_everything
+from .visualize import colorize, overlay, save_rows, to_uint8_rgb
+
+__all__ = [
+    "TrainConfig",
+    "train",
+    "load_checkpoint",
+    "lr_at",
+    "autocast_dtype",
+    "TrainingInterrupted",
+    "NonFiniteLossError",
+]
+
+
+def _default_model() -> str:
+    return "gctx_unet" if "gctx_unet" in list_models() else "unet"
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run; ``asdict`` of it is stored in the checkpoint and the run folder."""
+
+    # data
+    data_train: str = "./data/train/images"  # images folder; masks in the sibling 'masks' folder
+    data_val: str = "./data/val/images"
+    img_f: str = ".jpg"  # image file suffix
+    mask_f: str = ".png"  # mask file suffix
+    ct: bool = False  # CT input: HU windowing before normalisation
+    base_size: tuple[int, int] = (224, 224)  # (H, W) the network is trained at
+    # model
+    model: str = field(default_factory=_default_model)
+    model_options: dict = field(default_factory=dict)  # extra keyword arguments of the architecture
+    # optimisation
+    epochs: int = 300
+    batch_size: int = 16
+    lr: float = 0.002  # peak learning rate (AdamW)
+    lrf: float = 0.002  # final lr = lr * lrf (cosine decay)
+    warmup_epochs: float = 1.0  # linear warm-up, capped at 10% of the schedule
+    weight_decay: float = 1e-4
+    lambda_dice: float = 1.0
+    lambda_ce: float = 1.0
+    grad_clip: float = 1.0  # max gradient norm (0 = off)
+    # system
+    device: str = "auto"
+    amp: str = "auto"  # auto | bf16 | fp16 | off
+    workers: int = -1  # loader processes; -1 = min(4, cpus // 2)
+    seed: int = 0
+    sync_bn: bool = False  # SyncBatchNorm under DDP
+    # output
+    results: str = "runs"
+    name: str = "exp"
+    exist_ok: bool = False
+    num_samples: int = 8  # validation images drawn in samples/
+    resume: str | None = None  # path to last.pt
+
+    def __post_init__(self) -> None:
+        self.base_size = tuple(int(s) for s in self.base_size)
+        if len(self.base_size) != 2 or min(self.base_size) < 8:
+            raise ValueError(f"base_size must be two sizes >= 8 (H W), got {self.base_size}")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0 or not 0 < self.lrf <= 1:
+            raise ValueError(f"need lr > 0 and 0 < lrf <= 1, got lr={self.lr}, lrf={self.lrf}")
+        if self.amp not in ("auto", "bf16", "fp16", "off"):
+            raise ValueError(f"amp must be auto, bf16, fp16 or off, got {self.amp!r}")
+        resolve_model_name(self.model)  # unknown names fail now, with a suggestion
+
+
+class TrainingInterrupted(RuntimeError):
+    """Raised after SIGINT/SIGTERM once the run folder is consistent."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+# ---------------------------------------------------------------- schedule, precision, randomness
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, lrf: float) -> float:
+    """Learning-rate factor at ``step``: linear warm-up to 1, then cosine decay to ``lrf``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return lrf + (1 - lrf) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``amp`` on ``device`` (None = full fp32).
+
+    ``auto`` picks bf16 on CUDA GPUs that support it (else fp16) and bf16 on CPUs with native bf16
+    instructions (AVX512-BF16 / AMX), where it is several times faster than fp32; fp32 elsewhere.
+    """
+    if amp == "off":
+        return None
+    if amp == "fp16":
+        return torch.float16
+    if amp == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and _cpu_has_native_bf16():
+        return torch.bfloat16
+    return None
+
+
+def _cpu_has_native_bf16() -> bool:
+    cpu = getattr(torch, "cpu", None)
+    return any(getattr(cpu, name, lambda: False)() for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+
+
+def _sample_seed(seed: int, epoch: int, index: int) -> int:
+    return (seed * 1_000_003 + epoch * 10_007 + index) % 2**63
+
+
+class EpochTaggedSampler(Sampler[int]):
+    """Wraps a ``DistributedSampler`` and tags each index with the epoch: yields ``epoch * N + index``.
+
+    The dataset splits the tag back and seeds the sample's augmentation from ``(seed, epoch, index)``,
+    which works the same in the main process and in persistent loader workers.
+    """
+
+    def __init__(self, sampler: DistributedSampler, dataset_len: int) -> None:
+        self.sampler, self.dataset_len, self.epoch = sampler, dataset_len, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self):
+        return (self.epoch * self.dataset_len + i for i in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
+class SeededAugmentDataset(torch.utils.data.Dataset):
+    """Training view of a :class:`SegmentationDataset`: augmentation seeded per ``(seed, epoch, index)``."""
+
+    def __init__(self, base: SegmentationDataset, seed: int) -> None:
+        self.base, self.seed = base, seed
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, tagged: int):
+        epoch, index = divmod(tagged, len(self.base))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_sample_seed(self.seed, epoch, index))
+            return self.base[index]
+
+
+class ShardSampler(Sampler[int]):
+    """Evaluation sampler: rank r takes indices r, r + world, ...; no padding, so no sample counts twice."""
+
+    def __init__(self, length: int, rank: int, world: int) -> None:
+        self.indices = list(range(rank, length, world))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+# ---------------------------------------------------------------- setup helpers
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _setup_distributed(device_name: str) -> tuple[Distributed, torch.device]:
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return Distributed(), resolve_device(device_name)
+    ddp = Distributed(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
+    device = resolve_device(device_name)
+    if device.type == "cuda":
+        torch.cuda.set_device(ddp.local_rank)
+        device = torch.device("cuda", ddp.local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return ddp, device
+
+
+def _num_workers(requested: int) -> int:
+    return min(4, (os.cpu_count() or 2) // 2) if requested < 0 else requested
+
+
+def _env_info(device: torch.device) -> dict:
+    try:
+        git = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        git = ""
+    return {
+        "gctxseg": __version__,
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+        "host": platform.node(),
+        "platform": platform.platform(),
+        "device": str(device),
+        "cuda device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "cpu threads": torch.get_num_threads(),
+        "git": git,
+    }
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load a gctxseg checkpoint; a truncated or foreign file gives one clear ``ValueError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: checkpoint not found; pass the run folder's best.pt or last.pt")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:  # pickle/zip errors differ between torch versions; all mean "not readable"
+        raise ValueError(f"{path}: not a readable checkpoint ({type(err).__name__}); it may be truncated") from None
+    if not isinstance(ckpt, dict) or "model_name" not in ckpt or "model" not in ckpt:
+        raise ValueError(f"{path}: not a gctxseg checkpoint (no model_name/model); use a best.pt or last.pt")
+    return ckpt
+
+
+def _install_stop_handlers() -> tuple[dict, list]:
+    """SIGINT/SIGTERM set a flag; the loop stops after the current step with the run folder consistent."""
+    state = {"signal": None}
+
+    def handler(signum, _frame):
+        if state["signal"] is not None:  # second signal: the user insists
+            raise KeyboardInterrupt
+        state["signal"] = signum
+
+    previous = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous.append((sig, signal.signal(sig, handler)))
+        except ValueError:  # not the main thread (e.g. called from a notebook worker): no handler
+            pass
+    return state, previous
+
+
+# ---------------------------------------------------------------- one epoch
+
+
+def train_one_epoch(
+    model, loader, loss_fn, optimizer, scheduler, scaler, amp_dtype, device, num_classes, grad_clip, stop, names
+) -> dict:
+    """One pass over the training loader; returns the epoch's metric block (from a confusion matrix)."""
+    model.train()
+    cm = ConfusionMatrix(num_classes)
+    loss_sum, seen = torch.zeros((), dtype=torch.float64), 0
+    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
+    for images, masks, tags in tqdm(loader, desc="train", leave=False, disable=None):
+        images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        masks = masks.to(device, non_blocking=True)
+        with autocast:
+            outputs = model(images)
+            loss = deep_supervision_loss(loss_fn, outputs, masks)
+        if not torch.isfinite(loss):
+            files = [names[int(t) % len(names)] for t in tags]
+            raise NonFiniteLossError(
+                f"loss is {loss.item()} on batch {files}; lower --lr (now {scheduler.get_last_lr()[0]:.3g})"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if grad_clip > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        main = outputs if isinstance(outputs, torch.Tensor) else outputs[0]
+        cm.update(main.detach().argmax(1), masks)
+        loss_sum += loss.detach().double().cpu() * images.shape[0]
+        seen += images.shape[0]
+        if stop["signal"] is not None:
+            break
+    return _epoch_info(cm, loss_sum, seen)
+
+
+@torch.no_grad()
+def evaluate(model, loader, loss_fn, amp_dtype, device, num_classes) -> tuple[dict, ConfusionMatrix]:
+    """Loss and metrics over a whole split (counts summed across ranks under DDP)."""
+    model.eval()
+    cm = ConfusionMatrix(num_classes)
+    loss_sum, seen = torch.zeros((), dtype=torch.float64), 0
+    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
+    for images, masks, _ in tqdm(loader, desc="val", leave=False, disable=None):
+        images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        masks = masks.to(device, non_blocking=True)
+        with autocast:
+            logits = model(images)
+            loss = loss_fn(logits, masks)
+        cm.update(logits.argmax(1), masks)
+        loss_sum += loss.double().cpu() * images.shape[0]
+        seen += images.shape[0]
+    return _epoch_info(cm, loss_sum, seen), cm
+
+
+def _epoch_info(cm: ConfusionMatrix, loss_sum: torch.Tensor, seen: int) -> dict:
+    cm.all_reduce()
+    totals = torch.tensor([loss_sum.item(), float(seen)], dtype=torch.float64)
+    if dist.is_initialized():
+        dist.all_reduce(totals)
+    info = cm.compute()
+    info["loss"] = totals[0].item() / max(totals[1].item(), 1)
+    return info
+
+
+# ---------------------------------------------------------------- run folder outputs
+
+
+def _save_preview(dataset: SegmentationDataset, path: Path, count: int = 4) -> None:
+    rows = []
+    for i in range(min(count, len(dataset))):
+        image, mask = dataset._load(i)
+        img = to_uint8_rgb(image.permute(1, 2, 0).numpy())
+        rows.append([img, colorize(mask.numpy()), overlay(img, mask.numpy())])
+    save_rows(rows, path)
+
+
+@torch.no_grad()
+def _save_sample_predictions(
+    model, dataset: SegmentationDataset, normalize, device, amp_dtype, path: Path, count: int
+) -> None:
+    """Grid of validation images: image | truth overlay | prediction overlay."""
+    model.eval()
+    rows = []
+    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
+    for i in range(min(count, len(dataset))):
+        image, mask = dataset._load(i)
+        with autocast:
+            pred = model(normalize(image)[None].to(device)).argmax(1)[0].cpu().numpy()
+        img = to_uint8_rgb(image.permute(1, 2, 0).numpy())
+        rows.append([img, overlay(img, mask.numpy()), overlay(img, pred)])
+    if rows:
+        save_rows(rows, path)
+
+
+def _checkpoint(model, optimizer, scheduler, scaler, epoch, best_dice, cfg, fingerprint, log, model_kwargs) -> dict:
+    return {
+        "gctxseg": __version__,
+        "model_name": resolve_model_name(cfg.model),
+        "model_kwargs": model_kwargs,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "epoch": epoch,
+        "best_dice": best_dice,
+        "config": asdict(cfg),
+        "fingerprint": asdict(fingerprint),
+        "value_map": fingerprint.value_map.to_dict(),
+        "normalization": {"mean": fingerprint.mean, "std": fingerprint.std},
+        "base_size": list(cfg.base_size),
+        "log": log,
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "numpy": np.random.get_state(),
+            "python": __import__("random").getstate(),
+        },
+    }
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train a model as ``cfg`` says and return the run folder."""
+    # -- resume: the checkpoint's configuration wins, except where to run and how many epochs
+    ckpt = None
+    if cfg.resume:
+        ckpt = load_checkpoint(cfg.resume)
+        saved = {f.name: ckpt["config"][f.name] for f in fields(TrainConfig) if f.name in ckpt["config"]}
+        overrides = {k: getattr(cfg, k) for k in ("device", "workers", "resume")}
+        if cfg.epochs != TrainConfig.epochs:  # an explicit --epochs extends (or shortens) the schedule
+            overrides["epochs"] = cfg.epochs
+        cfg = TrainConfig(**{**saved, **overrides})
+
+    # -- device, distribution, randomness
+    ddp, device = _setup_distributed(cfg.device)
+    seed_everything(cfg.seed + ddp.rank)
+    amp_dtype = autocast_dtype(cfg.amp, device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
+
+    # -- data: pair, check and fingerprint everything before any training
+    train_pairs = find_pairs(cfg.data_train, cfg.img_f, cfg.mask_f)
+    val_pairs = find_pairs(cfg.data_val, cfg.img_f, cfg.mask_f)
+    if ckpt is not None:
+        fingerprint = DatasetFingerprint(**ckpt["fingerprint"])
+    else:
+        fingerprint = fingerprint_dataset(train_pairs)
+    fingerprint_dataset(val_pairs, known_values=fingerprint.value_map.values)
+    value_map, channels = fingerprint.value_map, fingerprint.channels
+    num_classes = value_map.num_classes
+    if num_classes < 2:
+        raise ValueError(f"{cfg.data_train}: masks hold only the value {value_map.values}; need background and a class")
+    base_train = SegmentationDataset(
+        train_pairs, value_map, cfg.base_size, channels, train_transforms(fingerprint.mean, fingerprint.std)
+    )
+    train_set = SeededAugmentDataset(base_train, cfg.seed)
+    val_set = SegmentationDataset(
+        val_pairs, value_map, cfg.base_size, channels, eval_transforms(fingerprint.mean, fingerprint.std)
+    )
+
+    # -- run folder (rank 0 writes)
+    run_dir = Path(cfg.resume).parent if cfg.resume else next_run_dir(cfg.results, cfg.name, cfg.exist_ok)
+    if ddp.is_main and not cfg.resume:
+        run_dir.mkdir(parents=True, exist_ok=cfg.exist_ok)
+        fingerprint.save(run_dir / "dataset_fingerprint.json")
+        atomic_write_json(run_dir / "env.json", _env_info(device))
+        _save_preview(base_train, run_dir / "preview.png")
+
+    # -- model, loss, optimiser, schedule
+    model_kwargs = dict(cfg.model_options)
+    model = create_model(cfg.model, in_channels=channels, num_classes=num_classes, **model_kwargs)
+    params, macs = count_parameters(model), count_macs(model, channels, cfg.base_size)
+    model = model.to(device, memory_format=torch.channels_last)
+    if ddp.world > 1 and cfg.sync_bn:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    raw_model = model
+    if ddp.world > 1:
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    loss_fn = DiceCELoss(cfg.lambda_dice, cfg.lambda_ce)
+    optimizer = torch.optim.AdamW(
+        raw_model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda"
+    )
+    workers = _num_workers(cfg.workers)
+    train_sampler = EpochTaggedSampler(
+        DistributedSampler(train_set, ddp.world, ddp.rank, shuffle=True, seed=cfg.seed, drop_last=True), len(train_set)
+    )
+    per_rank = len(train_sampler)
+    if per_rank < cfg.batch_size:
+        raise ValueError(
+            f"{cfg.data_train}: {len(train_set)} training images give {per_rank} per process, fewer "
+            f"than --batch-size {cfg.batch_size}; lower --batch-size"
+        )
+    loader_args = dict(num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+    train_loader = DataLoader(train_set, cfg.batch_size, sampler=train_sampler, drop_last=True, **loader_args)
+    val_loader = DataLoader(
+        val_set, cfg.batch_size, sampler=ShardSampler(len(val_set), ddp.rank, ddp.world), **loader_args
+    )
+    steps_per_epoch = len(train_loader)
+    total_steps = cfg.epochs * steps_per_epoch
+    warmup = min(int(cfg.warmup_epochs * steps_per_epoch), total_steps // 10)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, total_steps, warmup, cfg.lrf))
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+
+    log = {
+        "train parameters": {
+            "model": resolve_model_name(cfg.model),
+            "input size": list(cfg.base_size),
+            "batch size": cfg.batch_size,
+            "lr": cfg.lr,
+            "lrf": cfg.lrf,
+            "ct": cfg.ct,
+            "epochs": cfg.epochs,
+            "num classes": num_classes,
+            "in channels": channels,
+            "mask values": value_map.to_dict(),
+            "seed": cfg.seed,
+            "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32",
+            "world size": ddp.world,
+        },
+        "model": {
+            "total parameters": params,
+            "flops": macs,
+            "flops note": "multiply-adds counted once (torch FlopCounterMode / 2), at the input size",
+        },
+    }
+    start_epoch, best_dice = 0, -1.0
+    if ckpt is not None:
+        raw_model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        start_epoch, best_dice = ckpt["epoch"] + 1, ckpt["best_dice"]
+        log = {**ckpt["log"], "train parameters": {**ckpt["log"]["train parameters"], "epochs": cfg.epochs}}
+        if ddp.is_main:
+            print(f"resuming {run_dir} at epoch {start_epoch}/{cfg.epochs}")
+
+    def save(name: str, epoch: int) -> None:
+        atomic_torch_save(
+            _checkpoint(raw_model, optimizer, scheduler, scaler, epoch, best_dice, cfg, fingerprint, log, model_kwargs),
+            run_dir / name,
+        )
+
+    if ddp.is_main:
+        print(
+            f"run {run_dir}: {resolve_model_name(cfg.model)} {params / 1e6:.2f} M params, {macs / 1e9:.2f} G mult-adds "
+            f"at {cfg.base_size[0]}x{cfg.base_size[1]}; {len(train_set)} train / {len(val_set)} val images; "
+            f"classes {value_map.to_dict()}; device {device}, precision {log['train parameters']['amp']}, "
+            f"{workers} loader workers"
+        )
+        if ckpt is None:
+            save("last.pt", -1)  # a stop during the first epoch can still be resumed
+
+    stop, previous_handlers = _install_stop_handlers()
+    names = [p.image.name for p in train_pairs]
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            t0 = time.perf_counter()
+            # randomness of this epoch is a function of (seed, epoch, rank) only: resumable exactly
+            seed_everything(_sample_seed(cfg.seed, epoch, ddp.rank))
+            train_sampler.set_epoch(epoch)
+            lr = scheduler.get_last_lr()[0]
+            train_info = train_one_epoch(
+                model,
+                train_loader,
+                loss_fn,
+                optimizer,
+                scheduler,
+                scaler,
+                amp_dtype,
+                device,
+                num_classes,
+                cfg.grad_clip,
+                stop,
+                names,
+            )
+            if stop["signal"] is not None:
+                break  # a partial epoch is not logged: last.pt holds the last complete one
+            train_info["lr"] = lr
+            val_info, _ = evaluate(model, val_loader, loss_fn, amp_dtype, device, num_classes)
+            val_info["lr"] = lr
+            log[f"epoch:{epoch}"] = {"train log:": {"info": train_info}, "val log:": {"info": val_info}}
+            dice = val_info["mean dice"]
+            improved = not math.isnan(dice) and dice > best_dice
+            best_dice = dice if improved else best_dice
+            if ddp.is_main:
+                atomic_write_json(run_dir / "log.json", log)
+                save("last.pt", epoch)
+                if improved:
+                    save("best.pt", epoch)
+                plot_curves(log, run_dir / "curves.png")
+                print(
+                    f"epoch {epoch + 1}/{cfg.epochs}  lr {lr:.2e}  train loss {train_info['loss']:.4f} "
+                    f"dice {train_info['mean dice']:.4f}  val loss {val_info['loss']:.4f} "
+                    f"dice {dice:.4f} iou {val_info['mean iou']:.4f}  {time.perf_counter() - t0:.1f}s"
+                    + ("  *best" if improved else ""),
+                    flush=True,
+                )
+    finally:
+        for sig, handler in previous_handlers:
+            signal.signal(sig, handler)
+
+    if stop["signal"] is not None:
+        if ddp.is_main:
+            print(
+                f"stopped by signal {stop['signal']}; resume with: gctxseg train --resume {run_dir / 'last.pt'}",
+                file=sys.stderr,
+            )
+        raise TrainingInterrupted(f"training stopped by signal {stop['signal']}; resume from {run_dir / 'last.pt'}")
+
+    # -- samples drawn with the best weights
+    if ddp.is_main and (run_dir / "best.pt").exists():
+        raw_model.load_state_dict(torch.load(run_dir / "best.pt", map_location=device, weights_only=False)["model"])
+        (run_dir / "samples").mkdir(exist_ok=True)
+        _save_sample_predictions(
+            raw_model,
+            val_set,
+            eval_transforms(fingerprint.mean, fingerprint.std),
+            device,
+            amp_dtype,
+            run_dir / "samples" / "val_predictions.png",
+            cfg.num_samples,
+        )
+        print(f"done: best val mean dice {best_dice:.4f}; run folder {run_dir}")
+    if dist.is_initialized():
+        dist.barrier()
+    return run_dir
