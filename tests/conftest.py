@@ -1,0 +1,50 @@
+"""Shared fixtures: tiny phantom datasets and a helper to write image/mask pairs by hand."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+# tests share 2 CPU cores; more threads than that only add contention
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def phantom_dir(tmp_path_factory) -> Path:
+    """A small OCT phantom dataset (64x64, 20 images -> 14 train / 6 val), masks valued 0/128/255."""
+    from gctxseg.data.phantom import synthesize_dataset
+
+    out = tmp_path_factory.mktemp("phantom")
+    synthesize_dataset(out, n=20, size=(64, 64), seed=0)
+    return out
+
+
+def write_pair(root: Path, name: str, image: np.ndarray, mask: np.ndarray, img_suffix=".png", mask_suffix=".png"):
+    """Write ``root/images/name`` and ``root/masks/name`` (creating the folders)."""
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(root / "images" / f"{name}{img_suffix}")
+    Image.fromarray(mask).save(root / "masks" / f"{name}{mask_suffix}")
+
+
+@pytest.fixture
+def make_split(tmp_path):
+    """Build a split of random images with rectangle masks valued 0/128/255; returns its images folder."""
+
+    def make(name: str = "train", n: int = 4, size=(32, 40), values=(0, 128, 255), seed=0) -> Path:
+        rng = np.random.default_rng(seed)
+        root = tmp_path / name
+        for i in range(n):
+            mask = np.full(size, values[0], np.uint8)
+            mask[2:10, 3:12] = values[1]
+            mask[15:20, 20:30] = values[-1]
+            image = rng.integers(0, 255, size, dtype=np.uint8)
+            write_pair(root, f"case_{i}", image, mask)
+        return root / "images"
+
+    return make

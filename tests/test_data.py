@@ -1,0 +1,116 @@
+"""Data pipeline: pairing, fingerprint and mask-value discovery, one-line errors for bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gctxseg.data import (
+    DatasetError,
+    MaskValueMap,
+    SegmentationDataset,
+    find_pairs,
+    fingerprint_dataset,
+    read_image,
+)
+from gctxseg.data.transforms import train_transforms
+
+
+def test_pairs_and_fingerprint_discover_values_channels_and_stats(make_split):
+    images = make_split(n=3)
+    pairs = find_pairs(images, ".png", ".png")
+    assert [p.name for p in pairs] == ["case_0", "case_1", "case_2"]
+    fp = fingerprint_dataset(pairs)
+    assert fp.value_map.to_dict() == {"0": 0, "128": 1, "255": 2}
+    assert fp.channels == 1 and fp.num_cases == 3 and fp.sizes == {"32x40": 3}
+    pixels = np.concatenate([read_image(p.image).ravel() for p in pairs])
+    assert fp.mean[0] == pytest.approx(pixels.mean(), abs=1e-5)
+    assert fp.std[0] == pytest.approx(pixels.std(), abs=1e-5)
+
+
+def test_mask_value_map_round_trip_and_unknown_value():
+    vm = MaskValueMap([255, 0, 128])
+    raw = np.array([[0, 128], [255, 0]])
+    idx = vm.encode(raw)
+    assert idx.tolist() == [[0, 1], [2, 0]]
+    assert vm.decode(idx).tolist() == raw.tolist()
+    assert MaskValueMap.from_dict(vm.to_dict()).values == [0, 128, 255]
+    with pytest.raises(DatasetError, match=r"m\.png: value\(s\) \[77\] not among"):
+        vm.encode(np.array([[0, 77]]), source="m.png")
+
+
+def _one_line(err: pytest.ExceptionInfo) -> str:
+    text = str(err.value)
+    assert "\n" not in text
+    return text
+
+
+def test_empty_folder_names_glob(tmp_path):
+    (tmp_path / "images").mkdir()
+    with pytest.raises(DatasetError) as err:
+        find_pairs(tmp_path / "images", ".jpg", ".png")
+    assert "no images matching '*.jpg'" in _one_line(err)
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(DatasetError, match="folder not found"):
+        find_pairs(tmp_path / "nope" / "images")
+
+
+def test_image_without_mask_names_both_files(make_split):
+    images = make_split(n=3)
+    (images.parent / "masks" / "case_1.png").unlink()
+    (images.parent / "masks" / "case_2.png").unlink()
+    with pytest.raises(DatasetError) as err:
+        find_pairs(images, ".png", ".png")
+    text = _one_line(err)
+    assert "case_1.png: no mask for" in text and "images/case_1.png" in text and "(and 1 more)" in text
+
+
+def test_mask_size_mismatch(make_split):
+    images = make_split(n=2)
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(images.parent / "masks" / "case_1.png")
+    with pytest.raises(DatasetError) as err:
+        fingerprint_dataset(find_pairs(images, ".png", ".png"))
+    assert "masks/case_1.png: 10x10 but its image is 32x40; re-export" in _one_line(err)
+
+
+@pytest.mark.parametrize("content", [b"", b"not an image at all", b"\x89PNG\r\n\x1a\n\x00\x00truncated"])
+def test_corrupt_or_empty_image(make_split, content):
+    images = make_split(n=2)
+    (images / "case_0.png").write_bytes(content)
+    with pytest.raises(DatasetError) as err:
+        fingerprint_dataset(find_pairs(images, ".png", ".png"))
+    text = _one_line(err)
+    assert "case_0.png" in text and ("corrupt" in text or "empty file" in text)
+
+
+def test_validation_value_never_seen_in_training(make_split):
+    train = fingerprint_dataset(find_pairs(make_split("train", n=2), ".png", ".png"))
+    val_images = make_split("val", n=2, values=(0, 128, 200))
+    with pytest.raises(DatasetError) as err:
+        fingerprint_dataset(find_pairs(val_images, ".png", ".png"), known_values=train.value_map.values)
+    assert "value(s) [200] never seen in the training masks [0, 128, 255]" in _one_line(err)
+
+
+def test_dataset_resizes_and_augments_masks_with_nearest(make_split):
+    pairs = find_pairs(make_split(n=2), ".png", ".png")
+    fp = fingerprint_dataset(pairs)
+    ds = SegmentationDataset(pairs, fp.value_map, (48, 48), 1, train_transforms(fp.mean, fp.std))
+    torch.manual_seed(0)
+    for _ in range(5):
+        image, mask, index = ds[1]
+        assert image.shape == (1, 48, 48) and image.dtype == torch.float32
+        assert mask.shape == (48, 48) and mask.dtype == torch.int64
+        assert set(mask.unique().tolist()) <= {0, 1, 2}  # no interpolated in-between labels
+    assert index == 1
+
+
+def test_grayscale_16bit_and_rgba_images_are_valid(tmp_path):
+    Image.fromarray((np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)).save(tmp_path / "a.png")
+    arr = read_image(tmp_path / "a.png")
+    assert arr.shape == (8, 8, 1) and arr.max() == pytest.approx(63000 / 65535, rel=1e-6)
+    Image.fromarray(np.full((8, 8, 4), 200, np.uint8), mode="RGBA").save(tmp_path / "b.png")
+    assert read_image(tmp_path / "b.png").shape == (8, 8, 3)
