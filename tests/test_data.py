@@ -109,7 +109,7 @@ def test_dataset_resizes_and_augments_masks_with_nearest(make_split):
 
 
 def test_grayscale_16bit_and_rgba_images_are_valid(tmp_path):
-    Image.fromarray((np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)).save(tmp_path / "a.png")
+    Image.fromarray(np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000).save(tmp_path / "a.png")
     arr = read_image(tmp_path / "a.png")
     assert arr.shape == (8, 8, 1) and arr.max() == pytest.approx(63000 / 65535, rel=1e-6)
     Image.fromarray(np.full((8, 8, 4), 200, np.uint8), mode="RGBA").save(tmp_path / "b.png")

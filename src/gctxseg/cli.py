@@ -1,4 +1,5 @@
-"""Command line: ``gctxseg train|predict|synth|demo|models``. Parsing only; the work is done elsewhere."""
+"""Command line: ``gctxseg train|predict|evaluate|report|compare|synth|demo|models``. Parsing only; the work is
+done elsewhere."""
 
 from __future__ import annotations
 
@@ -35,8 +36,22 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs (default {d.epochs})")
     p.add_argument("--lr", type=float, default=d.lr, help=f"peak AdamW learning rate (default {d.lr})")
     p.add_argument("--lrf", type=float, default=d.lrf, help=f"cosine decay to lr*lrf (default {d.lrf})")
-    p.add_argument("--ct", action="store_true", help="CT input: window HU intensities before normalisation")
-    p.add_argument("--img_f", default=d.img_f, help=f"image file suffix (default {d.img_f})")
+    p.add_argument("--ct", action="store_true",
+                   help="CT input (DICOM/NIfTI in HU): window intensities before normalisation; without a window "
+                        "option the window spans the 0.5-99.5th HU percentiles inside the training masks")
+    p.add_argument("--window", default=None, metavar="PRESET",
+                   help="CT window preset: abdomen, lung, bone, brain, liver, mediastinum, or LEVEL/WIDTH in HU "
+                        "(default: derived from the training set)")
+    p.add_argument("--window-level", type=float, default=None, metavar="HU", help="CT window centre in HU")
+    p.add_argument("--window-width", type=float, default=None, metavar="HU", help="CT window width in HU")
+    p.add_argument("--windows", type=lambda t: tuple(w for w in t.split(",") if w.strip()), default=(),
+                   metavar="W1,W2", help="CT windows stacked as input channels, e.g. lung,mediastinum "
+                                         "(presets, LEVEL/WIDTH or auto)")
+    p.add_argument("--empty-slice-fraction", type=float, default=d.empty_slice_fraction, metavar="F",
+                   help="share of training slices (or images) without foreground to keep, drawn at random; "
+                        "e.g. 0.1 for CT volumes (default 1 = all)")
+    p.add_argument("--img_f", default=d.img_f,
+                   help=f"image file suffix: .jpg, .png, .tif, .dcm, .nii.gz ... (default {d.img_f})")
     p.add_argument("--mask_f", default=d.mask_f, help=f"mask file suffix (default {d.mask_f})")
     p.add_argument("--results", default=d.results, help=f"folder of run folders (default {d.results})")
     p.add_argument("--name", default=d.name, help=f"run folder name; exp, exp2, ... (default {d.name})")
@@ -64,6 +79,57 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="inference/out", help="output folder (default inference/out)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda ... (default auto)")
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"], help="precision (default auto)")
+    _add_inference_options(p)
+
+
+def _add_inference_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: average softmax over the image and its horizontal mirror (2x time)")
+    p.add_argument("--tta-vflip", action="store_true",
+                   help="also average over vertical mirrors (4x time; off by default: OCT is not up-down symmetric)")
+    p.add_argument("--infer-mode", default="resize", choices=["resize", "sliding"],
+                   help="resize: whole image to the training size and back (default); sliding: windows of the "
+                        "training size over the image at full resolution, overlap 0.5, Gaussian blending")
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="score a trained model on a labelled folder (Dice, IoU, HD95, NSD ...)")
+    p.add_argument("--weights", required=True, help="best.pt or last.pt of a run folder")
+    p.add_argument("--data", required=True, help="images folder; masks in the sibling 'masks' folder")
+    p.add_argument("--img_f", default=".jpg", help="image file suffix (default .jpg)")
+    p.add_argument("--mask_f", default=".png", help="mask file suffix (default .png)")
+    p.add_argument("--out", default=None,
+                   help="output folder (default: eval_<split> beside the weights, e.g. runs/exp/eval_val)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda ... (default auto)")
+    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"], help="precision (default auto)")
+    _add_inference_options(p)
+    p.add_argument("--nsd-tolerance", type=float, default=2.0,
+                   help="normalised surface Dice tolerance in pixels (in the --spacing unit if given; default 2)")
+    p.add_argument("--spacing", type=float, nargs=2, default=None, metavar=("ROW", "COL"),
+                   help="pixel size, e.g. in mm, for HD95 and NSD in that unit (default: pixels)")
+    p.add_argument("--worst-k", type=int, default=4, help="images in the worst/best case grids (default 4)")
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="evaluate a run's best.pt on its val set and write RUN_DIR/report.html")
+    p.add_argument("run_dir", help="run folder written by 'gctxseg train'")
+    p.add_argument("--data", default=None, help="images folder to evaluate on (default: the run's val folder)")
+    p.add_argument("--no-eval", action="store_true", help="do not evaluate; reuse RUN_DIR/eval if it exists")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda ... (default auto)")
+    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"], help="precision (default auto)")
+    p.add_argument("--tta", action="store_true", help="horizontal-flip test-time augmentation")
+    p.add_argument("--infer-mode", default="resize", choices=["resize", "sliding"], help="(default resize)")
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="best val metrics, size and speed of several runs side by side")
+    p.add_argument("run_dirs", nargs="+", help="run folders")
+    p.add_argument("--out", default="compare.png", help="combined curves plot (default compare.png)")
+    p.add_argument("--device", default="auto", help="where to time inference: auto, cpu, cuda ... (default auto)")
+    p.add_argument("--amp", default="off", choices=["auto", "bf16", "fp16", "off"],
+                   help="precision of the timing (default off = fp32)")
+    p.add_argument("--timing-seconds", type=float, default=1.0,
+                   help="seconds of inference timed per run, batch 1 at its training size (default 1)")
 
 
 def _add_synth(sub: argparse._SubParsersAction) -> None:
@@ -79,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_predict(sub)
+    _add_evaluate(sub)
+    _add_report(sub)
+    _add_compare(sub)
     _add_synth(sub)
     demo = sub.add_parser("demo", help="phantom data -> train the default model -> predict (CPU friendly)")
     demo.add_argument("--epochs", type=int, default=None, help="override the demo's epoch count")
@@ -96,7 +165,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             train(TrainConfig(
                 data_train=args.data_train, data_val=args.data_val, img_f=args.img_f, mask_f=args.mask_f,
-                ct=args.ct, base_size=tuple(args.base_size), model=args.model,
+                ct=args.ct, window=args.window, window_level=args.window_level, window_width=args.window_width,
+                windows=args.windows, empty_slice_fraction=args.empty_slice_fraction,
+                base_size=tuple(args.base_size), model=args.model,
                 model_options=dict(args.model_option), epochs=args.epochs, batch_size=args.batch_size,
                 lr=args.lr, lrf=args.lrf, warmup_epochs=args.warmup_epochs, weight_decay=args.weight_decay,
                 device=args.device, amp=args.amp, workers=args.workers, seed=args.seed, sync_bn=args.sync_bn,
@@ -105,11 +176,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "predict":
             from .predict import predict_folder
 
-            summary = predict_folder(args.weights, args.source, args.out, args.device, args.amp)
+            summary = predict_folder(args.weights, args.source, args.out, args.device, args.amp,
+                                     tta=args.tta, tta_vflip=args.tta_vflip, infer_mode=args.infer_mode)
             print(f"wrote {len(summary.written)} masks and overlays to {args.out}")
             if summary.failed:
                 print(f"{len(summary.failed)} image(s) failed:", *summary.failed, sep="\n  ", file=sys.stderr)
                 return 1
+        elif args.command == "evaluate":
+            from pathlib import Path
+
+            from .evaluate import evaluate_folder
+            from .report import format_table
+
+            out = args.out or Path(args.weights).parent / f"eval_{Path(args.data).resolve().parent.name}"
+            result = evaluate_folder(
+                args.weights, args.data, args.img_f, args.mask_f, out, device=args.device, amp=args.amp,
+                tta=args.tta, tta_vflip=args.tta_vflip, infer_mode=args.infer_mode,
+                nsd_tolerance=args.nsd_tolerance, spacing=tuple(args.spacing) if args.spacing else None,
+                worst_k=args.worst_k,
+            )
+            s = result.summary
+            print(format_table(s["per class"], ["name", "dice", "iou", "precision", "recall", "mean image dice",
+                                                "hd95 mean", "hd95 median", "nsd mean", "missed", "false alarms"]))
+            print(f"{s['images']} images: pixel accuracy {s['pixel accuracy']:.4f}, mean dice {s['mean dice']:.4f}, "
+                  f"mean iou {s['mean iou']:.4f}, mean hd95 {s['mean hd95']:.2f} {s['distance unit']}, "
+                  f"mean nsd {s['mean nsd']:.4f}; wrote {out}/summary.json, metrics_per_image.csv and plots")
+        elif args.command == "report":
+            from .evaluate import write_run_report
+
+            path = write_run_report(args.run_dir, data=args.data, device=args.device, amp=args.amp, tta=args.tta,
+                                    infer_mode=args.infer_mode, evaluate=not args.no_eval)
+            print(f"wrote {path}")
+        elif args.command == "compare":
+            from .evaluate import compare_runs
+
+            _, table = compare_runs(args.run_dirs, args.out, device=args.device, amp=args.amp,
+                                    timing_seconds=args.timing_seconds)
+            print(table)
+            print(f"curves: {args.out}")
         elif args.command == "synth":
             from .data.phantom import synthesize_dataset
 
@@ -140,6 +244,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 3
     except KeyboardInterrupt:
         return 130
+    except OSError as err:  # read-only folder, disk full, ...: the path and the reason, not a traceback
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"error: {where}{err.strerror or err}; check free space and write permission there", file=sys.stderr)
+        return 4
     return 0
 
 

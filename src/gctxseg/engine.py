@@ -32,7 +32,15 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from tqdm import tqdm
 
 from . import __version__
-from .data import DatasetFingerprint, SegmentationDataset, find_pairs, fingerprint_dataset
+from .data import (
+    CTWindow,
+    DatasetFingerprint,
+    SegmentationDataset,
+    expand_slices,
+    find_pairs,
+    fingerprint_dataset,
+    resolve_windows,
+)
 from .data.transforms import eval_transforms, train_transforms
 from .losses import DiceCELoss, deep_supervision_loss
 from .metrics import ConfusionMatrix
@@ -66,7 +74,13 @@ class TrainConfig:
     data_val: str = "./data/val/images"
     img_f: str = ".jpg"  # image file suffix
     mask_f: str = ".png"  # mask file suffix
-    ct: bool = False  # CT input: HU windowing before normalisation
+    ct: bool = False  # CT input (DICOM/NIfTI in HU): windowing before normalisation
+    window: str | None = None  # CT window preset (abdomen, lung, bone, brain, liver, mediastinum) or "L/W"
+    window_level: float | None = None  # explicit CT window centre in HU (with window_width)
+    window_width: float | None = None  # explicit CT window width in HU
+    windows: tuple[str, ...] = ()  # CT windows stacked as input channels, e.g. ("lung", "mediastinum", "auto")
+    # no window option with ct: one window derived from the training masks' foreground HU (0.5-99.5 percentiles)
+    empty_slice_fraction: float = 1.0  # share of training slices/images without foreground kept (1 = all)
     base_size: tuple[int, int] = (224, 224)  # (H, W) the network is trained at
     # model
     model: str = field(default_factory=_default_model)
@@ -106,6 +120,17 @@ class TrainConfig:
         if self.amp not in ("auto", "bf16", "fp16", "off"):
             raise ValueError(f"amp must be auto, bf16, fp16 or off, got {self.amp!r}")
         resolve_model_name(self.model)  # unknown names fail now, with a suggestion
+        self.windows = tuple(self.windows)
+        if not self.ct and (self.window or self.window_level is not None or self.window_width is not None
+                            or self.windows):
+            raise ValueError("a CT window option (--window, --window-level/--window-width, --windows) needs --ct")
+        self.ct_windows()  # conflicting or unknown windows fail now
+        if not 0 <= self.empty_slice_fraction <= 1:
+            raise ValueError(f"empty_slice_fraction must be in [0, 1], got {self.empty_slice_fraction}")
+
+    def ct_windows(self) -> tuple[CTWindow | str, ...]:
+        """The CT windows the options ask for (``"auto"`` = derived from the training set)."""
+        return resolve_windows(self.window, self.window_level, self.window_width, self.windows)
 
 
 class TrainingInterrupted(RuntimeError):
@@ -295,7 +320,7 @@ def train_one_epoch(
     """One pass over the training loader; returns the epoch's metric block (from a confusion matrix)."""
     model.train()
     cm = ConfusionMatrix(num_classes)
-    loss_sum, seen = torch.zeros((), dtype=torch.float64), 0
+    loss_sum, seen, skipped = torch.zeros((), dtype=torch.float64), 0, 0
     autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
     for images, masks, tags in tqdm(loader, desc="train", leave=False, disable=None):
         images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
@@ -306,15 +331,18 @@ def train_one_epoch(
         if not torch.isfinite(loss):
             files = [names[int(t) % len(names)] for t in tags]
             raise NonFiniteLossError(
-                f"loss is {loss.item()} on batch {files}; lower --lr (now {scheduler.get_last_lr()[0]:.3g})"
+                f"loss is {loss.item()} on the batch {files} at lr {scheduler.get_last_lr()[0]:.3g}; "
+                f"try a lower --lr"
             )
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if grad_clip > 0:
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        scaler.step(optimizer)
+        scale = scaler.get_scale() if scaler.is_enabled() else 0.0
+        scaler.step(optimizer)  # fp16: skipped by the scaler when gradients overflowed
         scaler.update()
+        skipped += int(scaler.is_enabled() and scaler.get_scale() < scale)
         scheduler.step()
         main = outputs if isinstance(outputs, torch.Tensor) else outputs[0]
         cm.update(main.detach().argmax(1), masks)
@@ -322,7 +350,10 @@ def train_one_epoch(
         seen += images.shape[0]
         if stop["signal"] is not None:
             break
-    return _epoch_info(cm, loss_sum, seen)
+    info = _epoch_info(cm, loss_sum, seen)
+    if scaler.is_enabled():
+        info["amp skipped steps"] = skipped
+    return info
 
 
 @torch.no_grad()
@@ -399,6 +430,7 @@ def _checkpoint(model, optimizer, scheduler, scaler, epoch, best_dice, cfg, fing
         "fingerprint": asdict(fingerprint),
         "value_map": fingerprint.value_map.to_dict(),
         "normalization": {"mean": fingerprint.mean, "std": fingerprint.std},
+        "intensity": fingerprint.intensity,  # values as read -> [0, 1] (CT windows): prediction applies the same
         "base_size": list(cfg.base_size),
         "log": log,
         "rng": {
@@ -407,6 +439,17 @@ def _checkpoint(model, optimizer, scheduler, scaler, epoch, best_dice, cfg, fing
             "python": __import__("random").getstate(),
         },
     }
+
+
+def _write_report(run_dir: Path, device: torch.device, amp: str) -> None:
+    """Evaluate best.pt on the val set and write report.html; a failure only warns, training has succeeded."""
+    try:
+        from .evaluate import write_run_report  # local: evaluate -> predict -> engine would be a cycle at import
+
+        print(f"report: {write_run_report(run_dir, device=str(device), amp=amp)}")
+    except Exception as err:  # any report problem must not fail a finished training run
+        print(f"warning: report.html not written ({type(err).__name__}: {err}); retry with: gctxseg report {run_dir}",
+              file=sys.stderr)
 
 
 # ---------------------------------------------------------------- the loop
@@ -432,23 +475,31 @@ def train(cfg: TrainConfig) -> Path:
         torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
 
     # -- data: pair, check and fingerprint everything before any training
-    train_pairs = find_pairs(cfg.data_train, cfg.img_f, cfg.mask_f)
-    val_pairs = find_pairs(cfg.data_val, cfg.img_f, cfg.mask_f)
+    # (volumes become one pair per slice; validation keeps every slice, so its Dice covers whole volumes)
+    train_pairs = expand_slices(find_pairs(cfg.data_train, cfg.img_f, cfg.mask_f), cfg.empty_slice_fraction, cfg.seed)
+    val_pairs = expand_slices(find_pairs(cfg.data_val, cfg.img_f, cfg.mask_f))
     if ckpt is not None:
         fingerprint = DatasetFingerprint(**ckpt["fingerprint"])
     else:
-        fingerprint = fingerprint_dataset(train_pairs)
-    fingerprint_dataset(val_pairs, known_values=fingerprint.value_map.values)
+        fingerprint = fingerprint_dataset(train_pairs, ct=cfg.ct, windows=cfg.ct_windows())
+    intensity = fingerprint.intensity_mapping  # values as read -> [0, 1]: the same at prediction
+    fingerprint_dataset(val_pairs, known_values=fingerprint.value_map.values, intensity=intensity)
     value_map, channels = fingerprint.value_map, fingerprint.channels
     num_classes = value_map.num_classes
     if num_classes < 2:
         raise ValueError(f"{cfg.data_train}: masks hold only the value {value_map.values}; need background and a class")
     base_train = SegmentationDataset(
-        train_pairs, value_map, cfg.base_size, channels, train_transforms(fingerprint.mean, fingerprint.std)
+        train_pairs,
+        value_map,
+        cfg.base_size,
+        channels,
+        train_transforms(fingerprint.mean, fingerprint.std),
+        intensity=intensity,
     )
     train_set = SeededAugmentDataset(base_train, cfg.seed)
     val_set = SegmentationDataset(
-        val_pairs, value_map, cfg.base_size, channels, eval_transforms(fingerprint.mean, fingerprint.std)
+        val_pairs, value_map, cfg.base_size, channels, eval_transforms(fingerprint.mean, fingerprint.std),
+        intensity=intensity,
     )
 
     # -- run folder (rank 0 writes)
@@ -502,6 +553,8 @@ def train(cfg: TrainConfig) -> Path:
             "lr": cfg.lr,
             "lrf": cfg.lrf,
             "ct": cfg.ct,
+            "intensity": {**intensity.to_dict(), "description": str(intensity)},
+            "empty slice fraction": cfg.empty_slice_fraction,
             "epochs": cfg.epochs,
             "num classes": num_classes,
             "in channels": channels,
@@ -544,7 +597,7 @@ def train(cfg: TrainConfig) -> Path:
             save("last.pt", -1)  # a stop during the first epoch can still be resumed
 
     stop, previous_handlers = _install_stop_handlers()
-    names = [p.image.name for p in train_pairs]
+    names = [p.image.name if p.slice_index is None else f"{p.image.name} (slice {p.slice_index})" for p in train_pairs]
     try:
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
@@ -552,20 +605,14 @@ def train(cfg: TrainConfig) -> Path:
             seed_everything(_sample_seed(cfg.seed, epoch, ddp.rank))
             train_sampler.set_epoch(epoch)
             lr = scheduler.get_last_lr()[0]
-            train_info = train_one_epoch(
-                model,
-                train_loader,
-                loss_fn,
-                optimizer,
-                scheduler,
-                scaler,
-                amp_dtype,
-                device,
-                num_classes,
-                cfg.grad_clip,
-                stop,
-                names,
-            )
+            try:
+                train_info = train_one_epoch(
+                    model, train_loader, loss_fn, optimizer, scheduler, scaler, amp_dtype, device, num_classes,
+                    cfg.grad_clip, stop, names,
+                )  # fmt: skip
+            except NonFiniteLossError as err:
+                kept = f"; the last good checkpoint is {run_dir / 'last.pt'}" if ddp.is_main else ""
+                raise NonFiniteLossError(f"epoch {epoch + 1}: {err}{kept}") from None
             if stop["signal"] is not None:
                 break  # a partial epoch is not logged: last.pt holds the last complete one
             train_info["lr"] = lr
@@ -614,6 +661,8 @@ def train(cfg: TrainConfig) -> Path:
             cfg.num_samples,
         )
         print(f"done: best val mean dice {best_dice:.4f}; run folder {run_dir}")
+    if ddp.is_main:
+        _write_report(run_dir, device, cfg.amp)
     if dist.is_initialized():
         dist.barrier()
     return run_dir

@@ -9,29 +9,69 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from monai.inferers import sliding_window_inference
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
-from .data import DatasetError, MaskValueMap, read_image
-from .data.io import IMAGE_SUFFIXES
+from .data import DatasetError, IntensityMapping, MaskValueMap, read_image
+from .data.io import NIFTI_SUFFIXES, READABLE_SUFFIXES, file_stem, read_volume, write_volume_mask
 from .engine import autocast_dtype, load_checkpoint
 from .models import create_model
 from .utils import resolve_device
 from .visualize import overlay
 
-__all__ = ["Predictor", "PredictionSummary", "predict_folder"]
+__all__ = ["INFER_MODES", "Predictor", "PredictionSummary", "predict_folder"]
+
+
+INFER_MODES = ("resize", "sliding")
 
 
 class Predictor:
     """A trained model with everything needed to segment new images (from a gctxseg checkpoint).
 
+    Two ways to bring an image of any size to the network:
+
+    - ``resize`` (default): resize the whole image to the training size, predict, and resize the
+      class probabilities back to the image's size (bilinear), so borders are interpolated smoothly.
+    - ``sliding``: MONAI's ``sliding_window_inference`` at the image's own resolution with windows of the
+      training size (``base_size``), overlap 0.5 and Gaussian blending, so a 1024x496 OCT B-scan is not
+      squashed. Right when the model was trained on images at (about) that resolution; an image smaller
+      than a window is padded.
+
+    Test-time augmentation (``tta``) averages the softmax probabilities of the image and its horizontal
+    mirror (and, with ``tta_vflip``, the vertical mirror too: off by default, OCT B-scans are not
+    symmetric top to bottom). With ``sliding`` it is applied inside each window.
+
     Args:
         weights: ``best.pt`` / ``last.pt`` of a run folder.
         device: ``auto``, ``cpu``, ``cuda``...
         amp: ``auto``, ``bf16``, ``fp16`` or ``off`` (see :func:`gctxseg.engine.autocast_dtype`).
+        tta: average over horizontal flips.
+        tta_vflip: also average over vertical flips (implies ``tta``).
+        infer_mode: ``resize`` or ``sliding``.
+        overlap: sliding-window overlap fraction in [0, 1) (default 0.5).
+        sw_batch_size: windows per forward pass in ``sliding`` mode.
+
+    Raises:
+        ValueError: unreadable checkpoint, weights not fitting the architecture, unknown ``infer_mode``.
     """
 
-    def __init__(self, weights: str | Path, device: str = "auto", amp: str = "auto") -> None:
+    def __init__(
+        self,
+        weights: str | Path,
+        device: str = "auto",
+        amp: str = "auto",
+        *,
+        tta: bool = False,
+        tta_vflip: bool = False,
+        infer_mode: str = "resize",
+        overlap: float = 0.5,
+        sw_batch_size: int = 4,
+    ) -> None:
+        if infer_mode not in INFER_MODES:
+            raise ValueError(f"infer_mode must be one of {', '.join(INFER_MODES)}, got {infer_mode!r}")
+        if not 0 <= overlap < 1:
+            raise ValueError(f"overlap must be in [0, 1), got {overlap}")
         ckpt = load_checkpoint(weights)
         self.device = resolve_device(device)
         self.amp_dtype = autocast_dtype(amp, self.device)
@@ -40,6 +80,13 @@ class Predictor:
         self.channels = int(ckpt["fingerprint"]["channels"])
         self.mean = ckpt["normalization"]["mean"]
         self.std = ckpt["normalization"]["std"]
+        # values as read -> [0, 1] exactly as in training (CT windows, scan percentile range; pictures as read)
+        self.intensity = IntensityMapping.from_dict(ckpt.get("intensity"))
+        self.infer_mode, self.overlap, self.sw_batch_size = infer_mode, overlap, sw_batch_size
+        # flip dims of a N x C x H x W batch averaged by test-time augmentation ([] = identity only)
+        self.flips: list[tuple[int, ...]] = [(3,)] if tta or tta_vflip else []
+        if tta_vflip:
+            self.flips += [(2,), (2, 3)]
         model = create_model(ckpt["model_name"], self.channels, self.value_map.num_classes, **ckpt["model_kwargs"])
         try:
             model.load_state_dict(ckpt["model"])
@@ -48,8 +95,21 @@ class Predictor:
             raise ValueError(f"{weights}: weights do not fit {ckpt['model_name']} ({first})") from None
         self.model = model.to(self.device).eval()
 
-    def _to_input(self, image: np.ndarray, source: str | Path) -> torch.Tensor:
-        """``H x W x C`` float [0, 1] -> normalised ``C x h x w`` at the training size."""
+    @property
+    def num_classes(self) -> int:
+        return self.value_map.num_classes
+
+    def read(self, path: str | Path, slice_index: int | None = None) -> np.ndarray:
+        """Read an image (or a volume's slice) as the network's ``H x W x C`` [0, 1] input, as in training.
+
+        Raises:
+            DatasetError: unreadable file, or a picture for a model trained on DICOM/NIfTI (and back).
+        """
+        self.intensity.check(path)
+        return self.intensity.apply(read_image(path, slice_index))
+
+    def _to_tensor(self, image: np.ndarray, source: str | Path) -> torch.Tensor:
+        """``H x W x C`` float [0, 1] -> normalised ``C x H x W`` at the image's own size."""
         x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
         if x.shape[0] != self.channels:
             if self.channels == 3 and x.shape[0] == 1:
@@ -61,21 +121,55 @@ class Predictor:
                     f"{source}: {x.shape[0]}-channel image but the model takes {self.channels}; "
                     f"convert the image or use weights trained on such images"
                 )
-        x = TF.resize(x, list(self.base_size), antialias=True)
-        return TF.normalize(x, self.mean, self.std)
+        return TF.normalize(x.float(), self.mean, self.std)
 
-    @torch.no_grad()
-    def predict_image(self, image: np.ndarray, source: str | Path = "image") -> np.ndarray:
-        """Class indices (``H x W`` int64) at the image's own size."""
-        x = self._to_input(image, source)[None].to(self.device)
+    def _to_input(self, image: np.ndarray, source: str | Path) -> torch.Tensor:
+        """``H x W x C`` float [0, 1] -> normalised ``C x h x w`` at the training size."""
+        x = self._to_tensor(image, source)
+        return TF.resize(x, list(self.base_size), antialias=True)
+
+    def _probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """Softmax probabilities ``N x K x H x W`` (float32) of a batch, averaged over the TTA flips."""
         autocast = (
             torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
         )
         with autocast:
-            logits = self.model(x)
-        # resize logits, not labels, so class borders are interpolated smoothly at the original size
-        logits = F.interpolate(logits.float(), size=image.shape[:2], mode="bilinear", align_corners=False)
-        return logits.argmax(1)[0].cpu().numpy()
+            probs = self.model(x).float().softmax(1)
+            for dims in self.flips:
+                probs += self.model(x.flip(dims)).float().softmax(1).flip(dims)
+        return probs / (1 + len(self.flips))
+
+    @torch.no_grad()
+    def predict_proba(self, image: np.ndarray, source: str | Path = "image") -> torch.Tensor:
+        """Class probabilities ``K x H x W`` (float32, on the CPU) at the image's own size.
+
+        Args:
+            image: ``H x W x C`` float32 in [0, 1], as :func:`gctxseg.data.read_image` returns.
+            source: the image's path, named in errors.
+
+        Raises:
+            DatasetError: the image's channels do not fit the model.
+        """
+        size = tuple(image.shape[:2])
+        if self.infer_mode == "sliding":
+            x = self._to_tensor(image, source)[None].to(self.device)
+            probs = sliding_window_inference(
+                x,
+                roi_size=self.base_size,
+                sw_batch_size=self.sw_batch_size,
+                predictor=self._probabilities,
+                overlap=self.overlap,
+                mode="gaussian",
+            )
+        else:
+            probs = self._probabilities(self._to_input(image, source)[None].to(self.device))
+            # resize probabilities, not labels, so class borders are interpolated smoothly at the original size
+            probs = F.interpolate(probs, size=size, mode="bilinear", align_corners=False)
+        return torch.as_tensor(probs)[0].float().cpu()
+
+    def predict_image(self, image: np.ndarray, source: str | Path = "image") -> np.ndarray:
+        """Class indices (``H x W`` int64) at the image's own size."""
+        return self.predict_proba(image, source).argmax(0).numpy()
 
 
 @dataclass
@@ -86,18 +180,39 @@ class PredictionSummary:
     failed: list[str] = field(default_factory=list)  # one line per bad file
 
 
+def _predict_volume(predictor: Predictor, path: Path, out: Path) -> Path:
+    """Segment a NIfTI volume slice by slice; write its mask volume on the input's grid and one overlay."""
+    predictor.intensity.check(path)
+    volume, _ = read_volume(path)  # D x H x W, values as read
+    slices = [predictor.intensity.apply(s[..., None]) for s in volume]
+    pred = np.stack([predictor.predict_image(s, f"{path} (slice {k})") for k, s in enumerate(slices)])
+    suffix = ".nii.gz" if path.name.lower().endswith(".gz") else ".nii"
+    mask_path = out / "masks" / f"{file_stem(path)}{suffix}"
+    write_volume_mask(mask_path, predictor.value_map.decode(pred), like=path)
+    shown = int((pred > 0).reshape(len(pred), -1).sum(1).argmax())  # the slice with the most foreground
+    Image.fromarray(overlay(slices[shown], pred[shown])).save(out / "overlays" / f"{file_stem(path)}.png")
+    return mask_path
+
+
 def predict_folder(
     weights: str | Path,
     source: str | Path = "inference/img",
     out: str | Path = "inference/out",
     device: str = "auto",
     amp: str = "auto",
-    suffixes: tuple[str, ...] = IMAGE_SUFFIXES,
+    suffixes: tuple[str, ...] = READABLE_SUFFIXES,
+    *,
+    tta: bool = False,
+    tta_vflip: bool = False,
+    infer_mode: str = "resize",
 ) -> PredictionSummary:
     """Segment every image in ``source``; write ``out/masks/NAME.png`` and ``out/overlays/NAME.png``.
 
-    Masks hold the dataset's original values (e.g. 0/128/255). A bad image is reported and skipped; the
-    others are still processed.
+    Masks hold the dataset's original values (e.g. 0/128/255). Each DICOM slice gets its own mask; a
+    NIfTI volume is segmented slice by slice into ``out/masks/NAME.nii.gz`` (or ``.nii``) with the
+    input's affine and voxel sizes, and its overlay shows the slice with the most foreground. Intensities
+    are mapped as in training (the checkpoint's CT window). A bad image is reported and skipped; the
+    others are still processed. ``tta``, ``tta_vflip`` and ``infer_mode`` are those of :class:`Predictor`.
 
     Raises:
         DatasetError: ``source`` missing or holding no images.
@@ -106,22 +221,25 @@ def predict_folder(
     source, out = Path(source), Path(out)
     if not source.is_dir():
         raise DatasetError(f"{source}: folder not found; pass --source DIR with images to segment")
-    files = sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+    files = sorted(p for p in source.iterdir() if p.is_file() and p.name.lower().endswith(tuple(suffixes)))
     if not files:
         raise DatasetError(f"{source}: no images ({', '.join(suffixes)}); put images there or pass --source DIR")
-    predictor = Predictor(weights, device, amp)
+    predictor = Predictor(weights, device, amp, tta=tta, tta_vflip=tta_vflip, infer_mode=infer_mode)
     (out / "masks").mkdir(parents=True, exist_ok=True)
     (out / "overlays").mkdir(parents=True, exist_ok=True)
     summary = PredictionSummary()
     for path in files:
         try:
-            image = read_image(path)
+            if path.name.lower().endswith(NIFTI_SUFFIXES):
+                summary.written.append(_predict_volume(predictor, path, out))
+                continue
+            image = predictor.read(path)
             pred = predictor.predict_image(image, path)
         except DatasetError as err:
             summary.failed.append(str(err))
             continue
-        mask_path = out / "masks" / f"{path.stem}.png"
+        mask_path = out / "masks" / f"{file_stem(path)}.png"
         Image.fromarray(predictor.value_map.decode(pred)).save(mask_path)
-        Image.fromarray(overlay(image, pred)).save(out / "overlays" / f"{path.stem}.png")
+        Image.fromarray(overlay(image, pred)).save(out / "overlays" / f"{file_stem(path)}.png")
         summary.written.append(mask_path)
     return summary

@@ -34,13 +34,19 @@ def colorize(mask: np.ndarray) -> np.ndarray:
 
 
 def to_uint8_rgb(image: np.ndarray) -> np.ndarray:
-    """``H x W``, ``H x W x 1`` or ``H x W x 3`` image (uint8, or float in [0, 1]) -> ``H x W x 3`` uint8."""
+    """``H x W``, ``H x W x C`` image (uint8, or float in [0, 1]) -> ``H x W x 3`` uint8.
+
+    One channel is shown as gray, three or more as RGB (the first three); two (stacked CT windows) as
+    the first in gray.
+    """
     image = np.asarray(image)
     if image.dtype != np.uint8:
         image = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
     if image.ndim == 2:
         image = image[..., None]
-    return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image[..., :3]
+    if image.shape[2] >= 3:
+        return image[..., :3]
+    return np.repeat(image[..., :1], 3, axis=2)  # gray, or the first of stacked CT windows
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndarray:

@@ -1,8 +1,9 @@
-"""Folder segmentation dataset: decode once, resize to the training size, cache, augment on tensors."""
+"""Folder segmentation dataset: decode once, map intensities, resize to the training size, cache, augment."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -12,24 +13,40 @@ from torchvision.transforms.v2 import functional as TF
 
 from .fingerprint import MaskValueMap
 from .folder import ImagePair
+from .intensity import IntensityMapping
 from .io import read_image, read_mask
 
 __all__ = ["SegmentationDataset", "load_resized"]
 
 
 def load_resized(
-    pair: ImagePair, value_map: MaskValueMap, size: tuple[int, int], channels: int
+    pair: ImagePair,
+    value_map: MaskValueMap,
+    size: tuple[int, int],
+    channels: int,
+    intensity: IntensityMapping | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Read a pair, map mask values to classes and resize to ``size``.
+    """Read a pair (or a volume's slice), map intensities to [0, 1] and mask values to classes, resize.
+
+    Args:
+        pair: the image and mask files (and slice).
+        value_map: raw mask values -> class indices.
+        size: (H, W) to resize to.
+        channels: input channels of the model.
+        intensity: values as read -> [0, 1] (CT windows, percentile range); None = as read (pictures).
 
     Returns:
         image ``C x H x W`` float32 in [0, 1] (antialiased bilinear), mask ``H x W`` uint8 class indices
         (nearest neighbour, so no value is invented between classes).
     """
-    image = torch.from_numpy(np.ascontiguousarray(read_image(pair.image).transpose(2, 0, 1)))
+    image = read_image(pair.image, pair.slice_index)
+    if intensity is not None:
+        image = intensity.apply(image)
+    image = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
     if image.shape[0] < channels:
         image = image.expand(channels, -1, -1)  # grayscale image in a colour dataset
-    mask = torch.from_numpy(value_map.encode(read_mask(pair.mask), source=pair.mask).astype(np.uint8))
+    mask = read_mask(pair.mask, pair.slice_index)
+    mask = torch.from_numpy(value_map.encode(mask, source=pair.mask).astype(np.uint8))
     if tuple(image.shape[-2:]) != tuple(size):
         image = TF.resize(image, list(size), antialias=True)
         mask = TF.resize(mask[None], list(size), interpolation=TF.InterpolationMode.NEAREST_EXACT)[0]
@@ -40,7 +57,9 @@ class SegmentationDataset(Dataset):
     """Image/mask pairs as ``(image C x H x W float32, mask H x W int64, index)``.
 
     Each pair is decoded and resized once, then kept in memory (float16 image, uint8 mask: about
-    100 KB per 224x224 grayscale case), so later epochs only augment tensors.
+    100 KB per 224x224 grayscale case), so later epochs only augment tensors. The first access to a
+    slice of a volume loads all of that volume's slices in the set, so each volume is decoded once
+    even when the samples come in shuffled order.
 
     Args:
         pairs: image/mask files.
@@ -49,6 +68,7 @@ class SegmentationDataset(Dataset):
         channels: input channels of the model (grayscale images are repeated to fill 3).
         transform: a v2 transform taking ``(tv_tensors.Image, tv_tensors.Mask)``.
         cache: keep decoded samples in memory.
+        intensity: values as read -> [0, 1] input (the fingerprint's mapping); None = as read.
     """
 
     def __init__(
@@ -59,26 +79,38 @@ class SegmentationDataset(Dataset):
         channels: int,
         transform: Callable | None = None,
         cache: bool = True,
+        intensity: IntensityMapping | None = None,
     ) -> None:
         self.pairs = list(pairs)
         self.value_map = value_map
         self.size = tuple(size)
         self.channels = channels
         self.transform = transform
+        self.intensity = intensity
         self.cache: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = {} if cache else None
+        self._volume_items: dict[Path, list[int]] = {}  # volume file -> indices of its slices here
+        for i, pair in enumerate(self.pairs):
+            if pair.slice_index is not None:
+                self._volume_items.setdefault(pair.image, []).append(i)
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def _load(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.cache is not None and index in self.cache:
-            image, mask = self.cache[index]
+        if self.cache is None:
+            image, mask = self._decode(index)
             return image.float(), mask
-        image, mask = load_resized(self.pairs[index], self.value_map, self.size, self.channels)
-        image = image.half()  # the cached precision, also on first use, so every epoch sees the same input
-        if self.cache is not None:
-            self.cache[index] = (image, mask)
+        if index not in self.cache:
+            pair = self.pairs[index]
+            # all slices of a volume at once: the reader keeps the decoded volume meanwhile
+            for i in self._volume_items[pair.image] if pair.slice_index is not None else [index]:
+                self.cache[i] = self._decode(i)
+        image, mask = self.cache[index]
         return image.float(), mask
+
+    def _decode(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = load_resized(self.pairs[index], self.value_map, self.size, self.channels, self.intensity)
+        return image.half(), mask  # the cached precision, also on first use, so every epoch sees the same input
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         image, mask = self._load(index)

@@ -1,12 +1,16 @@
-"""The one exception bad data raises."""
+"""The one exception bad data raises, and the warning for data that is questionable but usable."""
 
 from __future__ import annotations
 
-__all__ = ["DatasetError", "raise_collected"]
+__all__ = ["DatasetError", "DataWarning", "raise_collected"]
 
 
 class DatasetError(ValueError):
     """Bad input data. The message is one line: ``path: what is wrong; what to do``."""
+
+
+class DataWarning(UserWarning):
+    """Questionable input data that training can go on with; same one-line message format."""
 
 
 def raise_collected(problems: list[str]) -> None:

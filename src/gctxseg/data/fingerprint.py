@@ -2,7 +2,10 @@
 
 The fingerprint holds what training needs to know and must not be configured by hand: the mask
 values and their class indices, the input channels, per-channel mean/std and intensity
-percentiles. Every file is checked while it is read; problems are collected and raised once.
+percentiles, for scans also the intensity percentiles inside the masks' foreground (where a CT
+auto-window comes from) and the pixel spacing. It also records the intensity mapping (values as
+read -> [0, 1] input) its mean/std were computed after. Every file is checked while it is read;
+problems are collected and raised once.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .ct import AUTO, CTWindow
 from .errors import DatasetError, raise_collected
 from .folder import ImagePair
-from .io import read_image, read_mask
+from .intensity import IntensityMapping, choose_intensity
+from .io import ImageInfo, is_scan, read_image, read_info, read_mask
 
 __all__ = ["MaskValueMap", "DatasetFingerprint", "fingerprint_dataset"]
 
@@ -64,20 +69,29 @@ class MaskValueMap:
 
 @dataclass
 class DatasetFingerprint:
-    """What was discovered about a set of image/mask pairs."""
+    """What was discovered about a set of image/mask pairs (a volume counts once per slice)."""
 
     num_cases: int
-    channels: int
+    channels: int  # network input channels (after the intensity mapping)
     sizes: dict[str, int]  # "HxW" -> number of images
     mask_values: dict[str, int]  # raw value -> pixel count
-    mean: list[float]
+    mean: list[float]  # per input channel, of the mapped values (what Normalize uses)
     std: list[float]
-    percentile_00_5: list[float] = field(default_factory=list)
+    percentile_00_5: list[float] = field(default_factory=list)  # per channel, of the values as read (HU for CT)
     percentile_99_5: list[float] = field(default_factory=list)
+    foreground_percentile_00_5: list[float] = field(default_factory=list)  # as read, inside the mask foreground
+    foreground_percentile_99_5: list[float] = field(default_factory=list)
+    kinds: dict[str, int] = field(default_factory=dict)  # natural / ct / scan -> number of images
+    spacing: list[float] | None = None  # median (row, column) pixel spacing in mm, where the files state it
+    intensity: dict = field(default_factory=lambda: IntensityMapping().to_dict())  # values as read -> [0, 1]
 
     @property
     def value_map(self) -> MaskValueMap:
         return MaskValueMap(int(v) for v in self.mask_values)
+
+    @property
+    def intensity_mapping(self) -> IntensityMapping:
+        return IntensityMapping.from_dict(self.intensity)
 
     def save(self, path: str | Path) -> None:
         from ..utils import atomic_write_text  # lazy: utils is a leaf module, avoids an import cycle at init
@@ -89,39 +103,79 @@ class DatasetFingerprint:
         return cls(**json.loads(Path(path).read_text()))
 
 
+def _broadcast_pool(samples: list[np.ndarray], channels: int) -> np.ndarray:
+    # a grayscale image among colour ones is fed as gray RGB: broadcast its single channel
+    return np.concatenate([np.broadcast_to(p, (p.shape[0], channels)) for p in samples])
+
+
 def fingerprint_dataset(
-    pairs: Sequence[ImagePair], known_values: Sequence[int] | None = None, sample_pixels: int = 20000
+    pairs: Sequence[ImagePair],
+    known_values: Sequence[int] | None = None,
+    sample_pixels: int = 20000,
+    *,
+    ct: bool = False,
+    windows: Sequence[CTWindow | str] = (AUTO,),
+    intensity: IntensityMapping | None = None,
 ) -> DatasetFingerprint:
     """Read every pair once, check it, and summarise it.
 
+    The intensity mapping is ``intensity`` when given (validation sets: the training set's), else
+    chosen by :func:`~gctxseg.data.intensity.choose_intensity` from what was read: pictures as read,
+    scans windowed (``ct``) or range-scaled. Mean/std are exact sums over all mapped pixels when the
+    mapping is known before the scan, and estimates from the sampled pixels when it is derived from
+    them (the CT auto-window, the percentile range).
+
     Args:
-        pairs: image/mask pairs to scan.
+        pairs: image/mask pairs to scan (volume slices from :func:`~gctxseg.data.folder.expand_slices`).
         known_values: mask values of the training set; values outside it are errors (validation sets).
-        sample_pixels: pixels per image sampled for the intensity percentiles.
+        sample_pixels: pixels sampled per image file (per volume: spread over its slices) for percentiles.
+        ct: the images are CT: window them (see ``windows``).
+        windows: CT windows from :func:`~gctxseg.data.ct.resolve_windows`; ``"auto"`` = derived from the
+            0.5th-99.5th percentiles of the values inside the masks' foreground.
+        intensity: a fixed mapping (overrides ``ct`` and ``windows``).
 
     Raises:
-        DatasetError: unreadable files, image/mask size mismatch, unknown mask values (all checked, then
-            one error naming the first problem and counting the rest).
+        DatasetError: unreadable files, image/mask size mismatch, unknown mask values, files of the wrong
+            kind for the mapping (all checked, then one error naming the first problem and counting the
+            rest); pictures mixed with scans.
+
+    Warns:
+        DataWarning: ``ct`` on picture files (see :func:`~gctxseg.data.intensity.choose_intensity`).
     """
     if not pairs:
         raise DatasetError("no image/mask pairs to scan; check the data folders")
+    files = list(dict.fromkeys(p.image for p in pairs))
+    mapping = intensity
+    if mapping is None and (not any(is_scan(f) for f in files) or (ct and AUTO not in windows)):
+        mapping = choose_intensity(files, ct, windows, (0.0, 1.0), None)  # nothing to derive: decide now
     problems: list[str] = []
     sizes: dict[str, int] = {}
+    kinds: dict[str, int] = {}
+    spacings: list[tuple[float, float]] = []
     value_counts: dict[int, int] = {}
+    infos: dict[Path, ImageInfo | None] = {}
     channels = 0
-    stats = []  # per image: (pixels, sum, sum of squares, sampled pixels), each per channel
+    sums = []  # per image: (pixels, sum, sum of squares) of the mapped values, per channel
+    samples, fg_values, fg_labels = [], [], []  # values as read (and mask labels) of sampled pixels
     rng = np.random.default_rng(0)
     known = set(int(v) for v in known_values) if known_values is not None else None
+    background = min(known) if known else None
     for pair in pairs:
         try:
-            image = read_image(pair.image)
-            mask = read_mask(pair.mask)
+            if mapping is not None:
+                mapping.check(pair.image)
+            if pair.image not in infos:
+                infos[pair.image] = read_info(pair.image) if is_scan(pair.image) else None
+            info = infos[pair.image]
+            image = read_image(pair.image, pair.slice_index)
+            mask = read_mask(pair.mask, pair.slice_index)
         except DatasetError as err:
             problems.append(str(err))
             continue
+        where = pair.mask if pair.slice_index is None else f"{pair.mask} (slice {pair.slice_index})"
         if image.shape[:2] != mask.shape:
             problems.append(
-                f"{pair.mask}: {mask.shape[0]}x{mask.shape[1]} but its image is "
+                f"{where}: {mask.shape[0]}x{mask.shape[1]} but its image is "
                 f"{image.shape[0]}x{image.shape[1]}; re-export the mask at the image size"
             )
             continue
@@ -129,31 +183,60 @@ def fingerprint_dataset(
         if known is not None and not set(values.tolist()) <= known:
             unseen = sorted(set(values.tolist()) - known)
             problems.append(
-                f"{pair.mask}: value(s) {unseen} never seen in the training masks {sorted(known)}; fix the mask"
+                f"{where}: value(s) {unseen} never seen in the training masks {sorted(known)}; fix the mask"
             )
             continue
         for v, c in zip(values.tolist(), counts.tolist()):
             value_counts[v] = value_counts.get(v, 0) + c
+        background = int(values[0]) if background is None else min(background, int(values[0]))
         key = f"{image.shape[0]}x{image.shape[1]}"
         sizes[key] = sizes.get(key, 0) + 1
+        kind = info.kind if info is not None else "natural"
+        kinds[kind] = kinds.get(kind, 0) + 1
+        if info is not None and info.spacing is not None:
+            spacings.append(info.spacing)
         channels = max(channels, image.shape[2])
-        flat = image.reshape(-1, image.shape[2]).astype(np.float64)
-        picked = flat[rng.integers(0, flat.shape[0], min(sample_pixels, flat.shape[0]))]
-        stats.append((flat.shape[0], flat.sum(0), (flat**2).sum(0), picked))
+        budget = max(1, sample_pixels // (info.depth or 1) if info is not None else sample_pixels)
+        flat = image.reshape(-1, image.shape[2])
+        samples.append(flat[rng.integers(0, flat.shape[0], min(budget, flat.shape[0]))].astype(np.float32))
+        fg = np.flatnonzero(mask.ravel() != background)  # labels kept: the background may still go down
+        if fg.size:
+            picked = fg[rng.integers(0, fg.size, min(budget, fg.size))]
+            fg_values.append(flat[picked].astype(np.float32))
+            fg_labels.append(mask.ravel()[picked])
+        if mapping is not None:
+            mapped = mapping.apply(image).reshape(-1, mapping.channels(image.shape[2])).astype(np.float64)
+            sums.append((mapped.shape[0], mapped.sum(0), (mapped**2).sum(0)))
     raise_collected(problems)
-    # a grayscale image among colour ones is fed as gray RGB: broadcast its single channel
-    total = sum(n for n, *_ in stats)
-    mean = sum(np.broadcast_to(s, (channels,)) for _, s, _, _ in stats) / total
-    sq_mean = sum(np.broadcast_to(q, (channels,)) for _, _, q, _ in stats) / total
-    std = np.sqrt(np.maximum(sq_mean - mean**2, 1e-12))
-    pooled = np.concatenate([np.broadcast_to(p, (p.shape[0], channels)) for *_, p in stats])
+    pooled = _broadcast_pool(samples, channels)
+    low, high = np.percentile(pooled, [0.5, 99.5], axis=0)
+    fg_pooled = _broadcast_pool(fg_values, channels)[np.concatenate(fg_labels) > background] if fg_values else None
+    fg_low = fg_high = np.zeros(0)
+    if fg_pooled is not None and fg_pooled.size:
+        fg_low, fg_high = np.percentile(fg_pooled, [0.5, 99.5], axis=0)
+    if mapping is None:
+        fg_range = (float(fg_low[0]), float(fg_high[0])) if fg_low.size else None
+        mapping = choose_intensity(files, ct, windows, (float(low[0]), float(high[0])), fg_range)
+        mapped = mapping.apply(pooled[:, None, :]).reshape(pooled.shape[0], -1).astype(np.float64)
+        mean, std = mapped.mean(0), np.sqrt(np.maximum(mapped.var(0), 1e-12))
+    else:
+        input_channels = mapping.channels(channels)
+        total = sum(n for n, *_ in sums)
+        mean = sum(np.broadcast_to(s, (input_channels,)) for _, s, _ in sums) / total
+        sq_mean = sum(np.broadcast_to(q, (input_channels,)) for _, _, q in sums) / total
+        std = np.sqrt(np.maximum(sq_mean - mean**2, 1e-12))
     return DatasetFingerprint(
         num_cases=len(pairs),
-        channels=channels,
+        channels=mapping.channels(channels),
         sizes=sizes,
         mask_values={str(v): c for v, c in sorted(value_counts.items())},
         mean=mean.round(6).tolist(),
         std=std.round(6).tolist(),
-        percentile_00_5=np.percentile(pooled, 0.5, axis=0).round(6).tolist(),
-        percentile_99_5=np.percentile(pooled, 99.5, axis=0).round(6).tolist(),
+        percentile_00_5=low.round(6).tolist(),
+        percentile_99_5=high.round(6).tolist(),
+        foreground_percentile_00_5=fg_low.round(6).tolist(),
+        foreground_percentile_99_5=fg_high.round(6).tolist(),
+        kinds=kinds,
+        spacing=np.median(np.asarray(spacings), axis=0).round(6).tolist() if spacings else None,
+        intensity=mapping.to_dict(),
     )

@@ -1,25 +1,39 @@
-"""Pairing images with masks: ``.../images/NAME<img_f>`` with ``.../masks/NAME<mask_f>``."""
+"""Pairing images with masks: ``.../images/NAME<img_f>`` with ``.../masks/NAME<mask_f>``.
+
+Volumes (NIfTI) are paired as files, then split into one pair per 2D slice by :func:`expand_slices`,
+which also checks that each mask volume lies on its image's grid and can leave out most slices
+without foreground.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .errors import DatasetError, raise_collected
+import numpy as np
 
-__all__ = ["ImagePair", "find_images", "find_pairs", "masks_dir_for"]
+from .errors import DatasetError, raise_collected
+from .io import NIFTI_SUFFIXES, file_stem, read_info, read_mask
+
+__all__ = ["ImagePair", "expand_slices", "find_images", "find_pairs", "masks_dir_for"]
 
 
 @dataclass(frozen=True)
 class ImagePair:
-    """An image file and its mask file (paired by file stem)."""
+    """An image file and its mask file (paired by file stem); ``slice_index`` addresses a volume's slice."""
 
     image: Path
     mask: Path
+    slice_index: int | None = None
 
     @property
     def name(self) -> str:
-        return self.image.stem
+        stem = file_stem(self.image)
+        return stem if self.slice_index is None else f"{stem}_{self.slice_index:03d}"
+
+    def __str__(self) -> str:
+        return str(self.image) if self.slice_index is None else f"{self.image} (slice {self.slice_index})"
 
 
 def masks_dir_for(images_dir: str | Path) -> Path:
@@ -62,3 +76,77 @@ def find_pairs(images_dir: str | Path, img_suffix: str = ".jpg", mask_suffix: st
             problems.append(f"{mask}: no mask for {image}; add one with the same stem (suffix {mask_suffix})")
     raise_collected(problems)
     return pairs
+
+
+def _fmt(shape: Sequence[int]) -> str:
+    return "x".join(str(s) for s in shape)
+
+
+def _volume_problem(pair: ImagePair) -> tuple[int | None, str | None]:
+    """(slices, None) for a volume whose mask fits it, (None, None) for a 2D file, (None, problem) else."""
+    if not pair.image.name.lower().endswith(NIFTI_SUFFIXES):
+        return None, None  # pictures and DICOM slices are 2D: no header to read here
+    info = read_info(pair.image)
+    if not info.is_volume:
+        return None, None
+    mask = read_info(pair.mask)
+    if not mask.is_volume:
+        return None, f"{pair.mask}: 2D mask for the volume {pair.image}; save the mask as a NIfTI volume"
+    if mask.shape != info.shape:
+        return None, (f"{pair.mask}: volume {_fmt(mask.shape)} but its image is {_fmt(info.shape)}; "
+                      f"re-export the mask on the image grid")
+    diff = float(np.abs(mask.affine - info.affine).max())
+    if diff > 1e-3 * max(1.0, float(np.abs(info.affine).max())):
+        return None, (f"{pair.mask}: affine differs from its image's by up to {diff:.3g} mm; "
+                      f"resample the mask onto the image grid")
+    return info.depth, None
+
+
+def expand_slices(
+    pairs: Sequence[ImagePair], empty_slice_fraction: float = 1.0, seed: int = 0
+) -> list[ImagePair]:
+    """Split volume pairs into one pair per slice; optionally keep few slices without foreground.
+
+    2D pairs pass through unchanged. With ``empty_slice_fraction < 1`` every mask is read: items
+    (slices or 2D images) whose mask holds only the background value (the smallest mask value of the
+    set) are sampled down to that fraction, drawn at random with ``seed``; items with foreground are
+    all kept. Order is preserved.
+
+    Args:
+        pairs: file pairs from :func:`find_pairs`.
+        empty_slice_fraction: share of background-only items kept, in [0, 1] (1 keeps all).
+        seed: seed of the draw.
+
+    Raises:
+        ValueError: ``empty_slice_fraction`` outside [0, 1].
+        DatasetError: unreadable headers, a 2D mask for a volume, a mask volume whose shape or affine
+            differs from its image (all checked, then one error).
+    """
+    if not 0 <= empty_slice_fraction <= 1:
+        raise ValueError(f"empty_slice_fraction must be in [0, 1], got {empty_slice_fraction}")
+    items, problems = [], []
+    for pair in pairs:
+        try:
+            depth, problem = _volume_problem(pair)
+        except DatasetError as err:
+            depth, problem = None, str(err)
+        if problem:
+            problems.append(problem)
+        elif depth is None:
+            items.append(pair)
+        else:
+            items += [replace(pair, slice_index=k) for k in range(depth)]
+    raise_collected(problems)
+    if empty_slice_fraction >= 1 or not items:
+        return items
+    lows, highs = [], []
+    for item in items:
+        mask = read_mask(item.mask, item.slice_index)
+        lows.append(int(mask.min()))
+        highs.append(int(mask.max()))
+    background = min(lows)
+    empty = [i for i, high in enumerate(highs) if high == background]
+    rng = np.random.default_rng(seed)
+    kept = rng.choice(empty, size=round(empty_slice_fraction * len(empty)), replace=False) if empty else []
+    dropped = set(empty) - {int(i) for i in kept}
+    return [item for i, item in enumerate(items) if i not in dropped]

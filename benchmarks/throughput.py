@@ -1,0 +1,96 @@
+"""Per registry model: parameters, multiply-adds, CPU/GPU inference images/s (batch 1 and 8) and training images/s.
+
+Prints figures; asserts nothing. Example::
+
+    python benchmarks/throughput.py --size 224 224 --models unet gctx_unet --amp off
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+
+import torch
+
+from gctxseg.engine import autocast_dtype
+from gctxseg.losses import DiceCELoss, deep_supervision_loss
+from gctxseg.models import create_model, list_models
+from gctxseg.models.complexity import count_macs, count_parameters
+from gctxseg.utils import resolve_device
+
+
+def _timed(fn, repeats: int) -> float:
+    fn()  # warm-up (allocations, kernel selection)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats
+
+
+def measure(name: str, size, in_channels: int, num_classes: int, device, amp: str, repeats: int) -> dict:
+    model = create_model(name, in_channels, num_classes)
+    params, macs = count_parameters(model), count_macs(model, in_channels, size)
+    model = model.to(device, memory_format=torch.channels_last)
+    dtype = autocast_dtype(amp, device)
+    ctx = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    row = {"model": name, "params M": params / 1e6, "G mult-adds": macs / 1e9}
+    model.eval()
+    for batch in (1, 8):
+        x = torch.randn(batch, in_channels, *size, device=device).contiguous(memory_format=torch.channels_last)
+
+        def infer(x=x):
+            with torch.no_grad(), ctx():
+                model(x)
+            sync()
+
+        row[f"infer b{batch} img/s"] = batch / _timed(infer, repeats)
+    model.train()
+    loss_fn = DiceCELoss()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    batch = 4
+    x = torch.randn(batch, in_channels, *size, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, num_classes, (batch, *size), device=device)
+
+    def step():
+        with ctx():
+            loss = deep_supervision_loss(loss_fn, model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        sync()
+
+    row["train b4 img/s"] = batch / _timed(step, max(1, repeats // 2))
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="*", default=None, help="default: every registered model")
+    parser.add_argument("--size", type=int, nargs=2, default=[224, 224])
+    parser.add_argument("--in-channels", type=int, default=1)
+    parser.add_argument("--num-classes", type=int, default=3)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--amp", default="off", choices=["auto", "bf16", "fp16", "off"])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    names = args.models or list_models()
+    print(
+        f"device {device}, {torch.get_num_threads()} threads, amp {args.amp}, input {args.size}, "
+        f"{args.in_channels} channel(s), {args.num_classes} classes, torch {torch.__version__}"
+    )
+    header = f"{'model':<16}{'params M':>9}{'G MACs':>8}{'infer b1':>10}{'infer b8':>10}{'train b4':>10}  (img/s)"
+    print(header)
+    for name in names:
+        r = measure(name, tuple(args.size), args.in_channels, args.num_classes, device, args.amp, args.repeats)
+        print(
+            f"{r['model']:<16}{r['params M']:>9.2f}{r['G mult-adds']:>8.2f}{r['infer b1 img/s']:>10.1f}"
+            f"{r['infer b8 img/s']:>10.1f}{r['train b4 img/s']:>10.1f}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

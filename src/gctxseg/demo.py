@@ -1,0 +1,66 @@
+"""``gctxseg demo``: phantom data -> train the default model on a short CPU-friendly schedule -> predict."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from .data.phantom import synthesize_dataset
+from .engine import TrainConfig, train
+from .predict import predict_folder
+from .report import summarize_run
+
+__all__ = ["run_demo", "DEMO_SETTINGS"]
+
+# A short schedule that reaches val mean Dice >= 0.80 on the phantom in a few minutes on 2 CPU cores.
+DEMO_SETTINGS = dict(epochs=12, batch_size=8, lr=0.002, lrf=0.01, base_size=(224, 224))
+
+
+def run_demo(
+    epochs: int | None = None,
+    model: str | None = None,
+    data: str | Path = "data",
+    results: str | Path = "runs",
+    inference: str | Path = "inference",
+) -> dict:
+    """Run the whole job on the built-in OCT phantom and print where everything is.
+
+    Returns:
+        the run summary (best epoch, its validation metrics, run folder).
+    """
+    start = time.perf_counter()
+    data, inference = Path(data), Path(inference)
+    if not (data / "train" / "images").is_dir():
+        print(f"writing the synthetic OCT phantom to {data}/ ...")
+        synthesize_dataset(data, n=400, size=(224, 224), seed=0)
+    settings = {**DEMO_SETTINGS, **({"epochs": epochs} if epochs else {})}
+    cfg = TrainConfig(
+        data_train=str(data / "train" / "images"),
+        data_val=str(data / "val" / "images"),
+        results=str(results),
+        name="demo",
+        **({"model": model} if model else {}),
+        **settings,
+    )
+    run = train(cfg)
+
+    source = inference / "img"
+    source.mkdir(parents=True, exist_ok=True)
+    if not any(source.iterdir()):
+        for image in sorted((data / "val" / "images").iterdir())[:8]:
+            shutil.copy(image, source / image.name)
+    prediction = predict_folder(run / "best.pt", source, inference / "out", device=cfg.device, amp=cfg.amp)
+
+    summary = summarize_run(run)
+    best = summary["best val"]
+    print(
+        f"\ndemo finished in {time.perf_counter() - start:.0f} s\n"
+        f"  model        {summary['model']} ({summary['parameters'] / 1e6:.2f} M parameters)\n"
+        f"  run folder   {run}  (log.json, curves.png, best.pt, last.pt, samples/)\n"
+        f"  predictions  {inference / 'out'} ({len(prediction.written)} masks + overlays)\n"
+        f"  best epoch   {summary['best epoch'] + 1}: val mean Dice {best['mean dice']:.4f}, "
+        f"mean IoU {best['mean iou']:.4f}, per class Dice "
+        + ", ".join(f"{d:.4f}" for d in best["Dice"])
+    )
+    return summary

@@ -1,0 +1,121 @@
+"""Training end to end on a tiny phantom: run folder contents, seed-format log, resume, determinism, predict."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gctxseg.engine import TrainConfig, TrainingInterrupted, load_checkpoint, lr_at, train
+from gctxseg.predict import predict_folder
+
+INFO_KEYS = {
+    "pixel accuracy", "Precision", "Recall", "F1 score", "Dice", "IoU", "mean precision", "mean recall",
+    "mean f1 score", "mean dice", "mean iou", "loss", "lr",
+}  # fmt: skip
+
+
+def _config(phantom_dir, tmp_path, **overrides) -> TrainConfig:
+    base = dict(
+        data_train=str(phantom_dir / "train" / "images"),
+        data_val=str(phantom_dir / "val" / "images"),
+        model="unet",
+        model_options={"base_width": 4},
+        base_size=(32, 32),
+        epochs=2,
+        batch_size=4,
+        lr=0.01,
+        workers=0,
+        amp="off",
+        results=str(tmp_path / "runs"),
+        num_samples=2,
+    )
+    return TrainConfig(**{**base, **overrides})
+
+
+def test_two_epochs_write_every_file_with_seed_log_format(phantom_dir, tmp_path):
+    run = train(_config(phantom_dir, tmp_path))
+    assert run.name == "exp"
+    for name in ("log.json", "curves.png", "best.pt", "last.pt", "preview.png", "dataset_fingerprint.json",
+                 "env.json", "samples/val_predictions.png"):  # fmt: skip
+        assert (run / name).is_file(), name
+    log = json.loads((run / "log.json").read_text())
+    assert set(log) == {"train parameters", "model", "epoch:0", "epoch:1"}
+    params = log["train parameters"]
+    assert {"model", "input size", "batch size", "lr", "lrf", "ct", "epochs", "num classes"} <= set(params)
+    assert params["num classes"] == 3 and params["ct"] is False and params["input size"] == [32, 32]
+    assert log["model"]["total parameters"] > 0 and log["model"]["flops"] > 0
+    for epoch in ("epoch:0", "epoch:1"):
+        assert set(log[epoch]) == {"train log:", "val log:"}
+        for split in ("train log:", "val log:"):
+            info = log[epoch][split]["info"]
+            assert set(info) == INFO_KEYS
+            assert len(info["Dice"]) == 2  # foreground classes: edema, hole
+    ckpt = load_checkpoint(run / "last.pt")
+    assert ckpt["epoch"] == 1 and ckpt["value_map"] == {"0": 0, "128": 1, "255": 2}
+    assert {"model", "optimizer", "scheduler", "config", "normalization", "rng"} <= set(ckpt)
+    # a second run never overwrites the first
+    assert train(_config(phantom_dir, tmp_path, epochs=1)).name == "exp2"
+
+
+def test_same_seed_gives_the_same_run_on_cpu(phantom_dir, tmp_path):
+    a = train(_config(phantom_dir, tmp_path / "a", epochs=1))
+    b = train(_config(phantom_dir, tmp_path / "b", epochs=1))
+    log_a, log_b = (json.loads((r / "log.json").read_text()) for r in (a, b))
+    assert log_a["epoch:0"] == log_b["epoch:0"]
+    wa, wb = (load_checkpoint(r / "last.pt")["model"] for r in (a, b))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_resume_continues_the_epoch_count_exactly(phantom_dir, tmp_path):
+    full = train(_config(phantom_dir, tmp_path / "full", epochs=3))
+    part = tmp_path / "part" / "runs" / "exp"
+
+    def interrupt_after_first_epoch():  # what Ctrl-C does, delivered once epoch 0 is logged
+        while not (part / "log.json").exists():
+            time.sleep(0.005)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_after_first_epoch, daemon=True).start()
+    with pytest.raises(TrainingInterrupted):
+        train(_config(phantom_dir, tmp_path / "part", epochs=3, workers=1))
+    assert load_checkpoint(part / "last.pt")["epoch"] < 2
+    resumed = train(TrainConfig(resume=str(part / "last.pt"), workers=0))
+    assert resumed == part
+    log_full, log_part = (json.loads((r / "log.json").read_text()) for r in (full, part))
+    assert [k for k in log_part if k.startswith("epoch:")] == ["epoch:0", "epoch:1", "epoch:2"]
+    # same weights and same log as the uninterrupted run (loader worker count does not matter)
+    assert log_part == log_full
+    wf, wp = (load_checkpoint(r / "last.pt")["model"] for r in (full, part))
+    assert all(torch.equal(wf[k], wp[k]) for k in wf)
+
+
+def test_predict_writes_masks_at_original_size_with_original_values(phantom_dir, tmp_path):
+    run = train(_config(phantom_dir, tmp_path, epochs=1))
+    source = tmp_path / "inference" / "img"
+    source.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (50, 70), dtype=np.uint8)).save(source / "wide.png")
+    Image.open(next((phantom_dir / "val" / "images").iterdir())).save(source / "oct.jpg")
+    (source / "broken.png").write_bytes(b"garbage")
+    summary = predict_folder(run / "best.pt", source, tmp_path / "out", device="cpu", amp="off")
+    assert sorted(p.name for p in summary.written) == ["oct.png", "wide.png"]
+    assert len(summary.failed) == 1 and "broken.png" in summary.failed[0]
+    mask = np.asarray(Image.open(tmp_path / "out" / "masks" / "wide.png"))
+    assert mask.shape == (50, 70) and set(np.unique(mask).tolist()) <= {0, 128, 255}
+    assert (tmp_path / "out" / "overlays" / "wide.png").is_file()
+
+
+def test_lr_schedule_warms_up_then_decays_to_lr_times_lrf():
+    total, warm, lrf = 100, 10, 0.01
+    factors = [lr_at(s, total, warm, lrf) for s in range(total + 1)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+    assert factors[-1] == pytest.approx(lrf)
