@@ -132,3 +132,30 @@ def test_non_finite_loss_stops_with_epoch_files_and_advice(phantom_dir, tmp_path
     assert code == 3, err
     assert "epoch 1:" in err and "oct_" in err and "lower --lr" in err and "last.pt" in err
     assert (tmp_path / "runs" / "exp" / "last.pt").is_file()
+
+
+def test_truncated_jpeg_and_non_image_files(phantom_dir, tmp_path):
+    import shutil
+
+    from gctxseg.data import DatasetError, find_pairs, fingerprint_dataset
+
+    data = tmp_path / "data"
+    shutil.copytree(phantom_dir, data)
+    images = data / "train" / "images"
+    (images / "notes.txt").write_text("scanner export log")  # other files in the folder are ignored
+    (images / ".DS_Store").write_bytes(b"\x00\x01")
+    pairs = find_pairs(images, ".jpg", ".png")
+    assert len(pairs) == 14 and all(p.image.suffix == ".jpg" for p in pairs)
+    jpeg = pairs[3].image
+    jpeg.write_bytes(jpeg.read_bytes()[: len(jpeg.read_bytes()) // 2])
+    with pytest.raises(DatasetError) as err:
+        fingerprint_dataset(pairs)
+    assert str(err.value).startswith(f"{jpeg}: unreadable or corrupt image") and "\n" not in str(err.value)
+
+
+def test_results_path_that_cannot_be_a_folder(phantom_dir, tmp_path, capsys):
+    blocker = tmp_path / "runs"
+    blocker.write_text("a file where the results folder should go")
+    assert main(_train_args(phantom_dir, blocker, 1)) == 4
+    err = capsys.readouterr().err.strip()
+    assert str(blocker) in err and "\n" not in err
