@@ -14,7 +14,7 @@ from .report import summarize_run
 __all__ = ["run_demo", "DEMO_SETTINGS"]
 
 # A short schedule that reaches val mean Dice >= 0.80 on the phantom in a few minutes on 2 CPU cores.
-DEMO_SETTINGS = dict(epochs=12, batch_size=8, lr=0.002, lrf=0.01, base_size=(224, 224))
+DEMO_SETTINGS = dict(epochs=6, batch_size=8, lr=0.002, lrf=0.01, base_size=(224, 224))
 
 
 def run_demo(
