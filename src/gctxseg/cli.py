@@ -24,6 +24,14 @@ def _model_option(text: str) -> tuple[str, object]:
         return key, value
 
 
+def _architecture_options(args: argparse.Namespace) -> dict:
+    """``--model-option`` pairs plus the named architecture flags that were given."""
+    options = dict(args.model_option)
+    named = {"width": args.width, "ds_head": args.ds_head, "attention_gate": args.attention_gate or None}
+    options.update({k: v for k, v in named.items() if v is not None})
+    return options
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     from .engine import TrainConfig
 
@@ -69,6 +77,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm when run under torchrun")
     p.add_argument("--model-option", type=_model_option, action="append", default=[], metavar="KEY=VALUE",
                    help="extra architecture argument, e.g. base_width=32 (repeatable)")
+    p.add_argument("--width", type=float, default=None, help="width multiplier of unet++ / unet3+ (default 1.0)")
+    p.add_argument("--ds-head", choices=["final", "mean"], default=None,
+                   help="unet++ inference output: the final head or the mean of the four (default final)")
+    p.add_argument("--attention-gate", action="store_true", help="gct_unet: attention gates on the skips")
+    p.add_argument("--encoder-weights", default=None, metavar="PATH",
+                   help="gctx_unet: ImageNet GC ViT-xxtiny checkpoint (timm or NVlabs keys) for the encoder")
     p.add_argument("--resume", default=None, metavar="LAST_PT", help="continue a run from its last.pt")
 
 
@@ -168,7 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ct=args.ct, window=args.window, window_level=args.window_level, window_width=args.window_width,
                 windows=args.windows, empty_slice_fraction=args.empty_slice_fraction,
                 base_size=tuple(args.base_size), model=args.model,
-                model_options=dict(args.model_option), epochs=args.epochs, batch_size=args.batch_size,
+                model_options=_architecture_options(args), encoder_weights=args.encoder_weights,
+                epochs=args.epochs, batch_size=args.batch_size,
                 lr=args.lr, lrf=args.lrf, warmup_epochs=args.warmup_epochs, weight_decay=args.weight_decay,
                 device=args.device, amp=args.amp, workers=args.workers, seed=args.seed, sync_bn=args.sync_bn,
                 results=args.results, name=args.name, exist_ok=args.exist_ok, resume=args.resume,

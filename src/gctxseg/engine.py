@@ -85,6 +85,7 @@ class TrainConfig:
     # model
     model: str = field(default_factory=_default_model)
     model_options: dict = field(default_factory=dict)  # extra keyword arguments of the architecture
+    encoder_weights: str | None = None  # ImageNet encoder checkpoint (gctx_unet), loaded before training
     # optimisation
     epochs: int = 300
     batch_size: int = 16
@@ -121,8 +122,9 @@ class TrainConfig:
             raise ValueError(f"amp must be auto, bf16, fp16 or off, got {self.amp!r}")
         resolve_model_name(self.model)  # unknown names fail now, with a suggestion
         self.windows = tuple(self.windows)
-        if not self.ct and (self.window or self.window_level is not None or self.window_width is not None
-                            or self.windows):
+        if not self.ct and (
+            self.window or self.window_level is not None or self.window_width is not None or self.windows
+        ):
             raise ValueError("a CT window option (--window, --window-level/--window-width, --windows) needs --ct")
         self.ct_windows()  # conflicting or unknown windows fail now
         if not 0 <= self.empty_slice_fraction <= 1:
@@ -279,6 +281,24 @@ def _env_info(device: torch.device) -> dict:
     }
 
 
+def _load_encoder_weights(model: torch.nn.Module, path: str, verbose: bool) -> None:
+    from .models.gctx_unet import GCtxUNet, load_encoder_weights
+
+    if not isinstance(model, GCtxUNet):
+        raise ValueError(
+            f"--encoder-weights {path}: only gctx_unet has a GC ViT encoder to load, not {type(model).__name__}"
+        )
+    if not Path(path).is_file():
+        raise ValueError(f"--encoder-weights {path}: file not found; pass a GC ViT-xxtiny checkpoint")
+    missing, unexpected = load_encoder_weights(model, path)
+    if verbose:
+        print(
+            f"encoder weights {path}: {len(missing)} missing, {len(unexpected)} unexpected keys"
+            + (f"; missing e.g. {missing[:3]}" if missing else "")
+            + (f"; unexpected e.g. {unexpected[:3]}" if unexpected else "")
+        )
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """Load a gctxseg checkpoint; a truncated or foreign file gives one clear ``ValueError``."""
     path = Path(path)
@@ -331,8 +351,7 @@ def train_one_epoch(
         if not torch.isfinite(loss):
             files = [names[int(t) % len(names)] for t in tags]
             raise NonFiniteLossError(
-                f"loss is {loss.item()} on the batch {files} at lr {scheduler.get_last_lr()[0]:.3g}; "
-                f"try a lower --lr"
+                f"loss is {loss.item()} on the batch {files} at lr {scheduler.get_last_lr()[0]:.3g}; try a lower --lr"
             )
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -448,8 +467,10 @@ def _write_report(run_dir: Path, device: torch.device, amp: str) -> None:
 
         print(f"report: {write_run_report(run_dir, device=str(device), amp=amp)}")
     except Exception as err:  # any report problem must not fail a finished training run
-        print(f"warning: report.html not written ({type(err).__name__}: {err}); retry with: gctxseg report {run_dir}",
-              file=sys.stderr)
+        print(
+            f"warning: report.html not written ({type(err).__name__}: {err}); retry with: gctxseg report {run_dir}",
+            file=sys.stderr,
+        )
 
 
 # ---------------------------------------------------------------- the loop
@@ -498,7 +519,11 @@ def train(cfg: TrainConfig) -> Path:
     )
     train_set = SeededAugmentDataset(base_train, cfg.seed)
     val_set = SegmentationDataset(
-        val_pairs, value_map, cfg.base_size, channels, eval_transforms(fingerprint.mean, fingerprint.std),
+        val_pairs,
+        value_map,
+        cfg.base_size,
+        channels,
+        eval_transforms(fingerprint.mean, fingerprint.std),
         intensity=intensity,
     )
 
@@ -513,13 +538,18 @@ def train(cfg: TrainConfig) -> Path:
     # -- model, loss, optimiser, schedule
     model_kwargs = dict(cfg.model_options)
     model = create_model(cfg.model, in_channels=channels, num_classes=num_classes, **model_kwargs)
+    if cfg.encoder_weights and ckpt is None:
+        _load_encoder_weights(model, cfg.encoder_weights, ddp.is_main)
     params, macs = count_parameters(model), count_macs(model, channels, cfg.base_size)
     model = model.to(device, memory_format=torch.channels_last)
     if ddp.world > 1 and cfg.sync_bn:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     raw_model = model
     if ddp.world > 1:
-        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        # gctx_unet keeps parameters that get no gradient (global-query generators of 1-block stages)
+        model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+        )
     loss_fn = DiceCELoss(cfg.lambda_dice, cfg.lambda_ce)
     optimizer = torch.optim.AdamW(
         raw_model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda"
