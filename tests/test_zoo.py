@@ -272,3 +272,23 @@ def test_registered_model_tiny(name: str) -> None:
         first, second = model(x), model(x)
     assert isinstance(first, torch.Tensor) and first.shape == (2, 3, 64, 64)
     assert torch.equal(first, second)
+
+
+# --- every registered model at the sizes (narrow widths keep it cheap; sizes are what matter) ----------
+NARROW = {**TINY, "gctx_unet": {"embed_dim": 16, "drop_path_rate": 0.0}}
+
+
+@pytest.mark.parametrize("size", [(224, 224), (200, 300)])
+@pytest.mark.parametrize("in_channels", [1, 3])
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_forward_backward_at_224_and_200x300(name: str, in_channels: int, size: tuple[int, int]) -> None:
+    torch.manual_seed(0)
+    model = create_model(name, in_channels, 3, **NARROW.get(name, {})).train()
+    x, target = _synthetic_batch(1, in_channels, size)
+    out = model(x)
+    assert all(o.shape == (1, 3, *size) for o in _as_tuple(out))
+    _ds_loss(out, target).backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    model.eval()
+    with torch.no_grad():
+        assert model(x).shape == (1, 3, *size)
