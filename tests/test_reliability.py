@@ -43,12 +43,14 @@ def test_sigterm_to_a_real_training_process_then_resume_matches_uninterrupted(ph
     epochs = 4
     full = _gctxseg(*_train_args(phantom_dir, tmp_path / "full", epochs))
     run = tmp_path / "part" / "exp"
-    proc = _gctxseg(*_train_args(phantom_dir, tmp_path / "part", epochs))
+    # like Ctrl-C in a terminal or a scheduler's stop: the signal reaches the whole process group, loader
+    # worker included; the worker must not die first and abort the run
+    proc = _gctxseg(*_train_args(phantom_dir, tmp_path / "part", epochs), "--workers", "1", start_new_session=True)
     deadline = time.time() + 120
     while not (run / "log.json").exists():  # stop it once the first epoch is on disk
         assert proc.poll() is None and time.time() < deadline, proc.communicate()
         time.sleep(0.01)
-    proc.send_signal(signal.SIGTERM)
+    os.killpg(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert f"--resume {run / 'last.pt'}" in err

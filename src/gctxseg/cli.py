@@ -1,4 +1,4 @@
-"""Command line: ``gctxseg train|predict|evaluate|report|compare|synth|demo|models``. Parsing only; the work is
+"""Command line: ``gctxseg train|predict|evaluate|report|compare|export|synth|demo|models``. Parsing only; the work is
 done elsewhere."""
 
 from __future__ import annotations
@@ -88,7 +88,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="segment a folder of images with a trained model")
-    p.add_argument("--weights", required=True, help="best.pt or last.pt of a run folder")
+    p.add_argument("--weights", required=True,
+                   help="best.pt or last.pt of a run folder, or a model.onnx from 'gctxseg export' (ONNX Runtime, CPU)")
     p.add_argument("--source", default="inference/img", help="folder of images (default inference/img)")
     p.add_argument("--out", default="inference/out", help="output folder (default inference/out)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda ... (default auto)")
@@ -146,6 +147,14 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
                    help="seconds of inference timed per run, batch 1 at its training size (default 1)")
 
 
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a trained model to ONNX (runs with 'gctxseg predict --weights X.onnx')")
+    p.add_argument("--weights", required=True, help="best.pt or last.pt of a run folder")
+    p.add_argument("--format", default="onnx", choices=["onnx"], help="export format (default onnx)")
+    p.add_argument("--out", default=None, help="file to write (default: the weights' path with suffix .onnx)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+
+
 def _add_synth(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synth", help="write the synthetic OCT phantom dataset (train/val split 7:3)")
     p.add_argument("--out", default="data", help="output folder (default data)")
@@ -162,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_report(sub)
     _add_compare(sub)
+    _add_export(sub)
     _add_synth(sub)
     demo = sub.add_parser("demo", help="phantom data -> train the default model -> predict (CPU friendly)")
     demo.add_argument("--epochs", type=int, default=None, help="override the demo's epoch count")
@@ -229,6 +239,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                     timing_seconds=args.timing_seconds)
             print(table)
             print(f"curves: {args.out}")
+        elif args.command == "export":
+            from .export import export_onnx
+
+            result = export_onnx(args.weights, args.out, args.opset)
+            print(f"wrote {result.path}; max abs logit difference ONNX Runtime vs PyTorch: {result.max_abs_diff:.2e}")
         elif args.command == "synth":
             from .data.phantom import synthesize_dataset
 

@@ -313,6 +313,23 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
+def _ignore_stop_signals(_worker_id: int) -> None:
+    """Loader workers ignore Ctrl-C/SIGTERM sent to the whole process group: the main process stops after
+    the current step and shuts them down itself (:func:`_shutdown_workers`); a worker killed first would
+    abort the run from inside the loader instead."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _shutdown_workers(*loaders: DataLoader) -> None:
+    """Stop persistent loader workers now (they ignore SIGTERM, so the interpreter's exit could not)."""
+    for loader in loaders:
+        iterator = getattr(loader, "_iterator", None)  # persistent workers live in the loader's iterator
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+        loader._iterator = None
+
+
 def _install_stop_handlers() -> tuple[dict, list]:
     """SIGINT/SIGTERM set a flag; the loop stops after the current step with the run folder consistent."""
     state = {"signal": None}
@@ -564,7 +581,12 @@ def train(cfg: TrainConfig) -> Path:
             f"{cfg.data_train}: {len(train_set)} training images give {per_rank} per process, fewer "
             f"than --batch-size {cfg.batch_size}; lower --batch-size"
         )
-    loader_args = dict(num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+    loader_args = dict(
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+        worker_init_fn=_ignore_stop_signals if workers > 0 else None,
+    )
     train_loader = DataLoader(train_set, cfg.batch_size, sampler=train_sampler, drop_last=True, **loader_args)
     val_loader = DataLoader(
         val_set, cfg.batch_size, sampler=ShardSampler(len(val_set), ddp.rank, ddp.world), **loader_args
@@ -640,13 +662,13 @@ def train(cfg: TrainConfig) -> Path:
                     model, train_loader, loss_fn, optimizer, scheduler, scaler, amp_dtype, device, num_classes,
                     cfg.grad_clip, stop, names,
                 )  # fmt: skip
+                if stop["signal"] is not None:
+                    break  # a partial epoch is not logged: last.pt holds the last complete one
+                val_info, _ = evaluate(model, val_loader, loss_fn, amp_dtype, device, num_classes)
             except NonFiniteLossError as err:
                 kept = f"; the last good checkpoint is {run_dir / 'last.pt'}" if ddp.is_main else ""
                 raise NonFiniteLossError(f"epoch {epoch + 1}: {err}{kept}") from None
-            if stop["signal"] is not None:
-                break  # a partial epoch is not logged: last.pt holds the last complete one
             train_info["lr"] = lr
-            val_info, _ = evaluate(model, val_loader, loss_fn, amp_dtype, device, num_classes)
             val_info["lr"] = lr
             log[f"epoch:{epoch}"] = {"train log:": {"info": train_info}, "val log:": {"info": val_info}}
             dice = val_info["mean dice"]
@@ -666,6 +688,7 @@ def train(cfg: TrainConfig) -> Path:
                     flush=True,
                 )
     finally:
+        _shutdown_workers(train_loader, val_loader)
         for sig, handler in previous_handlers:
             signal.signal(sig, handler)
 

@@ -43,7 +43,8 @@ class Predictor:
     symmetric top to bottom). With ``sliding`` it is applied inside each window.
 
     Args:
-        weights: ``best.pt`` / ``last.pt`` of a run folder.
+        weights: ``best.pt`` / ``last.pt`` of a run folder, or an ONNX file from ``gctxseg export`` (run with
+            ONNX Runtime on the CPU in fp32; ``device`` and ``amp`` are then ignored).
         device: ``auto``, ``cpu``, ``cuda``...
         amp: ``auto``, ``bf16``, ``fp16`` or ``off`` (see :func:`gctxseg.engine.autocast_dtype`).
         tta: average over horizontal flips.
@@ -72,12 +73,20 @@ class Predictor:
             raise ValueError(f"infer_mode must be one of {', '.join(INFER_MODES)}, got {infer_mode!r}")
         if not 0 <= overlap < 1:
             raise ValueError(f"overlap must be in [0, 1), got {overlap}")
-        ckpt = load_checkpoint(weights)
+        onnx_model = None
+        if Path(weights).suffix.lower() == ".onnx":  # exported model: ONNX Runtime on the CPU, metadata in the file
+            from .export import OnnxModel  # local: onnxruntime is an optional extra
+
+            onnx_model = OnnxModel(weights)
+            ckpt = onnx_model.metadata
+            device, amp = "cpu", "off"
+        else:
+            ckpt = load_checkpoint(weights)
         self.device = resolve_device(device)
         self.amp_dtype = autocast_dtype(amp, self.device)
         self.value_map = MaskValueMap.from_dict(ckpt["value_map"])
         self.base_size = tuple(ckpt["base_size"])
-        self.channels = int(ckpt["fingerprint"]["channels"])
+        self.channels = int(ckpt["channels"] if "channels" in ckpt else ckpt["fingerprint"]["channels"])
         self.mean = ckpt["normalization"]["mean"]
         self.std = ckpt["normalization"]["std"]
         # values as read -> [0, 1] exactly as in training (CT windows, scan percentile range; pictures as read)
@@ -87,6 +96,9 @@ class Predictor:
         self.flips: list[tuple[int, ...]] = [(3,)] if tta or tta_vflip else []
         if tta_vflip:
             self.flips += [(2,), (2, 3)]
+        if onnx_model is not None:
+            self.model = onnx_model
+            return
         model = create_model(ckpt["model_name"], self.channels, self.value_map.num_classes, **ckpt["model_kwargs"])
         try:
             model.load_state_dict(ckpt["model"])

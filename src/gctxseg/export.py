@@ -1,0 +1,150 @@
+"""Export a trained model to ONNX, and run an exported model with ONNX Runtime.
+
+The ONNX file is self-contained for ``gctxseg predict``: the checkpoint's metadata that prediction needs (mask
+value map, training size, input channels, normalisation, intensity mapping, architecture) is stored as JSON under
+the ``gctxseg`` key of the model's ``metadata_props``. The batch axis is dynamic; height and width are fixed at
+the training size (``base_size``), which is what both inference modes feed the network (``resize`` resizes
+each image to it, ``sliding`` cuts windows of it).
+
+Needs the optional ``export`` extra: ``pip install gctxseg[export]`` (onnx, onnxruntime).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .engine import load_checkpoint
+from .models import create_model
+
+__all__ = ["EXPORT_FORMATS", "METADATA_KEY", "ExportResult", "OnnxModel", "export_onnx"]
+
+EXPORT_FORMATS = ("onnx",)
+METADATA_KEY = "gctxseg"  # metadata_props key holding the prediction metadata as JSON
+DEFAULT_OPSET = 17  # supported by every onnxruntime >= 1.14
+
+
+@dataclass
+class ExportResult:
+    """What an export wrote and how closely ONNX Runtime reproduces PyTorch."""
+
+    path: Path
+    max_abs_diff: float  # largest |logit| difference, ONNX Runtime vs PyTorch, on a random batch of 2
+
+
+def _require(module: str):
+    try:
+        return __import__(module)
+    except ImportError:
+        raise ImportError(
+            f"{module} is not installed; install the export extra: pip install 'gctxseg[export]'"
+        ) from None
+
+
+def _session(path: str | Path):
+    ort = _require("onnxruntime")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: no constant-folding chatter
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def export_onnx(
+    weights: str | Path, out: str | Path | None = None, opset: int = DEFAULT_OPSET, *, seed: int = 0
+) -> ExportResult:
+    """Export a gctxseg checkpoint to ONNX and check it against PyTorch.
+
+    Args:
+        weights: ``best.pt`` / ``last.pt`` of a run folder.
+        out: the ONNX file to write (default: the checkpoint's path with the suffix ``.onnx``).
+        opset: ONNX opset (default 17).
+        seed: seed of the random batch the two runtimes are compared on.
+
+    Returns:
+        The written path and the max absolute logit difference between ONNX Runtime and PyTorch.
+
+    Raises:
+        ValueError: unreadable checkpoint.
+        ImportError: onnx or onnxruntime missing.
+    """
+    onnx = _require("onnx")
+    ckpt = load_checkpoint(weights)
+    out = Path(out) if out is not None else Path(weights).with_suffix(".onnx")
+    channels = int(ckpt["fingerprint"]["channels"])
+    num_classes = len(set(ckpt["value_map"].values()))
+    model = create_model(ckpt["model_name"], channels, num_classes, **ckpt["model_kwargs"])
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    size = tuple(ckpt["base_size"])
+    example = torch.randn(2, channels, *size, generator=torch.Generator().manual_seed(seed))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        # shape checks (padding to a multiple, window sizes) become constants: right, H x W is fixed at base_size
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(
+            model,
+            (example,),
+            str(out),
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=opset,
+            dynamo=False,  # the TorchScript exporter: no onnxscript dependency, dynamic batch via dynamic_axes
+        )
+    proto = onnx.load(str(out))
+    metadata = {
+        "model_name": ckpt["model_name"],
+        "model_kwargs": ckpt["model_kwargs"],
+        "value_map": ckpt["value_map"],
+        "base_size": list(size),
+        "channels": channels,
+        "normalization": ckpt["normalization"],
+        "intensity": ckpt.get("intensity"),
+        "epoch": ckpt.get("epoch"),
+        "gctxseg": ckpt.get("gctxseg"),
+    }
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(metadata)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(out))
+    with torch.no_grad():
+        expected = model(example).numpy()
+    got = OnnxModel(out).run(example.numpy())
+    return ExportResult(out, float(np.abs(got - expected).max()))
+
+
+class OnnxModel:
+    """An exported model run with ONNX Runtime on the CPU; called like the PyTorch model on a tensor.
+
+    Args:
+        path: an ONNX file written by :func:`export_onnx`.
+
+    Raises:
+        ValueError: not a readable ONNX file, or one without gctxseg metadata.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ValueError(f"{self.path}: ONNX file not found; write one with: gctxseg export --weights best.pt")
+        _require("onnxruntime")
+        try:
+            self.session = _session(self.path)
+        except Exception as err:  # onnxruntime raises its own exception types for bad files
+            raise ValueError(f"{self.path}: not a readable ONNX model ({type(err).__name__})") from None
+        props = self.session.get_modelmeta().custom_metadata_map
+        if METADATA_KEY not in props:
+            raise ValueError(f"{self.path}: no gctxseg metadata; export it with: gctxseg export --weights best.pt")
+        self.metadata = json.loads(props[METADATA_KEY])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def run(self, images: np.ndarray) -> np.ndarray:
+        """Logits ``N x K x H x W`` (float32) of a float32 batch ``N x C x H x W``."""
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(images, dtype=np.float32)})[0]
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.run(images.detach().float().cpu().numpy()))
