@@ -48,3 +48,42 @@ def make_split(tmp_path):
         return root / "images"
 
     return make
+
+
+def tiny_config(phantom_dir: Path, results: Path, **overrides):
+    """A training config small enough for tests: unet of width 4 at 32x32 on the phantom, CPU, fp32."""
+    from gctxseg.engine import TrainConfig
+
+    base = dict(
+        data_train=str(phantom_dir / "train" / "images"),
+        data_val=str(phantom_dir / "val" / "images"),
+        model="unet",
+        model_options={"base_width": 4},
+        base_size=(32, 32),
+        epochs=2,
+        batch_size=4,
+        lr=0.01,
+        workers=0,
+        amp="off",
+        device="cpu",
+        results=str(results),
+        num_samples=2,
+    )
+    return TrainConfig(**{**base, **overrides})
+
+
+@pytest.fixture(scope="session")
+def tiny_run(phantom_dir, tmp_path_factory) -> Path:
+    """One tiny trained run (1 epoch) shared by the tests that only read a run folder."""
+    from gctxseg.engine import train
+
+    return train(tiny_config(phantom_dir, tmp_path_factory.mktemp("tiny_runs"), epochs=1))
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one thread, and do not stall when shared CPU cores are busy."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_config
 from PIL import Image
 
 from gctxseg.engine import TrainConfig, TrainingInterrupted, load_checkpoint, lr_at, train
@@ -23,21 +24,7 @@ INFO_KEYS = {
 
 
 def _config(phantom_dir, tmp_path, **overrides) -> TrainConfig:
-    base = dict(
-        data_train=str(phantom_dir / "train" / "images"),
-        data_val=str(phantom_dir / "val" / "images"),
-        model="unet",
-        model_options={"base_width": 4},
-        base_size=(32, 32),
-        epochs=2,
-        batch_size=4,
-        lr=0.01,
-        workers=0,
-        amp="off",
-        results=str(tmp_path / "runs"),
-        num_samples=2,
-    )
-    return TrainConfig(**{**base, **overrides})
+    return tiny_config(phantom_dir, tmp_path / "runs", **overrides)
 
 
 def test_two_epochs_write_every_file_with_seed_log_format(phantom_dir, tmp_path):

@@ -14,39 +14,18 @@ from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
 from gctxseg.cli import main
 from gctxseg.data import DatasetError, read_image, read_mask
-from gctxseg.engine import TrainConfig, train
 from gctxseg.evaluate import CSV_COLUMNS, evaluate_folder, score_image, surface_metrics
 from gctxseg.predict import Predictor, predict_folder
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and do not stall when shared CPU cores are busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+@pytest.fixture(autouse=True)
+def _one_thread(one_thread):
+    """Every test here runs tiny models: one thread (see conftest.one_thread)."""
 
 
-@pytest.fixture(scope="module")
-def run(phantom_dir, tmp_path_factory):
-    """One tiny trained run (unet, 32x32, 1 epoch) shared by the tests of this file."""
-    cfg = TrainConfig(
-        data_train=str(phantom_dir / "train" / "images"),
-        data_val=str(phantom_dir / "val" / "images"),
-        model="unet",
-        model_options={"base_width": 4},
-        base_size=(32, 32),
-        epochs=1,
-        batch_size=4,
-        lr=0.01,
-        workers=0,
-        amp="off",
-        device="cpu",
-        results=str(tmp_path_factory.mktemp("eval_runs")),
-        num_samples=1,
-    )
-    return train(cfg)
+@pytest.fixture
+def run(tiny_run):
+    return tiny_run
 
 
 def _dice_iou(pred: np.ndarray, target: np.ndarray, c: int) -> tuple[float, float]:

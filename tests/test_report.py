@@ -14,38 +14,19 @@ import torch
 from PIL import Image
 
 from gctxseg.cli import main
-from gctxseg.engine import TrainConfig, _write_report, train
+from gctxseg.engine import _write_report
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and do not stall when shared CPU cores are busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+@pytest.fixture(autouse=True)
+def _one_thread(one_thread):
+    """Every test here runs tiny models: one thread (see conftest.one_thread)."""
 
 
-@pytest.fixture(scope="module")
-def run(phantom_dir, tmp_path_factory):
-    cfg = TrainConfig(
-        data_train=str(phantom_dir / "train" / "images"),
-        data_val=str(phantom_dir / "val" / "images"),
-        model="unet",
-        model_options={"base_width": 4},
-        base_size=(32, 32),
-        epochs=1,
-        batch_size=4,
-        lr=0.01,
-        workers=0,
-        amp="off",
-        device="cpu",
-        results=str(tmp_path_factory.mktemp("report_runs")),
-        num_samples=2,
-    )
-    return train(cfg)
+@pytest.fixture
+def run(tiny_run):
+    return tiny_run
 
 
 class _Links(HTMLParser):
