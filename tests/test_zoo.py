@@ -292,3 +292,22 @@ def test_every_model_forward_backward_at_224_and_200x300(name: str, in_channels:
     model.eval()
     with torch.no_grad():
         assert model(x).shape == (1, 3, *size)
+
+
+def test_engine_trains_the_unet3_plus_classification_head(phantom_dir, tmp_path, monkeypatch) -> None:
+    from conftest import tiny_config
+
+    from gctxseg.engine import train
+
+    bce_targets = []
+    real_bce = F.binary_cross_entropy_with_logits
+
+    def recording_bce(logit, target, *args, **kwargs):
+        bce_targets.append(target.detach().clone())
+        return real_bce(logit, target, *args, **kwargs)
+
+    monkeypatch.setattr(F, "binary_cross_entropy_with_logits", recording_bce)
+    options = {"width": 0.125, "cat_channels": 8, "cgm": True}
+    train(tiny_config(phantom_dir, tmp_path, model="unet3_plus", model_options=options, epochs=1))
+    assert len(bce_targets) == 3  # one BCE term per training step (14 images, batch 4)
+    assert all(t.shape == (4, 1) and set(t.unique().tolist()) <= {0.0, 1.0} for t in bce_targets)

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from tqdm import tqdm
@@ -365,6 +366,11 @@ def train_one_epoch(
         with autocast:
             outputs = model(images)
             loss = deep_supervision_loss(loss_fn, outputs, masks)
+            # UNet3+'s classification-guided module: "does this image hold any foreground?" learnt with BCE
+            cls_logit = getattr(getattr(model, "module", model), "last_cls_logit", None)
+            if cls_logit is not None:
+                has_fg = (masks > 0).flatten(1).any(dim=1, keepdim=True).float()
+                loss = loss + F.binary_cross_entropy_with_logits(cls_logit.float(), has_fg)
         if not torch.isfinite(loss):
             files = [names[int(t) % len(names)] for t in tags]
             raise NonFiniteLossError(
