@@ -106,3 +106,47 @@ def test_lr_schedule_warms_up_then_decays_to_lr_times_lrf():
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
     assert factors[-1] == pytest.approx(lrf)
+
+
+def test_grad_accum_averages_the_gradients_of_its_batches():
+    """--grad-accum 2 over two batches: one optimiser step along the mean of the two batches' gradients."""
+    from gctxseg.engine import train_one_epoch
+    from gctxseg.losses import DiceCELoss
+
+    torch.manual_seed(0)
+    images, masks = torch.randn(4, 1, 16, 16), torch.randint(0, 3, (4, 16, 16))
+    halves = [(images[:2], masks[:2], torch.arange(2)), (images[2:], masks[2:], torch.arange(2, 4))]
+    loss_fn = DiceCELoss()
+
+    def fresh_model():
+        torch.manual_seed(1)
+        return torch.nn.Conv2d(1, 3, 3, padding=1)
+
+    def run(grad_accum):
+        model = fresh_model()
+        optimizer = torch.optim.SGD(model.parameters(), lr=1.0)  # step = -gradient, so the test sees it
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+        scaler = torch.amp.GradScaler("cpu", enabled=False)
+        info = train_one_epoch(
+            model, halves, loss_fn, optimizer, scheduler, scaler, None, torch.device("cpu"), 3, 0.0,
+            {"signal": None}, ["x"] * 4, grad_accum,
+        )  # fmt: skip
+        return model, scheduler.last_epoch, info
+
+    reference = fresh_model()
+    losses = [loss_fn(reference(x), y) for x, y, _ in halves]
+    grads = torch.autograd.grad(torch.stack(losses).mean(), list(reference.parameters()))
+    accumulated, steps, info = run(grad_accum=2)
+    assert steps == 1 and run(grad_accum=1)[1] == 2
+    for before, after, grad in zip(reference.parameters(), accumulated.parameters(), grads):
+        assert torch.allclose(after, before - grad, atol=1e-6)
+    assert info["loss"] == pytest.approx(torch.stack(losses).mean().item(), rel=1e-5)
+
+
+def test_compile_falls_back_to_eager_without_a_compiler(monkeypatch, capsys):
+    import gctxseg.utils as utils
+
+    monkeypatch.setattr(utils.shutil, "which", lambda _name: None)
+    model = torch.nn.Conv2d(1, 1, 1)
+    assert utils.compile_model(model, torch.device("cpu")) is model
+    assert "needs a C++ compiler" in capsys.readouterr().err

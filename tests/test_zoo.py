@@ -311,3 +311,18 @@ def test_engine_trains_the_unet3_plus_classification_head(phantom_dir, tmp_path,
     train(tiny_config(phantom_dir, tmp_path, model="unet3_plus", model_options=options, epochs=1))
     assert len(bce_targets) == 3  # one BCE term per training step (14 images, batch 4)
     assert all(t.shape == (4, 1) and set(t.unique().tolist()) <= {0.0, 1.0} for t in bce_targets)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (2, 3), (7, 9), (16, 16)])
+def test_bicubic_upsample_x2_is_interpolate(size: tuple[int, int]) -> None:
+    from gctxseg.models.layers import bicubic_upsample_x2
+
+    x = torch.randn(2, 3, *size)
+    expected = F.interpolate(x, scale_factor=2.0, mode="bicubic", align_corners=False)
+    assert torch.allclose(bicubic_upsample_x2(x), expected, atol=1e-5)
+    x_bf16 = x.bfloat16().contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = bicubic_upsample_x2(x_bf16)
+    assert out.dtype == torch.bfloat16
+    assert out.is_contiguous(memory_format=torch.channels_last) or min(size) == 1  # 1x1: both layouts alike
+    assert torch.allclose(out.float(), F.interpolate(x_bf16.float(), scale_factor=2.0, mode="bicubic"), atol=0.05)

@@ -71,6 +71,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1 ... (default auto)")
     p.add_argument("--amp", default=d.amp, choices=["auto", "bf16", "fp16", "off"],
                    help="mixed precision: auto = bf16/fp16 on GPUs, bf16 on CPUs with native bf16 (default auto)")
+    p.add_argument("--grad-accum", type=int, default=d.grad_accum, metavar="N",
+                   help="average the gradients of N batches per optimiser step: effective batch = N x "
+                        "--batch-size (default 1)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the model: slower first epoch, faster after (eager fallback if it fails)")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"AdamW (default {d.weight_decay})")
     p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs,
                    help=f"linear warm-up length, capped at 10%% of the schedule (default {d.warmup_epochs})")
@@ -193,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 windows=args.windows, empty_slice_fraction=args.empty_slice_fraction,
                 base_size=tuple(args.base_size), model=args.model,
                 model_options=_architecture_options(args), encoder_weights=args.encoder_weights,
-                epochs=args.epochs, batch_size=args.batch_size,
+                epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum, compile=args.compile,
                 lr=args.lr, lrf=args.lrf, warmup_epochs=args.warmup_epochs, weight_decay=args.weight_decay,
                 device=args.device, amp=args.amp, workers=args.workers, seed=args.seed, sync_bn=args.sync_bn,
                 results=args.results, name=args.name, exist_ok=args.exist_ok, resume=args.resume,

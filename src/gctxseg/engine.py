@@ -48,7 +48,14 @@ from .metrics import ConfusionMatrix
 from .models import create_model, list_models, resolve_model_name
 from .models.complexity import count_macs, count_parameters
 from .report import plot_curves
-from .utils import atomic_torch_save, atomic_write_json, next_run_dir, resolve_device, seed_everything
+from .utils import (
+    atomic_torch_save,
+    atomic_write_json,
+    compile_model,
+    next_run_dir,
+    resolve_device,
+    seed_everything,
+)
 from .visualize import colorize, overlay, save_rows, to_uint8_rgb
 
 __all__ = [
@@ -90,6 +97,7 @@ class TrainConfig:
     # optimisation
     epochs: int = 300
     batch_size: int = 16
+    grad_accum: int = 1  # micro-batches summed per optimiser step: effective batch = batch_size * grad_accum
     lr: float = 0.002  # peak learning rate (AdamW)
     lrf: float = 0.002  # final lr = lr * lrf (cosine decay)
     warmup_epochs: float = 1.0  # linear warm-up, capped at 10% of the schedule
@@ -103,6 +111,7 @@ class TrainConfig:
     workers: int = -1  # loader processes; -1 = min(4, cpus // 2)
     seed: int = 0
     sync_bn: bool = False  # SyncBatchNorm under DDP
+    compile: bool = False  # torch.compile the model (falls back to eager, with a message, where it cannot)
     # output
     results: str = "runs"
     name: str = "exp"
@@ -114,7 +123,7 @@ class TrainConfig:
         self.base_size = tuple(int(s) for s in self.base_size)
         if len(self.base_size) != 2 or min(self.base_size) < 8:
             raise ValueError(f"base_size must be two sizes >= 8 (H W), got {self.base_size}")
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "grad_accum"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0 or not 0 < self.lrf <= 1:
@@ -353,17 +362,28 @@ def _install_stop_handlers() -> tuple[dict, list]:
 
 
 def train_one_epoch(
-    model, loader, loss_fn, optimizer, scheduler, scaler, amp_dtype, device, num_classes, grad_clip, stop, names
+    model, loader, loss_fn, optimizer, scheduler, scaler, amp_dtype, device, num_classes, grad_clip, stop, names,
+    grad_accum: int = 1,
 ) -> dict:
-    """One pass over the training loader; returns the epoch's metric block (from a confusion matrix)."""
+    """One pass over the training loader; returns the epoch's metric block (from a confusion matrix).
+
+    With ``grad_accum`` > 1 the gradients of that many consecutive batches are averaged before each optimiser
+    step (the epoch's last group may be shorter; it is averaged over its own length).
+    """
     model.train()
     cm = ConfusionMatrix(num_classes)
     loss_sum, seen, skipped = torch.zeros((), dtype=torch.float64), 0, 0
     autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
-    for images, masks, tags in tqdm(loader, desc="train", leave=False, disable=None):
+    num_batches = len(loader)
+    for index, (images, masks, tags) in enumerate(tqdm(loader, desc="train", leave=False, disable=None)):
+        group_start = index - index % grad_accum
+        group_size = min(grad_accum, num_batches - group_start)
+        last_in_group = index == group_start + group_size - 1
         images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         masks = masks.to(device, non_blocking=True)
-        with autocast:
+        # under DDP only the group's last backward all-reduces the gradients
+        sync = contextlib.nullcontext() if last_in_group or not hasattr(model, "no_sync") else model.no_sync()
+        with sync, autocast:
             outputs = model(images)
             loss = deep_supervision_loss(loss_fn, outputs, masks)
             # UNet3+'s classification-guided module: "does this image hold any foreground?" learnt with BCE
@@ -376,8 +396,14 @@ def train_one_epoch(
             raise NonFiniteLossError(
                 f"loss is {loss.item()} on the batch {files} at lr {scheduler.get_last_lr()[0]:.3g}; try a lower --lr"
             )
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        with sync:
+            scaler.scale(loss / group_size).backward()
+        main = outputs if isinstance(outputs, torch.Tensor) else outputs[0]
+        cm.update(main.detach().argmax(1), masks)
+        loss_sum += loss.detach().double().cpu() * images.shape[0]
+        seen += images.shape[0]
+        if not last_in_group:
+            continue
         if grad_clip > 0:
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
@@ -386,10 +412,7 @@ def train_one_epoch(
         scaler.update()
         skipped += int(scaler.is_enabled() and scaler.get_scale() < scale)
         scheduler.step()
-        main = outputs if isinstance(outputs, torch.Tensor) else outputs[0]
-        cm.update(main.detach().argmax(1), masks)
-        loss_sum += loss.detach().double().cpu() * images.shape[0]
-        seen += images.shape[0]
+        optimizer.zero_grad(set_to_none=True)
         if stop["signal"] is not None:
             break
     info = _epoch_info(cm, loss_sum, seen)
@@ -568,6 +591,8 @@ def train(cfg: TrainConfig) -> Path:
     if ddp.world > 1 and cfg.sync_bn:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     raw_model = model
+    if cfg.compile:
+        model = compile_model(model, device)  # compiled first, then wrapped: DDP hooks see the same parameters
     if ddp.world > 1:
         # gctx_unet keeps parameters that get no gradient (global-query generators of 1-block stages)
         model = DistributedDataParallel(
@@ -597,7 +622,7 @@ def train(cfg: TrainConfig) -> Path:
     val_loader = DataLoader(
         val_set, cfg.batch_size, sampler=ShardSampler(len(val_set), ddp.rank, ddp.world), **loader_args
     )
-    steps_per_epoch = len(train_loader)
+    steps_per_epoch = math.ceil(len(train_loader) / cfg.grad_accum)  # optimiser steps
     total_steps = cfg.epochs * steps_per_epoch
     warmup = min(int(cfg.warmup_epochs * steps_per_epoch), total_steps // 10)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, total_steps, warmup, cfg.lrf))
@@ -608,6 +633,7 @@ def train(cfg: TrainConfig) -> Path:
             "model": resolve_model_name(cfg.model),
             "input size": list(cfg.base_size),
             "batch size": cfg.batch_size,
+            "grad accum": cfg.grad_accum,
             "lr": cfg.lr,
             "lrf": cfg.lrf,
             "ct": cfg.ct,
@@ -620,6 +646,7 @@ def train(cfg: TrainConfig) -> Path:
             "seed": cfg.seed,
             "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32",
             "world size": ddp.world,
+            "compile": cfg.compile,
         },
         "model": {
             "total parameters": params,
@@ -666,7 +693,7 @@ def train(cfg: TrainConfig) -> Path:
             try:
                 train_info = train_one_epoch(
                     model, train_loader, loss_fn, optimizer, scheduler, scaler, amp_dtype, device, num_classes,
-                    cfg.grad_clip, stop, names,
+                    cfg.grad_clip, stop, names, cfg.grad_accum,
                 )  # fmt: skip
                 if stop["signal"] is not None:
                     break  # a partial epoch is not logged: last.pt holds the last complete one

@@ -6,6 +6,8 @@ import io
 import json
 import os
 import random
+import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ __all__ = [
     "atomic_torch_save",
     "seed_everything",
     "resolve_device",
+    "compile_model",
     "next_run_dir",
 ]
 
@@ -86,6 +89,31 @@ def resolve_device(device: str = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {device}: CUDA is not available on this machine; use --device cpu or auto")
     return dev
+
+
+def compile_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``torch.compile(model)`` where it can work, else ``model`` itself and one line on stderr saying why.
+
+    Graphs that fail to compile later (at the first call) run eagerly too: dynamo's ``suppress_errors`` logs the
+    reason and falls back instead of stopping a training run.
+    """
+    compilers = (os.environ.get("CXX", ""), "g++", "c++", "clang++")
+    if device.type == "cpu" and not any(shutil.which(c) for c in compilers if c):
+        print(
+            "--compile: torch.compile needs a C++ compiler on CPU and none was found (install g++ or set CXX); "
+            "running eagerly",
+            file=sys.stderr,
+        )
+        return model
+    try:
+        import torch._dynamo
+
+        torch._dynamo.config.suppress_errors = True
+        # fixed shapes: the training batch never changes, the last validation batch adds one more graph
+        return torch.compile(model, dynamic=False)
+    except Exception as err:  # e.g. an unsupported Python version: raised by torch.compile itself
+        print(f"--compile: torch.compile is unavailable here ({err}); running eagerly", file=sys.stderr)
+        return model
 
 
 def next_run_dir(results: str | Path, name: str = "exp", exist_ok: bool = False) -> Path:

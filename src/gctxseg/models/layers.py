@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ConvNormAct", "DoubleConv", "pad_to_multiple", "crop_to"]
+__all__ = ["ConvNormAct", "DoubleConv", "BicubicUpsampleX2", "bicubic_upsample_x2", "pad_to_multiple", "crop_to"]
 
 
 class ConvNormAct(nn.Sequential):
@@ -26,6 +26,46 @@ class DoubleConv(nn.Sequential):
     def __init__(self, in_channels: int, out_channels: int, mid_channels: int | None = None) -> None:
         mid_channels = mid_channels or out_channels
         super().__init__(ConvNormAct(in_channels, mid_channels), ConvNormAct(mid_channels, out_channels))
+
+
+# Keys' cubic-convolution weights (a = -0.75, PyTorch's) at the distances 1.75, 1.25, 0.75, 0.25 a x2 up-sampled
+# pixel has from its four source pixels (align_corners=False), laid out as the taps of a stride-2 transposed conv.
+# All are multiples of 1/256, hence exact in bf16 as well.
+_BICUBIC_X2_TAPS = (-9 / 256, -27 / 256, 67 / 256, 225 / 256, 225 / 256, 67 / 256, -27 / 256, -9 / 256)
+
+
+def _bicubic_x2_weight(channels: int) -> torch.Tensor:
+    taps = torch.tensor(_BICUBIC_X2_TAPS)
+    return (taps[:, None] * taps[None, :]).expand(channels, 1, 8, 8).contiguous()
+
+
+def bicubic_upsample_x2(x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)``, several times faster on CPU.
+
+    The same function (edge pixels repeated, as PyTorch clamps), written as a depthwise stride-2 transposed
+    convolution with fixed 8x8 taps; it runs in fp32 even under autocast because oneDNN's depthwise bf16
+    deconvolution is slow, and returns ``x``'s dtype and memory format. PyTorch's bicubic kernel is not
+    vectorised for channels-last tensors: in gctx_unet at 224x224 it took a fifth of the CPU inference time.
+    ``weight`` (``C x 1 x 8 x 8``) is built when not given; :class:`BicubicUpsampleX2` keeps it as a buffer so
+    that ONNX export sees a constant.
+    """
+    channels, dtype = x.shape[1], x.dtype
+    weight = _bicubic_x2_weight(channels).to(x.device) if weight is None else weight.float()
+    with torch.autocast(x.device.type, enabled=False):
+        x = F.pad(x.float(), (2, 2, 2, 2), mode="replicate")
+        x = F.conv_transpose2d(x, weight, stride=2, padding=7, groups=channels)
+    return x.to(dtype)
+
+
+class BicubicUpsampleX2(nn.Module):
+    """:func:`bicubic_upsample_x2` for ``channels`` channels; its fixed taps are a buffer outside the state dict."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.register_buffer("weight", _bicubic_x2_weight(channels), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return bicubic_upsample_x2(x, self.weight)
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "constant") -> torch.Tensor:
