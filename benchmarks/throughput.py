@@ -1,8 +1,10 @@
 """Per registry model: parameters, multiply-adds, CPU/GPU inference images/s (batch 1 and 8) and training images/s.
 
-Prints figures; asserts nothing. Example::
+Training images/s is AdamW steps (forward, Dice+CE, backward, update) at ``--train-batch``. ``--compile`` measures
+``torch.compile``d models (compile time excluded: the first call of each shape is a warm-up). Prints figures;
+asserts nothing. Example::
 
-    python benchmarks/throughput.py --size 224 224 --models unet gctx_unet --amp off
+    python benchmarks/throughput.py --size 224 224 --models unet gctx_unet --amp auto
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from gctxseg.engine import autocast_dtype
 from gctxseg.losses import DiceCELoss, deep_supervision_loss
 from gctxseg.models import create_model, list_models
 from gctxseg.models.complexity import count_macs, count_parameters
-from gctxseg.utils import resolve_device
+from gctxseg.utils import compile_model, resolve_device
 
 
 def _timed(fn, repeats: int) -> float:
@@ -28,10 +30,14 @@ def _timed(fn, repeats: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-def measure(name: str, size, in_channels: int, num_classes: int, device, amp: str, repeats: int) -> dict:
+def measure(
+    name: str, size, in_channels: int, num_classes: int, device, amp: str, repeats: int, train_batch: int, compile: bool
+) -> dict:
     model = create_model(name, in_channels, num_classes)
     params, macs = count_parameters(model), count_macs(model, in_channels, size)
     model = model.to(device, memory_format=torch.channels_last)
+    parameters = list(model.parameters())
+    model = compile_model(model, device) if compile else model
     dtype = autocast_dtype(amp, device)
     ctx = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -48,8 +54,8 @@ def measure(name: str, size, in_channels: int, num_classes: int, device, amp: st
         row[f"infer b{batch} img/s"] = batch / _timed(infer, repeats)
     model.train()
     loss_fn = DiceCELoss()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    batch = 4
+    optimizer = torch.optim.AdamW(parameters, lr=1e-4, fused=device.type == "cuda")
+    batch = train_batch
     x = torch.randn(batch, in_channels, *size, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, num_classes, (batch, *size), device=device)
 
@@ -61,7 +67,7 @@ def measure(name: str, size, in_channels: int, num_classes: int, device, amp: st
         optimizer.step()
         sync()
 
-    row["train b4 img/s"] = batch / _timed(step, max(1, repeats // 2))
+    row["train img/s"] = batch / _timed(step, max(1, repeats // 2))
     return row
 
 
@@ -74,20 +80,26 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--amp", default="off", choices=["auto", "bf16", "fp16", "off"])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--train-batch", type=int, default=8, help="training batch size (default 8)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the models")
     args = parser.parse_args()
     device = resolve_device(args.device)
     names = args.models or list_models()
     print(
-        f"device {device}, {torch.get_num_threads()} threads, amp {args.amp}, input {args.size}, "
-        f"{args.in_channels} channel(s), {args.num_classes} classes, torch {torch.__version__}"
+        f"device {device}, {torch.get_num_threads()} threads, amp {args.amp}, compile {args.compile}, "
+        f"input {args.size}, {args.in_channels} channel(s), {args.num_classes} classes, torch {torch.__version__}"
     )
-    header = f"{'model':<16}{'params M':>9}{'G MACs':>8}{'infer b1':>10}{'infer b8':>10}{'train b4':>10}  (img/s)"
+    train_column = f"train b{args.train_batch}"
+    header = f"{'model':<16}{'params M':>9}{'G MACs':>8}{'infer b1':>10}{'infer b8':>10}{train_column:>10}  (img/s)"
     print(header)
     for name in names:
-        r = measure(name, tuple(args.size), args.in_channels, args.num_classes, device, args.amp, args.repeats)
+        r = measure(
+            name, tuple(args.size), args.in_channels, args.num_classes, device, args.amp, args.repeats,
+            args.train_batch, args.compile,
+        )  # fmt: skip
         print(
             f"{r['model']:<16}{r['params M']:>9.2f}{r['G mult-adds']:>8.2f}{r['infer b1 img/s']:>10.1f}"
-            f"{r['infer b8 img/s']:>10.1f}{r['train b4 img/s']:>10.1f}",
+            f"{r['infer b8 img/s']:>10.1f}{r['train img/s']:>10.1f}",
             flush=True,
         )
 
