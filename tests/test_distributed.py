@@ -24,7 +24,7 @@ def _torchrun_train(phantom_dir, results, model: str, options: list[str]) -> sub
         "-m", "gctxseg", "train",
         "--data-train", str(phantom_dir / "train" / "images"), "--data-val", str(phantom_dir / "val" / "images"),
         "--model", model, *(a for o in options for a in ("--model-option", o)),
-        "--base-size", "32", "32", "--epochs", "1", "--batch-size", "2", "--lr", "1e-5",
+        "--base-size", "32", "32", "--epochs", "1", "--batch-size", "2", "--grad-accum", "2", "--lr", "1e-5",
         "--workers", "0", "--amp", "off", "--device", "cpu", "--results", str(results),
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
@@ -57,6 +57,7 @@ def _single_process_val(phantom_dir, weights) -> dict:
     ],
 )
 def test_two_cpu_processes_validate_like_one_process(phantom_dir, tmp_path, model, options):
+    # --grad-accum 2 over 3 batches per rank: a group with a no_sync backward, then a group of one
     done = _torchrun_train(phantom_dir, tmp_path / "runs", model, options)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     run = tmp_path / "runs" / "exp"
