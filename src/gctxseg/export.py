@@ -22,7 +22,15 @@ import torch
 from .engine import load_checkpoint
 from .models import create_model
 
-__all__ = ["EXPORT_FORMATS", "METADATA_KEY", "ExportResult", "OnnxModel", "export_onnx"]
+__all__ = [
+    "EXPORT_FORMATS",
+    "METADATA_KEY",
+    "ExportResult",
+    "OnnxModel",
+    "export_module",
+    "export_onnx",
+    "onnx_session",
+]
 
 EXPORT_FORMATS = ("onnx",)
 METADATA_KEY = "gctxseg"  # metadata_props key holding the prediction metadata as JSON
@@ -46,7 +54,8 @@ def _require(module: str):
         ) from None
 
 
-def _session(path: str | Path):
+def onnx_session(path: str | Path):
+    """An ONNX Runtime CPU session for ``path``, logging errors only."""
     ort = _require("onnxruntime")
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: no constant-folding chatter
@@ -81,20 +90,7 @@ def export_onnx(
     model.eval()
     size = tuple(ckpt["base_size"])
     example = torch.randn(2, channels, *size, generator=torch.Generator().manual_seed(seed))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        # shape checks (padding to a multiple, window sizes) become constants: right, H x W is fixed at base_size
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        torch.onnx.export(
-            model,
-            (example,),
-            str(out),
-            input_names=["image"],
-            output_names=["logits"],
-            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-            opset_version=opset,
-            dynamo=False,  # the TorchScript exporter: no onnxscript dependency, dynamic batch via dynamic_axes
-        )
+    export_module(model, example, out, opset)
     proto = onnx.load(str(out))
     metadata = {
         "model_name": ckpt["model_name"],
@@ -117,6 +113,24 @@ def export_onnx(
     return ExportResult(out, float(np.abs(got - expected).max()))
 
 
+def export_module(model: torch.nn.Module, example: torch.Tensor, out: str | Path, opset: int = DEFAULT_OPSET) -> None:
+    """Write ``model`` (in eval mode) as ONNX with a dynamic batch axis, traced at ``example``'s H x W."""
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        # shape checks (padding to a multiple, window sizes) become constants: right, H x W is fixed at base_size
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(
+            model,
+            (example,),
+            str(out),
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=opset,
+            dynamo=False,  # the TorchScript exporter: no onnxscript dependency, dynamic batch via dynamic_axes
+        )
+
+
 class OnnxModel:
     """An exported model run with ONNX Runtime on the CPU; called like the PyTorch model on a tensor.
 
@@ -133,7 +147,7 @@ class OnnxModel:
             raise ValueError(f"{self.path}: ONNX file not found; write one with: gctxseg export --weights best.pt")
         _require("onnxruntime")
         try:
-            self.session = _session(self.path)
+            self.session = onnx_session(self.path)
         except Exception as err:  # onnxruntime raises its own exception types for bad files
             raise ValueError(f"{self.path}: not a readable ONNX model ({type(err).__name__})") from None
         props = self.session.get_modelmeta().custom_metadata_map

@@ -49,6 +49,10 @@ def bicubic_upsample_x2(x: torch.Tensor, weight: torch.Tensor | None = None) -> 
     ``weight`` (``C x 1 x 8 x 8``) is built when not given; :class:`BicubicUpsampleX2` keeps it as a buffer so
     that ONNX export sees a constant.
     """
+    if torch.compiler.is_compiling():
+        # inductor generates a fused kernel for interpolate; its replication_pad2d backward on channels-last
+        # tensors fails a stride check (torch 2.14)
+        return F.interpolate(x, scale_factor=2.0, mode="bicubic", align_corners=False)
     channels, dtype = x.shape[1], x.dtype
     weight = _bicubic_x2_weight(channels).to(x.device) if weight is None else weight.float()
     with torch.autocast(x.device.type, enabled=False):
