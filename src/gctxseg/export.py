@@ -119,6 +119,8 @@ def export_module(model: torch.nn.Module, example: torch.Tensor, out: str | Path
     with warnings.catch_warnings():
         # shape checks (padding to a multiple, window sizes) become constants: right, H x W is fixed at base_size
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # the exporter's note that strided slices (window partitions) are not constant-folded: nothing to act on
+        warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
         torch.onnx.export(
             model,
             (example,),
