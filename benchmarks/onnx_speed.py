@@ -13,23 +13,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from timing import timed
 
 from gctxseg.engine import autocast_dtype
 from gctxseg.export import export_module, onnx_session
 from gctxseg.models import create_model
-
-
-def _timed(fn, repeats: int) -> float:
-    fn()  # warm-up
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - start) / repeats
 
 
 def measure(name: str, size: tuple[int, int], repeats: int, folder: Path) -> list[tuple]:
@@ -54,9 +46,9 @@ def measure(name: str, size: tuple[int, int], repeats: int, folder: Path) -> lis
         def ort_run() -> np.ndarray:
             return session.run(None, feed)[0]  # noqa: B023 - called before the loop moves on
 
-        fp32 = batch / _timed(lambda: torch_run(False), repeats)
-        auto = batch / _timed(lambda: torch_run(True), repeats)
-        ort = batch / _timed(ort_run, repeats)
+        fp32 = batch / timed(lambda: torch_run(False), repeats)
+        auto = batch / timed(lambda: torch_run(True), repeats)
+        ort = batch / timed(ort_run, repeats)
         diff = float(np.abs(ort_run() - torch_run(False).float().numpy()).max())
         rows.append((batch, fp32, auto, ort, diff))
     return rows

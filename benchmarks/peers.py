@@ -22,10 +22,10 @@ import importlib.util
 import multiprocessing
 import resource
 import sys
-import time
 from concurrent.futures import ProcessPoolExecutor
 
 import torch
+from timing import timed
 
 from gctxseg.models import list_models
 
@@ -64,14 +64,6 @@ def _main_output(out) -> torch.Tensor:
     return out if isinstance(out, torch.Tensor) else out[0]
 
 
-def _timed(fn, repeats: int) -> float:
-    fn()  # warm-up
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - start) / repeats
-
-
 def _maxrss_mb() -> float:
     scale = 1 / 2**20 if sys.platform == "darwin" else 1 / 2**10  # bytes on macOS, KiB on Linux
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
@@ -97,7 +89,7 @@ def measure(name: str, size: tuple[int, int], repeats: int, threads: int, amp: s
             with torch.no_grad(), precision():
                 model(x)
 
-        row[f"infer b{batch}"] = batch / _timed(infer, repeats)
+        row[f"infer b{batch}"] = batch / timed(infer, repeats)
     row["infer MB"] = _maxrss_mb() - built
     model.train()
     loss_fn, optimizer = DiceCELoss(), torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -113,7 +105,7 @@ def measure(name: str, size: tuple[int, int], repeats: int, threads: int, amp: s
         loss.backward()
         optimizer.step()
 
-    row["train"] = train_batch / _timed(step, repeats)
+    row["train"] = train_batch / timed(step, repeats)
     row["train MB"] = _maxrss_mb() - built
     return row
 

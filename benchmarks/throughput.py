@@ -11,23 +11,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import time
 
 import torch
+from timing import timed
 
 from gctxseg.engine import autocast_dtype
 from gctxseg.losses import DiceCELoss, deep_supervision_loss
 from gctxseg.models import create_model, list_models
 from gctxseg.models.complexity import count_macs, count_parameters
 from gctxseg.utils import compile_model, resolve_device
-
-
-def _timed(fn, repeats: int) -> float:
-    fn()  # warm-up (allocations, kernel selection)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - start) / repeats
 
 
 def measure(
@@ -51,7 +43,7 @@ def measure(
                 model(x)
             sync()
 
-        row[f"infer b{batch} img/s"] = batch / _timed(infer, repeats)
+        row[f"infer b{batch} img/s"] = batch / timed(infer, repeats)
     model.train()
     loss_fn = DiceCELoss()
     optimizer = torch.optim.AdamW(parameters, lr=1e-4, fused=device.type == "cuda")
@@ -67,7 +59,7 @@ def measure(
         optimizer.step()
         sync()
 
-    row["train img/s"] = batch / _timed(step, max(1, repeats // 2))
+    row["train img/s"] = batch / timed(step, max(1, repeats // 2))
     return row
 
 
