@@ -121,6 +121,9 @@ def export_module(model: torch.nn.Module, example: torch.Tensor, out: str | Path
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         # the exporter's note that strided slices (window partitions) are not constant-folded: nothing to act on
         warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
+        # the TorchScript exporter is chosen on purpose (dynamo=False below); its deprecation notices are not for users
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
+        warnings.filterwarnings("ignore", message="You are using the legacy TorchScript-based ONNX export")
         torch.onnx.export(
             model,
             (example,),
