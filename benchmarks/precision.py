@@ -10,40 +10,24 @@ Prints figures and the difference; asserts nothing. Example (the demo budget)::
 from __future__ import annotations
 
 import argparse
-import tempfile
-import time
-from pathlib import Path
 
-from gctxseg.data.phantom import synthesize_dataset
-from gctxseg.engine import TrainConfig, train
+from phantom_runs import add_budget_arguments, prepare_phantom, train_on_phantom
+
 from gctxseg.report import summarize_run
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="gctx_unet")
-    parser.add_argument("--size", type=int, nargs=2, default=[224, 224], help="phantom and training size")
-    parser.add_argument("--n", type=int, default=400, help="phantom B-scans (split 7:3)")
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=0.002)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="keep the runs here (default: a temporary folder)")
+    add_budget_arguments(parser)
     args = parser.parse_args()
-    root = Path(args.out or tempfile.mkdtemp(prefix="gctxseg-precision-"))
-    data = root / "data"
-    if not (data / "train").is_dir():
-        synthesize_dataset(data, n=args.n, size=tuple(args.size), seed=0)
+    root = prepare_phantom(args, "gctxseg-precision-")
     results = {}
     for amp in ("bf16", "off"):
-        start = time.perf_counter()
-        run = train(TrainConfig(
-            data_train=str(data / "train" / "images"), data_val=str(data / "val" / "images"), model=args.model,
-            base_size=tuple(args.size), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lrf=0.01,
-            seed=args.seed, amp=amp, results=str(root / "runs"), name=f"{args.model}-{amp}", exist_ok=True,
-        ))  # fmt: skip
+        run, wall = train_on_phantom(root, args, f"{args.model}-{amp}", model=args.model, seed=args.seed, amp=amp)
         summary = summarize_run(run)
-        results[amp] = (summary["best val"]["mean dice"], time.perf_counter() - start)
+        results[amp] = (summary["best val"]["mean dice"], wall)
     print(
         f"\n{args.model}, phantom {args.n} B-scans at {args.size[0]}x{args.size[1]}, {args.epochs} epochs, "
         f"batch {args.batch_size}, lr {args.lr}, seed {args.seed}"

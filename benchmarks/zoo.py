@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
-import time
-from pathlib import Path
 
-from gctxseg.data.phantom import synthesize_dataset
-from gctxseg.engine import TrainConfig, train
+from phantom_runs import add_budget_arguments, prepare_phantom, train_on_phantom
+
 from gctxseg.models import list_models
 from gctxseg.report import summarize_run
 
@@ -22,27 +19,13 @@ from gctxseg.report import summarize_run
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", default=None, help="default: every registered model")
-    parser.add_argument("--size", type=int, nargs=2, default=[224, 224], help="phantom and training size")
-    parser.add_argument("--n", type=int, default=400, help="phantom B-scans (split 7:3)")
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=0.002)
     parser.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
-    parser.add_argument("--out", default=None, help="keep the runs here (default: a temporary folder)")
+    add_budget_arguments(parser)
     args = parser.parse_args()
-    root = Path(args.out or tempfile.mkdtemp(prefix="gctxseg-zoo-"))
-    data = root / "data"
-    if not (data / "train").is_dir():
-        synthesize_dataset(data, n=args.n, size=tuple(args.size), seed=0)
+    root = prepare_phantom(args, "gctxseg-zoo-")
     rows = []
     for name in args.models or list_models():
-        start = time.perf_counter()
-        run = train(TrainConfig(
-            data_train=str(data / "train" / "images"), data_val=str(data / "val" / "images"), model=name,
-            base_size=tuple(args.size), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-            lrf=0.01, amp=args.amp, results=str(root / "runs"), name=name, exist_ok=True,
-        ))  # fmt: skip
-        wall = time.perf_counter() - start
+        run, wall = train_on_phantom(root, args, name, model=name, amp=args.amp)
         summary = summarize_run(run)
         log = json.loads((run / "log.json").read_text())
         n_train = int(args.n - round(args.n * 0.3))

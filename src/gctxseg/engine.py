@@ -382,8 +382,8 @@ def train_one_epoch(
         images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         masks = masks.to(device, non_blocking=True)
         # under DDP only the group's last backward all-reduces the gradients
-        skip_sync = not last_in_group and hasattr(model, "no_sync")
-        with model.no_sync() if skip_sync else contextlib.nullcontext(), autocast:
+        accumulating = model.no_sync if not last_in_group and hasattr(model, "no_sync") else contextlib.nullcontext
+        with accumulating(), autocast:
             outputs = model(images)
             loss = deep_supervision_loss(loss_fn, outputs, masks)
             # UNet3+'s classification-guided module: "does this image hold any foreground?" learnt with BCE
@@ -396,7 +396,7 @@ def train_one_epoch(
             raise NonFiniteLossError(
                 f"loss is {loss.item()} on the batch {files} at lr {scheduler.get_last_lr()[0]:.3g}; try a lower --lr"
             )
-        with model.no_sync() if skip_sync else contextlib.nullcontext():
+        with accumulating():
             scaler.scale(loss / group_size).backward()
         main = outputs if isinstance(outputs, torch.Tensor) else outputs[0]
         cm.update(main.detach().argmax(1), masks)
