@@ -115,6 +115,25 @@ def test_fused_attention_matches_matmul(monkeypatch):
         assert torch.allclose(a, b, atol=1e-4)
 
 
+def test_cpu_attention_is_fused_unless_the_bias_needs_a_gradient(monkeypatch):
+    calls, sdpa = [], F.scaled_dot_product_attention
+
+    def counting_sdpa(*args, **kwargs):
+        calls.append(torch.is_grad_enabled())
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", counting_sdpa)
+    model = GCtxUNet(1, 3)
+    x = torch.randn(1, 1, 64, 64)
+    with torch.no_grad():
+        model.eval()(x)
+    assert calls and not any(calls)  # every attention of the eval forward went through SDPA
+    calls.clear()
+    model.train()(x).sum().backward()  # on CPU SDPA has no attn_mask gradient: the explicit path runs
+    assert calls == []
+    assert model.encoder.stages[0].blocks[0].attn.rel_pos.relative_position_bias_table.grad.abs().sum() > 0
+
+
 def test_load_timm_checkpoint_one_channel(tmp_path):
     ref = _timm_gcvit(depths=(2, 2, 6, 2), num_classes=1000)  # ImageNet gcvit_xxtiny layout, with a head
     path = tmp_path / "gcvit_xxtiny.pth"

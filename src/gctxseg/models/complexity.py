@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 __all__ = ["count_parameters", "count_macs"]
+
+
+def _sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+# torch counts the CUDA attention kernels but not the fused CPU one that eval-mode SDPA runs on CPU
+_EXTRA_FLOP_FORMULAS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_flops}
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -27,7 +35,7 @@ def count_macs(model: nn.Module, in_channels: int, size: tuple[int, int], batch:
     try:
         param = next(model.parameters())
         x = torch.zeros(batch, in_channels, *size, device=param.device, dtype=param.dtype)
-        counter = FlopCounterMode(display=False)
+        counter = FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOP_FORMULAS)
         with counter:
             model(x)
         return counter.get_total_flops() // 2 // batch

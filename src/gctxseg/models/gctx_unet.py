@@ -36,9 +36,11 @@ under a non-commercial licence, is used):
 * **Batch-safe global queries** (timm's ``repeat_interleave``): every window attends with the global tokens of
   its own image (the original GC ViT code's ``repeat`` pairs windows with other images' tokens when the batch
   is > 1).
-* **Attention** is batched over all windows; on CPU it is the explicit ``q @ k^T + bias -> softmax -> @ v``
-  (measured on this project's CPUs as fast as ``scaled_dot_product_attention`` in fp32, 2-6x faster in bf16
-  training, and visible to torch's FLOP counter); elsewhere ``F.scaled_dot_product_attention``.
+* **Attention** is batched over all windows through ``F.scaled_dot_product_attention``, except when training
+  on CPU: there PyTorch's fused CPU kernel cannot return the gradient of the relative position bias (passed as
+  ``attn_mask``), so SDPA falls back to its unfused math path plus NaN guards; the explicit ``q @ k^T + bias
+  -> softmax -> @ v`` is the same computation without the guards (measured 10% faster in bf16 training on an
+  AVX512-BF16 CPU, 2-6x on an AMX one). CPU inference runs the fused kernel.
 * **The deepest stage's global-query generator** (encoder and decoder, depth 1, so only a local-attention
   block) is never used by the network: the authors compute and discard it (26 M multiply-adds at 224), we skip
   it. Its 0.8 M parameters are kept (they are part of the published 12.34 M and of ImageNet checkpoints) but
@@ -93,7 +95,7 @@ class WindowAttention(WindowAttentionGlobal):
     Parameters (``qkv``, ``rel_pos``, ``proj``) are timm's. ``forward`` takes all windows of the batch at once.
     """
 
-    fused_attn: bool | None = None  # None: F.scaled_dot_product_attention off CPU, explicit matmuls on CPU
+    fused_attn: bool | None = None  # None: F.scaled_dot_product_attention unless it would run unfused (CPU grad)
 
     def relative_position_bias(self, window_size: tuple[int, int]) -> torch.Tensor:
         """Bias ``heads x N x N`` for a ``window_size`` window (<= ``self.window_size``): a sub-block of the table."""
@@ -142,7 +144,9 @@ class WindowAttention(WindowAttentionGlobal):
             bias = bias.repeat(b_win // num_windows, 1, 1, 1)  # (B*nW, h, N, N), image-major like the windows
         bias = bias.to(q.dtype)
 
-        fused = self.fused_attn if self.fused_attn is not None else not x.is_cpu
+        fused = self.fused_attn
+        if fused is None:  # the CPU kernel has no attn_mask gradient: with one SDPA takes its slower math path
+            fused = not (x.is_cpu and torch.is_grad_enabled() and bias.requires_grad)
         if fused:
             drop = self.attn_drop.p if self.training else 0.0
             x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=drop)  # (B*nW, h, N, d)
