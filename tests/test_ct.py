@@ -7,6 +7,7 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
@@ -17,6 +18,7 @@ from gctxseg.data import (
     DatasetError,
     DataWarning,
     IntensityMapping,
+    SegmentationDataset,
     expand_slices,
     find_pairs,
     fingerprint_dataset,
@@ -268,3 +270,28 @@ def test_ct_training_end_to_end_then_predict_volume_and_dicom(nifti_split, tmp_p
     assert mask.shape == (48, 48, 3) and mask.header.get_zooms() == (0.8, 0.8, 2.5)
     assert set(np.unique(np.asanyarray(mask.dataobj)).tolist()) <= {0, 1, 2}
     assert (tmp_path / "out" / "overlays" / "patient.png").is_file()
+
+
+def test_disk_cache_decodes_each_volume_once_and_keys_the_window(nifti_split, tmp_path, monkeypatch):
+    from gctxseg.data import dataset as dataset_module
+
+    pairs = expand_slices(find_pairs(nifti_split(n=2), ".nii.gz", ".nii.gz"))  # 2 volumes x 5 slices
+    fp = fingerprint_dataset(pairs, ct=True)
+    reads, real_read = [], dataset_module.read_image
+    monkeypatch.setattr(dataset_module, "read_image", lambda path, *a: reads.append(path.name) or real_read(path, *a))
+
+    def dataset(windows: str | None = None) -> SegmentationDataset:
+        mapping = IntensityMapping("window", resolve_windows(windows=(windows,))) if windows else fp.intensity_mapping
+        return SegmentationDataset(pairs, fp.value_map, (16, 16), 1, intensity=mapping, cache_dir=tmp_path / "c")
+
+    in_memory = SegmentationDataset(pairs, fp.value_map, (16, 16), 1, intensity=fp.intensity_mapping)
+    expected = [in_memory[i][0] for i in range(10)]
+    reads.clear()
+    on_disk = dataset()
+    for i in (7, 2, 9, 0):  # shuffled order: the first slice of each volume decodes all five at once
+        assert torch.equal(on_disk[i][0], expected[i])
+    assert reads == ["case_1.nii.gz"] * 5 + ["case_0.nii.gz"] * 5
+    reads.clear()
+    assert all(torch.equal(dataset()[i][0], expected[i]) for i in range(10)) and reads == []
+    dataset("lung")[0]  # another window is another entry
+    assert reads == ["case_0.nii.gz"] * 5

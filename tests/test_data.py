@@ -114,3 +114,51 @@ def test_grayscale_16bit_and_rgba_images_are_valid(tmp_path):
     assert arr.shape == (8, 8, 1) and arr.max() == pytest.approx(63000 / 65535, rel=1e-6)
     Image.fromarray(np.full((8, 8, 4), 200, np.uint8), mode="RGBA").save(tmp_path / "b.png")
     assert read_image(tmp_path / "b.png").shape == (8, 8, 3)
+
+
+def _counting_decode(monkeypatch) -> list:
+    """Record every file decode the dataset makes (``load_resized`` calls) and return the record."""
+    from gctxseg.data import dataset as dataset_module
+
+    decoded, real = [], dataset_module.load_resized
+    monkeypatch.setattr(
+        dataset_module, "load_resized", lambda pair, *a, **k: decoded.append(pair.name) or real(pair, *a, **k)
+    )
+    return decoded
+
+
+def test_disk_cache_matches_memory_cache_and_serves_later_datasets_without_decoding(make_split, tmp_path, monkeypatch):
+    pairs = find_pairs(make_split(n=3), ".png", ".png")
+    fp = fingerprint_dataset(pairs)
+    decoded = _counting_decode(monkeypatch)
+    in_memory = SegmentationDataset(pairs, fp.value_map, (24, 24), 1)
+    on_disk = SegmentationDataset(pairs, fp.value_map, (24, 24), 1, cache_dir=tmp_path / "cache")
+    for i in range(3):
+        first = on_disk[i]  # decoded, written, returned
+        for a, b in zip(in_memory[i][:2], first[:2]):
+            assert torch.equal(a, b)  # float16-rounded image and uint8-derived mask alike
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 6  # an image and a mask file per sample
+    decoded.clear()
+    later = SegmentationDataset(pairs, fp.value_map, (24, 24), 1, cache_dir=tmp_path / "cache")  # a new run
+    for i in range(3):
+        assert all(torch.equal(a, b) for a, b in zip(later[i][:2], in_memory[i][:2]))
+    assert decoded == []  # read back from the memory-mapped files only
+    SegmentationDataset(pairs, fp.value_map, (16, 16), 1, cache_dir=tmp_path / "cache")[0]
+    assert decoded == ["case_0"]  # another size is another entry
+
+
+def test_disk_cache_never_serves_an_edited_file_or_a_broken_entry(make_split, tmp_path, monkeypatch):
+    pairs = find_pairs(make_split(n=2), ".png", ".png")
+    fp = fingerprint_dataset(pairs)
+    decoded = _counting_decode(monkeypatch)
+    cache = tmp_path / "cache"
+    SegmentationDataset(pairs, fp.value_map, (24, 24), 1, cache_dir=cache)[0]
+    mask = np.zeros((32, 40), np.uint8)  # the user fixes a mask: case_0 is now all background
+    Image.fromarray(mask).save(pairs[0].mask)
+    _, fixed, _ = SegmentationDataset(pairs, fp.value_map, (24, 24), 1, cache_dir=cache)[0]
+    assert decoded == ["case_0", "case_0"] and fixed.max() == 0
+    for entry in cache.glob("*.image.npy"):
+        entry.write_bytes(entry.read_bytes()[:100])  # cut short, as by a full disk
+    decoded.clear()
+    image, _, _ = SegmentationDataset(pairs, fp.value_map, (24, 24), 1, cache_dir=cache)[0]
+    assert decoded == ["case_0"] and image.shape == (1, 24, 24)

@@ -61,6 +61,20 @@ def test_same_seed_gives_the_same_run_on_cpu(phantom_dir, tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def test_disk_cache_run_in_a_loader_worker_equals_the_in_memory_run(phantom_dir, tmp_path):
+    cache = tmp_path / "cache"
+    a = train(_config(phantom_dir, tmp_path / "a", epochs=1))
+    b = train(_config(phantom_dir, tmp_path / "b", epochs=1, cache_dir=str(cache), workers=1))
+    log_a, log_b = (json.loads((r / "log.json").read_text()) for r in (a, b))
+    assert log_a["epoch:0"] == log_b["epoch:0"] and log_b["train parameters"]["sample cache"] == str(cache)
+    # an image and a mask file per case read: all 6 validation and the 12 training cases of the epoch's full
+    # batches (drop_last) at least, the preview's cases besides
+    entries = len(list(cache.glob("*.npy")))
+    assert entries % 2 == 0 and 2 * (12 + 6) <= entries <= 2 * 20
+    wa, wb = (load_checkpoint(r / "last.pt")["model"] for r in (a, b))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
 def test_resume_continues_the_epoch_count_exactly(phantom_dir, tmp_path):
     full = train(_config(phantom_dir, tmp_path / "full", epochs=3))
     part = tmp_path / "part" / "runs" / "exp"

@@ -68,6 +68,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-val", default=d.data_val, help=f"validation images (default {d.data_val})")
     p.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
     p.add_argument("--workers", type=int, default=d.workers, help="data loader processes (default: min(4, cpus/2))")
+    p.add_argument("--cache-dir", default=d.cache_dir, metavar="DIR",
+                   help="keep decoded samples as memory-mapped .npy files in DIR, shared by loader workers, ranks "
+                        "and later runs on the same data (default: in memory, per worker)")
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1 ... (default auto)")
     p.add_argument("--amp", default=d.amp, choices=["auto", "bf16", "fp16", "off"],
                    help="mixed precision: auto = bf16/fp16 on GPUs, bf16 on CPUs with native bf16 (default auto)")
@@ -197,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 data_train=args.data_train, data_val=args.data_val, img_f=args.img_f, mask_f=args.mask_f,
                 ct=args.ct, window=args.window, window_level=args.window_level, window_width=args.window_width,
                 windows=args.windows, empty_slice_fraction=args.empty_slice_fraction,
-                base_size=tuple(args.base_size), model=args.model,
+                base_size=tuple(args.base_size), cache_dir=args.cache_dir, model=args.model,
                 model_options=_architecture_options(args), encoder_weights=args.encoder_weights,
                 epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum, compile=args.compile,
                 lr=args.lr, lrf=args.lrf, warmup_epochs=args.warmup_epochs, weight_decay=args.weight_decay,

@@ -90,6 +90,8 @@ class TrainConfig:
     # no window option with ct: one window derived from the training masks' foreground HU (0.5-99.5 percentiles)
     empty_slice_fraction: float = 1.0  # share of training slices/images without foreground kept (1 = all)
     base_size: tuple[int, int] = (224, 224)  # (H, W) the network is trained at
+    cache_dir: str | None = None  # decoded samples as memory-mapped .npy files here (shared by workers, ranks
+    # and later runs); None = each loader worker keeps its own in-memory copy
     # model
     model: str = field(default_factory=_default_model)
     model_options: dict = field(default_factory=dict)  # extra keyword arguments of the architecture
@@ -562,6 +564,7 @@ def train(cfg: TrainConfig) -> Path:
         channels,
         train_transforms(fingerprint.mean, fingerprint.std),
         intensity=intensity,
+        cache_dir=cfg.cache_dir,
     )
     train_set = SeededAugmentDataset(base_train, cfg.seed)
     val_set = SegmentationDataset(
@@ -571,6 +574,7 @@ def train(cfg: TrainConfig) -> Path:
         channels,
         eval_transforms(fingerprint.mean, fingerprint.std),
         intensity=intensity,
+        cache_dir=cfg.cache_dir,
     )
 
     # -- run folder (rank 0 writes)
@@ -647,6 +651,7 @@ def train(cfg: TrainConfig) -> Path:
             "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32",
             "world size": ddp.world,
             "compile": cfg.compile,
+            "sample cache": cfg.cache_dir or "memory",
         },
         "model": {
             "total parameters": params,

@@ -11,6 +11,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as TF
 
+from .cache import DiskCache
 from .fingerprint import MaskValueMap
 from .folder import ImagePair
 from .intensity import IntensityMapping
@@ -57,9 +58,10 @@ class SegmentationDataset(Dataset):
     """Image/mask pairs as ``(image C x H x W float32, mask H x W int64, index)``.
 
     Each pair is decoded and resized once, then kept in memory (float16 image, uint8 mask: about
-    100 KB per 224x224 grayscale case), so later epochs only augment tensors. The first access to a
-    slice of a volume loads all of that volume's slices in the set, so each volume is decoded once
-    even when the samples come in shuffled order.
+    150 KB per 224x224 grayscale case), so later epochs only augment tensors; with ``cache_dir`` it is
+    kept on disk instead (:class:`~gctxseg.data.cache.DiskCache`), shared by every loader worker and
+    rank and by later runs. The first access to a slice of a volume loads all of that volume's slices in
+    the set, so each volume is decoded once even when the samples come in shuffled order.
 
     Args:
         pairs: image/mask files.
@@ -67,8 +69,9 @@ class SegmentationDataset(Dataset):
         size: (H, W) every sample is resized to.
         channels: input channels of the model (grayscale images are repeated to fill 3).
         transform: a v2 transform taking ``(tv_tensors.Image, tv_tensors.Mask)``.
-        cache: keep decoded samples in memory.
+        cache: keep decoded samples in memory (ignored with ``cache_dir``).
         intensity: values as read -> [0, 1] input (the fingerprint's mapping); None = as read.
+        cache_dir: keep decoded samples as memory-mapped ``.npy`` files in this folder instead of in memory.
     """
 
     def __init__(
@@ -80,6 +83,7 @@ class SegmentationDataset(Dataset):
         transform: Callable | None = None,
         cache: bool = True,
         intensity: IntensityMapping | None = None,
+        cache_dir: str | Path | None = None,
     ) -> None:
         self.pairs = list(pairs)
         self.value_map = value_map
@@ -87,7 +91,9 @@ class SegmentationDataset(Dataset):
         self.channels = channels
         self.transform = transform
         self.intensity = intensity
-        self.cache: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = {} if cache else None
+        self.disk_cache = DiskCache(cache_dir, size, channels, value_map, intensity) if cache_dir else None
+        use_memory = cache and self.disk_cache is None
+        self.cache: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = {} if use_memory else None
         self._volume_items: dict[Path, list[int]] = {}  # volume file -> indices of its slices here
         for i, pair in enumerate(self.pairs):
             if pair.slice_index is not None:
@@ -96,14 +102,27 @@ class SegmentationDataset(Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
+    def _decoded_with(self, index: int) -> list[int]:
+        """``index`` and, for a volume's slice, the volume's other slices: the reader keeps the volume meanwhile."""
+        pair = self.pairs[index]
+        return self._volume_items[pair.image] if pair.slice_index is not None else [index]
+
     def _load(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.disk_cache is not None:
+            loaded = self.disk_cache.load(self.pairs[index])
+            if loaded is None:
+                for i in self._decoded_with(index):
+                    if i == index or not self.disk_cache.has(self.pairs[i]):
+                        image, mask = self._decode(i)
+                        self.disk_cache.save(self.pairs[i], image, mask)
+                        if i == index:
+                            loaded = image.float(), mask
+            return loaded
         if self.cache is None:
             image, mask = self._decode(index)
             return image.float(), mask
         if index not in self.cache:
-            pair = self.pairs[index]
-            # all slices of a volume at once: the reader keeps the decoded volume meanwhile
-            for i in self._volume_items[pair.image] if pair.slice_index is not None else [index]:
+            for i in self._decoded_with(index):
                 self.cache[i] = self._decode(i)
         image, mask = self.cache[index]
         return image.float(), mask
