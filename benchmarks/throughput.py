@@ -1,8 +1,9 @@
 """Per registry model: parameters, multiply-adds, CPU/GPU inference images/s (batch 1 and 8) and training images/s.
 
 Training images/s is AdamW steps (forward, Dice+CE, backward, update) at ``--train-batch``. ``--compile`` measures
-``torch.compile``d models (compile time excluded: the first call of each shape is a warm-up). Prints figures;
-asserts nothing. Example::
+``torch.compile``d models as ``gctxseg`` runs them: inference with frozen weights (``gctxseg predict --compile``),
+training without (``gctxseg train --compile``); compile time is excluded (the first call of each shape is a
+warm-up) and printed. Prints figures; asserts nothing. Example::
 
     python benchmarks/throughput.py --size 224 224 --models unet gctx_unet --amp auto
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import time
 
 import torch
 from timing import timed
@@ -29,7 +31,8 @@ def measure(
     params, macs = count_parameters(model), count_macs(model, in_channels, size)
     model = model.to(device, memory_format=torch.channels_last)
     parameters = list(model.parameters())
-    model = compile_model(model, device) if compile else model
+    eager = model
+    model = compile_model(eager, device, freeze=True) if compile else eager
     dtype = autocast_dtype(amp, device)
     ctx = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -43,7 +46,11 @@ def measure(
                 model(x)
             sync()
 
+        start = time.perf_counter()
+        infer()  # compiles when compiling
+        row[f"first b{batch} s"] = time.perf_counter() - start
         row[f"infer b{batch} img/s"] = batch / timed(infer, repeats)
+    model = compile_model(eager, device) if compile else eager  # frozen graphs never see weight updates
     model.train()
     loss_fn = DiceCELoss()
     optimizer = torch.optim.AdamW(parameters, lr=1e-4, fused=device.type == "cuda")
@@ -59,6 +66,9 @@ def measure(
         optimizer.step()
         sync()
 
+    start = time.perf_counter()
+    step()  # compiles when compiling
+    row["first train s"] = time.perf_counter() - start
     row["train img/s"] = batch / timed(step, max(1, repeats // 2))
     return row
 
@@ -83,17 +93,21 @@ def main() -> None:
     )
     train_column = f"train b{args.train_batch}"
     header = f"{'model':<16}{'params M':>9}{'G MACs':>8}{'infer b1':>10}{'infer b8':>10}{train_column:>10}  (img/s)"
+    if args.compile:
+        header += "  first calls b1 / b8 / train (s, compiling)"
     print(header)
     for name in names:
         r = measure(
             name, tuple(args.size), args.in_channels, args.num_classes, device, args.amp, args.repeats,
             args.train_batch, args.compile,
         )  # fmt: skip
-        print(
+        line = (
             f"{r['model']:<16}{r['params M']:>9.2f}{r['G mult-adds']:>8.2f}{r['infer b1 img/s']:>10.1f}"
-            f"{r['infer b8 img/s']:>10.1f}{r['train img/s']:>10.1f}",
-            flush=True,
+            f"{r['infer b8 img/s']:>10.1f}{r['train img/s']:>10.1f}"
         )
+        if args.compile:
+            line += f"  {r['first b1 s']:.0f} / {r['first b8 s']:.0f} / {r['first train s']:.0f}"
+        print(line, flush=True)
 
 
 if __name__ == "__main__":

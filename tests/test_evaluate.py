@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -159,3 +160,18 @@ def test_tta_averages_the_image_and_its_mirror(run):
     assert torch.allclose(tta, expected, atol=1e-5)
     both = Predictor(run / "best.pt", "cpu", "off", tta_vflip=True).predict_proba(image)
     assert both.shape == (3, 48, 56) and torch.allclose(both.sum(0), torch.ones(48, 56), atol=1e-4)
+
+
+@pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "clang++")), reason="torch.compile needs C++")
+def test_compiled_predictor_with_frozen_weights_gives_the_eager_probabilities(run, monkeypatch):
+    import torch._inductor.config
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setattr(torch._inductor.config, "freezing", False)  # restored after: freezing is process-wide
+    image = np.random.default_rng(2).random((40, 52, 1), dtype=np.float32)
+    eager = Predictor(run / "best.pt", "cpu", "off").predict_proba(image)
+    compiled = Predictor(run / "best.pt", "cpu", "off", compile=True)
+    assert torch._inductor.config.freezing
+    counters.clear()
+    assert torch.allclose(compiled.predict_proba(image), eager, atol=1e-4)
+    assert counters["stats"]["unique_graphs"] >= 1 and not counters["unimplemented"]  # compiled, no eager fallback

@@ -5,6 +5,8 @@ Run with ``-s`` to see the parameter counts at default widths.
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -326,3 +328,30 @@ def test_bicubic_upsample_x2_is_interpolate(size: tuple[int, int]) -> None:
     assert out.dtype == torch.bfloat16
     assert out.is_contiguous(memory_format=torch.channels_last) or min(size) == 1  # 1x1: both layouts alike
     assert torch.allclose(out.float(), F.interpolate(x_bf16.float(), scale_factor=2.0, mode="bicubic"), atol=0.05)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (2, 3), (7, 9)])
+def test_replicate_pad_by_concat_is_f_pad(size: tuple[int, int]) -> None:
+    from gctxseg.models.layers import replicate_pad_by_concat
+
+    x = torch.randn(2, 3, *size).contiguous(memory_format=torch.channels_last).requires_grad_()
+    grad = torch.randn(2, 3, size[0] + 4, size[1] + 4)
+    expected = F.pad(x, (2, 2, 2, 2), mode="replicate")
+    (expected_grad,) = torch.autograd.grad(expected, x, grad)
+    out = replicate_pad_by_concat(x, 2)
+    (out_grad,) = torch.autograd.grad(out, x, grad)
+    assert torch.equal(out, expected) and torch.allclose(out_grad, expected_grad, atol=1e-6)
+
+
+@pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "clang++")), reason="torch.compile needs C++")
+def test_compiled_bicubic_upsample_x2_trains_on_channels_last() -> None:
+    """The compiled form (inductor: concatenated-edge pad) gives eager's values and gradients."""
+    from gctxseg.models.layers import bicubic_upsample_x2
+
+    x = torch.randn(2, 4, 6, 5).contiguous(memory_format=torch.channels_last).requires_grad_()
+    grad = torch.randn(2, 4, 12, 10)
+    eager = bicubic_upsample_x2(x)
+    (eager_grad,) = torch.autograd.grad(eager, x, grad)
+    compiled = torch.compile(bicubic_upsample_x2, dynamic=False, fullgraph=True)(x)
+    (compiled_grad,) = torch.autograd.grad(compiled, x, grad)
+    assert torch.allclose(compiled, eager, atol=1e-5) and torch.allclose(compiled_grad, eager_grad, atol=1e-5)

@@ -114,6 +114,9 @@ def _add_inference_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--infer-mode", default="resize", choices=["resize", "sliding"],
                    help="resize: whole image to the training size and back (default); sliding: windows of the "
                         "training size over the image at full resolution, overlap 0.5, Gaussian blending")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the model with frozen weights: about a minute of compiling first, then "
+                        "faster on many images (docs/speed.md); eager with a message where it cannot")
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -211,7 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .predict import predict_folder
 
             summary = predict_folder(args.weights, args.source, args.out, args.device, args.amp,
-                                     tta=args.tta, tta_vflip=args.tta_vflip, infer_mode=args.infer_mode)
+                                     tta=args.tta, tta_vflip=args.tta_vflip, infer_mode=args.infer_mode,
+                                     compile=args.compile)
             print(f"wrote {len(summary.written)} masks and overlays to {args.out}")
             if summary.failed:
                 print(f"{len(summary.failed)} image(s) failed:", *summary.failed, sep="\n  ", file=sys.stderr)
@@ -225,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             out = args.out or Path(args.weights).parent / f"eval_{Path(args.data).resolve().parent.name}"
             result = evaluate_folder(
                 args.weights, args.data, args.img_f, args.mask_f, out, device=args.device, amp=args.amp,
-                tta=args.tta, tta_vflip=args.tta_vflip, infer_mode=args.infer_mode,
+                tta=args.tta, tta_vflip=args.tta_vflip, infer_mode=args.infer_mode, compile=args.compile,
                 nsd_tolerance=args.nsd_tolerance, spacing=tuple(args.spacing) if args.spacing else None,
                 worst_k=args.worst_k,
             )

@@ -234,6 +234,7 @@ def evaluate_folder(
     tta: bool = False,
     tta_vflip: bool = False,
     infer_mode: str = "resize",
+    compile: bool = False,
     nsd_tolerance: float = 2.0,
     spacing: Spacing = None,
     worst_k: int = 4,
@@ -251,6 +252,7 @@ def evaluate_folder(
         tta: horizontal-flip test-time augmentation.
         tta_vflip: vertical flips too.
         infer_mode: ``resize`` or ``sliding`` (see :class:`gctxseg.predict.Predictor`).
+        compile: ``torch.compile`` the model with frozen weights.
         nsd_tolerance: NSD tolerance in pixels (in the unit of ``spacing`` when given), default 2.
         spacing: pixel size, one number or ``(row, column)``, e.g. in mm; None = pixels.
         worst_k: images in the worst/best case grids.
@@ -268,7 +270,7 @@ def evaluate_folder(
         if any(s <= 0 for s in np.atleast_1d(spacing)):
             raise ValueError(f"spacing must be > 0, got {spacing}")
     pairs = expand_slices(find_pairs(data, img_f, mask_f))  # a NIfTI volume is scored slice by slice
-    predictor = Predictor(weights, device, amp, tta=tta, tta_vflip=tta_vflip, infer_mode=infer_mode)
+    predictor = Predictor(weights, device, amp, tta=tta, tta_vflip=tta_vflip, infer_mode=infer_mode, compile=compile)
     value_map, k = predictor.value_map, predictor.num_classes
     _check_masks(pairs, value_map)
 

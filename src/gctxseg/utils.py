@@ -91,11 +91,19 @@ def resolve_device(device: str = "auto") -> torch.device:
     return dev
 
 
-def compile_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+def compile_model(model: torch.nn.Module, device: torch.device, *, freeze: bool = False) -> torch.nn.Module:
     """``torch.compile(model)`` where it can work, else ``model`` itself and one line on stderr saying why.
 
     Graphs that fail to compile later (at the first call) run eagerly too: dynamo's ``suppress_errors`` logs the
     reason and falls back instead of stopping a training run.
+
+    Args:
+        model: the module to compile.
+        device: where it runs (a CPU needs a C++ compiler).
+        freeze: for processes that only infer with fixed weights (``gctxseg predict``): inductor's ``freezing``
+            folds the weights into the inference graphs as constants, which lets it pre-pack them for oneDNN
+            (the larger part of compile's CPU speed-up, docs/speed.md). Weights changed after the first call
+            are not seen: never for a model that is still training.
     """
     compilers = (os.environ.get("CXX", ""), "g++", "c++", "clang++")
     if device.type == "cpu" and not any(shutil.which(c) for c in compilers if c):
@@ -109,6 +117,10 @@ def compile_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Modu
         import torch._dynamo
 
         torch._dynamo.config.suppress_errors = True
+        if freeze:
+            import torch._inductor.config
+
+            torch._inductor.config.freezing = True  # process-wide; only graphs compiled without grad are frozen
         # fixed shapes: the training batch never changes, the last validation batch adds one more graph
         return torch.compile(model, dynamic=False)
     except Exception as err:  # e.g. an unsupported Python version: raised by torch.compile itself

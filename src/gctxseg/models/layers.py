@@ -6,7 +6,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ConvNormAct", "DoubleConv", "BicubicUpsampleX2", "bicubic_upsample_x2", "pad_to_multiple", "crop_to"]
+__all__ = [
+    "ConvNormAct",
+    "DoubleConv",
+    "BicubicUpsampleX2",
+    "bicubic_upsample_x2",
+    "replicate_pad_by_concat",
+    "pad_to_multiple",
+    "crop_to",
+]
 
 
 class ConvNormAct(nn.Sequential):
@@ -49,16 +57,21 @@ def bicubic_upsample_x2(x: torch.Tensor, weight: torch.Tensor | None = None) -> 
     ``weight`` (``C x 1 x 8 x 8``) is built when not given; :class:`BicubicUpsampleX2` keeps it as a buffer so
     that ONNX export sees a constant.
     """
-    if torch.compiler.is_compiling():
-        # inductor generates a fused kernel for interpolate; its replication_pad2d backward on channels-last
-        # tensors fails a stride check (torch 2.14)
-        return F.interpolate(x, scale_factor=2.0, mode="bicubic", align_corners=False)
     channels, dtype = x.shape[1], x.dtype
     weight = _bicubic_x2_weight(channels).to(x.device) if weight is None else weight.float()
     with torch.autocast(x.device.type, enabled=False):
-        x = F.pad(x.float(), (2, 2, 2, 2), mode="replicate")
+        x = x.float()
+        # inductor's replication_pad2d backward fails a stride check on channels-last tensors (torch 2.14); the
+        # concatenated edges are the same pad (and compile well), F.pad the faster one in eager mode
+        x = replicate_pad_by_concat(x, 2) if torch.compiler.is_compiling() else F.pad(x, (2, 2, 2, 2), mode="replicate")
         x = F.conv_transpose2d(x, weight, stride=2, padding=7, groups=channels)
     return x.to(dtype)
+
+
+def replicate_pad_by_concat(x: torch.Tensor, pad: int) -> torch.Tensor:
+    """``F.pad(x, (pad,) * 4, mode="replicate")`` on ``N x C x H x W`` written as concatenated edge rows/columns."""
+    x = torch.cat([x[:, :, :1].expand(-1, -1, pad, -1), x, x[:, :, -1:].expand(-1, -1, pad, -1)], dim=2)
+    return torch.cat([x[..., :1].expand(-1, -1, -1, pad), x, x[..., -1:].expand(-1, -1, -1, pad)], dim=3)
 
 
 class BicubicUpsampleX2(nn.Module):
