@@ -78,8 +78,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="average the gradients of N batches per optimiser step: effective batch = N x "
                         "--batch-size (default 1)")
     p.add_argument("--compile", action="store_true",
-                   help="torch.compile the model (eager fallback if it fails); pays off on GPUs - on a 2-core CPU "
-                        "it measured slower than eager bf16 (docs/speed.md)")
+                   help="torch.compile the model (eager fallback if it fails); meant for GPUs - on a 2-core CPU "
+                        "training measured no faster than eager bf16 (docs/speed.md)")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"AdamW (default {d.weight_decay})")
     p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs,
                    help=f"linear warm-up length, capped at 10%% of the schedule (default {d.warmup_epochs})")
