@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import random
 import shutil
@@ -117,6 +118,8 @@ def compile_model(model: torch.nn.Module, device: torch.device, *, freeze: bool 
         import torch._dynamo
 
         torch._dynamo.config.suppress_errors = True
+        if device.type == "cpu":  # inductor's C++ build probes for CUDA and logs that a CPU machine has none
+            logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         if freeze:
             import torch._inductor.config
 
