@@ -163,15 +163,16 @@ def test_tta_averages_the_image_and_its_mirror(run):
 
 
 @pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "clang++")), reason="torch.compile needs C++")
-def test_compiled_predictor_with_frozen_weights_gives_the_eager_probabilities(run, monkeypatch):
+def test_compiled_predictor_with_frozen_weights_gives_the_eager_probabilities(run):
     import torch._inductor.config
     from torch._dynamo.utils import counters
 
-    monkeypatch.setattr(torch._inductor.config, "freezing", False)  # restored after: freezing is process-wide
     image = np.random.default_rng(2).random((40, 52, 1), dtype=np.float32)
     eager = Predictor(run / "best.pt", "cpu", "off").predict_proba(image)
-    compiled = Predictor(run / "best.pt", "cpu", "off", compile=True)
-    assert torch._inductor.config.freezing
-    counters.clear()
-    assert torch.allclose(compiled.predict_proba(image), eager, atol=1e-4)
+    with torch._inductor.config.patch(freezing=False):  # freezing is process-wide: restored on leaving
+        compiled = Predictor(run / "best.pt", "cpu", "off", compile=True)
+        assert torch._inductor.config.freezing
+        counters.clear()
+        assert torch.allclose(compiled.predict_proba(image), eager, atol=1e-4)
     assert counters["stats"]["unique_graphs"] >= 1 and not counters["unimplemented"]  # compiled, no eager fallback
+    assert not torch._inductor.config.freezing
