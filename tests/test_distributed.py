@@ -18,14 +18,14 @@ from gctxseg.losses import DiceCELoss
 from gctxseg.models import create_model
 
 
-def _torchrun_train(phantom_dir, results, model: str, options: list[str]) -> subprocess.CompletedProcess:
+def _torchrun_train(phantom_dir, results, cache, model: str, options: list[str]) -> subprocess.CompletedProcess:
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         "-m", "gctxseg", "train",
         "--data-train", str(phantom_dir / "train" / "images"), "--data-val", str(phantom_dir / "val" / "images"),
         "--model", model, *(a for o in options for a in ("--model-option", o)),
         "--base-size", "32", "32", "--epochs", "1", "--batch-size", "2", "--grad-accum", "2", "--lr", "1e-5",
-        "--workers", "0", "--amp", "off", "--device", "cpu", "--results", str(results),
+        "--workers", "0", "--amp", "off", "--device", "cpu", "--results", str(results), "--cache-dir", str(cache),
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
     return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
@@ -57,12 +57,14 @@ def _single_process_val(phantom_dir, weights) -> dict:
     ],
 )
 def test_two_cpu_processes_validate_like_one_process(phantom_dir, tmp_path, model, options):
-    # --grad-accum 2 over 3 batches per rank: a group with a no_sync backward, then a group of one
-    done = _torchrun_train(phantom_dir, tmp_path / "runs", model, options)
+    # --grad-accum 2 over 3 batches per rank: a group with a no_sync backward, then a group of one; both ranks
+    # decode into one --cache-dir, which the one-process evaluation below (in memory) does not use
+    done = _torchrun_train(phantom_dir, tmp_path / "runs", tmp_path / "cache", model, options)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     run = tmp_path / "runs" / "exp"
     log = json.loads((run / "log.json").read_text())
     assert log["train parameters"]["world size"] == 2
+    assert len(list((tmp_path / "cache").glob("*.image.npy"))) >= 6  # every validation case at least
     ddp_val = log["epoch:0"]["val log:"]["info"]
     one_val = _single_process_val(phantom_dir, run / "last.pt")
     assert ddp_val["mean dice"] > 0.01  # a tiny lr keeps the model near its random start: mixed classes, not all 0
