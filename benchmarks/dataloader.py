@@ -13,18 +13,18 @@ rate is above the loader's is input-bound on this machine. Prints figures; asser
 from __future__ import annotations
 
 import argparse
-import contextlib
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from timing import amp_context
 from torch.utils.data import DataLoader, DistributedSampler
 
 from gctxseg.data import SegmentationDataset, find_pairs, fingerprint_dataset
 from gctxseg.data.phantom import synthesize_dataset
 from gctxseg.data.transforms import train_transforms
-from gctxseg.engine import EpochTaggedSampler, SeededAugmentDataset, _num_workers, autocast_dtype
+from gctxseg.engine import EpochTaggedSampler, SeededAugmentDataset, _num_workers
 from gctxseg.losses import DiceCELoss, deep_supervision_loss
 from gctxseg.models import create_model
 
@@ -62,8 +62,7 @@ def loader_rates(loader: DataLoader, epochs: int) -> tuple[float, float]:
 
 def train_rate(name: str, size: tuple[int, int], batch_size: int, steps: int) -> float:
     """Training images/s of ``name`` on random batches (CPU, the engine's ``--amp auto`` precision)."""
-    dtype = autocast_dtype("auto", torch.device("cpu"))
-    amp = (lambda: torch.autocast("cpu", dtype=dtype)) if dtype else contextlib.nullcontext
+    amp = amp_context("auto", torch.device("cpu"))
     model = create_model(name, 1, 3).to(memory_format=torch.channels_last).train()
     loss_fn, optimizer = DiceCELoss(), torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.randn(batch_size, 1, *size).contiguous(memory_format=torch.channels_last)

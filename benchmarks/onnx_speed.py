@@ -17,16 +17,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from timing import timed
+from timing import amp_context, timed
 
-from gctxseg.engine import autocast_dtype
 from gctxseg.export import export_module, onnx_session
 from gctxseg.models import create_model
 
 
 def measure(name: str, size: tuple[int, int], repeats: int, folder: Path) -> list[tuple]:
     """(batch, torch fp32, torch auto, onnxruntime images/s, max |logit diff|) for batch 1 and 8."""
-    dtype = autocast_dtype("auto", torch.device("cpu"))
+    auto_precision = amp_context("auto", torch.device("cpu"))
     torch.manual_seed(0)
     model = create_model(name, 1, 3).eval()
     path = folder / f"{name}.onnx"
@@ -39,8 +38,7 @@ def measure(name: str, size: tuple[int, int], repeats: int, folder: Path) -> lis
         x_cl, feed = x.contiguous(memory_format=torch.channels_last), {"image": x.numpy()}
 
         def torch_run(autocast: bool) -> torch.Tensor:
-            amp = torch.autocast("cpu", dtype=dtype) if autocast and dtype else contextlib.nullcontext()
-            with torch.no_grad(), amp:
+            with torch.no_grad(), auto_precision() if autocast else contextlib.nullcontext():
                 return model(x_cl)  # noqa: B023 - called before the loop moves on
 
         def ort_run() -> np.ndarray:

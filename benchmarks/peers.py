@@ -17,7 +17,6 @@ as increases over the built model. Prints figures and ours/peer ratios; asserts 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import multiprocessing
 import resource
@@ -25,7 +24,7 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 
 import torch
-from timing import timed
+from timing import amp_context, timed
 
 from gctxseg.models import list_models
 
@@ -71,14 +70,12 @@ def _maxrss_mb() -> float:
 
 def measure(name: str, size: tuple[int, int], repeats: int, threads: int, amp: str, train_batch: int) -> dict:
     """Images/s and peak memory of one model; meant to run in a fresh process."""
-    from gctxseg.engine import autocast_dtype
     from gctxseg.losses import DiceCELoss, deep_supervision_loss
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = build(name).to(memory_format=torch.channels_last)
-    dtype = autocast_dtype(amp, torch.device("cpu"))
-    precision = (lambda: torch.autocast("cpu", dtype=dtype)) if dtype else contextlib.nullcontext
+    precision = amp_context(amp, torch.device("cpu"))
     row = {"model": name, "params M": sum(p.numel() for p in model.parameters()) / 1e6}
     built = _maxrss_mb()
     model.eval()

@@ -11,13 +11,11 @@ warm-up) and printed. Prints figures; asserts nothing. Example::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import time
 
 import torch
-from timing import timed
+from timing import amp_context, timed
 
-from gctxseg.engine import autocast_dtype
 from gctxseg.losses import DiceCELoss, deep_supervision_loss
 from gctxseg.models import create_model, list_models
 from gctxseg.models.complexity import count_macs, count_parameters
@@ -33,8 +31,7 @@ def measure(
     parameters = list(model.parameters())
     eager = model
     model = compile_model(eager, device, freeze=True) if compile else eager
-    dtype = autocast_dtype(amp, device)
-    ctx = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext
+    ctx = amp_context(amp, device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     row = {"model": name, "params M": params / 1e6, "G mult-adds": macs / 1e9}
     model.eval()
