@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import shutil
 
 import numpy as np
 import pytest
@@ -17,6 +16,7 @@ from gctxseg.cli import main
 from gctxseg.data import DatasetError, read_image, read_mask
 from gctxseg.evaluate import CSV_COLUMNS, evaluate_folder, score_image, surface_metrics
 from gctxseg.predict import Predictor, predict_folder
+from gctxseg.utils import cxx_compiler
 
 
 @pytest.fixture(autouse=True)
@@ -162,7 +162,7 @@ def test_tta_averages_the_image_and_its_mirror(run):
     assert both.shape == (3, 48, 56) and torch.allclose(both.sum(0), torch.ones(48, 56), atol=1e-4)
 
 
-@pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "clang++")), reason="torch.compile needs C++")
+@pytest.mark.skipif(cxx_compiler() is None, reason="torch.compile needs a C++ compiler on CPU")
 def test_compiled_predictor_with_frozen_weights_gives_the_eager_probabilities(run):
     import torch._inductor.config
     from torch._dynamo.utils import counters

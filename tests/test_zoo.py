@@ -5,8 +5,6 @@ Run with ``-s`` to see the parameter counts at default widths.
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,6 +14,7 @@ from gctxseg.models.complexity import count_parameters
 from gctxseg.models.gct_unet import GCTUNet, GlobalContextTransform
 from gctxseg.models.unet3_plus import UNet3Plus
 from gctxseg.models.unet_plus_plus import UNetPlusPlus
+from gctxseg.utils import cxx_compiler
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -343,7 +342,7 @@ def test_replicate_pad_by_concat_is_f_pad(size: tuple[int, int]) -> None:
     assert torch.equal(out, expected) and torch.allclose(out_grad, expected_grad, atol=1e-6)
 
 
-@pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "clang++")), reason="torch.compile needs C++")
+@pytest.mark.skipif(cxx_compiler() is None, reason="torch.compile needs a C++ compiler on CPU")
 def test_compiled_bicubic_upsample_x2_trains_on_channels_last() -> None:
     """The compiled form (inductor: concatenated-edge pad) gives eager's values and gradients."""
     from gctxseg.models.layers import bicubic_upsample_x2

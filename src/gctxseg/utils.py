@@ -24,6 +24,7 @@ __all__ = [
     "seed_everything",
     "resolve_device",
     "compile_model",
+    "cxx_compiler",
     "next_run_dir",
 ]
 
@@ -92,6 +93,12 @@ def resolve_device(device: str = "auto") -> torch.device:
     return dev
 
 
+def cxx_compiler() -> str | None:
+    """The C++ compiler torch.compile would build CPU kernels with (``$CXX``, g++, c++, clang++), or None."""
+    candidates = (os.environ.get("CXX", ""), "g++", "c++", "clang++")
+    return next((path for path in map(shutil.which, filter(None, candidates)) if path), None)
+
+
 def compile_model(model: torch.nn.Module, device: torch.device, *, freeze: bool = False) -> torch.nn.Module:
     """``torch.compile(model)`` where it can work, else ``model`` itself and one line on stderr saying why.
 
@@ -106,8 +113,7 @@ def compile_model(model: torch.nn.Module, device: torch.device, *, freeze: bool 
             (the larger part of compile's CPU speed-up, docs/speed.md). Weights changed after the first call
             are not seen: never for a model that is still training.
     """
-    compilers = (os.environ.get("CXX", ""), "g++", "c++", "clang++")
-    if device.type == "cpu" and not any(shutil.which(c) for c in compilers if c):
+    if device.type == "cpu" and cxx_compiler() is None:
         print(
             "--compile: torch.compile needs a C++ compiler on CPU and none was found (install g++ or set CXX); "
             "running eagerly",
