@@ -33,16 +33,31 @@ def _architecture_options(args: argparse.Namespace) -> dict:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a segmentation model on a folder of images and masks")
+    _add_train_arguments(p)
+
+
+def _add_cv(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("cv", help="K-fold cross-validation by patient: train every fold, score out-of-fold, "
+                                  "choose post-processing")
+    p.add_argument("data", help="labelled images folder (masks in the sibling 'masks' folder)")
+    p.add_argument("--summary-only", action="store_true", help="only (re)write the summary of a trained CV folder")
+    _add_train_arguments(p)
+    p.set_defaults(folds=5, name="cv")
+
+
+def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     from .engine import TrainConfig
 
     d = TrainConfig()
-    p = sub.add_parser("train", help="train a segmentation model on a folder of images and masks")
     p.add_argument("--model", default=d.model, help=f"architecture (default {d.model}); see 'gctxseg models'")
-    p.add_argument("--base-size", type=int, nargs=2, metavar=("H", "W"), default=list(d.base_size),
-                   help="training input size in pixels (default 224 224)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"images per step (default {d.batch_size})")
-    p.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs (default {d.epochs})")
-    p.add_argument("--lr", type=float, default=d.lr, help=f"peak AdamW learning rate (default {d.lr})")
+    p.add_argument("--base-size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                   help="training input size in pixels (default: planned from the images' median size, aspect "
+                        "kept; the seed project used 224 224)")
+    p.add_argument("--batch-size", type=int, default=None, help="images per step (default: planned)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default: planned; with --resume: the run's)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="peak AdamW learning rate (default: planned per architecture family)")
     p.add_argument("--lrf", type=float, default=d.lrf, help=f"cosine decay to lr*lrf (default {d.lrf})")
     p.add_argument("--ct", action="store_true",
                    help="CT input (DICOM/NIfTI in HU): window intensities before normalisation; without a window "
@@ -80,9 +95,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the model (eager fallback if it fails); meant for GPUs - on a 2-core CPU "
                         "training measured no faster than eager bf16 (docs/speed.md)")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"AdamW (default {d.weight_decay})")
-    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs,
-                   help=f"linear warm-up length, capped at 10%% of the schedule (default {d.warmup_epochs})")
+    p.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay (default: planned)")
+    p.add_argument("--warmup-epochs", type=float, default=None,
+                   help="linear warm-up length, capped at 10%% of the schedule (default: planned)")
+    p.add_argument("--fg-share", type=float, default=None, metavar="F",
+                   help="top up each batch so each foreground class is in at least this share of its images "
+                        "(default: planned, 1/3 where a class is missing from some images; 0 = plain shuffling)")
+    p.add_argument("--time-budget", type=float, default=None, metavar="MIN",
+                   help="minutes the run may take: epochs (and, if needed, the input size) planned from a "
+                        "measured step time")
+    _add_fold_options(p)
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm when run under torchrun")
     p.add_argument("--model-option", type=_model_option, action="append", default=[], metavar="KEY=VALUE",
                    help="extra architecture argument, e.g. base_width=32 (repeatable)")
@@ -93,6 +115,36 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--encoder-weights", default=None, metavar="PATH",
                    help="gctx_unet: ImageNet GC ViT-xxtiny checkpoint (timm or NVlabs keys) for the encoder")
     p.add_argument("--resume", default=None, metavar="LAST_PT", help="continue a run from its last.pt")
+
+
+def _add_fold_options(p: argparse.ArgumentParser, required: bool = False) -> None:
+    p.add_argument("--folds", type=int, default=None, required=required, metavar="K",
+                   help="K-fold cross-validation by patient on --data-train (then --data-val is not used)")
+    p.add_argument("--fold", type=int, default=0, help="the fold to train, 0..K-1 (default 0)")
+    p.add_argument("--group-regex", default=None, metavar="RE",
+                   help="patient/eye id from the file name, first capture group, e.g. '^(p\\d+)_' (default: "
+                        "splits.json or groups.json beside the images folder, else every image its own group)")
+    p.add_argument("--splits", default=None, metavar="JSON",
+                   help="folds as nnU-Net's splits_final.json: [{\"train\": [stems], \"val\": [stems]}, ...]")
+
+
+def _add_plan(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plan", help="print the training plan gctxseg derives for a labelled folder")
+    p.add_argument("data", help="images folder (masks in the sibling 'masks' folder)")
+    p.add_argument("--model", default=None, help="architecture (default gctx_unet)")
+    p.add_argument("--img_f", default=".png", help="image file suffix (default .png)")
+    p.add_argument("--mask_f", default=".png", help="mask file suffix (default .png)")
+    p.add_argument("--device", default="auto", help="device the plan is for (default auto)")
+    p.add_argument("--time-budget", type=float, default=None, metavar="MIN", help="minutes a run may take")
+
+
+def _add_convert(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("convert", help="convert a public OCT dataset to images/masks + splits.json by patient")
+    p.add_argument("dataset", choices=["duke-dme"], help="duke-dme: Duke DME 2015 (.mat files or the PNG copy)")
+    p.add_argument("src", help="folder holding the downloaded files")
+    p.add_argument("out", help="output folder (images/, masks/, splits.json, groups.json)")
+    p.add_argument("--folds", type=int, default=5, help="folds by patient in splits.json (default 5)")
+    p.add_argument("--grader", type=int, default=1, choices=[1, 2], help="Duke DME grader (default 1)")
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
@@ -185,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare(sub)
     _add_export(sub)
     _add_synth(sub)
+    _add_plan(sub)
+    _add_convert(sub)
+    _add_cv(sub)
     demo = sub.add_parser("demo", help="phantom data -> train the default model -> predict (CPU friendly)")
     demo.add_argument("--epochs", type=int, default=None, help="override the demo's epoch count")
     demo.add_argument("--model", default=None, help="override the default model")
@@ -193,23 +248,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _train_config(args: argparse.Namespace, **overrides):
+    from .engine import TrainConfig
+
+    settings = dict(
+        data_train=args.data_train, data_val=args.data_val, img_f=args.img_f, mask_f=args.mask_f,
+        ct=args.ct, window=args.window, window_level=args.window_level, window_width=args.window_width,
+        windows=args.windows, empty_slice_fraction=args.empty_slice_fraction,
+        base_size=tuple(args.base_size) if args.base_size else None, cache_dir=args.cache_dir, model=args.model,
+        model_options=_architecture_options(args), encoder_weights=args.encoder_weights,
+        epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum, compile=args.compile,
+        lr=args.lr, lrf=args.lrf, warmup_epochs=args.warmup_epochs, weight_decay=args.weight_decay,
+        foreground_share=args.fg_share, time_budget=args.time_budget, folds=args.folds, fold=args.fold,
+        group_regex=args.group_regex, splits=args.splits,
+        device=args.device, amp=args.amp, workers=args.workers, seed=args.seed, sync_bn=args.sync_bn,
+        results=args.results, name=args.name, exist_ok=args.exist_ok, resume=args.resume,
+    )
+    return TrainConfig(**{**settings, **overrides})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "train":
-            from .engine import TrainConfig, train
+            from .engine import train
 
-            train(TrainConfig(
-                data_train=args.data_train, data_val=args.data_val, img_f=args.img_f, mask_f=args.mask_f,
-                ct=args.ct, window=args.window, window_level=args.window_level, window_width=args.window_width,
-                windows=args.windows, empty_slice_fraction=args.empty_slice_fraction,
-                base_size=tuple(args.base_size), cache_dir=args.cache_dir, model=args.model,
-                model_options=_architecture_options(args), encoder_weights=args.encoder_weights,
-                epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum, compile=args.compile,
-                lr=args.lr, lrf=args.lrf, warmup_epochs=args.warmup_epochs, weight_decay=args.weight_decay,
-                device=args.device, amp=args.amp, workers=args.workers, seed=args.seed, sync_bn=args.sync_bn,
-                results=args.results, name=args.name, exist_ok=args.exist_ok, resume=args.resume,
-            ))
+            train(_train_config(args))
+        elif args.command == "cv":
+            from pathlib import Path
+
+            from .crossval import run_cv, summarize_cv
+
+            if args.summary_only:
+                summarize_cv(Path(args.results) / args.name, device=args.device, amp=args.amp)
+            else:
+                print(f"cross-validation folder: {run_cv(_train_config(args, data_train=args.data))}")
+        elif args.command == "plan":
+            from .planning import plan_for_folder
+
+            plan = plan_for_folder(args.data, args.img_f, args.mask_f, args.model, args.device, args.time_budget)
+            print(plan.format())
+        elif args.command == "convert":
+            from .data.convert import CONVERTERS
+
+            done = CONVERTERS[args.dataset](args.src, args.out, folds=args.folds, grader=args.grader)
+            print(f"wrote {done['scans']} scans of {done['patients']} patients ({done['with fluid']} with fluid) "
+                  f"to {args.out}/images and masks, {done['folds']} folds by patient in {args.out}/splits.json")
         elif args.command == "predict":
             from .predict import predict_folder
 

@@ -21,7 +21,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,17 +36,21 @@ from . import __version__
 from .data import (
     CTWindow,
     DatasetFingerprint,
+    ImagePair,
     SegmentationDataset,
     expand_slices,
     find_pairs,
     fingerprint_dataset,
     resolve_windows,
 )
+from .data.sampling import ForegroundTopUpSampler, class_presence
+from .data.splits import ONE_GROUP_PER_IMAGE, fold_files
 from .data.transforms import eval_transforms, train_transforms
 from .losses import DiceCELoss, deep_supervision_loss
 from .metrics import ConfusionMatrix
 from .models import create_model, list_models, resolve_model_name
 from .models.complexity import count_macs, count_parameters
+from .planning import plan_training, planned_foreground_share
 from .report import plot_curves
 from .utils import (
     atomic_torch_save,
@@ -89,21 +93,28 @@ class TrainConfig:
     windows: tuple[str, ...] = ()  # CT windows stacked as input channels, e.g. ("lung", "mediastinum", "auto")
     # no window option with ct: one window derived from the training masks' foreground HU (0.5-99.5 percentiles)
     empty_slice_fraction: float = 1.0  # share of training slices/images without foreground kept (1 = all)
-    base_size: tuple[int, int] = (224, 224)  # (H, W) the network is trained at
+    base_size: tuple[int, int] | None = None  # (H, W) the network is trained at; None = planned (planning.py)
     cache_dir: str | None = None  # decoded samples as memory-mapped .npy files here (shared by workers, ranks
     # and later runs); None = each loader worker keeps its own in-memory copy
     # model
     model: str = field(default_factory=_default_model)
     model_options: dict = field(default_factory=dict)  # extra keyword arguments of the architecture
     encoder_weights: str | None = None  # ImageNet encoder checkpoint (gctx_unet), loaded before training
-    # optimisation
-    epochs: int = 300
-    batch_size: int = 16
+    # cross-validation: with folds, data_train holds every labelled image and data_val is not used
+    folds: int | None = None  # K folds by group (patient / eye)
+    fold: int = 0  # the fold trained here, 0..K-1
+    group_regex: str | None = None  # group id from the file name (first capture group), e.g. '^(p\\d+)_'
+    splits: str | None = None  # a splits.json (nnU-Net's splits_final.json shape) instead of computed folds
+    # optimisation (None = planned from the dataset, the model family and the device: planning.py)
+    epochs: int | None = None
+    batch_size: int | None = None
     grad_accum: int = 1  # micro-batches summed per optimiser step: effective batch = batch_size * grad_accum
-    lr: float = 0.002  # peak learning rate (AdamW)
+    lr: float | None = None  # peak learning rate (AdamW)
     lrf: float = 0.002  # final lr = lr * lrf (cosine decay)
-    warmup_epochs: float = 1.0  # linear warm-up, capped at 10% of the schedule
-    weight_decay: float = 1e-4
+    warmup_epochs: float | None = None  # linear warm-up, capped at 10% of the schedule
+    weight_decay: float | None = None
+    foreground_share: float | None = None  # each batch topped up to hold each foreground class in this share
+    time_budget: float | None = None  # minutes the run may take: the planned schedule (and size) fit it
     lambda_dice: float = 1.0
     lambda_ce: float = 1.0
     grad_clip: float = 1.0  # max gradient norm (0 = off)
@@ -122,13 +133,20 @@ class TrainConfig:
     resume: str | None = None  # path to last.pt
 
     def __post_init__(self) -> None:
-        self.base_size = tuple(int(s) for s in self.base_size)
-        if len(self.base_size) != 2 or min(self.base_size) < 8:
-            raise ValueError(f"base_size must be two sizes >= 8 (H W), got {self.base_size}")
+        if self.base_size is not None:
+            self.base_size = tuple(int(s) for s in self.base_size)
+            if len(self.base_size) != 2 or min(self.base_size) < 8:
+                raise ValueError(f"base_size must be two sizes >= 8 (H W), got {self.base_size}")
         for name in ("epochs", "batch_size", "grad_accum"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0 or not 0 < self.lrf <= 1:
+        if self.folds is not None and not 0 <= self.fold < max(self.folds, 1):
+            raise ValueError(f"--fold {self.fold}: with --folds {self.folds} it must be 0..{self.folds - 1}")
+        if self.foreground_share is not None and not 0 <= self.foreground_share <= 1:
+            raise ValueError(f"foreground_share must be in [0, 1], got {self.foreground_share}")
+        if self.time_budget is not None and self.time_budget <= 0:
+            raise ValueError(f"--time-budget must be > 0 minutes, got {self.time_budget}")
+        if (self.lr is not None and self.lr <= 0) or not 0 < self.lrf <= 1:
             raise ValueError(f"need lr > 0 and 0 < lrf <= 1, got lr={self.lr}, lrf={self.lrf}")
         if self.amp not in ("auto", "bf16", "fp16", "off"):
             raise ValueError(f"amp must be auto, bf16, fp16 or off, got {self.amp!r}")
@@ -360,6 +378,53 @@ def _install_stop_handlers() -> tuple[dict, list]:
     return state, previous
 
 
+PLANNED_SETTINGS = ("base_size", "batch_size", "lr", "weight_decay", "warmup_epochs", "epochs", "foreground_share")
+
+
+def _split_files(cfg: TrainConfig, verbose: bool) -> tuple[list[ImagePair], list[ImagePair], str | None]:
+    """Training and validation file pairs: the two folders, or fold ``cfg.fold`` of ``data_train`` by group."""
+    if cfg.folds is None:
+        return find_pairs(cfg.data_train, cfg.img_f, cfg.mask_f), find_pairs(cfg.data_val, cfg.img_f, cfg.mask_f), None
+    train_pairs, val_pairs, source = fold_files(
+        cfg.data_train, cfg.img_f, cfg.mask_f, cfg.folds, cfg.fold, cfg.group_regex, cfg.splits
+    )
+    if verbose and source == ONE_GROUP_PER_IMAGE:
+        print(f"warning: {cfg.data_train}: no --group-regex, splits.json or groups.json: every image is its own "
+              "group, so scans of one patient may sit in training and validation", file=sys.stderr)
+    return train_pairs, val_pairs, source
+
+
+def _plan(cfg: TrainConfig, fingerprint, n_train: int, n_val: int, device, amp_dtype, ddp) -> tuple:
+    """Plan the settings ``cfg`` leaves open (rank 0 plans, the others take its plan: equal schedules)."""
+    given = {k: getattr(cfg, k) for k in PLANNED_SETTINGS if getattr(cfg, k) is not None}
+    plan = None
+    if ddp.is_main:
+        plan = plan_training(
+            cfg.model, fingerprint.sizes, n_train, n_val, fingerprint.channels, fingerprint.value_map.num_classes,
+            device, given=given, model_options=cfg.model_options, amp_dtype=amp_dtype, grad_accum=cfg.grad_accum,
+            time_budget_s=cfg.time_budget * 60 if cfg.time_budget else None,
+        )
+    if dist.is_initialized():
+        box = [plan]
+        dist.broadcast_object_list(box, src=0)  # among this job's own ranks: not data from a file
+        plan = box[0]
+    settings = {k: getattr(plan, k) for k in PLANNED_SETTINGS if k != "foreground_share"}
+    return replace(cfg, model_options=plan.model_options, **settings), plan
+
+
+def _plan_foreground(cfg: TrainConfig, plan, train_set: SegmentationDataset, num_classes: int) -> tuple:
+    """The foreground share (planned from class presence unless given) and the presence table it needs."""
+    if cfg.foreground_share == 0:
+        return cfg, None
+    presence = class_presence(train_set, num_classes)
+    if cfg.foreground_share is None:
+        plan.foreground_share, plan.reasons["foreground_share"] = planned_foreground_share(
+            presence[:, 1:].mean(0).tolist()
+        )
+        cfg = replace(cfg, foreground_share=plan.foreground_share)
+    return cfg, presence
+
+
 # ---------------------------------------------------------------- one epoch
 
 
@@ -532,7 +597,7 @@ def train(cfg: TrainConfig) -> Path:
         ckpt = load_checkpoint(cfg.resume)
         saved = {f.name: ckpt["config"][f.name] for f in fields(TrainConfig) if f.name in ckpt["config"]}
         overrides = {k: getattr(cfg, k) for k in ("device", "workers", "resume")}
-        if cfg.epochs != TrainConfig.epochs:  # an explicit --epochs extends (or shortens) the schedule
+        if cfg.epochs is not None:  # an explicit --epochs extends (or shortens) the schedule
             overrides["epochs"] = cfg.epochs
         cfg = TrainConfig(**{**saved, **overrides})
 
@@ -545,8 +610,9 @@ def train(cfg: TrainConfig) -> Path:
 
     # -- data: pair, check and fingerprint everything before any training
     # (volumes become one pair per slice; validation keeps every slice, so its Dice covers whole volumes)
-    train_pairs = expand_slices(find_pairs(cfg.data_train, cfg.img_f, cfg.mask_f), cfg.empty_slice_fraction, cfg.seed)
-    val_pairs = expand_slices(find_pairs(cfg.data_val, cfg.img_f, cfg.mask_f))
+    train_files, val_files, split_source = _split_files(cfg, ddp.is_main)
+    train_pairs = expand_slices(train_files, cfg.empty_slice_fraction, cfg.seed)
+    val_pairs = expand_slices(val_files)
     if ckpt is not None:
         fingerprint = DatasetFingerprint(**ckpt["fingerprint"])
     else:
@@ -557,6 +623,7 @@ def train(cfg: TrainConfig) -> Path:
     num_classes = value_map.num_classes
     if num_classes < 2:
         raise ValueError(f"{cfg.data_train}: masks hold only the value {value_map.values}; need background and a class")
+    cfg, plan = _plan(cfg, fingerprint, len(train_pairs) // ddp.world, len(val_pairs), device, amp_dtype, ddp)
     base_train = SegmentationDataset(
         train_pairs,
         value_map,
@@ -567,6 +634,7 @@ def train(cfg: TrainConfig) -> Path:
         cache_dir=cfg.cache_dir,
     )
     train_set = SeededAugmentDataset(base_train, cfg.seed)
+    cfg, presence = _plan_foreground(cfg, plan, base_train, num_classes)
     val_set = SegmentationDataset(
         val_pairs,
         value_map,
@@ -582,6 +650,7 @@ def train(cfg: TrainConfig) -> Path:
     if ddp.is_main and not cfg.resume:
         run_dir.mkdir(parents=True, exist_ok=cfg.exist_ok)
         fingerprint.save(run_dir / "dataset_fingerprint.json")
+        plan.save(run_dir / "plan.json")
         atomic_write_json(run_dir / "env.json", _env_info(device))
         _save_preview(base_train, run_dir / "preview.png")
 
@@ -607,9 +676,11 @@ def train(cfg: TrainConfig) -> Path:
         raw_model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda"
     )
     workers = _num_workers(cfg.workers)
-    train_sampler = EpochTaggedSampler(
-        DistributedSampler(train_set, ddp.world, ddp.rank, shuffle=True, seed=cfg.seed, drop_last=True), len(train_set)
-    )
+    if cfg.foreground_share > 0:
+        shuffled = ForegroundTopUpSampler(presence, cfg.batch_size, cfg.foreground_share, cfg.seed, ddp.rank, ddp.world)
+    else:
+        shuffled = DistributedSampler(train_set, ddp.world, ddp.rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    train_sampler = EpochTaggedSampler(shuffled, len(train_set))
     per_rank = len(train_sampler)
     if per_rank < cfg.batch_size:
         raise ValueError(
@@ -643,6 +714,10 @@ def train(cfg: TrainConfig) -> Path:
             "ct": cfg.ct,
             "intensity": {**intensity.to_dict(), "description": str(intensity)},
             "empty slice fraction": cfg.empty_slice_fraction,
+            "foreground share": cfg.foreground_share,
+            "weight decay": cfg.weight_decay,
+            "fold": None if cfg.folds is None else {"fold": cfg.fold, "folds": cfg.folds, "splits": split_source},
+            "planned": [k for k in PLANNED_SETTINGS if k not in plan.given],
             "epochs": cfg.epochs,
             "num classes": num_classes,
             "in channels": channels,
@@ -677,6 +752,8 @@ def train(cfg: TrainConfig) -> Path:
         )
 
     if ddp.is_main:
+        if ckpt is None:
+            print(plan.format())
         print(
             f"run {run_dir}: {resolve_model_name(cfg.model)} {params / 1e6:.2f} M params, {macs / 1e9:.2f} G mult-adds "
             f"at {cfg.base_size[0]}x{cfg.base_size[1]}; {len(train_set)} train / {len(val_set)} val images; "

@@ -54,7 +54,9 @@ from monai.metrics import compute_hausdorff_distance, compute_surface_dice
 
 from .data import DatasetError, expand_slices, find_pairs, read_info, read_mask
 from .data.errors import raise_collected
+from .data.splits import fold_files
 from .engine import load_checkpoint
+from .ensemble import load_predictor
 from .metrics import confusion_matrix, scores_from_confusion
 from .predict import Predictor
 from .report import (
@@ -269,8 +271,10 @@ def evaluate_folder(
         spacing = float(spacing) if isinstance(spacing, (int, float)) else tuple(float(s) for s in spacing)
         if any(s <= 0 for s in np.atleast_1d(spacing)):
             raise ValueError(f"spacing must be > 0, got {spacing}")
-    pairs = expand_slices(find_pairs(data, img_f, mask_f))  # a NIfTI volume is scored slice by slice
-    predictor = Predictor(weights, device, amp, tta=tta, tta_vflip=tta_vflip, infer_mode=infer_mode, compile=compile)
+    # a NIfTI volume is scored slice by slice; ``data`` may also be the file pairs themselves (a CV fold)
+    pairs = expand_slices(find_pairs(data, img_f, mask_f) if isinstance(data, (str, Path)) else list(data))
+    predictor = load_predictor(weights, device, amp, tta=tta, tta_vflip=tta_vflip, infer_mode=infer_mode,
+                               compile=compile)
     value_map, k = predictor.value_map, predictor.num_classes
     _check_masks(pairs, value_map)
 
@@ -305,7 +309,7 @@ def evaluate_folder(
     unit = "px" if spacing is None else "spacing unit"
     summary = {
         "weights": str(weights),
-        "data": str(data),
+        "data": str(data) if isinstance(data, (str, Path)) else f"{len(pairs)} listed files",
         "images": len(pairs),
         "infer mode": infer_mode,
         "tta": "hflip+vflip" if tta_vflip else "hflip" if tta else "off",
@@ -366,6 +370,9 @@ def write_run_report(
     eval_dir = run_dir / "eval"
     if evaluate and weights.is_file():
         cfg = load_checkpoint(weights)["config"]
+        if data is None and cfg.get("folds"):  # a cross-validation fold: its held-out patients
+            data = fold_files(cfg["data_train"], cfg["img_f"], cfg["mask_f"], cfg["folds"], cfg["fold"],
+                              cfg.get("group_regex"), cfg.get("splits"))[1]
         evaluate_folder(
             weights, data or cfg["data_val"], cfg["img_f"], cfg["mask_f"], eval_dir,
             device=device, amp=amp, tta=tta, infer_mode=infer_mode,

@@ -94,6 +94,7 @@ class Predictor:
         # values as read -> [0, 1] exactly as in training (CT windows, scan percentile range; pictures as read)
         self.intensity = IntensityMapping.from_dict(ckpt.get("intensity"))
         self.infer_mode, self.overlap, self.sw_batch_size = infer_mode, overlap, sw_batch_size
+        self.postprocess = None  # a gctxseg.postprocess.PostProcessing chosen on cross-validation, if any
         # flip dims of a N x C x H x W batch averaged by test-time augmentation ([] = identity only)
         self.flips: list[tuple[int, ...]] = [(3,)] if tta or tta_vflip else []
         if tta_vflip:
@@ -185,8 +186,9 @@ class Predictor:
         return torch.as_tensor(probs)[0].float().cpu()
 
     def predict_image(self, image: np.ndarray, source: str | Path = "image") -> np.ndarray:
-        """Class indices (``H x W`` int64) at the image's own size."""
-        return self.predict_proba(image, source).argmax(0).numpy()
+        """Class indices (``H x W`` int64) at the image's own size (post-processed where a rule was chosen)."""
+        pred = self.predict_proba(image, source).argmax(0).numpy()
+        return self.postprocess(pred) if self.postprocess is not None else pred
 
 
 @dataclass
@@ -243,7 +245,10 @@ def predict_folder(
     files = sorted(p for p in source.iterdir() if p.is_file() and p.name.lower().endswith(tuple(suffixes)))
     if not files:
         raise DatasetError(f"{source}: no images ({', '.join(suffixes)}); put images there or pass --source DIR")
-    predictor = Predictor(weights, device, amp, tta=tta, tta_vflip=tta_vflip, infer_mode=infer_mode, compile=compile)
+    from .ensemble import load_predictor  # local: ensemble builds on this module
+
+    predictor = load_predictor(weights, device, amp, tta=tta, tta_vflip=tta_vflip, infer_mode=infer_mode,
+                               compile=compile)
     (out / "masks").mkdir(parents=True, exist_ok=True)
     (out / "overlays").mkdir(parents=True, exist_ok=True)
     summary = PredictionSummary()

@@ -1,0 +1,58 @@
+"""Learning-rate probe behind ``planning.FAMILY_OPTIMISER``: one fold of a real set, one schedule for every run.
+
+Trains each model at each peak AdamW learning rate on fold ``--fold`` (patient-wise) of ``--data`` at one fixed
+size, batch and epoch count (every other setting planned) and prints the best validation foreground Dice of each
+run. Prints figures; asserts nothing. Example (Duke DME converted by ``gctxseg convert duke-dme``)::
+
+    python benchmarks/lr_probe.py --data /data/duke/images --models gctx_unet unet --lrs 1e-4 5e-4 2e-3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from gctxseg.engine import TrainConfig, train
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="images folder (masks beside it; splits.json above it)")
+    parser.add_argument("--img-f", default=".png")
+    parser.add_argument("--models", nargs="+", default=["gctx_unet", "unet"])
+    parser.add_argument("--lrs", type=float, nargs="+", default=[2e-4, 5e-4, 1e-3, 2e-3])
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--fold", type=int, default=0)
+    parser.add_argument("--size", type=int, nargs=2, default=[192, 288], help="input size, fixed for all runs")
+    parser.add_argument("--epochs", type=int, default=8, help="epochs, fixed for all runs (default 8)")
+    parser.add_argument("--batch-size", type=int, default=5)
+    parser.add_argument("--results", default=None, help="run folders (default: a temporary folder)")
+    args = parser.parse_args()
+    results = Path(args.results or tempfile.mkdtemp(prefix="lr_probe_"))
+    rows = []
+    for model in args.models:
+        for lr in args.lrs:
+            t0 = time.perf_counter()
+            run = train(TrainConfig(
+                data_train=args.data, img_f=args.img_f, mask_f=".png", folds=args.folds, fold=args.fold,
+                model=model, lr=lr, base_size=tuple(args.size), epochs=args.epochs, batch_size=args.batch_size,
+                results=str(results), name=f"{model}_lr{lr:g}",
+                num_samples=0,
+            ))
+            log = json.loads((run / "log.json").read_text())
+            epochs = [v["val log:"]["info"] for k, v in log.items() if k.startswith("epoch:")]
+            fg = [e["Dice"][-1] for e in epochs]
+            rows.append((model, lr, max(fg), fg[-1], len(epochs), time.perf_counter() - t0,
+                         log["train parameters"]["input size"]))
+            print(f"{model} lr {lr:g}: best val fg Dice {max(fg):.4f}, last {fg[-1]:.4f}, {len(epochs)} epochs",
+                  flush=True)
+    print(f"\n{'model':<12}{'lr':>8}{'best Dice':>11}{'last Dice':>11}{'epochs':>8}{'wall s':>8}  size")
+    for model, lr, best, last, n, wall, size in rows:
+        print(f"{model:<12}{lr:>8g}{best:>11.4f}{last:>11.4f}{n:>8}{wall:>8.0f}  {size[0]}x{size[1]}")
+
+
+if __name__ == "__main__":
+    main()

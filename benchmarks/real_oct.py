@@ -1,0 +1,200 @@
+"""Real OCT benchmark: K-fold cross-validation by patient on a converted set (Duke DME), three recipes, one budget.
+
+Recipes, each given the same wall-time budget per fold (``--minutes``) on this machine:
+
+- ``gctx_unet`` and ``unet``: ``gctxseg`` with every setting planned (``--time-budget`` only: no tuned flags);
+- ``peer``: the plain recipe a user would otherwise write — MONAI ``BasicUNet`` (2D, default features),
+  MONAI ``DiceCELoss``, AdamW 1e-3, horizontal flips, images resized to half resolution (multiples of 16),
+  for as many epochs as a measured step time fits in the budget (constant learning rate).
+
+Every recipe is scored out of fold with its final weights (no checkpoint chosen on the held-out patients), at
+the images' own size: per-fold and pooled fluid Dice (pooled = summed confusion over all held-out scans),
+gctxseg's post-processed score, and the configuration ensemble of gctx_unet + unet (their out-of-fold softmax
+averaged, as nnU-Net ensembles configurations). Prints figures; asserts nothing. Resumable: finished folds are
+kept. Example::
+
+    gctxseg convert duke-dme SRC /data/duke
+    python benchmarks/real_oct.py --data /data/duke/images --folds 5 --minutes 5 --out /data/bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from gctxseg.crossval import score_predictions, summarize_cv, train_fold
+from gctxseg.data import read_image, read_mask
+from gctxseg.data.splits import fold_files
+from gctxseg.engine import TrainConfig
+
+GRADER_2_POOLED_DICE = 0.70  # Duke DME, grader 2 vs grader 1 on the 73 scans both graded (reference-figures.md)
+
+
+def _load(pairs, size=None):
+    images, masks = [], []
+    for pair in pairs:
+        image = torch.from_numpy(read_image(pair.image)[..., 0].astype(np.float32) / 255.0)
+        mask = torch.from_numpy((read_mask(pair.mask) > 0).astype(np.int64))
+        if size is not None:
+            image = F.interpolate(image[None, None], size=size, mode="bilinear", antialias=True)[0, 0]
+            mask = F.interpolate(mask[None, None].float(), size=size, mode="nearest")[0, 0].long()
+        images.append(image)
+        masks.append(mask)
+    return images, masks
+
+
+def peer_fold(data: str, folds: int, fold: int, minutes: float, out: Path, seed: int = 0) -> dict:
+    """Train MONAI BasicUNet on one fold for ``minutes``; write its out-of-fold probabilities."""
+    from monai.losses import DiceCELoss
+    from monai.networks.nets import BasicUNet
+
+    done = out / f"fold_{fold}.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    torch.manual_seed(seed + fold)
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    train_pairs, val_pairs, _ = fold_files(data, ".png", ".png", folds, fold)
+    first = read_image(train_pairs[0].image)
+    size = [max(16, round(s / 2 / 16) * 16) for s in first.shape[:2]]
+    images, masks = _load(train_pairs, size)
+    x_all, y_all = torch.stack(images)[:, None], torch.stack(masks)
+    mean, std = x_all.mean().item(), x_all.std().item()
+    model = BasicUNet(spatial_dims=2, in_channels=1, out_channels=2).to(memory_format=torch.channels_last)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    batch = 4
+
+    def step(idx: torch.Tensor) -> None:
+        x, y = (x_all[idx] - mean) / std, y_all[idx][:, None]
+        flip = torch.rand(len(idx)) < 0.5
+        x[flip], y[flip] = x[flip].flip(-1), y[flip].flip(-1)
+        loss = loss_fn(model(x.contiguous(memory_format=torch.channels_last)), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    # the epoch count is fixed from a measured step time, as gctxseg's planner does for --time-budget, so that
+    # other load on the machine later changes the wall time, not the training
+    model.train()
+    step_s = []
+    for _ in range(3):
+        s0 = time.perf_counter()
+        step(torch.randint(0, len(x_all), (batch,)))
+        step_s.append(time.perf_counter() - s0)
+    steps_per_epoch = len(x_all) // batch
+    epochs = max(1, int((minutes * 60 * 0.9 - (time.perf_counter() - t0)) // (min(step_s[1:]) * steps_per_epoch)))
+    for _ in range(epochs):
+        order = torch.randperm(len(x_all))
+        for start in range(0, steps_per_epoch * batch, batch):
+            step(order[start:start + batch])
+    model.eval()
+    (out / "oof").mkdir(parents=True, exist_ok=True)
+    val_images, _ = _load(val_pairs)
+    with torch.no_grad():
+        for pair, image in zip(val_pairs, val_images):
+            x = F.interpolate(image[None, None], size=size, mode="bilinear", antialias=True)
+            probs = model((x - mean) / std).softmax(1)
+            probs = F.interpolate(probs, size=image.shape, mode="bilinear", align_corners=False)[0]
+            np.save(out / "oof" / f"{pair.name}.npy", (probs * 255).round().to(torch.uint8).numpy())
+    result = {"fold": fold, "epochs": epochs, "size": size, "wall s": time.perf_counter() - t0,
+              "cpu s": time.process_time() - cpu0, "val": [p.name for p in val_pairs]}
+    done.write_text(json.dumps(result))
+    return result
+
+
+def ours_fold(model: str, data: str, folds: int, fold: int, minutes: float, out: Path) -> dict:
+    done = out / f"fold_{fold}_time.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    run = train_fold(TrainConfig(data_train=data, img_f=".png", mask_f=".png", folds=folds, fold=fold, model=model,
+                                 time_budget=minutes, num_samples=0), out, fold)
+    log = json.loads((run / "log.json").read_text())
+    params = log["train parameters"]
+    result = {"fold": fold, "epochs": params["epochs"], "size": params["input size"], "lr": params["lr"],
+              "batch": params["batch size"], "wall s": time.perf_counter() - t0, "cpu s": time.process_time() - cpu0}
+    done.write_text(json.dumps(result))
+    return result
+
+
+def _oof(out: Path, names: list[str]) -> dict[str, np.ndarray]:
+    return {n: np.load(out / "oof" / f"{n}.npy") for n in names}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="images folder of a converted set (splits.json above it)")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--minutes", type=float, default=5.0, help="wall-time budget per fold and recipe")
+    parser.add_argument("--recipes", nargs="+", default=["gctx_unet", "unet", "peer"])
+    parser.add_argument("--out", default="real_oct_bench", help="working folder (resumable)")
+    args = parser.parse_args()
+    out = Path(args.out)
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
+    print(f"{args.folds}-fold CV by patient on {args.data}; {args.minutes} min per fold and recipe; "
+          f"CPU {cpu}, {torch.get_num_threads()} threads", flush=True)
+    timings: dict[str, list[dict]] = {}
+    for recipe in args.recipes:
+        timings[recipe] = []
+        for fold in range(args.folds):
+            if recipe == "peer":
+                timings[recipe].append(peer_fold(args.data, args.folds, fold, args.minutes, out / recipe))
+            else:
+                timings[recipe].append(ours_fold(recipe, args.data, args.folds, fold, args.minutes, out / recipe))
+            print(f"{recipe} fold {fold}: {timings[recipe][-1]}", flush=True)
+    report(args, out, timings)
+
+
+def report(args, out: Path, timings: dict[str, list[dict]]) -> None:
+    held_out = {f: fold_files(args.data, ".png", ".png", args.folds, f)[1] for f in range(args.folds)}
+    pairs = {p.name: p for val in held_out.values() for p in val}
+    fold_of = {p.name: f for f, val in held_out.items() for p in val}
+    names = sorted(pairs)
+    targets = {n: (read_mask(pairs[n].mask) > 0).astype(np.int64) for n in names}
+    rows, probs = [], {}
+    for recipe, times in timings.items():
+        extra = {}
+        if recipe != "peer":
+            summary = summarize_cv(out / recipe)
+            extra["post-processed"] = summary["pooled out-of-fold post-processed"]["dice"][0]
+        probs[recipe] = _oof(out / recipe, names)
+        rows.append(_row(recipe, probs[recipe], targets, fold_of, args.folds, times, extra))
+    if {"gctx_unet", "unet"} <= set(probs):
+        mean = {n: (probs["gctx_unet"][n].astype(np.float32) + probs["unet"][n]) / 2 for n in names}
+        rows.append(_row("gctx_unet+unet", mean, targets, fold_of, args.folds,
+                         timings["gctx_unet"] + timings["unet"], {}))
+    header = "".join(f"{'fold ' + str(f):>8}" for f in range(args.folds))
+    print(f"\n{'recipe':<16}{header}{'pooled OOF':>12}{'post-proc':>11}  {'epochs':<16}{'size':>9}"
+          f"{'wall min':>10}{'cpu min':>9}")
+    for r in rows:
+        folds = "".join(f"{d:>8.4f}" for d in r["folds"])
+        pp = f"{r['post-processed']:>11.4f}" if "post-processed" in r else f"{'':>11}"
+        print(f"{r['recipe']:<16}{folds}{r['pooled']:>12.4f}{pp}  {r['epochs']:<16}{r['size']:>9}"
+              f"{r['wall']:>10.1f}{r['cpu']:>9.1f}")
+    print(f"{'grader 2 vs 1':<16}{'':>{8 * args.folds}}{GRADER_2_POOLED_DICE:>12.2f}  (73 scans both graded)")
+    print("fluid Dice pooled over each fold's held-out scans (fold columns) and over all scans (pooled OOF); "
+          "wall/cpu: all folds")
+
+
+def _row(recipe, probs, targets, fold_of, folds, times, extra) -> dict:
+    names = sorted(probs)
+    preds = {n: probs[n].argmax(0) for n in names}
+    fold_dice = []
+    for f in range(folds):
+        held = [n for n in names if fold_of[n] == f]
+        fold_dice.append(score_predictions([preds[n] for n in held], [targets[n] for n in held], 2)["dice"][0])
+    pooled = score_predictions([preds[n] for n in names], [targets[n] for n in names], 2)["dice"][0]
+    epochs = "/".join(str(t["epochs"]) for t in times) if len(times) == folds else "-"
+    size = "x".join(map(str, times[0]["size"])) if len(times) == folds else "-"
+    return {"recipe": recipe, "folds": fold_dice, "pooled": pooled, "epochs": epochs, "size": size,
+            "wall": sum(t["wall s"] for t in times) / 60, "cpu": sum(t["cpu s"] for t in times) / 60, **extra}
+
+
+if __name__ == "__main__":
+    main()

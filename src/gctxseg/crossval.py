@@ -1,0 +1,195 @@
+"""``gctxseg cv``: K-fold cross-validation by patient, out-of-fold scoring, post-processing chosen on it.
+
+A CV folder (``<results>/<name>``) holds ``fold_0`` ... ``fold_{K-1}`` (ordinary run folders, trained one
+after another here; any fold can also be trained on its own machine or under torchrun with ``gctxseg train
+--folds K --fold k --results CV --name fold_k``), then
+
+- ``oof/NAME.npy``: each held-out image's class probabilities from the fold that did not train on it
+  (uint8, probability x 255, ``K x H x W`` at the image's size) — what configuration ensembles average;
+Scores use each fold's final weights (``last.pt``): ``best.pt`` is chosen on the held-out images themselves.
+
+- ``postprocessing.json``: per class the connected-component rule that raised the pooled out-of-fold Dice
+  (or none), applied by ``gctxseg predict --weights CV``;
+- ``cv_summary.json`` and ``cv_report.html``: per fold and class Dice / IoU / HD95, mean ± sd over folds, and
+  the pooled out-of-fold score before and after post-processing.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import MaskValueMap, read_mask
+from .data.splits import fold_files
+from .engine import TrainConfig, load_checkpoint, train
+from .evaluate import score_image
+from .metrics import scores_from_confusion
+from .postprocess import choose_postprocessing
+from .predict import Predictor
+from .utils import atomic_write_json, atomic_write_text, next_run_dir
+
+__all__ = ["run_cv", "train_fold", "summarize_cv", "score_predictions", "oof_probabilities", "format_cv_summary"]
+
+
+def _fold_finished(fold_dir: Path) -> bool:
+    last = fold_dir / "last.pt"
+    if not (fold_dir / "best.pt").is_file() or not last.is_file():
+        return False
+    ckpt = load_checkpoint(last)
+    return ckpt["epoch"] + 1 >= ckpt["config"]["epochs"]
+
+
+def train_fold(cfg: TrainConfig, cv_dir: str | Path, fold: int) -> Path:
+    """Train ``fold`` into ``cv_dir/fold_<fold>``: kept when finished, resumed when stopped, else trained."""
+    fold_dir = Path(cv_dir) / f"fold_{fold}"
+    if _fold_finished(fold_dir):
+        print(f"fold {fold}: finished in {fold_dir}; kept")
+        return fold_dir
+    if (fold_dir / "last.pt").is_file():
+        return train(TrainConfig(resume=str(fold_dir / "last.pt"), device=cfg.device, workers=cfg.workers))
+    return train(replace(cfg, fold=fold, results=str(cv_dir), name=f"fold_{fold}", exist_ok=True))
+
+
+def run_cv(cfg: TrainConfig, device: str | None = None, amp: str | None = None) -> Path:
+    """Train every fold of ``cfg.folds`` into one CV folder (finished folds are kept, stopped ones resumed),
+    then write the out-of-fold summary. Returns the CV folder."""
+    if not cfg.folds:
+        raise ValueError("gctxseg cv needs --folds K (K >= 2)")
+    cv_dir = next_run_dir(cfg.results, cfg.name, cfg.exist_ok)
+    cv_dir.mkdir(parents=True, exist_ok=True)
+    for fold in range(cfg.folds):
+        train_fold(cfg, cv_dir, fold)
+    if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+        return cv_dir
+    summarize_cv(cv_dir, device=device or cfg.device, amp=amp or cfg.amp)
+    return cv_dir
+
+
+def _quantise(probs: torch.Tensor) -> np.ndarray:
+    return (probs.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
+def oof_probabilities(cv_dir: str | Path, device: str = "auto", amp: str = "auto") -> dict[str, dict]:
+    """Predict each fold's held-out images with that fold's final weights; write ``oof/NAME.npy``.
+
+    The final (``last.pt``) weights, as nnU-Net scores ``checkpoint_final``: ``best.pt`` was chosen on these
+    same held-out images, so its score would be optimistic.
+
+    Returns:
+        name -> {"fold", "target" (class indices), "probs" (uint8 K x H x W)}.
+    """
+    cv_dir = Path(cv_dir)
+    (cv_dir / "oof").mkdir(exist_ok=True)
+    folds = sorted(cv_dir.glob("fold_*/last.pt"), key=lambda p: int(p.parent.name.split("_")[1]))
+    if not folds:
+        raise ValueError(f"{cv_dir}: no fold_*/last.pt; train the folds first (gctxseg cv DATA --folds K)")
+    out: dict[str, dict] = {}
+    for weights in folds:
+        cfg = load_checkpoint(weights)["config"]
+        predictor = Predictor(weights, device, amp)
+        _, val, _ = fold_files(cfg["data_train"], cfg["img_f"], cfg["mask_f"], cfg["folds"], cfg["fold"],
+                               cfg.get("group_regex"), cfg.get("splits"))
+        for pair in val:
+            probs = _quantise(predictor.predict_proba(predictor.read(pair.image), str(pair.image)))
+            np.save(cv_dir / "oof" / f"{pair.name}.npy", probs)
+            target = predictor.value_map.encode(read_mask(pair.mask), source=pair.mask)
+            out[pair.name] = {"fold": cfg["fold"], "target": target, "probs": probs}
+    return out
+
+
+def score_predictions(preds: Sequence[np.ndarray], targets: Sequence[np.ndarray], num_classes: int) -> dict:
+    """Pooled (summed confusion) Dice/IoU per class and per-image HD95 means over a set of predictions."""
+    total = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    hd95: list[list[float]] = [[] for _ in range(num_classes - 1)]
+    for pred, target in zip(preds, targets):
+        scores = score_image(pred, target, num_classes)
+        total += scores["confusion"]
+        for c, value in enumerate(scores["hd95"]):
+            if math.isfinite(value):
+                hd95[c].append(value)
+    pooled = scores_from_confusion(total)
+    return {"dice": pooled["Dice"], "iou": pooled["IoU"], "hd95": [_mean(v) for v in hd95], "images": len(preds)}
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(np.mean(values)) if values else float("nan")
+
+
+def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    finite = [v for v in values if math.isfinite(v)]
+    return _mean(finite), (statistics.stdev(finite) if len(finite) > 1 else float("nan"))
+
+
+def summarize_cv(cv_dir: str | Path, device: str = "auto", amp: str = "auto") -> dict:
+    """Out-of-fold scores of a CV folder, the post-processing chosen on them, written as JSON and HTML."""
+    cv_dir = Path(cv_dir)
+    oof = oof_probabilities(cv_dir, device, amp)
+    first = load_checkpoint(next(iter(sorted(cv_dir.glob("fold_*/last.pt")))))
+    value_map = MaskValueMap.from_dict(first["value_map"])
+    k = value_map.num_classes
+    names = sorted(oof)
+    preds = [oof[n]["probs"].argmax(0) for n in names]
+    targets = [oof[n]["target"] for n in names]
+    per_fold = {}
+    for fold in sorted({oof[n]["fold"] for n in names}):
+        idx = [i for i, n in enumerate(names) if oof[n]["fold"] == fold]
+        per_fold[str(fold)] = score_predictions([preds[i] for i in idx], [targets[i] for i in idx], k)
+    postprocess = choose_postprocessing(preds, targets, k)
+    postprocess.save(cv_dir / "postprocessing.json")
+    summary = {
+        "folds": len(per_fold),
+        "images": len(names),
+        "classes": value_map.to_dict(),
+        "model": first["model_name"],
+        "per fold": per_fold,
+        "fold mean": {m: [_mean_sd([f[m][c] for f in per_fold.values()]) for c in range(k - 1)]
+                      for m in ("dice", "iou", "hd95")},
+        "pooled out-of-fold": score_predictions(preds, targets, k),
+        "postprocessing": postprocess.to_dict(),
+        "pooled out-of-fold post-processed": score_predictions([postprocess(p) for p in preds], targets, k),
+    }
+    atomic_write_json(cv_dir / "cv_summary.json", summary)
+    atomic_write_text(cv_dir / "cv_report.html", cv_report_html(summary, cv_dir.name))
+    print(format_cv_summary(summary))
+    return summary
+
+
+def format_cv_summary(summary: dict) -> str:
+    """Plain-text table of a CV summary: per fold, mean ± sd, pooled out-of-fold (before/after post-processing)."""
+    k = len(summary["classes"])
+    lines = [f"{'':<24}" + "".join(f"{'class ' + str(c) + ' Dice':>16}{'IoU':>8}{'HD95':>8}" for c in range(1, k))]
+    for fold, scores in summary["per fold"].items():
+        lines.append(f"{'fold ' + fold + ' (' + str(scores['images']) + ' images)':<24}" + "".join(
+            f"{scores['dice'][c]:>16.4f}{scores['iou'][c]:>8.4f}{scores['hd95'][c]:>8.1f}" for c in range(k - 1)))
+    means = summary["fold mean"]
+    lines.append(f"{'mean ± sd over folds':<24}" + "".join(
+        f"{means['dice'][c][0]:>10.4f}±{means['dice'][c][1]:<5.3f}{means['iou'][c][0]:>8.4f}"
+        f"{means['hd95'][c][0]:>8.1f}" for c in range(k - 1)))
+    for label, key in (("pooled out-of-fold", "pooled out-of-fold"),
+                       ("  post-processed", "pooled out-of-fold post-processed")):
+        s = summary[key]
+        lines.append(f"{label:<24}" + "".join(
+            f"{s['dice'][c]:>16.4f}{s['iou'][c]:>8.4f}{s['hd95'][c]:>8.1f}" for c in range(k - 1)))
+    rules = summary["postprocessing"]["evidence"] or {}
+    lines.append("post-processing: " + ", ".join(f"class {c}: {e['chosen']}" for c, e in rules.items()))
+    return "\n".join(lines)
+
+
+def cv_report_html(summary: dict, title: str) -> str:
+    """A self-contained HTML page of the CV summary (the run report's look, no network)."""
+    text = html.escape(format_cv_summary(summary))
+    evidence = html.escape(str(summary["postprocessing"]["evidence"]))
+    return (f"<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' "
+            f"content='width=device-width, initial-scale=1'><title>{html.escape(title)} cross-validation</title>"
+            "<style>body{font-family:system-ui,sans-serif;margin:1.5em}pre{overflow-x:auto}</style></head><body>"
+            f"<h1>{html.escape(title)}: {summary['folds']}-fold cross-validation ({summary['model']})</h1>"
+            f"<p>{summary['images']} held-out images; Dice and IoU pooled over images (summed confusion), HD95 "
+            f"in pixels, mean over images where defined.</p><pre>{text}</pre>"
+            f"<h2>Post-processing candidates (pooled out-of-fold Dice)</h2><pre>{evidence}</pre></body></html>")

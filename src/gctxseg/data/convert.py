@@ -1,0 +1,108 @@
+"""Converters from public OCT datasets to gctxseg's layout (``OUT/images``, ``OUT/masks``, ``OUT/splits.json``).
+
+Like nnU-Net's dataset conversion scripts: a user downloads a public set as it ships and gets a folder that
+``gctxseg train --folds`` / ``gctxseg cv`` read directly, with the patient-wise folds written beside it.
+
+Duke DME (Chiu et al., Biomed. Opt. Express 6(4), 2015): 10 patients with diabetic macular edema, 61 B-scans
+each of 496x768 pixels, 11 of them graded by two graders. Two forms are read:
+
+- the original ``Subject_NN.mat`` files (``images`` 496x768x61, ``manualFluid1``/``manualFluid2`` of the same
+  shape, NaN on B-scans the grader did not grade; any value > 0 is fluid): only graded B-scans are kept;
+- a PNG copy (``img_for_inference/img_N.png`` RGB copies of grey scans, ``annotation/img_N.png`` with fluid
+  where the value is > 127; ``img_N`` belongs to patient ``N // 11 + 1``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .errors import DatasetError
+from .splits import group_kfold
+
+__all__ = ["convert_duke_dme", "CONVERTERS"]
+
+DUKE_SCANS_PER_PATIENT_PNG = 11  # the PNG copy holds the 11 graded B-scans of each patient, in order
+
+
+def _write_pair(out: Path, name: str, image: np.ndarray, fluid: np.ndarray) -> None:
+    Image.fromarray(np.clip(image, 0, 255).astype(np.uint8), mode="L").save(out / "images" / f"{name}.png")
+    Image.fromarray(np.where(fluid, 255, 0).astype(np.uint8), mode="L").save(out / "masks" / f"{name}.png")
+
+
+def _duke_from_mat(src: Path, out: Path, grader: int) -> dict[str, str]:
+    from scipy.io import loadmat
+
+    groups: dict[str, str] = {}
+    for mat in sorted(src.glob("Subject_*.mat")):
+        patient = int(re.search(r"(\d+)", mat.stem).group(1))
+        try:
+            content = loadmat(mat)
+        except Exception as err:  # scipy raises several types for a broken or HDF5 file
+            reason = type(err).__name__
+            raise DatasetError(f"{mat}: not readable as a MATLAB file ({reason}); download it again") from None
+        key = f"manualFluid{grader}"
+        if "images" not in content or key not in content:
+            raise DatasetError(f"{mat}: no 'images' and '{key}' arrays; is this a Duke DME 2015 subject file?")
+        images, fluid = np.asarray(content["images"], dtype=np.float64), np.asarray(content[key], dtype=np.float64)
+        if images.ndim != 3 or fluid.shape != images.shape:
+            raise DatasetError(f"{mat}: images {images.shape} and {key} {fluid.shape} must be equal H x W x scans")
+        for scan in range(images.shape[2]):
+            graded = ~np.isnan(fluid[:, :, scan])
+            if not graded.any():
+                continue  # this B-scan was not graded
+            name = f"p{patient:02d}_b{scan:02d}"
+            _write_pair(out, name, images[:, :, scan], np.nan_to_num(fluid[:, :, scan]) > 0)
+            groups[name] = f"p{patient:02d}"
+    return groups
+
+
+def _duke_from_png(src: Path, out: Path) -> dict[str, str]:
+    root = src / "data" if (src / "data" / "annotation").is_dir() else src
+    images_dir, annotation_dir = root / "img_for_inference", root / "annotation"
+    groups: dict[str, str] = {}
+    for image_path in sorted(images_dir.glob("img_*.png"), key=lambda p: int(p.stem.split("_")[1])):
+        index = int(image_path.stem.split("_")[1])
+        annotation = annotation_dir / image_path.name
+        if not annotation.is_file():
+            raise DatasetError(f"{annotation}: no annotation for {image_path}; the PNG copy is incomplete")
+        patient, scan = index // DUKE_SCANS_PER_PATIENT_PNG + 1, index % DUKE_SCANS_PER_PATIENT_PNG
+        grey = np.asarray(Image.open(image_path).convert("L"))
+        fluid = np.asarray(Image.open(annotation).convert("L")) > 127
+        name = f"p{patient:02d}_b{scan:02d}"
+        _write_pair(out, name, grey, fluid)
+        groups[name] = f"p{patient:02d}"
+    return groups
+
+
+def convert_duke_dme(src: str | Path, out: str | Path, folds: int = 5, grader: int = 1, seed: int = 0) -> dict:
+    """Convert Duke DME (``.mat`` files or the PNG copy) in ``src`` to ``out``; returns a summary.
+
+    Writes ``out/images/pPP_bSS.png`` (grey), ``out/masks/pPP_bSS.png`` (0 = background, 255 = fluid),
+    ``out/groups.json`` (file stem -> patient) and ``out/splits.json`` (``folds`` folds by patient, in
+    nnU-Net's ``splits_final.json`` shape).
+    """
+    src, out = Path(src), Path(out)
+    has_mat = any(src.glob("Subject_*.mat"))
+    has_png = (src / "img_for_inference").is_dir() or (src / "data" / "img_for_inference").is_dir()
+    if not (has_mat or has_png):
+        raise DatasetError(
+            f"{src}: neither Subject_NN.mat files nor an img_for_inference/annotation PNG copy; "
+            "point SRC at the folder holding them"
+        )
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    groups = _duke_from_mat(src, out, grader) if has_mat else _duke_from_png(src, out)
+    splits = group_kfold(groups, folds, seed)
+    (out / "groups.json").write_text(json.dumps(groups, indent=1))
+    (out / "splits.json").write_text(json.dumps(splits, indent=1))
+    with_fluid = sum(1 for n in groups if np.asarray(Image.open(out / "masks" / f"{n}.png")).any())
+    return {"scans": len(groups), "patients": len(set(groups.values())), "with fluid": with_fluid,
+            "folds": folds, "source": "mat" if has_mat else "png"}
+
+
+CONVERTERS = {"duke-dme": convert_duke_dme}

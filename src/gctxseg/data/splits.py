@@ -1,0 +1,164 @@
+"""Cross-validation folds by group (patient or eye): scans of one patient never sit on both sides.
+
+A fold list has nnU-Net's ``splits_final.json`` shape: ``[{"train": [stems...], "val": [stems...]}, ...]``,
+keyed by file stem (``ImagePair.name``). Groups come from a ``--group-regex`` applied to the file name (its
+first capture group, or the whole match), from a ``groups.json`` (stem -> group) that a converter wrote, or a
+``splits.json`` given directly.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DatasetError
+from .folder import ImagePair
+
+__all__ = ["fold_files", "group_kfold", "groups_from_regex", "load_splits", "resolve_splits", "select_fold",
+           "ONE_GROUP_PER_IMAGE"]
+
+ONE_GROUP_PER_IMAGE = "one group per image"
+
+
+def group_kfold(groups: Mapping[str, str], folds: int, seed: int = 0) -> list[dict[str, list[str]]]:
+    """Split items into ``folds`` folds so that no group is on both sides.
+
+    Groups are shuffled with ``seed``, then each goes to the fold holding the fewest items so far (largest
+    groups first), so folds are balanced in items even when patients have different scan counts.
+
+    Raises:
+        DatasetError: fewer groups than folds, or ``folds`` < 2.
+    """
+    if folds < 2:
+        raise DatasetError(f"--folds {folds}: need at least 2 folds")
+    members: dict[str, list[str]] = {}
+    for item, group in sorted(groups.items()):
+        members.setdefault(group, []).append(item)
+    if len(members) < folds:
+        raise DatasetError(
+            f"{len(members)} group(s) ({', '.join(sorted(members)[:5])}) for {folds} folds; "
+            f"use --folds {max(2, len(members))} or fewer, or check --group-regex"
+        )
+    names = sorted(members)
+    order = np.random.default_rng(seed).permutation(len(names))
+    shuffled = [names[i] for i in order]
+    shuffled.sort(key=lambda g: -len(members[g]))  # stable: equal sizes keep the shuffled order
+    val: list[list[str]] = [[] for _ in range(folds)]
+    for group in shuffled:
+        target = min(range(folds), key=lambda f: (len(val[f]), f))
+        val[target] += members[group]
+    everything = sorted(groups)
+    held_out = [set(v) for v in val]
+    return [{"train": [n for n in everything if n not in h], "val": sorted(h)} for h in held_out]
+
+
+def groups_from_regex(pairs: Sequence[ImagePair], pattern: str) -> dict[str, str]:
+    """Stem -> group, the group read from each image's file name with ``pattern``.
+
+    Raises:
+        DatasetError: an invalid pattern, or a file name the pattern does not match (the first one named).
+    """
+    try:
+        regex = re.compile(pattern)
+    except re.error as err:
+        raise DatasetError(f"--group-regex {pattern!r}: not a valid regular expression ({err})") from None
+    groups, unmatched = {}, []
+    for pair in pairs:
+        found = regex.search(pair.image.name)
+        if found is None:
+            unmatched.append(pair.image)
+            continue
+        groups[pair.name] = found.group(1) if regex.groups else found.group(0)
+    if unmatched:
+        raise DatasetError(
+            f"{unmatched[0]}: --group-regex {pattern!r} matches no part of the name ({len(unmatched)} of "
+            f"{len(pairs)} files unmatched); e.g. '^(p\\d+)_' for names like p01_b03.png"
+        )
+    return groups
+
+
+def load_splits(path: str | Path) -> list[dict[str, list[str]]]:
+    """Read a ``splits.json`` (nnU-Net shape); one clear error when it has another shape."""
+    path = Path(path)
+    try:
+        splits = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise DatasetError(f"{path}: not a readable JSON file ({type(err).__name__}); write it again") from None
+    if not isinstance(splits, list) or not all(isinstance(s, dict) and {"train", "val"} <= set(s) for s in splits):
+        raise DatasetError(f'{path}: expected a list of {{"train": [...], "val": [...]}} folds (nnU-Net shape)')
+    return splits
+
+
+def resolve_splits(
+    pairs: Sequence[ImagePair],
+    folds: int,
+    images_dir: str | Path,
+    group_regex: str | None = None,
+    splits_path: str | Path | None = None,
+    seed: int = 0,
+) -> tuple[list[dict[str, list[str]]], str]:
+    """The fold list for ``pairs`` and where it came from.
+
+    Order of precedence: an explicit ``splits_path``; a ``--group-regex``; a ``splits.json`` / ``groups.json``
+    beside the images folder (as the converters write); else each image is its own group (said in the source
+    string, so the caller can warn: scans of one patient may then sit on both sides).
+    """
+    root = Path(images_dir).parent
+    if splits_path is not None:
+        return load_splits(splits_path), str(splits_path)
+    if group_regex:
+        return group_kfold(groups_from_regex(pairs, group_regex), folds, seed), f"--group-regex {group_regex}"
+    if (root / "splits.json").is_file():
+        splits = load_splits(root / "splits.json")
+        if len(splits) == folds:
+            return splits, str(root / "splits.json")
+    if (root / "groups.json").is_file():
+        groups = json.loads((root / "groups.json").read_text())
+        known = {p.name: groups[p.name] for p in pairs if p.name in groups}
+        if len(known) == len(pairs):
+            return group_kfold(known, folds, seed), str(root / "groups.json")
+    return group_kfold({p.name: p.name for p in pairs}, folds, seed), ONE_GROUP_PER_IMAGE
+
+
+def select_fold(
+    pairs: Sequence[ImagePair], splits: list[dict[str, list[str]]], fold: int, source: str
+) -> tuple[list[ImagePair], list[ImagePair]]:
+    """(train, val) pairs of ``fold``; every name in the splits must be a pair here (all missing ones listed)."""
+    if not 0 <= fold < len(splits):
+        raise DatasetError(f"--fold {fold}: {source} has folds 0..{len(splits) - 1}")
+    by_name = {p.name: p for p in pairs}
+    wanted = splits[fold]["train"] + splits[fold]["val"]
+    missing = [n for n in wanted if n not in by_name]
+    if missing:
+        raise DatasetError(
+            f"{source}: fold {fold} names {len(missing)} file(s) not in the data folder, e.g. {missing[:3]}; "
+            "fix the splits or the folder"
+        )
+    overlap = set(splits[fold]["train"]) & set(splits[fold]["val"])
+    if overlap:
+        raise DatasetError(f"{source}: fold {fold} has {sorted(overlap)[:3]} on both sides; fix the splits")
+    return [by_name[n] for n in splits[fold]["train"]], [by_name[n] for n in splits[fold]["val"]]
+
+
+def fold_files(
+    images_dir: str | Path,
+    img_f: str,
+    mask_f: str,
+    folds: int,
+    fold: int,
+    group_regex: str | None = None,
+    splits_path: str | Path | None = None,
+) -> tuple[list[ImagePair], list[ImagePair], str]:
+    """(train, val, source) file pairs of ``fold`` of the labelled folder ``images_dir`` (see resolve_splits)."""
+    from .folder import find_pairs
+
+    pairs = find_pairs(images_dir, img_f, mask_f)
+    splits, source = resolve_splits(pairs, folds, images_dir, group_regex, splits_path)
+    if len(splits) != folds:
+        raise DatasetError(f"{source}: holds {len(splits)} folds, not --folds {folds}; pass --folds {len(splits)}")
+    train, val = select_fold(pairs, splits, fold, source)
+    return train, val, source

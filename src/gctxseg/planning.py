@@ -1,0 +1,345 @@
+"""Training plan from the dataset fingerprint: derived, recorded, overridable (nnU-Net's planner, in 2D).
+
+``plan_training`` turns what the fingerprint discovered (image sizes, class presence) plus the model and
+the device into the settings a user would otherwise guess: input size, batch size, optimiser settings per
+architecture family, foreground sampling share and schedule length. ``gctxseg train`` plans every setting
+the user did not give, prints the plan and writes ``plan.json`` in the run folder; every given flag wins.
+
+How each rule was chosen is said beside it. The measurements are in ``docs/evaluation.md`` ("Real OCT").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .models import create_model, resolve_model_name
+
+__all__ = [
+    "FAMILY_OPTIMISER",
+    "TrainingPlan",
+    "model_family",
+    "plan_for_folder",
+    "plan_training",
+    "planned_foreground_share",
+    "planned_size",
+]
+
+# Pixel budget of one training input. 256x512 = 131,072 px keeps a 496x1024 B-scan at half resolution (the
+# smallest cysts graders draw are tens of pixels wide at full resolution); the seed's 224x224 squashed such a
+# scan 2.2x horizontally. A time budget can lower it (see ``planned_size``).
+PIXEL_BUDGET = 256 * 512
+MIN_SHORT_SIDE = 128  # below this a B-scan's layers are a few pixels thick
+# With a time budget, the input shrinks (aspect kept) until at least this many optimiser steps fit: a short
+# schedule at full size measured worse than a longer one at a smaller size on Duke DME (docs/evaluation.md).
+MIN_PLANNED_STEPS = 250
+# Without a time budget: about this many optimiser steps (nnU-Net trains 2D for 250k at batch 12 on a GPU;
+# a fifth of that here, as 2D slices of a few hundred images saturate sooner), within these epoch bounds.
+PLANNED_STEPS = 50_000
+EPOCH_RANGE = (50, 1000)
+# nnU-Net forces a third of each batch to hold foreground; here it tops up each batch so that every
+# foreground class is in at least this share of its images (batches that already have it are unchanged).
+FOREGROUND_SHARE = 1 / 3
+
+
+@dataclass(frozen=True)
+class FamilyOptimiser:
+    lr: float
+    weight_decay: float
+    warmup_epochs: float
+    why: str
+
+
+# AdamW peak learning rates per family, measured with benchmarks/lr_probe.py on Duke DME fold 0 (88 train / 22
+# held-out scans of other patients, 192x288, batch 5, 8 epochs, planned rest; best held-out fluid Dice):
+#   gctx_unet  1e-4: 0.519   5e-4: 0.067   2e-3: 0.000  (collapses to background, as the seed's 2e-3 did on AMD)
+#   unet (32)  1e-4: 0.649   5e-4: 0.694   2e-3: 0.160
+# The transformer from scratch needs the authors' 1e-4; the U-Nets with BatchNorm take 5x that.
+FAMILY_OPTIMISER = {
+    "transformer": FamilyOptimiser(1e-4, 0.05, 2.0, "GC ViT from scratch: lr probe on Duke DME (planning.py)"),
+    "cnn": FamilyOptimiser(5e-4, 1e-4, 1.0, "U-Nets with BatchNorm: lr probe on Duke DME (planning.py)"),
+}
+_TRANSFORMERS = {"gctx_unet"}
+# U-Nets whose first-stage width is planned: nnU-Net's 2D U-Net starts at 32 features; Ronneberger's 64 costs 4x
+# the compute for no measured gain on few hundred images (docs/evaluation.md)
+_PLANNED_WIDTH = {"unet", "gct_unet"}
+CNN_BASE_WIDTH = 32
+
+
+def model_family(model: str) -> str:
+    """``transformer`` (GC ViT blocks) or ``cnn``."""
+    return "transformer" if resolve_model_name(model) in _TRANSFORMERS else "cnn"
+
+
+@dataclass
+class TrainingPlan:
+    """Planned settings, each with the reason it has that value; ``given`` lists what the user set."""
+
+    base_size: tuple[int, int]
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup_epochs: float
+    epochs: int
+    foreground_share: float
+    median_size: tuple[int, int]
+    model_options: dict = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+    given: list[str] = field(default_factory=list)
+    seconds_per_step: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+
+    def format(self) -> str:
+        rows = []
+        for key in ("base_size", "batch_size", "lr", "weight_decay", "warmup_epochs", "epochs", "foreground_share"):
+            value = getattr(self, key)
+            shown = "x".join(map(str, value)) if isinstance(value, tuple) else f"{value:g}"
+            source = "given" if key in self.given else self.reasons.get(key, "")
+            rows.append(f"  {key:<17}{shown:<12}{source}")
+        if "model_options" in self.reasons:
+            rows.append(f"  {'model_options':<17}{json.dumps(self.model_options):<12}{self.reasons['model_options']}")
+        return "plan:\n" + "\n".join(rows)
+
+
+def _median_size(sizes: Mapping[str, int]) -> tuple[int, int]:
+    """Median H and W over images (``sizes`` maps "HxW" to a count)."""
+    hs, ws = [], []
+    for key, count in sizes.items():
+        h, w = (int(v) for v in key.split("x"))
+        hs += [h] * count
+        ws += [w] * count
+    hs.sort()
+    ws.sort()
+    return hs[len(hs) // 2], ws[len(ws) // 2]
+
+
+def planned_size(median: tuple[int, int], multiple: int, budget: int = PIXEL_BUDGET) -> tuple[int, int]:
+    """The median size scaled (aspect kept, never enlarged) to at most ``budget`` pixels, in ``multiple``s."""
+    h, w = median
+    scale = min(1.0, math.sqrt(budget / (h * w)))
+    rounded = [max(multiple, round(s * scale / multiple) * multiple) for s in (h, w)]
+    while rounded[0] * rounded[1] > budget * 1.05 and max(rounded) > multiple:  # rounding up overshot
+        i = 0 if rounded[0] / h >= rounded[1] / w else 1
+        rounded[i] -= multiple
+    return rounded[0], rounded[1]
+
+
+def _activation_bytes(model: torch.nn.Module, channels: int, size: tuple[int, int]) -> int:
+    """Bytes autograd keeps for one training sample (tensors saved for backward), measured at batch 1."""
+    total = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    model.train()
+    x = torch.zeros(1, channels, *size)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = model(x)
+        out = out if isinstance(out, torch.Tensor) else out[0]
+    del out
+    return total
+
+
+def _memory_budget(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory * 0.7)
+    try:  # a CPU: half the memory that is free now, at most 8 GiB (the machine is shared with loader workers)
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        free = 8 << 30
+    return min(free // 2, 8 << 30)
+
+
+def _seconds_per_step(model_name, options, channels, classes, size, batch, device, amp_dtype) -> float:
+    """Measured time of one AdamW training step (forward, loss, backward, update) at this size and batch."""
+    from .losses import DiceCELoss, deep_supervision_loss
+
+    model = create_model(model_name, channels, classes, **options).to(device, memory_format=torch.channels_last)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    loss_fn = DiceCELoss()
+    x = torch.randn(batch, channels, *size, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, classes, (batch, *size), device=device)
+    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
+    times = []
+    for _ in range(3):  # the first step warms up allocators and kernels
+        t0 = time.perf_counter()
+        with autocast:
+            loss = deep_supervision_loss(loss_fn, model(x), y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return min(times[1:])
+
+
+def planned_foreground_share(presence: list[float]) -> tuple[float, str]:
+    """Share of each batch topped up with a foreground class, from each class's share of training images."""
+    rare = [p for p in presence if p < 1]
+    if not rare:
+        return 0.0, "every training image holds every class: nothing to top up"
+    shown = ", ".join(f"{p:.0%}" for p in presence)
+    return FOREGROUND_SHARE, f"foreground classes in {shown} of training images; nnU-Net's third per batch"
+
+
+def _planned_batch(model: torch.nn.Module, channels: int, size: tuple[int, int], n_train: int, device) -> tuple:
+    per_sample = _activation_bytes(model, channels, size)
+    budget = _memory_budget(device)
+    fits = max(1, int(budget // (per_sample * 1.5)))  # gradients and temporaries on top of saved activations
+    cap = min(16, max(2, n_train // 16))  # at least 16 optimiser steps per epoch; 16 = the seed's batch
+    batch = max(1, min(fits, cap))
+    why = (f"{per_sample / 2**20:.0f} MiB activations per image, {fits} fit in {budget / 2**30:.1f} GiB; "
+           f"cap {cap} (>= 16 steps per epoch of {n_train} images)")
+    return batch, why
+
+
+def plan_training(
+    model_name: str,
+    sizes: Mapping[str, int],
+    n_train: int,
+    n_val: int,
+    channels: int,
+    num_classes: int,
+    device: torch.device,
+    *,
+    given: Mapping[str, object],
+    model_options: Mapping[str, object] | None = None,
+    time_budget_s: float | None = None,
+    amp_dtype: torch.dtype | None = None,
+    grad_accum: int = 1,
+) -> TrainingPlan:
+    """Plan every setting not in ``given`` (keys: base_size, batch_size, lr, weight_decay, warmup_epochs, epochs).
+
+    Args:
+        model_name: registry name or alias.
+        sizes: the fingerprint's "HxW" -> image count.
+        n_train, n_val: training / validation images (or slices).
+        channels, num_classes: model input channels and classes.
+        device: where training runs (memory budget, step time).
+        given: the user's settings; they win and are recorded as given.
+        time_budget_s: wall seconds the whole run may take; sets the epochs from a measured step time and may
+            shrink the planned size so that at least ``MIN_PLANNED_STEPS`` optimiser steps fit.
+        amp_dtype: autocast dtype of training (the step time is measured under it).
+    """
+    options = dict(model_options or {})
+    reasons: dict[str, str] = {}
+    if resolve_model_name(model_name) in _PLANNED_WIDTH and "base_width" not in options:
+        options["base_width"] = CNN_BASE_WIDTH
+        reasons["model_options"] = f"base_width {CNN_BASE_WIDTH}: nnU-Net's 2D first-stage width"
+    model = create_model(model_name, channels, num_classes, **options)
+    multiple = int(getattr(model, "size_multiple", 16))
+    median = _median_size(sizes)
+    size = tuple(given["base_size"]) if "base_size" in given else planned_size(median, multiple)
+    reasons["base_size"] = (f"median image {median[0]}x{median[1]}, aspect kept within {PIXEL_BUDGET:,} px, "
+                            f"multiples of {multiple}")
+    if "batch_size" in given:
+        batch = int(given["batch_size"])
+    else:
+        batch, reasons["batch_size"] = _planned_batch(model, channels, size, n_train, device)
+    family = FAMILY_OPTIMISER[model_family(model_name)]
+    for key in ("lr", "weight_decay", "warmup_epochs"):
+        reasons[key] = f"{model_family(model_name)} family: {family.why}"
+    step_s = None
+    if "epochs" in given:
+        epochs = int(given["epochs"])
+    elif time_budget_s:
+        size, epochs, step_s, reasons["epochs"] = _fit_budget(
+            model_name, options, channels, num_classes, size, batch, n_train, n_val, device, amp_dtype,
+            grad_accum, time_budget_s, shrink="base_size" not in given, multiple=multiple,
+        )
+        reasons["base_size"] += f"; {reasons['epochs'].split(';')[0]}"
+    else:
+        steps = math.ceil(max(1, n_train // batch) / grad_accum)
+        epochs = min(EPOCH_RANGE[1], max(EPOCH_RANGE[0], round(PLANNED_STEPS / steps)))
+        reasons["epochs"] = f"about {PLANNED_STEPS:,} optimiser steps of {steps} per epoch, within {EPOCH_RANGE}"
+    return TrainingPlan(
+        base_size=(int(size[0]), int(size[1])),
+        batch_size=batch,
+        lr=float(given.get("lr", family.lr)),
+        weight_decay=float(given.get("weight_decay", family.weight_decay)),
+        warmup_epochs=float(given.get("warmup_epochs", family.warmup_epochs)),
+        epochs=epochs,
+        foreground_share=float(given.get("foreground_share", 0.0)),
+        median_size=median,
+        model_options=options,
+        reasons=reasons,
+        given=sorted(given),
+        seconds_per_step=step_s,
+    )
+
+
+def _fit_budget(model_name, options, channels, classes, size, batch, n_train, n_val, device, amp_dtype,
+                grad_accum, budget_s, shrink, multiple) -> tuple[tuple[int, int], int, float, str]:
+    """(size, epochs, seconds per step, reason) so that the schedule fits ``budget_s`` wall seconds."""
+    steps_per_epoch = math.ceil(max(1, n_train // batch) / grad_accum)
+    while True:
+        step_s = _seconds_per_step(model_name, options, channels, classes, size, batch * grad_accum, device,
+                                   amp_dtype) / grad_accum
+        # validation: a forward pass per image, about a third of a training step's cost per image
+        epoch_s = steps_per_epoch * step_s * grad_accum + n_val * step_s / batch / 3
+        epochs = int(budget_s * 0.9 // epoch_s)  # 10% for start-up, checkpoints and the final report
+        pixels = size[0] * size[1]
+        if not shrink or epochs * steps_per_epoch >= MIN_PLANNED_STEPS or min(size) <= MIN_SHORT_SIDE:
+            break
+        smaller = planned_size(size, multiple, int(pixels * 0.7))
+        if smaller == tuple(size) or min(smaller) < MIN_SHORT_SIDE:
+            break
+        size = smaller
+    epochs = max(1, epochs)
+    why = (f"{epochs} epochs x {steps_per_epoch} steps fit {budget_s / 60:.1f} min at {step_s:.2f} s per step "
+           f"(measured)")
+    return tuple(size), epochs, step_s, why
+
+
+def plan_for_folder(
+    data: str | Path,
+    img_f: str = ".png",
+    mask_f: str = ".png",
+    model: str | None = None,
+    device: str = "auto",
+    time_budget_min: float | None = None,
+) -> TrainingPlan:
+    """``gctxseg plan DATA``: fingerprint a labelled folder and plan a run on it (nothing is trained)."""
+    from .data import expand_slices, find_pairs, fingerprint_dataset
+    from .models import list_models
+    from .utils import resolve_device
+
+    model = model or ("gctx_unet" if "gctx_unet" in list_models() else "unet")
+    pairs = expand_slices(find_pairs(data, img_f, mask_f))
+    fingerprint = fingerprint_dataset(pairs)
+    plan = plan_training(model, fingerprint.sizes, len(pairs), 0, fingerprint.channels,
+                         fingerprint.value_map.num_classes, resolve_device(device), given={},
+                         time_budget_s=time_budget_min * 60 if time_budget_min else None)
+    present = _presence_from_masks(pairs, fingerprint)
+    plan.foreground_share, plan.reasons["foreground_share"] = planned_foreground_share(present)
+    return plan
+
+
+def _presence_from_masks(pairs, fingerprint) -> list[float]:
+    from .data import read_mask
+
+    values = fingerprint.value_map.values[1:]
+    counts = [0] * len(values)
+    for pair in pairs:
+        found = set(map(int, np.unique(read_mask(pair.mask, pair.slice_index))))
+        for i, value in enumerate(values):
+            counts[i] += value in found
+    return [c / max(1, len(pairs)) for c in counts]

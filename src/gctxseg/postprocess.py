@@ -1,0 +1,132 @@
+"""Connected-component post-processing, chosen per class on cross-validation (as nnU-Net does).
+
+Per foreground class one rule: ``none``, ``min_size`` (components smaller than N pixels become background) or
+``largest`` (keep only the largest component: one macular hole per B-scan). :func:`choose_postprocessing`
+tries each candidate on the out-of-fold predictions and keeps a rule only where it raises that class's pooled
+out-of-fold Dice; the choice is stored as ``postprocessing.json`` and applied by ``gctxseg predict``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = ["ClassRule", "PostProcessing", "apply_rule", "choose_postprocessing", "component_sizes"]
+
+RULE_KINDS = ("none", "min_size", "largest")
+# min_size candidates: these percentiles of the true components' sizes in the training masks, so the sizes
+# follow the data (cysts of tens of pixels, holes of thousands) instead of fixed pixel counts
+SIZE_PERCENTILES = (5, 10, 25)
+
+
+@dataclass(frozen=True)
+class ClassRule:
+    kind: str = "none"
+    min_size: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in RULE_KINDS:
+            raise ValueError(f"post-processing rule must be one of {RULE_KINDS}, got {self.kind!r}")
+
+    def __str__(self) -> str:
+        return f"remove components < {self.min_size} px" if self.kind == "min_size" else self.kind
+
+
+def _components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Labels (8-connected) and the size of each label (index 0 = unused)."""
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    return labels, np.bincount(labels.ravel(), minlength=count + 1)
+
+
+def component_sizes(masks: Sequence[np.ndarray], k: int) -> np.ndarray:
+    """Sizes in pixels of every connected component of class ``k`` in ``masks``."""
+    sizes = [_components(m == k)[1][1:] for m in masks]
+    return np.concatenate(sizes) if sizes else np.zeros(0, int)
+
+
+def apply_rule(pred: np.ndarray, k: int, rule: ClassRule) -> np.ndarray:
+    """``pred`` (class indices) with the rule applied to class ``k``; removed pixels become background (0)."""
+    if rule.kind == "none" or not (pred == k).any():
+        return pred
+    labels, sizes = _components(pred == k)
+    if rule.kind == "largest":
+        drop = np.ones_like(sizes, bool)
+        drop[int(sizes[1:].argmax()) + 1] = False
+    else:
+        drop = sizes < rule.min_size
+    drop[0] = False
+    out = pred.copy()
+    out[drop[labels]] = 0
+    return out
+
+
+@dataclass
+class PostProcessing:
+    """Rules per foreground class index (absent = none), with the out-of-fold Dice that chose them."""
+
+    rules: dict[int, ClassRule]
+    evidence: dict | None = None
+
+    def __call__(self, pred: np.ndarray) -> np.ndarray:
+        for k, rule in self.rules.items():
+            pred = apply_rule(pred, k, rule)
+        return pred
+
+    def to_dict(self) -> dict:
+        return {"rules": {str(k): asdict(r) for k, r in self.rules.items()}, "evidence": self.evidence}
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+
+    @classmethod
+    def load(cls, path: str | Path) -> PostProcessing:
+        try:
+            data = json.loads(Path(path).read_text())
+            rules = {int(k): ClassRule(**r) for k, r in data["rules"].items()}
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            reason = type(err).__name__
+            raise ValueError(f"{path}: not a post-processing file ({reason}); run 'gctxseg cv' again") from None
+        return cls(rules, data.get("evidence"))
+
+
+def _pooled_dice(preds: Sequence[np.ndarray], targets: Sequence[np.ndarray], k: int) -> float:
+    tp = fp = fn = 0
+    for p, t in zip(preds, targets):
+        pk, tk = p == k, t == k
+        tp += int((pk & tk).sum())
+        fp += int((pk & ~tk).sum())
+        fn += int((~pk & tk).sum())
+    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
+
+
+def choose_postprocessing(
+    preds: Sequence[np.ndarray], targets: Sequence[np.ndarray], num_classes: int, min_gain: float = 0.0
+) -> PostProcessing:
+    """Per class, the candidate rule with the best pooled Dice over ``preds``, kept only if it beats no rule.
+
+    Args:
+        preds, targets: out-of-fold predictions and their ground truth (class indices, equal shapes).
+        num_classes: classes including background.
+        min_gain: Dice a rule must add over ``none`` to be kept.
+    """
+    rules, evidence = {}, {}
+    for k in range(1, num_classes):
+        sizes = component_sizes(targets, k)
+        thresholds = sorted({int(np.percentile(sizes, q)) for q in SIZE_PERCENTILES}) if sizes.size else []
+        candidates = [ClassRule("largest")] + [ClassRule("min_size", t) for t in thresholds if t > 1]
+        baseline = _pooled_dice(preds, targets, k)
+        scored = [(ClassRule(), baseline)]
+        for rule in candidates:
+            scored.append((rule, _pooled_dice([apply_rule(p, k, rule) for p in preds], targets, k)))
+        best_rule, best = max(scored[1:], key=lambda s: np.nan_to_num(s[1], nan=-1.0))
+        keep = not np.isnan(best) and not np.isnan(baseline) and best > baseline + min_gain
+        if keep:
+            rules[k] = best_rule
+        evidence[str(k)] = {"none": baseline, **{str(r): d for r, d in scored[1:]},
+                            "chosen": str(best_rule) if keep else "none"}
+    return PostProcessing(rules, evidence)
