@@ -1,5 +1,5 @@
-"""Command line: ``gctxseg train|predict|evaluate|report|compare|export|synth|demo|models``. Parsing only; the work is
-done elsewhere."""
+"""Command line: ``gctxseg train|predict|evaluate|report|compare|export|convert-checkpoint|synth|demo|models``.
+Parsing only; the work is done elsewhere."""
 
 from __future__ import annotations
 
@@ -32,7 +32,24 @@ def _architecture_options(args: argparse.Namespace) -> dict:
     return options
 
 
-def _add_train(sub: argparse._SubParsersAction) -> None:
+_ARCHITECTURE_FLAGS = ("model_option", "width", "ds_head", "attention_gate")  # all become TrainConfig.model_options
+
+
+def _given_train_settings(argv: Sequence[str]) -> set[str]:
+    """The TrainConfig settings named on a ``gctxseg train`` command line (not left at their defaults).
+
+    Parsed a second time with every default suppressed, so ``--epochs 300`` counts as given although 300 is
+    the default (a resumed run then shortens to it), and abbreviations and ``--flag=value`` count too.
+    """
+    parser = argparse.ArgumentParser(prog="gctxseg", add_help=False)
+    train_parser = _add_train(parser.add_subparsers(dest="command"))
+    for action in train_parser._actions:
+        action.default = argparse.SUPPRESS
+    given = set(vars(parser.parse_args(list(argv))).keys()) - {"command"}
+    return {"model_options" if name in _ARCHITECTURE_FLAGS else name for name in given}
+
+
+def _add_train(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     from .engine import TrainConfig
 
     d = TrainConfig()
@@ -92,7 +109,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--attention-gate", action="store_true", help="gct_unet: attention gates on the skips")
     p.add_argument("--encoder-weights", default=None, metavar="PATH",
                    help="gctx_unet: ImageNet GC ViT-xxtiny checkpoint (timm or NVlabs keys) for the encoder")
-    p.add_argument("--resume", default=None, metavar="LAST_PT", help="continue a run from its last.pt")
+    p.add_argument("--resume", default=None, metavar="LAST_PT",
+                   help="continue a run from its last.pt with its own settings; --epochs (extends or shortens), "
+                        "--device and --workers may change, other flags given are named as ignored")
+    return p
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
@@ -167,6 +187,16 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
 
 
+def _add_convert(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("convert-checkpoint",
+                       help="rewrite an older gctxseg checkpoint (pickled objects) as plain data that loads safely")
+    p.add_argument("old", help="the old checkpoint (best.pt / last.pt)")
+    p.add_argument("new", help="where to write the converted checkpoint")
+    p.add_argument("--trust", action="store_true",
+                   help="required: reading the old file unpickles it, which runs any code it holds; only for files "
+                        "from a source you trust")
+
+
 def _add_synth(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synth", help="write the synthetic OCT phantom dataset (train/val split 7:3)")
     p.add_argument("--out", default="data", help="output folder (default data)")
@@ -184,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report(sub)
     _add_compare(sub)
     _add_export(sub)
+    _add_convert(sub)
     _add_synth(sub)
     demo = sub.add_parser("demo", help="phantom data -> train the default model -> predict (CPU friendly)")
     demo.add_argument("--epochs", type=int, default=None, help="override the demo's epoch count")
@@ -194,12 +225,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
         if args.command == "train":
-            from .engine import TrainConfig, train
+            from .engine import TrainConfig
+            from .workflow import train_and_report
 
-            train(TrainConfig(
+            train_and_report(TrainConfig(
                 data_train=args.data_train, data_val=args.data_val, img_f=args.img_f, mask_f=args.mask_f,
                 ct=args.ct, window=args.window, window_level=args.window_level, window_width=args.window_width,
                 windows=args.windows, empty_slice_fraction=args.empty_slice_fraction,
@@ -209,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 lr=args.lr, lrf=args.lrf, warmup_epochs=args.warmup_epochs, weight_decay=args.weight_decay,
                 device=args.device, amp=args.amp, workers=args.workers, seed=args.seed, sync_bn=args.sync_bn,
                 results=args.results, name=args.name, exist_ok=args.exist_ok, resume=args.resume,
-            ))
+            ), given=_given_train_settings(argv))
         elif args.command == "predict":
             from .predict import predict_folder
 
@@ -257,6 +290,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             result = export_onnx(args.weights, args.out, args.opset)
             print(f"wrote {result.path}; max abs logit difference ONNX Runtime vs PyTorch: {result.max_abs_diff:.2e}")
+        elif args.command == "convert-checkpoint":
+            from .checkpoint import convert_checkpoint
+
+            print(f"wrote {convert_checkpoint(args.old, args.new, trust=args.trust)}; it loads without unpickling code")
         elif args.command == "synth":
             from .data.phantom import synthesize_dataset
 

@@ -7,9 +7,10 @@ import time
 from pathlib import Path
 
 from .data.phantom import synthesize_dataset
-from .engine import TrainConfig, train
+from .engine import TrainConfig
 from .predict import predict_folder
 from .report import summarize_run
+from .workflow import train_and_report
 
 __all__ = ["run_demo", "DEMO_SETTINGS"]
 
@@ -43,7 +44,7 @@ def run_demo(
         **({"model": model} if model else {}),
         **settings,
     )
-    run = train(cfg)
+    run = train_and_report(cfg)
 
     source = inference / "img"
     source.mkdir(parents=True, exist_ok=True)

@@ -52,9 +52,9 @@ import torch
 import torch.nn.functional as F
 from monai.metrics import compute_hausdorff_distance, compute_surface_dice
 
+from .checkpoint import load_checkpoint
 from .data import DatasetError, expand_slices, find_pairs, read_info, read_mask
 from .data.errors import raise_collected
-from .engine import load_checkpoint
 from .metrics import confusion_matrix, scores_from_confusion
 from .predict import Predictor
 from .report import (

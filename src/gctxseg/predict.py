@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,10 +12,10 @@ from monai.inferers import sliding_window_inference
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
+from .checkpoint import checkpoint_channels, load_checkpoint, model_from_checkpoint
 from .data import DatasetError, IntensityMapping, MaskValueMap, read_image
 from .data.io import NIFTI_SUFFIXES, READABLE_SUFFIXES, file_stem, read_volume, write_volume_mask
-from .engine import autocast_dtype, load_checkpoint
-from .models import create_model
+from .precision import autocast_context, autocast_dtype
 from .utils import compile_model, resolve_device
 from .visualize import overlay
 
@@ -46,7 +45,7 @@ class Predictor:
         weights: ``best.pt`` / ``last.pt`` of a run folder, or an ONNX file from ``gctxseg export`` (run with
             ONNX Runtime on the CPU in fp32; ``device`` and ``amp`` are then ignored).
         device: ``auto``, ``cpu``, ``cuda``...
-        amp: ``auto``, ``bf16``, ``fp16`` or ``off`` (see :func:`gctxseg.engine.autocast_dtype`).
+        amp: ``auto``, ``bf16``, ``fp16`` or ``off`` (see :func:`gctxseg.precision.autocast_dtype`).
         tta: average over horizontal flips.
         tta_vflip: also average over vertical flips (implies ``tta``).
         infer_mode: ``resize`` or ``sliding``.
@@ -88,7 +87,7 @@ class Predictor:
         self.amp_dtype = autocast_dtype(amp, self.device)
         self.value_map = MaskValueMap.from_dict(ckpt["value_map"])
         self.base_size = tuple(ckpt["base_size"])
-        self.channels = int(ckpt["channels"] if "channels" in ckpt else ckpt["fingerprint"]["channels"])
+        self.channels = checkpoint_channels(ckpt)
         self.mean = ckpt["normalization"]["mean"]
         self.std = ckpt["normalization"]["std"]
         # values as read -> [0, 1] exactly as in training (CT windows, scan percentile range; pictures as read)
@@ -101,13 +100,8 @@ class Predictor:
         if onnx_model is not None:
             self.model = onnx_model
             return
-        model = create_model(ckpt["model_name"], self.channels, self.value_map.num_classes, **ckpt["model_kwargs"])
-        try:
-            model.load_state_dict(ckpt["model"])
-        except RuntimeError as err:
-            first = str(err).splitlines()[0]
-            raise ValueError(f"{weights}: weights do not fit {ckpt['model_name']} ({first})") from None
-        model = model.to(self.device, memory_format=torch.channels_last).eval()  # oneDNN/cuDNN's fast layout
+        model = model_from_checkpoint(ckpt, weights)
+        model = model.to(self.device, memory_format=torch.channels_last)  # oneDNN/cuDNN's fast layout
         self.model = compile_model(model, self.device, freeze=True) if compile else model
 
     @property
@@ -145,12 +139,9 @@ class Predictor:
 
     def _probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """Softmax probabilities ``N x K x H x W`` (float32) of a batch, averaged over the TTA flips."""
-        autocast = (
-            torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
-        )
         if isinstance(self.model, torch.nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
-        with autocast:
+        with autocast_context(self.device, self.amp_dtype):
             probs = self.model(x).float().softmax(1)
             for dims in self.flips:
                 probs += self.model(x.flip(dims)).float().softmax(1).flip(dims)
@@ -197,17 +188,17 @@ class PredictionSummary:
     failed: list[str] = field(default_factory=list)  # one line per bad file
 
 
-def _predict_volume(predictor: Predictor, path: Path, out: Path) -> Path:
+def _predict_volume(predictor: Predictor, path: Path, out: Path, name: str) -> Path:
     """Segment a NIfTI volume slice by slice; write its mask volume on the input's grid and one overlay."""
     predictor.intensity.check(path)
     volume, _ = read_volume(path)  # D x H x W, values as read
     slices = [predictor.intensity.apply(s[..., None]) for s in volume]
     pred = np.stack([predictor.predict_image(s, f"{path} (slice {k})") for k, s in enumerate(slices)])
     suffix = ".nii.gz" if path.name.lower().endswith(".gz") else ".nii"
-    mask_path = out / "masks" / f"{file_stem(path)}{suffix}"
+    mask_path = out / "masks" / f"{name}{suffix}"
     write_volume_mask(mask_path, predictor.value_map.decode(pred), like=path)
     shown = int((pred > 0).reshape(len(pred), -1).sum(1).argmax())  # the slice with the most foreground
-    Image.fromarray(overlay(slices[shown], pred[shown])).save(out / "overlays" / f"{file_stem(path)}.png")
+    Image.fromarray(overlay(slices[shown], pred[shown])).save(out / "overlays" / f"{name}.png")
     return mask_path
 
 
@@ -229,8 +220,9 @@ def predict_folder(
     Masks hold the dataset's original values (e.g. 0/128/255). Each DICOM slice gets its own mask; a
     NIfTI volume is segmented slice by slice into ``out/masks/NAME.nii.gz`` (or ``.nii``) with the
     input's affine and voxel sizes, and its overlay shows the slice with the most foreground. Intensities
-    are mapped as in training (the checkpoint's CT window). A bad image is reported and skipped; the
-    others are still processed. ``tta``, ``tta_vflip``, ``infer_mode`` and ``compile`` are those of
+    are mapped as in training (the checkpoint's CT window). Files whose stems collide (``a.png`` and
+    ``a.jpg``) are written under their whole names (``a.png.png``, ``a.jpg.png``). A file that fails for
+    any reason is listed in the summary's ``failed`` (one line each) and the others are still processed. ``tta``, ``tta_vflip``, ``infer_mode`` and ``compile`` are those of
     :class:`Predictor`.
 
     Raises:
@@ -247,18 +239,31 @@ def predict_folder(
     (out / "masks").mkdir(parents=True, exist_ok=True)
     (out / "overlays").mkdir(parents=True, exist_ok=True)
     summary = PredictionSummary()
-    for path in files:
+    for path, name in zip(files, _output_names(files)):
         try:
-            if path.name.lower().endswith(NIFTI_SUFFIXES):
-                summary.written.append(_predict_volume(predictor, path, out))
-                continue
-            image = predictor.read(path)
-            pred = predictor.predict_image(image, path)
+            summary.written.append(_predict_file(predictor, path, out, name))
+        except KeyboardInterrupt:
+            raise
         except DatasetError as err:
             summary.failed.append(str(err))
-            continue
-        mask_path = out / "masks" / f"{file_stem(path)}.png"
-        Image.fromarray(predictor.value_map.decode(pred)).save(mask_path)
-        Image.fromarray(overlay(image, pred)).save(out / "overlays" / f"{file_stem(path)}.png")
-        summary.written.append(mask_path)
+        except Exception as err:  # any other failure of one file (a decompression bomb, a PIL bug): the rest go on
+            summary.failed.append(f"{path}: {type(err).__name__}: {err}".splitlines()[0])
     return summary
+
+
+def _output_names(files: list[Path]) -> list[str]:
+    """Output stem per input: its stem, or its whole name where stems collide (``a.png`` and ``a.jpg``)."""
+    stems = [file_stem(p) for p in files]
+    return [p.name if stems.count(stem) > 1 else stem for p, stem in zip(files, stems)]
+
+
+def _predict_file(predictor: Predictor, path: Path, out: Path, name: str) -> Path:
+    """Segment one file into ``out/masks`` and ``out/overlays`` under ``name``; returns the mask's path."""
+    if path.name.lower().endswith(NIFTI_SUFFIXES):
+        return _predict_volume(predictor, path, out, name)
+    image = predictor.read(path)
+    pred = predictor.predict_image(image, path)
+    mask_path = out / "masks" / f"{name}.png"
+    Image.fromarray(predictor.value_map.decode(pred)).save(mask_path)
+    Image.fromarray(overlay(image, pred)).save(out / "overlays" / f"{name}.png")
+    return mask_path
