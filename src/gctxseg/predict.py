@@ -222,8 +222,8 @@ def predict_folder(
     input's affine and voxel sizes, and its overlay shows the slice with the most foreground. Intensities
     are mapped as in training (the checkpoint's CT window). Files whose stems collide (``a.png`` and
     ``a.jpg``) are written under their whole names (``a.png.png``, ``a.jpg.png``). A file that fails for
-    any reason is listed in the summary's ``failed`` (one line each) and the others are still processed. ``tta``, ``tta_vflip``, ``infer_mode`` and ``compile`` are those of
-    :class:`Predictor`.
+    any reason is listed in the summary's ``failed`` (one line each) and the others are still processed.
+    ``tta``, ``tta_vflip``, ``infer_mode`` and ``compile`` are those of :class:`Predictor`.
 
     Raises:
         DatasetError: ``source`` missing or holding no images.
