@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 import torch
 
-from gctxseg.engine import autocast_dtype
+from gctxseg.precision import autocast_context, autocast_dtype
 
 
 def timed(fn: Callable[[], object], repeats: int) -> float:
@@ -23,5 +23,4 @@ def timed(fn: Callable[[], object], repeats: int) -> float:
 
 def amp_context(amp: str, device: torch.device) -> Callable[[], AbstractContextManager]:
     """A factory of the autocast context ``gctxseg train --amp AMP`` runs under on ``device`` (none for fp32)."""
-    dtype = autocast_dtype(amp, device)
-    return (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext
+    return functools.partial(autocast_context, device, autocast_dtype(amp, device))

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from gctxseg.cli import main
-from gctxseg.engine import _write_report
+from gctxseg.workflow import write_report_or_warn
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
@@ -87,7 +86,7 @@ def test_report_command_rebuilds_the_report_from_the_run_folder(run):
 
 
 def test_a_report_failure_only_warns(tmp_path, capsys):
-    _write_report(tmp_path / "not_a_run", torch.device("cpu"), "off")
+    write_report_or_warn(tmp_path / "not_a_run", "cpu", "off")
     assert "warning: report.html not written" in capsys.readouterr().err
 
 

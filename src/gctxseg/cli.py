@@ -1,5 +1,5 @@
-"""Command line: ``gctxseg train|predict|evaluate|report|compare|export|synth|demo|models``. Parsing only; the work is
-done elsewhere."""
+"""Command line: ``gctxseg train|predict|evaluate|report|compare|export|convert-checkpoint|synth|demo|models``.
+Parsing only; the work is done elsewhere."""
 
 from __future__ import annotations
 
@@ -32,9 +32,28 @@ def _architecture_options(args: argparse.Namespace) -> dict:
     return options
 
 
-def _add_train(sub: argparse._SubParsersAction) -> None:
+_ARCHITECTURE_FLAGS = ("model_option", "width", "ds_head", "attention_gate")  # all become TrainConfig.model_options
+
+
+def _given_train_settings(argv: Sequence[str]) -> set[str]:
+    """The TrainConfig settings named on a ``gctxseg train`` command line (not left at their defaults).
+
+    Parsed a second time with every default suppressed, so ``--epochs 300`` counts as given although 300 is
+    the default (a resumed run then shortens to it), and abbreviations and ``--flag=value`` count too.
+    """
+    parser = argparse.ArgumentParser(prog="gctxseg", add_help=False)
+    train_parser = _add_train(parser.add_subparsers(dest="command"))
+    for action in train_parser._actions:
+        action.default = argparse.SUPPRESS
+    given = set(vars(parser.parse_args(list(argv))).keys()) - {"command"}
+    renamed = {"fg_share": "foreground_share"}
+    return {"model_options" if name in _ARCHITECTURE_FLAGS else renamed.get(name, name) for name in given}
+
+
+def _add_train(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a segmentation model on a folder of images and masks")
     _add_train_arguments(p)
+    return p
 
 
 def _add_cv(sub: argparse._SubParsersAction) -> None:
@@ -114,7 +133,9 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attention-gate", action="store_true", help="gct_unet: attention gates on the skips")
     p.add_argument("--encoder-weights", default=None, metavar="PATH",
                    help="gctx_unet: ImageNet GC ViT-xxtiny checkpoint (timm or NVlabs keys) for the encoder")
-    p.add_argument("--resume", default=None, metavar="LAST_PT", help="continue a run from its last.pt")
+    p.add_argument("--resume", default=None, metavar="LAST_PT",
+                   help="continue a run from its last.pt with its own settings; --epochs (extends or shortens), "
+                        "--device and --workers may change, other flags given are named as ignored")
 
 
 def _add_fold_options(p: argparse.ArgumentParser, required: bool = False) -> None:
@@ -149,8 +170,10 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="segment a folder of images with a trained model")
-    p.add_argument("--weights", required=True,
-                   help="best.pt or last.pt of a run folder, or a model.onnx from 'gctxseg export' (ONNX Runtime, CPU)")
+    p.add_argument("--weights", required=True, nargs="+",
+                   help="best.pt or last.pt of a run folder, or a model.onnx from 'gctxseg export' (ONNX Runtime, "
+                        "CPU); several checkpoints or a 'gctxseg cv' folder = an ensemble (softmax averaged, then "
+                        "the CV's post-processing)")
     p.add_argument("--source", default="inference/img", help="folder of images (default inference/img)")
     p.add_argument("--out", default="inference/out", help="output folder (default inference/out)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda ... (default auto)")
@@ -173,7 +196,8 @@ def _add_inference_options(p: argparse.ArgumentParser) -> None:
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="score a trained model on a labelled folder (Dice, IoU, HD95, NSD ...)")
-    p.add_argument("--weights", required=True, help="best.pt or last.pt of a run folder")
+    p.add_argument("--weights", required=True, nargs="+",
+                   help="best.pt or last.pt of a run folder; several, or a 'gctxseg cv' folder = an ensemble")
     p.add_argument("--data", required=True, help="images folder; masks in the sibling 'masks' folder")
     p.add_argument("--img_f", default=".jpg", help="image file suffix (default .jpg)")
     p.add_argument("--mask_f", default=".png", help="mask file suffix (default .png)")
@@ -219,6 +243,16 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
 
 
+def _add_convert_checkpoint(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("convert-checkpoint",
+                       help="rewrite an older gctxseg checkpoint (pickled objects) as plain data that loads safely")
+    p.add_argument("old", help="the old checkpoint (best.pt / last.pt)")
+    p.add_argument("new", help="where to write the converted checkpoint")
+    p.add_argument("--trust", action="store_true",
+                   help="required: reading the old file unpickles it, which runs any code it holds; only for files "
+                        "from a source you trust")
+
+
 def _add_synth(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synth", help="write the synthetic OCT phantom dataset (train/val split 7:3)")
     p.add_argument("--out", default="data", help="output folder (default data)")
@@ -236,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report(sub)
     _add_compare(sub)
     _add_export(sub)
+    _add_convert_checkpoint(sub)
     _add_synth(sub)
     _add_plan(sub)
     _add_convert(sub)
@@ -268,12 +303,13 @@ def _train_config(args: argparse.Namespace, **overrides):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
         if args.command == "train":
-            from .engine import train
+            from .workflow import train_and_report
 
-            train(_train_config(args))
+            train_and_report(_train_config(args), given=_given_train_settings(argv))
         elif args.command == "cv":
             from pathlib import Path
 
@@ -310,7 +346,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .evaluate import evaluate_folder
             from .report import format_table
 
-            out = args.out or Path(args.weights).parent / f"eval_{Path(args.data).resolve().parent.name}"
+            first = Path(args.weights[0])
+            split = Path(args.data).resolve().parent.name
+            out = args.out or (first if first.is_dir() else first.parent) / f"eval_{split}"
             result = evaluate_folder(
                 args.weights, args.data, args.img_f, args.mask_f, out, device=args.device, amp=args.amp,
                 tta=args.tta, tta_vflip=args.tta_vflip, infer_mode=args.infer_mode, compile=args.compile,
@@ -341,6 +379,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             result = export_onnx(args.weights, args.out, args.opset)
             print(f"wrote {result.path}; max abs logit difference ONNX Runtime vs PyTorch: {result.max_abs_diff:.2e}")
+        elif args.command == "convert-checkpoint":
+            from .checkpoint import convert_checkpoint
+
+            print(f"wrote {convert_checkpoint(args.old, args.new, trust=args.trust)}; it loads without unpickling code")
         elif args.command == "synth":
             from .data.phantom import synthesize_dataset
 

@@ -26,14 +26,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .checkpoint import load_checkpoint
 from .data import MaskValueMap, read_mask
 from .data.splits import fold_files
-from .engine import TrainConfig, load_checkpoint, train
+from .engine import TrainConfig
 from .evaluate import score_image
 from .metrics import scores_from_confusion
 from .postprocess import choose_postprocessing
 from .predict import Predictor
 from .utils import atomic_write_json, atomic_write_text, next_run_dir
+from .workflow import train_and_report
 
 __all__ = ["run_cv", "train_fold", "summarize_cv", "score_predictions", "oof_probabilities", "format_cv_summary"]
 
@@ -53,8 +55,9 @@ def train_fold(cfg: TrainConfig, cv_dir: str | Path, fold: int) -> Path:
         print(f"fold {fold}: finished in {fold_dir}; kept")
         return fold_dir
     if (fold_dir / "last.pt").is_file():
-        return train(TrainConfig(resume=str(fold_dir / "last.pt"), device=cfg.device, workers=cfg.workers))
-    return train(replace(cfg, fold=fold, results=str(cv_dir), name=f"fold_{fold}", exist_ok=True))
+        resumed = TrainConfig(resume=str(fold_dir / "last.pt"), device=cfg.device, workers=cfg.workers)
+        return train_and_report(resumed, given={"device", "workers"})
+    return train_and_report(replace(cfg, fold=fold, results=str(cv_dir), name=f"fold_{fold}", exist_ok=True))
 
 
 def run_cv(cfg: TrainConfig, device: str | None = None, amp: str | None = None) -> Path:

@@ -21,18 +21,18 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
-from tqdm import tqdm
 
 from . import __version__
+from .checkpoint import load_checkpoint, save_checkpoint
 from .data import (
     CTWindow,
     DatasetFingerprint,
@@ -46,20 +46,14 @@ from .data import (
 from .data.sampling import ForegroundTopUpSampler, class_presence
 from .data.splits import ONE_GROUP_PER_IMAGE, fold_files
 from .data.transforms import eval_transforms, train_transforms
-from .losses import DiceCELoss, deep_supervision_loss
+from .losses import DiceCELoss, training_loss
 from .metrics import ConfusionMatrix
 from .models import create_model, list_models, resolve_model_name
 from .models.complexity import count_macs, count_parameters
-from .planning import plan_training, planned_foreground_share
+from .planning import TrainingPlan, plan_training, planned_foreground_share
+from .precision import autocast_context, autocast_dtype
 from .report import plot_curves
-from .utils import (
-    atomic_torch_save,
-    atomic_write_json,
-    compile_model,
-    next_run_dir,
-    resolve_device,
-    seed_everything,
-)
+from .utils import atomic_write_json, compile_model, next_run_dir, progress, resolve_device, seed_everything
 from .visualize import colorize, overlay, save_rows, to_uint8_rgb
 
 __all__ = [
@@ -70,6 +64,7 @@ __all__ = [
     "autocast_dtype",
     "TrainingInterrupted",
     "NonFiniteLossError",
+    "optimizer_param_groups",
 ]
 
 
@@ -173,7 +168,7 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite."""
 
 
-# ---------------------------------------------------------------- schedule, precision, randomness
+# ---------------------------------------------------------------- schedule, randomness
 
 
 def lr_at(step: int, total_steps: int, warmup_steps: int, lrf: float) -> float:
@@ -182,30 +177,6 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, lrf: float) -> float:
         return (step + 1) / warmup_steps
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return lrf + (1 - lrf) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``amp`` on ``device`` (None = full fp32).
-
-    ``auto`` picks bf16 on CUDA GPUs that support it (else fp16) and bf16 on CPUs with native bf16
-    instructions (AVX512-BF16 / AMX), where it is several times faster than fp32; fp32 elsewhere.
-    """
-    if amp == "off":
-        return None
-    if amp == "fp16":
-        return torch.float16
-    if amp == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and _cpu_has_native_bf16():
-        return torch.bfloat16
-    return None
-
-
-def _cpu_has_native_bf16() -> bool:
-    cpu = getattr(torch, "cpu", None)
-    return any(getattr(cpu, name, lambda: False)() for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
 
 
 def _sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -329,20 +300,6 @@ def _load_encoder_weights(model: torch.nn.Module, path: str, verbose: bool) -> N
         )
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load a gctxseg checkpoint; a truncated or foreign file gives one clear ``ValueError``."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: checkpoint not found; pass the run folder's best.pt or last.pt")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as err:  # pickle/zip errors differ between torch versions; all mean "not readable"
-        raise ValueError(f"{path}: not a readable checkpoint ({type(err).__name__}); it may be truncated") from None
-    if not isinstance(ckpt, dict) or "model_name" not in ckpt or "model" not in ckpt:
-        raise ValueError(f"{path}: not a gctxseg checkpoint (no model_name/model); use a best.pt or last.pt")
-    return ckpt
-
-
 def _ignore_stop_signals(_worker_id: int) -> None:
     """Loader workers ignore Ctrl-C/SIGTERM sent to the whole process group: the main process stops after
     the current step and shuts them down itself (:func:`_shutdown_workers`); a worker killed first would
@@ -377,6 +334,8 @@ def _install_stop_handlers() -> tuple[dict, list]:
             pass
     return state, previous
 
+
+# ---------------------------------------------------------------- folds and the plan
 
 PLANNED_SETTINGS = ("base_size", "batch_size", "lr", "weight_decay", "warmup_epochs", "epochs", "foreground_share")
 
@@ -425,6 +384,42 @@ def _plan_foreground(cfg: TrainConfig, plan, train_set: SegmentationDataset, num
     return cfg, presence
 
 
+# ---------------------------------------------------------------- agreement between ranks
+
+
+def _agree_across_ranks(stop: dict, finite: bool, device: torch.device) -> bool:
+    """Make every rank see the same stop signal and non-finite loss; returns whether every rank's loss is finite.
+
+    A SIGTERM (or a NaN) seen by one rank only would let it leave the loop while the others block in the next
+    gradient all-reduce until the timeout: one all-reduce (max) of ``[signal, non-finite]`` per micro-batch,
+    before its backward, lets all ranks stop at the same step. Sets ``stop["signal"]`` to the agreed signal.
+    Without DDP it only reads the local state.
+    """
+    if not dist.is_initialized():
+        return finite
+    flags = torch.tensor([stop["signal"] or 0, 0 if finite else 1], dtype=torch.int64, device=device)
+    dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    signal_number, any_non_finite = flags.tolist()
+    stop["signal"] = signal_number or None
+    return not any_non_finite
+
+
+def _broadcast_buffers(model: torch.nn.Module) -> None:
+    """Rank 0's buffers (BatchNorm statistics) on every rank, as the DDP wrapper would do in its forward.
+
+    Validation runs the bare model, so a rank with an empty shard (fewer images than ranks) never calls a
+    forward whose collective the others wait in; this explicit broadcast is one that every rank reaches.
+    """
+    if dist.is_initialized():
+        for buffer in model.buffers():
+            dist.broadcast(buffer, 0)
+
+
+def _bare(model: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a DDP wrapper (a compiled module passes attribute lookups on to its original)."""
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
 # ---------------------------------------------------------------- one epoch
 
 
@@ -435,14 +430,15 @@ def train_one_epoch(
     """One pass over the training loader; returns the epoch's metric block (from a confusion matrix).
 
     With ``grad_accum`` > 1 the gradients of that many consecutive batches are averaged before each optimiser
-    step (the epoch's last group may be shorter; it is averaged over its own length).
+    step (the epoch's last group may be shorter; it is averaged over its own length). Under DDP the ranks agree
+    on every micro-batch whether to stop (:func:`_agree_across_ranks`), so they leave the loop together.
     """
     model.train()
     cm = ConfusionMatrix(num_classes)
     loss_sum, seen, skipped = torch.zeros((), dtype=torch.float64), 0, 0
-    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
     num_batches = len(loader)
-    for index, (images, masks, tags) in enumerate(tqdm(loader, desc="train", leave=False, disable=None)):
+    show = not dist.is_initialized() or dist.get_rank() == 0
+    for index, (images, masks, tags) in enumerate(progress(loader, "train", show=show)):
         group_start = index - index % grad_accum
         group_size = min(grad_accum, num_batches - group_start)
         last_in_group = index == group_start + group_size - 1
@@ -450,18 +446,15 @@ def train_one_epoch(
         masks = masks.to(device, non_blocking=True)
         # under DDP only the group's last backward all-reduces the gradients
         accumulating = model.no_sync if not last_in_group and hasattr(model, "no_sync") else contextlib.nullcontext
-        with accumulating(), autocast:
+        with accumulating(), autocast_context(device, amp_dtype):
             outputs = model(images)
-            loss = deep_supervision_loss(loss_fn, outputs, masks)
-            # UNet3+'s classification-guided module: "does this image hold any foreground?" learnt with BCE
-            cls_logit = getattr(getattr(model, "module", model), "last_cls_logit", None)
-            if cls_logit is not None:
-                has_fg = (masks > 0).flatten(1).any(dim=1, keepdim=True).float()
-                loss = loss + F.binary_cross_entropy_with_logits(cls_logit.float(), has_fg)
-        if not torch.isfinite(loss):
-            files = [names[int(t) % len(names)] for t in tags]
+            loss = training_loss(loss_fn, _bare(model), outputs, masks)
+        finite = bool(torch.isfinite(loss))
+        if not _agree_across_ranks(stop, finite, device):
+            where = f"the batch {[names[int(t) % len(names)] for t in tags]}" if not finite else "another rank's batch"
             raise NonFiniteLossError(
-                f"loss is {loss.item()} on the batch {files} at lr {scheduler.get_last_lr()[0]:.3g}; try a lower --lr"
+                f"loss is {loss.item() if not finite else 'nan or inf'} on {where} at lr "
+                f"{scheduler.get_last_lr()[0]:.3g}; try a lower --lr"
             )
         with accumulating():
             scaler.scale(loss / group_size).backward()
@@ -480,7 +473,7 @@ def train_one_epoch(
         skipped += int(scaler.is_enabled() and scaler.get_scale() < scale)
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        if stop["signal"] is not None:
+        if stop["signal"] is not None:  # agreed on this group's last micro-batch: every rank breaks here
             break
     info = _epoch_info(cm, loss_sum, seen)
     if scaler.is_enabled():
@@ -490,15 +483,18 @@ def train_one_epoch(
 
 @torch.no_grad()
 def evaluate(model, loader, loss_fn, amp_dtype, device, num_classes) -> tuple[dict, ConfusionMatrix]:
-    """Loss and metrics over a whole split (counts summed across ranks under DDP)."""
+    """Loss and metrics over a whole split (counts summed across ranks under DDP).
+
+    ``model`` is the bare model, never the DDP wrapper: a rank may get no image at all (an empty shard).
+    """
     model.eval()
     cm = ConfusionMatrix(num_classes)
     loss_sum, seen = torch.zeros((), dtype=torch.float64), 0
-    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
-    for images, masks, _ in tqdm(loader, desc="val", leave=False, disable=None):
+    show = not dist.is_initialized() or dist.get_rank() == 0
+    for images, masks, _ in progress(loader, "val", show=show):
         images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         masks = masks.to(device, non_blocking=True)
-        with autocast:
+        with autocast_context(device, amp_dtype):
             logits = model(images)
             loss = loss_fn(logits, masks)
         cm.update(logits.argmax(1), masks)
@@ -536,10 +532,9 @@ def _save_sample_predictions(
     """Grid of validation images: image | truth overlay | prediction overlay."""
     model.eval()
     rows = []
-    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
     for i in range(min(count, len(dataset))):
         image, mask = dataset._load(i)
-        with autocast:
+        with autocast_context(device, amp_dtype):
             pred = model(normalize(image)[None].to(device)).argmax(1)[0].cpu().numpy()
         img = to_uint8_rgb(image.permute(1, 2, 0).numpy())
         rows.append([img, overlay(img, mask.numpy()), overlay(img, pred)])
@@ -547,69 +542,91 @@ def _save_sample_predictions(
         save_rows(rows, path)
 
 
-def _checkpoint(model, optimizer, scheduler, scaler, epoch, best_dice, cfg, fingerprint, log, model_kwargs) -> dict:
-    return {
-        "gctxseg": __version__,
-        "model_name": resolve_model_name(cfg.model),
-        "model_kwargs": model_kwargs,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict(),
-        "epoch": epoch,
-        "best_dice": best_dice,
-        "config": asdict(cfg),
-        "fingerprint": asdict(fingerprint),
-        "value_map": fingerprint.value_map.to_dict(),
-        "normalization": {"mean": fingerprint.mean, "std": fingerprint.std},
-        "intensity": fingerprint.intensity,  # values as read -> [0, 1] (CT windows): prediction applies the same
-        "base_size": list(cfg.base_size),
-        "log": log,
-        "rng": {
-            "torch": torch.get_rng_state(),
-            "numpy": np.random.get_state(),
-            "python": __import__("random").getstate(),
-        },
-    }
+# ---------------------------------------------------------------- the phases of a run
 
 
-def _write_report(run_dir: Path, device: torch.device, amp: str) -> None:
-    """Evaluate best.pt on the val set and write report.html; a failure only warns, training has succeeded."""
-    try:
-        from .evaluate import write_run_report  # local: evaluate -> predict -> engine would be a cycle at import
+@dataclass
+class _TrainingData:
+    """The checked, fingerprinted data of a run and its datasets."""
 
-        print(f"report: {write_run_report(run_dir, device=str(device), amp=amp)}")
-    except Exception as err:  # any report problem must not fail a finished training run
+    train_pairs: list
+    fingerprint: DatasetFingerprint
+    base_train: SegmentationDataset  # unaugmented view of the training pairs (preview)
+    train_set: SeededAugmentDataset
+    val_set: SegmentationDataset
+    plan: TrainingPlan
+    presence: np.ndarray | None = None  # N x K: classes in each training sample (foreground top-up sampling)
+    split_source: str | None = None  # where the folds came from (cross-validation)
+
+    @property
+    def num_classes(self) -> int:
+        return self.fingerprint.value_map.num_classes
+
+
+@dataclass
+class _Trainer:
+    """The model in its three guises and what optimises it."""
+
+    model: torch.nn.Module  # what the training step calls: compiled and/or DDP-wrapped
+    net: torch.nn.Module  # compiled (or not), never DDP-wrapped: validation
+    raw_model: torch.nn.Module  # the plain module: state dicts
+    loss_fn: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    train_sampler: EpochTaggedSampler
+    train_loader: DataLoader
+    val_loader: DataLoader
+    workers: int
+    params: int
+    macs: float
+
+
+# what a resumed run may change; every other setting is the checkpoint's
+RESUME_SETTINGS = ("device", "workers", "epochs", "resume")
+
+
+def _flag(name: str) -> str:
+    return "--img_f" if name == "img_f" else "--mask_f" if name == "mask_f" else "--" + name.replace("_", "-")
+
+
+def _resume_config(cfg: TrainConfig, ckpt: dict, given: Collection[str] | None) -> TrainConfig:
+    """The checkpoint's configuration with the settings a resumed run may change; says which given ones it ignores.
+
+    ``given`` names the settings the caller set explicitly (the CLI's flags); None = those differing from the
+    defaults, except ``epochs``, which then counts as given only when it is not the default.
+    """
+    defaults = TrainConfig()
+    if given is None:
+        given = {f.name for f in fields(TrainConfig) if getattr(cfg, f.name) != getattr(defaults, f.name)}
+    ignored = sorted(set(given) - set(RESUME_SETTINGS))
+    if ignored and int(os.environ.get("RANK", "0")) == 0:
         print(
-            f"warning: report.html not written ({type(err).__name__}: {err}); retry with: gctxseg report {run_dir}",
+            f"--resume: ignoring {', '.join(map(_flag, ignored))}: a resumed run keeps its own settings (only "
+            "--epochs, --device and --workers change); start a new run to change them",
             file=sys.stderr,
         )
+    saved = {f.name: ckpt["config"][f.name] for f in fields(TrainConfig) if f.name in ckpt["config"]}
+    overrides = {k: getattr(cfg, k) for k in ("device", "workers", "resume")}
+    if "epochs" in given:  # an explicit --epochs always wins: it extends or shortens the schedule
+        overrides["epochs"] = cfg.epochs
+    return TrainConfig(**{**saved, **overrides})
 
 
-# ---------------------------------------------------------------- the loop
+def _absolute_data_paths(cfg: TrainConfig) -> TrainConfig:
+    """Data folders as absolute paths, so the run's report and evaluation work from any working directory."""
+    return replace(cfg, data_train=os.path.abspath(cfg.data_train), data_val=os.path.abspath(cfg.data_val),
+                   splits=os.path.abspath(cfg.splits) if cfg.splits else None)
 
 
-def train(cfg: TrainConfig) -> Path:
-    """Train a model as ``cfg`` says and return the run folder."""
-    # -- resume: the checkpoint's configuration wins, except where to run and how many epochs
-    ckpt = None
-    if cfg.resume:
-        ckpt = load_checkpoint(cfg.resume)
-        saved = {f.name: ckpt["config"][f.name] for f in fields(TrainConfig) if f.name in ckpt["config"]}
-        overrides = {k: getattr(cfg, k) for k in ("device", "workers", "resume")}
-        if cfg.epochs is not None:  # an explicit --epochs extends (or shortens) the schedule
-            overrides["epochs"] = cfg.epochs
-        cfg = TrainConfig(**{**saved, **overrides})
+def _prepare_data(
+    cfg: TrainConfig, ckpt: dict | None, ddp: Distributed, device: torch.device, amp_dtype
+) -> tuple[_TrainingData, TrainConfig]:
+    """Pair, check and fingerprint every file before any training, then plan what ``cfg`` leaves open.
 
-    # -- device, distribution, randomness
-    ddp, device = _setup_distributed(cfg.device)
-    seed_everything(cfg.seed + ddp.rank)
-    amp_dtype = autocast_dtype(cfg.amp, device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
-
-    # -- data: pair, check and fingerprint everything before any training
-    # (volumes become one pair per slice; validation keeps every slice, so its Dice covers whole volumes)
+    Volumes become one pair per slice; validation keeps every slice, so its Dice covers whole volumes.
+    Returns the data and the configuration with every planned setting filled in.
+    """
     train_files, val_files, split_source = _split_files(cfg, ddp.is_main)
     train_pairs = expand_slices(train_files, cfg.empty_slice_fraction, cfg.seed)
     val_pairs = expand_slices(val_files)
@@ -620,71 +637,77 @@ def train(cfg: TrainConfig) -> Path:
     intensity = fingerprint.intensity_mapping  # values as read -> [0, 1]: the same at prediction
     fingerprint_dataset(val_pairs, known_values=fingerprint.value_map.values, intensity=intensity)
     value_map, channels = fingerprint.value_map, fingerprint.channels
-    num_classes = value_map.num_classes
-    if num_classes < 2:
+    if value_map.num_classes < 2:
         raise ValueError(f"{cfg.data_train}: masks hold only the value {value_map.values}; need background and a class")
     cfg, plan = _plan(cfg, fingerprint, len(train_pairs) // ddp.world, len(val_pairs), device, amp_dtype, ddp)
-    base_train = SegmentationDataset(
-        train_pairs,
-        value_map,
-        cfg.base_size,
-        channels,
-        train_transforms(fingerprint.mean, fingerprint.std),
-        intensity=intensity,
-        cache_dir=cfg.cache_dir,
-    )
-    train_set = SeededAugmentDataset(base_train, cfg.seed)
-    cfg, presence = _plan_foreground(cfg, plan, base_train, num_classes)
-    val_set = SegmentationDataset(
-        val_pairs,
-        value_map,
-        cfg.base_size,
-        channels,
-        eval_transforms(fingerprint.mean, fingerprint.std),
-        intensity=intensity,
-        cache_dir=cfg.cache_dir,
-    )
 
-    # -- run folder (rank 0 writes)
+    def dataset(pairs, transforms) -> SegmentationDataset:
+        return SegmentationDataset(
+            pairs, value_map, cfg.base_size, channels, transforms, intensity=intensity, cache_dir=cfg.cache_dir
+        )
+
+    base_train = dataset(train_pairs, train_transforms(fingerprint.mean, fingerprint.std))
+    val_set = dataset(val_pairs, eval_transforms(fingerprint.mean, fingerprint.std))
+    cfg, presence = _plan_foreground(cfg, plan, base_train, value_map.num_classes)
+    train_set = SeededAugmentDataset(base_train, cfg.seed)
+    return _TrainingData(train_pairs, fingerprint, base_train, train_set, val_set, plan, presence, split_source), cfg
+
+
+def _make_run_folder(cfg: TrainConfig, ddp: Distributed, device: torch.device, data: _TrainingData) -> Path:
+    """The run folder (a new one, or the resumed run's); rank 0 writes what describes the data and machine."""
     run_dir = Path(cfg.resume).parent if cfg.resume else next_run_dir(cfg.results, cfg.name, cfg.exist_ok)
     if ddp.is_main and not cfg.resume:
         run_dir.mkdir(parents=True, exist_ok=cfg.exist_ok)
-        fingerprint.save(run_dir / "dataset_fingerprint.json")
-        plan.save(run_dir / "plan.json")
+        data.fingerprint.save(run_dir / "dataset_fingerprint.json")
+        data.plan.save(run_dir / "plan.json")
         atomic_write_json(run_dir / "env.json", _env_info(device))
-        _save_preview(base_train, run_dir / "preview.png")
+        _save_preview(data.base_train, run_dir / "preview.png")
+    return run_dir
 
-    # -- model, loss, optimiser, schedule
-    model_kwargs = dict(cfg.model_options)
-    model = create_model(cfg.model, in_channels=channels, num_classes=num_classes, **model_kwargs)
-    if cfg.encoder_weights and ckpt is None:
-        _load_encoder_weights(model, cfg.encoder_weights, ddp.is_main)
-    params, macs = count_parameters(model), count_macs(model, channels, cfg.base_size)
-    model = model.to(device, memory_format=torch.channels_last)
+
+def optimizer_param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW parameter groups in timm's convention: no weight decay on 1-D parameters (norm weights, biases)
+    nor on what the model lists in ``no_weight_decay()`` (relative-position bias tables); decay on the rest."""
+    from timm.optim import param_groups_weight_decay
+
+    exempt = getattr(model, "no_weight_decay", lambda: ())()
+    return param_groups_weight_decay(model, weight_decay, no_weight_decay_list=tuple(exempt))
+
+
+def _build_trainer(
+    cfg: TrainConfig, ddp: Distributed, device: torch.device, data: _TrainingData, resuming: bool
+) -> _Trainer:
+    """Model (compiled, DDP-wrapped as asked), loss, AdamW, loaders, schedule and grad scaler."""
+    channels, model_kwargs = data.fingerprint.channels, dict(cfg.model_options)
+    raw_model = create_model(cfg.model, in_channels=channels, num_classes=data.num_classes, **model_kwargs)
+    if cfg.encoder_weights and not resuming:
+        _load_encoder_weights(raw_model, cfg.encoder_weights, ddp.is_main)
+    params, macs = count_parameters(raw_model), count_macs(raw_model, channels, cfg.base_size)
+    raw_model = raw_model.to(device, memory_format=torch.channels_last)
     if ddp.world > 1 and cfg.sync_bn:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    raw_model = model
-    if cfg.compile:
-        model = compile_model(model, device)  # compiled first, then wrapped: DDP hooks see the same parameters
+        raw_model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(raw_model)
+    # compiled first, then wrapped: DDP hooks see the same parameters
+    net = compile_model(raw_model, device) if cfg.compile else raw_model
+    model = net
     if ddp.world > 1:
         # gctx_unet keeps parameters that get no gradient (global-query generators of 1-block stages)
         model = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+            net, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
         )
-    loss_fn = DiceCELoss(cfg.lambda_dice, cfg.lambda_ce)
     optimizer = torch.optim.AdamW(
-        raw_model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda"
+        optimizer_param_groups(raw_model, cfg.weight_decay), lr=cfg.lr, fused=device.type == "cuda"
     )
     workers = _num_workers(cfg.workers)
     if cfg.foreground_share > 0:
-        shuffled = ForegroundTopUpSampler(presence, cfg.batch_size, cfg.foreground_share, cfg.seed, ddp.rank, ddp.world)
+        shuffled = ForegroundTopUpSampler(
+            data.presence, cfg.batch_size, cfg.foreground_share, cfg.seed, ddp.rank, ddp.world
+        )
     else:
-        shuffled = DistributedSampler(train_set, ddp.world, ddp.rank, shuffle=True, seed=cfg.seed, drop_last=True)
-    train_sampler = EpochTaggedSampler(shuffled, len(train_set))
-    per_rank = len(train_sampler)
-    if per_rank < cfg.batch_size:
+        shuffled = DistributedSampler(data.train_set, ddp.world, ddp.rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    train_sampler = EpochTaggedSampler(shuffled, len(data.train_set))
+    if len(train_sampler) < cfg.batch_size:
         raise ValueError(
-            f"{cfg.data_train}: {len(train_set)} training images give {per_rank} per process, fewer "
+            f"{cfg.data_train}: {len(data.train_set)} training images give {len(train_sampler)} per process, fewer "
             f"than --batch-size {cfg.batch_size}; lower --batch-size"
         )
     loader_args = dict(
@@ -693,17 +716,26 @@ def train(cfg: TrainConfig) -> Path:
         persistent_workers=workers > 0,
         worker_init_fn=_ignore_stop_signals if workers > 0 else None,
     )
-    train_loader = DataLoader(train_set, cfg.batch_size, sampler=train_sampler, drop_last=True, **loader_args)
-    val_loader = DataLoader(
-        val_set, cfg.batch_size, sampler=ShardSampler(len(val_set), ddp.rank, ddp.world), **loader_args
-    )
+    train_loader = DataLoader(data.train_set, cfg.batch_size, sampler=train_sampler, drop_last=True, **loader_args)
+    val_sampler = ShardSampler(len(data.val_set), ddp.rank, ddp.world)
+    val_loader = DataLoader(data.val_set, cfg.batch_size, sampler=val_sampler, **loader_args)
     steps_per_epoch = math.ceil(len(train_loader) / cfg.grad_accum)  # optimiser steps
     total_steps = cfg.epochs * steps_per_epoch
     warmup = min(int(cfg.warmup_epochs * steps_per_epoch), total_steps // 10)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, total_steps, warmup, cfg.lrf))
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(cfg.amp, device) == torch.float16)
+    loss_fn = DiceCELoss(cfg.lambda_dice, cfg.lambda_ce)
+    return _Trainer(
+        model, net, raw_model, loss_fn, optimizer, scheduler, scaler, train_sampler, train_loader, val_loader,
+        workers, params, macs,
+    )  # fmt: skip
 
-    log = {
+
+def _new_log(cfg: TrainConfig, ddp: Distributed, data: _TrainingData, trainer: _Trainer, amp_dtype) -> dict:
+    """``log.json``'s header: the run's parameters and the model's size (the seed project's format)."""
+    fingerprint = data.fingerprint
+    intensity = fingerprint.intensity_mapping
+    return {
         "train parameters": {
             "model": resolve_model_name(cfg.model),
             "input size": list(cfg.base_size),
@@ -716,12 +748,12 @@ def train(cfg: TrainConfig) -> Path:
             "empty slice fraction": cfg.empty_slice_fraction,
             "foreground share": cfg.foreground_share,
             "weight decay": cfg.weight_decay,
-            "fold": None if cfg.folds is None else {"fold": cfg.fold, "folds": cfg.folds, "splits": split_source},
-            "planned": [k for k in PLANNED_SETTINGS if k not in plan.given],
+            "fold": None if cfg.folds is None else {"fold": cfg.fold, "folds": cfg.folds, "splits": data.split_source},
+            "planned": [k for k in PLANNED_SETTINGS if k not in data.plan.given],
             "epochs": cfg.epochs,
-            "num classes": num_classes,
-            "in channels": channels,
-            "mask values": value_map.to_dict(),
+            "num classes": data.num_classes,
+            "in channels": fingerprint.channels,
+            "mask values": fingerprint.value_map.to_dict(),
             "seed": cfg.seed,
             "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32",
             "world size": ddp.world,
@@ -729,72 +761,109 @@ def train(cfg: TrainConfig) -> Path:
             "sample cache": cfg.cache_dir or "memory",
         },
         "model": {
-            "total parameters": params,
-            "flops": macs,
+            "total parameters": trainer.params,
+            "flops": trainer.macs,
             "flops note": "multiply-adds counted once (torch FlopCounterMode / 2), at the input size",
         },
     }
-    start_epoch, best_dice = 0, -1.0
-    if ckpt is not None:
-        raw_model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        start_epoch, best_dice = ckpt["epoch"] + 1, ckpt["best_dice"]
-        log = {**ckpt["log"], "train parameters": {**ckpt["log"]["train parameters"], "epochs": cfg.epochs}}
-        if ddp.is_main:
-            print(f"resuming {run_dir} at epoch {start_epoch}/{cfg.epochs}")
+
+
+def _restore(trainer: _Trainer, ckpt: dict, cfg: TrainConfig) -> tuple[int, float, dict]:
+    """Load a resumed run's states; returns the first epoch to run, the best Dice so far and the log."""
+    trainer.raw_model.load_state_dict(ckpt["model"])
+    try:
+        trainer.optimizer.load_state_dict(ckpt["optimizer"])
+    except ValueError as err:  # e.g. parameter groups of a gctxseg before weight-decay groups
+        raise ValueError(
+            f"{cfg.resume}: its optimiser state does not fit this gctxseg ({err}); start a new run (its weights "
+            "still serve predict and evaluate)"
+        ) from None
+    trainer.scheduler.load_state_dict(ckpt["scheduler"])
+    trainer.scaler.load_state_dict(ckpt["scaler"])
+    log = {**ckpt["log"], "train parameters": {**ckpt["log"]["train parameters"], "epochs": cfg.epochs}}
+    return ckpt["epoch"] + 1, ckpt["best_dice"], log
+
+
+def _checkpoint(trainer: _Trainer, epoch: int, best_dice: float, cfg: TrainConfig, fingerprint, log: dict) -> dict:
+    """Everything to resume the run and to predict with it, as plain data (loads with ``weights_only``)."""
+    return {
+        "gctxseg": __version__,
+        "model_name": resolve_model_name(cfg.model),
+        "model_kwargs": dict(cfg.model_options),
+        "model": trainer.raw_model.state_dict(),
+        "optimizer": trainer.optimizer.state_dict(),
+        "scheduler": trainer.scheduler.state_dict(),
+        "scaler": trainer.scaler.state_dict(),
+        "epoch": epoch,
+        "best_dice": best_dice,
+        "config": asdict(cfg),
+        "fingerprint": asdict(fingerprint),
+        "value_map": fingerprint.value_map.to_dict(),
+        "normalization": {"mean": fingerprint.mean, "std": fingerprint.std},
+        "intensity": fingerprint.intensity,  # values as read -> [0, 1] (CT windows): prediction applies the same
+        "base_size": list(cfg.base_size),
+        "log": log,
+        # numpy's and Python's states are not kept (they are pickled objects): every epoch reseeds all three
+        "rng": {"torch": torch.get_rng_state()},
+    }
+
+
+@dataclass
+class _Progress:
+    """What the epoch loop carries from one epoch to the next."""
+
+    start_epoch: int
+    best_dice: float
+    log: dict
+
+
+def _run_epochs(
+    cfg: TrainConfig, ddp: Distributed, device: torch.device, amp_dtype, data: _TrainingData, trainer: _Trainer,
+    run_dir: Path, state: _Progress,
+) -> int | None:  # fmt: skip
+    """Train and validate epoch by epoch, writing log and checkpoints (rank 0); returns the agreed stop signal."""
 
     def save(name: str, epoch: int) -> None:
-        atomic_torch_save(
-            _checkpoint(raw_model, optimizer, scheduler, scaler, epoch, best_dice, cfg, fingerprint, log, model_kwargs),
-            run_dir / name,
-        )
+        save_checkpoint(_checkpoint(trainer, epoch, state.best_dice, cfg, data.fingerprint, state.log), run_dir / name)
 
-    if ddp.is_main:
-        if ckpt is None:
-            print(plan.format())
-        print(
-            f"run {run_dir}: {resolve_model_name(cfg.model)} {params / 1e6:.2f} M params, {macs / 1e9:.2f} G mult-adds "
-            f"at {cfg.base_size[0]}x{cfg.base_size[1]}; {len(train_set)} train / {len(val_set)} val images; "
-            f"classes {value_map.to_dict()}; device {device}, precision {log['train parameters']['amp']}, "
-            f"{workers} loader workers"
-        )
-        if ckpt is None:
-            save("last.pt", -1)  # a stop during the first epoch can still be resumed
-
+    if ddp.is_main and state.start_epoch == 0 and not cfg.resume:
+        save("last.pt", -1)  # a stop during the first epoch can still be resumed
     stop, previous_handlers = _install_stop_handlers()
-    names = [p.image.name if p.slice_index is None else f"{p.image.name} (slice {p.slice_index})" for p in train_pairs]
+    pairs = data.train_pairs
+    names = [p.image.name if p.slice_index is None else f"{p.image.name} (slice {p.slice_index})" for p in pairs]
     try:
-        for epoch in range(start_epoch, cfg.epochs):
+        for epoch in range(state.start_epoch, cfg.epochs):
             t0 = time.perf_counter()
             # randomness of this epoch is a function of (seed, epoch, rank) only: resumable exactly
             seed_everything(_sample_seed(cfg.seed, epoch, ddp.rank))
-            train_sampler.set_epoch(epoch)
-            lr = scheduler.get_last_lr()[0]
+            trainer.train_sampler.set_epoch(epoch)
+            lr = trainer.scheduler.get_last_lr()[0]
             try:
                 train_info = train_one_epoch(
-                    model, train_loader, loss_fn, optimizer, scheduler, scaler, amp_dtype, device, num_classes,
-                    cfg.grad_clip, stop, names, cfg.grad_accum,
+                    trainer.model, trainer.train_loader, trainer.loss_fn, trainer.optimizer, trainer.scheduler,
+                    trainer.scaler, amp_dtype, device, data.num_classes, cfg.grad_clip, stop, names, cfg.grad_accum,
                 )  # fmt: skip
+                _agree_across_ranks(stop, True, device)  # a signal after the epoch's last step, on one rank
                 if stop["signal"] is not None:
                     break  # a partial epoch is not logged: last.pt holds the last complete one
-                val_info, _ = evaluate(model, val_loader, loss_fn, amp_dtype, device, num_classes)
+                _broadcast_buffers(trainer.net)
+                val_info, _ = evaluate(trainer.net, trainer.val_loader, trainer.loss_fn, amp_dtype, device,
+                                       data.num_classes)  # fmt: skip
             except NonFiniteLossError as err:
                 kept = f"; the last good checkpoint is {run_dir / 'last.pt'}" if ddp.is_main else ""
                 raise NonFiniteLossError(f"epoch {epoch + 1}: {err}{kept}") from None
             train_info["lr"] = lr
             val_info["lr"] = lr
-            log[f"epoch:{epoch}"] = {"train log:": {"info": train_info}, "val log:": {"info": val_info}}
+            state.log[f"epoch:{epoch}"] = {"train log:": {"info": train_info}, "val log:": {"info": val_info}}
             dice = val_info["mean dice"]
-            improved = not math.isnan(dice) and dice > best_dice
-            best_dice = dice if improved else best_dice
+            improved = not math.isnan(dice) and dice > state.best_dice
+            state.best_dice = dice if improved else state.best_dice
             if ddp.is_main:
-                atomic_write_json(run_dir / "log.json", log)
+                atomic_write_json(run_dir / "log.json", state.log)
                 save("last.pt", epoch)
                 if improved:
                     save("best.pt", epoch)
-                plot_curves(log, run_dir / "curves.png")
+                plot_curves(state.log, run_dir / "curves.png")
                 print(
                     f"epoch {epoch + 1}/{cfg.epochs}  lr {lr:.2e}  train loss {train_info['loss']:.4f} "
                     f"dice {train_info['mean dice']:.4f}  val loss {val_info['loss']:.4f} "
@@ -802,35 +871,87 @@ def train(cfg: TrainConfig) -> Path:
                     + ("  *best" if improved else ""),
                     flush=True,
                 )
+        else:
+            _agree_across_ranks(stop, True, device)  # every rank ends the same way, stopped or done
     finally:
-        _shutdown_workers(train_loader, val_loader)
+        _shutdown_workers(trainer.train_loader, trainer.val_loader)
         for sig, handler in previous_handlers:
             signal.signal(sig, handler)
+    return stop["signal"]
 
-    if stop["signal"] is not None:
-        if ddp.is_main:
-            print(
-                f"stopped by signal {stop['signal']}; resume with: gctxseg train --resume {run_dir / 'last.pt'}",
-                file=sys.stderr,
-            )
-        raise TrainingInterrupted(f"training stopped by signal {stop['signal']}; resume from {run_dir / 'last.pt'}")
 
-    # -- samples drawn with the best weights
+def _finish(
+    cfg: TrainConfig, ddp: Distributed, device: torch.device, amp_dtype, data: _TrainingData, trainer: _Trainer,
+    run_dir: Path, best_dice: float,
+) -> None:  # fmt: skip
+    """Sample predictions drawn with the best weights (rank 0), then every rank waits for the others."""
     if ddp.is_main and (run_dir / "best.pt").exists():
-        raw_model.load_state_dict(torch.load(run_dir / "best.pt", map_location=device, weights_only=False)["model"])
+        trainer.raw_model.load_state_dict(load_checkpoint(run_dir / "best.pt", map_location=device)["model"])
         (run_dir / "samples").mkdir(exist_ok=True)
         _save_sample_predictions(
-            raw_model,
-            val_set,
-            eval_transforms(fingerprint.mean, fingerprint.std),
+            trainer.raw_model,
+            data.val_set,
+            eval_transforms(data.fingerprint.mean, data.fingerprint.std),
             device,
             amp_dtype,
             run_dir / "samples" / "val_predictions.png",
             cfg.num_samples,
         )
         print(f"done: best val mean dice {best_dice:.4f}; run folder {run_dir}")
-    if ddp.is_main:
-        _write_report(run_dir, device, cfg.amp)
     if dist.is_initialized():
         dist.barrier()
+
+
+# ---------------------------------------------------------------- the run
+
+
+def train(cfg: TrainConfig, *, given: Collection[str] | None = None) -> Path:
+    """Train a model as ``cfg`` says and return the run folder (``report.html`` is :mod:`gctxseg.workflow`'s).
+
+    Args:
+        cfg: the run's settings; with ``cfg.resume`` the checkpoint's settings win except ``RESUME_SETTINGS``.
+        given: with ``cfg.resume``, the settings the caller set explicitly (the CLI's flags): an explicit
+            ``epochs`` always wins, the others are named on one line as ignored. None = those not at their default.
+
+    Raises:
+        TrainingInterrupted: SIGINT/SIGTERM (on any rank); the run folder is consistent and resumable.
+        NonFiniteLossError: the loss became NaN/inf (on any rank).
+        ValueError, DatasetError: bad settings or data, before anything is trained.
+    """
+    ckpt = load_checkpoint(cfg.resume) if cfg.resume else None
+    cfg = _resume_config(cfg, ckpt, given) if ckpt is not None else _absolute_data_paths(cfg)
+    ddp, device = _setup_distributed(cfg.device)
+    seed_everything(cfg.seed + ddp.rank)
+    amp_dtype = autocast_dtype(cfg.amp, device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
+
+    data, cfg = _prepare_data(cfg, ckpt, ddp, device, amp_dtype)
+    run_dir = _make_run_folder(cfg, ddp, device, data)
+    trainer = _build_trainer(cfg, ddp, device, data, resuming=ckpt is not None)
+    state = _Progress(0, -1.0, _new_log(cfg, ddp, data, trainer, amp_dtype))
+    if ckpt is not None:
+        state = _Progress(*_restore(trainer, ckpt, cfg))
+    if ddp.is_main:
+        if ckpt is not None:
+            print(f"resuming {run_dir} at epoch {state.start_epoch}/{cfg.epochs}")
+        else:
+            print(data.plan.format())
+        print(
+            f"run {run_dir}: {resolve_model_name(cfg.model)} {trainer.params / 1e6:.2f} M params, "
+            f"{trainer.macs / 1e9:.2f} G mult-adds at {cfg.base_size[0]}x{cfg.base_size[1]}; "
+            f"{len(data.train_set)} train / {len(data.val_set)} val images; classes "
+            f"{data.fingerprint.value_map.to_dict()}; device {device}, precision "
+            f"{state.log['train parameters']['amp']}, {trainer.workers} loader workers"
+        )
+
+    stopped_by = _run_epochs(cfg, ddp, device, amp_dtype, data, trainer, run_dir, state)
+    if stopped_by is not None:
+        if ddp.is_main:
+            print(
+                f"stopped by signal {stopped_by}; resume with: gctxseg train --resume {run_dir / 'last.pt'}",
+                file=sys.stderr,
+            )
+        raise TrainingInterrupted(f"training stopped by signal {stopped_by}; resume from {run_dir / 'last.pt'}")
+    _finish(cfg, ddp, device, amp_dtype, data, trainer, run_dir, state.best_dice)
     return run_dir

@@ -52,13 +52,12 @@ import torch
 import torch.nn.functional as F
 from monai.metrics import compute_hausdorff_distance, compute_surface_dice
 
+from .checkpoint import load_checkpoint
 from .data import DatasetError, expand_slices, find_pairs, read_info, read_mask
 from .data.errors import raise_collected
 from .data.splits import fold_files
-from .engine import load_checkpoint
-from .ensemble import load_predictor
 from .metrics import confusion_matrix, scores_from_confusion
-from .predict import Predictor
+from .predict import Predictor, load_predictor
 from .report import (
     format_table,
     plot_cases,
@@ -225,7 +224,7 @@ def _write_csv(rows: list[dict], path: Path) -> None:
 
 
 def evaluate_folder(
-    weights: str | Path,
+    weights: str | Path | list[str | Path],
     data: str | Path,
     img_f: str = ".jpg",
     mask_f: str = ".png",

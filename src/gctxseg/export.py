@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .engine import load_checkpoint
-from .models import create_model
+from .checkpoint import checkpoint_channels, load_checkpoint, model_from_checkpoint
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -83,11 +82,8 @@ def export_onnx(
     onnx = _require("onnx")
     ckpt = load_checkpoint(weights)
     out = Path(out) if out is not None else Path(weights).with_suffix(".onnx")
-    channels = int(ckpt["fingerprint"]["channels"])
-    num_classes = len(set(ckpt["value_map"].values()))
-    model = create_model(ckpt["model_name"], channels, num_classes, **ckpt["model_kwargs"])
-    model.load_state_dict(ckpt["model"])
-    model.eval()
+    channels = checkpoint_channels(ckpt)
+    model = model_from_checkpoint(ckpt, weights)
     size = tuple(ckpt["base_size"])
     example = torch.randn(2, channels, *size, generator=torch.Generator().manual_seed(seed))
     export_module(model, example, out, opset)

@@ -1,4 +1,4 @@
-"""Losses: Dice + cross-entropy on index targets, and deep-supervision averaging."""
+"""Losses: Dice + cross-entropy on index targets, deep-supervision averaging, and the architectures' own terms."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from monai.losses import DiceCELoss as MonaiDiceCELoss
 from torch import nn
 
-__all__ = ["DiceCELoss", "deep_supervision_loss"]
+__all__ = ["DiceCELoss", "deep_supervision_loss", "training_loss"]
 
 
 class DiceCELoss(nn.Module):
@@ -51,3 +51,17 @@ def deep_supervision_loss(
     if isinstance(outputs, torch.Tensor):
         return loss_fn(outputs, target)
     return torch.stack([loss_fn(o, target) for o in outputs]).mean()
+
+
+def training_loss(
+    loss_fn: nn.Module, model: nn.Module, outputs: torch.Tensor | Sequence[torch.Tensor], target: torch.Tensor
+) -> torch.Tensor:
+    """:func:`deep_supervision_loss` plus the architecture's own term, where it has one.
+
+    An architecture with a training objective of its own (UNet3+'s classification-guided module) provides
+    ``auxiliary_loss(target)`` (a scalar, or None); ``model`` is the bare module (not a DDP wrapper).
+    """
+    loss = deep_supervision_loss(loss_fn, outputs, target)
+    auxiliary = getattr(model, "auxiliary_loss", None)
+    extra = auxiliary(target) if callable(auxiliary) else None
+    return loss if extra is None else loss + extra

@@ -10,7 +10,7 @@ How each rule was chosen is said beside it. The measurements are in ``docs/evalu
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import json
 import math
 import os
@@ -168,7 +168,8 @@ def _memory_budget(device: torch.device) -> int:
 
 def _seconds_per_step(model_name, options, channels, classes, size, batch, device, amp_dtype) -> float:
     """Measured time of one AdamW training step (forward, loss, backward, update) at this size and batch."""
-    from .losses import DiceCELoss, deep_supervision_loss
+    from .losses import DiceCELoss, training_loss
+    from .precision import autocast_context
 
     model = create_model(model_name, channels, classes, **options).to(device, memory_format=torch.channels_last)
     model.train()
@@ -176,12 +177,11 @@ def _seconds_per_step(model_name, options, channels, classes, size, batch, devic
     loss_fn = DiceCELoss()
     x = torch.randn(batch, channels, *size, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, classes, (batch, *size), device=device)
-    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
     times = []
     for _ in range(3):  # the first step warms up allocators and kernels
         t0 = time.perf_counter()
-        with autocast:
-            loss = deep_supervision_loss(loss_fn, model(x), y)
+        with autocast_context(device, amp_dtype):
+            loss = training_loss(loss_fn, model, model(x), y)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -211,6 +211,19 @@ def _planned_batch(model: torch.nn.Module, channels: int, size: tuple[int, int],
     return batch, why
 
 
+def _keeps_random_state(fn):
+    """Leave torch's global random state as it was: planning builds and runs throw-away models, and a planned run
+    must initialise its model exactly as a run given every setting does."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@_keeps_random_state
 def plan_training(
     model_name: str,
     sizes: Mapping[str, int],

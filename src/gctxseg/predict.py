@@ -1,8 +1,13 @@
-"""Inference on a folder: index masks at each image's original size (original mask values) and overlays."""
+"""Inference on a folder: index masks at each image's original size (original mask values) and overlays.
+
+``load_predictor`` is what ``gctxseg predict`` and ``evaluate`` call with their ``--weights``: one checkpoint
+gives a :class:`Predictor`; several, or a ``gctxseg cv`` folder (its folds' final weights plus the
+``postprocessing.json`` chosen on their out-of-fold predictions), give an :class:`EnsemblePredictor`.
+"""
 
 from __future__ import annotations
 
-import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,14 +18,16 @@ from monai.inferers import sliding_window_inference
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
+from .checkpoint import checkpoint_channels, load_checkpoint, model_from_checkpoint
 from .data import DatasetError, IntensityMapping, MaskValueMap, read_image
 from .data.io import NIFTI_SUFFIXES, READABLE_SUFFIXES, file_stem, read_volume, write_volume_mask
-from .engine import autocast_dtype, load_checkpoint
-from .models import create_model
+from .postprocess import PostProcessing
+from .precision import autocast_context, autocast_dtype
 from .utils import compile_model, resolve_device
 from .visualize import overlay
 
-__all__ = ["INFER_MODES", "Predictor", "PredictionSummary", "predict_folder"]
+__all__ = ["INFER_MODES", "Predictor", "PredictionSummary", "predict_folder", "EnsemblePredictor", "load_predictor",
+           "ensemble_members"]
 
 
 INFER_MODES = ("resize", "sliding")
@@ -46,7 +53,7 @@ class Predictor:
         weights: ``best.pt`` / ``last.pt`` of a run folder, or an ONNX file from ``gctxseg export`` (run with
             ONNX Runtime on the CPU in fp32; ``device`` and ``amp`` are then ignored).
         device: ``auto``, ``cpu``, ``cuda``...
-        amp: ``auto``, ``bf16``, ``fp16`` or ``off`` (see :func:`gctxseg.engine.autocast_dtype`).
+        amp: ``auto``, ``bf16``, ``fp16`` or ``off`` (see :func:`gctxseg.precision.autocast_dtype`).
         tta: average over horizontal flips.
         tta_vflip: also average over vertical flips (implies ``tta``).
         infer_mode: ``resize`` or ``sliding``.
@@ -88,7 +95,7 @@ class Predictor:
         self.amp_dtype = autocast_dtype(amp, self.device)
         self.value_map = MaskValueMap.from_dict(ckpt["value_map"])
         self.base_size = tuple(ckpt["base_size"])
-        self.channels = int(ckpt["channels"] if "channels" in ckpt else ckpt["fingerprint"]["channels"])
+        self.channels = checkpoint_channels(ckpt)
         self.mean = ckpt["normalization"]["mean"]
         self.std = ckpt["normalization"]["std"]
         # values as read -> [0, 1] exactly as in training (CT windows, scan percentile range; pictures as read)
@@ -102,13 +109,8 @@ class Predictor:
         if onnx_model is not None:
             self.model = onnx_model
             return
-        model = create_model(ckpt["model_name"], self.channels, self.value_map.num_classes, **ckpt["model_kwargs"])
-        try:
-            model.load_state_dict(ckpt["model"])
-        except RuntimeError as err:
-            first = str(err).splitlines()[0]
-            raise ValueError(f"{weights}: weights do not fit {ckpt['model_name']} ({first})") from None
-        model = model.to(self.device, memory_format=torch.channels_last).eval()  # oneDNN/cuDNN's fast layout
+        model = model_from_checkpoint(ckpt, weights)
+        model = model.to(self.device, memory_format=torch.channels_last)  # oneDNN/cuDNN's fast layout
         self.model = compile_model(model, self.device, freeze=True) if compile else model
 
     @property
@@ -146,12 +148,9 @@ class Predictor:
 
     def _probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """Softmax probabilities ``N x K x H x W`` (float32) of a batch, averaged over the TTA flips."""
-        autocast = (
-            torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
-        )
         if isinstance(self.model, torch.nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
-        with autocast:
+        with autocast_context(self.device, self.amp_dtype):
             probs = self.model(x).float().softmax(1)
             for dims in self.flips:
                 probs += self.model(x.flip(dims)).float().softmax(1).flip(dims)
@@ -199,22 +198,22 @@ class PredictionSummary:
     failed: list[str] = field(default_factory=list)  # one line per bad file
 
 
-def _predict_volume(predictor: Predictor, path: Path, out: Path) -> Path:
+def _predict_volume(predictor: Predictor, path: Path, out: Path, name: str) -> Path:
     """Segment a NIfTI volume slice by slice; write its mask volume on the input's grid and one overlay."""
     predictor.intensity.check(path)
     volume, _ = read_volume(path)  # D x H x W, values as read
     slices = [predictor.intensity.apply(s[..., None]) for s in volume]
     pred = np.stack([predictor.predict_image(s, f"{path} (slice {k})") for k, s in enumerate(slices)])
     suffix = ".nii.gz" if path.name.lower().endswith(".gz") else ".nii"
-    mask_path = out / "masks" / f"{file_stem(path)}{suffix}"
+    mask_path = out / "masks" / f"{name}{suffix}"
     write_volume_mask(mask_path, predictor.value_map.decode(pred), like=path)
     shown = int((pred > 0).reshape(len(pred), -1).sum(1).argmax())  # the slice with the most foreground
-    Image.fromarray(overlay(slices[shown], pred[shown])).save(out / "overlays" / f"{file_stem(path)}.png")
+    Image.fromarray(overlay(slices[shown], pred[shown])).save(out / "overlays" / f"{name}.png")
     return mask_path
 
 
 def predict_folder(
-    weights: str | Path,
+    weights: str | Path | list[str | Path],
     source: str | Path = "inference/img",
     out: str | Path = "inference/out",
     device: str = "auto",
@@ -231,9 +230,10 @@ def predict_folder(
     Masks hold the dataset's original values (e.g. 0/128/255). Each DICOM slice gets its own mask; a
     NIfTI volume is segmented slice by slice into ``out/masks/NAME.nii.gz`` (or ``.nii``) with the
     input's affine and voxel sizes, and its overlay shows the slice with the most foreground. Intensities
-    are mapped as in training (the checkpoint's CT window). A bad image is reported and skipped; the
-    others are still processed. ``tta``, ``tta_vflip``, ``infer_mode`` and ``compile`` are those of
-    :class:`Predictor`.
+    are mapped as in training (the checkpoint's CT window). Files whose stems collide (``a.png`` and
+    ``a.jpg``) are written under their whole names (``a.png.png``, ``a.jpg.png``). A file that fails for
+    any reason is listed in the summary's ``failed`` (one line each) and the others are still processed.
+    ``tta``, ``tta_vflip``, ``infer_mode`` and ``compile`` are those of :class:`Predictor`.
 
     Raises:
         DatasetError: ``source`` missing or holding no images.
@@ -245,25 +245,117 @@ def predict_folder(
     files = sorted(p for p in source.iterdir() if p.is_file() and p.name.lower().endswith(tuple(suffixes)))
     if not files:
         raise DatasetError(f"{source}: no images ({', '.join(suffixes)}); put images there or pass --source DIR")
-    from .ensemble import load_predictor  # local: ensemble builds on this module
-
     predictor = load_predictor(weights, device, amp, tta=tta, tta_vflip=tta_vflip, infer_mode=infer_mode,
                                compile=compile)
     (out / "masks").mkdir(parents=True, exist_ok=True)
     (out / "overlays").mkdir(parents=True, exist_ok=True)
     summary = PredictionSummary()
-    for path in files:
+    for path, name in zip(files, _output_names(files)):
         try:
-            if path.name.lower().endswith(NIFTI_SUFFIXES):
-                summary.written.append(_predict_volume(predictor, path, out))
-                continue
-            image = predictor.read(path)
-            pred = predictor.predict_image(image, path)
+            summary.written.append(_predict_file(predictor, path, out, name))
+        except KeyboardInterrupt:
+            raise
         except DatasetError as err:
             summary.failed.append(str(err))
-            continue
-        mask_path = out / "masks" / f"{file_stem(path)}.png"
-        Image.fromarray(predictor.value_map.decode(pred)).save(mask_path)
-        Image.fromarray(overlay(image, pred)).save(out / "overlays" / f"{file_stem(path)}.png")
-        summary.written.append(mask_path)
+        except Exception as err:  # any other failure of one file (a decompression bomb, a PIL bug): the rest go on
+            summary.failed.append(f"{path}: {type(err).__name__}: {err}".splitlines()[0])
     return summary
+
+
+def _output_names(files: list[Path]) -> list[str]:
+    """Output stem per input: its stem, or its whole name where stems collide (``a.png`` and ``a.jpg``)."""
+    stems = [file_stem(p) for p in files]
+    return [p.name if stems.count(stem) > 1 else stem for p, stem in zip(files, stems)]
+
+
+def _predict_file(predictor: Predictor, path: Path, out: Path, name: str) -> Path:
+    """Segment one file into ``out/masks`` and ``out/overlays`` under ``name``; returns the mask's path."""
+    if path.name.lower().endswith(NIFTI_SUFFIXES):
+        return _predict_volume(predictor, path, out, name)
+    image = predictor.read(path)
+    pred = predictor.predict_image(image, path)
+    mask_path = out / "masks" / f"{name}.png"
+    Image.fromarray(predictor.value_map.decode(pred)).save(mask_path)
+    Image.fromarray(overlay(image, pred)).save(out / "overlays" / f"{name}.png")
+    return mask_path
+
+
+# ---------------------------------------------------------------- fold ensembles
+
+
+class EnsemblePredictor:
+    """Members' class probabilities averaged (each member normalises the image as it was trained).
+
+    Raises:
+        ValueError: members of different class maps, input channels or intensity mappings.
+    """
+
+    def __init__(self, members: Sequence[Predictor], sources: Sequence[str | Path],
+                 postprocess: PostProcessing | None = None) -> None:
+        first = members[0]
+        for member, source in zip(members[1:], sources[1:]):
+            for what, mine, theirs in (
+                ("classes (mask value -> class)", member.value_map.to_dict(), first.value_map.to_dict()),
+                ("input channels", member.channels, first.channels),
+                ("intensity mapping", member.intensity.to_dict(), first.intensity.to_dict()),
+            ):
+                if mine != theirs:
+                    raise ValueError(f"{source}: {what} {mine} but {sources[0]} has {theirs}; an ensemble needs "
+                                     "checkpoints trained on the same classes and inputs")
+        self.members, self.sources, self.postprocess = list(members), [str(s) for s in sources], postprocess
+        self.value_map, self.channels, self.intensity = first.value_map, first.channels, first.intensity
+        self.device, self.base_size, self.infer_mode = first.device, first.base_size, first.infer_mode
+
+    @property
+    def num_classes(self) -> int:
+        return self.value_map.num_classes
+
+    def read(self, path: str | Path, slice_index: int | None = None) -> np.ndarray:
+        return self.members[0].read(path, slice_index)
+
+    @torch.no_grad()
+    def predict_proba(self, image: np.ndarray, source: str | Path = "image") -> torch.Tensor:
+        total = self.members[0].predict_proba(image, source)
+        for member in self.members[1:]:
+            total += member.predict_proba(image, source)
+        return total / len(self.members)
+
+    def predict_image(self, image: np.ndarray, source: str | Path = "image") -> np.ndarray:
+        pred = self.predict_proba(image, source).argmax(0).numpy()
+        return self.postprocess(pred) if self.postprocess is not None else pred
+
+
+def ensemble_members(weights: str | Path | Sequence[str | Path]) -> tuple[list[Path], Path | None]:
+    """Checkpoint files named by ``weights`` and the post-processing file that goes with them (or None).
+
+    A folder of ``gctxseg cv`` gives its folds' final weights (``fold_*/last.pt``, the ones its out-of-fold
+    score and post-processing were measured with) and ``postprocessing.json``; a run folder its ``best.pt``;
+    files are taken as they are.
+    """
+    items = [weights] if isinstance(weights, (str, Path)) else list(weights)
+    files, postprocessing = [], None
+    for item in map(Path, items):
+        if item.is_dir():
+            folds = sorted(item.glob("fold_*/last.pt"))
+            if folds:
+                files += folds
+                postprocessing = item / "postprocessing.json" if (item / "postprocessing.json").is_file() else None
+            elif (item / "best.pt").is_file():
+                files.append(item / "best.pt")
+            else:
+                raise ValueError(f"{item}: no best.pt and no fold_*/last.pt; pass a run or 'gctxseg cv' folder")
+        else:
+            files.append(item)
+    return files, postprocessing
+
+
+def load_predictor(weights: str | Path | Sequence[str | Path], device: str = "auto", amp: str = "auto",
+                   **options) -> Predictor | EnsemblePredictor:
+    """A Predictor for one checkpoint, an EnsemblePredictor for several (``options`` go to each Predictor)."""
+    files, postprocessing = ensemble_members(weights)
+    postprocess = PostProcessing.load(postprocessing) if postprocessing else None
+    members = [Predictor(f, device, amp, **options) for f in files]
+    if len(members) == 1:
+        members[0].postprocess = postprocess
+        return members[0]
+    return EnsemblePredictor(members, files, postprocess)

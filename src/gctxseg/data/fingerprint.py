@@ -23,7 +23,13 @@ from .folder import ImagePair
 from .intensity import IntensityMapping, choose_intensity
 from .io import ImageInfo, is_scan, read_image, read_info, read_mask
 
-__all__ = ["MaskValueMap", "DatasetFingerprint", "fingerprint_dataset"]
+__all__ = ["MaskValueMap", "DatasetFingerprint", "fingerprint_dataset", "MAX_CLASSES"]
+
+MAX_CLASSES = 256  # class indices are stored as uint8 (dataset, disk cache): more would wrap around
+# "many values, most rare": what anti-aliasing, resizing or JPEG leaves in a picture mask (measured on the
+# phantom: JPEG quality 95 gives 27 values, 23 under 0.5% of the pixels; label sets have a few common values)
+MANY_MASK_VALUES = 10
+RARE_VALUE_SHARE = 0.005
 
 
 class MaskValueMap:
@@ -108,6 +114,33 @@ def _broadcast_pool(samples: list[np.ndarray], channels: int) -> np.ndarray:
     return np.concatenate([np.broadcast_to(p, (p.shape[0], channels)) for p in samples])
 
 
+def _check_label_values(value_counts: dict[int, int], richest_mask: tuple[int, object, bool]) -> None:
+    """Refuse training masks whose values cannot be class labels (every distinct value becomes a class).
+
+    Raises:
+        DatasetError: more values than uint8 class indices hold, or (picture masks) many values of which most
+            are rare: anti-aliasing, resizing or JPEG compression, named with the mask that has the most values.
+    """
+    count, mask, is_picture = richest_mask
+    total = sum(value_counts.values())
+    common = sorted(value_counts, key=value_counts.get, reverse=True)
+    rare = [v for v in common if value_counts[v] < RARE_VALUE_SHARE * total]
+    shown = ", ".join(f"{v} ({100 * value_counts[v] / total:.1f}%)" for v in common[:4])
+    found = f"values {shown} and {len(common) - 4} more" if len(common) > 4 else f"values {shown}"
+    if is_picture and len(common) > MANY_MASK_VALUES and len(rare) > len(common) / 2:
+        raise DatasetError(
+            f"{mask}: {count} distinct mask values ({len(common)} in all the training masks: {found}, "
+            f"{len(rare)} of them each under {100 * RARE_VALUE_SHARE:g}% of the pixels) look like anti-aliasing or "
+            "JPEG, not class labels; save masks as PNG without anti-aliasing (nearest-neighbour resizing), or "
+            "threshold them to the class values"
+        )
+    if len(common) > MAX_CLASSES:
+        raise DatasetError(
+            f"{mask}: the training masks hold {len(common)} distinct values ({found}) but at most {MAX_CLASSES} "
+            "classes fit the uint8 class indices; merge labels or relabel the masks 0..255"
+        )
+
+
 def fingerprint_dataset(
     pairs: Sequence[ImagePair],
     known_values: Sequence[int] | None = None,
@@ -153,6 +186,7 @@ def fingerprint_dataset(
     kinds: dict[str, int] = {}
     spacings: list[tuple[float, float]] = []
     value_counts: dict[int, int] = {}
+    richest_mask: tuple[int, object, bool] = (0, None, False)  # most distinct values: (count, mask, is a picture)
     infos: dict[Path, ImageInfo | None] = {}
     channels = 0
     sums = []  # per image: (pixels, sum, sum of squares) of the mapped values, per channel
@@ -188,6 +222,8 @@ def fingerprint_dataset(
             continue
         for v, c in zip(values.tolist(), counts.tolist()):
             value_counts[v] = value_counts.get(v, 0) + c
+        if len(values) > richest_mask[0]:
+            richest_mask = (len(values), where, not is_scan(pair.mask))
         background = int(values[0]) if background is None else min(background, int(values[0]))
         key = f"{image.shape[0]}x{image.shape[1]}"
         sizes[key] = sizes.get(key, 0) + 1
@@ -208,6 +244,8 @@ def fingerprint_dataset(
             mapped = mapping.apply(image).reshape(-1, mapping.channels(image.shape[2])).astype(np.float64)
             sums.append((mapped.shape[0], mapped.sum(0), (mapped**2).sum(0)))
     raise_collected(problems)
+    if known is None:
+        _check_label_values(value_counts, richest_mask)
     pooled = _broadcast_pool(samples, channels)
     low, high = np.percentile(pooled, [0.5, 99.5], axis=0)
     fg_pooled = _broadcast_pool(fg_values, channels)[np.concatenate(fg_labels) > background] if fg_values else None

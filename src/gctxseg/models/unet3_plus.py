@@ -13,8 +13,8 @@ K-class softmax logits we do the equivalent in eval mode only: where ``sigmoid(s
 logits are lowered below the background logit (by ``CGM_MARGIN``) so every pixel predicts background (with
 ``num_classes == 1``, a sigmoid output, the single logit is capped at ``-CGM_MARGIN``). In training the
 segmentation logits are left untouched and the classification logit (``N x 1``) is kept in
-``model.last_cls_logit`` so a training loop may add ``BCEWithLogits(last_cls_logit,
-UNet3Plus.classification_target(target))``.
+``model.last_cls_logit``; :meth:`UNet3Plus.auxiliary_loss` turns it into the BCE term the training loss adds
+(``BCEWithLogits(last_cls_logit, UNet3Plus.classification_target(target))``), so the loop stays generic.
 
 How we differ from the authors' code: convolutions before BatchNorm carry no bias, bilinear up-sampling uses
 ``align_corners=False``, the CGM is reworked for multi-class logits as above, and any input size is accepted
@@ -152,6 +152,15 @@ class UNet3Plus(nn.Module):
     def classification_target(target: torch.Tensor) -> torch.Tensor:
         """``N x H x W`` class indices -> ``N x 1`` float: 1 where the image has any class > 0 pixel."""
         return (target > 0).flatten(1).any(dim=1, keepdim=True).float()
+
+    def auxiliary_loss(self, target: torch.Tensor) -> torch.Tensor | None:
+        """The CGM's "does this image hold any foreground?" BCE for the last forward pass (None without a CGM).
+
+        Added to the segmentation loss by :func:`gctxseg.losses.training_loss`; ``target`` is ``N x H x W``.
+        """
+        if self.cls_head is None or self.last_cls_logit is None:
+            return None
+        return F.binary_cross_entropy_with_logits(self.last_cls_logit.float(), self.classification_target(target))
 
     def _suppress_foreground(self, logits: torch.Tensor, has_foreground: torch.Tensor) -> torch.Tensor:
         """Make samples whose ``has_foreground`` (``N`` bool) is False predict background everywhere."""
