@@ -110,6 +110,7 @@ def test_resume_names_the_ignored_flags_and_an_explicit_epochs_wins(phantom_dir,
             "--data-train", str(phantom_dir / "train" / "images"), "--data-val", str(phantom_dir / "val" / "images")]
     assert main(args) == 0
     last = tmp_path / "runs" / "exp" / "last.pt"
+    first_lr = json.loads((last.parent / "log.json").read_text())["train parameters"]["lr"]  # planned: not given
     capsys.readouterr()
     assert main(["train", "--resume", str(last), "--epochs", "2", "--lr", "0.5", "--batch-size", "2"]) == 0
     err = capsys.readouterr().err
@@ -117,7 +118,7 @@ def test_resume_names_the_ignored_flags_and_an_explicit_epochs_wins(phantom_dir,
     assert ignored == [ignored[0]] and "--batch-size, --lr" in ignored[0]
     log = json.loads((last.parent / "log.json").read_text())
     assert [k for k in log if k.startswith("epoch:")] == ["epoch:0", "epoch:1"]
-    assert log["train parameters"]["lr"] == TrainConfig.lr and log["train parameters"]["batch size"] == 4
+    assert log["train parameters"]["lr"] == first_lr != 0.5 and log["train parameters"]["batch size"] == 4
     # an explicit --epochs equal to the default still counts (a 400-epoch run shortened to 300)
     assert {"epochs", "resume"} <= _given_train_settings(["train", "--resume", "x.pt", "--epochs", "300"])
     saved = {"config": asdict(tiny_config(phantom_dir, tmp_path, epochs=400))}
@@ -152,5 +153,6 @@ def test_weight_decay_spares_norm_weights_biases_and_position_tables(tiny_run):
     for name, param in model.named_parameters():
         exempt = param.ndim <= 1 or name.endswith(".bias") or "relative_position_bias_table" in name
         assert (id(param) not in decayed) == exempt, name
-    saved = torch.load(tiny_run / "last.pt", weights_only=True)["optimizer"]["param_groups"]
-    assert sorted(g["weight_decay"] for g in saved) == [0.0, TrainConfig.weight_decay]
+    ckpt = torch.load(tiny_run / "last.pt", weights_only=True)
+    planned = ckpt["config"]["weight_decay"]  # the run's (planned) weight decay
+    assert planned > 0 and sorted(g["weight_decay"] for g in ckpt["optimizer"]["param_groups"]) == [0.0, planned]
