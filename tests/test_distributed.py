@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -72,3 +73,77 @@ def test_two_cpu_processes_validate_like_one_process(phantom_dir, tmp_path, mode
     # mean of per-batch Dice-CE losses and depends on how images are batched, so it is left out
     for key in ("pixel accuracy", "Dice", "IoU", "Precision", "Recall", "mean dice", "mean iou"):
         assert ddp_val[key] == pytest.approx(one_val[key], abs=1e-9, nan_ok=True), key
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _two_ranks(args: list[str]) -> list[subprocess.Popen]:
+    """Two gloo ranks of ``gctxseg ARGS`` started by hand (what torchrun does), so a test can signal one of them."""
+    port = _free_port()
+    procs = []
+    for rank in (0, 1):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": str(port), "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2"}  # fmt: skip
+        procs.append(subprocess.Popen([sys.executable, "-m", "gctxseg", *args], stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True, env=env))  # fmt: skip
+    return procs
+
+
+def _tiny_train_args(data, results, epochs: int) -> list[str]:
+    return [
+        "train", "--data-train", str(data / "train" / "images"), "--data-val", str(data / "val" / "images"),
+        "--model", "unet", "--model-option", "base_width=4", "--base-size", "32", "32", "--epochs", str(epochs),
+        "--batch-size", "2", "--workers", "0", "--amp", "off", "--device", "cpu", "--results", str(results),
+    ]  # fmt: skip
+
+
+def test_sigterm_to_one_rank_stops_both_together_and_resume_continues(phantom_dir, tmp_path):
+    import signal
+    import time
+
+    run = tmp_path / "runs" / "exp"
+    procs = _two_ranks(_tiny_train_args(phantom_dir, tmp_path / "runs", 50))
+    deadline = time.time() + 240
+    while not (run / "log.json").exists():  # the first epoch is on disk
+        assert all(p.poll() is None for p in procs) and time.time() < deadline, [p.communicate() for p in procs]
+        time.sleep(0.05)
+    procs[1].send_signal(signal.SIGTERM)  # the rank that does not write: rank 0 must notice too
+    signalled = time.time()
+    outputs = [p.communicate(timeout=120) for p in procs]  # without the agreement: gloo's 30-minute timeout
+    assert time.time() - signalled < 60, "a rank waited for the other"
+    assert [p.returncode for p in procs] == [130, 130], outputs
+    assert outputs[0][1].count("resume with: gctxseg train --resume") == 1 and "resume with" not in outputs[1][1]
+    stopped_at = load_checkpoint(run / "last.pt")["epoch"]
+    assert 0 <= stopped_at < 49
+    resumed = subprocess.run([sys.executable, "-m", "gctxseg", "train", "--resume", str(run / "last.pt"),
+                              "--epochs", str(stopped_at + 2), "--workers", "0"],
+                             capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    log = json.loads((run / "log.json").read_text())
+    assert [k for k in log if k.startswith("epoch:")] == [f"epoch:{e}" for e in range(stopped_at + 2)]
+
+
+def test_two_ranks_validate_a_single_image(phantom_dir, tmp_path):
+    """Rank 1 gets an empty validation shard: validation runs the bare model, counts are still summed."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(phantom_dir, data)
+    for kind in ("images", "masks"):
+        for extra in sorted((data / "val" / kind).iterdir())[1:]:
+            extra.unlink()
+    procs = _two_ranks(_tiny_train_args(data, tmp_path / "runs", 1))
+    outputs = [p.communicate(timeout=600) for p in procs]  # minutes only on a loaded 2-core machine
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    run = tmp_path / "runs" / "exp"
+    ddp_val = json.loads((run / "log.json").read_text())["epoch:0"]["val log:"]["info"]
+    one_val = _single_process_val(data, run / "last.pt")
+    for key in ("pixel accuracy", "Dice", "IoU", "mean dice"):
+        logged = ddp_val[key] if key != "Dice" else [math.nan if d is None else d for d in ddp_val[key]]  # JSON null
+        assert logged == pytest.approx(one_val[key], abs=1e-9, nan_ok=True), key
