@@ -104,6 +104,31 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda ... (default auto)")
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"], help="precision (default auto)")
     _add_inference_options(p)
+    _add_measurement_options(p)
+
+
+def _add_measurement_options(p: argparse.ArgumentParser) -> None:
+    """Pixel/slice spacing, B-scan grouping and class names of measurements.csv (gctxseg.measurements)."""
+    p.add_argument("--pixel-spacing", type=float, nargs=2, default=None, metavar=("ROW_MM", "COL_MM"),
+                   help="pixel size in mm of PNG/JPEG B-scans for areas in mm2 (DICOM/NIfTI: from the header; "
+                        "default: spacing.json in the images folder, else areas are left blank)")
+    p.add_argument("--slice-spacing", type=float, default=None, metavar="MM",
+                   help="distance in mm between the B-scans of a --group-regex volume (or DICOM slices without "
+                        "positions), for volumes in mm3")
+    p.add_argument("--group-regex", default=None, metavar="REGEX",
+                   help="join B-scans into volumes by this regex on the file stem: its (?P<volume>...) group, "
+                        "else its first group, names the volume, e.g. '(.+)_bscan\\d+$'")
+    p.add_argument("--class-names", nargs="+", default=[], metavar="NAME",
+                   help="names of the foreground classes in measurements.csv, e.g. edema hole (default class1 ...)")
+
+
+def _measurement_options(args: argparse.Namespace):
+    from .measurements import MeasurementOptions
+
+    return MeasurementOptions(
+        pixel_spacing=tuple(args.pixel_spacing) if args.pixel_spacing else None, slice_spacing=args.slice_spacing,
+        group_regex=args.group_regex, class_names=tuple(args.class_names),
+    )
 
 
 def _add_inference_options(p: argparse.ArgumentParser) -> None:
@@ -215,8 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             summary = predict_folder(args.weights, args.source, args.out, args.device, args.amp,
                                      tta=args.tta, tta_vflip=args.tta_vflip, infer_mode=args.infer_mode,
-                                     compile=args.compile)
-            print(f"wrote {len(summary.written)} masks and overlays to {args.out}")
+                                     compile=args.compile, measure=_measurement_options(args))
+            print(f"wrote {len(summary.written)} masks and overlays to {args.out}, measurements.csv and index.html")
             if summary.failed:
                 print(f"{len(summary.failed)} image(s) failed:", *summary.failed, sep="\n  ", file=sys.stderr)
                 return 1

@@ -16,6 +16,7 @@ from torchvision.transforms.v2 import functional as TF
 from .data import DatasetError, IntensityMapping, MaskValueMap, read_image
 from .data.io import NIFTI_SUFFIXES, READABLE_SUFFIXES, file_stem, read_volume, write_volume_mask
 from .engine import autocast_dtype, load_checkpoint
+from .measurements import MeasurementOptions, class_names_for, plan_measurements, write_folder_measurements
 from .models import create_model
 from .utils import compile_model, resolve_device
 from .visualize import overlay
@@ -195,6 +196,8 @@ class PredictionSummary:
 
     written: list[Path] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)  # one line per bad file
+    measurements: list = field(default_factory=list)  # measurements.Measurement rows of measurements.csv
+    class_names: list[str] = field(default_factory=list)  # foreground classes, as in the CSV header
 
 
 def _predict_volume(predictor: Predictor, path: Path, out: Path) -> Path:
@@ -223,6 +226,7 @@ def predict_folder(
     tta_vflip: bool = False,
     infer_mode: str = "resize",
     compile: bool = False,
+    measure: MeasurementOptions | None = None,
 ) -> PredictionSummary:
     """Segment every image in ``source``; write ``out/masks/NAME.png`` and ``out/overlays/NAME.png``.
 
@@ -231,11 +235,13 @@ def predict_folder(
     input's affine and voxel sizes, and its overlay shows the slice with the most foreground. Intensities
     are mapped as in training (the checkpoint's CT window). A bad image is reported and skipped; the
     others are still processed. ``tta``, ``tta_vflip``, ``infer_mode`` and ``compile`` are those of
-    :class:`Predictor`.
+    :class:`Predictor`. ``out/measurements.csv`` and ``out/index.html`` (the gallery) hold each image's
+    amounts per class, in mm² / mm³ where ``measure`` or the files give the spacing
+    (:mod:`gctxseg.measurements`).
 
     Raises:
-        DatasetError: ``source`` missing or holding no images.
-        ValueError: unreadable checkpoint.
+        DatasetError: ``source`` missing or holding no images; slices of one volume differing in size.
+        ValueError: unreadable checkpoint; bad ``measure`` options.
     """
     source, out = Path(source), Path(out)
     if not source.is_dir():
@@ -243,7 +249,10 @@ def predict_folder(
     files = sorted(p for p in source.iterdir() if p.is_file() and p.name.lower().endswith(tuple(suffixes)))
     if not files:
         raise DatasetError(f"{source}: no images ({', '.join(suffixes)}); put images there or pass --source DIR")
+    measure = measure or MeasurementOptions()
+    plan = plan_measurements(files, measure, source)  # bad spacing or grouping stops here, before any prediction
     predictor = Predictor(weights, device, amp, tta=tta, tta_vflip=tta_vflip, infer_mode=infer_mode, compile=compile)
+    class_names = class_names_for(measure, predictor.num_classes)
     (out / "masks").mkdir(parents=True, exist_ok=True)
     (out / "overlays").mkdir(parents=True, exist_ok=True)
     summary = PredictionSummary()
@@ -261,4 +270,6 @@ def predict_folder(
         Image.fromarray(predictor.value_map.decode(pred)).save(mask_path)
         Image.fromarray(overlay(image, pred)).save(out / "overlays" / f"{file_stem(path)}.png")
         summary.written.append(mask_path)
+    summary.measurements = write_folder_measurements(plan, summary.written, predictor.value_map, out, class_names)
+    summary.class_names = class_names
     return summary
