@@ -165,3 +165,26 @@ def test_bad_measurement_options_stop_predict_with_one_line(tmp_path, capsys, fl
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.count("\n") == 1, err
     assert not (tmp_path / "pred").exists()  # stopped before loading weights or writing anything
+
+
+def test_synth_writes_a_realistic_pixel_spacing_beside_the_data(tmp_path, capsys):
+    from gctxseg.measurements import read_spacing_file
+
+    assert main(["synth", "--out", str(tmp_path / "ph"), "--n", "3", "--size", "40", "60"]) == 0
+    assert "spacing.json" in capsys.readouterr().out
+    for folder in ("", "train/images", "val/images"):
+        row_mm, col_mm = read_spacing_file(tmp_path / "ph" / folder)
+        assert (row_mm * 40, col_mm * 60) == pytest.approx((2.0, 6.0))  # 2 mm deep, 6 mm wide
+
+
+def test_demo_prints_the_predicted_areas_in_mm2(tmp_path):
+    from gctxseg.demo import predicted_areas
+    from gctxseg.predict import PredictionSummary
+
+    a = _bscan(tmp_path, "a", (40, 50), [(128, 0, 10, 0, 10), (255, 20, 22, 0, 5)])  # 100 edema, 10 hole
+    write_spacing_file(tmp_path / "img", 0.01, 0.02)
+    plan = plan_measurements([a[0]], MeasurementOptions(), tmp_path / "img")
+    rows = write_folder_measurements(plan, [a[1]], VALUES, tmp_path / "out", NAMES)
+    text = predicted_areas(PredictionSummary(measurements=rows, class_names=NAMES))
+    assert "mm²" in text and "pixel 10.0 x 20.0 µm" in text
+    assert "edema 0.0200  hole 0.0020" in text  # 100 x 0.0002 mm², 10 x 0.0002 mm²

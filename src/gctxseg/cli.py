@@ -283,10 +283,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = export_onnx(args.weights, args.out, args.opset)
             print(f"wrote {result.path}; max abs logit difference ONNX Runtime vs PyTorch: {result.max_abs_diff:.2e}")
         elif args.command == "synth":
-            from .data.phantom import synthesize_dataset
+            from .data.phantom import phantom_pixel_spacing, synthesize_dataset
 
             counts = synthesize_dataset(args.out, n=args.n, size=tuple(args.size), seed=args.seed)
-            print(f"wrote {counts['train']} train and {counts['val']} val phantom B-scans to {args.out}")
+            row_mm, col_mm = phantom_pixel_spacing(tuple(args.size))
+            print(f"wrote {counts['train']} train and {counts['val']} val phantom B-scans to {args.out}; pixel spacing "
+                  f"{row_mm * 1000:.1f} x {col_mm * 1000:.1f} um (6 mm wide, 2 mm deep) in {args.out}/spacing.json")
         elif args.command == "demo":
             from .demo import run_demo
 
