@@ -172,7 +172,7 @@ def test_synth_writes_a_realistic_pixel_spacing_beside_the_data(tmp_path, capsys
 
     assert main(["synth", "--out", str(tmp_path / "ph"), "--n", "3", "--size", "40", "60"]) == 0
     assert "spacing.json" in capsys.readouterr().out
-    for folder in ("", "train/images", "val/images"):
+    for folder in ("", "train/images", "val/images"):  # written once in the root, found from the images folders
         row_mm, col_mm = read_spacing_file(tmp_path / "ph" / folder)
         assert (row_mm * 40, col_mm * 60) == pytest.approx((2.0, 6.0))  # 2 mm deep, 6 mm wide
 

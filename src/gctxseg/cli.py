@@ -8,10 +8,32 @@ import json
 import sys
 from collections.abc import Sequence
 
+from . import __version__
 from .data import DatasetError
 from .engine import NonFiniteLossError, TrainingInterrupted
 
 __all__ = ["main", "build_parser"]
+
+# what `gctxseg --help` opens with: what the tool does, then every command with one example
+DESCRIPTION = """\
+gctxseg trains, evaluates and serves 2D medical image segmentation models (GCtx-UNet, U-Net, UNet++,
+UNet3+, GCT-UNet) on a folder of images and masks: retinal OCT B-scans (edema, macular holes), CT slices
+(DICOM, NIfTI). Predictions come with fluid areas (mm2) and volumes (mm3) per image and a gallery."""
+
+COMMANDS = """\
+commands (gctxseg COMMAND --help for all options):
+  demo      phantom data -> train -> predict, CPU friendly      gctxseg demo
+  synth     write the synthetic OCT phantom                    gctxseg synth --out data --n 400
+  train     train on images + masks                            gctxseg train --data-train data/train/images \\
+                                                                 --data-val data/val/images --epochs 50
+  predict   masks, overlays, measurements.csv, index.html      gctxseg predict --source inference/img \\
+                                                                 --pixel-spacing 0.0039 0.0117
+  evaluate  Dice, HD95, NSD, area/volume agreement             gctxseg evaluate --weights runs/exp/best.pt \\
+                                                                 --data data/val/images
+  report    a run's report.html                                gctxseg report runs/exp
+  compare   runs side by side                                  gctxseg compare runs/exp runs/exp2
+  export    ONNX for CPU serving                               gctxseg export --weights runs/exp/best.pt
+  models    architectures, parameters, multiply-adds           gctxseg models --base-size 224 224"""
 
 
 def _model_option(text: str) -> tuple[str, object]:
@@ -97,8 +119,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="segment a folder of images with a trained model")
-    p.add_argument("--weights", required=True,
-                   help="best.pt or last.pt of a run folder, or a model.onnx from 'gctxseg export' (ONNX Runtime, CPU)")
+    p.add_argument("--weights", default=None,
+                   help="best.pt or last.pt of a run folder, or a model.onnx from 'gctxseg export' (ONNX Runtime, "
+                        "CPU); default: best.pt of the newest run under --results")
+    p.add_argument("--results", default="runs", help="folder of run folders searched without --weights (default runs)")
     p.add_argument("--source", default="inference/img", help="folder of images (default inference/img)")
     p.add_argument("--out", default="inference/out", help="output folder (default inference/out)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda ... (default auto)")
@@ -160,6 +184,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--spacing", type=float, nargs=2, default=None, metavar=("ROW", "COL"),
                    help="pixel size, e.g. in mm, for HD95 and NSD in that unit (default: pixels)")
     p.add_argument("--worst-k", type=int, default=4, help="images in the worst/best case grids (default 4)")
+    _add_measurement_options(p)
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
@@ -201,8 +226,12 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gctxseg", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="gctxseg", usage="gctxseg [-h] [--version] COMMAND ...",
+                                     description=f"{DESCRIPTION}\n\n{COMMANDS}",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"gctxseg {__version__}")
+    # the commands are listed with examples in the description: not a second time from their help strings
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help=argparse.SUPPRESS)
     _add_train(sub)
     _add_predict(sub)
     _add_evaluate(sub)
@@ -238,9 +267,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "predict":
             from .predict import predict_folder
 
+            measure = _measurement_options(args)
+            measure.check()  # bad spacing flags fail before the weights are looked for
+            if args.weights is None:
+                from .runfinder import newest_best_weights
+
+                args.weights = str(newest_best_weights(args.results))
+                print(f"using {args.weights} (best.pt of the newest run under {args.results}; --weights picks another)")
             summary = predict_folder(args.weights, args.source, args.out, args.device, args.amp,
                                      tta=args.tta, tta_vflip=args.tta_vflip, infer_mode=args.infer_mode,
-                                     compile=args.compile, measure=_measurement_options(args))
+                                     compile=args.compile, measure=measure)
             print(f"wrote {len(summary.written)} masks and overlays to {args.out}, measurements.csv and index.html")
             if summary.failed:
                 print(f"{len(summary.failed)} image(s) failed:", *summary.failed, sep="\n  ", file=sys.stderr)
@@ -256,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.weights, args.data, args.img_f, args.mask_f, out, device=args.device, amp=args.amp,
                 tta=args.tta, tta_vflip=args.tta_vflip, infer_mode=args.infer_mode, compile=args.compile,
                 nsd_tolerance=args.nsd_tolerance, spacing=tuple(args.spacing) if args.spacing else None,
-                worst_k=args.worst_k,
+                worst_k=args.worst_k, measure=_measurement_options(args),
             )
             s = result.summary
             print(format_table(s["per class"], ["name", "dice", "iou", "precision", "recall", "mean image dice",
@@ -264,6 +300,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{s['images']} images: pixel accuracy {s['pixel accuracy']:.4f}, mean dice {s['mean dice']:.4f}, "
                   f"mean iou {s['mean iou']:.4f}, mean hd95 {s['mean hd95']:.2f} {s['distance unit']}, "
                   f"mean nsd {s['mean nsd']:.4f}; wrote {out}/summary.json, metrics_per_image.csv and plots")
+            from .agreement import format_agreement
+
+            print(format_agreement(s["agreement"]) + f"\n(amounts_per_image.csv, bland_altman.png in {out})")
         elif args.command == "report":
             from .evaluate import write_run_report
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .data.phantom import CLASS_NAMES, synthesize_dataset
 from .engine import TrainConfig, train
-from .measurements import SPACING_FILE, MeasurementOptions
+from .measurements import MeasurementOptions, read_spacing_file
 from .predict import PredictionSummary, predict_folder
 from .report import summarize_run
 
@@ -49,12 +49,12 @@ def run_demo(
     source = inference / "img"
     source.mkdir(parents=True, exist_ok=True)
     if not any(source.iterdir()):
-        for image in sorted((data / "val" / "images").iterdir())[:8]:
+        for image in sorted((data / "val" / "images").glob("*.jpg"))[:8]:
             shutil.copy(image, source / image.name)
-    if (data / SPACING_FILE).is_file() and not (source / SPACING_FILE).is_file():
-        shutil.copy(data / SPACING_FILE, source / SPACING_FILE)  # the phantom's pixel size: areas in mm²
+    # the phantom's own pixel size (data/spacing.json, from synth), so the areas come out in mm²
+    measure = MeasurementOptions(pixel_spacing=read_spacing_file(data), class_names=CLASS_NAMES[1:])
     prediction = predict_folder(run / "best.pt", source, inference / "out", device=cfg.device, amp=cfg.amp,
-                                measure=MeasurementOptions(class_names=CLASS_NAMES[1:]))
+                                measure=measure)
 
     summary = summarize_run(run)
     best = summary["best val"]

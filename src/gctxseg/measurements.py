@@ -13,8 +13,9 @@ What is measured (one row of ``measurements.csv`` each):
   SpacingBetweenSlices, SliceThickness, ``--slice-spacing``).
 
 Where the pixel spacing comes from: the DICOM ``PixelSpacing`` or the NIfTI affine; for pictures (and
-DICOM without it) ``--pixel-spacing ROW_MM COL_MM``, else a ``spacing.json`` in the images folder (written
-by ``gctxseg synth``). A number whose unit cannot be known is left blank, never 0.
+DICOM without it) ``--pixel-spacing ROW_MM COL_MM``, else a ``spacing.json`` in the images folder or the
+two above it (``gctxseg synth`` writes ``data/spacing.json``, found for ``data/val/images``). A number
+whose unit cannot be known is left blank, never 0.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ __all__ = [
     "MeasurementOptions",
     "Measurement",
     "class_names_for",
+    "find_spacing_file",
     "read_spacing_file",
     "write_spacing_file",
     "geometry_of",
@@ -120,14 +122,23 @@ def write_spacing_file(folder: str | Path, row_mm: float, col_mm: float, note: s
     return path
 
 
+def find_spacing_file(images: str | Path) -> Path | None:
+    """``spacing.json`` of an images folder: in it, its parent or grandparent (``data/`` for ``data/val/images``)."""
+    folder = Path(images).resolve()
+    for candidate in (folder, folder.parent, folder.parent.parent):
+        if (candidate / SPACING_FILE).is_file():
+            return candidate / SPACING_FILE
+    return None
+
+
 def read_spacing_file(folder: str | Path) -> tuple[float, float] | None:
-    """(row, column) mm from ``folder/spacing.json``, None when there is none.
+    """(row, column) mm from the ``spacing.json`` of an images folder (see :func:`find_spacing_file`), or None.
 
     Raises:
         ValueError: the file is there but does not hold two positive numbers.
     """
-    path = Path(folder) / SPACING_FILE
-    if not path.is_file():
+    path = find_spacing_file(folder)
+    if path is None:
         return None
     try:
         row, col = (float(v) for v in json.loads(path.read_text())["pixel_spacing_mm"])
@@ -297,7 +308,8 @@ def plan_measurements(
     Args:
         files: the images and volumes to measure.
         options: pixel and slice spacing, grouping, class names.
-        folder: where to look for ``spacing.json`` when ``options.pixel_spacing`` is None.
+        folder: the images folder, where (or up to two levels above) to look for ``spacing.json`` when
+            ``options.pixel_spacing`` is None.
 
     Raises:
         ValueError: a bad option, or ``--group-regex`` without a slice spacing.

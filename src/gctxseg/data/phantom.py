@@ -12,8 +12,8 @@ Classes: 0 background, 1 edema (intraretinal cysts and subretinal fluid), 2 full
 
 Pixel spacing: a macular B-scan spans about 6 mm across and 2 mm of depth, so an ``H x W`` phantom image has
 pixels of ``2/H`` mm (rows, axial) by ``6/W`` mm (columns, lateral): at 224 x 224, 8.9 x 26.8 µm.
-:func:`synthesize_dataset` writes it to ``spacing.json`` in the dataset root and beside each split's
-images, where ``gctxseg predict`` and ``evaluate`` find it, so areas come out in mm².
+:func:`synthesize_dataset` writes it to ``spacing.json`` in the dataset root, where ``gctxseg predict`` and
+``evaluate`` find it for ``root/{train,val}/images``, so areas come out in mm².
 
 Example::
 
@@ -518,8 +518,7 @@ def synthesize_dataset(
     and its index. The first ``n - round(n * val_fraction)`` indices go to ``train``, the rest to ``val``.
     Images are 8-bit grayscale (JPEG at quality 95 by default); masks are 8-bit grayscale with the values in
     :data:`MASK_VALUES` (class 0 -> 0, 1 -> 128, 2 -> 255). Existing files of the same name are overwritten.
-    The pixel spacing (:func:`phantom_pixel_spacing`) goes to ``spacing.json`` in ``out`` and in each
-    ``images`` folder.
+    The pixel spacing (:func:`phantom_pixel_spacing`) goes to ``out/spacing.json``.
 
     Args:
         out: Dataset root folder (created if missing).
@@ -567,8 +566,7 @@ def synthesize_dataset(
     from ..measurements import write_spacing_file  # local: measurements reads images through this package
 
     note = f"synthetic macular B-scan {BSCAN_WIDTH_MM:g} mm wide, {BSCAN_DEPTH_MM:g} mm deep, {size[0]}x{size[1]} px"
-    for folder in (root, root / "train" / "images", root / "val" / "images"):
-        write_spacing_file(folder, *phantom_pixel_spacing(size), note=note)
+    write_spacing_file(root, *phantom_pixel_spacing(size), note=note)  # found from root/{train,val}/images too
     return {"train": n_train, "val": n_val}
 
 
