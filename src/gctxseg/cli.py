@@ -112,8 +112,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ds-head", choices=["final", "mean"], default=None,
                    help="unet++ inference output: the final head or the mean of the four (default final)")
     p.add_argument("--attention-gate", action="store_true", help="gct_unet: attention gates on the skips")
-    p.add_argument("--encoder-weights", default=None, metavar="PATH",
-                   help="gctx_unet: ImageNet GC ViT-xxtiny checkpoint (timm or NVlabs keys) for the encoder")
+    p.add_argument("--encoder-weights", default=None, metavar="PATH|imagenet",
+                   help="gctx_unet: ImageNet GC ViT-xxtiny checkpoint (timm or NVlabs keys) for the encoder, or "
+                        "'imagenet': timm's gcvit_xxtiny weights through timm's download and cache")
+    p.add_argument("--decoder-init", default=d.decoder_init, choices=["none", "mirror"],
+                   help="gctx_unet with --encoder-weights: 'mirror' starts each decoder stage from the encoder "
+                        "stage of the same scale, as the authors do (default none)")
     p.add_argument("--resume", default=None, metavar="LAST_PT", help="continue a run from its last.pt")
 
 
@@ -253,12 +257,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "train":
             from .engine import TrainConfig, train
 
+            if args.decoder_init != "none" and not args.encoder_weights:
+                raise ValueError(f"--decoder-init {args.decoder_init} mirrors ImageNet encoder weights into the "
+                                 "decoder; add --encoder-weights imagenet (or PATH)")
             train(TrainConfig(
                 data_train=args.data_train, data_val=args.data_val, img_f=args.img_f, mask_f=args.mask_f,
                 ct=args.ct, window=args.window, window_level=args.window_level, window_width=args.window_width,
                 windows=args.windows, empty_slice_fraction=args.empty_slice_fraction,
                 base_size=tuple(args.base_size), cache_dir=args.cache_dir, model=args.model,
                 model_options=_architecture_options(args), encoder_weights=args.encoder_weights,
+                decoder_init=args.decoder_init,
                 epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum, compile=args.compile,
                 lr=args.lr, lrf=args.lrf, warmup_epochs=args.warmup_epochs, weight_decay=args.weight_decay,
                 device=args.device, amp=args.amp, workers=args.workers, seed=args.seed, sync_bn=args.sync_bn,
