@@ -188,3 +188,12 @@ def test_demo_prints_the_predicted_areas_in_mm2(tmp_path):
     text = predicted_areas(PredictionSummary(measurements=rows, class_names=NAMES))
     assert "mm²" in text and "pixel 10.0 x 20.0 µm" in text
     assert "edema 0.0200  hole 0.0020" in text  # 100 x 0.0002 mm², 10 x 0.0002 mm²
+
+
+def test_an_unreadable_file_is_left_to_predict_to_report_and_the_rest_is_measured(tmp_path):
+    a = _bscan(tmp_path, "a", (16, 16), [(128, 0, 2, 0, 2)])
+    (tmp_path / "img" / "broken.png").write_bytes(b"not a png")
+    plan = plan_measurements([tmp_path / "img" / "broken.png", a[0]], MeasurementOptions())
+    assert [r.file for r in plan] == ["a.png"]
+    rows = write_folder_measurements(plan, [a[1]], VALUES, tmp_path / "out", NAMES)
+    assert rows[0].pixels == [4, 0]

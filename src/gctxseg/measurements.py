@@ -313,7 +313,7 @@ def plan_measurements(
 
     Raises:
         ValueError: a bad option, or ``--group-regex`` without a slice spacing.
-        DatasetError: an unreadable file, or slices of one volume that differ in size.
+        DatasetError: slices of one volume that differ in size (unreadable files are left out of the plan).
     """
     options.check()
     spacing = options.pixel_spacing or (read_spacing_file(folder) if folder is not None else None)
@@ -323,7 +323,10 @@ def plan_measurements(
                          "was given; pass the distance between B-scans in mm, e.g. --slice-spacing 0.12")
     rows, groups, series = [], {}, {}
     for path in map(Path, files):
-        geo = geometry_of(path, spacing)
+        try:
+            geo = geometry_of(path, spacing)
+        except DatasetError:
+            continue  # an unreadable file fails (and is reported) when it is predicted; the others go on
         if path.name.lower().endswith(NIFTI_SUFFIXES):
             rows.append(Measurement(path.name, "volume", geo, (path,)))
             continue
