@@ -108,7 +108,10 @@ def test_gallery_sorts_and_filters_in_headless_chromium(predicted, tmp_path):
 def test_gallery_is_readable_on_a_phone_width(predicted, tmp_path):
     shot = tmp_path / "phone.png"
     url = (predicted / "index.html").resolve().as_uri()
-    subprocess.run([*_chromium(tmp_path, 390), f"--screenshot={shot}", url], capture_output=True, timeout=120)
+    flags = _chromium(tmp_path, 390)
+    dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    assert 'data-page-fits="true"' in dom  # only the table scrolls sideways, the page fits 390 px
+    subprocess.run([*flags, f"--screenshot={shot}", url], capture_output=True, timeout=120)
     pixels = np.asarray(Image.open(shot).convert("RGB"))
     assert pixels.shape[:2] == (1400, 390)
     # an overlay (coloured thumbnails) fits in the phone's width: the page is not a blank or tiny render

@@ -35,7 +35,8 @@ img.overlay { width: 224px; max-width: 40vw; height: auto; display: block; }
 .note { color: #666; font-size: 0.85em; }
 """
 
-# sort/filter and the ?sort=&order=&present= state; sets <body data-rows-shown="N"> and data-images-loaded
+# sort/filter and the ?sort=&order=&present= state; sets <body data-rows-shown="N">, data-images-loaded and
+# data-page-fits (for headless checks)
 _JS = r"""
 const table = document.getElementById('measurements'), body = table.tBodies[0];
 const heads = [...table.tHead.rows[0].cells], select = document.getElementById('present');
@@ -71,6 +72,8 @@ filterPresent(select.value);
 window.addEventListener('load', () => {
   const imgs = [...document.images], loaded = imgs.filter(i => i.complete && i.naturalWidth > 0);
   document.body.dataset.imagesLoaded = loaded.length + '/' + imgs.length;
+  // the page itself never scrolls sideways (only the table does): readable on a phone without zooming
+  document.body.dataset.pageFits = document.documentElement.scrollWidth <= window.innerWidth;
 });
 """
 
