@@ -31,7 +31,7 @@ th, td { border: 1px solid #ccc; padding: 3px 6px; text-align: right; white-spac
 th { background: #f2f2f2; cursor: pointer; position: sticky; top: 0; user-select: none; }
 th[data-order="asc"]::after { content: " \\25B2"; } th[data-order="desc"]::after { content: " \\25BC"; }
 td.file, th.file, th:first-child { text-align: left; }
-img.overlay { width: 224px; max-width: 40vw; height: auto; display: block; }
+img.overlay { width: 160px; max-width: 35vw; height: auto; display: block; }
 .note { color: #666; font-size: 0.85em; }
 """
 
@@ -78,9 +78,17 @@ window.addEventListener('load', () => {
 """
 
 
+def _shown(text: str) -> str:
+    """A measurement as shown: 4 significant digits for mm values (the exact number stays in data-value)."""
+    try:
+        return text if "." not in text else format(float(text), ".4g")
+    except ValueError:
+        return text
+
+
 def _cell(text: str, css: str = "") -> str:
     cls = f' class="{css}"' if css else ""
-    return f'<td{cls} data-value="{html.escape(text)}">{html.escape(text)}</td>'
+    return f'<td{cls} data-value="{html.escape(text)}">{html.escape(_shown(text))}</td>'
 
 
 def _row(row: Measurement, names: Sequence[str], columns: Sequence[str], masks: dict[str, Path], out: Path) -> str:
@@ -109,6 +117,9 @@ def write_gallery(
     """
     out = Path(out)
     columns = ["file", "kind"] + [f"{n}_{w}" for n in class_names for w in ("pixels", "area_mm2", "volume_mm3")]
+    records = [measurement_record(r, class_names) for r in rows]
+    # a column blank in every row (volumes of single B-scans, areas without a spacing) only takes room
+    columns = [c for c in columns if c in ("file", "kind") or any(rec[c] for rec in records)]
     by_stem = {file_stem(m): Path(m) for m in masks}
     head = "<th>overlay</th>" + "".join(
         f'<th data-column="{html.escape(c)}"{" class=file" if c == "file" else ""}>{html.escape(c)}</th>'
@@ -125,7 +136,7 @@ def write_gallery(
         f"<h1>Predictions in {html.escape(str(out))} ({len(rows)} rows)</h1>\n"
         f'<div class="controls"><label>show <select id="present">{options}</select></label>'
         '<a href="measurements.csv">measurements.csv</a>'
-        '<span class="note">click a column to sort; blank = unknown (no pixel spacing)</span></div>\n'
+        '<span class="note">click a column to sort; blank = unknown; all columns in measurements.csv</span></div>\n'
         f'<div class="scroll"><table id="measurements"><thead><tr>{head}</tr></thead><tbody>\n{body}\n'
         f"</tbody></table></div>\n<script>{_JS}</script>\n</body></html>\n"
     )
