@@ -35,7 +35,7 @@ def test_same_seed_gives_identical_files(dataset, tmp_path):
     root, _ = dataset
     synthesize_dataset(tmp_path, n=10, size=SIZE, seed=3)
     assert _digests(tmp_path) == _digests(root)
-    assert len(_digests(root)) == 20
+    assert len(_digests(root)) == 21  # 10 images + 10 masks + spacing.json
 
 
 def test_different_seed_gives_different_files(dataset, tmp_path):
@@ -43,7 +43,7 @@ def test_different_seed_gives_different_files(dataset, tmp_path):
     synthesize_dataset(tmp_path, n=10, size=SIZE, seed=4)
     first, second = _digests(root), _digests(tmp_path)
     assert first.keys() == second.keys()
-    assert all(first[k] != second[k] for k in first if "/images/" in k)
+    assert all(first[k] != second[k] for k in first if "/images/" in k and k.endswith(".jpg"))
 
 
 def test_split_is_seven_to_three_and_layout(dataset):

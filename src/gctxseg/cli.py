@@ -8,10 +8,32 @@ import json
 import sys
 from collections.abc import Sequence
 
+from . import __version__
 from .data import DatasetError
 from .engine import NonFiniteLossError, TrainingInterrupted
 
 __all__ = ["main", "build_parser"]
+
+# what `gctxseg --help` opens with: what the tool does, then every command with one example
+DESCRIPTION = """\
+gctxseg trains, evaluates and serves 2D medical image segmentation models (GCtx-UNet, U-Net, UNet++,
+UNet3+, GCT-UNet) on a folder of images and masks: retinal OCT B-scans (edema, macular holes), CT slices
+(DICOM, NIfTI). Predictions come with fluid areas (mm2) and volumes (mm3) per image and a gallery."""
+
+COMMANDS = """\
+commands (gctxseg COMMAND --help for all options):
+  demo      phantom data -> train -> predict, CPU friendly      gctxseg demo
+  synth     write the synthetic OCT phantom                    gctxseg synth --out data --n 400
+  train     train on images + masks                            gctxseg train --data-train data/train/images \\
+                                                                 --data-val data/val/images --epochs 50
+  predict   masks, overlays, measurements.csv, index.html      gctxseg predict --source inference/img \\
+                                                                 --pixel-spacing 0.0039 0.0117
+  evaluate  Dice, HD95, NSD, area/volume agreement             gctxseg evaluate --weights runs/exp/best.pt \\
+                                                                 --data data/val/images
+  report    a run's report.html                                gctxseg report runs/exp
+  compare   runs side by side                                  gctxseg compare runs/exp runs/exp2
+  export    ONNX for CPU serving                               gctxseg export --weights runs/exp/best.pt
+  models    architectures, parameters, multiply-adds           gctxseg models --base-size 224 224"""
 
 
 def _model_option(text: str) -> tuple[str, object]:
@@ -131,8 +153,12 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ds-head", choices=["final", "mean"], default=None,
                    help="unet++ inference output: the final head or the mean of the four (default final)")
     p.add_argument("--attention-gate", action="store_true", help="gct_unet: attention gates on the skips")
-    p.add_argument("--encoder-weights", default=None, metavar="PATH",
-                   help="gctx_unet: ImageNet GC ViT-xxtiny checkpoint (timm or NVlabs keys) for the encoder")
+    p.add_argument("--encoder-weights", default=None, metavar="PATH|imagenet",
+                   help="gctx_unet: ImageNet GC ViT-xxtiny checkpoint (timm or NVlabs keys) for the encoder, or "
+                        "'imagenet': timm's gcvit_xxtiny weights through timm's download and cache")
+    p.add_argument("--decoder-init", default=d.decoder_init, choices=["none", "mirror"],
+                   help="gctx_unet with --encoder-weights: 'mirror' starts each decoder stage from the encoder "
+                        "stage of the same scale, as the authors do (default none)")
     p.add_argument("--resume", default=None, metavar="LAST_PT",
                    help="continue a run from its last.pt with its own settings; --epochs (extends or shortens), "
                         "--device and --workers may change, other flags given are named as ignored")
@@ -170,15 +196,41 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="segment a folder of images with a trained model")
-    p.add_argument("--weights", required=True, nargs="+",
+    p.add_argument("--weights", default=None, nargs="+",
                    help="best.pt or last.pt of a run folder, or a model.onnx from 'gctxseg export' (ONNX Runtime, "
                         "CPU); several checkpoints or a 'gctxseg cv' folder = an ensemble (softmax averaged, then "
-                        "the CV's post-processing)")
+                        "the CV's post-processing); default: best.pt of the newest run under --results")
+    p.add_argument("--results", default="runs", help="folder of run folders searched without --weights (default runs)")
     p.add_argument("--source", default="inference/img", help="folder of images (default inference/img)")
     p.add_argument("--out", default="inference/out", help="output folder (default inference/out)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda ... (default auto)")
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"], help="precision (default auto)")
     _add_inference_options(p)
+    _add_measurement_options(p)
+
+
+def _add_measurement_options(p: argparse.ArgumentParser) -> None:
+    """Pixel/slice spacing, B-scan grouping and class names of measurements.csv (gctxseg.measurements)."""
+    p.add_argument("--pixel-spacing", type=float, nargs=2, default=None, metavar=("ROW_MM", "COL_MM"),
+                   help="pixel size in mm of PNG/JPEG B-scans for areas in mm2 (DICOM/NIfTI: from the header; "
+                        "default: spacing.json in the images folder, else areas are left blank)")
+    p.add_argument("--slice-spacing", type=float, default=None, metavar="MM",
+                   help="distance in mm between the B-scans of a --group-regex volume (or DICOM slices without "
+                        "positions), for volumes in mm3")
+    p.add_argument("--group-regex", default=None, metavar="REGEX",
+                   help="join B-scans into volumes by this regex on the file stem: its (?P<volume>...) group, "
+                        "else its first group, names the volume, e.g. '(.+)_bscan\\d+$'")
+    p.add_argument("--class-names", nargs="+", default=[], metavar="NAME",
+                   help="names of the foreground classes in measurements.csv, e.g. edema hole (default class1 ...)")
+
+
+def _measurement_options(args: argparse.Namespace):
+    from .measurements import MeasurementOptions
+
+    return MeasurementOptions(
+        pixel_spacing=tuple(args.pixel_spacing) if args.pixel_spacing else None, slice_spacing=args.slice_spacing,
+        group_regex=args.group_regex, class_names=tuple(args.class_names),
+    )
 
 
 def _add_inference_options(p: argparse.ArgumentParser) -> None:
@@ -211,6 +263,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--spacing", type=float, nargs=2, default=None, metavar=("ROW", "COL"),
                    help="pixel size, e.g. in mm, for HD95 and NSD in that unit (default: pixels)")
     p.add_argument("--worst-k", type=int, default=4, help="images in the worst/best case grids (default 4)")
+    _add_measurement_options(p)
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
@@ -262,8 +315,12 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gctxseg", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="gctxseg", usage="gctxseg [-h] [--version] COMMAND ...",
+                                     description=f"{DESCRIPTION}\n\n{COMMANDS}",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"gctxseg {__version__}")
+    # the commands are listed with examples in the description: not a second time from their help strings
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help=argparse.SUPPRESS)
     _add_train(sub)
     _add_predict(sub)
     _add_evaluate(sub)
@@ -291,7 +348,7 @@ def _train_config(args: argparse.Namespace, **overrides):
         ct=args.ct, window=args.window, window_level=args.window_level, window_width=args.window_width,
         windows=args.windows, empty_slice_fraction=args.empty_slice_fraction,
         base_size=tuple(args.base_size) if args.base_size else None, cache_dir=args.cache_dir, model=args.model,
-        model_options=_architecture_options(args), encoder_weights=args.encoder_weights,
+        model_options=_architecture_options(args), encoder_weights=args.encoder_weights, decoder_init=args.decoder_init,
         epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum, compile=args.compile,
         lr=args.lr, lrf=args.lrf, warmup_epochs=args.warmup_epochs, weight_decay=args.weight_decay,
         foreground_share=args.fg_share, time_budget=args.time_budget, folds=args.folds, fold=args.fold,
@@ -309,6 +366,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "train":
             from .workflow import train_and_report
 
+            if args.decoder_init != "none" and not args.encoder_weights:
+                raise ValueError(f"--decoder-init {args.decoder_init} mirrors ImageNet encoder weights into the "
+                                 "decoder; add --encoder-weights imagenet (or PATH)")
             train_and_report(_train_config(args), given=_given_train_settings(argv))
         elif args.command == "cv":
             from pathlib import Path
@@ -333,10 +393,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "predict":
             from .predict import predict_folder
 
+            measure = _measurement_options(args)
+            measure.check()  # bad spacing flags fail before the weights are looked for
+            if args.weights is None:
+                from .runfinder import newest_best_weights
+
+                args.weights = str(newest_best_weights(args.results))
+                print(f"using {args.weights} (best.pt of the newest run under {args.results}; --weights picks another)")
             summary = predict_folder(args.weights, args.source, args.out, args.device, args.amp,
                                      tta=args.tta, tta_vflip=args.tta_vflip, infer_mode=args.infer_mode,
-                                     compile=args.compile)
-            print(f"wrote {len(summary.written)} masks and overlays to {args.out}")
+                                     compile=args.compile, measure=measure)
+            print(f"wrote {len(summary.written)} masks and overlays to {args.out}, measurements.csv and index.html")
             if summary.failed:
                 print(f"{len(summary.failed)} image(s) failed:", *summary.failed, sep="\n  ", file=sys.stderr)
                 return 1
@@ -353,7 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.weights, args.data, args.img_f, args.mask_f, out, device=args.device, amp=args.amp,
                 tta=args.tta, tta_vflip=args.tta_vflip, infer_mode=args.infer_mode, compile=args.compile,
                 nsd_tolerance=args.nsd_tolerance, spacing=tuple(args.spacing) if args.spacing else None,
-                worst_k=args.worst_k,
+                worst_k=args.worst_k, measure=_measurement_options(args),
             )
             s = result.summary
             print(format_table(s["per class"], ["name", "dice", "iou", "precision", "recall", "mean image dice",
@@ -361,6 +428,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{s['images']} images: pixel accuracy {s['pixel accuracy']:.4f}, mean dice {s['mean dice']:.4f}, "
                   f"mean iou {s['mean iou']:.4f}, mean hd95 {s['mean hd95']:.2f} {s['distance unit']}, "
                   f"mean nsd {s['mean nsd']:.4f}; wrote {out}/summary.json, metrics_per_image.csv and plots")
+            from .agreement import format_agreement
+
+            print(format_agreement(s["agreement"]) + f"\n(amounts_per_image.csv, bland_altman.png in {out})")
         elif args.command == "report":
             from .evaluate import write_run_report
 
@@ -384,10 +454,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print(f"wrote {convert_checkpoint(args.old, args.new, trust=args.trust)}; it loads without unpickling code")
         elif args.command == "synth":
-            from .data.phantom import synthesize_dataset
+            from .data.phantom import phantom_pixel_spacing, synthesize_dataset
 
             counts = synthesize_dataset(args.out, n=args.n, size=tuple(args.size), seed=args.seed)
-            print(f"wrote {counts['train']} train and {counts['val']} val phantom B-scans to {args.out}")
+            row_mm, col_mm = phantom_pixel_spacing(tuple(args.size))
+            print(f"wrote {counts['train']} train and {counts['val']} val phantom B-scans to {args.out}; pixel spacing "
+                  f"{row_mm * 1000:.1f} x {col_mm * 1000:.1f} um (6 mm wide, 2 mm deep) in {args.out}/spacing.json")
         elif args.command == "demo":
             from .demo import run_demo
 

@@ -6,9 +6,10 @@ import shutil
 import time
 from pathlib import Path
 
-from .data.phantom import synthesize_dataset
+from .data.phantom import CLASS_NAMES, synthesize_dataset
 from .engine import TrainConfig
-from .predict import predict_folder
+from .measurements import MeasurementOptions, read_spacing_file
+from .predict import PredictionSummary, predict_folder
 from .report import summarize_run
 from .workflow import train_and_report
 
@@ -52,9 +53,12 @@ def run_demo(
     source = inference / "img"
     source.mkdir(parents=True, exist_ok=True)
     if not any(source.iterdir()):
-        for image in sorted((data / "val" / "images").iterdir())[:8]:
+        for image in sorted((data / "val" / "images").glob("*.jpg"))[:8]:
             shutil.copy(image, source / image.name)
-    prediction = predict_folder(run / "best.pt", source, inference / "out", device=cfg.device, amp=cfg.amp)
+    # the phantom's own pixel size (data/spacing.json, from synth), so the areas come out in mm²
+    measure = MeasurementOptions(pixel_spacing=read_spacing_file(data), class_names=CLASS_NAMES[1:])
+    prediction = predict_folder(run / "best.pt", source, inference / "out", device=cfg.device, amp=cfg.amp,
+                                measure=measure)
 
     summary = summarize_run(run)
     best = summary["best val"]
@@ -62,9 +66,29 @@ def run_demo(
         f"\ndemo finished in {time.perf_counter() - start:.0f} s\n"
         f"  model        {summary['model']} ({summary['parameters'] / 1e6:.2f} M parameters)\n"
         f"  run folder   {run}  (log.json, curves.png, best.pt, last.pt, samples/)\n"
-        f"  predictions  {inference / 'out'} ({len(prediction.written)} masks + overlays)\n"
+        f"  predictions  {inference / 'out'} ({len(prediction.written)} masks + overlays, measurements.csv, "
+        "index.html)\n"
         f"  best epoch   {summary['best epoch'] + 1}: val mean Dice {best['mean dice']:.4f}, "
         f"mean IoU {best['mean iou']:.4f}, per class Dice "
         + ", ".join(f"{d:.4f}" for d in best["Dice"])
     )
+    print(predicted_areas(prediction))
     return summary
+
+
+def predicted_areas(prediction: PredictionSummary) -> str:
+    """The predicted area of each class per image, in mm² where the pixel spacing is known, as text lines."""
+    rows = [r for r in prediction.measurements if r.kind == "image" and r.pixels is not None]
+    if not rows:
+        return "  areas        none measured"
+    g = rows[0].geometry
+    unit = "mm²" if g.pixel_mm2 is not None else "pixels (no pixel spacing known)"
+    where = f", pixel {g.row_mm * 1000:.1f} x {g.col_mm * 1000:.1f} µm" if g.pixel_mm2 is not None else ""
+    lines = [f"  predicted areas in {unit}{where}:"]
+    for row in rows:
+        amounts = row.areas() if row.geometry.pixel_mm2 is not None else row.pixels
+        lines.append(f"    {row.file:<16}" + "  ".join(
+            f"{name} {a:.4f}" if isinstance(a, float) else f"{name} {a}"
+            for name, a in zip(prediction.class_names, amounts)
+        ))  # fmt: skip
+    return "\n".join(lines)

@@ -94,7 +94,8 @@ class TrainConfig:
     # model
     model: str = field(default_factory=_default_model)
     model_options: dict = field(default_factory=dict)  # extra keyword arguments of the architecture
-    encoder_weights: str | None = None  # ImageNet encoder checkpoint (gctx_unet), loaded before training
+    encoder_weights: str | None = None  # ImageNet encoder checkpoint (gctx_unet) or "imagenet" (timm's download)
+    decoder_init: str = "none"  # "mirror": the decoder starts from the encoder's ImageNet blocks (gctx_unet)
     # cross-validation: with folds, data_train holds every labelled image and data_val is not used
     folds: int | None = None  # K folds by group (patient / eye)
     fold: int = 0  # the fold trained here, 0..K-1
@@ -282,22 +283,12 @@ def _env_info(device: torch.device) -> dict:
     }
 
 
-def _load_encoder_weights(model: torch.nn.Module, path: str, verbose: bool) -> None:
-    from .models.gctx_unet import GCtxUNet, load_encoder_weights
+def _load_encoder_weights(model: torch.nn.Module, source: str, verbose: bool, decoder_init: str = "none") -> None:
+    from .models.pretrained import load_pretrained  # ImageNet loading lives there (timm download, mirroring)
 
-    if not isinstance(model, GCtxUNet):
-        raise ValueError(
-            f"--encoder-weights {path}: only gctx_unet has a GC ViT encoder to load, not {type(model).__name__}"
-        )
-    if not Path(path).is_file():
-        raise ValueError(f"--encoder-weights {path}: file not found; pass a GC ViT-xxtiny checkpoint")
-    missing, unexpected = load_encoder_weights(model, path)
+    report = load_pretrained(model, source, decoder_init)
     if verbose:
-        print(
-            f"encoder weights {path}: {len(missing)} missing, {len(unexpected)} unexpected keys"
-            + (f"; missing e.g. {missing[:3]}" if missing else "")
-            + (f"; unexpected e.g. {unexpected[:3]}" if unexpected else "")
-        )
+        print(report.summary())
 
 
 def _ignore_stop_signals(_worker_id: int) -> None:
@@ -681,7 +672,7 @@ def _build_trainer(
     channels, model_kwargs = data.fingerprint.channels, dict(cfg.model_options)
     raw_model = create_model(cfg.model, in_channels=channels, num_classes=data.num_classes, **model_kwargs)
     if cfg.encoder_weights and not resuming:
-        _load_encoder_weights(raw_model, cfg.encoder_weights, ddp.is_main)
+        _load_encoder_weights(raw_model, cfg.encoder_weights, ddp.is_main, cfg.decoder_init)
     params, macs = count_parameters(raw_model), count_macs(raw_model, channels, cfg.base_size)
     raw_model = raw_model.to(device, memory_format=torch.channels_last)
     if ddp.world > 1 and cfg.sync_bn:

@@ -9,7 +9,10 @@ the masks of the sibling ``masks`` folder with the checkpoint's mask-value map, 
   aggregates: mean image Dice, HD95 mean/median, NSD mean, how many images were missed or false alarms;
 - ``metrics_per_image.csv``: one row per image and foreground class: ``file, class, dice, iou, hd95, nsd,
   truth_pixels, pred_pixels`` (a NIfTI volume is scored slice by slice, ``file`` = ``NAME.nii.gz:SLICE``);
-- ``confusion_matrix.png``, ``dice_histogram.png``, ``worst_cases.png``, ``best_cases.png``.
+- ``confusion_matrix.png``, ``dice_histogram.png``, ``worst_cases.png``, ``best_cases.png``;
+- ``amounts_per_image.csv``, ``bland_altman.png``, ``amount_scatter.png`` and ``summary.json``'s ``agreement``:
+  true vs predicted area per image and volume per volume, in mm² / mm³ where the spacing is known
+  (:mod:`gctxseg.agreement`, :mod:`gctxseg.measurements`).
 
 Surface metrics are MONAI's: ``compute_hausdorff_distance(percentile=95)`` (HD95) and
 ``compute_surface_dice`` (normalised surface Dice, NSD, at a tolerance of ``nsd_tolerance``), on the
@@ -52,10 +55,12 @@ import torch
 import torch.nn.functional as F
 from monai.metrics import compute_hausdorff_distance, compute_surface_dice
 
+from .agreement import write_agreement
 from .checkpoint import load_checkpoint
 from .data import DatasetError, expand_slices, find_pairs, read_info, read_mask
 from .data.errors import raise_collected
 from .data.splits import fold_files
+from .measurements import MeasurementOptions, class_names_for, fill_counts, plan_measurements
 from .metrics import confusion_matrix, scores_from_confusion
 from .predict import Predictor, load_predictor
 from .report import (
@@ -239,6 +244,7 @@ def evaluate_folder(
     nsd_tolerance: float = 2.0,
     spacing: Spacing = None,
     worst_k: int = 4,
+    measure: MeasurementOptions | None = None,
 ) -> EvaluationResult:
     """Score a trained model on a labelled folder (``data`` = ``.../images``, masks in ``.../masks``).
 
@@ -257,6 +263,7 @@ def evaluate_folder(
         nsd_tolerance: NSD tolerance in pixels (in the unit of ``spacing`` when given), default 2.
         spacing: pixel size, one number or ``(row, column)``, e.g. in mm; None = pixels.
         worst_k: images in the worst/best case grids.
+        measure: pixel/slice spacing, B-scan grouping and class names of the true-vs-predicted amounts.
 
     Returns:
         the summary, the per-image rows, the pooled confusion matrix.
@@ -271,11 +278,18 @@ def evaluate_folder(
         if any(s <= 0 for s in np.atleast_1d(spacing)):
             raise ValueError(f"spacing must be > 0, got {spacing}")
     # a NIfTI volume is scored slice by slice; ``data`` may also be the file pairs themselves (a CV fold)
-    pairs = expand_slices(find_pairs(data, img_f, mask_f) if isinstance(data, (str, Path)) else list(data))
+    from_folder = isinstance(data, (str, Path))
+    pairs = expand_slices(find_pairs(data, img_f, mask_f) if from_folder else list(data))
+    measure = measure or MeasurementOptions()
+    images = list(dict.fromkeys(p.image for p in pairs))
+    plan = plan_measurements(images, measure, data if from_folder else images[0].parent)  # checked before predicting
     predictor = load_predictor(weights, device, amp, tta=tta, tta_vflip=tta_vflip, infer_mode=infer_mode,
                                compile=compile)
     value_map, k = predictor.value_map, predictor.num_classes
+    class_names = class_names_for(measure, k)
     _check_masks(pairs, value_map)
+    truth_counts: dict[Path, list[int]] = {}  # per image file (a volume's slices summed): pixels per class
+    pred_counts: dict[Path, list[int]] = {}
 
     total = torch.zeros(k, k, dtype=torch.int64)
     per_image, rows = [], []
@@ -291,6 +305,8 @@ def evaluate_folder(
         scores = score_image(pred, target, k, nsd_tolerance, spacing)
         total += scores["confusion"]
         per_image.append(scores)
+        for counts, key in ((truth_counts, "truth_pixels"), (pred_counts, "pred_pixels")):
+            counts[pair.image] = [a + b for a, b in zip(counts.get(pair.image, [0] * (k - 1)), scores[key])]
         file = pair.image.name if pair.slice_index is None else f"{pair.image.name}:{pair.slice_index}"
         for c in range(k - 1):
             rows.append({"file": file, "class": c + 1,
@@ -325,10 +341,13 @@ def evaluate_folder(
         "seconds per image": seconds / max(1, len(pairs)),
         "device": str(predictor.device),
     }
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+    _, summary["agreement"] = write_agreement(fill_counts(plan, truth_counts), fill_counts(plan, pred_counts),
+                                              class_names, out)  # fmt: skip
     result = EvaluationResult(summary, rows, total, Path(out) if out is not None else None)
     if out is not None:
         out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / "summary.json", summary)
         _write_csv(rows, out / "metrics_per_image.csv")
         plot_confusion_matrix(total.numpy(), names, out / "confusion_matrix.png")

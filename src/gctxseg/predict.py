@@ -21,6 +21,8 @@ from torchvision.transforms.v2 import functional as TF
 from .checkpoint import checkpoint_channels, load_checkpoint, model_from_checkpoint
 from .data import DatasetError, IntensityMapping, MaskValueMap, read_image
 from .data.io import NIFTI_SUFFIXES, READABLE_SUFFIXES, file_stem, read_volume, write_volume_mask
+from .gallery import write_folder_measurements
+from .measurements import MeasurementOptions, class_names_for, plan_measurements
 from .postprocess import PostProcessing
 from .precision import autocast_context, autocast_dtype
 from .utils import compile_model, resolve_device
@@ -196,6 +198,8 @@ class PredictionSummary:
 
     written: list[Path] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)  # one line per bad file
+    measurements: list = field(default_factory=list)  # measurements.Measurement rows of measurements.csv
+    class_names: list[str] = field(default_factory=list)  # foreground classes, as in the CSV header
 
 
 def _predict_volume(predictor: Predictor, path: Path, out: Path, name: str) -> Path:
@@ -224,6 +228,7 @@ def predict_folder(
     tta_vflip: bool = False,
     infer_mode: str = "resize",
     compile: bool = False,
+    measure: MeasurementOptions | None = None,
 ) -> PredictionSummary:
     """Segment every image in ``source``; write ``out/masks/NAME.png`` and ``out/overlays/NAME.png``.
 
@@ -233,11 +238,14 @@ def predict_folder(
     are mapped as in training (the checkpoint's CT window). Files whose stems collide (``a.png`` and
     ``a.jpg``) are written under their whole names (``a.png.png``, ``a.jpg.png``). A file that fails for
     any reason is listed in the summary's ``failed`` (one line each) and the others are still processed.
+    ``weights`` may name several checkpoints or a ``gctxseg cv`` folder (:func:`load_predictor`).
     ``tta``, ``tta_vflip``, ``infer_mode`` and ``compile`` are those of :class:`Predictor`.
+    ``out/measurements.csv`` and ``out/index.html`` (the gallery) hold each image's amounts per class, in
+    mm² / mm³ where ``measure`` or the files give the spacing (:mod:`gctxseg.measurements`).
 
     Raises:
-        DatasetError: ``source`` missing or holding no images.
-        ValueError: unreadable checkpoint.
+        DatasetError: ``source`` missing or holding no images; slices of one volume differing in size.
+        ValueError: unreadable checkpoint; bad ``measure`` options.
     """
     source, out = Path(source), Path(out)
     if not source.is_dir():
@@ -245,8 +253,11 @@ def predict_folder(
     files = sorted(p for p in source.iterdir() if p.is_file() and p.name.lower().endswith(tuple(suffixes)))
     if not files:
         raise DatasetError(f"{source}: no images ({', '.join(suffixes)}); put images there or pass --source DIR")
+    measure = measure or MeasurementOptions()
+    plan = plan_measurements(files, measure, source)  # bad spacing or grouping stops here, before any prediction
     predictor = load_predictor(weights, device, amp, tta=tta, tta_vflip=tta_vflip, infer_mode=infer_mode,
                                compile=compile)
+    class_names = class_names_for(measure, predictor.num_classes)
     (out / "masks").mkdir(parents=True, exist_ok=True)
     (out / "overlays").mkdir(parents=True, exist_ok=True)
     summary = PredictionSummary()
@@ -259,6 +270,8 @@ def predict_folder(
             summary.failed.append(str(err))
         except Exception as err:  # any other failure of one file (a decompression bomb, a PIL bug): the rest go on
             summary.failed.append(f"{path}: {type(err).__name__}: {err}".splitlines()[0])
+    summary.measurements = write_folder_measurements(plan, summary.written, predictor.value_map, out, class_names)
+    summary.class_names = class_names
     return summary
 
 

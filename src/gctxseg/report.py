@@ -307,9 +307,30 @@ def _evaluation_section(run_dir: Path, eval_dir: Path) -> str:
     for name, alt in (("confusion_matrix.png", "confusion matrix"), ("dice_histogram.png", "Dice histogram")):
         if (eval_dir / name).is_file():
             parts.append(_img(eval_dir / name, alt))
+    parts.append(_agreement_section(summary, eval_dir, rel))
     for name, title in (("worst_cases.png", "Worst cases"), ("best_cases.png", "Best cases")):
         if (eval_dir / name).is_file():
             parts.append(f"<h3>{title} (by image mean Dice)</h3>" + _img(eval_dir / name, title))
+    return "\n".join(parts)
+
+
+def _agreement_section(summary: dict, eval_dir: Path, rel: Path) -> str:
+    """True vs predicted amounts (gctxseg.agreement): table, Bland-Altman and scatter plots."""
+    agreement = summary.get("agreement") or []
+    if not agreement:
+        return ""
+    header = ["class", "per", "n", "unit", "mean true", "mean predicted", "mean absolute error", "bias",
+              "limits of agreement (95%)"]  # fmt: skip
+    rows = [[a["class"], a["level"], a["n"], a["unit"], a["mean truth"], a["mean predicted"],
+             a["mean absolute error"], a["bias"], " to ".join(_fmt(v) for v in a["limits of agreement"])]
+            for a in agreement]  # fmt: skip
+    parts = ["<h3>Amounts: predicted vs true</h3>", _html_table(header, rows, "agreement"),
+             '<p class="note">Area per image (mm² where the pixel spacing is known, else pixels), volume per '
+             "volume (mm³, else voxels); difference = predicted - true; limits of agreement = bias ± 1.96 SD. "
+             f'Per case: <a href="{html.escape(str(rel / "amounts_per_image.csv"))}">amounts_per_image.csv</a>.</p>']
+    for name, alt in (("bland_altman.png", "Bland-Altman"), ("amount_scatter.png", "predicted vs true")):
+        if (eval_dir / name).is_file():
+            parts.append(_img(eval_dir / name, alt))
     return "\n".join(parts)
 
 

@@ -10,6 +10,11 @@ labelled pixel is hypo-reflective (noise floor only) and every noise-only pixel 
 Classes: 0 background, 1 edema (intraretinal cysts and subretinal fluid), 2 full-thickness macular hole
 (the empty lumen between the hole's edges, from the RPE up to the level of the edge tops).
 
+Pixel spacing: a macular B-scan spans about 6 mm across and 2 mm of depth, so an ``H x W`` phantom image has
+pixels of ``2/H`` mm (rows, axial) by ``6/W`` mm (columns, lateral): at 224 x 224, 8.9 x 26.8 µm.
+:func:`synthesize_dataset` writes it to ``spacing.json`` in the dataset root, where ``gctxseg predict`` and
+``evaluate`` find it for ``root/{train,val}/images``, so areas come out in mm².
+
 Example::
 
     rng = np.random.default_rng(0)
@@ -26,7 +31,10 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 __all__ = [
+    "BSCAN_DEPTH_MM",
+    "BSCAN_WIDTH_MM",
     "CLASS_NAMES",
+    "phantom_pixel_spacing",
     "MASK_VALUES",
     "PhantomSample",
     "render_oct_bscan",
@@ -37,6 +45,16 @@ __all__ = [
 CLASS_NAMES = ("background", "edema", "hole")
 # Masks are saved with spread-out gray values (not 0/1/2) so that mask-value discovery has real work to do.
 MASK_VALUES = (0, 128, 255)
+
+# The field of view a phantom B-scan stands for: a macular OCT line scan about 6 mm wide, 2 mm deep.
+BSCAN_WIDTH_MM = 6.0
+BSCAN_DEPTH_MM = 2.0
+
+
+def phantom_pixel_spacing(size: tuple[int, int]) -> tuple[float, float]:
+    """(row, column) pixel spacing in mm of an ``H x W`` phantom B-scan (6 mm wide, 2 mm deep)."""
+    return BSCAN_DEPTH_MM / size[0], BSCAN_WIDTH_MM / size[1]
+
 
 # Pathology rates when not forced: independent draws give 30% neither, 30% edema only, 20% hole only, 20% both.
 _EDEMA_RATE = 0.5
@@ -500,6 +518,7 @@ def synthesize_dataset(
     and its index. The first ``n - round(n * val_fraction)`` indices go to ``train``, the rest to ``val``.
     Images are 8-bit grayscale (JPEG at quality 95 by default); masks are 8-bit grayscale with the values in
     :data:`MASK_VALUES` (class 0 -> 0, 1 -> 128, 2 -> 255). Existing files of the same name are overwritten.
+    The pixel spacing (:func:`phantom_pixel_spacing`) goes to ``out/spacing.json``.
 
     Args:
         out: Dataset root folder (created if missing).
@@ -544,6 +563,10 @@ def synthesize_dataset(
         else:
             image.save(root / split / "images" / f"{stem}{image_suffix}")
         Image.fromarray(lookup[sample.mask], mode="L").save(root / split / "masks" / f"{stem}{mask_suffix}")
+    from .spacing import write_spacing_file
+
+    note = f"synthetic macular B-scan {BSCAN_WIDTH_MM:g} mm wide, {BSCAN_DEPTH_MM:g} mm deep, {size[0]}x{size[1]} px"
+    write_spacing_file(root, *phantom_pixel_spacing(size), note=note)  # found from root/{train,val}/images too
     return {"train": n_train, "val": n_val}
 
 

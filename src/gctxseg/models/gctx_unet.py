@@ -79,7 +79,7 @@ from torch import nn
 from .layers import BicubicUpsampleX2, crop_to, pad_to_multiple
 from .registry import register_model
 
-__all__ = ["GCtxUNet", "load_encoder_weights"]
+__all__ = ["GCtxUNet", "encoder_state", "load_encoder_weights", "mirror_into_decoder"]
 
 _NORM_EPS = 1e-5  # timm GlobalContextVit's norm_eps (the authors' nn.LayerNorm default)
 
@@ -546,29 +546,12 @@ def _from_nvlabs(state: dict[str, torch.Tensor], num_stages: int) -> dict[str, t
     return out
 
 
-def load_encoder_weights(
-    model: GCtxUNet, path: str | Path, *, mirror_decoder: bool = False
-) -> tuple[list[str], list[str]]:
-    """Load an ImageNet GC ViT checkpoint (e.g. xxtiny) into ``model.encoder``.
-
-    Accepts timm key names (``stem.*``, ``stages.N.*``) or NVlabs ones (``patch_embed.*``, ``levels.N.*``),
-    bare or under ``state_dict``/``model``; the classifier ``head.*`` is dropped. The RGB stem is adapted to
-    ``model.in_channels`` (summed for 1 channel, timm's ``adapt_input_conv``). Blocks the checkpoint has and the
-    model lacks (ImageNet xxtiny has depths 2-2-6-2, GCtx-UNet 2-2-2-1) come back as unexpected keys.
-
-    Args:
-        model: the GCtx-UNet to load into.
-        path: checkpoint file (``torch.save`` of a state dict).
-        mirror_decoder: also copy each encoder stage's blocks and global-query generator into the decoder stage
-            of the same scale, as the authors' training recipe does (only the keys the checkpoint provides).
-
-    Returns:
-        ``(missing, unexpected)`` encoder keys, as from ``load_state_dict(strict=False)``.
+def encoder_state(model: GCtxUNet, state: dict, source: str | Path = "checkpoint") -> dict[str, torch.Tensor]:
+    """A GC ViT state dict in the encoder's names: unwrapped, NVlabs keys renamed, head dropped, stem adapted.
 
     Raises:
         ValueError: a tensor's shape does not match the encoder's (another GC ViT variant).
     """
-    state = torch.load(path, map_location="cpu", weights_only=True)
     for wrapper in ("state_dict", "model", "model_state_dict"):
         if isinstance(state.get(wrapper), dict):
             state = state[wrapper]
@@ -580,7 +563,6 @@ def load_encoder_weights(
     state = {k: v for k, v in state.items() if not k.startswith("head.")}
     if "stem.conv1.weight" in state:
         state["stem.conv1.weight"] = adapt_input_conv(model.in_channels, state["stem.conv1.weight"])
-
     own = model.encoder.state_dict()
     wrong = [
         f"{k}: {tuple(v.shape)}, encoder has {tuple(own[k].shape)}"
@@ -588,17 +570,53 @@ def load_encoder_weights(
         if k in own and v.shape != own[k].shape
     ]
     if wrong:
-        raise ValueError(f"{path}: {len(wrong)} tensors do not fit the encoder, e.g. {wrong[0]}; another variant?")
-    missing, unexpected = model.encoder.load_state_dict(state, strict=False)
+        raise ValueError(f"{source}: {len(wrong)} tensors do not fit the encoder, e.g. {wrong[0]}; another variant?")
+    return state
 
+
+def mirror_into_decoder(model: GCtxUNet, state: dict[str, torch.Tensor]) -> list[str]:
+    """Copy each encoder stage's blocks and global-query generator (from ``state``, encoder names) into the
+    decoder stage of the same scale, as the authors' recipe initialises the decoder; returns the decoder keys
+    set. Decoder-only parts (skip fusion, UpSize, the head) keep their initialisation."""
+    num_stages = len(model.encoder.stages)
+    own, dec = model.encoder.state_dict(), model.decoder.state_dict()
+    mirrored = {}
+    for key, value in state.items():
+        m = re.match(r"stages\.(\d+)\.((?:blocks|global_block)\..*)$", key)
+        target = f"stages.{num_stages - 1 - int(m[1])}.{m[2]}" if m else None
+        if m and key in own and target in dec and dec[target].shape == value.shape:
+            mirrored[target] = value
+    model.decoder.load_state_dict(mirrored, strict=False)
+    return sorted(mirrored)
+
+
+def load_encoder_weights(
+    model: GCtxUNet, path: str | Path | dict, *, mirror_decoder: bool = False
+) -> tuple[list[str], list[str]]:
+    """Load an ImageNet GC ViT checkpoint (e.g. xxtiny) into ``model.encoder``.
+
+    Accepts timm key names (``stem.*``, ``stages.N.*``) or NVlabs ones (``patch_embed.*``, ``levels.N.*``),
+    bare or under ``state_dict``/``model``; the classifier ``head.*`` is dropped. The RGB stem is adapted to
+    ``model.in_channels`` (summed for 1 channel, timm's ``adapt_input_conv``). Blocks the checkpoint has and the
+    model lacks (ImageNet xxtiny has depths 2-2-6-2, GCtx-UNet 2-2-2-1) come back as unexpected keys.
+
+    Args:
+        model: the GCtx-UNet to load into.
+        path: checkpoint file (``torch.save`` of a state dict), or the state dict itself.
+        mirror_decoder: also copy each encoder stage's blocks and global-query generator into the decoder stage
+            of the same scale, as the authors' training recipe does (only the keys the checkpoint provides).
+
+    Returns:
+        ``(missing, unexpected)`` encoder keys, as from ``load_state_dict(strict=False)``.
+
+    Raises:
+        ValueError: a tensor's shape does not match the encoder's (another GC ViT variant).
+    """
+    raw = path if isinstance(path, dict) else torch.load(path, map_location="cpu", weights_only=True)
+    state = encoder_state(model, raw, "state dict" if isinstance(path, dict) else path)
+    missing, unexpected = model.encoder.load_state_dict(state, strict=False)
     if mirror_decoder:
-        mirrored = {}
-        for key, value in state.items():
-            m = re.match(r"stages\.(\d+)\.((?:blocks|global_block)\..*)$", key)
-            if m and key in own:
-                mirrored[f"stages.{num_stages - 1 - int(m[1])}.{m[2]}"] = value
-        dec = model.decoder.state_dict()
-        model.decoder.load_state_dict({k: v for k, v in mirrored.items() if k in dec}, strict=False)
+        mirror_into_decoder(model, state)
     return list(missing), list(unexpected)
 
 

@@ -1,0 +1,410 @@
+"""Fluid amounts a clinic reads: pixels, area in mm² and volume in mm³ per foreground class.
+
+What is measured (one row of ``measurements.csv`` each):
+
+- ``image``: a picture or a single DICOM slice: pixels per class and, when the pixel spacing is known,
+  the area (pixels x the area of one pixel);
+- ``volume``: a NIfTI volume: voxels per class and the volume (voxels x ``|det|`` of the affine's 3 x 3
+  part, exact for anisotropic, rotated or sheared grids; spatial units metre/micron converted to mm);
+- ``group``: B-scans joined into one volume by ``--group-regex`` (the regex's ``volume`` group, else its
+  first group, else the whole match of the file stem), ``--slice-spacing`` MM apart: volume = sum of the
+  B-scans' areas x the slice spacing (Cavalieri);
+- ``series``: DICOM slices sharing a SeriesInstanceUID, their spacing from ImagePositionPatient (else
+  SpacingBetweenSlices, SliceThickness, ``--slice-spacing``).
+
+Where the pixel spacing comes from: the DICOM ``PixelSpacing`` or the NIfTI affine; for pictures (and
+DICOM without it) ``--pixel-spacing ROW_MM COL_MM``, else a ``spacing.json`` in the images folder or the
+two above it (``gctxseg synth`` writes ``data/spacing.json``, found for ``data/val/images``). A number
+whose unit cannot be known is left blank, never 0.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from .data import DatasetError, read_info, read_mask
+from .data.io import DICOM_SUFFIXES, NIFTI_SUFFIXES, file_stem, read_volume
+from .data.spacing import SPACING_FILE, find_spacing_file, read_spacing_file, write_spacing_file
+from .utils import atomic_write_text
+
+__all__ = [
+    "SPACING_FILE",
+    "Geometry",
+    "MeasurementOptions",
+    "Measurement",
+    "class_names_for",
+    "find_spacing_file",
+    "read_spacing_file",
+    "write_spacing_file",
+    "geometry_of",
+    "plan_measurements",
+    "count_classes",
+    "mask_counts",
+    "fill_counts",
+    "measure_written_masks",
+    "measurement_record",
+    "measurement_columns",
+    "write_measurements_csv",
+]
+
+_UNIT_TO_MM = {"mm": 1.0, "meter": 1000.0, "micron": 0.001, "unknown": 1.0}  # NIfTI xyzt units; unknown = mm
+
+
+@dataclass(frozen=True)
+class MeasurementOptions:
+    """How to turn pixels into mm: the command-line flags of ``predict`` and ``evaluate``.
+
+    Attributes:
+        pixel_spacing: (row, column) pixel size in mm of pictures (and DICOM without PixelSpacing).
+        slice_spacing: distance in mm between the B-scans of a group (or DICOM slices without positions).
+        group_regex: regular expression on the file stem whose ``volume`` group (else first group, else whole
+            match) names the volume a B-scan belongs to; files it does not match stay single images.
+        class_names: names of the foreground classes 1..K-1 (default ``class1``, ``class2`` ...).
+    """
+
+    pixel_spacing: tuple[float, float] | None = None
+    slice_spacing: float | None = None
+    group_regex: str | None = None
+    class_names: tuple[str, ...] = ()
+
+    def check(self) -> None:
+        """Raise ValueError with one line for each kind of bad option (the first found)."""
+        if self.pixel_spacing is not None:
+            if len(self.pixel_spacing) != 2 or not all(_positive(s) for s in self.pixel_spacing):
+                given = " ".join(str(s) for s in self.pixel_spacing)
+                raise ValueError(f"--pixel-spacing {given}: both values must be finite and > 0 (mm between rows, "
+                                 "between columns), e.g. --pixel-spacing 0.0039 0.0117")
+        if self.slice_spacing is not None and not _positive(self.slice_spacing):
+            raise ValueError(f"--slice-spacing {self.slice_spacing}: must be finite and > 0 (mm between B-scans)")
+        if self.group_regex is not None:
+            try:
+                re.compile(self.group_regex)
+            except re.error as err:
+                raise ValueError(f"--group-regex {self.group_regex!r}: not a regular expression ({err})") from None
+        if any(not name or "," in name for name in self.class_names):
+            raise ValueError(f"--class-names {' '.join(self.class_names)}: names must be non-empty, without commas")
+
+
+def _positive(value: float) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def class_names_for(options: MeasurementOptions, num_classes: int) -> list[str]:
+    """Foreground class names 1..K-1: the given ones, ``classN`` for the rest.
+
+    Raises:
+        ValueError: more names than foreground classes.
+    """
+    names = list(options.class_names)
+    if len(names) > num_classes - 1:
+        raise ValueError(f"--class-names: {len(names)} names for {num_classes - 1} foreground classes; "
+                         "give one name per class after background")
+    return names + [f"class{c}" for c in range(len(names) + 1, num_classes)]
+
+
+# ---------------------------------------------------------------- geometry of one file
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Grid of one image or volume, in mm where known (None where not)."""
+
+    rows: int
+    cols: int
+    slices: int | None = None
+    row_mm: float | None = None
+    col_mm: float | None = None
+    slice_mm: float | None = None
+    pixel_mm2: float | None = None  # area of one pixel (one slice's pixel for a volume)
+    voxel_mm3: float | None = None  # volume of one voxel (volumes only)
+    series: str | None = None  # DICOM SeriesInstanceUID
+    position: float | None = None  # DICOM slice position along the slice normal, mm
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.rows, self.cols
+
+
+def _nifti_geometry(path: Path) -> Geometry:
+    import nibabel as nib
+
+    info = read_info(path)
+    unit = _UNIT_TO_MM.get(nib.load(path).header.get_xyzt_units()[0], 1.0)
+    axes = np.asarray(info.affine, dtype=np.float64)[:3, :3] * unit  # voxel index steps in world mm
+    rows, cols = (i for i in range(3) if i != info.slice_axis)
+    step_r, step_c, step_s = axes[:, rows], axes[:, cols], axes[:, info.slice_axis]
+
+    def f32(x: float) -> float:  # the header stores the affine in float32: keep what it can say
+        return float(f"{float(x):.7g}")
+
+    return Geometry(
+        *info.size,
+        slices=info.depth,
+        row_mm=f32(np.linalg.norm(step_r)),
+        col_mm=f32(np.linalg.norm(step_c)),
+        slice_mm=f32(np.linalg.norm(step_s)),
+        pixel_mm2=f32(np.linalg.norm(np.cross(step_r, step_c))),  # area of the parallelogram a pixel spans
+        voxel_mm3=f32(abs(np.linalg.det(axes))),  # exact for anisotropic, rotated and sheared grids
+    )
+
+
+def _dicom_geometry(path: Path, fallback: tuple[float, float] | None) -> Geometry:
+    import pydicom
+
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    spacing = getattr(ds, "PixelSpacing", None)
+    row_mm, col_mm = (float(spacing[0]), float(spacing[1])) if spacing else (fallback or (None, None))
+    position = None
+    orientation, origin = getattr(ds, "ImageOrientationPatient", None), getattr(ds, "ImagePositionPatient", None)
+    if orientation is not None and origin is not None:
+        normal = np.cross(np.asarray(orientation[:3], float), np.asarray(orientation[3:], float))
+        position = float(np.dot(normal, np.asarray(origin, float)))
+    between = getattr(ds, "SpacingBetweenSlices", None) or getattr(ds, "SliceThickness", None)
+    return Geometry(
+        int(ds.Rows), int(ds.Columns),
+        row_mm=row_mm, col_mm=col_mm, slice_mm=float(between) if between else None,
+        pixel_mm2=row_mm * col_mm if row_mm else None,
+        series=str(getattr(ds, "SeriesInstanceUID", "") or "") or None, position=position,
+    )  # fmt: skip
+
+
+def geometry_of(path: str | Path, pixel_spacing: tuple[float, float] | None = None) -> Geometry:
+    """Grid and spacing of a file from its header; ``pixel_spacing`` (mm) for pictures and DICOM without one.
+
+    Raises:
+        DatasetError: unreadable file.
+    """
+    path = Path(path)
+    name = path.name.lower()
+    if name.endswith(NIFTI_SUFFIXES):
+        return _nifti_geometry(path)
+    if name.endswith(DICOM_SUFFIXES):
+        read_info(path)  # the reader's one-line errors for bad DICOM
+        return _dicom_geometry(path, pixel_spacing)
+    rows, cols = read_info(path).size
+    if pixel_spacing is None:
+        return Geometry(rows, cols)
+    return Geometry(rows, cols, row_mm=pixel_spacing[0], col_mm=pixel_spacing[1],
+                    pixel_mm2=pixel_spacing[0] * pixel_spacing[1])  # fmt: skip
+
+
+# ---------------------------------------------------------------- what is measured
+
+
+@dataclass
+class Measurement:
+    """One row of ``measurements.csv``: a file, a B-scan group or a DICOM series, and its amounts per class.
+
+    ``pixels`` are per foreground class (voxels for volumes, summed over the members of a group or series);
+    None until :func:`fill_counts` sets them (and left None when a member could not be measured).
+    """
+
+    file: str
+    kind: str  # image | volume | group | series
+    geometry: Geometry
+    members: tuple[Path, ...]
+    pixels: list[int] | None = None
+    member_areas: list[float | None] | None = None  # summed member areas per class (group/series), mm²
+    note: str = ""
+
+    def areas(self) -> list[float | None]:
+        """Area in mm² per class of an image; None for volumes (a volume has no one area) and unknown spacing."""
+        if self.pixels is None or self.kind != "image" or self.geometry.pixel_mm2 is None:
+            return [None] * len(self.pixels or [])
+        return [n * self.geometry.pixel_mm2 for n in self.pixels]
+
+    def volumes(self) -> list[float | None]:
+        """Volume in mm³ per class of a volume, group or series; None for single images and unknown spacing."""
+        if self.pixels is None or self.kind == "image":
+            return [None] * len(self.pixels or [])
+        if self.kind == "volume":
+            v = self.geometry.voxel_mm3
+            return [None if v is None else n * v for n in self.pixels]
+        s = self.geometry.slice_mm
+        return [None if a is None or s is None else a * s for a in (self.member_areas or [])]
+
+
+def _group_key(stem: str, pattern: re.Pattern) -> str | None:
+    m = pattern.search(stem)
+    if m is None:
+        return None
+    if "volume" in pattern.groupindex:
+        return m["volume"]
+    return m[1] if pattern.groups else m[0]
+
+
+def _check_equal_sizes(key: str, members: Sequence[tuple[Path, Geometry]]) -> None:
+    first_path, first = members[0]
+    for path, geo in members[1:]:
+        if geo.size != first.size:
+            raise DatasetError(
+                f"{key}: slices of one volume differ in size ({first_path.name} {first.rows}x{first.cols}, "
+                f"{path.name} {geo.rows}x{geo.cols}); re-export them at one size or fix --group-regex"
+            )
+
+
+def _series_slice_mm(members: Sequence[tuple[Path, Geometry]], fallback: float | None) -> float | None:
+    """Slice distance of a DICOM series: median gap of the positions, else the header's, else ``fallback``."""
+    positions = sorted(g.position for _, g in members if g.position is not None)
+    gaps = [b - a for a, b in zip(positions, positions[1:]) if b - a > 1e-6]
+    if len(positions) == len(members) and gaps:
+        return float(np.median(gaps))
+    return members[0][1].slice_mm or fallback
+
+
+def plan_measurements(
+    files: Sequence[str | Path], options: MeasurementOptions, folder: str | Path | None = None
+) -> list[Measurement]:
+    """One row per file, then one per B-scan group and DICOM series; checked before anything is predicted.
+
+    Args:
+        files: the images and volumes to measure.
+        options: pixel and slice spacing, grouping, class names.
+        folder: the images folder, where (or up to two levels above) to look for ``spacing.json`` when
+            ``options.pixel_spacing`` is None.
+
+    Raises:
+        ValueError: a bad option, or ``--group-regex`` without a slice spacing.
+        DatasetError: slices of one volume that differ in size (unreadable files are left out of the plan).
+    """
+    options.check()
+    spacing = options.pixel_spacing or (read_spacing_file(folder) if folder is not None else None)
+    pattern = re.compile(options.group_regex) if options.group_regex else None
+    if pattern is not None and options.slice_spacing is None:
+        raise ValueError(f"--group-regex {options.group_regex!r} joins B-scans into volumes but no --slice-spacing "
+                         "was given; pass the distance between B-scans in mm, e.g. --slice-spacing 0.12")
+    rows, groups, series = [], {}, {}
+    for path in map(Path, files):
+        try:
+            geo = geometry_of(path, spacing)
+        except Exception:  # noqa: BLE001 - unreadable (a DatasetError, a decompression bomb, a PIL bug): it fails,
+            continue  # and is reported, when it is predicted; the others go on
+        if path.name.lower().endswith(NIFTI_SUFFIXES):
+            rows.append(Measurement(path.name, "volume", geo, (path,)))
+            continue
+        rows.append(Measurement(path.name, "image", geo, (path,)))
+        key = _group_key(file_stem(path), pattern) if pattern is not None else None
+        if key is not None:
+            groups.setdefault(key, []).append((path, geo))
+        elif geo.series is not None:
+            series.setdefault(geo.series, []).append((path, geo))
+    for key, members in groups.items():
+        _check_equal_sizes(key, members)
+        first = members[0][1]
+        geo = replace(first, slices=len(members), slice_mm=options.slice_spacing, series=None, position=None)
+        rows.append(Measurement(key, "group", geo, tuple(p for p, _ in members)))
+    for uid, members in series.items():
+        if len(members) < 2:
+            continue  # a lone slice is an image, not a volume
+        _check_equal_sizes(f"DICOM series {uid}", members)
+        members = sorted(members, key=lambda m: (m[1].position is None, m[1].position or 0.0, m[0].name))
+        slice_mm = _series_slice_mm(members, options.slice_spacing)
+        geo = replace(members[0][1], slices=len(members), slice_mm=slice_mm, position=None)
+        rows.append(Measurement(f"series {uid}", "series", geo, tuple(p for p, _ in members)))
+    return rows
+
+
+# ---------------------------------------------------------------- counting
+
+
+def count_classes(labels: np.ndarray, num_classes: int) -> list[int]:
+    """Pixels (voxels) of each foreground class 1..K-1 in a class-index array of any shape."""
+    return np.bincount(np.asarray(labels, dtype=np.int64).ravel(), minlength=num_classes)[1:num_classes].tolist()
+
+
+def mask_counts(mask_path: str | Path, value_map, num_classes: int) -> list[int]:
+    """Foreground pixels per class of a written mask file (PNG with the dataset's values, or NIfTI volume)."""
+    mask_path = Path(mask_path)
+    if mask_path.name.lower().endswith(NIFTI_SUFFIXES):
+        raw, _ = read_volume(mask_path, labels=True)
+    else:
+        raw = read_mask(mask_path)
+    return count_classes(value_map.encode(raw, source=mask_path), num_classes)
+
+
+def fill_counts(plan: Sequence[Measurement], counts: dict[Path, Sequence[int]]) -> list[Measurement]:
+    """Copies of ``plan`` with the pixels of each file (``counts``: source file -> per-class pixels) and
+    the sums of groups and series; a row with a member missing from ``counts`` keeps ``pixels`` None."""
+    filled = []
+    by_file = {}
+    for row in plan:
+        row = replace(row)
+        if row.kind in ("image", "volume"):
+            path = row.members[0]
+            row.pixels = list(counts[path]) if path in counts else None
+            row.note = "" if row.pixels is not None else "not measured (prediction failed)"
+            by_file[path] = row
+        filled.append(row)
+    for row in filled:
+        if row.kind not in ("group", "series"):
+            continue
+        parts = [by_file.get(p) for p in row.members]
+        if any(p is None or p.pixels is None for p in parts):
+            row.note = f"{sum(p is None or p.pixels is None for p in parts)} of {len(parts)} slices not measured"
+            continue
+        row.pixels = [sum(col) for col in zip(*(p.pixels for p in parts))]
+        areas = [p.areas() for p in parts]
+        row.member_areas = [None if any(a is None for a in col) else sum(col) for col in zip(*areas)]
+    return filled
+
+
+# ---------------------------------------------------------------- the CSV
+
+
+def measurement_columns(class_names: Sequence[str]) -> list[str]:
+    """Header of ``measurements.csv``: units in the names."""
+    base = ["file", "kind", "slices", "rows", "cols", "row_spacing_mm", "col_spacing_mm", "slice_spacing_mm"]
+    per_class = [f"{n}_{what}" for n in class_names for what in ("pixels", "area_mm2", "volume_mm3")]
+    return base + per_class + ["note"]
+
+
+def _number(value: float | int | None) -> str:
+    if value is None:
+        return ""  # unknown: blank, never 0
+    return str(value) if isinstance(value, int) else format(value, ".10g")
+
+
+def measurement_record(row: Measurement, class_names: Sequence[str]) -> dict[str, str]:
+    """A row as CSV cells (strings; blanks where a number or its unit cannot be known)."""
+    g = row.geometry
+    record = {
+        "file": row.file, "kind": row.kind, "slices": _number(g.slices), "rows": _number(g.rows),
+        "cols": _number(g.cols), "row_spacing_mm": _number(g.row_mm), "col_spacing_mm": _number(g.col_mm),
+        "slice_spacing_mm": _number(g.slice_mm if row.kind != "image" else None),
+    }  # fmt: skip
+    pixels = row.pixels or [None] * len(class_names)
+    areas, volumes = row.areas() or [None] * len(class_names), row.volumes() or [None] * len(class_names)
+    for name, n, a, v in zip(class_names, pixels, areas, volumes):
+        record.update({f"{name}_pixels": _number(n), f"{name}_area_mm2": _number(a), f"{name}_volume_mm3": _number(v)})
+    record["note"] = row.note
+    return record
+
+
+def write_measurements_csv(rows: Sequence[Measurement], path: str | Path, class_names: Sequence[str]) -> Path:
+    """Write ``measurements.csv`` (atomically) and return its path."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=measurement_columns(class_names), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(measurement_record(r, class_names) for r in rows)
+    atomic_write_text(path, buffer.getvalue())
+    return Path(path)
+
+
+def measure_written_masks(
+    plan: Sequence[Measurement], masks: Sequence[Path], value_map, num_classes: int
+) -> list[Measurement]:
+    """Fill ``plan`` from the masks ``predict`` wrote (``masks/STEM.png`` or ``.nii.gz`` per source file)."""
+    by_stem = {file_stem(m): m for m in masks}
+    counts = {}
+    for row in plan:
+        if row.kind in ("image", "volume") and file_stem(row.members[0]) in by_stem:
+            counts[row.members[0]] = mask_counts(by_stem[file_stem(row.members[0])], value_map, num_classes)
+    return fill_counts(plan, counts)
