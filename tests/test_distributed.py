@@ -145,5 +145,6 @@ def test_two_ranks_validate_a_single_image(phantom_dir, tmp_path):
     ddp_val = json.loads((run / "log.json").read_text())["epoch:0"]["val log:"]["info"]
     one_val = _single_process_val(data, run / "last.pt")
     for key in ("pixel accuracy", "Dice", "IoU", "mean dice"):
-        logged = ddp_val[key] if key != "Dice" else [math.nan if d is None else d for d in ddp_val[key]]  # JSON null
+        logged = ddp_val[key]
+        logged = [math.nan if d is None else d for d in logged] if isinstance(logged, list) else logged  # JSON null
         assert logged == pytest.approx(one_val[key], abs=1e-9, nan_ok=True), key
