@@ -285,8 +285,8 @@ def plan_measurements(
     for path in map(Path, files):
         try:
             geo = geometry_of(path, spacing)
-        except Exception:  # noqa: BLE001 - unreadable (a DatasetError, a decompression bomb, a PIL bug): it fails,
-            continue  # and is reported, when it is predicted; the others go on
+        except Exception:  # unreadable (a DatasetError, a decompression bomb, a PIL bug): it fails, and is
+            continue  # reported, when it is predicted; the others go on
         if path.name.lower().endswith(NIFTI_SUFFIXES):
             rows.append(Measurement(path.name, "volume", geo, (path,)))
             continue
