@@ -33,7 +33,11 @@ commands (gctxseg COMMAND --help for all options):
   report    a run's report.html                                gctxseg report runs/exp
   compare   runs side by side                                  gctxseg compare runs/exp runs/exp2
   export    ONNX for CPU serving                               gctxseg export --weights runs/exp/best.pt
-  models    architectures, parameters, multiply-adds           gctxseg models --base-size 224 224"""
+  models    architectures, parameters, multiply-adds           gctxseg models --base-size 224 224
+  plan      the settings train would plan for a folder         gctxseg plan data/duke/images
+  cv        K-fold CV by patient, out-of-fold scores           gctxseg cv data/duke/images --folds 5
+  convert   public OCT sets to images/masks + splits.json      gctxseg convert duke-dme SRC data/duke
+  convert-checkpoint  old checkpoint -> safe format            gctxseg convert-checkpoint --trust old.pt new.pt"""
 
 
 def _model_option(text: str) -> tuple[str, object]:
