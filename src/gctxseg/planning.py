@@ -257,7 +257,10 @@ def plan_training(
     if resolve_model_name(model_name) in _PLANNED_WIDTH and "base_width" not in options:
         options["base_width"] = CNN_BASE_WIDTH
         reasons["model_options"] = f"base_width {CNN_BASE_WIDTH}: nnU-Net's 2D first-stage width"
-    model = create_model(model_name, channels, num_classes, **options)
+    # the model is built only for what needs it (its stride, its activation memory): a run given every setting,
+    # such as a resumed one, builds none here
+    needs_model = "base_size" not in given or "batch_size" not in given
+    model = create_model(model_name, channels, num_classes, **options) if needs_model else None
     multiple = int(getattr(model, "size_multiple", 16))
     median = _median_size(sizes)
     size = tuple(given["base_size"]) if "base_size" in given else planned_size(median, multiple)
