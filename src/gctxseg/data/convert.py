@@ -29,15 +29,18 @@ __all__ = ["convert_duke_dme", "CONVERTERS"]
 DUKE_SCANS_PER_PATIENT_PNG = 11  # the PNG copy holds the 11 graded B-scans of each patient, in order
 
 
-def _write_pair(out: Path, name: str, image: np.ndarray, fluid: np.ndarray) -> None:
+def _write_pair(out: Path, name: str, image: np.ndarray, fluid: np.ndarray) -> bool:
+    """Write one scan and its 0/255 fluid mask; returns whether the scan holds fluid."""
     Image.fromarray(np.clip(image, 0, 255).astype(np.uint8), mode="L").save(out / "images" / f"{name}.png")
     Image.fromarray(np.where(fluid, 255, 0).astype(np.uint8), mode="L").save(out / "masks" / f"{name}.png")
+    return bool(fluid.any())
 
 
-def _duke_from_mat(src: Path, out: Path, grader: int) -> dict[str, str]:
+def _duke_from_mat(src: Path, out: Path, grader: int) -> tuple[dict[str, str], int]:
     from scipy.io import loadmat
 
-    groups: dict[str, str] = {}
+    groups: dict[str, str] = {}  # file stem -> patient
+    with_fluid = 0
     for mat in sorted(src.glob("Subject_*.mat")):
         patient = int(re.search(r"(\d+)", mat.stem).group(1))
         try:
@@ -56,15 +59,16 @@ def _duke_from_mat(src: Path, out: Path, grader: int) -> dict[str, str]:
             if not graded.any():
                 continue  # this B-scan was not graded
             name = f"p{patient:02d}_b{scan:02d}"
-            _write_pair(out, name, images[:, :, scan], np.nan_to_num(fluid[:, :, scan]) > 0)
+            with_fluid += _write_pair(out, name, images[:, :, scan], np.nan_to_num(fluid[:, :, scan]) > 0)
             groups[name] = f"p{patient:02d}"
-    return groups
+    return groups, with_fluid
 
 
-def _duke_from_png(src: Path, out: Path) -> dict[str, str]:
+def _duke_from_png(src: Path, out: Path) -> tuple[dict[str, str], int]:
     root = src / "data" if (src / "data" / "annotation").is_dir() else src
     images_dir, annotation_dir = root / "img_for_inference", root / "annotation"
-    groups: dict[str, str] = {}
+    groups: dict[str, str] = {}  # file stem -> patient
+    with_fluid = 0
     for image_path in sorted(images_dir.glob("img_*.png"), key=lambda p: int(p.stem.split("_")[1])):
         index = int(image_path.stem.split("_")[1])
         annotation = annotation_dir / image_path.name
@@ -74,9 +78,9 @@ def _duke_from_png(src: Path, out: Path) -> dict[str, str]:
         grey = np.asarray(Image.open(image_path).convert("L"))
         fluid = np.asarray(Image.open(annotation).convert("L")) > 127
         name = f"p{patient:02d}_b{scan:02d}"
-        _write_pair(out, name, grey, fluid)
+        with_fluid += _write_pair(out, name, grey, fluid)
         groups[name] = f"p{patient:02d}"
-    return groups
+    return groups, with_fluid
 
 
 def convert_duke_dme(src: str | Path, out: str | Path, folds: int = 5, grader: int = 1, seed: int = 0) -> dict:
@@ -96,11 +100,10 @@ def convert_duke_dme(src: str | Path, out: str | Path, folds: int = 5, grader: i
         )
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
-    groups = _duke_from_mat(src, out, grader) if has_mat else _duke_from_png(src, out)
+    groups, with_fluid = _duke_from_mat(src, out, grader) if has_mat else _duke_from_png(src, out)
     splits = group_kfold(groups, folds, seed)
     (out / "groups.json").write_text(json.dumps(groups, indent=1))
     (out / "splits.json").write_text(json.dumps(splits, indent=1))
-    with_fluid = sum(1 for n in groups if np.asarray(Image.open(out / "masks" / f"{n}.png")).any())
     return {"scans": len(groups), "patients": len(set(groups.values())), "with fluid": with_fluid,
             "folds": folds, "source": "mat" if has_mat else "png"}
 
