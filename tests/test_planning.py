@@ -10,6 +10,7 @@ import torch
 from conftest import write_pair
 from PIL import Image
 
+from gctxseg import planning
 from gctxseg.cli import main
 from gctxseg.engine import TrainConfig, train
 from gctxseg.planning import plan_training, planned_size
@@ -23,7 +24,9 @@ def test_planned_size_keeps_the_aspect_within_the_budget_and_the_stride():
     assert planned_size((64, 80), 16) == (64, 80)  # never enlarged
 
 
-def test_given_settings_win_and_the_seed_flags_are_reproduced():
+def test_given_settings_win_and_the_seed_flags_are_reproduced(monkeypatch):
+    # the batch is planned against the machine's memory: fix it, so the test does not depend on the machine
+    monkeypatch.setattr(planning, "_memory_budget", lambda device: 8 << 30)
     seed = {"base_size": (224, 224), "batch_size": 16, "lr": 0.002, "epochs": 300, "weight_decay": 1e-4,
             "warmup_epochs": 1.0}
     plan = plan_training("gctx_unet", {"496x768": 10}, 100, 20, 1, 3, torch.device("cpu"), given=seed)
