@@ -273,10 +273,7 @@ def evaluate_folder(
             error), or an unreadable image.
         ValueError: unreadable checkpoint, bad option.
     """
-    if spacing is not None:
-        spacing = float(spacing) if isinstance(spacing, (int, float)) else tuple(float(s) for s in spacing)
-        if any(s <= 0 for s in np.atleast_1d(spacing)):
-            raise ValueError(f"spacing must be > 0, got {spacing}")
+    spacing = _checked_spacing(spacing)
     # a NIfTI volume is scored slice by slice; ``data`` may also be the file pairs themselves (a CV fold)
     from_folder = isinstance(data, (str, Path))
     pairs = expand_slices(find_pairs(data, img_f, mask_f) if from_folder else list(data))
@@ -285,78 +282,108 @@ def evaluate_folder(
     plan = plan_measurements(images, measure, data if from_folder else images[0].parent)  # checked before predicting
     predictor = load_predictor(weights, device, amp, tta=tta, tta_vflip=tta_vflip, infer_mode=infer_mode,
                                compile=compile)
-    value_map, k = predictor.value_map, predictor.num_classes
-    class_names = class_names_for(measure, k)
-    _check_masks(pairs, value_map)
-    truth_counts: dict[Path, list[int]] = {}  # per image file (a volume's slices summed): pixels per class
-    pred_counts: dict[Path, list[int]] = {}
-
-    total = torch.zeros(k, k, dtype=torch.int64)
-    per_image, rows = [], []
-    worst: list = []  # heaps of (key, index, case) holding the worst_k lowest / highest image scores
-    best: list = []
-    seconds = 0.0
-    for i, pair in enumerate(pairs):
-        image = predictor.read(pair.image, pair.slice_index)  # intensities mapped as in training (CT window)
-        target = value_map.encode(read_mask(pair.mask, pair.slice_index), source=pair.mask)
-        t0 = time.perf_counter()
-        pred = predictor.predict_image(image, str(pair))
-        seconds += time.perf_counter() - t0
-        scores = score_image(pred, target, k, nsd_tolerance, spacing)
-        total += scores["confusion"]
-        per_image.append(scores)
-        for counts, key in ((truth_counts, "truth_pixels"), (pred_counts, "pred_pixels")):
-            counts[pair.image] = [a + b for a, b in zip(counts.get(pair.image, [0] * (k - 1)), scores[key])]
-        file = pair.image.name if pair.slice_index is None else f"{pair.image.name}:{pair.slice_index}"
-        for c in range(k - 1):
-            rows.append({"file": file, "class": c + 1,
-                         **{key: scores[key][c] for key in CSV_COLUMNS[2:]}})  # fmt: skip
-        if worst_k > 0:
-            score = _image_score(scores)
-            case = (f"{file} Dice {score:.3f}", image, target.astype(np.uint8), pred.astype(np.uint8))
-            for heap, key in ((worst, -score), (best, score)):
-                item = (key, -i, case)
-                (heapq.heappush if len(heap) < worst_k else heapq.heappushpop)(heap, item)
-
-    pooled = scores_from_confusion(total)
+    _check_masks(pairs, predictor.value_map)
+    scored = _score_pairs(pairs, predictor, nsd_tolerance, spacing, worst_k)
+    value_map = predictor.value_map
     names = [f"class {c} (value {v})" for c, v in enumerate(value_map.values)]
-    per_class = [_class_summary(c, names[c + 1], value_map.values[c + 1], pooled, per_image) for c in range(k - 1)]
-    unit = "px" if spacing is None else "spacing unit"
     summary = {
         "weights": str(weights),
-        "data": str(data) if isinstance(data, (str, Path)) else f"{len(pairs)} listed files",
+        "data": str(data) if from_folder else f"{len(pairs)} listed files",
         "images": len(pairs),
         "infer mode": infer_mode,
         "tta": "hflip+vflip" if tta_vflip else "hflip" if tta else "off",
         "nsd tolerance": nsd_tolerance,
         "spacing": spacing,
-        "distance unit": unit,
+        "distance unit": "px" if spacing is None else "spacing unit",
         "mask values": value_map.to_dict(),
+        **_pooled_summary(scored, names, value_map.values),
+        "seconds per image": scored.seconds / max(1, len(pairs)),
+        "device": str(predictor.device),
+    }
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+    class_names = class_names_for(measure, predictor.num_classes)
+    _, summary["agreement"] = write_agreement(fill_counts(plan, scored.truth_counts),
+                                              fill_counts(plan, scored.pred_counts), class_names, out)  # fmt: skip
+    if out is not None:
+        _write_evaluation(out, summary, scored, names)
+    return EvaluationResult(summary, scored.rows, scored.total, out)
+
+
+def _checked_spacing(spacing: Spacing) -> Spacing:
+    if spacing is None:
+        return None
+    spacing = float(spacing) if isinstance(spacing, (int, float)) else tuple(float(s) for s in spacing)
+    if any(s <= 0 for s in np.atleast_1d(spacing)):
+        raise ValueError(f"spacing must be > 0, got {spacing}")
+    return spacing
+
+
+@dataclass
+class _ScoredPairs:
+    """What scoring every file pair gathers: pooled counts, per-image scores and rows, amounts, extreme cases."""
+
+    total: torch.Tensor
+    per_image: list[dict] = field(default_factory=list)
+    rows: list[dict] = field(default_factory=list)
+    truth_counts: dict[Path, list[int]] = field(default_factory=dict)  # per image file (a volume's slices summed)
+    pred_counts: dict[Path, list[int]] = field(default_factory=dict)
+    worst: list = field(default_factory=list)  # heaps of (key, index, case): the worst_k lowest / highest scores
+    best: list = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _score_pairs(pairs, predictor: Predictor, nsd_tolerance: float, spacing: Spacing, worst_k: int) -> _ScoredPairs:
+    k = predictor.num_classes
+    scored = _ScoredPairs(torch.zeros(k, k, dtype=torch.int64))
+    for i, pair in enumerate(pairs):
+        image = predictor.read(pair.image, pair.slice_index)  # intensities mapped as in training (CT window)
+        target = predictor.value_map.encode(read_mask(pair.mask, pair.slice_index), source=pair.mask)
+        t0 = time.perf_counter()
+        pred = predictor.predict_image(image, str(pair))
+        scored.seconds += time.perf_counter() - t0
+        scores = score_image(pred, target, k, nsd_tolerance, spacing)
+        scored.total += scores["confusion"]
+        scored.per_image.append(scores)
+        for counts, key in ((scored.truth_counts, "truth_pixels"), (scored.pred_counts, "pred_pixels")):
+            counts[pair.image] = [a + b for a, b in zip(counts.get(pair.image, [0] * (k - 1)), scores[key])]
+        file = pair.image.name if pair.slice_index is None else f"{pair.image.name}:{pair.slice_index}"
+        for c in range(k - 1):
+            scored.rows.append({"file": file, "class": c + 1,
+                                **{key: scores[key][c] for key in CSV_COLUMNS[2:]}})  # fmt: skip
+        if worst_k > 0:
+            score = _image_score(scores)
+            case = (f"{file} Dice {score:.3f}", image, target.astype(np.uint8), pred.astype(np.uint8))
+            for heap, key in ((scored.worst, -score), (scored.best, score)):
+                item = (key, -i, case)
+                (heapq.heappush if len(heap) < worst_k else heapq.heappushpop)(heap, item)
+    return scored
+
+
+def _pooled_summary(scored: _ScoredPairs, names: list[str], values: Sequence[int]) -> dict:
+    pooled = scores_from_confusion(scored.total)
+    per_class = [_class_summary(c, names[c + 1], values[c + 1], pooled, scored.per_image)
+                 for c in range(len(names) - 1)]  # fmt: skip
+    return {
         **pooled,
         "mean hd95": _mean([c["hd95 mean"] for c in per_class]),
         "mean nsd": _mean([c["nsd mean"] for c in per_class]),
         "mean image dice": _mean([c["mean image dice"] for c in per_class]),
         "per class": per_class,
-        "confusion matrix": total.tolist(),
-        "seconds per image": seconds / max(1, len(pairs)),
-        "device": str(predictor.device),
+        "confusion matrix": scored.total.tolist(),
     }
-    if out is not None:
-        Path(out).mkdir(parents=True, exist_ok=True)
-    _, summary["agreement"] = write_agreement(fill_counts(plan, truth_counts), fill_counts(plan, pred_counts),
-                                              class_names, out)  # fmt: skip
-    result = EvaluationResult(summary, rows, total, Path(out) if out is not None else None)
-    if out is not None:
-        out = Path(out)
-        atomic_write_json(out / "summary.json", summary)
-        _write_csv(rows, out / "metrics_per_image.csv")
-        plot_confusion_matrix(total.numpy(), names, out / "confusion_matrix.png")
-        plot_dice_histogram({names[c + 1]: [s["dice"][c] for s in per_image] for c in range(k - 1)},
-                            out / "dice_histogram.png")  # fmt: skip
-        if worst_k > 0:
-            plot_cases([c for *_, c in sorted(worst, reverse=True)], out / "worst_cases.png", "worst cases")
-            plot_cases([c for *_, c in sorted(best, reverse=True)], out / "best_cases.png", "best cases")
-    return result
+
+
+def _write_evaluation(out: Path, summary: dict, scored: _ScoredPairs, names: list[str]) -> None:
+    atomic_write_json(out / "summary.json", summary)
+    _write_csv(scored.rows, out / "metrics_per_image.csv")
+    plot_confusion_matrix(scored.total.numpy(), names, out / "confusion_matrix.png")
+    per_class_dice = {names[c + 1]: [s["dice"][c] for s in scored.per_image] for c in range(len(names) - 1)}
+    plot_dice_histogram(per_class_dice, out / "dice_histogram.png")
+    if scored.worst:
+        plot_cases([c for *_, c in sorted(scored.worst, reverse=True)], out / "worst_cases.png", "worst cases")
+        plot_cases([c for *_, c in sorted(scored.best, reverse=True)], out / "best_cases.png", "best cases")
 
 
 def write_run_report(
