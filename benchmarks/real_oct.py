@@ -108,13 +108,17 @@ def peer_fold(data: str, folds: int, fold: int, minutes: float, out: Path, seed:
     return result
 
 
-def ours_fold(model: str, data: str, folds: int, fold: int, minutes: float, out: Path) -> dict:
+def ours_fold(recipe: str, data: str, folds: int, fold: int, minutes: float, out: Path) -> dict:
+    """One fold of gctxseg: ``recipe`` is a model name (every setting planned) or ``MODEL@HxW`` (the input size
+    given, the rest planned: the epochs then fill the budget at that size)."""
     done = out / f"fold_{fold}_time.json"
     if done.is_file():
         return json.loads(done.read_text())
+    model, _, size = recipe.partition("@")
+    base_size = tuple(int(s) for s in size.split("x")) if size else None
     t0, cpu0 = time.perf_counter(), time.process_time()
     run = train_fold(TrainConfig(data_train=data, img_f=".png", mask_f=".png", folds=folds, fold=fold, model=model,
-                                 time_budget=minutes, num_samples=0), out, fold)
+                                 base_size=base_size, time_budget=minutes, num_samples=0), out, fold)
     log = json.loads((run / "log.json").read_text())
     params = log["train parameters"]
     result = {"fold": fold, "epochs": params["epochs"], "size": params["input size"], "lr": params["lr"],
@@ -132,7 +136,8 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="images folder of a converted set (splits.json above it)")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--minutes", type=float, default=5.0, help="wall-time budget per fold and recipe")
-    parser.add_argument("--recipes", nargs="+", default=["gctx_unet", "unet", "peer"])
+    parser.add_argument("--recipes", nargs="+", default=["gctx_unet", "unet", "peer"],
+                        help="model names (planned), MODEL@HxW (size given, rest planned) or peer")
     parser.add_argument("--out", default="real_oct_bench", help="working folder (resumable)")
     args = parser.parse_args()
     out = Path(args.out)
