@@ -63,7 +63,7 @@ def test_more_classes_than_uint8_holds_are_refused(tmp_path):
     assert "\n" not in str(err.value)
 
 
-def test_one_bit_masks_and_rgb_grey_scans_train_evaluate_and_predict(phantom_dir, tmp_path):
+def test_one_bit_masks_and_rgb_grey_scans_train_evaluate_and_predict(phantom_dir, tmp_path, capsys):
     data = tmp_path / "public_oct"
     for split in ("train", "val"):
         (data / split / "images").mkdir(parents=True)
@@ -78,13 +78,25 @@ def test_one_bit_masks_and_rgb_grey_scans_train_evaluate_and_predict(phantom_dir
             "--data-train", str(data / "train" / "images"), "--data-val", str(data / "val" / "images")]  # fmt: skip
     assert main(args) == 0
     weights = runs / "exp" / "best.pt"
-    assert json.loads((runs / "exp" / "log.json").read_text())["train parameters"]["num classes"] == 2
+    params = json.loads((runs / "exp" / "log.json").read_text())["train parameters"]
+    assert params["num classes"] == 2 and params["in channels"] == 1  # grey scans saved as RGB: a grey model
     assert main(["evaluate", "--weights", str(weights), "--data", str(data / "val" / "images"), "--img_f", ".png",
                  "--device", "cpu", "--out", str(tmp_path / "eval")]) == 0  # fmt: skip
     assert json.loads((tmp_path / "eval" / "summary.json").read_text())["images"] == 6
     assert main(["predict", "--weights", str(weights), "--source", str(data / "val" / "images"),
                  "--out", str(tmp_path / "pred"), "--device", "cpu"]) == 0  # fmt: skip
     assert len(list((tmp_path / "pred" / "masks").iterdir())) == 6
+    # a true colour image: listed as failed at prediction, refused with one line as validation data
+    colour = np.asarray(Image.open(next((data / "val" / "images").iterdir()))).copy()
+    colour[..., 0] = 255 - colour[..., 0]
+    Image.fromarray(colour).save(data / "val" / "images" / "colour.png")
+    shutil.copy(next((data / "val" / "masks").iterdir()), data / "val" / "masks" / "colour.png")
+    summary = predict_folder(weights, data / "val" / "images", tmp_path / "pred2", device="cpu", amp="off")
+    assert len(summary.written) == 6 and "colour.png: 3-channel image but the model takes 1" in summary.failed[0]
+    capsys.readouterr()
+    assert main([*args, "--exist-ok"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "colour.png: 3-channel image but the model takes 1" in err and "\n" not in err
 
 
 def test_predict_keeps_a_png_and_a_jpg_apart_and_lists_every_failure(tiny_run, tmp_path, monkeypatch):

@@ -20,7 +20,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from .checkpoint import checkpoint_channels, load_checkpoint, model_from_checkpoint
 from .data import DatasetError, IntensityMapping, MaskValueMap, read_image
-from .data.io import NIFTI_SUFFIXES, READABLE_SUFFIXES, file_stem, read_volume, write_volume_mask
+from .data.io import NIFTI_SUFFIXES, READABLE_SUFFIXES, file_stem, fit_channels, read_volume, write_volume_mask
 from .gallery import write_folder_measurements
 from .measurements import MeasurementOptions, class_names_for, plan_measurements
 from .postprocess import PostProcessing
@@ -130,17 +130,8 @@ class Predictor:
 
     def _to_tensor(self, image: np.ndarray, source: str | Path) -> torch.Tensor:
         """``H x W x C`` float [0, 1] -> normalised ``C x H x W`` at the image's own size."""
+        image = fit_channels(image, self.channels, source)
         x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
-        if x.shape[0] != self.channels:
-            if self.channels == 3 and x.shape[0] == 1:
-                x = x.expand(3, -1, -1)
-            elif self.channels == 1 and x.shape[0] == 3 and torch.equal(x[0], x[1]) and torch.equal(x[0], x[2]):
-                x = x[:1]  # grayscale saved as RGB
-            else:
-                raise DatasetError(
-                    f"{source}: {x.shape[0]}-channel image but the model takes {self.channels}; "
-                    f"convert the image or use weights trained on such images"
-                )
         return TF.normalize(x.float(), self.mean, self.std)
 
     def _to_input(self, image: np.ndarray, source: str | Path) -> torch.Tensor:

@@ -15,7 +15,7 @@ from .cache import DiskCache
 from .fingerprint import MaskValueMap
 from .folder import ImagePair
 from .intensity import IntensityMapping
-from .io import read_image, read_mask
+from .io import fit_channels, read_image, read_mask
 
 __all__ = ["SegmentationDataset", "load_resized"]
 
@@ -43,9 +43,8 @@ def load_resized(
     image = read_image(pair.image, pair.slice_index)
     if intensity is not None:
         image = intensity.apply(image)
+    image = fit_channels(image, channels, pair.image)  # grey in a colour set; a grey scan saved as RGB
     image = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
-    if image.shape[0] < channels:
-        image = image.expand(channels, -1, -1)  # grayscale image in a colour dataset
     mask = read_mask(pair.mask, pair.slice_index)
     mask = torch.from_numpy(value_map.encode(mask, source=pair.mask).astype(np.uint8))
     if tuple(image.shape[-2:]) != tuple(size):

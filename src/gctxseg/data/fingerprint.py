@@ -21,7 +21,7 @@ from .ct import AUTO, CTWindow
 from .errors import DatasetError, raise_collected
 from .folder import ImagePair
 from .intensity import IntensityMapping, choose_intensity
-from .io import ImageInfo, is_scan, read_image, read_info, read_mask
+from .io import ImageInfo, is_grey_colour, is_scan, read_image, read_info, read_mask
 
 __all__ = ["MaskValueMap", "DatasetFingerprint", "fingerprint_dataset", "MAX_CLASSES"]
 
@@ -78,7 +78,7 @@ class DatasetFingerprint:
     """What was discovered about a set of image/mask pairs (a volume counts once per slice)."""
 
     num_cases: int
-    channels: int  # network input channels (after the intensity mapping)
+    channels: int  # network input channels (after the intensity mapping; grey scans saved as RGB count as 1)
     sizes: dict[str, int]  # "HxW" -> number of images
     mask_values: dict[str, int]  # raw value -> pixel count
     mean: list[float]  # per input channel, of the mapped values (what Normalize uses)
@@ -202,6 +202,8 @@ def fingerprint_dataset(
                 infos[pair.image] = read_info(pair.image) if is_scan(pair.image) else None
             info = infos[pair.image]
             image = read_image(pair.image, pair.slice_index)
+            if is_grey_colour(image):
+                image = image[..., :1]  # a grey scan saved as RGB: one channel (the model is then grey)
             mask = read_mask(pair.mask, pair.slice_index)
         except DatasetError as err:
             problems.append(str(err))

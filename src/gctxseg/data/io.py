@@ -38,6 +38,8 @@ __all__ = [
     "read_volume",
     "write_volume_mask",
     "image_size",
+    "is_grey_colour",
+    "fit_channels",
 ]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
@@ -299,6 +301,30 @@ def read_image(path: str | Path, slice_index: int | None = None) -> np.ndarray:
         ds = _read_dicom(path, pixels=True)
         return np.asarray(apply_modality_lut(_dicom_pixels(ds, path), ds), dtype=np.float32)[..., None]
     return _read_picture(path)
+
+
+def is_grey_colour(image: np.ndarray) -> bool:
+    """True for an ``H x W x 3`` image whose three channels are equal: a grey scan saved as RGB, as public OCT
+    sets often ship them."""
+    return image.ndim == 3 and image.shape[2] == 3 and bool(
+        np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 0], image[..., 2])
+    )
+
+
+def fit_channels(image: np.ndarray, channels: int, source: str | Path) -> np.ndarray:
+    """An ``H x W x C`` image with the model's ``channels``: grey repeated for a colour model, a grey scan saved
+    as RGB reduced to one channel for a grey model; a colour image for a grey model is an error."""
+    have = image.shape[2]
+    if have == channels:
+        return image
+    if have == 1:
+        return np.broadcast_to(image, (*image.shape[:2], channels))
+    if channels == 1 and is_grey_colour(image):
+        return image[..., :1]
+    raise DatasetError(
+        f"{source}: {have}-channel image but the model takes {channels}; convert the image, or train on images "
+        "like it"
+    )
 
 
 def read_mask(path: str | Path, slice_index: int | None = None) -> np.ndarray:
