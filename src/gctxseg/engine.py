@@ -35,17 +35,14 @@ from . import __version__
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import (
     CTWindow,
-    DatasetError,
     DatasetFingerprint,
     ImagePair,
     SegmentationDataset,
     expand_slices,
     find_pairs,
     fingerprint_dataset,
-    read_image,
     resolve_windows,
 )
-from .data.io import fit_channels
 from .data.sampling import ForegroundTopUpSampler, class_presence
 from .data.splits import ONE_GROUP_PER_IMAGE, fold_files
 from .data.transforms import eval_transforms, train_transforms
@@ -629,10 +626,8 @@ def _prepare_data(
     else:
         fingerprint = fingerprint_dataset(train_pairs, ct=cfg.ct, windows=cfg.ct_windows())
     intensity = fingerprint.intensity_mapping  # values as read -> [0, 1]: the same at prediction
-    val_fingerprint = fingerprint_dataset(val_pairs, known_values=fingerprint.value_map.values, intensity=intensity)
     value_map, channels = fingerprint.value_map, fingerprint.channels
-    if val_fingerprint.channels > channels:
-        _refuse_colour_validation(val_pairs, channels)
+    fingerprint_dataset(val_pairs, known_values=value_map.values, known_channels=channels, intensity=intensity)
     if value_map.num_classes < 2:
         raise ValueError(f"{cfg.data_train}: masks hold only the value {value_map.values}; need background and a class")
     cfg, plan = _plan(cfg, fingerprint, len(train_pairs) // ddp.world, len(val_pairs), device, amp_dtype, ddp)
@@ -647,15 +642,6 @@ def _prepare_data(
     cfg, presence = _plan_foreground(cfg, plan, base_train, value_map.num_classes)
     train_set = SeededAugmentDataset(base_train, cfg.seed)
     return _TrainingData(train_pairs, fingerprint, base_train, train_set, val_set, plan, presence, split_source), cfg
-
-
-def _refuse_colour_validation(val_pairs: list[ImagePair], channels: int) -> None:
-    """One line naming the first validation image with more channels than the training images."""
-    for pair in val_pairs:
-        try:
-            fit_channels(read_image(pair.image, pair.slice_index), channels, pair.image)
-        except DatasetError as err:
-            raise DatasetError(f"{err} (validation images are colour, training images grey)") from None
 
 
 def _make_run_folder(cfg: TrainConfig, ddp: Distributed, device: torch.device, data: _TrainingData) -> Path:

@@ -21,7 +21,7 @@ from .ct import AUTO, CTWindow
 from .errors import DatasetError, raise_collected
 from .folder import ImagePair
 from .intensity import IntensityMapping, choose_intensity
-from .io import ImageInfo, is_grey_colour, is_scan, read_image, read_info, read_mask
+from .io import ImageInfo, fit_channels, is_grey_colour, is_scan, read_image, read_info, read_mask
 
 __all__ = ["MaskValueMap", "DatasetFingerprint", "fingerprint_dataset", "MAX_CLASSES"]
 
@@ -146,6 +146,7 @@ def fingerprint_dataset(
     known_values: Sequence[int] | None = None,
     sample_pixels: int = 20000,
     *,
+    known_channels: int | None = None,
     ct: bool = False,
     windows: Sequence[CTWindow | str] = (AUTO,),
     intensity: IntensityMapping | None = None,
@@ -161,6 +162,8 @@ def fingerprint_dataset(
     Args:
         pairs: image/mask pairs to scan (volume slices from :func:`~gctxseg.data.folder.expand_slices`).
         known_values: mask values of the training set; values outside it are errors (validation sets).
+        known_channels: input channels of the training set; images that do not fit them (colour images in a
+            grey set) are errors (validation sets).
         sample_pixels: pixels sampled per image file (per volume: spread over its slices) for percentiles.
         ct: the images are CT: window them (see ``windows``).
         windows: CT windows from :func:`~gctxseg.data.ct.resolve_windows`; ``"auto"`` = derived from the
@@ -204,6 +207,8 @@ def fingerprint_dataset(
             image = read_image(pair.image, pair.slice_index)
             if is_grey_colour(image):
                 image = image[..., :1]  # a grey scan saved as RGB: one channel (the model is then grey)
+            if known_channels is not None:
+                fit_channels(image, known_channels, pair.image)
             mask = read_mask(pair.mask, pair.slice_index)
         except DatasetError as err:
             problems.append(str(err))
