@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from .utils import atomic_write_json
+
 __all__ = ["ClassRule", "PostProcessing", "apply_rule", "choose_postprocessing", "component_sizes"]
 
 RULE_KINDS = ("none", "min_size", "largest")
@@ -81,7 +83,7 @@ class PostProcessing:
         return {"rules": {str(k): asdict(r) for k, r in self.rules.items()}, "evidence": self.evidence}
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+        atomic_write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> PostProcessing:

@@ -14,13 +14,13 @@ each of 496x768 pixels, 11 of them graded by two graders. Two forms are read:
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from ..utils import atomic_write_json
 from .errors import DatasetError
 from .splits import group_kfold
 
@@ -102,8 +102,8 @@ def convert_duke_dme(src: str | Path, out: str | Path, folds: int = 5, grader: i
     (out / "masks").mkdir(parents=True, exist_ok=True)
     groups, with_fluid = _duke_from_mat(src, out, grader) if has_mat else _duke_from_png(src, out)
     splits = group_kfold(groups, folds, seed)
-    (out / "groups.json").write_text(json.dumps(groups, indent=1))
-    (out / "splits.json").write_text(json.dumps(splits, indent=1))
+    atomic_write_json(out / "groups.json", groups)
+    atomic_write_json(out / "splits.json", splits)
     return {"scans": len(groups), "patients": len(set(groups.values())), "with fluid": with_fluid,
             "folds": folds, "source": "mat" if has_mat else "png"}
 
