@@ -5,7 +5,7 @@ the device into the settings a user would otherwise guess: input size, batch siz
 architecture family, foreground sampling share and schedule length. ``gctxseg train`` plans every setting
 the user did not give, prints the plan and writes ``plan.json`` in the run folder; every given flag wins.
 
-How each rule was chosen is said beside it. The measurements are in ``docs/evaluation.md`` ("Real OCT").
+How each rule was chosen is said beside it; the measurements behind them are in ``docs/real-oct.md``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .models import create_model, resolve_model_name
+from .utils import atomic_write_json
 
 __all__ = [
     "FAMILY_OPTIMISER",
@@ -39,8 +40,9 @@ __all__ = [
 # scan 2.2x horizontally. A time budget can lower it (see ``planned_size``).
 PIXEL_BUDGET = 256 * 512
 MIN_SHORT_SIDE = 128  # below this a B-scan's layers are a few pixels thick
-# With a time budget, the input shrinks (aspect kept) until at least this many optimiser steps fit: a short
-# schedule at full size measured worse than a longer one at a smaller size on Duke DME (docs/evaluation.md).
+# With a time budget, the input shrinks (aspect kept) until at least this many optimiser steps fit. A heuristic:
+# in the lr probe gctx_unet was still improving at 136 steps; on Duke DME at 8 CPU-minutes per fold, ~300 steps at
+# 192x320 and ~650 at 128x224 scored the same (docs/real-oct.md), so the floor neither helped nor hurt there.
 MIN_PLANNED_STEPS = 250
 # Without a time budget: about this many optimiser steps (nnU-Net trains 2D for 250k at batch 12 on a GPU;
 # a fifth of that here, as 2D slices of a few hundred images saturate sooner), within these epoch bounds.
@@ -70,7 +72,7 @@ FAMILY_OPTIMISER = {
 }
 _TRANSFORMERS = {"gctx_unet"}
 # U-Nets whose first-stage width is planned: nnU-Net's 2D U-Net starts at 32 features; Ronneberger's 64 costs 4x
-# the compute for no measured gain on few hundred images (docs/evaluation.md)
+# the compute (nnU-Net's choice, taken as it is: 32 against 64 was not measured here)
 _PLANNED_WIDTH = {"unet", "gct_unet"}
 CNN_BASE_WIDTH = 32
 
@@ -101,7 +103,7 @@ class TrainingPlan:
         return asdict(self)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+        atomic_write_json(path, self.to_dict())
 
     def format(self) -> str:
         rows = []
