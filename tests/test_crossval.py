@@ -13,7 +13,7 @@ from PIL import Image
 from gctxseg.data import DatasetError, ImagePair
 from gctxseg.data.convert import convert_duke_dme
 from gctxseg.data.sampling import ForegroundTopUpSampler
-from gctxseg.data.splits import fold_files, group_kfold, groups_from_regex, select_fold
+from gctxseg.data.splits import fold_files, group_kfold, groups_from_regex, resolve_splits, select_fold
 from gctxseg.postprocess import ClassRule, PostProcessing, apply_rule, choose_postprocessing
 
 
@@ -69,6 +69,17 @@ def _write_duke_mat(path, scans=4, graded=(1, 3), seed=0):
         fluid[5:9, 10:20, s] = 2  # graders number their regions: any value > 0 is fluid
     savemat(path, {"images": images, "manualFluid1": fluid, "manualFluid2": fluid})
     return images
+
+
+def test_unreadable_groups_json_is_one_line(tmp_path):
+    (tmp_path / "images").mkdir()
+    pairs = _pairs(["a", "b", "c"])
+    (tmp_path / "groups.json").write_text('{"a": "p1", ')  # cut short
+    with pytest.raises(DatasetError, match=r"groups.json: not a readable JSON file \(JSONDecodeError\)"):
+        resolve_splits(pairs, 2, tmp_path / "images")
+    (tmp_path / "groups.json").write_text('["p1", "p2"]')
+    with pytest.raises(DatasetError, match=r"groups.json: expected \{file stem: group\}"):
+        resolve_splits(pairs, 2, tmp_path / "images")
 
 
 def test_convert_duke_mat_keeps_graded_scans_and_splits_by_patient(tmp_path):

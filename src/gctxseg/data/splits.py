@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DatasetError
-from .folder import ImagePair
+from .folder import ImagePair, find_pairs
 
 __all__ = ["fold_files", "group_kfold", "groups_from_regex", "load_splits", "resolve_splits", "select_fold",
            "ONE_GROUP_PER_IMAGE"]
@@ -81,13 +81,17 @@ def groups_from_regex(pairs: Sequence[ImagePair], pattern: str) -> dict[str, str
     return groups
 
 
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DatasetError(f"{path}: not a readable JSON file ({type(err).__name__}); write it again") from None
+
+
 def load_splits(path: str | Path) -> list[dict[str, list[str]]]:
     """Read a ``splits.json`` (nnU-Net shape); one clear error when it has another shape."""
     path = Path(path)
-    try:
-        splits = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise DatasetError(f"{path}: not a readable JSON file ({type(err).__name__}); write it again") from None
+    splits = _read_json(path)
     if not isinstance(splits, list) or not all(isinstance(s, dict) and {"train", "val"} <= set(s) for s in splits):
         raise DatasetError(f'{path}: expected a list of {{"train": [...], "val": [...]}} folds (nnU-Net shape)')
     return splits
@@ -117,7 +121,9 @@ def resolve_splits(
         if len(splits) == folds:
             return splits, str(root / "splits.json")
     if (root / "groups.json").is_file():
-        groups = json.loads((root / "groups.json").read_text())
+        groups = _read_json(root / "groups.json")
+        if not isinstance(groups, dict):
+            raise DatasetError(f"{root / 'groups.json'}: expected {{file stem: group}}; write it again")
         known = {p.name: groups[p.name] for p in pairs if p.name in groups}
         if len(known) == len(pairs):
             return group_kfold(known, folds, seed), str(root / "groups.json")
@@ -154,8 +160,6 @@ def fold_files(
     splits_path: str | Path | None = None,
 ) -> tuple[list[ImagePair], list[ImagePair], str]:
     """(train, val, source) file pairs of ``fold`` of the labelled folder ``images_dir`` (see resolve_splits)."""
-    from .folder import find_pairs
-
     pairs = find_pairs(images_dir, img_f, mask_f)
     splits, source = resolve_splits(pairs, folds, images_dir, group_regex, splits_path)
     if len(splits) != folds:
