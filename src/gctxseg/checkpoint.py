@@ -103,9 +103,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         ) from None
     except Exception as err:  # zip/pickle errors differ between torch versions; all mean "not readable"
         raise ValueError(f"{path}: not a readable checkpoint ({type(err).__name__}); it may be truncated") from None
+    _require_gctxseg(ckpt, path)
+    return ckpt
+
+
+def _require_gctxseg(ckpt: Any, path: Path) -> None:
     if not isinstance(ckpt, dict) or "model_name" not in ckpt or "model" not in ckpt:
         raise ValueError(f"{path}: not a gctxseg checkpoint (no model_name/model); use a best.pt or last.pt")
-    return ckpt
 
 
 def checkpoint_channels(ckpt: dict) -> int:
@@ -153,8 +157,7 @@ def convert_checkpoint(old: str | Path, new: str | Path, *, trust: bool = False)
         ckpt = torch.load(old, map_location="cpu", weights_only=False)
     except Exception as err:  # any unpickling problem means the file is not a readable checkpoint
         raise ValueError(f"{old}: not a readable checkpoint ({type(err).__name__}); it may be truncated") from None
-    if not isinstance(ckpt, dict) or "model_name" not in ckpt or "model" not in ckpt:
-        raise ValueError(f"{old}: not a gctxseg checkpoint (no model_name/model); use a best.pt or last.pt")
+    _require_gctxseg(ckpt, old)
     rng = ckpt.get("rng")
     if isinstance(rng, dict):
         ckpt["rng"] = {k: v for k, v in rng.items() if k == "torch"}
