@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from . import __version__
 from .data import DatasetError
 from .engine import NonFiniteLossError, TrainingInterrupted
+from .precision import AMP_CHOICES
 
 __all__ = ["main", "build_parser"]
 
@@ -132,7 +133,7 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="keep decoded samples as memory-mapped .npy files in DIR, shared by loader workers, ranks "
                         "and later runs on the same data (default: in memory, per worker)")
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1 ... (default auto)")
-    p.add_argument("--amp", default=d.amp, choices=["auto", "bf16", "fp16", "off"],
+    p.add_argument("--amp", default=d.amp, choices=AMP_CHOICES,
                    help="mixed precision: auto = bf16/fp16 on GPUs, bf16 on CPUs with native bf16 (default auto)")
     p.add_argument("--grad-accum", type=int, default=d.grad_accum, metavar="N",
                    help="average the gradients of N batches per optimiser step: effective batch = N x "
@@ -208,7 +209,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--source", default="inference/img", help="folder of images (default inference/img)")
     p.add_argument("--out", default="inference/out", help="output folder (default inference/out)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda ... (default auto)")
-    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"], help="precision (default auto)")
+    p.add_argument("--amp", default="auto", choices=AMP_CHOICES, help="precision (default auto)")
     _add_inference_options(p)
     _add_measurement_options(p)
 
@@ -260,7 +261,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None,
                    help="output folder (default: eval_<split> beside the weights, e.g. runs/exp/eval_val)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda ... (default auto)")
-    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"], help="precision (default auto)")
+    p.add_argument("--amp", default="auto", choices=AMP_CHOICES, help="precision (default auto)")
     _add_inference_options(p)
     p.add_argument("--nsd-tolerance", type=float, default=2.0,
                    help="normalised surface Dice tolerance in pixels (in the --spacing unit if given; default 2)")
@@ -276,7 +277,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default=None, help="images folder to evaluate on (default: the run's val folder)")
     p.add_argument("--no-eval", action="store_true", help="do not evaluate; reuse RUN_DIR/eval if it exists")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda ... (default auto)")
-    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"], help="precision (default auto)")
+    p.add_argument("--amp", default="auto", choices=AMP_CHOICES, help="precision (default auto)")
     p.add_argument("--tta", action="store_true", help="horizontal-flip test-time augmentation")
     p.add_argument("--infer-mode", default="resize", choices=["resize", "sliding"], help="(default resize)")
 
@@ -286,7 +287,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dirs", nargs="+", help="run folders")
     p.add_argument("--out", default="compare.png", help="combined curves plot (default compare.png)")
     p.add_argument("--device", default="auto", help="where to time inference: auto, cpu, cuda ... (default auto)")
-    p.add_argument("--amp", default="off", choices=["auto", "bf16", "fp16", "off"],
+    p.add_argument("--amp", default="off", choices=AMP_CHOICES,
                    help="precision of the timing (default off = fp32)")
     p.add_argument("--timing-seconds", type=float, default=1.0,
                    help="seconds of inference timed per run, batch 1 at its training size (default 1)")

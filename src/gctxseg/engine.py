@@ -51,7 +51,7 @@ from .metrics import ConfusionMatrix
 from .models import create_model, list_models, resolve_model_name
 from .models.complexity import count_macs, count_parameters
 from .planning import TrainingPlan, plan_training, planned_foreground_share
-from .precision import autocast_context, autocast_dtype
+from .precision import AMP_CHOICES, autocast_context, autocast_dtype
 from .report import plot_curves
 from .utils import atomic_write_json, compile_model, next_run_dir, progress, resolve_device, seed_everything
 from .visualize import colorize, overlay, save_rows, to_uint8_rgb
@@ -144,7 +144,7 @@ class TrainConfig:
             raise ValueError(f"--time-budget must be > 0 minutes, got {self.time_budget}")
         if (self.lr is not None and self.lr <= 0) or not 0 < self.lrf <= 1:
             raise ValueError(f"need lr > 0 and 0 < lrf <= 1, got lr={self.lr}, lrf={self.lrf}")
-        if self.amp not in ("auto", "bf16", "fp16", "off"):
+        if self.amp not in AMP_CHOICES:
             raise ValueError(f"amp must be auto, bf16, fp16 or off, got {self.amp!r}")
         resolve_model_name(self.model)  # unknown names fail now, with a suggestion
         self.windows = tuple(self.windows)
