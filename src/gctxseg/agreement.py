@@ -10,8 +10,6 @@ of the two) and a predicted-vs-true scatter per class, ``bland_altman.png`` and 
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import statistics
 from collections import Counter
@@ -19,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .measurements import Measurement
-from .utils import atomic_write_text
+from .utils import atomic_write_csv
 
 __all__ = ["AMOUNT_COLUMNS", "amount_rows", "agreement_summary", "format_agreement", "write_agreement"]
 
@@ -74,8 +72,8 @@ def agreement_summary(rows: Sequence[dict], class_names: Sequence[str]) -> list[
             continue
         unit = _primary_unit(cases)
         for name in class_names:
-            diffs = [r["difference"] for r in cases if r["class"] == name and r["unit"] == unit]
             kept = [r for r in cases if r["class"] == name and r["unit"] == unit]
+            diffs = [r["difference"] for r in kept]
             sd = statistics.stdev(diffs) if len(diffs) > 1 else math.nan
             bias = statistics.fmean(diffs) if diffs else math.nan
             out.append({
@@ -89,26 +87,28 @@ def agreement_summary(rows: Sequence[dict], class_names: Sequence[str]) -> list[
     return out
 
 
-def _plot(rows: Sequence[dict], class_names: Sequence[str], path: Path, bland_altman: bool) -> None:
+def _plot(rows: Sequence[dict], summary: Sequence[dict], class_names: Sequence[str], path: Path,
+          bland_altman: bool) -> None:
+    """One panel per class at the volume level where there are volumes, else per image; the bias and limits of
+    agreement drawn are the summary's."""
     from .report import _save_figure as save_figure  # local: matplotlib only when plotting
     from .report import plt
 
     level = "volume" if any(_level(r["kind"]) == "volume" for r in rows) else "image"
     cases = [r for r in rows if _level(r["kind"]) == level]
+    stats = {a["class"]: a for a in summary if a["level"] == level}
     unit = _primary_unit(cases)
     fig, axes = plt.subplots(1, len(class_names), figsize=(4.2 * len(class_names), 3.8), squeeze=False)
     for ax, name in zip(axes[0], class_names):
         kept = [r for r in cases if r["class"] == name and r["unit"] == unit]
         t, p = [r["truth"] for r in kept], [r["predicted"] for r in kept]
         if bland_altman:
-            means, diffs = [(a + b) / 2 for a, b in zip(t, p)], [b - a for a, b in zip(t, p)]
-            ax.scatter(means, diffs, s=14, alpha=0.7)
-            if len(diffs) > 1:
-                bias, sd = statistics.fmean(diffs), statistics.stdev(diffs)
-                for y, style in ((bias, "-"), (bias - 1.96 * sd, "--"), (bias + 1.96 * sd, "--")):
+            ax.scatter([(a + b) / 2 for a, b in zip(t, p)], [r["difference"] for r in kept], s=14, alpha=0.7)
+            if stats[name]["n"] > 1:
+                bias, (low, high) = stats[name]["bias"], stats[name]["limits of agreement"]
+                for y, style in ((bias, "-"), (low, "--"), (high, "--")):
                     ax.axhline(y, color="tab:red", linestyle=style, linewidth=1)
-                ax.set_title(f"{name}: bias {bias:.3g}, LoA {bias - 1.96 * sd:.3g} to {bias + 1.96 * sd:.3g}",
-                             fontsize=9)
+                ax.set_title(f"{name}: bias {bias:.3g}, LoA {low:.3g} to {high:.3g}", fontsize=9)
             ax.set_xlabel(f"mean of true and predicted ({unit})")
             ax.set_ylabel(f"predicted - true ({unit})")
         else:
@@ -132,14 +132,10 @@ def write_agreement(
     summary = agreement_summary(rows, class_names)
     if out is not None and rows:
         out = Path(out)
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=AMOUNT_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows({**r, **{k: format(r[k], ".10g") for k in ("truth", "predicted", "difference")}}
-                         for r in rows)  # fmt: skip
-        atomic_write_text(out / "amounts_per_image.csv", buffer.getvalue())
-        _plot(rows, class_names, out / "bland_altman.png", bland_altman=True)
-        _plot(rows, class_names, out / "amount_scatter.png", bland_altman=False)
+        shown = ({**r, **{k: format(r[k], ".10g") for k in ("truth", "predicted", "difference")}} for r in rows)
+        atomic_write_csv(out / "amounts_per_image.csv", AMOUNT_COLUMNS, shown)
+        _plot(rows, summary, class_names, out / "bland_altman.png", bland_altman=True)
+        _plot(rows, summary, class_names, out / "amount_scatter.png", bland_altman=False)
     return rows, summary
 
 

@@ -38,9 +38,7 @@ empty, and we want a false alarm on a healthy scan to score 0.
 
 from __future__ import annotations
 
-import csv
 import heapq
-import io
 import json
 import math
 import statistics
@@ -72,7 +70,7 @@ from .report import (
     summarize_run,
     write_html_report,
 )
-from .utils import atomic_write_json, atomic_write_text
+from .utils import atomic_write_csv, atomic_write_json
 
 __all__ = [
     "CSV_COLUMNS",
@@ -218,14 +216,6 @@ def _class_summary(k: int, name: str, value: int, pooled: dict, per_image: list[
         "missed": sum(t and not p for t, p in zip(truth, predicted)),
         "false alarms": sum(p and not t for t, p in zip(truth, predicted)),
     }
-
-
-def _write_csv(rows: list[dict], path: Path) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue())
 
 
 def evaluate_folder(
@@ -377,7 +367,7 @@ def _pooled_summary(scored: _ScoredPairs, names: list[str], values: Sequence[int
 
 def _write_evaluation(out: Path, summary: dict, scored: _ScoredPairs, names: list[str]) -> None:
     atomic_write_json(out / "summary.json", summary)
-    _write_csv(scored.rows, out / "metrics_per_image.csv")
+    atomic_write_csv(out / "metrics_per_image.csv", CSV_COLUMNS, scored.rows)
     plot_confusion_matrix(scored.total.numpy(), names, out / "confusion_matrix.png")
     per_class_dice = {names[c + 1]: [s["dice"][c] for s in scored.per_image] for c in range(len(names) - 1)}
     plot_dice_histogram(per_class_dice, out / "dice_histogram.png")

@@ -20,8 +20,6 @@ whose unit cannot be known is left blank, never 0.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import re
 from collections.abc import Sequence
@@ -33,7 +31,7 @@ import numpy as np
 from .data import DatasetError, read_info, read_mask
 from .data.io import DICOM_SUFFIXES, NIFTI_SUFFIXES, file_stem, read_volume
 from .data.spacing import SPACING_FILE, find_spacing_file, read_spacing_file, write_spacing_file
-from .utils import atomic_write_text
+from .utils import atomic_write_csv
 
 __all__ = [
     "SPACING_FILE",
@@ -390,11 +388,7 @@ def measurement_record(row: Measurement, class_names: Sequence[str]) -> dict[str
 
 def write_measurements_csv(rows: Sequence[Measurement], path: str | Path, class_names: Sequence[str]) -> Path:
     """Write ``measurements.csv`` (atomically) and return its path."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=measurement_columns(class_names), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(measurement_record(r, class_names) for r in rows)
-    atomic_write_text(path, buffer.getvalue())
+    atomic_write_csv(path, measurement_columns(class_names), (measurement_record(r, class_names) for r in rows))
     return Path(path)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import logging
@@ -11,7 +12,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sized
+from collections.abc import Iterable, Iterator, Sequence, Sized
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -69,6 +70,15 @@ def _json_safe(obj: Any) -> Any:
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(_json_safe(obj), indent=2, allow_nan=False))
+
+
+def atomic_write_csv(path: str | Path, columns: Sequence[str], rows: Iterable[dict]) -> None:
+    """``rows`` (dicts keyed by ``columns``) as a CSV file with a header, written atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
