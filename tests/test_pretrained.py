@@ -102,3 +102,19 @@ def test_decoder_init_without_encoder_weights_and_wrong_models_are_one_line(tmp_
         load_pretrained(torch.nn.Linear(1, 1), "imagenet")
     with pytest.raises(ValueError, match=r"missing.pth: file not found; pass a GC ViT-xxtiny checkpoint"):
         load_pretrained(_fresh(), tmp_path / "missing.pth")
+
+
+class _CreatesFileWhenUnpickled:
+    def __init__(self, marker) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.system, (f"touch '{self.marker}'",)
+
+
+def test_a_crafted_encoder_weights_file_is_refused_and_runs_nothing(tmp_path):
+    marker, path = tmp_path / "pwned", tmp_path / "gcvit.pth"
+    torch.save({"stem.conv1.weight": _CreatesFileWhenUnpickled(marker)}, path)
+    with pytest.raises(ValueError, match=r"gcvit.pth: not a plain weights file \(UnpicklingError\)") as err:
+        load_pretrained(_fresh(), path)
+    assert "\n" not in str(err.value) and not marker.exists()

@@ -87,6 +87,18 @@ def imagenet_state_dict(name: str = TIMM_ENCODER) -> dict[str, torch.Tensor]:
                          f"({type(err).__name__}: {reason}); {_SAVE_HINT}") from None
 
 
+def _load_weights_file(path: Path) -> dict[str, torch.Tensor]:
+    """A weights file read without running code (``weights_only``): refused with one line otherwise."""
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a crafted pickle, a truncated or foreign file: types differ by torch version
+        raise ValueError(f"--encoder-weights {path}: not a plain weights file ({type(err).__name__}); it may hold "
+                         f"Python objects, which are never loaded, or be truncated; {_SAVE_HINT}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"--encoder-weights {path}: holds a {type(raw).__name__}, not a state dict; {_SAVE_HINT}")
+    return raw
+
+
 def load_pretrained(model: torch.nn.Module, source: str | Path, decoder_init: str = "none") -> PretrainedLoad:
     """Load ImageNet GC ViT weights into a GCtx-UNet (``source``: ``imagenet`` or a checkpoint file).
 
@@ -103,7 +115,7 @@ def load_pretrained(model: torch.nn.Module, source: str | Path, decoder_init: st
     if str(source) == IMAGENET:
         raw = imagenet_state_dict()
     elif Path(source).is_file():
-        raw = torch.load(source, map_location="cpu", weights_only=True)
+        raw = _load_weights_file(Path(source))
     else:
         raise ValueError(f"--encoder-weights {source}: file not found; pass a GC ViT-xxtiny checkpoint "
                          f"or '{IMAGENET}' (timm's download)")
