@@ -20,6 +20,8 @@ kept. Example::
 from __future__ import annotations
 
 import argparse
+import ast
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -109,22 +111,42 @@ def peer_fold(data: str, folds: int, fold: int, minutes: float, out: Path, seed:
 
 
 def ours_fold(recipe: str, data: str, folds: int, fold: int, minutes: float, out: Path) -> dict:
-    """One fold of gctxseg: ``recipe`` is a model name (every setting planned) or ``MODEL@HxW`` (the input size
-    given, the rest planned: the epochs then fill the budget at that size)."""
+    """One fold of gctxseg: ``recipe`` is ``MODEL[@HxW][,KEY=VALUE...]``: a model name (every setting planned),
+    optionally the input size (the epochs then fill the budget at that size) and settings given as a user would
+    (``lr=2e-4``, ``augment=strong``: TrainConfig fields; any other key is an architecture option)."""
     done = out / f"fold_{fold}_time.json"
     if done.is_file():
         return json.loads(done.read_text())
-    model, _, size = recipe.partition("@")
+    head, *settings = recipe.split(",")
+    model, _, size = head.partition("@")
     base_size = tuple(int(s) for s in size.split("x")) if size else None
+    given, model_options = _recipe_settings(settings)
     t0, cpu0 = time.perf_counter(), time.process_time()
     run = train_fold(TrainConfig(data_train=data, img_f=".png", mask_f=".png", folds=folds, fold=fold, model=model,
-                                 base_size=base_size, time_budget=minutes, num_samples=0), out, fold)
+                                 base_size=base_size, time_budget=minutes, num_samples=0, model_options=model_options,
+                                 **given), out, fold)
     log = json.loads((run / "log.json").read_text())
     params = log["train parameters"]
     result = {"fold": fold, "epochs": params["epochs"], "size": params["input size"], "lr": params["lr"],
               "batch": params["batch size"], "wall s": time.perf_counter() - t0, "cpu s": time.process_time() - cpu0}
     done.write_text(json.dumps(result))
     return result
+
+
+def _recipe_settings(settings: list[str]) -> tuple[dict, dict]:
+    """``KEY=VALUE`` strings -> (TrainConfig fields, architecture options); values are read as Python literals
+    where they are one (numbers), else kept as strings."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    given: dict = {}
+    model_options: dict = {}
+    for setting in settings:
+        key, _, text = setting.partition("=")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        (given if key in fields else model_options)[key] = value
+    return given, model_options
 
 
 def _oof(out: Path, names: list[str]) -> dict[str, np.ndarray]:

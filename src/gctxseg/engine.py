@@ -45,7 +45,7 @@ from .data import (
 )
 from .data.sampling import ForegroundTopUpSampler, class_presence
 from .data.splits import ONE_GROUP_PER_IMAGE, fold_files
-from .data.transforms import eval_transforms, train_transforms
+from .data.transforms import AUGMENTATIONS, eval_transforms, train_transforms
 from .losses import DiceCELoss, training_loss
 from .metrics import ConfusionMatrix
 from .models import create_model, list_models, resolve_model_name
@@ -111,6 +111,7 @@ class TrainConfig:
     weight_decay: float | None = None
     foreground_share: float | None = None  # each batch topped up to hold each foreground class in this share
     time_budget: float | None = None  # minutes the run may take: the planned schedule (and size) fit it
+    augment: str = "standard"  # training augmentation strength: data.transforms.AUGMENTATIONS
     lambda_dice: float = 1.0
     lambda_ce: float = 1.0
     grad_clip: float = 1.0  # max gradient norm (0 = off)
@@ -144,6 +145,8 @@ class TrainConfig:
             raise ValueError(f"--time-budget must be > 0 minutes, got {self.time_budget}")
         if (self.lr is not None and self.lr <= 0) or not 0 < self.lrf <= 1:
             raise ValueError(f"need lr > 0 and 0 < lrf <= 1, got lr={self.lr}, lrf={self.lrf}")
+        if self.augment not in AUGMENTATIONS:
+            raise ValueError(f"--augment must be one of {', '.join(AUGMENTATIONS)}, got {self.augment!r}")
         if self.amp not in AMP_CHOICES:
             raise ValueError(f"amp must be auto, bf16, fp16 or off, got {self.amp!r}")
         resolve_model_name(self.model)  # unknown names fail now, with a suggestion
@@ -637,7 +640,7 @@ def _prepare_data(
             pairs, value_map, cfg.base_size, channels, transforms, intensity=intensity, cache_dir=cfg.cache_dir
         )
 
-    base_train = dataset(train_pairs, train_transforms(fingerprint.mean, fingerprint.std))
+    base_train = dataset(train_pairs, train_transforms(fingerprint.mean, fingerprint.std, strength=cfg.augment))
     val_set = dataset(val_pairs, eval_transforms(fingerprint.mean, fingerprint.std))
     cfg, presence = _plan_foreground(cfg, plan, base_train, value_map.num_classes)
     train_set = SeededAugmentDataset(base_train, cfg.seed)
