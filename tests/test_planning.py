@@ -88,6 +88,7 @@ def test_cv_writes_out_of_fold_summary_and_an_ensemble_predicts_at_the_original_
     summary = json.loads((cv / "cv_summary.json").read_text())
     assert summary["folds"] == 2 and summary["images"] == 12 and len(list((cv / "oof").glob("*.npy"))) == 12
     assert set(summary["per fold"]) == {"0", "1"} and len(summary["pooled out-of-fold"]["dice"]) == 1
+    assert len(summary["pooled out-of-fold"]["nsd"]) == 1 and len(summary["fold mean"]["nsd"]) == 1
     assert (cv / "postprocessing.json").is_file() and (cv / "cv_report.html").is_file()
     assert "pooled out-of-fold" in capsys.readouterr().out
     # the CV folder is an ensemble for predict: masks come back at the images' own size
@@ -149,3 +150,16 @@ def test_splits_json_naming_missing_files_is_one_line(tmp_path, capsys):
                  "--model", "unet", "--results", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "p09_b09" in err[0] and "splits.json" in err[0]
+
+
+def test_cv_scores_pool_dice_and_average_surface_metrics_per_image():
+    from gctxseg.crossval import score_predictions
+
+    target = np.zeros((32, 32), np.int64)
+    target[8:16, 8:16] = 1
+    shifted = np.roll(target, 6, axis=1)  # 8 x 8 square moved 6 px: 2 of 8 columns overlap
+    scores = score_predictions([target, shifted], [target, target], 2)
+    assert scores["images"] == 2
+    assert scores["dice"][0] == pytest.approx((2 * (64 + 16)) / (128 + 128))  # summed confusion, not a mean
+    assert scores["hd95"][0] == pytest.approx(3.0)  # mean of 0 and 6 px
+    assert 0.5 < scores["nsd"][0] < 1  # 1 for the perfect image, well under 1 for the shifted one

@@ -108,17 +108,19 @@ def oof_probabilities(cv_dir: str | Path, device: str = "auto", amp: str = "auto
 
 
 def score_predictions(preds: Sequence[np.ndarray], targets: Sequence[np.ndarray], num_classes: int) -> dict:
-    """Pooled (summed confusion) Dice/IoU per class and per-image HD95 means over a set of predictions."""
+    """Pooled (summed confusion) Dice/IoU per class, and per-image HD95 and NSD (2 px) means where defined."""
     total = torch.zeros(num_classes, num_classes, dtype=torch.int64)
-    hd95: list[list[float]] = [[] for _ in range(num_classes - 1)]
+    surface: dict[str, list[list[float]]] = {m: [[] for _ in range(num_classes - 1)] for m in ("hd95", "nsd")}
     for pred, target in zip(preds, targets):
         scores = score_image(pred, target, num_classes)
         total += scores["confusion"]
-        for c, value in enumerate(scores["hd95"]):
-            if math.isfinite(value):
-                hd95[c].append(value)
+        for metric, per_class in surface.items():
+            for c, value in enumerate(scores[metric]):
+                if math.isfinite(value):
+                    per_class[c].append(value)
     pooled = scores_from_confusion(total)
-    return {"dice": pooled["Dice"], "iou": pooled["IoU"], "hd95": [_mean(v) for v in hd95], "images": len(preds)}
+    return {"dice": pooled["Dice"], "iou": pooled["IoU"], **{m: [_mean(v) for v in per_class]
+            for m, per_class in surface.items()}, "images": len(preds)}
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -153,7 +155,7 @@ def summarize_cv(cv_dir: str | Path, device: str = "auto", amp: str = "auto") ->
         "model": first["model_name"],
         "per fold": per_fold,
         "fold mean": {m: [_mean_sd([f[m][c] for f in per_fold.values()]) for c in range(k - 1)]
-                      for m in ("dice", "iou", "hd95")},
+                      for m in ("dice", "iou", "hd95", "nsd")},
         "pooled out-of-fold": score_predictions(preds, targets, k),
         "postprocessing": postprocess.to_dict(),
         "pooled out-of-fold post-processed": score_predictions([postprocess(p) for p in preds], targets, k),
@@ -167,19 +169,21 @@ def summarize_cv(cv_dir: str | Path, device: str = "auto", amp: str = "auto") ->
 def format_cv_summary(summary: dict) -> str:
     """Plain-text table of a CV summary: per fold, mean ± sd, pooled out-of-fold (before/after post-processing)."""
     k = len(summary["classes"])
-    lines = [f"{'':<24}" + "".join(f"{'class ' + str(c) + ' Dice':>16}{'IoU':>8}{'HD95':>8}" for c in range(1, k))]
+    columns = "".join(f"{'class ' + str(c) + ' Dice':>16}{'IoU':>8}{'HD95':>8}{'NSD':>8}" for c in range(1, k))
+    lines = [f"{'':<24}" + columns]
     for fold, scores in summary["per fold"].items():
         lines.append(f"{'fold ' + fold + ' (' + str(scores['images']) + ' images)':<24}" + "".join(
-            f"{scores['dice'][c]:>16.4f}{scores['iou'][c]:>8.4f}{scores['hd95'][c]:>8.1f}" for c in range(k - 1)))
+            f"{scores['dice'][c]:>16.4f}{scores['iou'][c]:>8.4f}{scores['hd95'][c]:>8.1f}{scores['nsd'][c]:>8.4f}"
+            for c in range(k - 1)))
     means = summary["fold mean"]
     lines.append(f"{'mean ± sd over folds':<24}" + "".join(
         f"{means['dice'][c][0]:>10.4f}±{means['dice'][c][1]:<5.3f}{means['iou'][c][0]:>8.4f}"
-        f"{means['hd95'][c][0]:>8.1f}" for c in range(k - 1)))
+        f"{means['hd95'][c][0]:>8.1f}{means['nsd'][c][0]:>8.4f}" for c in range(k - 1)))
     for label, key in (("pooled out-of-fold", "pooled out-of-fold"),
                        ("  post-processed", "pooled out-of-fold post-processed")):
         s = summary[key]
         lines.append(f"{label:<24}" + "".join(
-            f"{s['dice'][c]:>16.4f}{s['iou'][c]:>8.4f}{s['hd95'][c]:>8.1f}" for c in range(k - 1)))
+            f"{s['dice'][c]:>16.4f}{s['iou'][c]:>8.4f}{s['hd95'][c]:>8.1f}{s['nsd'][c]:>8.4f}" for c in range(k - 1)))
     rules = summary["postprocessing"]["evidence"] or {}
     lines.append("post-processing: " + ", ".join(f"class {c}: {e['chosen']}" for c, e in rules.items()))
     return "\n".join(lines)
@@ -194,5 +198,5 @@ def cv_report_html(summary: dict, title: str) -> str:
             "<style>body{font-family:system-ui,sans-serif;margin:1.5em}pre{overflow-x:auto}</style></head><body>"
             f"<h1>{html.escape(title)}: {summary['folds']}-fold cross-validation ({summary['model']})</h1>"
             f"<p>{summary['images']} held-out images; Dice and IoU pooled over images (summed confusion), HD95 "
-            f"in pixels, mean over images where defined.</p><pre>{text}</pre>"
+            f"in pixels and NSD at 2 pixels, means over images where defined.</p><pre>{text}</pre>"
             f"<h2>Post-processing candidates (pooled out-of-fold Dice)</h2><pre>{evidence}</pre></body></html>")

@@ -179,8 +179,13 @@ class Predictor:
 
     def predict_image(self, image: np.ndarray, source: str | Path = "image") -> np.ndarray:
         """Class indices (``H x W`` int64) at the image's own size (post-processed where a rule was chosen)."""
-        pred = self.predict_proba(image, source).argmax(0).numpy()
-        return self.postprocess(pred) if self.postprocess is not None else pred
+        return _labels(self.predict_proba(image, source), self.postprocess)
+
+
+def _labels(probs: torch.Tensor, postprocess: PostProcessing | None) -> np.ndarray:
+    """Class probabilities ``K x H x W`` -> class indices, post-processed where a rule was chosen."""
+    pred = probs.argmax(0).numpy()
+    return postprocess(pred) if postprocess is not None else pred
 
 
 @dataclass
@@ -325,8 +330,7 @@ class EnsemblePredictor:
         return total / len(self.members)
 
     def predict_image(self, image: np.ndarray, source: str | Path = "image") -> np.ndarray:
-        pred = self.predict_proba(image, source).argmax(0).numpy()
-        return self.postprocess(pred) if self.postprocess is not None else pred
+        return _labels(self.predict_proba(image, source), self.postprocess)
 
 
 def ensemble_members(weights: str | Path | Sequence[str | Path]) -> tuple[list[Path], Path | None]:
