@@ -163,3 +163,16 @@ def test_cv_scores_pool_dice_and_average_surface_metrics_per_image():
     assert scores["dice"][0] == pytest.approx((2 * (64 + 16)) / (128 + 128))  # summed confusion, not a mean
     assert scores["hd95"][0] == pytest.approx(3.0)  # mean of 0 and 6 px
     assert 0.5 < scores["nsd"][0] < 1  # 1 for the perfect image, well under 1 for the shifted one
+
+
+def test_plan_command_reads_class_presence_from_the_fingerprint(tmp_path, capsys):
+    from gctxseg.data import find_pairs, fingerprint_dataset
+    from gctxseg.planning import plan_for_folder
+
+    images = _patients(tmp_path / "data")  # 12 scans, fluid in 8
+    fingerprint = fingerprint_dataset(find_pairs(images, ".png", ".png"))
+    assert fingerprint.mask_value_images == {"0": 12, "255": 8}
+    plan = plan_for_folder(images, model="unet", device="cpu")
+    assert plan.foreground_share == pytest.approx(1 / 3) and "67%" in plan.reasons["foreground_share"]
+    assert main(["plan", str(images), "--model", "unet", "--device", "cpu"]) == 0
+    assert "67% of training images" in capsys.readouterr().out

@@ -19,7 +19,6 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .models import create_model, resolve_model_name
@@ -359,18 +358,6 @@ def plan_for_folder(
     plan = plan_training(model, fingerprint.sizes, len(pairs), 0, fingerprint.channels,
                          fingerprint.value_map.num_classes, resolve_device(device), given={},
                          time_budget_s=time_budget_min * 60 if time_budget_min else None)
-    present = _presence_from_masks(pairs, fingerprint)
+    present = [fingerprint.mask_value_images.get(str(v), 0) / len(pairs) for v in fingerprint.value_map.values[1:]]
     plan.foreground_share, plan.reasons["foreground_share"] = planned_foreground_share(present)
     return plan
-
-
-def _presence_from_masks(pairs, fingerprint) -> list[float]:
-    from .data import read_mask
-
-    values = fingerprint.value_map.values[1:]
-    counts = [0] * len(values)
-    for pair in pairs:
-        found = set(map(int, np.unique(read_mask(pair.mask, pair.slice_index))))
-        for i, value in enumerate(values):
-            counts[i] += value in found
-    return [c / max(1, len(pairs)) for c in counts]

@@ -90,6 +90,7 @@ class DatasetFingerprint:
     kinds: dict[str, int] = field(default_factory=dict)  # natural / ct / scan -> number of images
     spacing: list[float] | None = None  # median (row, column) pixel spacing in mm, where the files state it
     intensity: dict = field(default_factory=lambda: IntensityMapping().to_dict())  # values as read -> [0, 1]
+    mask_value_images: dict[str, int] = field(default_factory=dict)  # raw value -> images (slices) holding it
 
     @property
     def value_map(self) -> MaskValueMap:
@@ -189,6 +190,7 @@ def fingerprint_dataset(
     kinds: dict[str, int] = {}
     spacings: list[tuple[float, float]] = []
     value_counts: dict[int, int] = {}
+    value_images: dict[int, int] = {}
     richest_mask: tuple[int, object, bool] = (0, None, False)  # most distinct values: (count, mask, is a picture)
     infos: dict[Path, ImageInfo | None] = {}
     channels = 0
@@ -229,6 +231,7 @@ def fingerprint_dataset(
             continue
         for v, c in zip(values.tolist(), counts.tolist()):
             value_counts[v] = value_counts.get(v, 0) + c
+            value_images[v] = value_images.get(v, 0) + 1
         if len(values) > richest_mask[0]:
             richest_mask = (len(values), where, not is_scan(pair.mask))
         background = int(values[0]) if background is None else min(background, int(values[0]))
@@ -284,4 +287,5 @@ def fingerprint_dataset(
         kinds=kinds,
         spacing=np.median(np.asarray(spacings), axis=0).round(6).tolist() if spacings else None,
         intensity=mapping.to_dict(),
+        mask_value_images={str(v): n for v, n in sorted(value_images.items())},
     )
