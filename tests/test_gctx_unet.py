@@ -11,7 +11,8 @@ from timm.models.gcvit import GlobalContextVit
 
 from gctxseg.models import create_model
 from gctxseg.models.complexity import count_macs, count_parameters
-from gctxseg.models.gctx_unet import GCtxUNet, WindowAttention, load_encoder_weights
+from gctxseg.models.gctx_unet import GCtxUNet, WindowAttention
+from gctxseg.models.pretrained import load_pretrained
 
 PUBLISHED_PARAMS = 12.34e6
 PUBLISHED_MACS = 3.02e9
@@ -139,7 +140,8 @@ def test_load_timm_checkpoint_one_channel(tmp_path):
     path = tmp_path / "gcvit_xxtiny.pth"
     torch.save({"state_dict": ref.state_dict()}, path)
     model = GCtxUNet(1, 3)
-    missing, unexpected = load_encoder_weights(model, path)
+    loaded = load_pretrained(model, path)
+    missing, unexpected = loaded.encoder_missing, loaded.unused
     assert missing == []
     # GCtx-UNet uses depths 2-2-2-1: the extra ImageNet blocks are reported, the classifier head dropped
     assert unexpected and all(re.match(r"stages\.(2\.blocks\.[2-5]|3\.blocks\.1)\.", k) for k in unexpected)
@@ -185,7 +187,8 @@ def test_load_nvlabs_checkpoint_and_mirror_decoder(tmp_path):
     path = tmp_path / "gcvit_nvlabs.pth"
     torch.save({"model": nv}, path)
     model = GCtxUNet(3, 2)
-    missing, unexpected = load_encoder_weights(model, path, mirror_decoder=True)
+    loaded = load_pretrained(model, path, decoder_init="mirror")
+    missing, unexpected = loaded.encoder_missing, loaded.unused
     assert (missing, unexpected) == ([], [])
     enc, dec = model.encoder.state_dict(), model.decoder.state_dict()
     for key, value in ref.state_dict().items():

@@ -16,7 +16,7 @@ counts the bicubic up-sampling, 0.09 G, see below).
 Built on timm's GC ViT (``timm.models.gcvit``, Apache-2.0): ``Stem``, ``Downsample2d`` (ReduceSize),
 ``FeatureBlock`` (FeatExtract chain), ``MbConvBlock``, ``GlobalContextVitBlock``, ``WindowAttentionGlobal``,
 ``window_partition``/``window_reverse``, ``RelPosBias``. The encoder keeps timm's attribute names, so a timm
-GC ViT checkpoint loads into ``model.encoder`` key for key (:func:`load_encoder_weights`). Written here: the
+GC ViT checkpoint loads into ``model.encoder`` key for key (``models.pretrained.load_pretrained``). Written here: the
 stage wiring that runs at any input size, the decoder (stages, ``UpSize``, skip fusion) and the head.
 
 How we differ from the authors' code (written from the paper and timm, none of the authors' code, which is
@@ -79,7 +79,7 @@ from torch import nn
 from .layers import BicubicUpsampleX2, crop_to, pad_to_multiple
 from .registry import register_model
 
-__all__ = ["GCtxUNet", "encoder_state", "load_encoder_weights", "mirror_into_decoder"]
+__all__ = ["GCtxUNet", "encoder_state", "mirror_into_decoder"]
 
 _NORM_EPS = 1e-5  # timm GlobalContextVit's norm_eps (the authors' nn.LayerNorm default)
 
@@ -588,36 +588,6 @@ def mirror_into_decoder(model: GCtxUNet, state: dict[str, torch.Tensor]) -> list
             mirrored[target] = value
     model.decoder.load_state_dict(mirrored, strict=False)
     return sorted(mirrored)
-
-
-def load_encoder_weights(
-    model: GCtxUNet, path: str | Path | dict, *, mirror_decoder: bool = False
-) -> tuple[list[str], list[str]]:
-    """Load an ImageNet GC ViT checkpoint (e.g. xxtiny) into ``model.encoder``.
-
-    Accepts timm key names (``stem.*``, ``stages.N.*``) or NVlabs ones (``patch_embed.*``, ``levels.N.*``),
-    bare or under ``state_dict``/``model``; the classifier ``head.*`` is dropped. The RGB stem is adapted to
-    ``model.in_channels`` (summed for 1 channel, timm's ``adapt_input_conv``). Blocks the checkpoint has and the
-    model lacks (ImageNet xxtiny has depths 2-2-6-2, GCtx-UNet 2-2-2-1) come back as unexpected keys.
-
-    Args:
-        model: the GCtx-UNet to load into.
-        path: checkpoint file (``torch.save`` of a state dict), or the state dict itself.
-        mirror_decoder: also copy each encoder stage's blocks and global-query generator into the decoder stage
-            of the same scale, as the authors' training recipe does (only the keys the checkpoint provides).
-
-    Returns:
-        ``(missing, unexpected)`` encoder keys, as from ``load_state_dict(strict=False)``.
-
-    Raises:
-        ValueError: a tensor's shape does not match the encoder's (another GC ViT variant).
-    """
-    raw = path if isinstance(path, dict) else torch.load(path, map_location="cpu", weights_only=True)
-    state = encoder_state(model, raw, "state dict" if isinstance(path, dict) else path)
-    missing, unexpected = model.encoder.load_state_dict(state, strict=False)
-    if mirror_decoder:
-        mirror_into_decoder(model, state)
-    return list(missing), list(unexpected)
 
 
 @register_model
