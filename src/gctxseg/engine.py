@@ -114,6 +114,7 @@ class TrainConfig:
     augment: str = "standard"  # training augmentation strength: data.transforms.AUGMENTATIONS
     lambda_dice: float = 1.0
     lambda_ce: float = 1.0
+    dice_background: bool = True  # background in the Dice term (cross-entropy always covers it)
     grad_clip: float = 1.0  # max gradient norm (0 = off)
     # system
     device: str = "auto"
@@ -718,7 +719,7 @@ def _build_trainer(
     warmup = min(int(cfg.warmup_epochs * steps_per_epoch), total_steps // 10)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, total_steps, warmup, cfg.lrf))
     scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(cfg.amp, device) == torch.float16)
-    loss_fn = DiceCELoss(cfg.lambda_dice, cfg.lambda_ce)
+    loss_fn = DiceCELoss(cfg.lambda_dice, cfg.lambda_ce, include_background=cfg.dice_background)
     return _Trainer(
         model, net, raw_model, loss_fn, optimizer, scheduler, scaler, train_sampler, train_loader, val_loader,
         workers, params, macs,
