@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from gctxseg.agreement import agreement_summary
 from gctxseg.crossval import score_predictions, summarize_cv, train_fold
 from gctxseg.data import read_image, read_mask
 from gctxseg.data.splits import fold_files
@@ -207,6 +208,26 @@ def report(args, out: Path, timings: dict[str, list[dict]]) -> None:
     print(f"{'grader 2 vs 1':<16}{'':>{8 * args.folds}}{GRADER_2_POOLED_DICE:>12.2f}  (73 scans both graded)")
     print("fluid Dice pooled over each fold's held-out scans (fold columns) and over all scans (pooled OOF); "
           "wall/cpu: all folds")
+    print_area_agreement(probs, targets)
+
+
+def print_area_agreement(probs: dict[str, dict[str, np.ndarray]], targets: dict[str, np.ndarray]) -> None:
+    """Fluid area per B-scan, out of fold against grader 1 (what a clinic reads), through gctxseg.agreement.
+
+    In pixels: the Duke set ships no pixel spacing (Spectralis, ~3.9 um axial, ~11 um lateral)."""
+    print(f"\nfluid area per scan vs grader 1, out of fold ({len(targets)} scans; px)")
+    print(f"{'recipe':<34}{'mean true':>10}{'mean pred':>10}{'MAE':>8}{'bias':>8}{'95% LoA':>18}{'r':>7}")
+    for recipe, recipe_probs in probs.items():
+        rows = []
+        for name, target in targets.items():
+            truth, predicted = int(target.sum()), int((recipe_probs[name].argmax(0) == 1).sum())
+            rows.append({"file": name, "kind": "image", "class": "fluid", "unit": "px", "truth": truth,
+                         "predicted": predicted, "difference": predicted - truth})
+        (stats,) = agreement_summary(rows, ["fluid"])
+        r = np.corrcoef([row["truth"] for row in rows], [row["predicted"] for row in rows])[0, 1]
+        low, high = stats["limits of agreement"]
+        print(f"{recipe:<34}{stats['mean truth']:>10.0f}{stats['mean predicted']:>10.0f}"
+              f"{stats['mean absolute error']:>8.0f}{stats['bias']:>8.0f}{f'{low:.0f} to {high:.0f}':>18}{r:>7.3f}")
 
 
 def _row(recipe, probs, targets, fold_of, folds, times, extra) -> dict:
