@@ -95,10 +95,11 @@ def test_validation_value_never_seen_in_training(make_split):
     assert "value(s) [200] never seen in the training masks [0, 128, 255]" in _one_line(err)
 
 
-def test_dataset_resizes_and_augments_masks_with_nearest(make_split):
+@pytest.mark.parametrize("strength", ["standard", "strong"])
+def test_dataset_resizes_and_augments_masks_with_nearest(make_split, strength):
     pairs = find_pairs(make_split(n=2), ".png", ".png")
     fp = fingerprint_dataset(pairs)
-    ds = SegmentationDataset(pairs, fp.value_map, (48, 48), 1, train_transforms(fp.mean, fp.std))
+    ds = SegmentationDataset(pairs, fp.value_map, (48, 48), 1, train_transforms(fp.mean, fp.std, strength=strength))
     torch.manual_seed(0)
     for _ in range(5):
         image, mask, index = ds[1]
@@ -106,6 +107,8 @@ def test_dataset_resizes_and_augments_masks_with_nearest(make_split):
         assert mask.shape == (48, 48) and mask.dtype == torch.int64
         assert set(mask.unique().tolist()) <= {0, 1, 2}  # no interpolated in-between labels
     assert index == 1
+    with pytest.raises(ValueError, match="'wild' is not one of"):
+        train_transforms(fp.mean, fp.std, strength="wild")
 
 
 def test_grayscale_16bit_and_rgba_images_are_valid(tmp_path):

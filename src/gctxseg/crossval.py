@@ -95,8 +95,8 @@ def oof_probabilities(cv_dir: str | Path, device: str = "auto", amp: str = "auto
         raise ValueError(f"{cv_dir}: no fold_*/last.pt; train the folds first (gctxseg cv DATA --folds K)")
     out: dict[str, dict] = {}
     for weights in folds:
-        cfg = load_checkpoint(weights)["config"]
         predictor = Predictor(weights, device, amp)
+        cfg = predictor.config
         _, val, _ = fold_files(cfg["data_train"], cfg["img_f"], cfg["mask_f"], cfg["folds"], cfg["fold"],
                                cfg.get("group_regex"), cfg.get("splits"))
         for pair in val:
