@@ -37,6 +37,19 @@ def test_given_settings_win_and_the_seed_flags_are_reproduced(monkeypatch):
     assert open_plan.lr < cnn.lr  # the transformer family takes a lower rate (lr probe, planning.py)
     assert open_plan.base_size != (224, 224) and 2 <= open_plan.batch_size <= 16
     assert cnn.model_options == {"base_width": 32}
+    # augmentation per family (docs/real-oct.md), a given one wins
+    assert (open_plan.augment, cnn.augment) == ("strong", "standard") and "augment" in open_plan.format()
+    given = plan_training("gctx_unet", {"496x768": 10}, 100, 20, 1, 3, torch.device("cpu"),
+                          given={"augment": "standard"})
+    assert given.augment == "standard" and "augment" in given.given
+
+
+def test_a_run_from_before_planned_augmentation_resumes_with_the_standard_one():
+    from gctxseg.engine import _resume_config
+
+    old = {"config": {"model": "gctx_unet", "epochs": 3, "lr": 1e-4}}  # no "augment": such runs used standard
+    resumed = _resume_config(TrainConfig(resume="last.pt"), old, given=set())
+    assert resumed.augment == "standard" and resumed.lr == 1e-4
 
 
 def _patients(root, patients=4, scans=3, size=(30, 60), seed=0):

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from . import __version__
 from .data import DatasetError
+from .data.transforms import AUGMENTATIONS
 from .engine import NonFiniteLossError, TrainingInterrupted
 from .precision import AMP_CHOICES
 
@@ -147,6 +148,9 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fg-share", type=float, default=None, metavar="F",
                    help="top up each batch so each foreground class is in at least this share of its images "
                         "(default: planned, 1/3 where a class is missing from some images; 0 = plain shuffling)")
+    p.add_argument("--augment", choices=AUGMENTATIONS, default=None,
+                   help="augmentation strength: standard (small affine and jitter on half the images) or strong "
+                        "(wider, most images, blur and noise); default: planned per architecture (docs/real-oct.md)")
     p.add_argument("--time-budget", type=float, default=None, metavar="MIN",
                    help="minutes the run may take: epochs (and, if needed, the input size) planned from a "
                         "measured step time")
@@ -356,8 +360,8 @@ def _train_config(args: argparse.Namespace, **overrides):
         model_options=_architecture_options(args), encoder_weights=args.encoder_weights, decoder_init=args.decoder_init,
         epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum, compile=args.compile,
         lr=args.lr, lrf=args.lrf, warmup_epochs=args.warmup_epochs, weight_decay=args.weight_decay,
-        foreground_share=args.fg_share, time_budget=args.time_budget, folds=args.folds, fold=args.fold,
-        group_regex=args.group_regex, splits=args.splits,
+        foreground_share=args.fg_share, augment=args.augment, time_budget=args.time_budget, folds=args.folds,
+        fold=args.fold, group_regex=args.group_regex, splits=args.splits,
         device=args.device, amp=args.amp, workers=args.workers, seed=args.seed, sync_bn=args.sync_bn,
         results=args.results, name=args.name, exist_ok=args.exist_ok, resume=args.resume,
     )

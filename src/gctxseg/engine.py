@@ -111,7 +111,7 @@ class TrainConfig:
     weight_decay: float | None = None
     foreground_share: float | None = None  # each batch topped up to hold each foreground class in this share
     time_budget: float | None = None  # minutes the run may take: the planned schedule (and size) fit it
-    augment: str = "standard"  # training augmentation strength: data.transforms.AUGMENTATIONS
+    augment: str | None = None  # augmentation strength (data.transforms.AUGMENTATIONS); None = planned per family
     lambda_dice: float = 1.0
     lambda_ce: float = 1.0
     dice_background: bool = True  # background in the Dice term (cross-entropy always covers it)
@@ -146,7 +146,7 @@ class TrainConfig:
             raise ValueError(f"--time-budget must be > 0 minutes, got {self.time_budget}")
         if (self.lr is not None and self.lr <= 0) or not 0 < self.lrf <= 1:
             raise ValueError(f"need lr > 0 and 0 < lrf <= 1, got lr={self.lr}, lrf={self.lrf}")
-        if self.augment not in AUGMENTATIONS:
+        if self.augment is not None and self.augment not in AUGMENTATIONS:
             raise ValueError(f"--augment must be one of {', '.join(AUGMENTATIONS)}, got {self.augment!r}")
         if self.amp not in AMP_CHOICES:
             raise ValueError(f"amp must be auto, bf16, fp16 or off, got {self.amp!r}")
@@ -332,7 +332,8 @@ def _install_stop_handlers() -> tuple[dict, list]:
 
 # ---------------------------------------------------------------- folds and the plan
 
-PLANNED_SETTINGS = ("base_size", "batch_size", "lr", "weight_decay", "warmup_epochs", "epochs", "foreground_share")
+PLANNED_SETTINGS = ("base_size", "batch_size", "lr", "weight_decay", "warmup_epochs", "epochs", "foreground_share",
+                    "augment")
 
 
 def _split_files(cfg: TrainConfig, verbose: bool) -> tuple[list[ImagePair], list[ImagePair], str | None]:
@@ -602,6 +603,7 @@ def _resume_config(cfg: TrainConfig, ckpt: dict, given: Collection[str] | None) 
             file=sys.stderr,
         )
     saved = {f.name: ckpt["config"][f.name] for f in fields(TrainConfig) if f.name in ckpt["config"]}
+    saved.setdefault("augment", "standard")  # runs from before augmentation was planned trained with this one
     overrides = {k: getattr(cfg, k) for k in ("device", "workers", "resume")}
     if "epochs" in given:  # an explicit --epochs always wins: it extends or shortens the schedule
         overrides["epochs"] = cfg.epochs

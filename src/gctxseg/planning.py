@@ -25,6 +25,7 @@ from .models import create_model, resolve_model_name
 from .utils import atomic_write_json
 
 __all__ = [
+    "FAMILY_AUGMENT",
     "FAMILY_OPTIMISER",
     "TrainingPlan",
     "model_family",
@@ -69,6 +70,13 @@ FAMILY_OPTIMISER = {
     "transformer": FamilyOptimiser(1e-4, 0.05, 2.0, "GC ViT from scratch: lr probe on Duke DME (planning.py)"),
     "cnn": FamilyOptimiser(5e-4, 1e-4, 1.0, "U-Nets with BatchNorm: lr probe on Duke DME (planning.py)"),
 }
+# Augmentation strength per family (data.transforms.AUGMENTATIONS), measured with benchmarks/real_oct.py on Duke
+# DME (5 folds by patient, 4 CPU-minutes per fold, planned rest; pooled out-of-fold fluid Dice, docs/real-oct.md).
+# The U-Nets keep the standard one: strong was not measured on them.
+FAMILY_AUGMENT = {
+    "transformer": ("strong", "GC ViT from scratch: strong beat standard on Duke DME (docs/real-oct.md)"),
+    "cnn": ("standard", "U-Nets: the standard augmentation (strong not measured on them)"),
+}
 _TRANSFORMERS = {"gctx_unet"}
 # U-Nets whose first-stage width is planned: nnU-Net's 2D U-Net starts at 32 features; Ronneberger's 64 costs 4x
 # the compute (nnU-Net's choice, taken as it is: 32 against 64 was not measured here)
@@ -93,6 +101,7 @@ class TrainingPlan:
     epochs: int
     foreground_share: float
     median_size: tuple[int, int]
+    augment: str = "standard"
     model_options: dict = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)
     given: list[str] = field(default_factory=list)
@@ -106,9 +115,11 @@ class TrainingPlan:
 
     def format(self) -> str:
         rows = []
-        for key in ("base_size", "batch_size", "lr", "weight_decay", "warmup_epochs", "epochs", "foreground_share"):
+        for key in ("base_size", "batch_size", "lr", "weight_decay", "warmup_epochs", "epochs", "foreground_share",
+                    "augment"):
             value = getattr(self, key)
-            shown = "x".join(map(str, value)) if isinstance(value, tuple) else f"{value:g}"
+            shown = "x".join(map(str, value)) if isinstance(value, tuple) else value if isinstance(value, str) else \
+                f"{value:g}"
             source = "given" if key in self.given else self.reasons.get(key, "")
             rows.append(f"  {key:<17}{shown:<12}{source}")
         if "model_options" in self.reasons:
@@ -253,7 +264,8 @@ def plan_training(
     amp_dtype: torch.dtype | None = None,
     grad_accum: int = 1,
 ) -> TrainingPlan:
-    """Plan every setting not in ``given`` (keys: base_size, batch_size, lr, weight_decay, warmup_epochs, epochs).
+    """Plan every setting not in ``given`` (keys: base_size, batch_size, lr, weight_decay, warmup_epochs, epochs,
+    augment).
 
     Args:
         model_name: registry name or alias.
@@ -287,6 +299,7 @@ def plan_training(
     family = FAMILY_OPTIMISER[model_family(model_name)]
     for key in ("lr", "weight_decay", "warmup_epochs"):
         reasons[key] = f"{model_family(model_name)} family: {family.why}"
+    augment, reasons["augment"] = FAMILY_AUGMENT[model_family(model_name)]
     step_s = None
     if "epochs" in given:
         epochs = int(given["epochs"])
@@ -309,6 +322,7 @@ def plan_training(
         epochs=epochs,
         foreground_share=float(given.get("foreground_share", 0.0)),
         median_size=median,
+        augment=str(given.get("augment", augment)),
         model_options=options,
         reasons=reasons,
         given=sorted(given),
