@@ -160,7 +160,8 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--minutes", type=float, default=5.0, help="wall-time budget per fold and recipe")
     parser.add_argument("--recipes", nargs="+", default=["gctx_unet", "unet", "peer"],
-                        help="model names (planned), MODEL@HxW (size given, rest planned) or peer")
+                        help="model names (planned), MODEL@HxW (size given, rest planned), either with "
+                             ",KEY=VALUE settings (gctx_unet,augment=strong), or peer")
     parser.add_argument("--out", default="real_oct_bench", help="working folder (resumable)")
     args = parser.parse_args()
     out = Path(args.out)
