@@ -120,8 +120,10 @@ class TrainingPlan:
         for key in ("base_size", "batch_size", "lr", "weight_decay", "warmup_epochs", "epochs", "foreground_share",
                     "augment"):
             value = getattr(self, key)
-            shown = "x".join(map(str, value)) if isinstance(value, tuple) else value if isinstance(value, str) else \
-                f"{value:g}"
+            if isinstance(value, tuple):
+                shown = "x".join(map(str, value))
+            else:
+                shown = value if isinstance(value, str) else f"{value:g}"
             source = "given" if key in self.given else self.reasons.get(key, "")
             rows.append(f"  {key:<17}{shown:<12}{source}")
         if "model_options" in self.reasons:
@@ -298,10 +300,11 @@ def plan_training(
         batch = int(given["batch_size"])
     else:
         batch, reasons["batch_size"] = _planned_batch(model, channels, size, n_train, device)
-    family = FAMILY_OPTIMISER[model_family(model_name)]
+    family_name = model_family(model_name)
+    family = FAMILY_OPTIMISER[family_name]
     for key in ("lr", "weight_decay", "warmup_epochs"):
-        reasons[key] = f"{model_family(model_name)} family: {family.why}"
-    augment, reasons["augment"] = FAMILY_AUGMENT[model_family(model_name)]
+        reasons[key] = f"{family_name} family: {family.why}"
+    augment, reasons["augment"] = FAMILY_AUGMENT[family_name]
     step_s = None
     if "epochs" in given:
         epochs = int(given["epochs"])

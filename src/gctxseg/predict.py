@@ -96,7 +96,6 @@ class Predictor:
         self.device = resolve_device(device)
         self.amp_dtype = autocast_dtype(amp, self.device)
         self.value_map = MaskValueMap.from_dict(ckpt["value_map"])
-        self.model_name: str | None = ckpt.get("model_name")
         self.config: dict = ckpt.get("config") or {}  # the run's TrainConfig (data, folds) where the file has it
         self.base_size = tuple(ckpt["base_size"])
         self.channels = checkpoint_channels(ckpt)
