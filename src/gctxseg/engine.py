@@ -944,6 +944,8 @@ def train(cfg: TrainConfig, *, given: Collection[str] | None = None) -> Path:
 
     stopped_by = _run_epochs(cfg, ddp, device, amp_dtype, data, trainer, run_dir, state)
     if stopped_by is not None:
+        if dist.is_initialized():  # every rank agreed to stop: they leave together, as at the end of a run
+            dist.barrier()
         if ddp.is_main:
             print(
                 f"stopped by signal {stopped_by}; resume with: gctxseg train --resume {run_dir / 'last.pt'}",
