@@ -89,6 +89,9 @@ def _add_cv(sub: argparse._SubParsersAction) -> None:
                                   "choose post-processing")
     p.add_argument("data", help="labelled images folder (masks in the sibling 'masks' folder)")
     p.add_argument("--summary-only", action="store_true", help="only (re)write the summary of a trained CV folder")
+    p.add_argument("--models", nargs="+", default=None, metavar="MODEL",
+                   help="configurations to cross-validate and choose among (default: gctx_unet unet nnunet, or "
+                        "--model alone when given); --time-budget is for all of them together")
     _add_train_arguments(p)
     p.set_defaults(folds=5, name="cv")
 
@@ -151,6 +154,9 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--augment", choices=AUGMENTATIONS, default=None,
                    help="augmentation strength: standard (small affine and jitter on half the images) or strong "
                         "(wider, most images, blur and noise); default: planned per architecture (docs/real-oct.md)")
+    p.add_argument("--val-every", type=int, default=None, metavar="N",
+                   help="validate every N epochs and the last (default: planned so that validation takes at most "
+                        "a tenth of the training time)")
     p.add_argument("--time-budget", type=float, default=None, metavar="MIN",
                    help="minutes the run may take: epochs (and, if needed, the input size) planned from a "
                         "measured step time")
@@ -191,6 +197,9 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--img_f", default=".png", help="image file suffix (default .png)")
     p.add_argument("--mask_f", default=".png", help="mask file suffix (default .png)")
     p.add_argument("--device", default="auto", help="device the plan is for (default auto)")
+    p.add_argument("--val-every", type=int, default=None, metavar="N",
+                   help="validate every N epochs and the last (default: planned so that validation takes at most "
+                        "a tenth of the training time)")
     p.add_argument("--time-budget", type=float, default=None, metavar="MIN", help="minutes a run may take")
 
 
@@ -360,7 +369,8 @@ def _train_config(args: argparse.Namespace, **overrides):
         model_options=_architecture_options(args), encoder_weights=args.encoder_weights, decoder_init=args.decoder_init,
         epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum, compile=args.compile,
         lr=args.lr, lrf=args.lrf, warmup_epochs=args.warmup_epochs, weight_decay=args.weight_decay,
-        foreground_share=args.fg_share, augment=args.augment, time_budget=args.time_budget, folds=args.folds,
+        foreground_share=args.fg_share, augment=args.augment, val_every=args.val_every, time_budget=args.time_budget,
+        folds=args.folds,
         fold=args.fold, group_regex=args.group_regex, splits=args.splits,
         device=args.device, amp=args.amp, workers=args.workers, seed=args.seed, sync_bn=args.sync_bn,
         results=args.results, name=args.name, exist_ok=args.exist_ok, resume=args.resume,
@@ -382,12 +392,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "cv":
             from pathlib import Path
 
-            from .crossval import run_cv, summarize_cv
+            from .configurations import cv_models, run_cv, summarize_folder
 
+            model_given = any(a == "--model" or a.startswith("--model=") for a in argv)
+            models = cv_models(args.models, args.model if model_given else None)
             if args.summary_only:
-                summarize_cv(Path(args.results) / args.name, device=args.device, amp=args.amp)
+                summarize_folder(Path(args.results) / args.name, device=args.device, amp=args.amp)
             else:
-                print(f"cross-validation folder: {run_cv(_train_config(args, data_train=args.data))}")
+                cv_dir = run_cv(_train_config(args, data_train=args.data), models)
+                print(f"cross-validation folder: {cv_dir}; predict with: gctxseg predict --weights {cv_dir}")
         elif args.command == "plan":
             from .planning import plan_for_folder
 

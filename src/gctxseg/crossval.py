@@ -1,6 +1,7 @@
-"""``gctxseg cv``: K-fold cross-validation by patient, out-of-fold scoring, post-processing chosen on it.
+"""One configuration's K-fold cross-validation by patient, out-of-fold scoring, post-processing chosen on it.
 
-A CV folder (``<results>/<name>``) holds ``fold_0`` ... ``fold_{K-1}`` (ordinary run folders, trained one
+``gctxseg cv`` (:mod:`gctxseg.configurations`) runs this for each configuration into ``CV/<model>`` and chooses
+among them. A configuration's folder holds ``fold_0`` ... ``fold_{K-1}`` (ordinary run folders, trained one
 after another here; any fold can also be trained on its own machine or under torchrun with ``gctxseg train
 --folds K --fold k --results CV --name fold_k``), then
 
@@ -34,13 +35,13 @@ from .evaluate import score_image
 from .metrics import scores_from_confusion
 from .postprocess import choose_postprocessing
 from .predict import Predictor
-from .utils import atomic_write_json, atomic_write_text, next_run_dir
+from .utils import atomic_write_json, atomic_write_text
 from .workflow import train_and_report
 
-__all__ = ["run_cv", "train_fold", "summarize_cv", "score_predictions", "oof_probabilities", "format_cv_summary"]
+__all__ = ["fold_finished", "train_fold", "summarize_cv", "score_predictions", "oof_probabilities", "format_cv_summary"]
 
 
-def _fold_finished(fold_dir: Path) -> bool:
+def fold_finished(fold_dir: Path) -> bool:
     last = fold_dir / "last.pt"
     if not (fold_dir / "best.pt").is_file() or not last.is_file():
         return False
@@ -51,28 +52,13 @@ def _fold_finished(fold_dir: Path) -> bool:
 def train_fold(cfg: TrainConfig, cv_dir: str | Path, fold: int) -> Path:
     """Train ``fold`` into ``cv_dir/fold_<fold>``: kept when finished, resumed when stopped, else trained."""
     fold_dir = Path(cv_dir) / f"fold_{fold}"
-    if _fold_finished(fold_dir):
+    if fold_finished(fold_dir):
         print(f"fold {fold}: finished in {fold_dir}; kept")
         return fold_dir
     if (fold_dir / "last.pt").is_file():
         resumed = TrainConfig(resume=str(fold_dir / "last.pt"), device=cfg.device, workers=cfg.workers)
         return train_and_report(resumed, given={"device", "workers"})
     return train_and_report(replace(cfg, fold=fold, results=str(cv_dir), name=f"fold_{fold}", exist_ok=True))
-
-
-def run_cv(cfg: TrainConfig, device: str | None = None, amp: str | None = None) -> Path:
-    """Train every fold of ``cfg.folds`` into one CV folder (finished folds are kept, stopped ones resumed),
-    then write the out-of-fold summary. Returns the CV folder."""
-    if not cfg.folds:
-        raise ValueError("gctxseg cv needs --folds K (K >= 2)")
-    cv_dir = next_run_dir(cfg.results, cfg.name, cfg.exist_ok)
-    cv_dir.mkdir(parents=True, exist_ok=True)
-    for fold in range(cfg.folds):
-        train_fold(cfg, cv_dir, fold)
-    if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
-        return cv_dir
-    summarize_cv(cv_dir, device=device or cfg.device, amp=amp or cfg.amp)
-    return cv_dir
 
 
 def _quantise(probs: torch.Tensor) -> np.ndarray:
@@ -166,8 +152,21 @@ def summarize_cv(cv_dir: str | Path, device: str = "auto", amp: str = "auto") ->
     return summary
 
 
+def _none_as_nan(value):
+    if value is None:
+        return float("nan")
+    if isinstance(value, dict):
+        return {k: v if k == "postprocessing" else _none_as_nan(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_none_as_nan(v) for v in value]
+    return value
+
+
 def format_cv_summary(summary: dict) -> str:
-    """Plain-text table of a CV summary: per fold, mean ± sd, pooled out-of-fold (before/after post-processing)."""
+    """Plain-text table of a CV summary: per fold, mean ± sd, pooled out-of-fold (before/after post-processing).
+
+    A summary read back from ``cv_summary.json`` holds null where a score was undefined: shown as nan."""
+    summary = _none_as_nan(summary)
     k = len(summary["classes"])
     columns = "".join(f"{'class ' + str(c) + ' Dice':>16}{'IoU':>8}{'HD95':>8}{'NSD':>8}" for c in range(1, k))
     lines = [f"{'':<24}" + columns]

@@ -112,6 +112,7 @@ class TrainConfig:
     foreground_share: float | None = None  # each batch topped up to hold each foreground class in this share
     time_budget: float | None = None  # minutes the run may take: the planned schedule (and size) fit it
     augment: str | None = None  # augmentation strength (data.transforms.AUGMENTATIONS); None = planned per family
+    val_every: int | None = None  # validate every N epochs (and the last); None = planned from the step time
     lambda_dice: float = 1.0
     lambda_ce: float = 1.0
     dice_background: bool = True  # background in the Dice term (cross-entropy always covers it)
@@ -135,7 +136,7 @@ class TrainConfig:
             self.base_size = tuple(int(s) for s in self.base_size)
             if len(self.base_size) != 2 or min(self.base_size) < 8:
                 raise ValueError(f"base_size must be two sizes >= 8 (H W), got {self.base_size}")
-        for name in ("epochs", "batch_size", "grad_accum"):
+        for name in ("epochs", "batch_size", "grad_accum", "val_every"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.folds is not None and not 0 <= self.fold < max(self.folds, 1):
@@ -333,7 +334,7 @@ def _install_stop_handlers() -> tuple[dict, list]:
 # ---------------------------------------------------------------- folds and the plan
 
 PLANNED_SETTINGS = ("base_size", "batch_size", "lr", "weight_decay", "warmup_epochs", "epochs", "foreground_share",
-                    "augment")
+                    "augment", "val_every")
 
 
 def _split_files(cfg: TrainConfig, verbose: bool) -> tuple[list[ImagePair], list[ImagePair], str | None]:
@@ -604,6 +605,7 @@ def _resume_config(cfg: TrainConfig, ckpt: dict, given: Collection[str] | None) 
         )
     saved = {f.name: ckpt["config"][f.name] for f in fields(TrainConfig) if f.name in ckpt["config"]}
     saved.setdefault("augment", "standard")  # runs from before augmentation was planned trained with this one
+    saved.setdefault("val_every", 1)  # runs from before the validation cadence was planned validated every epoch
     overrides = {k: getattr(cfg, k) for k in ("device", "workers", "resume")}
     if "epochs" in given:  # an explicit --epochs always wins: it extends or shortens the schedule
         overrides["epochs"] = cfg.epochs
@@ -843,16 +845,22 @@ def _run_epochs(
                 _agree_across_ranks(stop, True, device)  # a signal after the epoch's last step, on one rank
                 if stop["signal"] is not None:
                     break  # a partial epoch is not logged: last.pt holds the last complete one
-                _broadcast_buffers(trainer.net)
-                val_info, _ = evaluate(trainer.net, trainer.val_loader, trainer.loss_fn, amp_dtype, device,
-                                       data.num_classes)  # fmt: skip
+                validate = (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs
+                val_info = None
+                if validate:
+                    _broadcast_buffers(trainer.net)
+                    val_info, _ = evaluate(trainer.net, trainer.val_loader, trainer.loss_fn, amp_dtype, device,
+                                           data.num_classes)  # fmt: skip
             except NonFiniteLossError as err:
                 kept = f"; the last good checkpoint is {run_dir / 'last.pt'}" if ddp.is_main else ""
                 raise NonFiniteLossError(f"epoch {epoch + 1}: {err}{kept}") from None
             train_info["lr"] = lr
-            val_info["lr"] = lr
-            state.log[f"epoch:{epoch}"] = {"train log:": {"info": train_info}, "val log:": {"info": val_info}}
-            dice = val_info["mean dice"]
+            entry = {"train log:": {"info": train_info}}
+            if val_info is not None:  # epochs between validations (planned val_every) log training only
+                val_info["lr"] = lr
+                entry["val log:"] = {"info": val_info}
+            state.log[f"epoch:{epoch}"] = entry
+            dice = val_info["mean dice"] if val_info is not None else float("nan")
             improved = not math.isnan(dice) and dice > state.best_dice
             state.best_dice = dice if improved else state.best_dice
             if ddp.is_main:
@@ -861,10 +869,11 @@ def _run_epochs(
                 if improved:
                     save("best.pt", epoch)
                 plot_curves(state.log, run_dir / "curves.png")
+                shown = (f"val loss {val_info['loss']:.4f} dice {dice:.4f} iou {val_info['mean iou']:.4f}"
+                         if val_info is not None else f"(validated every {cfg.val_every} epochs)")
                 print(
                     f"epoch {epoch + 1}/{cfg.epochs}  lr {lr:.2e}  train loss {train_info['loss']:.4f} "
-                    f"dice {train_info['mean dice']:.4f}  val loss {val_info['loss']:.4f} "
-                    f"dice {dice:.4f} iou {val_info['mean iou']:.4f}  {time.perf_counter() - t0:.1f}s"
+                    f"dice {train_info['mean dice']:.4f}  {shown}  {time.perf_counter() - t0:.1f}s"
                     + ("  *best" if improved else ""),
                     flush=True,
                 )

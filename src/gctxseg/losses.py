@@ -45,12 +45,19 @@ class DiceCELoss(nn.Module):
 
 
 def deep_supervision_loss(
-    loss_fn: nn.Module, outputs: torch.Tensor | Sequence[torch.Tensor], target: torch.Tensor
+    loss_fn: nn.Module, outputs: torch.Tensor | Sequence[torch.Tensor], target: torch.Tensor,
+    weights: Sequence[float] | None = None,
 ) -> torch.Tensor:
-    """The loss of one output, or the mean over a model's deep-supervision outputs."""
+    """The loss of one output, or over a model's deep-supervision outputs their mean (or ``weights``-weighted sum,
+    as nnU-Net weights its resolutions)."""
     if isinstance(outputs, torch.Tensor):
         return loss_fn(outputs, target)
-    return torch.stack([loss_fn(o, target) for o in outputs]).mean()
+    losses = torch.stack([loss_fn(o, target) for o in outputs])
+    if weights is None:
+        return losses.mean()
+    if len(weights) != len(losses):
+        raise ValueError(f"{len(weights)} deep-supervision weights for {len(losses)} outputs")
+    return (losses * torch.tensor(weights, dtype=losses.dtype, device=losses.device)).sum()
 
 
 def training_loss(
@@ -61,7 +68,7 @@ def training_loss(
     An architecture with a training objective of its own (UNet3+'s classification-guided module) provides
     ``auxiliary_loss(target)`` (a scalar, or None); ``model`` is the bare module (not a DDP wrapper).
     """
-    loss = deep_supervision_loss(loss_fn, outputs, target)
+    loss = deep_supervision_loss(loss_fn, outputs, target, getattr(model, "deep_supervision_weights", None))
     auxiliary = getattr(model, "auxiliary_loss", None)
     extra = auxiliary(target) if callable(auxiliary) else None
     return loss if extra is None else loss + extra

@@ -51,6 +51,17 @@ EPOCH_RANGE = (50, 1000)
 # nnU-Net forces a third of each batch to hold foreground; here it tops up each batch so that every
 # foreground class is in at least this share of its images (batches that already have it are unchanged).
 FOREGROUND_SHARE = 1 / 3
+# CPU batch size: start at nnU-Net's minimum of 2 (BatchNorm needs more than one image) and double only while that
+# makes an image at least 15% cheaper (``_cpu_batch``).
+MIN_BATCH = 2
+BATCH_GAIN = 0.15
+# Validation cadence: validation at most this share of the training time (``planned_val_every``).
+VAL_SHARE = 0.1
+# Share of a time budget given to the epochs; the rest is start-up, checkpoints and the final report.
+BUDGET_SHARE = 0.9
+# AdamW peak lr of the nnunet family (instance norm, residual blocks), from benchmarks/lr_probe.py on Duke DME
+# (see FAMILY_OPTIMISER).
+NNUNET_LR = 1e-3
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,7 @@ class FamilyOptimiser:
 FAMILY_OPTIMISER = {
     "transformer": FamilyOptimiser(1e-4, 0.05, 2.0, "GC ViT from scratch: lr probe on Duke DME (planning.py)"),
     "cnn": FamilyOptimiser(5e-4, 1e-4, 1.0, "U-Nets with BatchNorm: lr probe on Duke DME (planning.py)"),
+    "nnunet": FamilyOptimiser(NNUNET_LR, 3e-5, 1.0, "nnU-Net (instance norm): lr probe on Duke DME (planning.py)"),
 }
 # Augmentation strength per family (data.transforms.AUGMENTATIONS), measured with benchmarks/real_oct.py on Duke
 # DME (5 folds by patient, 4 CPU-minutes per fold, planned rest; pooled out-of-fold fluid Dice, docs/real-oct.md).
@@ -76,10 +88,14 @@ FAMILY_OPTIMISER = {
 #   unet (32)  standard 0.677  strong 0.672
 # The transformer from scratch gains from more varied scans; the U-Net does not, so it keeps the standard one.
 FAMILY_AUGMENT = {
+    "nnunet": ("strong", "nnU-Net's own scheme is the strong one (rotation, scaling, intensity, blur, noise)"),
     "transformer": ("strong", "GC ViT from scratch: strong beat standard on Duke DME (docs/real-oct.md)"),
     "cnn": ("standard", "U-Nets: strong was no better on Duke DME (docs/real-oct.md)"),
 }
 _TRANSFORMERS = {"gctx_unet"}
+_NNUNETS = {"nnunet"}
+# architectures whose topology is planned from the input size (nnU-Net's): the planned size is their patch_size
+_SIZE_PLANNED = {"nnunet"}
 # U-Nets whose first-stage width is planned: nnU-Net's 2D U-Net starts at 32 features; Ronneberger's 64 costs 4x
 # the compute (nnU-Net's choice, taken as it is: 32 against 64 was not measured here)
 _PLANNED_WIDTH = {"unet", "gct_unet"}
@@ -87,8 +103,16 @@ CNN_BASE_WIDTH = 32
 
 
 def model_family(model: str) -> str:
-    """``transformer`` (GC ViT blocks) or ``cnn``."""
-    return "transformer" if resolve_model_name(model) in _TRANSFORMERS else "cnn"
+    """``transformer`` (GC ViT blocks), ``nnunet`` (instance-norm network planned from the size) or ``cnn``."""
+    name = resolve_model_name(model)
+    return "transformer" if name in _TRANSFORMERS else "nnunet" if name in _NNUNETS else "cnn"
+
+
+def _sized_options(model_name: str, options: Mapping[str, object], size, user_options: Mapping) -> dict:
+    """``options`` with ``patch_size`` = ``size`` for architectures planned from the input size (unless given)."""
+    if resolve_model_name(model_name) in _SIZE_PLANNED and "patch_size" not in user_options:
+        return {**options, "patch_size": [int(size[0]), int(size[1])]}
+    return dict(options)
 
 
 @dataclass
@@ -104,6 +128,7 @@ class TrainingPlan:
     foreground_share: float
     median_size: tuple[int, int]
     augment: str = "standard"
+    val_every: int = 1
     model_options: dict = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)
     given: list[str] = field(default_factory=list)
@@ -118,7 +143,7 @@ class TrainingPlan:
     def format(self) -> str:
         rows = []
         for key in ("base_size", "batch_size", "lr", "weight_decay", "warmup_epochs", "epochs", "foreground_share",
-                    "augment"):
+                    "augment", "val_every"):
             value = getattr(self, key)
             if isinstance(value, tuple):
                 shown = "x".join(map(str, value))
@@ -230,6 +255,7 @@ def planned_foreground_share(presence: list[float]) -> tuple[float, str]:
 
 
 def _planned_batch(model: torch.nn.Module, channels: int, size: tuple[int, int], n_train: int, device) -> tuple:
+    """The largest batch that fits the memory budget, capped at 16 and at a sixteenth of the training images."""
     per_sample = _activation_bytes(model, channels, size)
     budget = _memory_budget(device)
     fits = max(1, int(budget // (per_sample * 1.5)))  # gradients and temporaries on top of saved activations
@@ -238,6 +264,44 @@ def _planned_batch(model: torch.nn.Module, channels: int, size: tuple[int, int],
     why = (f"{per_sample / 2**20:.0f} MiB activations per image, {fits} fit in {budget / 2**30:.1f} GiB; "
            f"cap {cap} (>= 16 steps per epoch of {n_train} images)")
     return batch, why
+
+
+def _cpu_batch(step_time, memory_batch: int) -> tuple[int, float, str]:
+    """On a CPU: the smallest batch from ``MIN_BATCH`` whose cost per image is within ``BATCH_GAIN`` of twice
+    that batch's (``step_time(batch)`` measures one step), at most ``memory_batch``.
+
+    A GPU is idle at small batches, a CPU is not: an image costs about the same in any batch there, so a larger
+    batch buys fewer optimiser steps in the same time and little else (issue 16: a 22-minute budget gave the
+    planned U-Net 117 steps of batch 12, a peer 1,026 of batch 2). Returns (batch, seconds per step, reason).
+    """
+    batch = min(MIN_BATCH, memory_batch)
+    seconds = step_time(batch)
+    tried = [f"{batch}: {seconds / batch:.3f}"]
+    while batch * 2 <= memory_batch:
+        doubled = step_time(batch * 2)
+        tried.append(f"{batch * 2}: {doubled / (batch * 2):.3f}")
+        if doubled / (batch * 2) > (1 - BATCH_GAIN) * seconds / batch:
+            break
+        batch, seconds = batch * 2, doubled
+    why = (f"CPU: s per image by batch {', '.join(tried)} (measured); the smallest batch within "
+           f"{BATCH_GAIN:.0%} of the next one's cost per image, so the budget buys steps; memory allows "
+           f"{memory_batch}")
+    return batch, seconds, why
+
+
+def planned_val_every(step_s: float, batch: int, steps_per_epoch: int, n_val: int, epochs: int) -> tuple[int, str]:
+    """Validate every N epochs so that validation costs at most ``VAL_SHARE`` of the training time.
+
+    A forward pass costs about a third of a training step per image; with many held-out images and short
+    epochs, validating every epoch spent a third of a 22-minute budget (issue 16). The last epoch is always
+    validated, so the final weights are always scored.
+    """
+    val_s = n_val * step_s / batch / 3
+    train_s = max(steps_per_epoch * step_s, 1e-9)
+    every = max(1, min(max(1, epochs // 4), math.ceil(val_s / (VAL_SHARE * train_s))))
+    why = (f"validation ~{val_s:.0f} s for {n_val} images, an epoch ~{train_s:.0f} s: every {every} epoch(s) keeps "
+           f"it within {VAL_SHARE:.0%} of training (and at least 4 validations)")
+    return every, why
 
 
 def _keeps_random_state(fn):
@@ -269,7 +333,7 @@ def plan_training(
     grad_accum: int = 1,
 ) -> TrainingPlan:
     """Plan every setting not in ``given`` (keys: base_size, batch_size, lr, weight_decay, warmup_epochs, epochs,
-    augment).
+    augment, val_every).
 
     Args:
         model_name: registry name or alias.
@@ -282,7 +346,8 @@ def plan_training(
             shrink the planned size so that at least ``MIN_PLANNED_STEPS`` optimiser steps fit.
         amp_dtype: autocast dtype of training (the step time is measured under it).
     """
-    options = dict(model_options or {})
+    user_options = dict(model_options or {})
+    options = dict(user_options)
     reasons: dict[str, str] = {}
     if resolve_model_name(model_name) in _PLANNED_WIDTH and "base_width" not in options:
         options["base_width"] = CNN_BASE_WIDTH
@@ -296,28 +361,47 @@ def plan_training(
     size = tuple(given["base_size"]) if "base_size" in given else planned_size(median, multiple)
     reasons["base_size"] = (f"median image {median[0]}x{median[1]}, aspect kept within {PIXEL_BUDGET:,} px, "
                             f"multiples of {multiple}")
+    sized = _sized_options(model_name, options, size, user_options)
+    if needs_model and sized != options:  # built again for its planned topology
+        model = create_model(model_name, channels, num_classes, **sized)
+    options = sized
+
+    def step_time(at_size, batch_size) -> float:
+        sized = _sized_options(model_name, options, at_size, user_options)
+        return _seconds_per_step(model_name, sized, channels, num_classes, at_size, batch_size * grad_accum, device,
+                                 amp_dtype) / grad_accum
+
+    step_s = None
     if "batch_size" in given:
         batch = int(given["batch_size"])
     else:
         batch, reasons["batch_size"] = _planned_batch(model, channels, size, n_train, device)
+        if device.type == "cpu":
+            memory = reasons["batch_size"]
+            batch, step_s, reasons["batch_size"] = _cpu_batch(lambda b: step_time(size, b), batch)
+            reasons["batch_size"] += f" ({memory.split(';')[0]})"
     family_name = model_family(model_name)
     family = FAMILY_OPTIMISER[family_name]
     for key in ("lr", "weight_decay", "warmup_epochs"):
         reasons[key] = f"{family_name} family: {family.why}"
     augment, reasons["augment"] = FAMILY_AUGMENT[family_name]
-    step_s = None
+    steps_per_epoch = math.ceil(max(1, n_train // batch) / grad_accum)
+    val_every = int(given.get("val_every", 1))
     if "epochs" in given:
         epochs = int(given["epochs"])
     elif time_budget_s:
-        size, epochs, step_s, reasons["epochs"] = _fit_budget(
-            model_name, options, channels, num_classes, size, batch, n_train, n_val, device, amp_dtype,
-            grad_accum, time_budget_s, shrink="base_size" not in given, multiple=multiple,
-        )
+        size, epochs, step_s, val_every, reasons["epochs"] = _fit_budget(
+            step_time, size, step_s, batch, steps_per_epoch, n_val, time_budget_s, given, multiple)
         reasons["base_size"] += f"; {reasons['epochs'].split(';')[0]}"
+        options = _sized_options(model_name, options, size, user_options)
     else:
-        steps = math.ceil(max(1, n_train // batch) / grad_accum)
-        epochs = min(EPOCH_RANGE[1], max(EPOCH_RANGE[0], round(PLANNED_STEPS / steps)))
-        reasons["epochs"] = f"about {PLANNED_STEPS:,} optimiser steps of {steps} per epoch, within {EPOCH_RANGE}"
+        epochs = min(EPOCH_RANGE[1], max(EPOCH_RANGE[0], round(PLANNED_STEPS / steps_per_epoch)))
+        reasons["epochs"] = (f"about {PLANNED_STEPS:,} optimiser steps of {steps_per_epoch} per epoch, "
+                             f"within {EPOCH_RANGE}")
+    if "val_every" not in given and step_s is not None:
+        val_every, reasons["val_every"] = planned_val_every(step_s, batch, steps_per_epoch, n_val, epochs)
+    if "patch_size" in options and "patch_size" not in user_options:
+        reasons["model_options"] = "patch_size: nnU-Net's topology (kernels, strides) planned for the input size"
     return TrainingPlan(
         base_size=(int(size[0]), int(size[1])),
         batch_size=batch,
@@ -328,6 +412,7 @@ def plan_training(
         foreground_share=float(given.get("foreground_share", 0.0)),
         median_size=median,
         augment=str(given.get("augment", augment)),
+        val_every=val_every,
         model_options=options,
         reasons=reasons,
         given=sorted(given),
@@ -335,27 +420,31 @@ def plan_training(
     )
 
 
-def _fit_budget(model_name, options, channels, classes, size, batch, n_train, n_val, device, amp_dtype,
-                grad_accum, budget_s, shrink, multiple) -> tuple[tuple[int, int], int, float, str]:
-    """(size, epochs, seconds per step, reason) so that the schedule fits ``budget_s`` wall seconds."""
-    steps_per_epoch = math.ceil(max(1, n_train // batch) / grad_accum)
+def _fit_budget(step_time, size, step_s, batch, steps_per_epoch, n_val, budget_s, given,
+                multiple) -> tuple[tuple[int, int], int, float, int, str]:
+    """(size, epochs, seconds per step, validation cadence, reason) so that the schedule fits ``budget_s``.
+
+    ``step_s`` is the step time already measured at ``size`` (or None)."""
+    shrink = "base_size" not in given
     while True:
-        step_s = _seconds_per_step(model_name, options, channels, classes, size, batch * grad_accum, device,
-                                   amp_dtype) / grad_accum
-        # validation: a forward pass per image, about a third of a training step's cost per image
-        epoch_s = steps_per_epoch * step_s * grad_accum + n_val * step_s / batch / 3
-        epochs = int(budget_s * 0.9 // epoch_s)  # 10% for start-up, checkpoints and the final report
+        step_s = step_s if step_s is not None else step_time(size, batch)
+        val_s = n_val * step_s / batch / 3  # a forward pass per image: about a third of a training step's cost
+        # a first guess of the epochs gives the cadence, which gives the epochs that fit
+        epochs = int(budget_s * BUDGET_SHARE // (steps_per_epoch * step_s + val_s))
+        val_every = int(given.get("val_every", planned_val_every(step_s, batch, steps_per_epoch, n_val,
+                                                                 max(1, epochs))[0]))
+        epochs = int(budget_s * BUDGET_SHARE // (steps_per_epoch * step_s + val_s / val_every))
         pixels = size[0] * size[1]
         if not shrink or epochs * steps_per_epoch >= MIN_PLANNED_STEPS or min(size) <= MIN_SHORT_SIDE:
             break
         smaller = planned_size(size, multiple, int(pixels * 0.7))
         if smaller == tuple(size) or min(smaller) < MIN_SHORT_SIDE:
             break
-        size = smaller
+        size, step_s = smaller, None
     epochs = max(1, epochs)
     why = (f"{epochs} epochs x {steps_per_epoch} steps fit {budget_s / 60:.1f} min at {step_s:.2f} s per step "
            f"(measured)")
-    return tuple(size), epochs, step_s, why
+    return tuple(size), epochs, step_s, val_every, why
 
 
 def plan_for_folder(

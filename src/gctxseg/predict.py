@@ -7,6 +7,7 @@ gives a :class:`Predictor`; several, or a ``gctxseg cv`` folder (its folds' fina
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -344,7 +345,11 @@ def ensemble_members(weights: str | Path | Sequence[str | Path]) -> tuple[list[P
     items = [weights] if isinstance(weights, (str, Path)) else list(weights)
     files, postprocessing = [], None
     for item in map(Path, items):
-        if item.is_dir():
+        chosen = _chosen_configuration(item) if item.is_dir() else None
+        if chosen is not None:
+            files += chosen[0]
+            postprocessing = chosen[1]
+        elif item.is_dir():
             folds = sorted(item.glob("fold_*/last.pt"))
             if folds:
                 files += folds
@@ -356,6 +361,32 @@ def ensemble_members(weights: str | Path | Sequence[str | Path]) -> tuple[list[P
         else:
             files.append(item)
     return files, postprocessing
+
+
+def _chosen_configuration(cv_dir: Path) -> tuple[list[Path], Path | None] | None:
+    """The fold checkpoints and post-processing file of the configuration ``gctxseg cv`` chose (``"chosen"`` in
+    its ``cv_summary.json``: one architecture or an ensemble of several), or None for a folder without a choice."""
+    summary_path = cv_dir / "cv_summary.json"
+    if not summary_path.is_file():
+        return None
+    try:
+        chosen = json.loads(summary_path.read_text()).get("chosen")
+    except (json.JSONDecodeError, AttributeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{summary_path}: unreadable ({err}); write it again with gctxseg cv --summary-only") from None
+    if chosen is None:
+        return None
+    members = chosen.get("members") if isinstance(chosen, dict) else None
+    if not isinstance(members, list) or not members or not all(
+            isinstance(m, str) and m and Path(m).name == m and m not in (".", "..") for m in members):
+        raise ValueError(f"{summary_path}: 'chosen' names no configuration folders; write it again with "
+                         "gctxseg cv --summary-only")
+    files = [f for m in members for f in sorted((cv_dir / m).glob("fold_*/last.pt"))]
+    missing = [m for m in members if not any((cv_dir / m).glob("fold_*/last.pt"))]
+    if missing:
+        raise ValueError(f"{cv_dir}: the chosen configuration {'+'.join(members)} has no {missing[0]}/fold_*/last.pt; "
+                         "finish it with gctxseg cv")
+    post = cv_dir / "postprocessing.json"
+    return files, post if post.is_file() else None
 
 
 def load_predictor(weights: str | Path | Sequence[str | Path], device: str = "auto", amp: str = "auto",

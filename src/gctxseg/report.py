@@ -37,11 +37,13 @@ __all__ = [
 
 
 def epoch_rows(log: dict) -> list[tuple[int, dict, dict]]:
-    """``(epoch, train info, val info)`` for every ``"epoch:N"`` entry of a seed-format log."""
+    """``(epoch, train info, val info)`` for every ``"epoch:N"`` entry of a seed-format log (val info ``{}`` on an
+    epoch that was not validated: a planned ``val_every`` > 1)."""
     rows = []
     for key, entry in log.items():
         if key.startswith("epoch:"):
-            rows.append((int(key.split(":")[1]), entry["train log:"]["info"], entry["val log:"]["info"]))
+            val = entry.get("val log:", {}).get("info", {})
+            rows.append((int(key.split(":")[1]), entry["train log:"]["info"], val))
     return sorted(rows, key=lambda r: r[0])
 
 
@@ -189,7 +191,9 @@ def plot_compare_curves(logs: Mapping[str, dict], path: str | Path) -> None:
         dice = [r[2].get("mean dice") for r in rows]
         ax_dice.plot(epochs, [math.nan if v is None else v for v in dice], "-o", ms=3, color=colour, label=label)
         ax_loss.plot(epochs, [r[1].get("loss") for r in rows], "-", color=colour, label=f"{label} train")
-        ax_loss.plot(epochs, [r[2].get("loss") for r in rows], "--", color=colour, label=f"{label} val")
+        val_loss = [r[2].get("loss") for r in rows]  # None on epochs that were not validated
+        ax_loss.plot(epochs, [math.nan if v is None else v for v in val_loss], "--o", ms=2, color=colour,
+                     label=f"{label} val")
     ax_dice.set_title("val mean Dice")
     ax_loss.set_title("loss (train solid, val dashed)")
     for ax in (ax_dice, ax_loss):

@@ -1,0 +1,238 @@
+"""``gctxseg cv``: every configuration on the same patient-wise folds, compared out of fold, the best one chosen.
+
+nnU-Net's ``find_best_configuration`` in 2D: each configuration (an architecture with its planned settings) is
+cross-validated on the same folds into ``CV/<model>/fold_k`` (:mod:`gctxseg.crossval`), then every configuration
+and every ensemble of two or more (their out-of-fold softmax averaged) is scored on the pooled out-of-fold Dice
+after its own post-processing (chosen on the same out-of-fold predictions). The best is written to
+``CV/cv_summary.json`` under ``"chosen"``, with its post-processing in ``CV/postprocessing.json``; ``gctxseg
+predict --weights CV`` and ``evaluate --weights CV`` use exactly that. ``CV/splits_final.json`` holds the folds
+(nnU-Net's shape), so another tool can be trained and compared on the very same split.
+
+Tie rule: candidates within ``TIE_DICE`` of the best count as tied, and the cheapest of them is chosen (fewest
+members, then least training CPU time): a difference that small is below the fold-to-fold spread of any real
+set measured here (docs/real-oct.md), and the cheaper one predicts faster.
+"""
+
+from __future__ import annotations
+
+import html
+import itertools
+import json
+import resource
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import load_checkpoint
+from .crossval import fold_finished, format_cv_summary, score_predictions, summarize_cv, train_fold
+from .data import MaskValueMap, find_pairs, read_mask
+from .data.splits import resolve_splits
+from .engine import TrainConfig
+from .postprocess import choose_postprocessing
+from .utils import atomic_write_json, atomic_write_text, next_run_dir
+
+__all__ = ["DEFAULT_CONFIGURATIONS", "TIE_DICE", "choose_configuration", "cv_models", "format_ranking", "run_cv",
+           "summarize_folder", "write_splits"]
+
+# The architectures `gctxseg cv` compares when none are named: the default transformer, the planned U-Net and
+# nnU-Net's own network (issue 16); `--models` picks others.
+DEFAULT_CONFIGURATIONS = ("gctx_unet", "unet", "nnunet")
+TIE_DICE = 0.005
+SUMMARY_SHARE = 0.05  # of a whole-cv time budget kept for out-of-fold prediction and the summaries
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children (loader workers are reaped after each fold)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def write_splits(cfg: TrainConfig, cv_dir: Path) -> Path:
+    """The folds every configuration is trained on, as nnU-Net's ``splits_final.json`` (file stems)."""
+    pairs = find_pairs(cfg.data_train, cfg.img_f, cfg.mask_f)
+    splits, _ = resolve_splits(pairs, cfg.folds, cfg.data_train, cfg.group_regex, cfg.splits)
+    path = cv_dir / "splits_final.json"
+    atomic_write_json(path, splits)
+    return path
+
+
+def _train_configuration(cfg: TrainConfig, cv_dir: Path, model: str, fold_budget: float | None) -> None:
+    """Train (or keep, or resume) every fold of one configuration, adding each fold's wall and CPU time to
+    ``CV/<model>/timing.json``."""
+    config_dir = cv_dir / model
+    config_dir.mkdir(parents=True, exist_ok=True)
+    timing_path = config_dir / "timing.json"
+    timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
+    for fold in range(cfg.folds):
+        finished = fold_finished(config_dir / f"fold_{fold}")
+        wall, cpu = time.perf_counter(), _cpu_seconds()
+        train_fold(replace(cfg, model=model, time_budget=fold_budget), config_dir, fold)
+        if not finished:
+            spent = timing.get(str(fold), {"wall s": 0.0, "cpu s": 0.0})
+            timing[str(fold)] = {"wall s": spent["wall s"] + time.perf_counter() - wall,
+                                 "cpu s": spent["cpu s"] + _cpu_seconds() - cpu}
+            atomic_write_json(timing_path, timing)
+
+
+def run_cv(cfg: TrainConfig, models: list[str] | tuple[str, ...] = DEFAULT_CONFIGURATIONS,
+           device: str | None = None, amp: str | None = None) -> Path:
+    """Cross-validate every configuration in ``models`` on the same folds, then choose the best.
+
+    ``cfg.time_budget`` (minutes) is for the whole run: it is split evenly over configurations and folds, after
+    ``SUMMARY_SHARE`` of it for the out-of-fold predictions. Finished folds are kept, a stopped one resumes.
+    Returns the CV folder.
+    """
+    if not cfg.folds:
+        raise ValueError("gctxseg cv needs --folds K (K >= 2)")
+    models = list(dict.fromkeys(models))
+    cv_dir = next_run_dir(cfg.results, cfg.name, cfg.exist_ok)
+    cv_dir.mkdir(parents=True, exist_ok=True)
+    write_splits(cfg, cv_dir)
+    fold_budget = (cfg.time_budget * (1 - SUMMARY_SHARE) / (len(models) * cfg.folds)) if cfg.time_budget else None
+    if fold_budget:
+        print(f"time budget {cfg.time_budget:g} min: {fold_budget:.2f} min for each of {cfg.folds} folds of "
+              f"{len(models)} configuration(s) ({', '.join(models)})")
+    for model in models:
+        _train_configuration(cfg, cv_dir, model, fold_budget)
+    if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+        return cv_dir
+    for model in models:
+        summarize_cv(cv_dir / model, device=device or cfg.device, amp=amp or cfg.amp)
+    choose_configuration(cv_dir, models)
+    return cv_dir
+
+
+def _configuration_cost(config_dir: Path) -> dict:
+    """Training CPU / wall seconds (timing.json), optimiser steps and epochs per fold (the final checkpoints)."""
+    timing = json.loads((config_dir / "timing.json").read_text()) if (config_dir / "timing.json").is_file() else {}
+    steps, epochs = [], []
+    for last in sorted(config_dir.glob("fold_*/last.pt")):
+        ckpt = load_checkpoint(last)
+        steps.append(int(ckpt["scheduler"]["last_epoch"]))
+        epochs.append(int(ckpt["epoch"]) + 1)
+    return {"cpu s": sum(t["cpu s"] for t in timing.values()), "wall s": sum(t["wall s"] for t in timing.values()),
+            "steps per fold": steps, "epochs per fold": epochs}
+
+
+def _load_oof(config_dir: Path, names: list[str]) -> list[np.ndarray]:
+    missing = [n for n in names if not (config_dir / "oof" / f"{n}.npy").is_file()]
+    if missing:
+        raise ValueError(f"{config_dir}/oof: no out-of-fold prediction for {missing[0]} (and {len(missing) - 1} "
+                         "more); run gctxseg cv again to finish its folds")
+    return [np.load(config_dir / "oof" / f"{n}.npy", allow_pickle=False) for n in names]
+
+
+def _score_candidate(members: tuple[str, ...], oof: dict[str, list[np.ndarray]], targets, k: int) -> dict:
+    """Pooled out-of-fold Dice of ``members`` averaged, before and after the post-processing chosen on it."""
+    probs = [np.mean([oof[m][i].astype(np.float32) for m in members], axis=0) for i in range(len(targets))]
+    preds = [p.argmax(0) for p in probs]
+    post = choose_postprocessing(preds, targets, k)
+    raw, processed = score_predictions(preds, targets, k), score_predictions([post(p) for p in preds], targets, k)
+    return {"members": list(members), "dice": raw["dice"], "post-processed dice": processed["dice"],
+            "mean dice": float(np.nanmean(processed["dice"])), "postprocessing": post}
+
+
+def _targets(cv_dir: Path, model: str, names: list[str]) -> tuple[int, dict, list[np.ndarray]]:
+    """(classes, value map, each named scan's ground truth as class indices) from one configuration's folds."""
+    ckpt = load_checkpoint(next(iter(sorted((cv_dir / model).glob("fold_*/last.pt")))))
+    value_map = MaskValueMap.from_dict(ckpt["value_map"])
+    cfg = ckpt["config"]
+    masks = {p.name: p.mask for p in find_pairs(cfg["data_train"], cfg["img_f"], cfg["mask_f"])}
+    return value_map.num_classes, value_map.to_dict(), [
+        value_map.encode(read_mask(masks[n]), source=masks[n]) for n in names]
+
+
+def _choose(scored: list[dict]) -> dict:
+    """The best candidate by pooled Dice; among those within ``TIE_DICE`` of it, the cheapest."""
+    best = max(s["mean dice"] for s in scored)
+    tied = [s for s in scored if s["mean dice"] >= best - TIE_DICE]
+    return min(tied, key=lambda s: (len(s["members"]), s["cpu s"]))
+
+
+def choose_configuration(cv_dir: str | Path, models: list[str]) -> dict:
+    """Score every configuration and ensemble of ``CV/<model>`` folders on their out-of-fold predictions, choose
+    the best (ties: the cheaper), write ``cv_summary.json``, ``postprocessing.json`` and ``cv_report.html``."""
+    cv_dir = Path(cv_dir)
+    summaries = {m: json.loads((cv_dir / m / "cv_summary.json").read_text()) for m in models}
+    names = sorted(p.stem for p in (cv_dir / models[0] / "oof").glob("*.npy"))
+    k, classes, targets = _targets(cv_dir, models[0], names)
+    oof = {m: _load_oof(cv_dir / m, names) for m in models}
+    costs = {m: _configuration_cost(cv_dir / m) for m in models}
+    candidates = [c for r in range(1, len(models) + 1) for c in itertools.combinations(models, r)]
+    scored = [_score_candidate(c, oof, targets, k) for c in candidates]
+    for s in scored:
+        s["name"] = "+".join(s["members"])
+        s["cpu s"] = sum(costs[m]["cpu s"] for m in s["members"])
+    chosen = _choose(scored)
+    best = max(s["mean dice"] for s in scored)
+    ranking = sorted(scored, key=lambda s: -s["mean dice"])
+    chosen["postprocessing"].save(cv_dir / "postprocessing.json")
+    summary = {
+        "folds": summaries[models[0]]["folds"],
+        "images": len(names),
+        "classes": classes,
+        "configurations": {m: {**costs[m], "pooled out-of-fold": summaries[m]["pooled out-of-fold"],
+                               "pooled out-of-fold post-processed":
+                                   summaries[m]["pooled out-of-fold post-processed"]} for m in models},
+        "ranking": [{"name": s["name"], "members": s["members"], "dice": s["dice"],
+                     "post-processed dice": s["post-processed dice"], "mean dice": s["mean dice"],
+                     "margin to best": s["mean dice"] - best, "cpu s": s["cpu s"],
+                     "postprocessing": s["postprocessing"].to_dict()} for s in ranking],
+        "tie rule": f"within {TIE_DICE} pooled Dice of the best: fewest members, then least training CPU time",
+        "chosen": {"name": chosen["name"], "members": chosen["members"], "mean dice": chosen["mean dice"],
+                   "post-processed dice": chosen["post-processed dice"], "postprocessing": "postprocessing.json"},
+    }
+    atomic_write_json(cv_dir / "cv_summary.json", summary)
+    text = format_ranking(summary)
+    per_config = "\n\n".join(f"{m}:\n{format_cv_summary(summaries[m])}" for m in models)
+    atomic_write_text(cv_dir / "cv_report.html", _report_html(cv_dir.name, text, per_config))
+    print(text)
+    return summary
+
+
+def format_ranking(summary: dict) -> str:
+    """The candidates, best first, with their margin to the best, CPU time and steps; the chosen one last."""
+    lines = [f"{'configuration':<28}{'pooled OOF Dice':>16}{'margin':>9}{'train CPU min':>15}  steps per fold"]
+    for row in summary["ranking"]:
+        steps = [summary["configurations"][m]["steps per fold"] for m in row["members"]]
+        shown = " | ".join("/".join(map(str, s)) for s in steps)
+        lines.append(f"{row['name']:<28}{row['mean dice']:>16.4f}{row['margin to best']:>+9.4f}"
+                     f"{row['cpu s'] / 60:>15.1f}  {shown}")
+    chosen = summary["chosen"]
+    lines.append(f"chosen: {chosen['name']} (pooled out-of-fold Dice {chosen['mean dice']:.4f} after its "
+                 f"post-processing; {summary['tie rule']})")
+    return "\n".join(lines)
+
+
+def _report_html(title: str, ranking: str, per_config: str) -> str:
+    return (f"<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' "
+            f"content='width=device-width, initial-scale=1'><title>{html.escape(title)} cross-validation</title>"
+            "<style>body{font-family:system-ui,sans-serif;margin:1.5em}pre{overflow-x:auto}</style></head><body>"
+            f"<h1>{html.escape(title)}: configurations compared out of fold</h1><pre>{html.escape(ranking)}</pre>"
+            f"<h2>Each configuration</h2><pre>{html.escape(per_config)}</pre></body></html>")
+
+
+def cv_models(models: list[str] | None, model: str | None) -> list[str]:
+    """The configurations ``gctxseg cv`` compares: ``--models``, else ``--model`` alone, else the defaults."""
+    from .models import resolve_model_name
+
+    chosen = models or ([model] if model else list(DEFAULT_CONFIGURATIONS))
+    return list(dict.fromkeys(resolve_model_name(m) for m in chosen))
+
+
+def summarize_folder(cv_dir: str | Path, device: str = "auto", amp: str = "auto") -> None:
+    """``gctxseg cv --summary-only``: summarise each configuration of a CV folder again and choose among them
+    (a folder of one configuration's folds, as older gctxseg wrote, is summarised as it is)."""
+    cv_dir = Path(cv_dir)
+    models = sorted(d.name for d in cv_dir.iterdir() if d.is_dir() and any(d.glob("fold_*/last.pt"))) \
+        if cv_dir.is_dir() else []
+    if not models:
+        summarize_cv(cv_dir, device=device, amp=amp)
+        return
+    for model in models:
+        summarize_cv(cv_dir / model, device=device, amp=amp)
+    choose_configuration(cv_dir, models)
+

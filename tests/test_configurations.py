@@ -1,0 +1,130 @@
+"""`gctxseg cv` over several configurations: same folds, out-of-fold ranking, the choice, predict --weights CV;
+nnU-Net's network from MONAI; the planner's CPU batch and validation cadence."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_pair
+from PIL import Image
+
+from gctxseg import planning
+from gctxseg.cli import main
+from gctxseg.configurations import TIE_DICE, choose_configuration
+from gctxseg.models import create_model, list_models
+from gctxseg.models.nnunet import plan_stages
+
+
+def _patients(root, patients=4, scans=3, size=(30, 60), seed=0):
+    rng = np.random.default_rng(seed)
+    for p in range(patients):
+        for b in range(scans):
+            image = rng.integers(0, 120, size, dtype=np.uint8)
+            mask = np.zeros(size, np.uint8)
+            if b % 3:
+                mask[8:16, 10 + 5 * b:24 + 5 * b] = 255
+                image[mask > 0] = 230
+            write_pair(root, f"p{p:02d}_b{b:02d}", image, mask)
+    return root / "images"
+
+
+def test_nnunet_topology_is_planned_from_the_size_as_nnunet_plans_it():
+    kernels, strides = plan_stages((32, 64))
+    # each axis halved while its map is >= 8 px: H 32-16-8-4, W 64-32-16-8-4
+    assert strides == [(1, 1), (2, 2), (2, 2), (2, 2), (1, 2)] and kernels == [(3, 3)] * 5
+    assert len(plan_stages((512, 512))[1]) == 7  # capped at MAX_STAGES
+    assert "nnunet" in list_models()
+    model = create_model("nnunet", 1, 3, patch_size=(32, 64), base_width=4)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.InstanceNorm2d)]
+    assert norms and all(n.affine for n in norms)
+    model.train()
+    outputs = model(torch.randn(2, 1, 30, 60))  # not a multiple of the strides: padded and cropped back
+    assert isinstance(outputs, tuple) and len(outputs) == 1 + model.num_heads
+    assert all(o.shape == (2, 3, 30, 60) for o in outputs)
+    assert sum(model.deep_supervision_weights) == pytest.approx(1.0)
+    assert model.deep_supervision_weights[0] > model.deep_supervision_weights[-1]
+    model.eval()
+    assert model(torch.randn(1, 1, 30, 60)).shape == (1, 3, 30, 60)
+
+
+def test_on_a_cpu_the_batch_is_the_smallest_that_costs_as_much_per_image(monkeypatch):
+    # a CPU where an image costs the same in any batch: batch 2 (more steps); one where batch 8 halves the cost
+    flat = planning._cpu_batch(lambda b: 0.5 * b, 16)
+    assert flat[0] == 2 and "2: 0.500" in flat[2]
+    gpu_like = planning._cpu_batch(lambda b: {2: 1.0, 4: 1.0, 8: 1.1, 16: 2.2}[b], 16)
+    assert gpu_like[0] == 8
+    assert planning._cpu_batch(lambda b: 0.5 * b, 1)[0] == 1  # memory allows one image only
+    every, why = planning.planned_val_every(step_s=1.0, batch=2, steps_per_epoch=10, n_val=300, epochs=40)
+    # 50 s of validation against 10 s of training per epoch: every 50 epochs would do, but 4 validations are kept
+    assert every == 10 and "10%" in why
+    assert planning.planned_val_every(1.0, 2, 10, 300, 8)[0] == 2  # at least 4 validations
+    assert planning.planned_val_every(1.0, 2, 100, 6, 40)[0] == 1
+
+
+def test_cv_compares_configurations_on_the_same_folds_and_predict_uses_the_choice(tmp_path, capsys):
+    images = _patients(tmp_path / "data")
+    code = main(["cv", str(images), "--folds", "2", "--group-regex", r"^(p\d+)_", "--img_f", ".png",
+                 "--models", "unet", "nnunet", "--model-option", "base_width=4", "--base-size", "32", "64",
+                 "--epochs", "1", "--batch-size", "2", "--lr", "0.01", "--workers", "0", "--amp", "off",
+                 "--device", "cpu", "--results", str(tmp_path / "runs"), "--name", "cv"])
+    assert code == 0
+    cv = tmp_path / "runs" / "cv"
+    summary = json.loads((cv / "cv_summary.json").read_text())
+    names = [r["name"] for r in summary["ranking"]]
+    assert sorted(names) == ["nnunet", "unet", "unet+nnunet"]  # each one and their ensemble
+    dice = [r["mean dice"] for r in summary["ranking"]]
+    assert dice == sorted(dice, reverse=True) and summary["ranking"][0]["margin to best"] == 0
+    best = dice[0]
+    tied = [r for r in summary["ranking"] if r["mean dice"] >= best - TIE_DICE]
+    assert summary["chosen"]["name"] in [r["name"] for r in tied]
+    for model in ("unet", "nnunet"):
+        assert summary["configurations"][model]["steps per fold"] == [3, 3]  # 6 scans per fold, batch 2
+        assert summary["configurations"][model]["cpu s"] > 0
+    # the folds are written in nnU-Net's shape, and both configurations trained on them
+    splits = json.loads((cv / "splits_final.json").read_text())
+    assert len(splits) == 2 and all(not set(s["train"]) & set(s["val"]) for s in splits)
+    plan = json.loads((cv / "nnunet" / "fold_0" / "plan.json").read_text())
+    assert plan["model_options"]["patch_size"] == [32, 64]
+    out = capsys.readouterr().out
+    assert "chosen: " + summary["chosen"]["name"] in out and "margin" in out
+    # predict --weights CV: the chosen configuration's folds and post-processing
+    from gctxseg.predict import ensemble_members
+
+    files, post = ensemble_members(cv)
+    members = summary["chosen"]["members"]
+    assert sorted({f.parent.parent.name for f in files}) == sorted(members) and len(files) == 2 * len(members)
+    assert post == cv / "postprocessing.json"
+    source = tmp_path / "new"
+    source.mkdir()
+    Image.fromarray(np.zeros((30, 60), np.uint8)).save(source / "a.png")
+    assert main(["predict", "--weights", str(cv), "--source", str(source), "--out", str(tmp_path / "out"),
+                 "--device", "cpu", "--amp", "off"]) == 0
+    # the same choice is made again from the folder alone, and a forced tie goes to the cheaper candidate
+    again = choose_configuration(cv, ["unet", "nnunet"])
+    assert again["chosen"] == summary["chosen"]
+
+
+def test_the_tie_rule_takes_the_cheaper_candidate(tmp_path, monkeypatch):
+    from gctxseg import configurations
+
+    scores = {("a",): 0.700, ("b",): 0.703, ("a", "b"): 0.704}
+    monkeypatch.setattr(configurations, "_score_candidate", lambda c, *_: {
+        "members": list(c), "dice": [scores[c]], "post-processed dice": [scores[c]], "mean dice": scores[c],
+        "postprocessing": configurations.choose_postprocessing([], [], 2)})
+    costs = {"a": 100.0, "b": 50.0}
+    monkeypatch.setattr(configurations, "_configuration_cost", lambda d: {
+        "cpu s": costs[d.name], "wall s": 1.0, "steps per fold": [1], "epochs per fold": [1]})
+    monkeypatch.setattr(configurations, "_load_oof", lambda d, names: [])
+    for model in ("a", "b"):
+        (tmp_path / model / "oof").mkdir(parents=True)
+        (tmp_path / model / "cv_summary.json").write_text(json.dumps(
+            {"folds": 2, "pooled out-of-fold": {}, "pooled out-of-fold post-processed": {}, "per fold": {},
+             "fold mean": {}, "classes": {}, "postprocessing": {"evidence": {}}, "images": 0, "model": model}))
+    monkeypatch.setattr(configurations, "format_cv_summary", lambda s: "")
+    monkeypatch.setattr(configurations, "_targets", lambda cv_dir, model, names: (2, {"0": 0, "255": 1}, []))
+    summary = configurations.choose_configuration(tmp_path, ["a", "b"])
+    # all three are within TIE_DICE of the best (0.704): one member beats two, then the cheaper CPU time
+    assert summary["chosen"]["name"] == "b"
