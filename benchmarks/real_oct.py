@@ -3,9 +3,13 @@
 Recipes, each given the same wall-time budget per fold (``--minutes``) on this machine:
 
 - ``gctx_unet`` and ``unet``: ``gctxseg`` with every setting planned (``--time-budget`` only: no tuned flags);
-- ``peer``: the plain recipe a user would otherwise write — MONAI ``BasicUNet`` (2D, default features),
-  MONAI ``DiceCELoss``, AdamW 1e-3, horizontal flips, images resized to half resolution (multiples of 16),
-  for as many epochs as a measured step time fits in the budget (constant learning rate).
+- ``peer``: the recipe of a user who knows the field — MONAI ``BasicUNet`` (2D, default features), MONAI
+  ``DiceCELoss``, AdamW 1e-3 with a cosine schedule, horizontal flips, batch 2, at gctxseg's planned input size
+  (the median scan within its pixel budget, no time-budget shrinking), for as many steps as a measured step time
+  fits in the budget.
+
+``--cv FOLDER`` adds the configurations of a ``gctxseg cv`` folder (trained on the same folds) and the one it
+chose, so the peer and the planned configurations are printed in one table, each with its optimiser steps.
 
 Every recipe is scored out of fold with its final weights (no checkpoint chosen on the held-out patients), at
 the images' own size: per-fold and pooled fluid Dice (pooled = summed confusion over all held-out scans),
@@ -31,10 +35,12 @@ import torch
 import torch.nn.functional as F
 
 from gctxseg.agreement import agreement_summary
+from gctxseg.checkpoint import load_checkpoint
 from gctxseg.crossval import score_predictions, summarize_cv, train_fold
 from gctxseg.data import read_image, read_mask
 from gctxseg.data.splits import fold_files
 from gctxseg.engine import TrainConfig
+from gctxseg.planning import planned_size
 
 GRADER_2_POOLED_DICE = 0.70  # Duke DME, grader 2 vs grader 1 on the 73 scans both graded (reference-figures.md)
 
@@ -64,14 +70,14 @@ def peer_fold(data: str, folds: int, fold: int, minutes: float, out: Path, seed:
     t0, cpu0 = time.perf_counter(), time.process_time()
     train_pairs, val_pairs, _ = fold_files(data, ".png", ".png", folds, fold)
     first = read_image(train_pairs[0].image)
-    size = [max(16, round(s / 2 / 16) * 16) for s in first.shape[:2]]
+    size = list(planned_size(first.shape[:2], 16))
     images, masks = _load(train_pairs, size)
     x_all, y_all = torch.stack(images)[:, None], torch.stack(masks)
     mean, std = x_all.mean().item(), x_all.std().item()
     model = BasicUNet(spatial_dims=2, in_channels=1, out_channels=2).to(memory_format=torch.channels_last)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    batch = 4
+    batch = 2
 
     def step(idx: torch.Tensor) -> None:
         x, y = (x_all[idx] - mean) / std, y_all[idx][:, None]
@@ -81,10 +87,13 @@ def peer_fold(data: str, folds: int, fold: int, minutes: float, out: Path, seed:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if schedule is not None:
+            schedule.step()
 
     # the epoch count is fixed from a measured step time, as gctxseg's planner does for --time-budget, so that
     # other load on the machine later changes the wall time, not the training
     model.train()
+    schedule = None
     step_s = []
     for _ in range(3):
         s0 = time.perf_counter()
@@ -92,6 +101,7 @@ def peer_fold(data: str, folds: int, fold: int, minutes: float, out: Path, seed:
         step_s.append(time.perf_counter() - s0)
     steps_per_epoch = len(x_all) // batch
     epochs = max(1, int((minutes * 60 * 0.9 - (time.perf_counter() - t0)) // (min(step_s[1:]) * steps_per_epoch)))
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
     for _ in range(epochs):
         order = torch.randperm(len(x_all))
         for start in range(0, steps_per_epoch * batch, batch):
@@ -105,7 +115,8 @@ def peer_fold(data: str, folds: int, fold: int, minutes: float, out: Path, seed:
             probs = model((x - mean) / std).softmax(1)
             probs = F.interpolate(probs, size=image.shape, mode="bilinear", align_corners=False)[0]
             np.save(out / "oof" / f"{pair.name}.npy", (probs * 255).round().to(torch.uint8).numpy())
-    result = {"fold": fold, "epochs": epochs, "size": size, "wall s": time.perf_counter() - t0,
+    result = {"fold": fold, "epochs": epochs, "steps": epochs * steps_per_epoch, "size": size,
+              "wall s": time.perf_counter() - t0,
               "cpu s": time.process_time() - cpu0, "val": [p.name for p in val_pairs]}
     done.write_text(json.dumps(result))
     return result
@@ -128,8 +139,10 @@ def ours_fold(recipe: str, data: str, folds: int, fold: int, minutes: float, out
                                  **given), out, fold)
     log = json.loads((run / "log.json").read_text())
     params = log["train parameters"]
-    result = {"fold": fold, "epochs": params["epochs"], "size": params["input size"], "lr": params["lr"],
-              "batch": params["batch size"], "wall s": time.perf_counter() - t0, "cpu s": time.process_time() - cpu0}
+    steps = int(load_checkpoint(run / "last.pt")["scheduler"]["last_epoch"])
+    result = {"fold": fold, "epochs": params["epochs"], "steps": steps, "size": params["input size"],
+              "lr": params["lr"], "batch": params["batch size"], "wall s": time.perf_counter() - t0,
+              "cpu s": time.process_time() - cpu0}
     done.write_text(json.dumps(result))
     return result
 
@@ -163,6 +176,9 @@ def main() -> None:
                         help="model names (planned), MODEL@HxW (size given, rest planned), either with "
                              ",KEY=VALUE settings (gctx_unet,augment=strong), or peer")
     parser.add_argument("--out", default="real_oct_bench", help="working folder (resumable)")
+    parser.add_argument("--cv", default=None, metavar="FOLDER",
+                        help="a gctxseg cv folder trained on the same folds: its configurations and its choice join "
+                             "the table")
     args = parser.parse_args()
     out = Path(args.out)
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
@@ -194,17 +210,19 @@ def report(args, out: Path, timings: dict[str, list[dict]]) -> None:
             extra["post-processed"] = summary["pooled out-of-fold post-processed"]["dice"][0]
         probs[recipe] = _oof(out / recipe, names)
         rows.append(_row(recipe, probs[recipe], targets, fold_of, args.folds, times, extra))
+    if args.cv:
+        rows += _cv_rows(Path(args.cv), names, targets, fold_of, args.folds, probs)
     if {"gctx_unet", "unet"} <= set(probs):
         mean = {n: (probs["gctx_unet"][n].astype(np.float32) + probs["unet"][n]) / 2 for n in names}
         rows.append(_row("gctx_unet+unet", mean, targets, fold_of, args.folds,
                          timings["gctx_unet"] + timings["unet"], {}))
     header = "".join(f"{'fold ' + str(f):>8}" for f in range(args.folds))
-    print(f"\n{'recipe':<16}{header}{'pooled OOF':>12}{'post-proc':>11}  {'epochs':<16}{'size':>9}"
+    print(f"\n{'recipe':<22}{header}{'pooled OOF':>12}{'post-proc':>11}  {'epochs':<16}{'steps':<26}{'size':>9}"
           f"{'wall min':>10}{'cpu min':>9}")
     for r in rows:
         folds = "".join(f"{d:>8.4f}" for d in r["folds"])
         pp = f"{r['post-processed']:>11.4f}" if "post-processed" in r else f"{'':>11}"
-        print(f"{r['recipe']:<16}{folds}{r['pooled']:>12.4f}{pp}  {r['epochs']:<16}{r['size']:>9}"
+        print(f"{r['recipe']:<22}{folds}{r['pooled']:>12.4f}{pp}  {r['epochs']:<16}{r['steps']:<26}{r['size']:>9}"
               f"{r['wall']:>10.1f}{r['cpu']:>9.1f}")
     print(f"{'grader 2 vs 1':<16}{'':>{8 * args.folds}}{GRADER_2_POOLED_DICE:>12.2f}  (73 scans both graded)")
     print("fluid Dice pooled over each fold's held-out scans (fold columns) and over all scans (pooled OOF); "
@@ -231,6 +249,31 @@ def print_area_agreement(probs: dict[str, dict[str, np.ndarray]], targets: dict[
               f"{stats['mean absolute error']:>8.0f}{stats['bias']:>8.0f}{f'{low:.0f} to {high:.0f}':>18}{r:>7.3f}")
 
 
+def _cv_rows(cv_dir: Path, names, targets, fold_of, folds, probs) -> list[dict]:
+    """Rows of a ``gctxseg cv`` folder: each configuration (its OOF probabilities, steps and times), then the
+    chosen one with the post-processed pooled Dice that chose it."""
+    summary = json.loads((cv_dir / "cv_summary.json").read_text())
+    rows = []
+    for model, config in summary["configurations"].items():
+        times = []
+        for f in range(folds):
+            log = json.loads((cv_dir / model / f"fold_{f}" / "log.json").read_text())["train parameters"]
+            times.append({"epochs": log["epochs"], "steps": config["steps per fold"][f], "size": log["input size"],
+                          "wall s": config["wall s"] / folds, "cpu s": config["cpu s"] / folds})
+        probs[f"cv:{model}"] = _oof(cv_dir / model, names)
+        extra = {"post-processed": config["pooled out-of-fold post-processed"]["dice"][0]}
+        rows.append(_row(f"cv:{model}", probs[f"cv:{model}"], targets, fold_of, folds, times, extra))
+    chosen = summary["chosen"]
+    members = [probs[f"cv:{m}"] for m in chosen["members"]]
+    mean = {n: np.mean([m[n].astype(np.float32) for m in members], axis=0) for n in names}
+    # one entry, not one per fold: the ensemble's epochs and sizes are its members' (rows above)
+    times = [{"wall s": sum(summary["configurations"][m]["wall s"] for m in chosen["members"]),
+              "cpu s": sum(summary["configurations"][m]["cpu s"] for m in chosen["members"])}]
+    rows.append(_row(f"cv chose {chosen['name']}", mean, targets, fold_of, folds, times,
+                     {"post-processed": chosen["post-processed dice"][0]}))
+    return rows
+
+
 def _row(recipe, probs, targets, fold_of, folds, times, extra) -> dict:
     names = sorted(probs)
     preds = {n: probs[n].argmax(0) for n in names}
@@ -240,8 +283,9 @@ def _row(recipe, probs, targets, fold_of, folds, times, extra) -> dict:
         fold_dice.append(score_predictions([preds[n] for n in held], [targets[n] for n in held], 2)["dice"][0])
     pooled = score_predictions([preds[n] for n in names], [targets[n] for n in names], 2)["dice"][0]
     epochs = "/".join(str(t["epochs"]) for t in times) if len(times) == folds else "-"
+    steps = "/".join(str(t.get("steps", "?")) for t in times) if len(times) == folds else "-"
     size = "x".join(map(str, times[0]["size"])) if len(times) == folds else "-"
-    return {"recipe": recipe, "folds": fold_dice, "pooled": pooled, "epochs": epochs, "size": size,
+    return {"recipe": recipe, "folds": fold_dice, "pooled": pooled, "epochs": epochs, "steps": steps, "size": size,
             "wall": sum(t["wall s"] for t in times) / 60, "cpu": sum(t["cpu s"] for t in times) / 60, **extra}
 
 

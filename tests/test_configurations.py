@@ -128,3 +128,22 @@ def test_the_tie_rule_takes_the_cheaper_candidate(tmp_path, monkeypatch):
     summary = configurations.choose_configuration(tmp_path, ["a", "b"])
     # all three are within TIE_DICE of the best (0.704): one member beats two, then the cheaper CPU time
     assert summary["chosen"]["name"] == "b"
+
+
+def test_a_time_budget_is_refitted_to_the_measured_first_epoch(phantom_dir, monkeypatch, tmp_path):
+    from gctxseg.checkpoint import load_checkpoint
+    from gctxseg.engine import TrainConfig, train
+
+    # a planner that believes steps are free plans thousands of epochs; the first real epoch corrects it
+    monkeypatch.setattr(planning, "_seconds_per_step", lambda *args: 1e-5)
+    run = train(TrainConfig(
+        data_train=str(phantom_dir / "train" / "images"), data_val=str(phantom_dir / "val" / "images"),
+        model="unet", model_options={"base_width": 4}, base_size=(32, 32), batch_size=2, time_budget=0.1,
+        workers=0, amp="off", device="cpu", results=str(tmp_path), num_samples=0))
+    planned = json.loads((run / "plan.json").read_text())["epochs"]
+    log = json.loads((run / "log.json").read_text())
+    logged = [k for k in log if k.startswith("epoch:")]
+    ckpt = load_checkpoint(run / "last.pt")
+    assert planned > 1000 and 1 <= len(logged) < planned
+    assert log["train parameters"]["epochs"] == ckpt["config"]["epochs"] == len(logged) == ckpt["epoch"] + 1
+    assert "val log:" in log[logged[-1]]  # the last epoch of the re-fitted schedule is validated

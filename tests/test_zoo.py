@@ -18,11 +18,12 @@ from gctxseg.utils import cxx_compiler
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
-# small variants of the three architectures tested here: (name, options, deep-supervision outputs or 0)
+# small variants of the architectures tested here: (name, options, deep-supervision outputs or 0)
 SMALL = {
     "unet_plus_plus": ({"width": 0.25}, 4),
     "unet3_plus": ({"width": 0.125, "cat_channels": 8}, 5),
     "gct_unet": ({"base_width": 8}, 0),
+    "nnunet": ({"base_width": 4, "patch_size": (64, 64)}, 4),  # 5 stages: the full-size output and 3 heads
 }
 # options that make any registered model tiny; models not listed run with their defaults
 TINY = {
@@ -30,6 +31,7 @@ TINY = {
     "unet_plus_plus": {"width": 0.25},
     "unet3_plus": {"width": 0.125, "cat_channels": 8},
     "gct_unet": {"base_width": 8},
+    "nnunet": {"base_width": 4},
 }
 
 

@@ -10,32 +10,51 @@ pickled object); they are refused with a line naming :func:`convert_checkpoint`
 Keys every checkpoint has: ``model_name``, ``model_kwargs``, ``model`` (state dict), ``value_map``,
 ``base_size``, ``normalization``, ``intensity``, ``fingerprint``, ``config``; training checkpoints add the
 optimiser, scheduler and scaler states, ``epoch``, ``best_dice``, ``log`` and ``rng`` (torch's state).
+
+Safe unpickling is not enough: a received file's fields decide what is built. :func:`check_checkpoint` checks
+them before anything is (the model is registered, its options are options of its class with sane sizes,
+``value_map`` maps mask values to classes 0..K-1), and :func:`model_from_checkpoint` counts the weights the
+options make, on no memory, before allocating them: ``{"base_width": 2**20}`` would ask for 39 TB.
 """
 
 from __future__ import annotations
 
+import contextlib
+import inspect
+import math
 import pickle
+import typing
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from .data import MaskValueMap
-from .models import create_model
+from .models import create_model, resolve_model_name
+from .models import registry as _registry
 from .utils import atomic_torch_save
 
 __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "checkpoint_channels",
+    "check_checkpoint",
     "model_from_checkpoint",
     "convert_checkpoint",
     "to_plain_data",
 ]
 
 _PLAIN_LEAVES = (torch.Tensor, str, bytes, int, float, bool, type(None))
+# Sizes in model_kwargs (widths, embed_dim, kernel and window sizes, channels): 64 x the largest any gctxseg
+# model uses; nnU-Net's patch_size is in pixels. The weight count is checked as well (model_from_checkpoint).
+_MAX_SIZE = 4096
+_MAX_PATCH = 8192
+_MAX_FACTOR = 64.0  # float options: width multipliers, ratios, rates
+_MAX_CLASSES = 4096
+_MAX_MASK_VALUE = 65535  # masks are written as uint8 or uint16
 
 
 def _convert_hint(path: Path) -> str:
@@ -88,8 +107,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Load a gctxseg checkpoint without running any code from it (``torch.load(weights_only=True)``).
 
     Raises:
-        ValueError: one line naming the file: missing, truncated, not a gctxseg checkpoint, or holding Python
-            objects (an old-format or a crafted file), with how to convert one that is trusted.
+        ValueError: one line naming the file: missing, truncated, not a gctxseg checkpoint, fields that
+            :func:`check_checkpoint` refuses, or holding Python objects (an old-format or a crafted file), with
+            how to convert one that is trusted.
     """
     path = Path(path)
     if not path.is_file():
@@ -104,6 +124,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except Exception as err:  # zip/pickle errors differ between torch versions; all mean "not readable"
         raise ValueError(f"{path}: not a readable checkpoint ({type(err).__name__}); it may be truncated") from None
     _require_gctxseg(ckpt, path)
+    check_checkpoint(ckpt, path)
     return ckpt
 
 
@@ -117,14 +138,177 @@ def checkpoint_channels(ckpt: dict) -> int:
     return int(ckpt["channels"] if "channels" in ckpt else ckpt["fingerprint"]["channels"])
 
 
+def _not_usable(source: str | Path, what: str) -> ValueError:
+    return ValueError(
+        f"{source}: not a usable gctxseg checkpoint: {what}; use a best.pt or last.pt that gctxseg train wrote"
+    )
+
+
+def _model_options(name: str) -> dict[str, inspect.Parameter] | None:
+    """Keyword options of the class a registered entrypoint builds (its return annotation), or None unknown.
+
+    Entrypoints take ``**options`` and pass them on, so only the class's ``__init__`` says which there are.
+    """
+    entry = _registry._ENTRYPOINTS[name]  # the registry keeps no public name -> entrypoint lookup
+    try:
+        cls = typing.get_type_hints(entry).get("return")
+    except Exception:  # an annotation that does not resolve: fall back to the entrypoint's own signature
+        cls = None
+    params = inspect.signature(cls.__init__ if isinstance(cls, type) else entry).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    return {k: p for k, p in params.items() if k not in ("self", "in_channels", "num_classes")}
+
+
+def _option_problem(key: str, value: Any) -> str | None:
+    """Why one model option cannot be built with, or None: sizes are ints in 1.._MAX_SIZE (patch sizes in
+    pixels up to _MAX_PATCH), factors finite floats in 0.._MAX_FACTOR, lists flat and short."""
+    if value is None or isinstance(value, bool) or (isinstance(value, str) and len(value) <= 64):
+        return None
+    if isinstance(value, int):
+        top = _MAX_PATCH if key == "patch_size" else _MAX_SIZE
+        return None if 1 <= value <= top else f"a size must be 1..{top}"
+    if isinstance(value, float):
+        return None if math.isfinite(value) and 0 <= value <= _MAX_FACTOR else f"must be within 0..{_MAX_FACTOR:g}"
+    if isinstance(value, (list, tuple)) and len(value) <= 16:
+        flat = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        return next(filter(None, (_option_problem(key, v) for v in value)), None) if flat else "a flat list of numbers"
+    return "not a number, flag, name or short list of numbers"
+
+
+# The options' plain annotations (strings under ``from __future__ import annotations``) -> the types they take.
+_PLAIN_TYPES = {"bool": (bool,), "int": (int,), "float": (int, float), "str": (str,)}
+
+
+def _type_problem(annotation: Any, value: Any) -> str | None:
+    wanted = _PLAIN_TYPES.get(annotation if isinstance(annotation, str) else getattr(annotation, "__name__", ""))
+    if wanted is None or (isinstance(value, wanted) and (bool in wanted or not isinstance(value, bool))):
+        return None  # a bool is an int to Python, not a size to a model
+    return f"must be {annotation if isinstance(annotation, str) else annotation.__name__}"
+
+
+def _check_model(ckpt: dict, source: str | Path) -> None:
+    name, kwargs = ckpt.get("model_name"), ckpt.get("model_kwargs")
+    if not isinstance(name, str):
+        raise _not_usable(source, f"model_name {str(name)[:40]} is not a model's name")
+    try:
+        canonical = resolve_model_name(name)
+    except ValueError as err:
+        raise _not_usable(source, f"model_name: {err}") from None
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+        raise _not_usable(source, f"model_kwargs {type(kwargs).__name__}, not a dict of option names")
+    options = _model_options(canonical)
+    unknown = sorted(set(kwargs) - set(options)) if options is not None else []
+    if unknown:
+        raise _not_usable(source, f"model_kwargs {unknown} are no options of {name} (it takes {sorted(options)})")
+    for key, value in kwargs.items():
+        problem = _type_problem(options[key].annotation, value) if options is not None else None
+        problem = problem or _option_problem(key, value)
+        if problem:
+            raise _not_usable(source, f"model_kwargs[{key!r}] = {str(value)[:40]}: {problem}")
+
+
+def _check_value_map(value_map: Any, source: str | Path) -> None:
+    """``{"raw mask value": class index}`` with indices 0..K-1 in the order of the values, as written."""
+    keys_ok = isinstance(value_map, dict) and all(isinstance(k, str) and k.isdigit() for k in value_map)
+    if not keys_ok or not 1 <= len(value_map) <= _MAX_CLASSES:
+        raise _not_usable(source, f"value_map {str(value_map)[:40]} is not a map of mask values to classes")
+    values = sorted(value_map, key=int)
+    if int(values[-1]) > _MAX_MASK_VALUE or [value_map[v] for v in values] != list(range(len(values))):
+        what = f"mask values 0..{_MAX_MASK_VALUE} must map to classes 0, 1, ... in order"
+        raise _not_usable(source, f"value_map {str(value_map)[:40]}: {what}")
+
+
+def check_checkpoint(ckpt: dict, source: str | Path = "checkpoint") -> None:
+    """Refuse a checkpoint whose fields cannot build its model safely, before anything is built.
+
+    Raises:
+        ValueError: one line naming ``source``: an unregistered ``model_name``; ``model_kwargs`` not a dict,
+            with an option the model's class does not take, or a size out of bounds; ``value_map`` missing or
+            not ``{"value": class}``; no input channels in 1..4096; ``model`` not a state dict.
+    """
+    _check_model(ckpt, source)
+    _check_value_map(ckpt.get("value_map"), source)
+    try:
+        channels = ckpt["channels"] if "channels" in ckpt else ckpt["fingerprint"]["channels"]
+    except (KeyError, TypeError):
+        raise _not_usable(source, "no input channels (fingerprint.channels)") from None
+    if isinstance(channels, bool) or not isinstance(channels, int) or not 1 <= channels <= _MAX_SIZE:
+        raise _not_usable(source, f"input channels {str(channels)[:40]}, not a count in 1..{_MAX_SIZE}")
+    state = ckpt.get("model")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise _not_usable(source, "its model is not a state dict (names -> tensors)")
+
+
+class _LargeTensorsOnMeta(TorchFunctionMode):
+    """Tensor factories asked for more than 4096 elements make meta tensors (shape only, no memory).
+
+    Under it a model is built only to read its state dict's shapes; small tensors stay real, since models
+    read some while being built (GCtx-UNet's drop-path rates with ``.tolist()``).
+    """
+
+    _FACTORIES = frozenset({torch.empty, torch.zeros, torch.ones, torch.full, torch.rand, torch.randn})
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if func in self._FACTORIES:
+            size = kwargs.get("size", args[0] if args and isinstance(args[0], (tuple, list, torch.Size)) else args)
+            if all(isinstance(n, int) for n in size) and math.prod(size) > 4096:
+                kwargs["device"] = "meta"
+        return func(*args, **kwargs)
+
+
+def _build(ckpt: dict, source: str | Path, num_classes: int, *, on_meta: bool = False) -> nn.Module | None:
+    """The checkpoint's model; ``on_meta``: its large tensors on meta, or None where building reads one."""
+    try:
+        with _LargeTensorsOnMeta() if on_meta else contextlib.nullcontext():
+            return create_model(ckpt["model_name"], checkpoint_channels(ckpt), num_classes, **ckpt["model_kwargs"])
+    except NotImplementedError:  # what a meta tensor raises when its data is read: not the file's fault
+        if on_meta:
+            return None
+        raise
+    except (TypeError, ValueError, RuntimeError, AssertionError) as err:  # options that do not go together
+        first = (str(err).splitlines() or [""])[0][:200]
+        raise _not_usable(
+            source, f"{ckpt['model_name']} cannot be built from its model_kwargs ({type(err).__name__}: {first})"
+        ) from None
+
+
+def _check_fit(ckpt: dict, source: str | Path, num_classes: int) -> None:
+    """The options must make no more weights than the file holds, counted on meta tensors before any is
+    allocated: more would fail ``load_state_dict`` anyway, after allocating them (39 TB for base_width 2**20).
+    As many cost as much memory again as the loaded file already takes."""
+    with torch.random.fork_rng(devices=[]):  # small tensors are initialised for real: keep the caller's draws
+        model = _build(ckpt, source, num_classes, on_meta=True)
+    if model is None:
+        return  # a model that reads a large tensor while being built: the size bounds are the guard
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    held = {k: tuple(v.shape) for k, v in ckpt["model"].items()}
+    made, kept = (sum(math.prod(s) for s in d.values()) for d in (shapes, held))
+    if made > kept:  # fewer: load_state_dict below names the missing keys
+        misfit = next(k for k in shapes if held.get(k) != shapes[k])  # there is one, or made <= kept
+        what = f"{held.get(misfit, 'absent')} in the file, {shapes[misfit]} built"
+        raise _not_usable(
+            source,
+            f"its model_kwargs make {made:,} weights for {ckpt['model_name']}, the file holds {kept:,} "
+            f"(first misfit {misfit}: {what})",
+        )
+
+
 def model_from_checkpoint(ckpt: dict, source: str | Path = "checkpoint") -> nn.Module:
     """The checkpoint's architecture with its weights loaded, on the CPU, in eval mode.
 
+    Its fields are checked first (:func:`check_checkpoint`) and the weights its options make are counted on
+    meta tensors, so a crafted ``model_kwargs`` is refused before any memory is allocated for it.
+
     Raises:
-        ValueError: the weights do not fit the architecture (one line naming ``source``).
+        ValueError: fields :func:`check_checkpoint` refuses, options that build no model or more weights
+            than the file holds, or weights that do not fit the architecture (one line naming ``source``).
     """
+    check_checkpoint(ckpt, source)
     num_classes = MaskValueMap.from_dict(ckpt["value_map"]).num_classes
-    model = create_model(ckpt["model_name"], checkpoint_channels(ckpt), num_classes, **ckpt["model_kwargs"])
+    _check_fit(ckpt, source, num_classes)
+    model = _build(ckpt, source, num_classes)
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as err:

@@ -351,7 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_convert(sub)
     _add_cv(sub)
     demo = sub.add_parser("demo", help="phantom data -> train the default model -> predict (CPU friendly)")
-    demo.add_argument("--epochs", type=int, default=None, help="override the demo's epoch count")
+    demo.add_argument("--epochs", type=int, default=None,
+                      help="train this many epochs at 224x224 instead of the demo's 6-minute budget (epochs fitted "
+                           "to a measured step time)")
     demo.add_argument("--model", default=None, help="override the default model")
     sub.add_parser("models", help="list the architectures with parameters and multiply-adds").add_argument(
         "--base-size", type=int, nargs=2, default=[224, 224], metavar=("H", "W"))
@@ -492,8 +494,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             size = tuple(args.base_size)
             print(f"{'model':<16}{'params (M)':>12}{'G mult-adds':>13}  description (1 channel in, 3 classes, {size})")
+            from .planning import size_options
+
             for name in list_models():
-                model = create_model(name, 1, 3)
+                model = create_model(name, 1, 3, **size_options(name, size))  # nnunet: its topology for this size
                 print(f"{name:<16}{count_parameters(model) / 1e6:>12.2f}{count_macs(model, 1, size) / 1e9:>13.2f}  "
                       f"{model_description(name)}")
     except (DatasetError, ValueError) as err:

@@ -50,7 +50,7 @@ from .losses import DiceCELoss, training_loss
 from .metrics import ConfusionMatrix
 from .models import create_model, list_models, resolve_model_name
 from .models.complexity import count_macs, count_parameters
-from .planning import TrainingPlan, plan_training, planned_foreground_share
+from .planning import BUDGET_SHARE, VAL_SHARE, TrainingPlan, plan_training, planned_foreground_share
 from .precision import AMP_CHOICES, autocast_context, autocast_dtype
 from .report import plot_curves
 from .utils import atomic_write_json, compile_model, next_run_dir, progress, resolve_device, seed_everything
@@ -718,16 +718,49 @@ def _build_trainer(
     train_loader = DataLoader(data.train_set, cfg.batch_size, sampler=train_sampler, drop_last=True, **loader_args)
     val_sampler = ShardSampler(len(data.val_set), ddp.rank, ddp.world)
     val_loader = DataLoader(data.val_set, cfg.batch_size, sampler=val_sampler, **loader_args)
-    steps_per_epoch = math.ceil(len(train_loader) / cfg.grad_accum)  # optimiser steps
-    total_steps = cfg.epochs * steps_per_epoch
-    warmup = min(int(cfg.warmup_epochs * steps_per_epoch), total_steps // 10)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, total_steps, warmup, cfg.lrf))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, len(train_loader)))
     scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(cfg.amp, device) == torch.float16)
     loss_fn = DiceCELoss(cfg.lambda_dice, cfg.lambda_ce, include_background=cfg.dice_background)
     return _Trainer(
         model, net, raw_model, loss_fn, optimizer, scheduler, scaler, train_sampler, train_loader, val_loader,
         workers, params, macs,
     )  # fmt: skip
+
+
+def _lr_lambda(cfg: TrainConfig, batches_per_epoch: int):
+    """The learning-rate factor per optimiser step of ``cfg``'s schedule (warm-up capped at 10% of it)."""
+    steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum)  # optimiser steps
+    total_steps = cfg.epochs * steps_per_epoch
+    warmup = min(int(cfg.warmup_epochs * steps_per_epoch), total_steps // 10)
+    return lambda s: lr_at(s, total_steps, warmup, cfg.lrf)
+
+
+def _refit_to_budget(cfg: TrainConfig, trainer: _Trainer, plan: TrainingPlan, started: float, epoch_s: float,
+                     device: torch.device) -> TrainConfig:
+    """After the first epoch of a ``--time-budget`` run whose epochs were planned: fewer epochs if the measured
+    epoch time says the planned ones would overrun the budget (the schedule is rebuilt, as ``--resume --epochs``
+    does).
+
+    The planner times a few steps on a model alone; a real epoch also loads, augments and samples its data on
+    the same cores and checkpoints: on Duke DME (2-core EPYC) epochs ran 1.5x the planned time, so a
+    63-minute ``gctxseg cv`` would have taken about 80. Only ever shortens: a planned run never outgrows its plan.
+    """
+    if not cfg.time_budget or "epochs" in plan.given:
+        return cfg
+    remaining = cfg.time_budget * 60 * BUDGET_SHARE - (time.perf_counter() - started)
+    fit = torch.tensor([max(1, 1 + int(remaining // max(epoch_s, 1e-6)))], device=device)
+    if dist.is_initialized():  # every rank takes rank 0's count: equal schedules
+        dist.broadcast(fit, 0)
+    epochs = int(fit.item())
+    if epochs >= cfg.epochs:
+        return cfg
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"time budget: the first epoch took {epoch_s:.0f} s, so {epochs} of the planned {cfg.epochs} epochs "
+              f"fit {cfg.time_budget:g} min; schedule re-fitted", flush=True)
+    cfg = replace(cfg, epochs=epochs)
+    lr_lambda = _lr_lambda(cfg, len(trainer.train_loader))
+    trainer.scheduler.lr_lambdas = [lr_lambda] * len(trainer.optimizer.param_groups)
+    return cfg
 
 
 def _new_log(cfg: TrainConfig, ddp: Distributed, data: _TrainingData, trainer: _Trainer, amp_dtype) -> dict:
@@ -818,7 +851,7 @@ class _Progress:
 
 def _run_epochs(
     cfg: TrainConfig, ddp: Distributed, device: torch.device, amp_dtype, data: _TrainingData, trainer: _Trainer,
-    run_dir: Path, state: _Progress,
+    run_dir: Path, state: _Progress, started: float,
 ) -> int | None:  # fmt: skip
     """Train and validate epoch by epoch, writing log and checkpoints (rank 0); returns the agreed stop signal."""
 
@@ -832,6 +865,8 @@ def _run_epochs(
     names = [p.image.name if p.slice_index is None else f"{p.image.name} (slice {p.slice_index})" for p in pairs]
     try:
         for epoch in range(state.start_epoch, cfg.epochs):
+            if epoch >= cfg.epochs:  # re-fitted to a time budget after the first epoch: the rest is not run
+                continue
             t0 = time.perf_counter()
             # randomness of this epoch is a function of (seed, epoch, rank) only: resumable exactly
             seed_everything(_sample_seed(cfg.seed, epoch, ddp.rank))
@@ -845,6 +880,10 @@ def _run_epochs(
                 _agree_across_ranks(stop, True, device)  # a signal after the epoch's last step, on one rank
                 if stop["signal"] is not None:
                     break  # a partial epoch is not logged: last.pt holds the last complete one
+                if epoch == 0:  # a time budget's epochs re-fitted to the first one, with validation's planned share
+                    epoch_s = (time.perf_counter() - t0) * (1 + VAL_SHARE)
+                    cfg = _refit_to_budget(cfg, trainer, data.plan, started, epoch_s, device)
+                    state.log["train parameters"]["epochs"] = cfg.epochs
                 validate = (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs
                 val_info = None
                 if validate:
@@ -924,6 +963,7 @@ def train(cfg: TrainConfig, *, given: Collection[str] | None = None) -> Path:
         NonFiniteLossError: the loss became NaN/inf (on any rank).
         ValueError, DatasetError: bad settings or data, before anything is trained.
     """
+    started = time.perf_counter()
     ckpt = load_checkpoint(cfg.resume) if cfg.resume else None
     cfg = _resume_config(cfg, ckpt, given) if ckpt is not None else _absolute_data_paths(cfg)
     ddp, device = _setup_distributed(cfg.device)
@@ -951,7 +991,7 @@ def train(cfg: TrainConfig, *, given: Collection[str] | None = None) -> Path:
             f"{state.log['train parameters']['amp']}, {trainer.workers} loader workers"
         )
 
-    stopped_by = _run_epochs(cfg, ddp, device, amp_dtype, data, trainer, run_dir, state)
+    stopped_by = _run_epochs(cfg, ddp, device, amp_dtype, data, trainer, run_dir, state, started)
     if stopped_by is not None:
         if dist.is_initialized():  # every rank agreed to stop: they leave together, as at the end of a run
             dist.barrier()

@@ -14,8 +14,9 @@ What is measured (one row of ``measurements.csv`` each):
 
 Where the pixel spacing comes from: the DICOM ``PixelSpacing`` or the NIfTI affine; for pictures (and
 DICOM without it) ``--pixel-spacing ROW_MM COL_MM``, else a ``spacing.json`` in the images folder or the
-two above it (``gctxseg synth`` writes ``data/spacing.json``, found for ``data/val/images``). A number
-whose unit cannot be known is left blank, never 0.
+two above it (``gctxseg synth`` writes ``data/spacing.json``, found for ``data/val/images``). Each of the
+three passes :func:`validate_spacing` (two numbers, finite, > 0, at most 10 mm per pixel), or the run stops
+with one line naming it. A number whose unit cannot be known is left blank, never 0.
 """
 
 from __future__ import annotations
@@ -30,7 +31,14 @@ import numpy as np
 
 from .data import DatasetError, read_info, read_mask
 from .data.io import DICOM_SUFFIXES, NIFTI_SUFFIXES, file_stem, read_volume
-from .data.spacing import SPACING_FILE, find_spacing_file, read_spacing_file, write_spacing_file
+from .data.spacing import (
+    SPACING_FILE,
+    SpacingError,
+    find_spacing_file,
+    read_spacing_file,
+    validate_spacing,
+    write_spacing_file,
+)
 from .utils import atomic_write_csv
 
 __all__ = [
@@ -39,6 +47,8 @@ __all__ = [
     "MeasurementOptions",
     "Measurement",
     "class_names_for",
+    "SpacingError",
+    "validate_spacing",
     "find_spacing_file",
     "read_spacing_file",
     "write_spacing_file",
@@ -75,11 +85,9 @@ class MeasurementOptions:
 
     def check(self) -> None:
         """Raise ValueError with one line for each kind of bad option (the first found)."""
-        if self.pixel_spacing is not None:
-            if len(self.pixel_spacing) != 2 or not all(_positive(s) for s in self.pixel_spacing):
-                given = " ".join(str(s) for s in self.pixel_spacing)
-                raise ValueError(f"--pixel-spacing {given}: both values must be finite and > 0 (mm between rows, "
-                                 "between columns), e.g. --pixel-spacing 0.0039 0.0117")
+        if self.pixel_spacing is not None:  # 1e200 passed the old "> 0" test and overflowed areas to inf
+            validate_spacing(self.pixel_spacing, "--pixel-spacing",
+                             "give mm between rows, between columns, e.g. --pixel-spacing 0.0039 0.0117")
         if self.slice_spacing is not None and not _positive(self.slice_spacing):
             raise ValueError(f"--slice-spacing {self.slice_spacing}: must be finite and > 0 (mm between B-scans)")
         if self.group_regex is not None:
@@ -99,13 +107,21 @@ def class_names_for(options: MeasurementOptions, num_classes: int) -> list[str]:
     """Foreground class names 1..K-1: the given ones, ``classN`` for the rest.
 
     Raises:
-        ValueError: more names than foreground classes.
+        ValueError: more names than foreground classes, or a name given twice or equal to another class's
+            default name (the CSV's columns would repeat, both holding one class's numbers).
     """
     names = list(options.class_names)
     if len(names) > num_classes - 1:
         raise ValueError(f"--class-names: {len(names)} names for {num_classes - 1} foreground classes; "
                          "give one name per class after background")
-    return names + [f"class{c}" for c in range(len(names) + 1, num_classes)]
+    names += [f"class{c}" for c in range(len(names) + 1, num_classes)]
+    for c, name in enumerate(names, start=1):
+        first = names.index(name) + 1
+        if first != c:  # two CSV columns of one name, and a reader sees one class's numbers in both
+            given = " ".join(options.class_names)
+            raise ValueError(f"--class-names {given}: {name!r} would name classes {first} and {c} (unnamed "
+                             "classes are called classN); give each class its own name")
+    return names
 
 
 # ---------------------------------------------------------------- geometry of one file
@@ -154,12 +170,12 @@ def _nifti_geometry(path: Path) -> Geometry:
     )
 
 
-def _dicom_geometry(path: Path, fallback: tuple[float, float] | None) -> Geometry:
+def _dicom_geometry(path: Path, spacing: tuple[float, float] | None) -> Geometry:
+    """``spacing``: the header's PixelSpacing as :func:`read_info` checked it, else the pictures' spacing."""
     import pydicom
 
     ds = pydicom.dcmread(path, stop_before_pixels=True)
-    spacing = getattr(ds, "PixelSpacing", None)
-    row_mm, col_mm = (float(spacing[0]), float(spacing[1])) if spacing else (fallback or (None, None))
+    row_mm, col_mm = spacing or (None, None)
     position = None
     orientation, origin = getattr(ds, "ImageOrientationPatient", None), getattr(ds, "ImagePositionPatient", None)
     if orientation is not None and origin is not None:
@@ -178,15 +194,15 @@ def geometry_of(path: str | Path, pixel_spacing: tuple[float, float] | None = No
     """Grid and spacing of a file from its header; ``pixel_spacing`` (mm) for pictures and DICOM without one.
 
     Raises:
-        DatasetError: unreadable file.
+        DatasetError: unreadable file; a :class:`SpacingError` for a DICOM PixelSpacing that is not plausible.
     """
     path = Path(path)
     name = path.name.lower()
     if name.endswith(NIFTI_SUFFIXES):
         return _nifti_geometry(path)
     if name.endswith(DICOM_SUFFIXES):
-        read_info(path)  # the reader's one-line errors for bad DICOM
-        return _dicom_geometry(path, pixel_spacing)
+        header = read_info(path).spacing  # the reader's one-line errors for bad DICOM and a bad PixelSpacing
+        return _dicom_geometry(path, header or pixel_spacing)
     rows, cols = read_info(path).size
     if pixel_spacing is None:
         return Geometry(rows, cols)
@@ -272,6 +288,7 @@ def plan_measurements(
     Raises:
         ValueError: a bad option, or ``--group-regex`` without a slice spacing.
         DatasetError: slices of one volume that differ in size (unreadable files are left out of the plan).
+        SpacingError: a DICOM PixelSpacing or ``spacing.json`` that is not two plausible numbers.
     """
     options.check()
     spacing = options.pixel_spacing or (read_spacing_file(folder) if folder is not None else None)
@@ -283,6 +300,8 @@ def plan_measurements(
     for path in map(Path, files):
         try:
             geo = geometry_of(path, spacing)
+        except SpacingError:  # a readable file with a wrong ruler would be predicted and measured wrong or
+            raise  # not at all, without a word: stop here with its one line
         except Exception:  # unreadable (a DatasetError, a decompression bomb, a PIL bug): it fails, and is
             continue  # reported, when it is predicted; the others go on
         if path.name.lower().endswith(NIFTI_SUFFIXES):

@@ -33,6 +33,7 @@ __all__ = [
     "plan_training",
     "planned_foreground_share",
     "planned_size",
+    "size_options",
 ]
 
 # Pixel budget of one training input. 256x512 = 131,072 px keeps a 496x1024 B-scan at half resolution (the
@@ -106,6 +107,11 @@ def model_family(model: str) -> str:
     """``transformer`` (GC ViT blocks), ``nnunet`` (instance-norm network planned from the size) or ``cnn``."""
     name = resolve_model_name(model)
     return "transformer" if name in _TRANSFORMERS else "nnunet" if name in _NNUNETS else "cnn"
+
+
+def size_options(model_name: str, size) -> dict:
+    """The options an architecture planned from its input size needs to be built for ``size`` (else none)."""
+    return _sized_options(model_name, {}, size, {})
 
 
 def _sized_options(model_name: str, options: Mapping[str, object], size, user_options: Mapping) -> dict:

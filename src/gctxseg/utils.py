@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import random
+import re
 import shutil
 import sys
 import tempfile
@@ -23,6 +24,8 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "atomic_write_json",
+    "atomic_write_csv",
+    "csv_cell",
     "atomic_torch_save",
     "seed_everything",
     "resolve_device",
@@ -72,12 +75,34 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(_json_safe(obj), indent=2, allow_nan=False))
 
 
+# A cell a spreadsheet would run as a formula starts with one of these (OWASP "CSV injection").
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# A number written as text ("-3.5", "-1e-05", written by callers that format their own numbers) is no formula.
+_NUMBER_TEXT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def csv_cell(value: Any) -> Any:
+    """``value`` safe to open in a spreadsheet: text that could run as a formula gets a leading ``'``.
+
+    Only ``str`` values change, and only those starting with ``= + - @``, a tab or a carriage return that are
+    not a plain decimal number (``-3.5`` stays; ``-1+1`` and ``=HYPERLINK(...)`` become ``'-1+1`` ...).
+    """
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS) and not _NUMBER_TEXT.fullmatch(value):
+        return "'" + value
+    return value
+
+
 def atomic_write_csv(path: str | Path, columns: Sequence[str], rows: Iterable[dict]) -> None:
-    """``rows`` (dicts keyed by ``columns``) as a CSV file with a header, written atomically."""
+    """``rows`` (dicts keyed by ``columns``) as a CSV file with a header, written atomically.
+
+    File names, group keys and class names reach these cells from outside: every header and cell goes
+    through :func:`csv_cell`, so a file named ``=HYPERLINK("http:x")+1.jpg`` is shown as text by a
+    spreadsheet, never run as a formula (OWASP's advice). Numbers (int, float, also negative) stay numbers.
+    """
     buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow([csv_cell(c) for c in columns])
     writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: csv_cell(v) for k, v in row.items()} for row in rows)
     atomic_write_text(path, buffer.getvalue())
 
 

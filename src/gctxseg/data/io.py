@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .errors import DatasetError
+from .spacing import validate_spacing
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -171,12 +172,20 @@ def _dicom_pixels(ds, path: Path) -> np.ndarray:
         ) from None
 
 
+def _dicom_spacing(ds, path: Path) -> tuple[float, float] | None:
+    """The header's PixelSpacing checked as every spacing is (a negative or nan one gave wrong areas)."""
+    spacing = getattr(ds, "PixelSpacing", None)
+    if spacing is None or (not isinstance(spacing, (int, float)) and len(spacing) == 0):
+        return None  # absent or empty: the pictures' sources (--pixel-spacing, spacing.json) apply
+    fix = "fix the header, or remove PixelSpacing and pass --pixel-spacing ROW_MM COL_MM"
+    return validate_spacing(spacing, f"{path}: DICOM PixelSpacing", fix)
+
+
 def _dicom_info(path: Path) -> ImageInfo:
     ds = _read_dicom(path, pixels=False)
-    spacing = getattr(ds, "PixelSpacing", None)
     kind = "ct" if str(getattr(ds, "Modality", "")).upper() == "CT" else "scan"
     size = (int(ds.Rows), int(ds.Columns))
-    return ImageInfo(kind, size, spacing=tuple(float(s) for s in spacing) if spacing else None, shape=size)
+    return ImageInfo(kind, size, spacing=_dicom_spacing(ds, path), shape=size)
 
 
 # ---------------------------------------------------------------- NIfTI
@@ -266,7 +275,7 @@ def read_info(path: str | Path) -> ImageInfo:
 
     Raises:
         DatasetError: missing or unreadable file, DICOM without pixel data, multi-frame or colour DICOM,
-            a 4D NIfTI.
+            a DICOM PixelSpacing that is not two plausible numbers (a SpacingError), a 4D NIfTI.
     """
     path = Path(path)
     if _has_suffix(path, NIFTI_SUFFIXES):

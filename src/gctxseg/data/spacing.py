@@ -1,20 +1,87 @@
-"""The pixel-spacing sidecar of a folder of pictures (``spacing.json``): PNG/JPEG B-scans carry no spacing."""
+"""Pixel spacing: the one check every source of it passes, and the sidecar of a folder of pictures.
+
+PNG/JPEG B-scans carry no spacing, so a folder of them may hold ``spacing.json``; DICOM states it in
+``PixelSpacing`` and the command line in ``--pixel-spacing``. All three go through :func:`validate_spacing`.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+import numbers
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ..utils import atomic_write_text
+from .errors import DatasetError
 
-__all__ = ["SPACING_FILE", "find_spacing_file", "read_spacing_file", "write_spacing_file"]
+__all__ = [
+    "SPACING_FILE",
+    "MAX_SPACING_MM",
+    "MIN_SPACING_MM",
+    "SpacingError",
+    "validate_spacing",
+    "find_spacing_file",
+    "read_spacing_file",
+    "write_spacing_file",
+]
 
 SPACING_FILE = "spacing.json"
+# Beyond these a value is a unit or typing mistake, not a scanner: OCT is ~0.004 mm, CT ~0.5 mm per pixel,
+# and above 10 mm or below 1 nm the areas over- or underflow long before any real grid is reached.
+MAX_SPACING_MM = 10.0
+MIN_SPACING_MM = 1e-6
 
 
-def _positive(value: float) -> bool:
-    return math.isfinite(value) and value > 0
+class SpacingError(DatasetError):
+    """A pixel spacing that must not be measured with (one line: source, what is wrong, the fix).
+
+    A :class:`DatasetError` (a ``ValueError``), so callers that skip unreadable files can still let this
+    one through: a wrong ruler is refused, not silently left out.
+    """
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)  # True is an int, not a spacing
+
+
+def _shown(values: Any) -> str:
+    if isinstance(values, Sequence) and not isinstance(values, (str, bytes)):
+        return " ".join(str(v) if _is_number(v) else repr(v) for v in values)
+    return repr(values)
+
+
+def _problem(values: Any) -> str | None:
+    if not isinstance(values, Sequence) or isinstance(values, (str, bytes)) or len(values) != 2:
+        return "must be 2 numbers (mm between rows, between columns)"
+    if not all(_is_number(v) for v in values):
+        return "numbers only (no text, true/false or lists)"
+    if not all(math.isfinite(v) and v > 0 for v in values):
+        return "both values must be finite and > 0"
+    if any(v > MAX_SPACING_MM for v in values):
+        return f"implausible, above {MAX_SPACING_MM:g} mm per pixel (a unit mistake?)"
+    if any(v < MIN_SPACING_MM for v in values):
+        return f"implausible, below {MIN_SPACING_MM:g} mm per pixel (a unit mistake?)"
+    return None
+
+
+def validate_spacing(values: Any, source: str, fix: str) -> tuple[float, float]:
+    """``values`` as (row, column) floats in mm, checked the same way wherever a pixel spacing comes from.
+
+    Args:
+        values: the spacing as given (a list from JSON, a DICOM MultiValue, the flag's numbers).
+        source: where it came from, starting the error line (``--pixel-spacing``, ``FILE: PixelSpacing``).
+        fix: what the user should do, ending the error line.
+
+    Raises:
+        SpacingError: not 2 numbers (text, booleans and nested lists are refused, never converted),
+            not finite, not > 0, or implausible (above :data:`MAX_SPACING_MM` or below :data:`MIN_SPACING_MM`).
+    """
+    problem = _problem(values)
+    if problem is not None:
+        raise SpacingError(f"{source} {_shown(values)}: {problem}; {fix}")
+    return float(values[0]), float(values[1])
 
 
 def write_spacing_file(folder: str | Path, row_mm: float, col_mm: float, note: str = "") -> Path:
@@ -37,16 +104,16 @@ def read_spacing_file(folder: str | Path) -> tuple[float, float] | None:
     """(row, column) mm from the ``spacing.json`` of an images folder (see :func:`find_spacing_file`), or None.
 
     Raises:
-        ValueError: the file is there but does not hold two positive numbers.
+        ValueError: the file is there but is not JSON with ``pixel_spacing_mm``.
+        SpacingError: ``pixel_spacing_mm`` is not two plausible numbers (:func:`validate_spacing`).
     """
     path = find_spacing_file(folder)
     if path is None:
         return None
     try:
-        row, col = (float(v) for v in json.loads(path.read_text())["pixel_spacing_mm"])
-    except (ValueError, KeyError, TypeError) as err:
+        values = json.loads(path.read_text())["pixel_spacing_mm"]
+    except (ValueError, KeyError, TypeError) as err:  # bad JSON or bytes (UnicodeDecodeError), no such key
         raise ValueError(f"{path}: unreadable ({type(err).__name__}); write "
                          '{"pixel_spacing_mm": [ROW_MM, COL_MM]} or delete it') from None
-    if not (_positive(row) and _positive(col)):
-        raise ValueError(f"{path}: pixel_spacing_mm {row}, {col} must be > 0; fix or delete the file")
-    return row, col
+    fix = 'write {"pixel_spacing_mm": [ROW_MM, COL_MM]} or delete the file'
+    return validate_spacing(values, f"{path}: pixel_spacing_mm", fix)

@@ -97,7 +97,10 @@ class NNUNet2D(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         h, w = x.shape[-2:]
-        pad_h, pad_w = (-h) % self.axis_multiple[0], (-w) % self.axis_multiple[1]
+        # to a multiple of the strides, and to at least 2 strides' worth, so that an image smaller than the planned
+        # size still leaves the bottleneck 2x2 (instance norm needs more than one pixel)
+        target = [max(2 * m, math.ceil(s / m) * m) for s, m in zip((h, w), self.axis_multiple)]
+        pad_h, pad_w = target[0] - h, target[1] - w
         if pad_h or pad_w:
             mode = "reflect" if pad_h < h and pad_w < w else "replicate"
             x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
