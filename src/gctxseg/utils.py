@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import logging
@@ -92,18 +91,30 @@ def csv_cell(value: Any) -> Any:
     return value
 
 
+def _csv_field(value: Any) -> str:
+    # quoted as csv's QUOTE_MINIMAL does, and also for a carriage return, which csv leaves bare when lines end
+    # in "\n": a spreadsheet starts a new row there, and 'x\r=cmd()' would begin one with a formula
+    text = "" if value is None else str(csv_cell(value))
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\r\n') else text
+
+
 def atomic_write_csv(path: str | Path, columns: Sequence[str], rows: Iterable[dict]) -> None:
-    """``rows`` (dicts keyed by ``columns``) as a CSV file with a header, written atomically.
+    """``rows`` (dicts keyed by ``columns``; missing keys blank) as a CSV file with a header, written atomically.
 
     File names, group keys and class names reach these cells from outside: every header and cell goes
     through :func:`csv_cell`, so a file named ``=HYPERLINK("http:x")+1.jpg`` is shown as text by a
     spreadsheet, never run as a formula (OWASP's advice). Numbers (int, float, also negative) stay numbers.
+
+    Raises:
+        ValueError: a row with a key that is not one of ``columns``.
     """
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow([csv_cell(c) for c in columns])
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
-    writer.writerows({k: csv_cell(v) for k, v in row.items()} for row in rows)
-    atomic_write_text(path, buffer.getvalue())
+    columns = list(columns)
+    lines = [",".join(map(_csv_field, columns))]
+    for row in rows:
+        if not set(row) <= set(columns):
+            raise ValueError(f"{path}: row keys {sorted(set(row) - set(columns))} are not columns {columns}")
+        lines.append(",".join(_csv_field(row.get(c, "")) for c in columns))
+    atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:

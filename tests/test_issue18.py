@@ -1,0 +1,271 @@
+"""Issue 18: no received file or flag crashes the tool or measures with the wrong ruler.
+
+Item 5 (duplicate class names), 7 (one spacing check for the flag, spacing.json and DICOM), 8 (CSV formula
+injection) and 9 (a checkpoint's fields checked before its model is built). Tiny arrays, no training.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import struct
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+from gctxseg.checkpoint import load_checkpoint, model_from_checkpoint
+from gctxseg.cli import main
+from gctxseg.data import DatasetError, read_info
+from gctxseg.measurements import (
+    MeasurementOptions,
+    class_names_for,
+    fill_counts,
+    plan_measurements,
+    read_spacing_file,
+    write_measurements_csv,
+)
+from gctxseg.models import create_model
+from gctxseg.utils import atomic_write_csv
+
+
+def _one_line(err: pytest.ExceptionInfo) -> str:
+    message = str(err.value)
+    assert "\n" not in message and message.strip() == message
+    return message
+
+
+# ---------------------------------------------------------------- item 8: CSV formula injection
+
+
+def test_csv_cells_a_spreadsheet_would_run_get_a_quote_and_numbers_stay_numbers(tmp_path):
+    path = tmp_path / "t.csv"
+    texts = ['=HYPERLINK("http:x")+1.jpg', "+a", "-a", "@SUM(A1)", "\tx", "\rx", "-1+1", "plain", "a=b"]
+    rows = [{"text": t, "int": -3, "float": -2.5, "number_text": "-1e-05"} for t in texts]
+    atomic_write_csv(path, ["text", "int", "float", "number_text", "=1+1"], rows)
+    with open(path, newline="") as f:
+        header, *cells = list(csv.reader(f))
+    assert header[-1] == "'=1+1"  # class names reach the header
+    expected = ["'" + t for t in texts[:7]] + texts[7:]
+    assert [row[0] for row in cells] == expected
+    assert {tuple(row[1:4]) for row in cells} == {("-3", "-2.5", "-1e-05")}  # numbers, also as text, unchanged
+
+
+def test_a_carriage_return_inside_a_cell_cannot_start_a_row_with_a_formula(tmp_path):
+    atomic_write_csv(tmp_path / "t.csv", ["file", "n"], [{"file": "x\r=HYPERLINK(1)", "n": 1}])
+    text = (tmp_path / "t.csv").read_bytes().decode()
+    assert text == 'file,n\n"x\r=HYPERLINK(1)",1\n'  # quoted: one cell, one row
+
+
+def test_a_file_and_a_class_named_like_formulas_are_text_in_measurements_csv(tmp_path):
+    image = tmp_path / '=HYPERLINK("http x")+1.png'
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(image)
+    plan = fill_counts(plan_measurements([image], MeasurementOptions(pixel_spacing=(0.1, 0.1))), {image: [3]})
+    write_measurements_csv(plan, tmp_path / "measurements.csv", ["@cmd"])
+    with open(tmp_path / "measurements.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows[0]["file"] == "'" + image.name and rows[0]["'@cmd_pixels"] == "3"
+
+
+# ---------------------------------------------------------------- item 7: one check for every spacing
+
+BAD_SPACINGS = [
+    ((1e200, 1e200), "implausible, above 10 mm per pixel"),  # overflowed areas to inf
+    ((11.0, 0.5), "implausible, above 10 mm per pixel"),
+    ((True, 1), "numbers only"),
+    (("0.5", "0.5"), "numbers only"),
+    ((math.nan, 0.5), "finite and > 0"),
+    ((0.5, -0.5), "finite and > 0"),
+    ((0.5,), "must be 2 numbers"),
+]
+
+
+@pytest.mark.parametrize("spacing, problem", BAD_SPACINGS)
+def test_pixel_spacing_flag_is_checked(spacing, problem):
+    with pytest.raises(ValueError, match=problem) as err:
+        MeasurementOptions(pixel_spacing=spacing).check()
+    assert _one_line(err).startswith("--pixel-spacing ") and "e.g. --pixel-spacing" in str(err.value)
+
+
+def test_pixel_spacing_flag_too_large_stops_predict_with_one_line(tmp_path, capsys):
+    (tmp_path / "img").mkdir()
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "img" / "a.png")
+    code = main(["predict", "--weights", str(tmp_path / "missing.pt"), "--source", str(tmp_path / "img"),
+                 "--out", str(tmp_path / "pred"), "--pixel-spacing", "1e200", "1e200"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "implausible, above 10 mm per pixel" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "pred").exists()
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ('"12"', "must be 2 numbers"),  # read as 1 x 2 mm before
+        ("[true, 1]", "numbers only"),  # read as 1 x 1 mm before
+        ("[[1, 2]]", "must be 2 numbers"),
+        ("[[1], [2]]", "numbers only"),
+        ('["0.5", "0.5"]', "numbers only"),
+        ("[NaN, 1]", "finite and > 0"),
+        ("[1e300, 1]", "implausible, above 10 mm per pixel"),
+    ],
+)
+def test_spacing_json_holding_anything_but_two_plausible_numbers_is_refused(tmp_path, text, problem):
+    (tmp_path / "images").mkdir()
+    path = tmp_path / "spacing.json"
+    path.write_text('{"pixel_spacing_mm": ' + text + "}")
+    with pytest.raises(ValueError, match=problem) as err:
+        read_spacing_file(tmp_path / "images")
+    assert _one_line(err).startswith(f"{path}: pixel_spacing_mm") and "delete the file" in str(err.value)
+
+
+def test_spacing_json_of_two_numbers_still_reads(tmp_path):
+    (tmp_path / "spacing.json").write_text(json.dumps({"pixel_spacing_mm": [0.5, 2]}))
+    assert read_spacing_file(tmp_path) == (0.5, 2.0)
+
+
+def _dicom(path, pixel_spacing: bytes) -> None:
+    """A 4 x 4 CT slice whose PixelSpacing holds exactly ``pixel_spacing`` (pydicom would not write nan)."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = CTImageStorage, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = CTImageStorage, generate_uid(), "CT"
+    ds.Rows, ds.Columns, ds.PixelSpacing = 4, 4, [1, 1]
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.PixelData = np.zeros((4, 4), np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    data = path.read_bytes()
+    at = data.index(b"\x28\x00\x30\x00DS")  # (0028,0030) PixelSpacing, explicit VR little endian
+    old = struct.unpack("<H", data[at + 6 : at + 8])[0]
+    value = pixel_spacing + b" " * (len(pixel_spacing) % 2)
+    path.write_bytes(data[: at + 6] + struct.pack("<H", len(value)) + value + data[at + 8 + old :])
+
+
+@pytest.mark.parametrize(
+    "raw, problem",
+    [
+        (b"-0.5\\0.5", "finite and > 0"),  # gave negative areas
+        (b"nan\\nan", "finite and > 0"),
+        (b"1e300\\1", "implausible, above 10 mm per pixel"),
+        (b"abc\\1", "numbers only"),
+        (b"0.5", "must be 2 numbers"),
+    ],
+)
+def test_dicom_pixel_spacing_is_checked_and_stops_the_measurement_plan(tmp_path, raw, problem):
+    path = tmp_path / "s.dcm"
+    _dicom(path, raw)
+    with pytest.raises(DatasetError, match=problem) as err:
+        read_info(path)
+    assert _one_line(err).startswith(f"{path}: DICOM PixelSpacing") and "--pixel-spacing" in str(err.value)
+    with pytest.raises(DatasetError, match=problem):  # not silently left out of measurements.csv
+        plan_measurements([path], MeasurementOptions())
+
+
+def test_a_plausible_dicom_pixel_spacing_still_measures(tmp_path):
+    _dicom(tmp_path / "s.dcm", b"0.5\\0.25")
+    assert read_info(tmp_path / "s.dcm").spacing == (0.5, 0.25)
+    (row,) = plan_measurements([tmp_path / "s.dcm"], MeasurementOptions())
+    assert row.geometry.pixel_mm2 == pytest.approx(0.125)
+
+
+# ---------------------------------------------------------------- item 9: checkpoint fields
+
+SMALL = {  # tiny but genuine options of every registered model
+    "unet": {"base_width": 2},
+    "gct_unet": {"base_width": 2},
+    "gctx_unet": {"embed_dim": 8, "img_size": 32, "window_sizes": [2, 2, 2, 1]},
+    "nnunet": {"base_width": 2, "patch_size": [32, 32]},
+    "unet3_plus": {"widths": [2, 4, 8, 16, 32], "cat_channels": 2},
+    "unet_plus_plus": {"widths": [2, 4, 8, 16, 32]},
+}
+
+
+def _checkpoint(name: str = "unet", **changes) -> dict:
+    torch.manual_seed(0)
+    model = create_model(name, 1, 3, **SMALL[name])
+    ckpt = {"model_name": name, "model_kwargs": dict(SMALL[name]), "model": model.state_dict(),
+            "value_map": {"0": 0, "128": 1, "255": 2}, "fingerprint": {"channels": 1}}  # fmt: skip
+    return {**ckpt, **changes}
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_genuine_checkpoints_of_every_model_still_build(name):
+    ckpt = _checkpoint(name)
+    model = model_from_checkpoint(ckpt, "best.pt")
+    assert all(torch.equal(v, ckpt["model"][k]) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize(
+    "changes, problem",
+    [
+        ({"model_kwargs": {"base_width": 2**20}}, r"model_kwargs\['base_width'\] = 1048576: a size must be 1..4096"),
+        ({"model_kwargs": {"base_width": 2, "depth": 5}}, r"\['depth'\] are no options of unet"),
+        ({"model_kwargs": {"base_width": True}}, "must be int"),
+        ({"model_kwargs": {"bilinear": "yes"}}, "must be bool"),
+        ({"model_kwargs": {"base_width": math.inf}}, "must be int"),
+        ({"model_kwargs": [2]}, "model_kwargs list, not a dict"),
+        ({"model_name": "unet9"}, "unknown model 'unet9'"),
+        ({"model_name": 3}, "model_name 3 is not a model's name"),
+        ({"value_map": None}, "value_map None is not a map"),
+        ({"value_map": [0, 128, 255]}, "is not a map of mask values"),
+        ({"value_map": {"0": "0", "255": "1"}}, "must map to classes 0, 1, ... in order"),
+        ({"value_map": {"0": 1, "255": 0}}, "must map to classes 0, 1, ... in order"),
+        ({"fingerprint": {}}, "no input channels"),
+        ({"fingerprint": {"channels": 2**40}}, "input channels 1099511627776, not a count in 1..4096"),
+    ],
+)
+def test_crafted_checkpoint_fields_are_refused_with_one_line_naming_the_file(tmp_path, changes, problem):
+    path = tmp_path / "best.pt"
+    ckpt = _checkpoint()
+    if "value_map" in changes and changes["value_map"] is None:
+        del ckpt["value_map"]  # missing altogether
+        changes = {}
+    torch.save({**ckpt, **changes}, path)
+    with pytest.raises(ValueError, match=problem) as err:
+        load_checkpoint(path)
+    assert _one_line(err).startswith(f"{path}: not a usable gctxseg checkpoint")
+
+
+def test_options_within_bounds_that_make_more_weights_than_the_file_holds_allocate_nothing():
+    ckpt = _checkpoint(model_kwargs={"base_width": 4096})  # 55 G weights, 220 GB: counted on meta tensors
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=r"make 54,8\d\d,\d{3},\d{3} weights for unet, the file holds") as err:
+        model_from_checkpoint(ckpt, "best.pt")
+    assert _one_line(err).startswith("best.pt: not a usable gctxseg checkpoint")
+    assert "conv_0.0.0.weight: (2, 1, 3, 3) in the file, (4096, 1, 3, 3) built" in str(err.value)
+    assert time.perf_counter() - start < 10
+
+
+def test_predict_with_a_crafted_checkpoint_is_one_line_exit_2(tmp_path, capsys):
+    (tmp_path / "img").mkdir()
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "img" / "a.png")
+    torch.save(_checkpoint(model_kwargs={"base_width": 2**20}), tmp_path / "best.pt")
+    code = main(["predict", "--weights", str(tmp_path / "best.pt"), "--source", str(tmp_path / "img"),
+                 "--out", str(tmp_path / "pred"), "--device", "cpu"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "not a usable gctxseg checkpoint" in err and err.count("\n") == 1, err
+
+
+# ---------------------------------------------------------------- item 5: duplicate class names
+
+
+@pytest.mark.parametrize(
+    "names, duplicate",
+    [(("fluid", "fluid"), "'fluid' would name classes 1 and 2"), (("class2",), "'class2' would name classes 1 and 2")],
+)
+def test_duplicate_class_names_are_refused(names, duplicate):
+    with pytest.raises(ValueError, match=duplicate) as err:
+        class_names_for(MeasurementOptions(class_names=names), 3)
+    assert _one_line(err).startswith(f"--class-names {' '.join(names)}:")
+
+
+def test_distinct_class_names_and_a_class_named_its_own_default_pass():
+    assert class_names_for(MeasurementOptions(class_names=("edema", "hole")), 3) == ["edema", "hole"]
+    assert class_names_for(MeasurementOptions(class_names=("class1",)), 3) == ["class1", "class2"]
