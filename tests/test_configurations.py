@@ -147,3 +147,29 @@ def test_a_time_budget_is_refitted_to_the_measured_first_epoch(phantom_dir, monk
     assert planned > 1000 and 1 <= len(logged) < planned
     assert log["train parameters"]["epochs"] == ckpt["config"]["epochs"] == len(logged) == ckpt["epoch"] + 1
     assert "val log:" in log[logged[-1]]  # the last epoch of the re-fitted schedule is validated
+
+
+def test_thin_structures_keep_their_resolution(monkeypatch):
+    monkeypatch.setattr(planning, "_memory_budget", lambda device: 8 << 30)
+    given = {"batch_size": 2, "epochs": 10}
+    vessels = planning.plan_training("unet", {"584x565": 20}, 20, 0, 3, 2, torch.device("cpu"), given=given,
+                                     structure_width=2.0)
+    blobs = planning.plan_training("unet", {"584x565": 20}, 20, 0, 3, 2, torch.device("cpu"), given=given,
+                                   structure_width=30.0)
+    assert vessels.base_size == (576, 560) and "2 px wide" in vessels.reasons["base_size"]
+    assert blobs.base_size[0] * blobs.base_size[1] <= 256 * 512 * 1.05  # the pixel budget as before
+    # a time budget does not shrink them either: a step time that fits only a few steps leaves the size
+    monkeypatch.setattr(planning, "_seconds_per_step", lambda *args: 10.0)
+    timed = planning.plan_training("unet", {"584x565": 20}, 20, 0, 3, 2, torch.device("cpu"),
+                                   given={"batch_size": 2}, time_budget_s=60, structure_width=2.0)
+    assert timed.base_size == (576, 560)
+
+
+def test_the_fingerprint_measures_structure_width(tmp_path):
+    from gctxseg.data import find_pairs, fingerprint_dataset
+
+    mask = np.zeros((40, 40), np.uint8)
+    mask[:, 10:13] = 255  # a 3-pixel vessel
+    write_pair(tmp_path, "a", np.full((40, 40), 50, np.uint8), mask)
+    fingerprint = fingerprint_dataset(find_pairs(tmp_path / "images", ".png", ".png"))
+    assert fingerprint.structure_width == pytest.approx(2.0)

@@ -359,6 +359,7 @@ def _plan(cfg: TrainConfig, fingerprint, n_train: int, n_val: int, device, amp_d
             cfg.model, fingerprint.sizes, n_train, n_val, fingerprint.channels, fingerprint.value_map.num_classes,
             device, given=given, model_options=cfg.model_options, amp_dtype=amp_dtype, grad_accum=cfg.grad_accum,
             time_budget_s=cfg.time_budget * 60 if cfg.time_budget else None,
+            structure_width=fingerprint.structure_width,
         )
     if dist.is_initialized():
         box = [plan]

@@ -41,6 +41,12 @@ __all__ = [
 # scan 2.2x horizontally. A time budget can lower it (see ``planned_size``).
 PIXEL_BUDGET = 256 * 512
 MIN_SHORT_SIDE = 128  # below this a B-scan's layers are a few pixels thick
+# Neither the pixel budget nor a time budget shrinks the input so far that the median foreground structure
+# (the fingerprint's structure_width) becomes narrower than this: thin structures such as vessels are kept at
+# their resolution. Issue 16: on a set of thin structures a planned 384x352 (from 584x565) scored 0.58 Dice where
+# the seed's 512x512 scored 0.72. Not measured here on such a set (none at hand); OCT fluid (tens of pixels
+# wide) is never limited by it.
+MIN_STRUCTURE_PX = 3.0
 # With a time budget, the input shrinks (aspect kept) until at least this many optimiser steps fit. A heuristic:
 # in the lr probe gctx_unet was still improving at 136 steps; on Duke DME at 8 CPU-minutes per fold, ~300 steps at
 # 192x320 and ~650 at 128x224 scored the same (docs/real-oct.md), so the floor neither helped nor hurt there.
@@ -60,8 +66,8 @@ BATCH_GAIN = 0.15
 VAL_SHARE = 0.1
 # Share of a time budget given to the epochs; the rest is start-up, checkpoints and the final report.
 BUDGET_SHARE = 0.9
-# AdamW peak lr of the nnunet family (instance norm, residual blocks), from benchmarks/lr_probe.py on Duke DME
-# (see FAMILY_OPTIMISER).
+# AdamW peak lr of the nnunet family (instance norm, residual blocks): benchmarks/lr_probe.py on Duke DME, 1e-3
+# over 3e-4 (see FAMILY_OPTIMISER).
 NNUNET_LR = 1e-3
 
 
@@ -78,6 +84,9 @@ class FamilyOptimiser:
 #   gctx_unet  1e-4: 0.519   5e-4: 0.067   2e-3: 0.000  (collapses to background, as the seed's 2e-3 did on AMD)
 #   unet (32)  1e-4: 0.649   5e-4: 0.694   2e-3: 0.160
 # The transformer from scratch needs the authors' 1e-4; the U-Nets with BatchNorm take 5x that.
+# nnunet (instance norm, residual blocks; same probe, fold 0 at 192x288, batch 2, 4 epochs = 176 steps, AMD EPYC,
+# bf16):  3e-4: 0.674   1e-3: 0.688   (3e-3 not run). nnU-Net itself trains SGD 1e-2 with Nesterov momentum; the
+# loop here is AdamW for every family, at the rate its probe chose.
 FAMILY_OPTIMISER = {
     "transformer": FamilyOptimiser(1e-4, 0.05, 2.0, "GC ViT from scratch: lr probe on Duke DME (planning.py)"),
     "cnn": FamilyOptimiser(5e-4, 1e-4, 1.0, "U-Nets with BatchNorm: lr probe on Duke DME (planning.py)"),
@@ -337,6 +346,7 @@ def plan_training(
     time_budget_s: float | None = None,
     amp_dtype: torch.dtype | None = None,
     grad_accum: int = 1,
+    structure_width: float | None = None,
 ) -> TrainingPlan:
     """Plan every setting not in ``given`` (keys: base_size, batch_size, lr, weight_decay, warmup_epochs, epochs,
     augment, val_every).
@@ -351,6 +361,7 @@ def plan_training(
         time_budget_s: wall seconds the whole run may take; sets the epochs from a measured step time and may
             shrink the planned size so that at least ``MIN_PLANNED_STEPS`` optimiser steps fit.
         amp_dtype: autocast dtype of training (the step time is measured under it).
+        structure_width: the fingerprint's median foreground width in pixels (``MIN_STRUCTURE_PX``).
     """
     user_options = dict(model_options or {})
     options = dict(user_options)
@@ -364,9 +375,13 @@ def plan_training(
     model = create_model(model_name, channels, num_classes, **options) if needs_model else None
     multiple = int(getattr(model, "size_multiple", 16))
     median = _median_size(sizes)
-    size = tuple(given["base_size"]) if "base_size" in given else planned_size(median, multiple)
-    reasons["base_size"] = (f"median image {median[0]}x{median[1]}, aspect kept within {PIXEL_BUDGET:,} px, "
+    min_pixels, pixel_budget = _resolution_floor(median, structure_width)
+    size = tuple(given["base_size"]) if "base_size" in given else planned_size(median, multiple, pixel_budget)
+    reasons["base_size"] = (f"median image {median[0]}x{median[1]}, aspect kept within {pixel_budget:,} px, "
                             f"multiples of {multiple}")
+    if min_pixels:
+        reasons["base_size"] += (f"; structures {structure_width:g} px wide (median) kept >= {MIN_STRUCTURE_PX:g} "
+                                 "px")
     sized = _sized_options(model_name, options, size, user_options)
     if needs_model and sized != options:  # built again for its planned topology
         model = create_model(model_name, channels, num_classes, **sized)
@@ -397,7 +412,7 @@ def plan_training(
         epochs = int(given["epochs"])
     elif time_budget_s:
         size, epochs, step_s, val_every, reasons["epochs"] = _fit_budget(
-            step_time, size, step_s, batch, steps_per_epoch, n_val, time_budget_s, given, multiple)
+            step_time, size, step_s, batch, steps_per_epoch, n_val, time_budget_s, given, multiple, min_pixels)
         reasons["base_size"] += f"; {reasons['epochs'].split(';')[0]}"
         options = _sized_options(model_name, options, size, user_options)
     else:
@@ -426,8 +441,18 @@ def plan_training(
     )
 
 
+def _resolution_floor(median: tuple[int, int], structure_width: float | None) -> tuple[int, int]:
+    """(fewest pixels the input may have, pixel budget of the planned size): thin structures keep their resolution."""
+    if not structure_width or structure_width >= MIN_STRUCTURE_PX:
+        floor = int(median[0] * median[1] * (MIN_STRUCTURE_PX / structure_width) ** 2) if structure_width else 0
+    else:
+        floor = median[0] * median[1]  # narrower than the floor already: never below the images' own size
+    floor = min(floor, median[0] * median[1])
+    return floor, max(PIXEL_BUDGET, floor)
+
+
 def _fit_budget(step_time, size, step_s, batch, steps_per_epoch, n_val, budget_s, given,
-                multiple) -> tuple[tuple[int, int], int, float, int, str]:
+                multiple, min_pixels: int = 0) -> tuple[tuple[int, int], int, float, int, str]:
     """(size, epochs, seconds per step, validation cadence, reason) so that the schedule fits ``budget_s``.
 
     ``step_s`` is the step time already measured at ``size`` (or None)."""
@@ -444,7 +469,7 @@ def _fit_budget(step_time, size, step_s, batch, steps_per_epoch, n_val, budget_s
         if not shrink or epochs * steps_per_epoch >= MIN_PLANNED_STEPS or min(size) <= MIN_SHORT_SIDE:
             break
         smaller = planned_size(size, multiple, int(pixels * 0.7))
-        if smaller == tuple(size) or min(smaller) < MIN_SHORT_SIDE:
+        if smaller == tuple(size) or min(smaller) < MIN_SHORT_SIDE or smaller[0] * smaller[1] < min_pixels:
             break
         size, step_s = smaller, None
     epochs = max(1, epochs)
@@ -471,7 +496,8 @@ def plan_for_folder(
     fingerprint = fingerprint_dataset(pairs)
     plan = plan_training(model, fingerprint.sizes, len(pairs), 0, fingerprint.channels,
                          fingerprint.value_map.num_classes, resolve_device(device), given={},
-                         time_budget_s=time_budget_min * 60 if time_budget_min else None)
+                         time_budget_s=time_budget_min * 60 if time_budget_min else None,
+                         structure_width=fingerprint.structure_width)
     present = [fingerprint.mask_value_images.get(str(v), 0) / len(pairs) for v in fingerprint.value_map.values[1:]]
     plan.foreground_share, plan.reasons["foreground_share"] = planned_foreground_share(present)
     return plan

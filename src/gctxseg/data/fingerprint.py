@@ -91,6 +91,9 @@ class DatasetFingerprint:
     spacing: list[float] | None = None  # median (row, column) pixel spacing in mm, where the files state it
     intensity: dict = field(default_factory=lambda: IntensityMapping().to_dict())  # values as read -> [0, 1]
     mask_value_images: dict[str, int] = field(default_factory=dict)  # raw value -> images (slices) holding it
+    # median width in pixels of the foreground structures (2 x the median distance of a foreground pixel to the
+    # background, over training images): the planner keeps thin structures (vessels) at their resolution
+    structure_width: float | None = None
 
     @property
     def value_map(self) -> MaskValueMap:
@@ -192,6 +195,7 @@ def fingerprint_dataset(
     value_counts: dict[int, int] = {}
     value_images: dict[int, int] = {}
     richest_mask: tuple[int, object, bool] = (0, None, False)  # most distinct values: (count, mask, is a picture)
+    widths: list[float] = []
     infos: dict[Path, ImageInfo | None] = {}
     channels = 0
     sums = []  # per image: (pixels, sum, sum of squares) of the mapped values, per channel
@@ -247,6 +251,7 @@ def fingerprint_dataset(
         samples.append(flat[rng.integers(0, flat.shape[0], min(budget, flat.shape[0]))].astype(np.float32))
         fg = np.flatnonzero(mask.ravel() != background)  # labels kept: the background may still go down
         if fg.size:
+            widths.append(_structure_width(mask != background))
             picked = fg[rng.integers(0, fg.size, min(budget, fg.size))]
             fg_values.append(flat[picked].astype(np.float32))
             fg_labels.append(mask.ravel()[picked])
@@ -288,4 +293,13 @@ def fingerprint_dataset(
         spacing=np.median(np.asarray(spacings), axis=0).round(6).tolist() if spacings else None,
         intensity=mapping.to_dict(),
         mask_value_images={str(v): n for v, n in sorted(value_images.items())},
+        structure_width=round(float(np.median(widths)), 3) if widths else None,
     )
+
+
+def _structure_width(foreground: np.ndarray) -> float:
+    """2 x the median Euclidean distance of a foreground pixel to the nearest background pixel: about the width of
+    a vessel-like structure, a large fraction of a blob's diameter."""
+    from scipy.ndimage import distance_transform_edt
+
+    return 2.0 * float(np.median(distance_transform_edt(np.pad(foreground, 1))[1:-1, 1:-1][foreground]))
