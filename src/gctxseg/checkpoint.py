@@ -317,7 +317,7 @@ def model_from_checkpoint(ckpt: dict, source: str | Path = "checkpoint") -> nn.M
     return model.eval()
 
 
-def convert_checkpoint(old: str | Path, new: str | Path, *, trust: bool = False) -> Path:
+def convert_checkpoint(old: str | Path, new: str | Path, *, trust: bool = False, force: bool = False) -> Path:
     """Rewrite an old-format checkpoint as plain data that :func:`load_checkpoint` reads safely.
 
     Reading ``old`` unpickles it, which runs whatever code the file holds: only for files from a trusted
@@ -325,7 +325,8 @@ def convert_checkpoint(old: str | Path, new: str | Path, *, trust: bool = False)
     dropped: resume reseeds every epoch from ``(seed, epoch)`` and does not need them.
 
     Raises:
-        ValueError: ``trust`` not given, ``old`` unreadable or not a gctxseg checkpoint, ``new`` = ``old``.
+        ValueError: ``trust`` not given, ``old`` unreadable or not a gctxseg checkpoint, ``new`` = ``old``, ``new``
+            already there without ``force``.
     """
     old, new = Path(old), Path(new)
     if not trust:
@@ -335,6 +336,9 @@ def convert_checkpoint(old: str | Path, new: str | Path, *, trust: bool = False)
         )
     if new.resolve() == old.resolve():
         raise ValueError(f"{new}: write the converted checkpoint to a new file, not over {old}")
+    if new.exists() and not force:
+        raise ValueError(f"{new}: already exists; write the converted checkpoint to a new file, or pass --force "
+                         "to replace it")
     if not old.is_file():
         raise ValueError(f"{old}: checkpoint not found")
     try:

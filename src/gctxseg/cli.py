@@ -210,6 +210,7 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out", help="output folder (images/, masks/, splits.json, groups.json)")
     p.add_argument("--folds", type=int, default=5, help="folds by patient in splits.json (default 5)")
     p.add_argument("--grader", type=int, default=1, choices=[1, 2], help="Duke DME grader (default 1)")
+    p.add_argument("--force", action="store_true", help="replace a non-empty OUT (else it is refused)")
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
@@ -318,7 +319,8 @@ def _add_convert_checkpoint(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert-checkpoint",
                        help="rewrite an older gctxseg checkpoint (pickled objects) as plain data that loads safely")
     p.add_argument("old", help="the old checkpoint (best.pt / last.pt)")
-    p.add_argument("new", help="where to write the converted checkpoint")
+    p.add_argument("new", help="where to write the converted checkpoint (a new file)")
+    p.add_argument("--force", action="store_true", help="replace NEW if it exists")
     p.add_argument("--trust", action="store_true",
                    help="required: reading the old file unpickles it, which runs any code it holds; only for files "
                         "from a source you trust")
@@ -411,7 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "convert":
             from .data.convert import CONVERTERS
 
-            done = CONVERTERS[args.dataset](args.src, args.out, folds=args.folds, grader=args.grader)
+            done = CONVERTERS[args.dataset](args.src, args.out, folds=args.folds, grader=args.grader, force=args.force)
             print(f"wrote {done['scans']} scans of {done['patients']} patients ({done['with fluid']} with fluid) "
                   f"to {args.out}/images and masks, {done['folds']} folds by patient in {args.out}/splits.json")
         elif args.command == "predict":
@@ -476,7 +478,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "convert-checkpoint":
             from .checkpoint import convert_checkpoint
 
-            print(f"wrote {convert_checkpoint(args.old, args.new, trust=args.trust)}; it loads without unpickling code")
+            written = convert_checkpoint(args.old, args.new, trust=args.trust, force=args.force)
+            print(f"wrote {written}; it loads without unpickling code")
         elif args.command == "synth":
             from .data.phantom import phantom_pixel_spacing, synthesize_dataset
 

@@ -53,7 +53,15 @@ from .models.complexity import count_macs, count_parameters
 from .planning import BUDGET_SHARE, VAL_SHARE, TrainingPlan, plan_training, planned_foreground_share
 from .precision import AMP_CHOICES, autocast_context, autocast_dtype
 from .report import plot_curves
-from .utils import atomic_write_json, compile_model, next_run_dir, progress, resolve_device, seed_everything
+from .utils import (
+    atomic_write_json,
+    compile_model,
+    keep_freed_memory,
+    next_run_dir,
+    progress,
+    resolve_device,
+    seed_everything,
+)
 from .visualize import colorize, overlay, save_rows, to_uint8_rgb
 
 __all__ = [
@@ -965,6 +973,7 @@ def train(cfg: TrainConfig, *, given: Collection[str] | None = None) -> Path:
         ValueError, DatasetError: bad settings or data, before anything is trained.
     """
     started = time.perf_counter()
+    keep_freed_memory()  # a CPU step reuses the last one's memory instead of faulting it in again (utils.py)
     ckpt = load_checkpoint(cfg.resume) if cfg.resume else None
     cfg = _resume_config(cfg, ckpt, given) if ckpt is not None else _absolute_data_paths(cfg)
     ddp, device = _setup_distributed(cfg.device)

@@ -41,16 +41,20 @@ __all__ = [
 # scan 2.2x horizontally. A time budget can lower it (see ``planned_size``).
 PIXEL_BUDGET = 256 * 512
 MIN_SHORT_SIDE = 128  # below this a B-scan's layers are a few pixels thick
-# Neither the pixel budget nor a time budget shrinks the input so far that the median foreground structure
-# (the fingerprint's structure_width) becomes narrower than this: thin structures such as vessels are kept at
-# their resolution. Issue 16: on a set of thin structures a planned 384x352 (from 584x565) scored 0.58 Dice where
-# the seed's 512x512 scored 0.72. Not measured here on such a set (none at hand); OCT fluid (tens of pixels
-# wide) is never limited by it.
-MIN_STRUCTURE_PX = 3.0
-# With a time budget, the input shrinks (aspect kept) until at least this many optimiser steps fit. A heuristic:
-# in the lr probe gctx_unet was still improving at 136 steps; on Duke DME at 8 CPU-minutes per fold, ~300 steps at
-# 192x320 and ~650 at 128x224 scored the same (docs/real-oct.md), so the floor neither helped nor hurt there.
-MIN_PLANNED_STEPS = 250
+# Thin structures keep their resolution: where the median foreground structure (the fingerprint's structure_width)
+# is narrower than this, neither the pixel budget nor a time budget shrinks the input below the images' own size.
+# Issue 16: on a set of thin structures (vessels) a planned 384x352 from 584x565 scored 0.58 Dice where the seed's
+# 512x512 scored 0.72. Duke DME's fluid measures 6.3 px (2 x median distance to background, 110 scans), and
+# there shrinking to fit steps is what the 4-minute budget needs (a floor at half its width cut gctx_unet to 110
+# steps), so the threshold sits between the two; no vessel set was at hand to measure it on.
+THIN_STRUCTURE_PX = 4.0
+# With a time budget, the input shrinks (aspect kept) until the schedule shows the network at least this many
+# training images (steps x batch). Counted in images, not steps, since on a CPU the batch is planned small: the
+# earlier floor of 250 steps, met at batch 5 on Duke DME (~1,250 images, 144x208 for unet: pooled OOF 0.677,
+# 128x224 for gctx_unet: 0.511), let batch-2 plans keep 288x448 with 220-264 steps (~500 images) at 4 CPU-minutes
+# per fold, and they scored 0.61 (unet) and 0.33 (gctx_unet) (docs/real-oct.md). At 8 minutes per fold, ~300 steps
+# at 192x320 and ~650 at 128x224 scored the same for gctx_unet, so beyond the floor resolution is kept.
+MIN_PLANNED_IMAGES = 1250
 # Without a time budget: about this many optimiser steps (nnU-Net trains 2D for 250k at batch 12 on a GPU;
 # a fifth of that here, as 2D slices of a few hundred images saturate sooner), within these epoch bounds.
 PLANNED_STEPS = 50_000
@@ -359,7 +363,7 @@ def plan_training(
         device: where training runs (memory budget, step time).
         given: the user's settings; they win and are recorded as given.
         time_budget_s: wall seconds the whole run may take; sets the epochs from a measured step time and may
-            shrink the planned size so that at least ``MIN_PLANNED_STEPS`` optimiser steps fit.
+            shrink the planned size so that the network sees at least ``MIN_PLANNED_IMAGES`` training images.
         amp_dtype: autocast dtype of training (the step time is measured under it).
         structure_width: the fingerprint's median foreground width in pixels (``MIN_STRUCTURE_PX``).
     """
@@ -380,8 +384,8 @@ def plan_training(
     reasons["base_size"] = (f"median image {median[0]}x{median[1]}, aspect kept within {pixel_budget:,} px, "
                             f"multiples of {multiple}")
     if min_pixels:
-        reasons["base_size"] += (f"; structures {structure_width:g} px wide (median) kept >= {MIN_STRUCTURE_PX:g} "
-                                 "px")
+        reasons["base_size"] += (f"; structures {structure_width:g} px wide (median, < {THIN_STRUCTURE_PX:g}): "
+                                 "kept at the images' resolution")
     sized = _sized_options(model_name, options, size, user_options)
     if needs_model and sized != options:  # built again for its planned topology
         model = create_model(model_name, channels, num_classes, **sized)
@@ -442,13 +446,11 @@ def plan_training(
 
 
 def _resolution_floor(median: tuple[int, int], structure_width: float | None) -> tuple[int, int]:
-    """(fewest pixels the input may have, pixel budget of the planned size): thin structures keep their resolution."""
-    if not structure_width or structure_width >= MIN_STRUCTURE_PX:
-        floor = int(median[0] * median[1] * (MIN_STRUCTURE_PX / structure_width) ** 2) if structure_width else 0
-    else:
-        floor = median[0] * median[1]  # narrower than the floor already: never below the images' own size
-    floor = min(floor, median[0] * median[1])
-    return floor, max(PIXEL_BUDGET, floor)
+    """(fewest pixels the input may have, pixel budget of the planned size): the images' own size for thin
+    structures (``THIN_STRUCTURE_PX``), else no floor and ``PIXEL_BUDGET``."""
+    if structure_width is not None and structure_width < THIN_STRUCTURE_PX:
+        return median[0] * median[1], max(PIXEL_BUDGET, median[0] * median[1])
+    return 0, PIXEL_BUDGET
 
 
 def _fit_budget(step_time, size, step_s, batch, steps_per_epoch, n_val, budget_s, given,
@@ -466,7 +468,8 @@ def _fit_budget(step_time, size, step_s, batch, steps_per_epoch, n_val, budget_s
                                                                  max(1, epochs))[0]))
         epochs = int(budget_s * BUDGET_SHARE // (steps_per_epoch * step_s + val_s / val_every))
         pixels = size[0] * size[1]
-        if not shrink or epochs * steps_per_epoch >= MIN_PLANNED_STEPS or min(size) <= MIN_SHORT_SIDE:
+        seen = epochs * steps_per_epoch * batch
+        if not shrink or seen >= MIN_PLANNED_IMAGES or min(size) <= MIN_SHORT_SIDE:
             break
         smaller = planned_size(size, multiple, int(pixels * 0.7))
         if smaller == tuple(size) or min(smaller) < MIN_SHORT_SIDE or smaller[0] * smaller[1] < min_pixels:

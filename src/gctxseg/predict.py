@@ -8,6 +8,8 @@ gives a :class:`Predictor`; several, or a ``gctxseg cv`` folder (its folds' fina
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -248,6 +250,7 @@ def predict_folder(
     source, out = Path(source), Path(out)
     if not source.is_dir():
         raise DatasetError(f"{source}: folder not found; pass --source DIR with images to segment")
+    check_output_folder(source, out)  # before the weights are read: a wrong --out costs nothing
     files = sorted(p for p in source.iterdir() if p.is_file() and p.name.lower().endswith(tuple(suffixes)))
     if not files:
         raise DatasetError(f"{source}: no images ({', '.join(suffixes)}); put images there or pass --source DIR")
@@ -256,8 +259,7 @@ def predict_folder(
     predictor = load_predictor(weights, device, amp, tta=tta, tta_vflip=tta_vflip, infer_mode=infer_mode,
                                compile=compile)
     class_names = class_names_for(measure, predictor.num_classes)
-    (out / "masks").mkdir(parents=True, exist_ok=True)
-    (out / "overlays").mkdir(parents=True, exist_ok=True)
+    prepare_output_folder(source, out)
     summary = PredictionSummary()
     for path, name in zip(files, _output_names(files)):
         try:
@@ -271,6 +273,54 @@ def predict_folder(
     summary.measurements = write_folder_measurements(plan, summary.written, predictor.value_map, out, class_names)
     summary.class_names = class_names
     return summary
+
+
+# What `predict` writes into --out. The rule (docs/reliability.md): --out is a new or empty folder, or one that
+# holds only a previous prediction (these entries), which is then replaced whole, so no stale mask or row of an
+# earlier run sits beside the new ones. Anything else in it, or an --out that would overlap the source or write
+# over the masks beside it, is refused.
+OUTPUT_ENTRIES = frozenset({"masks", "overlays", "measurements.csv", "index.html"})
+
+
+def check_output_folder(source: Path, out: Path) -> None:
+    """Refuse an ``out`` that would overwrite the source, its sibling ``masks/`` or files ``predict`` did not write.
+
+    Raises:
+        DatasetError: one line naming the folder and the fix.
+    """
+    src, dst = source.resolve(), out.resolve()
+    fix = f"pass a new folder, e.g. --out {source.parent / (source.name + '_predictions')}"
+    if dst == src or dst.is_relative_to(src):
+        raise DatasetError(f"--out {out}: inside the source folder {source}, whose images would be mixed with the "
+                           f"predictions; {fix}")
+    if dst == src.parent:
+        raise DatasetError(f"--out {out}: its masks/ is {src.parent / 'masks'}, the masks beside the source "
+                           f"(ground truth), which predictions would overwrite; {fix}")
+    if src.is_relative_to(dst):
+        raise DatasetError(f"--out {out}: holds the source folder {source}, which the predictions would "
+                           f"overwrite; {fix}")
+    if dst.is_file():
+        raise DatasetError(f"--out {out}: a file, not a folder; {fix}")
+    foreign = sorted(p.name for p in dst.iterdir() if p.name not in OUTPUT_ENTRIES) if dst.is_dir() else []
+    if foreign:
+        raise DatasetError(f"--out {out}: already holds {len(foreign)} file(s) predict did not write (e.g. "
+                           f"{foreign[0]}); {fix}, or empty it")
+
+
+def prepare_output_folder(source: Path, out: Path) -> None:
+    """``out`` checked (:func:`check_output_folder`), a previous prediction in it removed (said on one line), and
+    ``masks/`` and ``overlays/`` made."""
+    check_output_folder(source, out)
+    previous = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if previous:
+        masks = len(list((out / "masks").iterdir())) if (out / "masks").is_dir() else 0
+        print(f"{out}: replacing the previous prediction there ({masks} masks, {', '.join(previous)})",
+              file=sys.stderr)
+        for name in previous:
+            target = out / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    (out / "overlays").mkdir(parents=True, exist_ok=True)
 
 
 def _output_names(files: list[Path]) -> list[str]:

@@ -15,6 +15,7 @@ each of 496x768 pixels, 11 of them graded by two graders. Two forms are read:
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -64,16 +65,36 @@ def _duke_from_mat(src: Path, out: Path, grader: int) -> tuple[dict[str, str], i
     return groups, with_fluid
 
 
-def _duke_from_png(src: Path, out: Path) -> tuple[dict[str, str], int]:
+def _png_copy_scans(src: Path) -> list[tuple[int, Path, Path]]:
+    """(index, image, annotation) of every scan of the PNG copy, each checked before anything is written: names
+    ``img_N.png``, an annotation of the same size beside each image."""
     root = src / "data" if (src / "data" / "annotation").is_dir() else src
     images_dir, annotation_dir = root / "img_for_inference", root / "annotation"
-    groups: dict[str, str] = {}  # file stem -> patient
-    with_fluid = 0
-    for image_path in sorted(images_dir.glob("img_*.png"), key=lambda p: int(p.stem.split("_")[1])):
-        index = int(image_path.stem.split("_")[1])
+    scans = []
+    for image_path in sorted(images_dir.glob("*.png")):
+        match = re.fullmatch(r"img_(\d+)\.png", image_path.name)
+        if match is None:
+            raise DatasetError(f"{image_path}: not a scan of the PNG copy (img_N.png); move it out of {images_dir}")
         annotation = annotation_dir / image_path.name
         if not annotation.is_file():
             raise DatasetError(f"{annotation}: no annotation for {image_path}; the PNG copy is incomplete")
+        try:
+            with Image.open(image_path) as image, Image.open(annotation) as mask:
+                sizes = image.size, mask.size
+        except OSError as err:
+            raise DatasetError(f"{image_path} / {annotation}: unreadable ({err}); download the PNG copy "
+                               "again") from None
+        if sizes[0] != sizes[1]:
+            raise DatasetError(f"{annotation}: {sizes[1][1]}x{sizes[1][0]} but its scan is {sizes[0][1]}x{sizes[0][0]}"
+                               "; the PNG copy is damaged, download it again")
+        scans.append((int(match.group(1)), image_path, annotation))
+    return sorted(scans)
+
+
+def _duke_from_png(src: Path, out: Path) -> tuple[dict[str, str], int]:
+    groups: dict[str, str] = {}  # file stem -> patient
+    with_fluid = 0
+    for index, image_path, annotation in _png_copy_scans(src):
         patient, scan = index // DUKE_SCANS_PER_PATIENT_PNG + 1, index % DUKE_SCANS_PER_PATIENT_PNG
         grey = np.asarray(Image.open(image_path).convert("L"))
         fluid = np.asarray(Image.open(annotation).convert("L")) > 127
@@ -83,7 +104,8 @@ def _duke_from_png(src: Path, out: Path) -> tuple[dict[str, str], int]:
     return groups, with_fluid
 
 
-def convert_duke_dme(src: str | Path, out: str | Path, folds: int = 5, grader: int = 1, seed: int = 0) -> dict:
+def convert_duke_dme(src: str | Path, out: str | Path, folds: int = 5, grader: int = 1, seed: int = 0,
+                     force: bool = False) -> dict:
     """Convert Duke DME (``.mat`` files or the PNG copy) in ``src`` to ``out``; returns a summary.
 
     Writes ``out/images/pPP_bSS.png`` (grey), ``out/masks/pPP_bSS.png`` (0 = background, 255 = fluid),
@@ -98,12 +120,38 @@ def convert_duke_dme(src: str | Path, out: str | Path, folds: int = 5, grader: i
             f"{src}: neither Subject_NN.mat files nor an img_for_inference/annotation PNG copy; "
             "point SRC at the folder holding them"
         )
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    (out / "masks").mkdir(parents=True, exist_ok=True)
-    groups, with_fluid = _duke_from_mat(src, out, grader) if has_mat else _duke_from_png(src, out)
-    splits = group_kfold(groups, folds, seed)
-    atomic_write_json(out / "groups.json", groups)
-    atomic_write_json(out / "splits.json", splits)
+    if src.resolve().is_relative_to(out.resolve()) or out.resolve().is_relative_to(src.resolve()):
+        raise DatasetError(f"{out}: the output folder and the source {src} overlap; convert into a folder outside "
+                           "the download")
+    if out.exists() and not out.is_dir():
+        raise DatasetError(f"{out}: a file, not a folder; pass a new folder as OUT")
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if held and not force:
+        raise DatasetError(f"{out}: not empty ({len(held)} entries, e.g. {held[0]}); convert into a new folder, or "
+                           "pass --force to replace it")
+    if has_mat:
+        patients = set(src.glob("Subject_*.mat"))
+    else:
+        patients = {i // DUKE_SCANS_PER_PATIENT_PNG for i, _, _ in _png_copy_scans(src)}  # checked before writing
+    if len(patients) < folds:
+        raise DatasetError(f"{src}: {len(patients)} patient(s), fewer than --folds {folds}; pass --folds "
+                           f"{max(2, len(patients))} or fewer")
+    # written into a hidden folder beside OUT and moved into place at the end: a failure halfway leaves nothing
+    staging = out.parent / f".{out.name}.converting"
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "images").mkdir(parents=True)
+    (staging / "masks").mkdir()
+    try:
+        groups, with_fluid = _duke_from_mat(src, staging, grader) if has_mat else _duke_from_png(src, staging)
+        splits = group_kfold(groups, folds, seed)
+        atomic_write_json(staging / "groups.json", groups)
+        atomic_write_json(staging / "splits.json", splits)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if out.is_dir():
+        shutil.rmtree(out)  # empty, or replaced on --force
+    staging.rename(out)
     return {"scans": len(groups), "patients": len(set(groups.values())), "with fluid": with_fluid,
             "folds": folds, "source": "mat" if has_mat else "png"}
 

@@ -91,12 +91,20 @@ def write_spacing_file(folder: str | Path, row_mm: float, col_mm: float, note: s
     return path
 
 
+# a folder holding one of these is a dataset's root (a converter's output): the spacing search stops there, so a
+# spacing.json above it (another dataset's, e.g. the phantom's data/spacing.json) never measures its scans
+DATASET_ROOT_FILES = ("splits.json", "groups.json")
+
+
 def find_spacing_file(images: str | Path) -> Path | None:
-    """``spacing.json`` of an images folder: in it, its parent or grandparent (``data/`` for ``data/val/images``)."""
+    """``spacing.json`` of an images folder: in it, its parent or grandparent (``data/`` for ``data/val/images``),
+    never above a dataset root (a folder with ``splits.json`` or ``groups.json``, as the converters write)."""
     folder = Path(images).resolve()
     for candidate in (folder, folder.parent, folder.parent.parent):
         if (candidate / SPACING_FILE).is_file():
             return candidate / SPACING_FILE
+        if any((candidate / name).is_file() for name in DATASET_ROOT_FILES):
+            return None
     return None
 
 
