@@ -32,6 +32,20 @@ def write_pair(root: Path, name: str, image: np.ndarray, mask: np.ndarray, img_s
     Image.fromarray(mask).save(root / "masks" / f"{name}{mask_suffix}")
 
 
+def write_patients(root: Path, patients: int = 4, scans: int = 3, size=(30, 60), seed: int = 0) -> Path:
+    """B-scans named pPP_bSS with a fluid blob in two of three scans (values 0/255); returns the images folder."""
+    rng = np.random.default_rng(seed)
+    for p in range(patients):
+        for b in range(scans):
+            image = rng.integers(0, 120, size, dtype=np.uint8)
+            mask = np.zeros(size, np.uint8)
+            if b % 3:
+                mask[8:16, 10 + 5 * b:24 + 5 * b] = 255
+                image[mask > 0] = 230
+            write_pair(root, f"p{p:02d}_b{b:02d}", image, mask)
+    return root / "images"
+
+
 @pytest.fixture
 def make_split(tmp_path):
     """Build a split of random images with rectangle masks valued 0/128/255; returns its images folder."""

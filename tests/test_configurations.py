@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import write_pair
+from conftest import write_pair, write_patients
 from PIL import Image
 
 from gctxseg import planning
@@ -16,19 +16,6 @@ from gctxseg.cli import main
 from gctxseg.configurations import TIE_DICE, choose_configuration
 from gctxseg.models import create_model, list_models
 from gctxseg.models.nnunet import plan_stages
-
-
-def _patients(root, patients=4, scans=3, size=(30, 60), seed=0):
-    rng = np.random.default_rng(seed)
-    for p in range(patients):
-        for b in range(scans):
-            image = rng.integers(0, 120, size, dtype=np.uint8)
-            mask = np.zeros(size, np.uint8)
-            if b % 3:
-                mask[8:16, 10 + 5 * b:24 + 5 * b] = 255
-                image[mask > 0] = 230
-            write_pair(root, f"p{p:02d}_b{b:02d}", image, mask)
-    return root / "images"
 
 
 def test_nnunet_topology_is_planned_from_the_size_as_nnunet_plans_it():
@@ -65,7 +52,7 @@ def test_on_a_cpu_the_batch_is_the_smallest_that_costs_as_much_per_image(monkeyp
 
 
 def test_cv_compares_configurations_on_the_same_folds_and_predict_uses_the_choice(tmp_path, capsys):
-    images = _patients(tmp_path / "data")
+    images = write_patients(tmp_path / "data")
     code = main(["cv", str(images), "--folds", "2", "--group-regex", r"^(p\d+)_", "--img_f", ".png",
                  "--models", "unet", "nnunet", "--model-option", "base_width=4", "--base-size", "32", "64",
                  "--epochs", "1", "--batch-size", "2", "--lr", "0.01", "--workers", "0", "--amp", "off",

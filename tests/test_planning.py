@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import write_pair
+from conftest import write_pair, write_patients
 from PIL import Image
 
 from gctxseg import planning
@@ -52,20 +52,6 @@ def test_a_run_from_before_planned_augmentation_resumes_with_the_standard_one():
     assert resumed.augment == "standard" and resumed.lr == 1e-4
 
 
-def _patients(root, patients=4, scans=3, size=(30, 60), seed=0):
-    """B-scans named pPP_bSS with a fluid blob in two of three scans (values 0/255)."""
-    rng = np.random.default_rng(seed)
-    for p in range(patients):
-        for b in range(scans):
-            image = rng.integers(0, 120, size, dtype=np.uint8)
-            mask = np.zeros(size, np.uint8)
-            if b % 3:
-                mask[8:16, 10 + 5 * b:24 + 5 * b] = 255
-                image[mask > 0] = 230
-            write_pair(root, f"p{p:02d}_b{b:02d}", image, mask)
-    return root / "images"
-
-
 def _fold_config(images, results, **overrides):
     base = dict(data_train=str(images), img_f=".png", mask_f=".png", folds=2, fold=0, group_regex=r"^(p\d+)_",
                 model="unet", model_options={"base_width": 4}, epochs=1, batch_size=2, lr=0.01, workers=0,
@@ -74,7 +60,7 @@ def _fold_config(images, results, **overrides):
 
 
 def test_a_fold_trains_on_other_patients_at_an_aspect_true_planned_size(tmp_path):
-    images = _patients(tmp_path / "data")
+    images = write_patients(tmp_path / "data")
     run = train(_fold_config(images, tmp_path / "runs", base_size=None))
     log = json.loads((run / "log.json").read_text())
     params = log["train parameters"]
@@ -91,7 +77,7 @@ def test_a_fold_trains_on_other_patients_at_an_aspect_true_planned_size(tmp_path
 
 
 def test_cv_writes_out_of_fold_summary_and_an_ensemble_predicts_at_the_original_size(tmp_path, capsys):
-    images = _patients(tmp_path / "data")
+    images = write_patients(tmp_path / "data")
     code = main(["cv", str(images), "--folds", "2", "--group-regex", r"^(p\d+)_", "--img_f", ".png",
                  "--model", "unet", "--model-option", "base_width=4", "--base-size", "32", "64", "--epochs", "1",
                  "--batch-size", "2", "--lr", "0.01", "--workers", "0", "--amp", "off", "--device", "cpu",
@@ -124,7 +110,7 @@ def test_cv_writes_out_of_fold_summary_and_an_ensemble_predicts_at_the_original_
 
 
 def test_an_ensemble_of_different_class_maps_is_one_line(tmp_path, capsys):
-    images = _patients(tmp_path / "a")
+    images = write_patients(tmp_path / "a")
     run_a = train(_fold_config(images, tmp_path / "runs", name="a"))
     other = tmp_path / "b"
     for i in range(4):
@@ -149,7 +135,7 @@ def test_an_ensemble_of_different_class_maps_is_one_line(tmp_path, capsys):
     ],
 )
 def test_fold_input_errors_are_one_line(tmp_path, capsys, extra, message):
-    images = _patients(tmp_path / "data")
+    images = write_patients(tmp_path / "data")
     args = ["train", "--data-train", str(images), "--img_f", ".png", "--folds", "2", "--model", "unet",
             "--results", str(tmp_path / "runs"), *extra]
     assert main(args) == 2
@@ -158,7 +144,7 @@ def test_fold_input_errors_are_one_line(tmp_path, capsys, extra, message):
 
 
 def test_splits_json_naming_missing_files_is_one_line(tmp_path, capsys):
-    images = _patients(tmp_path / "data")
+    images = write_patients(tmp_path / "data")
     splits = tmp_path / "splits.json"
     splits.write_text(json.dumps([{"train": ["p00_b00", "p09_b09"], "val": ["p01_b00"]}] * 2))
     assert main(["train", "--data-train", str(images), "--img_f", ".png", "--folds", "2", "--splits", str(splits),
@@ -184,7 +170,7 @@ def test_plan_command_reads_class_presence_from_the_fingerprint(tmp_path, capsys
     from gctxseg.data import find_pairs, fingerprint_dataset
     from gctxseg.planning import plan_for_folder
 
-    images = _patients(tmp_path / "data")  # 12 scans, fluid in 8
+    images = write_patients(tmp_path / "data")  # 12 scans, fluid in 8
     fingerprint = fingerprint_dataset(find_pairs(images, ".png", ".png"))
     assert fingerprint.mask_value_images == {"0": 12, "255": 8}
     plan = plan_for_folder(images, model="unet", device="cpu")
