@@ -269,3 +269,27 @@ def test_duplicate_class_names_are_refused(names, duplicate):
 def test_distinct_class_names_and_a_class_named_its_own_default_pass():
     assert class_names_for(MeasurementOptions(class_names=("edema", "hole")), 3) == ["edema", "hole"]
     assert class_names_for(MeasurementOptions(class_names=("class1",)), 3) == ["class1", "class2"]
+
+
+# ---------------------------------------------------------------- item 6: input name -> output names
+
+
+def test_stems_that_collide_are_measured_and_shown_in_the_gallery(tmp_path):
+    from gctxseg.predict import output_names, predict_folder
+
+    ckpt = {**_checkpoint(), "base_size": [16, 16], "normalization": {"mean": [0.5], "std": [0.25]}}
+    torch.save(ckpt, tmp_path / "best.pt")
+    (tmp_path / "img").mkdir()
+    for name in ("a.jpg", "a.png", "b.jpg"):
+        scan = np.random.default_rng(0).integers(0, 255, (16, 16), dtype=np.uint8)
+        Image.fromarray(scan).save(tmp_path / "img" / name)
+    summary = predict_folder(tmp_path / "best.pt", tmp_path / "img", tmp_path / "out", device="cpu", amp="off")
+    with open(tmp_path / "out" / "measurements.csv", newline="") as f:
+        rows = {row["file"]: row for row in csv.DictReader(f)}
+    assert sorted(rows) == ["a.jpg", "a.png", "b.jpg"] and not summary.failed
+    assert all(row["note"] == "" and row["class1_pixels"] != "" for row in rows.values()), rows
+    page = (tmp_path / "out" / "index.html").read_text()
+    for shown in ("a.jpg.png", "a.png.png", "b.png"):
+        assert f'src="overlays/{shown}"' in page and f'href="masks/{shown}"' in page
+    names = output_names([tmp_path / n for n in ("a.jpg", "a.jpg.png", "A.png")])  # a.jpg's name is a.jpg.png's stem
+    assert len({n.casefold() for n in names.values()}) == 3

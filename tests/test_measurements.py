@@ -35,7 +35,7 @@ def _bscan(folder, name, size, boxes):
 
 def _measure(tmp_path, files, masks, options=None, names=NAMES, values=VALUES):
     plan = plan_measurements(files, options or MeasurementOptions(), tmp_path / "img")
-    write_folder_measurements(plan, masks, values, tmp_path / "out", names)
+    write_folder_measurements(plan, dict(zip(files, masks)), values, tmp_path / "out", names)
     with open(tmp_path / "out" / "measurements.csv") as f:
         return {row["file"]: row for row in csv.DictReader(f)}
 
@@ -180,7 +180,7 @@ def test_demo_prints_the_predicted_areas_in_mm2(tmp_path):
     a = _bscan(tmp_path, "a", (40, 50), [(128, 0, 10, 0, 10), (255, 20, 22, 0, 5)])  # 100 edema, 10 hole
     write_spacing_file(tmp_path / "img", 0.01, 0.02)
     plan = plan_measurements([a[0]], MeasurementOptions(), tmp_path / "img")
-    rows = write_folder_measurements(plan, [a[1]], VALUES, tmp_path / "out", NAMES)
+    rows = write_folder_measurements(plan, {a[0]: a[1]}, VALUES, tmp_path / "out", NAMES)
     text = predicted_areas(PredictionSummary(measurements=rows, class_names=NAMES))
     assert "mm²" in text and "pixel 10.0 x 20.0 µm" in text
     assert "edema 0.0200  hole 0.0020" in text  # 100 x 0.0002 mm², 10 x 0.0002 mm²
@@ -191,5 +191,5 @@ def test_an_unreadable_file_is_left_to_predict_to_report_and_the_rest_is_measure
     (tmp_path / "img" / "broken.png").write_bytes(b"not a png")
     plan = plan_measurements([tmp_path / "img" / "broken.png", a[0]], MeasurementOptions())
     assert [r.file for r in plan] == ["a.png"]
-    rows = write_folder_measurements(plan, [a[1]], VALUES, tmp_path / "out", NAMES)
+    rows = write_folder_measurements(plan, {a[0]: a[1]}, VALUES, tmp_path / "out", NAMES)
     assert rows[0].pixels == [4, 0]

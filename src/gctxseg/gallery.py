@@ -12,7 +12,7 @@ On a narrow screen (a phone) the table scrolls sideways and the thumbnails shrin
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .data.io import file_stem
@@ -91,15 +91,15 @@ def _cell(text: str, css: str = "") -> str:
     return f'<td{cls} data-value="{html.escape(text)}">{html.escape(_shown(text))}</td>'
 
 
-def _row(row: Measurement, names: Sequence[str], columns: Sequence[str], masks: dict[str, Path], out: Path) -> str:
+def _row(row: Measurement, names: Sequence[str], columns: Sequence[str], masks: Mapping[Path, Path], out: Path) -> str:
     record = measurement_record(row, names)
-    stem = file_stem(row.file)
-    overlay = out / "overlays" / f"{stem}.png"
+    # the mask predict wrote for this source names its overlay too (masks/a.jpg.png -> overlays/a.jpg.png)
+    mask = masks.get(row.members[0]) if row.kind in ("image", "volume") else None
+    overlay = out / "overlays" / f"{file_stem(mask)}.png" if mask is not None else None
     picture = ""
-    if row.kind in ("image", "volume") and overlay.is_file():
+    if overlay is not None and overlay.is_file():
         src = html.escape(f"overlays/{overlay.name}")
         picture = f'<a href="{src}"><img class="overlay" loading="lazy" src="{src}" alt="{html.escape(row.file)}"></a>'
-    mask = masks.get(stem) if row.kind in ("image", "volume") else None
     link = f'<a href="masks/{html.escape(mask.name)}">{html.escape(mask.name)}</a>' if mask else ""
     # attribute names are lower-cased by HTML parsers: classes go by number (data-px1 ...), not by name
     present = "".join(f' data-px{c}="{html.escape(record[f"{n}_pixels"] or "0")}"' for c, n in enumerate(names, 1))
@@ -108,9 +108,10 @@ def _row(row: Measurement, names: Sequence[str], columns: Sequence[str], masks: 
 
 
 def write_gallery(
-    out: str | Path, rows: Sequence[Measurement], class_names: Sequence[str], masks: Sequence[Path] = ()
+    out: str | Path, rows: Sequence[Measurement], class_names: Sequence[str], masks: Mapping[Path, Path] | None = None
 ) -> Path:
-    """Write ``out/index.html`` for the measured rows (overlays from ``out/overlays``, links to ``masks``).
+    """Write ``out/index.html`` for the measured rows (``masks``: source file -> the mask predict wrote; its
+    overlay is ``out/overlays`` under the mask's stem).
 
     Returns:
         the path written.
@@ -120,7 +121,6 @@ def write_gallery(
     records = [measurement_record(r, class_names) for r in rows]
     # a column blank in every row (volumes of single B-scans, areas without a spacing) only takes room
     columns = [c for c in columns if c in ("file", "kind") or any(rec[c] for rec in records)]
-    by_stem = {file_stem(m): Path(m) for m in masks}
     head = "<th>overlay</th>" + "".join(
         f'<th data-column="{html.escape(c)}"{" class=file" if c == "file" else ""}>{html.escape(c)}</th>'
         for c in columns
@@ -128,7 +128,7 @@ def write_gallery(
     options = '<option value="">all rows</option>' + "".join(
         f'<option value="{c}">with {html.escape(n)}</option>' for c, n in enumerate(class_names, 1)
     )
-    body = "\n".join(_row(r, class_names, columns, by_stem, out) for r in rows)
+    body = "\n".join(_row(r, class_names, columns, masks or {}, out) for r in rows)
     page = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -146,7 +146,7 @@ def write_gallery(
 
 
 def write_folder_measurements(
-    plan: Sequence[Measurement], masks: Sequence[Path], value_map, out: str | Path, class_names: Sequence[str]
+    plan: Sequence[Measurement], masks: Mapping[Path, Path], value_map, out: str | Path, class_names: Sequence[str]
 ) -> list[Measurement]:
     """``predict``'s last step: measure its masks into ``out/measurements.csv`` and the gallery ``out/index.html``."""
     rows = measure_written_masks(plan, masks, value_map, len(class_names) + 1)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -412,12 +412,12 @@ def write_measurements_csv(rows: Sequence[Measurement], path: str | Path, class_
 
 
 def measure_written_masks(
-    plan: Sequence[Measurement], masks: Sequence[Path], value_map, num_classes: int
+    plan: Sequence[Measurement], masks: Mapping[Path, Path], value_map, num_classes: int
 ) -> list[Measurement]:
-    """Fill ``plan`` from the masks ``predict`` wrote (``masks/STEM.png`` or ``.nii.gz`` per source file)."""
-    by_stem = {file_stem(m): m for m in masks}
+    """Fill ``plan`` from the masks ``predict`` wrote (``masks``: source file -> its mask, as named by
+    ``predict.output_names``; looked up by source, never by stem, so ``a.jpg`` and ``a.png`` both count)."""
     counts = {}
     for row in plan:
-        if row.kind in ("image", "volume") and file_stem(row.members[0]) in by_stem:
-            counts[row.members[0]] = mask_counts(by_stem[file_stem(row.members[0])], value_map, num_classes)
+        if row.kind in ("image", "volume") and row.members[0] in masks:
+            counts[row.members[0]] = mask_counts(masks[row.members[0]], value_map, num_classes)
     return fill_counts(plan, counts)

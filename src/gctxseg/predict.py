@@ -31,7 +31,8 @@ from .precision import autocast_context, autocast_dtype
 from .utils import compile_model, resolve_device
 from .visualize import overlay
 
-__all__ = ["INFER_MODES", "Predictor", "PredictionSummary", "predict_folder", "EnsemblePredictor", "load_predictor",
+__all__ = ["INFER_MODES", "Predictor", "PredictionSummary", "predict_folder", "output_names",
+           "EnsemblePredictor", "load_predictor",
            "ensemble_members"]
 
 
@@ -260,17 +261,18 @@ def predict_folder(
                                compile=compile)
     class_names = class_names_for(measure, predictor.num_classes)
     prepare_output_folder(source, out)
-    summary = PredictionSummary()
-    for path, name in zip(files, _output_names(files)):
+    summary, masks = PredictionSummary(), {}
+    for path, name in output_names(files).items():
         try:
-            summary.written.append(_predict_file(predictor, path, out, name))
+            masks[path] = _predict_file(predictor, path, out, name)
+            summary.written.append(masks[path])
         except KeyboardInterrupt:
             raise
         except DatasetError as err:
             summary.failed.append(str(err))
         except Exception as err:  # any other failure of one file (a decompression bomb, a PIL bug): the rest go on
             summary.failed.append(f"{path}: {type(err).__name__}: {err}".splitlines()[0])
-    summary.measurements = write_folder_measurements(plan, summary.written, predictor.value_map, out, class_names)
+    summary.measurements = write_folder_measurements(plan, masks, predictor.value_map, out, class_names)
     summary.class_names = class_names
     return summary
 
@@ -323,10 +325,20 @@ def prepare_output_folder(source: Path, out: Path) -> None:
     (out / "overlays").mkdir(parents=True, exist_ok=True)
 
 
-def _output_names(files: list[Path]) -> list[str]:
-    """Output stem per input: its stem, or its whole name where stems collide (``a.png`` and ``a.jpg``)."""
-    stems = [file_stem(p) for p in files]
-    return [p.name if stems.count(stem) > 1 else stem for p, stem in zip(files, stems)]
+def output_names(files: Sequence[Path]) -> dict[Path, str]:
+    """The one owner of "input -> output names": each input's stem for ``masks/`` and ``overlays/``, or its whole
+    name where stems collide (``a.png``, ``a.jpg``); measurements and the gallery look masks up by input.
+    Collisions are found case-blind (a case-insensitive disk would merge ``A.png`` and ``a.png``)."""
+    stems = [file_stem(p).casefold() for p in files]
+    names = {p: p.name if stems.count(stem) > 1 else file_stem(p) for p, stem in zip(files, stems)}
+    taken: set[str] = set()
+    for path, name in names.items():  # a whole name may still meet another's stem (a.jpg and a.jpg.png)
+        unique, k = name, 2
+        while unique.casefold() in taken:
+            unique, k = f"{name}_{k}", k + 1
+        names[path] = unique
+        taken.add(unique.casefold())
+    return names
 
 
 def _predict_file(predictor: Predictor, path: Path, out: Path, name: str) -> Path:
