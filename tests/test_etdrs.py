@@ -101,3 +101,15 @@ def test_inner_surface_finds_the_pit_of_a_dry_eye():
 def test_size_class_thresholds():
     assert [etdrs.hole_size_class(v) for v in (None, 250, 251, 400, 401)] == ["", "small", "medium", "medium",
                                                                                "large"]
+
+
+def test_enface_map_png_is_written(tmp_path):
+    from PIL import Image
+
+    from gctxseg.enface import plot_enface_map
+
+    eye = _eye(0, edema=True)
+    thickness = etdrs.fluid_thickness_px(eye.masks, (1,)) * eye.spacing[1] * 1000
+    path = plot_enface_map(thickness, _given(eye), eye.spacing[0], eye.spacing[2], "OD", tmp_path / "map.png")
+    with Image.open(path) as im:
+        assert im.size[0] > 300 and np.asarray(im.convert("L")).std() > 10  # a picture, not a blank canvas
