@@ -113,3 +113,18 @@ def test_enface_map_png_is_written(tmp_path):
     path = plot_enface_map(thickness, _given(eye), eye.spacing[0], eye.spacing[2], "OD", tmp_path / "map.png")
     with Image.open(path) as im:
         assert im.size[0] > 300 and np.asarray(im.convert("L")).std() > 10  # a picture, not a blank canvas
+
+
+def test_synth_volumes_writes_stacks_and_truth(tmp_path, capsys):
+    import json
+
+    from gctxseg.cli import main
+
+    assert main(["synth", "--out", str(tmp_path / "v"), "--volumes", "2", "--slices", "12", "--size", "48", "64"]) == 0
+    truth = json.loads((tmp_path / "v" / "truth.json").read_text())
+    assert sorted(truth) == ["eye000", "eye001"]
+    assert len(list((tmp_path / "v" / "images").glob("eye000_b*.jpg"))) == 12
+    assert len(list((tmp_path / "v" / "masks").glob("eye001_b*.png"))) == 12
+    assert truth["eye000"]["spacing_mm"]["slice"] == pytest.approx(0.5)
+    assert main(["synth", "--out", str(tmp_path / "w"), "--volumes", "0"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1  # one line

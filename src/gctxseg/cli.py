@@ -332,6 +332,10 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=int, default=400, help="number of B-scans (default 400)")
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=[224, 224], help="(default 224 224)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--volumes", type=int, default=None, metavar="N",
+                   help="instead: N phantom eyes as stacks of --slices B-scans of --size (OUT/images, OUT/masks, "
+                        "OUT/truth.json with the true ETDRS fluid in nL and hole diameters; docs/measurements.md)")
+    p.add_argument("--slices", type=int, default=64, help="B-scans per phantom eye, over 6 mm (default 64)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -483,6 +487,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "synth":
             from .data.phantom import phantom_pixel_spacing, synthesize_dataset
 
+            if args.volumes is not None:
+                from .data.phantom_volume import synthesize_volumes
+
+                done = synthesize_volumes(args.out, n=args.volumes, shape=(args.slices, *args.size), seed=args.seed)
+                print(f"wrote {done['volumes']} phantom eyes ({done['bscans']} B-scans) to {args.out}, truth in "
+                      f"{args.out}/truth.json; measure with --group-regex '(eye\\d+)_b\\d+' --slice-spacing "
+                      f"{done['slice_mm']:g}")
+                return 0
             counts = synthesize_dataset(args.out, n=args.n, size=tuple(args.size), seed=args.seed)
             row_mm, col_mm = phantom_pixel_spacing(tuple(args.size))
             print(f"wrote {counts['train']} train and {counts['val']} val phantom B-scans to {args.out}; pixel spacing "
