@@ -1,7 +1,7 @@
 """Is training input-bound? Loader images/s (the engine's training dataset and DataLoader) beside training images/s.
 
 Synthesises the 224x224 OCT phantom (``gctxseg synth``) into a temporary folder unless ``--data`` is given,
-builds the training set exactly as :func:`gctxseg.engine.train` does (fingerprint, ``train_transforms``,
+builds the training set exactly as :func:`gctxseg.training.train` does (fingerprint, ``train_transforms``,
 per-sample seeded augmentation, epoch-tagged sampler, default worker count, in-memory or ``--cache-dir`` disk
 cache) and times whole passes over it: the first pass decodes, later ones read the cache. Then it times training
 steps of each model (``--amp auto``, as the engine) on random batches of the same size. A model whose training
@@ -24,9 +24,9 @@ from torch.utils.data import DataLoader, DistributedSampler
 from gctxseg.data import SegmentationDataset, find_pairs, fingerprint_dataset
 from gctxseg.data.phantom import synthesize_dataset
 from gctxseg.data.transforms import train_transforms
-from gctxseg.engine import EpochTaggedSampler, SeededAugmentDataset, _num_workers
 from gctxseg.losses import DiceCELoss, deep_supervision_loss
 from gctxseg.models import create_model
+from gctxseg.training.data import EpochTaggedSampler, SeededAugmentDataset, num_workers
 
 
 def build_loader(
@@ -94,7 +94,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", default=["unet", "unet_plus_plus", "gctx_unet"])
     parser.add_argument("--cache-dir", default=None, help="the engine's --cache-dir (default: in memory)")
     args = parser.parse_args()
-    size, workers = tuple(args.size), _num_workers(args.workers)
+    size, workers = tuple(args.size), num_workers(args.workers)
     with tempfile.TemporaryDirectory() as tmp:
         images = Path(args.data) if args.data else Path(tmp) / "train" / "images"
         if not args.data:

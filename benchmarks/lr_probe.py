@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from gctxseg.engine import TrainConfig, train
+from gctxseg.training import TrainConfig, train
 
 
 def main() -> None:

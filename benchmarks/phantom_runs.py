@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from gctxseg.data.phantom import synthesize_dataset
-from gctxseg.engine import TrainConfig, train
+from gctxseg.training import TrainConfig, train
 
 
 def add_budget_arguments(parser: argparse.ArgumentParser) -> None:

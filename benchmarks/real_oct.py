@@ -39,8 +39,8 @@ from gctxseg.checkpoint import load_checkpoint
 from gctxseg.crossval import score_predictions, summarize_cv, train_fold
 from gctxseg.data import read_image, read_mask
 from gctxseg.data.splits import fold_files
-from gctxseg.engine import TrainConfig
 from gctxseg.planning import planned_size
+from gctxseg.training import TrainConfig
 
 GRADER_2_POOLED_DICE = 0.70  # Duke DME, grader 2 vs grader 1 on the 73 scans both graded (reference-figures.md)
 

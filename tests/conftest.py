@@ -66,7 +66,7 @@ def make_split(tmp_path):
 
 def tiny_config(phantom_dir: Path, results: Path, **overrides):
     """A training config small enough for tests: unet of width 4 at 32x32 on the phantom, CPU, fp32."""
-    from gctxseg.engine import TrainConfig
+    from gctxseg.training import TrainConfig
 
     base = dict(
         data_train=str(phantom_dir / "train" / "images"),

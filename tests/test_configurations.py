@@ -119,7 +119,7 @@ def test_the_tie_rule_takes_the_cheaper_candidate(tmp_path, monkeypatch):
 
 def test_a_time_budget_is_refitted_to_the_measured_first_epoch(phantom_dir, monkeypatch, tmp_path):
     from gctxseg.checkpoint import load_checkpoint
-    from gctxseg.engine import TrainConfig, train
+    from gctxseg.training import TrainConfig, train
 
     # a planner that believes steps are free plans thousands of epochs; the first real epoch corrects it
     monkeypatch.setattr(planning, "_seconds_per_step", lambda *args: 1e-5)

@@ -14,9 +14,9 @@ from torch.utils.data import DataLoader
 
 from gctxseg.data import DatasetFingerprint, MaskValueMap, SegmentationDataset, expand_slices, find_pairs
 from gctxseg.data.transforms import eval_transforms
-from gctxseg.engine import evaluate, load_checkpoint
 from gctxseg.losses import DiceCELoss
 from gctxseg.models import create_model
+from gctxseg.training import evaluate, load_checkpoint
 
 
 def _torchrun_train(phantom_dir, results, cache, model: str, options: list[str]) -> subprocess.CompletedProcess:

@@ -14,8 +14,8 @@ import torch
 from conftest import tiny_config
 from PIL import Image
 
-from gctxseg.engine import TrainConfig, TrainingInterrupted, load_checkpoint, lr_at, train
 from gctxseg.predict import predict_folder
+from gctxseg.training import TrainConfig, TrainingInterrupted, load_checkpoint, lr_at, train
 
 INFO_KEYS = {
     "pixel accuracy", "Precision", "Recall", "F1 score", "Dice", "IoU", "mean precision", "mean recall",
@@ -124,8 +124,8 @@ def test_lr_schedule_warms_up_then_decays_to_lr_times_lrf():
 
 def test_grad_accum_averages_the_gradients_of_its_batches():
     """--grad-accum 2 over two batches: one optimiser step along the mean of the two batches' gradients."""
-    from gctxseg.engine import train_one_epoch
     from gctxseg.losses import DiceCELoss
+    from gctxseg.training import train_one_epoch
 
     torch.manual_seed(0)
     images, masks = torch.randn(4, 1, 16, 16), torch.randint(0, 3, (4, 16, 16))

@@ -11,8 +11,8 @@ from PIL import Image
 from test_engine import _config
 
 from gctxseg.cli import main
-from gctxseg.engine import load_checkpoint, train
 from gctxseg.predict import Predictor, predict_folder
+from gctxseg.training import load_checkpoint, train
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")

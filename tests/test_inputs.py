@@ -17,8 +17,9 @@ from PIL import Image
 
 from gctxseg.cli import _given_train_settings, main
 from gctxseg.data import DatasetError, find_pairs, fingerprint_dataset
-from gctxseg.engine import TrainConfig, _resume_config, optimizer_param_groups, train
 from gctxseg.predict import predict_folder
+from gctxseg.training import TrainConfig, optimizer_param_groups, train
+from gctxseg.training.config import resume_config
 from gctxseg.utils import progress
 
 TINY = ["--model", "unet", "--model-option", "base_width=4", "--base-size", "32", "32", "--batch-size", "4",
@@ -134,8 +135,8 @@ def test_resume_names_the_ignored_flags_and_an_explicit_epochs_wins(phantom_dir,
     # an explicit --epochs equal to the default still counts (a 400-epoch run shortened to 300)
     assert {"epochs", "resume"} <= _given_train_settings(["train", "--resume", "x.pt", "--epochs", "300"])
     saved = {"config": asdict(tiny_config(phantom_dir, tmp_path, epochs=400))}
-    assert _resume_config(TrainConfig(resume="x.pt", epochs=300), saved, {"epochs", "resume"}).epochs == 300
-    assert _resume_config(TrainConfig(resume="x.pt"), saved, {"resume"}).epochs == 400
+    assert resume_config(TrainConfig(resume="x.pt", epochs=300), saved, {"epochs", "resume"}).epochs == 300
+    assert resume_config(TrainConfig(resume="x.pt"), saved, {"resume"}).epochs == 400
 
 
 def test_report_works_from_another_working_directory(phantom_dir, tmp_path, monkeypatch):

@@ -12,8 +12,8 @@ from PIL import Image
 
 from gctxseg import planning
 from gctxseg.cli import main
-from gctxseg.engine import TrainConfig, train
 from gctxseg.planning import plan_training, planned_size
+from gctxseg.training import TrainConfig, train
 
 
 def test_planned_size_keeps_the_aspect_within_the_budget_and_the_stride():
@@ -45,10 +45,10 @@ def test_given_settings_win_and_the_seed_flags_are_reproduced(monkeypatch):
 
 
 def test_a_run_from_before_planned_augmentation_resumes_with_the_standard_one():
-    from gctxseg.engine import _resume_config
+    from gctxseg.training.config import resume_config
 
     old = {"config": {"model": "gctx_unet", "epochs": 3, "lr": 1e-4}}  # no "augment": such runs used standard
-    resumed = _resume_config(TrainConfig(resume="last.pt"), old, given=set())
+    resumed = resume_config(TrainConfig(resume="last.pt"), old, given=set())
     assert resumed.augment == "standard" and resumed.lr == 1e-4
 
 

@@ -13,9 +13,9 @@ import torch
 from timm.models import get_pretrained_cfg
 
 from gctxseg.cli import main
-from gctxseg.engine import _load_encoder_weights
 from gctxseg.models.gctx_unet import GCtxUNet
 from gctxseg.models.pretrained import load_pretrained
+from gctxseg.training.segmentation import _load_encoder_weights
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from gctxseg.cli import main
-from gctxseg.engine import load_checkpoint
+from gctxseg.training import load_checkpoint
 
 TRAIN_ARGS = [
     "train", "--model", "unet", "--model-option", "base_width=4", "--base-size", "32", "32",

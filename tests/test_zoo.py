@@ -300,7 +300,7 @@ def test_every_model_forward_backward_at_224_and_200x300(name: str, in_channels:
 def test_engine_trains_the_unet3_plus_classification_head(phantom_dir, tmp_path, monkeypatch) -> None:
     from conftest import tiny_config
 
-    from gctxseg.engine import train
+    from gctxseg.training import train
 
     bce_targets = []
     real_bce = F.binary_cross_entropy_with_logits

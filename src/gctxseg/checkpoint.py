@@ -40,6 +40,7 @@ from .utils import atomic_torch_save
 __all__ = [
     "save_checkpoint",
     "load_checkpoint",
+    "load_model_start",
     "checkpoint_channels",
     "check_checkpoint",
     "model_from_checkpoint",
@@ -125,6 +126,32 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise ValueError(f"{path}: not a readable checkpoint ({type(err).__name__}); it may be truncated") from None
     _require_gctxseg(ckpt, path)
     check_checkpoint(ckpt, path)
+    return ckpt
+
+
+def load_model_start(path: str | Path) -> dict:
+    """A model start (``gctxseg pretrain``'s ``pretrained.pt`` or a run's ``best.pt``), read without running code.
+
+    Only what builds the network is required and checked (``model_name``, ``model_kwargs``, ``model``); a start
+    needs no ``value_map``: its head may have other classes than the run it starts.
+
+    Raises:
+        ValueError: one line naming the file, as :func:`load_checkpoint`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"--init-weights {path}: file not found; pass the pretrained.pt of gctxseg pretrain "
+                         "or a run's best.pt")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a crafted pickle or a truncated file: never built, whatever torch raises
+        raise ValueError(f"--init-weights {path}: not a readable weights-only file ({type(err).__name__}); it may "
+                         "hold Python objects, which are never loaded, or be truncated") from None
+    _require_gctxseg(ckpt, path)
+    _check_model(ckpt, path)
+    state = ckpt["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise _not_usable(path, "its model is not a state dict (names -> tensors)")
     return ckpt
 
 

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from . import __version__
 from .data import DatasetError
 from .data.transforms import AUGMENTATIONS
-from .engine import NonFiniteLossError, TrainingInterrupted
 from .precision import AMP_CHOICES
+from .training import NonFiniteLossError, TrainingInterrupted
 
 __all__ = ["main", "build_parser"]
 
@@ -97,7 +97,7 @@ def _add_cv(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_train_arguments(p: argparse.ArgumentParser) -> None:
-    from .engine import TrainConfig
+    from .training import TrainConfig
 
     d = TrainConfig()
     p.add_argument("--model", default=d.model, help=f"architecture (default {d.model}); see 'gctxseg models'")
@@ -367,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train_config(args: argparse.Namespace, **overrides):
-    from .engine import TrainConfig
+    from .training import TrainConfig
 
     settings = dict(
         data_train=args.data_train, data_val=args.data_val, img_f=args.img_f, mask_f=args.mask_f,

@@ -30,8 +30,8 @@ from .checkpoint import load_checkpoint
 from .crossval import fold_finished, format_cv_summary, score_predictions, summarize_cv, train_fold
 from .data import MaskValueMap, find_pairs, read_mask
 from .data.splits import resolve_splits
-from .engine import TrainConfig
 from .postprocess import choose_postprocessing
+from .training import TrainConfig
 from .utils import atomic_write_json, atomic_write_text, next_run_dir
 
 __all__ = ["DEFAULT_CONFIGURATIONS", "TIE_DICE", "choose_configuration", "cv_models", "format_ranking", "run_cv",

@@ -30,11 +30,11 @@ import torch
 from .checkpoint import load_checkpoint
 from .data import MaskValueMap, read_mask
 from .data.splits import fold_files
-from .engine import TrainConfig
 from .evaluate import score_image
 from .metrics import scores_from_confusion
 from .postprocess import choose_postprocessing
 from .predict import Predictor
+from .training import TrainConfig
 from .utils import atomic_write_json, atomic_write_text
 from .workflow import train_and_report
 

@@ -7,10 +7,10 @@ import time
 from pathlib import Path
 
 from .data.phantom import CLASS_NAMES, synthesize_dataset
-from .engine import TrainConfig
 from .measurements import MeasurementOptions, read_spacing_file
 from .predict import PredictionSummary, predict_folder
 from .report import summarize_run
+from .training import TrainConfig
 from .workflow import train_and_report
 
 __all__ = ["run_demo", "DEMO_SETTINGS", "DEMO_TRAIN_MINUTES"]

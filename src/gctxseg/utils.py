@@ -1,4 +1,4 @@
-"""Small leaf helpers shared by engine, predict and report: atomic writes, seeding, devices, run folders."""
+"""Small leaf helpers shared by training, predict and report: atomic writes, seeding, devices, run folders."""
 
 from __future__ import annotations
 

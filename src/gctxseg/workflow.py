@@ -1,6 +1,6 @@
 """What the commands do end to end, above the modules that do each part: train, then report.
 
-Imports flow one way: ``cli`` -> ``workflow`` -> ``engine`` / ``evaluate`` / ``predict`` / ``export`` /
+Imports flow one way: ``cli`` -> ``workflow`` -> ``training`` / ``evaluate`` / ``predict`` / ``export`` /
 ``report`` -> ``checkpoint`` / ``models`` / ``data`` / ``metrics``; the training engine never imports the
 evaluation that reports on its result.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from .engine import TrainConfig, train
+from .training import TrainConfig, train
 
 __all__ = ["train_and_report", "write_report_or_warn"]
 
@@ -40,7 +40,7 @@ def write_report_or_warn(run_dir: str | Path, device: str = "auto", amp: str = "
 
 
 def train_and_report(cfg: TrainConfig, *, given: Collection[str] | None = None) -> Path:
-    """:func:`gctxseg.engine.train`, then (rank 0 only) ``report.html`` of the best weights; the run folder."""
+    """:func:`gctxseg.training.train`, then (rank 0 only) ``report.html`` of the best weights; the run folder."""
     run_dir = train(cfg, given=given)
     if not dist.is_initialized() or dist.get_rank() == 0:
         write_report_or_warn(run_dir, cfg.device, _trained_amp(run_dir, cfg.amp))

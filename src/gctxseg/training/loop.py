@@ -1,0 +1,156 @@
+"""The optimiser loop both training and pre-training walk: steps with gradient accumulation, agreed stops, AdamW.
+
+One readable pass (:func:`run_steps`) owns what every kind of run needs from a step: autocast, gradient
+accumulation without DDP's all-reduce on the inner micro-batches, a non-finite loss caught on every rank at
+once, gradient clipping, the fp16 grad scaler, the per-step schedule and a stop signal honoured after the
+current optimiser step. What a step computes (the loss) is the caller's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterable
+
+import torch
+import torch.distributed as dist
+
+from .. import __version__
+from ..precision import autocast_context
+from ..utils import progress
+from .config import NonFiniteLossError
+from .distributed import agree_across_ranks
+
+__all__ = ["StepTotals", "run_steps", "install_stop_handlers", "restore_handlers", "env_info",
+           "optimizer_param_groups"]
+
+# (model, images, targets) -> (loss, outputs): what one micro-batch computes
+StepLoss = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, object]]
+
+
+def env_info(device: torch.device) -> dict:
+    """The software and machine a run ran on (``env.json``)."""
+    try:
+        git = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        git = ""
+    return {
+        "gctxseg": __version__,
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+        "host": platform.node(),
+        "platform": platform.platform(),
+        "device": str(device),
+        "cuda device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "cpu threads": torch.get_num_threads(),
+        "git": git,
+    }
+
+
+def install_stop_handlers() -> tuple[dict, list]:
+    """SIGINT/SIGTERM set a flag; the loop stops after the current step with the run folder consistent."""
+    state = {"signal": None}
+
+    def handler(signum, _frame):
+        if state["signal"] is not None:  # second signal: the user insists
+            raise KeyboardInterrupt
+        state["signal"] = signum
+
+    previous = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous.append((sig, signal.signal(sig, handler)))
+        except ValueError:  # not the main thread (e.g. called from a notebook worker): no handler
+            pass
+    return state, previous
+
+
+def restore_handlers(previous: list) -> None:
+    """Put back the signal handlers :func:`install_stop_handlers` replaced."""
+    for sig, handler in previous:
+        signal.signal(sig, handler)
+
+
+class StepTotals:
+    """What a pass over the loader sums: loss times images, images seen, fp16 steps the scaler skipped."""
+
+    def __init__(self) -> None:
+        self.loss_sum, self.seen, self.skipped = torch.zeros((), dtype=torch.float64), 0, 0
+
+    @property
+    def loss(self) -> float:
+        """The mean loss per image on this rank."""
+        return self.loss_sum.item() / max(self.seen, 1)
+
+
+def run_steps(
+    model: torch.nn.Module, loader: Iterable, step_loss: StepLoss, optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler, amp_dtype, device: torch.device,
+    grad_clip: float, stop: dict, names: list[str], grad_accum: int = 1,
+    observe: Callable[[object, torch.Tensor], None] | None = None,
+) -> StepTotals:  # fmt: skip
+    """One pass over ``loader`` (batches of ``(images, targets, tags)``); returns the pass's totals.
+
+    With ``grad_accum`` > 1 the gradients of that many consecutive batches are averaged before each optimiser
+    step (the pass's last group may be shorter; it is averaged over its own length). Under DDP the ranks agree
+    on every micro-batch whether to stop (:func:`agree_across_ranks`), so they leave the loop together.
+    ``observe(outputs, targets)`` sees every micro-batch's outputs (metrics); ``names[tag]`` names a sample.
+    """
+    model.train()
+    totals = StepTotals()
+    num_batches = len(loader)
+    show = not dist.is_initialized() or dist.get_rank() == 0
+    for index, (images, targets, tags) in enumerate(progress(loader, "train", show=show)):
+        group_start = index - index % grad_accum
+        group_size = min(grad_accum, num_batches - group_start)
+        last_in_group = index == group_start + group_size - 1
+        images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        targets = targets.to(device, non_blocking=True)
+        # under DDP only the group's last backward all-reduces the gradients
+        accumulating = model.no_sync if not last_in_group and hasattr(model, "no_sync") else contextlib.nullcontext
+        with accumulating(), autocast_context(device, amp_dtype):
+            loss, outputs = step_loss(model, images, targets)
+        finite = bool(torch.isfinite(loss))
+        if not agree_across_ranks(stop, finite, device):
+            where = f"the batch {[names[int(t) % len(names)] for t in tags]}" if not finite else "another rank's batch"
+            raise NonFiniteLossError(
+                f"loss is {loss.item() if not finite else 'nan or inf'} on {where} at lr "
+                f"{scheduler.get_last_lr()[0]:.3g}; try a lower --lr"
+            )
+        with accumulating():
+            scaler.scale(loss / group_size).backward()
+        if observe is not None:
+            observe(outputs, targets)
+        totals.loss_sum += loss.detach().double().cpu() * images.shape[0]
+        totals.seen += images.shape[0]
+        if not last_in_group:
+            continue
+        _optimizer_step(model, optimizer, scheduler, scaler, grad_clip, totals)
+        if stop["signal"] is not None:  # agreed on this group's last micro-batch: every rank breaks here
+            break
+    return totals
+
+
+def _optimizer_step(model, optimizer, scheduler, scaler, grad_clip: float, totals: StepTotals) -> None:
+    """Clip, step (the fp16 scaler skips a step whose gradients overflowed), advance the schedule, zero."""
+    if grad_clip > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scale = scaler.get_scale() if scaler.is_enabled() else 0.0
+    scaler.step(optimizer)
+    scaler.update()
+    totals.skipped += int(scaler.is_enabled() and scaler.get_scale() < scale)
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def optimizer_param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW parameter groups in timm's convention: no weight decay on 1-D parameters (norm weights, biases)
+    nor on what the model lists in ``no_weight_decay()`` (relative-position bias tables); decay on the rest."""
+    from timm.optim import param_groups_weight_decay
+
+    exempt = getattr(model, "no_weight_decay", lambda: ())()
+    return param_groups_weight_decay(model, weight_decay, no_weight_decay_list=tuple(exempt))

@@ -1,0 +1,592 @@
+"""Segmentation training: one readable path from a :class:`TrainConfig` to a self-describing run folder.
+
+Run folder (``<results>/<name>``): ``log.json`` (the seed project's format, rewritten atomically after
+every epoch), ``dataset_fingerprint.json``, ``plan.json``, ``env.json``, ``preview.png``, ``curves.png``,
+``best.pt`` and ``last.pt`` (atomic), ``samples/``. Distributed training is inferred from torchrun's
+environment; only rank 0 writes.
+
+Reproducibility: every random choice of an epoch is a function of ``(seed, epoch)`` (training/data.py) and
+the model's own randomness (stochastic depth) is reseeded per epoch, so a run resumed from ``last.pt``
+continues exactly as an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Collection
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+
+from .. import __version__
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..data import (
+    DatasetFingerprint,
+    ImagePair,
+    SegmentationDataset,
+    expand_slices,
+    find_pairs,
+    fingerprint_dataset,
+)
+from ..data.sampling import ForegroundTopUpSampler, class_presence
+from ..data.splits import ONE_GROUP_PER_IMAGE, fold_files
+from ..data.transforms import eval_transforms, train_transforms
+from ..losses import DiceCELoss, training_loss
+from ..metrics import ConfusionMatrix
+from ..models import create_model, resolve_model_name
+from ..models.complexity import count_macs, count_parameters
+from ..planning import VAL_SHARE, TrainingPlan, plan_training, planned_foreground_share
+from ..precision import autocast_context, autocast_dtype
+from ..report import plot_curves
+from ..utils import atomic_write_json, compile_model, keep_freed_memory, next_run_dir, progress, seed_everything
+from ..visualize import colorize, overlay, save_rows, to_uint8_rgb
+from .config import (
+    PLANNED_SETTINGS,
+    NonFiniteLossError,
+    TrainConfig,
+    TrainingInterrupted,
+    absolute_data_paths,
+    resume_config,
+)
+from .data import (
+    EpochTaggedSampler,
+    SeededAugmentDataset,
+    ShardSampler,
+    loader_options,
+    num_workers,
+    sample_seed,
+    shutdown_workers,
+)
+from .distributed import Distributed, agree_across_ranks, bare, broadcast_buffers, setup_distributed
+from .loop import env_info, install_stop_handlers, optimizer_param_groups, restore_handlers, run_steps
+from .schedule import lr_lambda, refit_to_budget
+
+__all__ = ["train", "train_one_epoch", "evaluate"]
+
+
+def train_one_epoch(
+    model, loader, loss_fn, optimizer, scheduler, scaler, amp_dtype, device, num_classes, grad_clip, stop, names,
+    grad_accum: int = 1,
+) -> dict:
+    """One pass of segmentation training (:func:`~gctxseg.training.loop.run_steps`); returns the epoch's metric
+    block, from a confusion matrix of the training batches' predictions."""
+    cm = ConfusionMatrix(num_classes)
+
+    def step_loss(net, images, masks):
+        outputs = net(images)
+        return training_loss(loss_fn, bare(net), outputs, masks), outputs
+
+    def observe(outputs, masks) -> None:
+        main = outputs if isinstance(outputs, torch.Tensor) else outputs[0]  # deep supervision: the full-size head
+        cm.update(main.detach().argmax(1), masks)
+
+    totals = run_steps(model, loader, step_loss, optimizer, scheduler, scaler, amp_dtype, device, grad_clip, stop,
+                       names, grad_accum, observe)
+    info = _epoch_info(cm, totals.loss_sum, totals.seen)
+    if scaler.is_enabled():
+        info["amp skipped steps"] = totals.skipped
+    return info
+
+
+def _load_encoder_weights(model: torch.nn.Module, source: str, verbose: bool, decoder_init: str = "none") -> None:
+    from .models.pretrained import load_pretrained  # ImageNet loading lives there (timm download, mirroring)
+
+    report = load_pretrained(model, source, decoder_init)
+    if verbose:
+        print(report.summary())
+
+
+
+def _split_files(cfg: TrainConfig, verbose: bool) -> tuple[list[ImagePair], list[ImagePair], str | None]:
+    """Training and validation file pairs: the two folders, or fold ``cfg.fold`` of ``data_train`` by group."""
+    if cfg.folds is None:
+        return find_pairs(cfg.data_train, cfg.img_f, cfg.mask_f), find_pairs(cfg.data_val, cfg.img_f, cfg.mask_f), None
+    train_pairs, val_pairs, source = fold_files(
+        cfg.data_train, cfg.img_f, cfg.mask_f, cfg.folds, cfg.fold, cfg.group_regex, cfg.splits
+    )
+    if verbose and source == ONE_GROUP_PER_IMAGE:
+        print(f"warning: {cfg.data_train}: no --group-regex, splits.json or groups.json: every image is its own "
+              "group, so scans of one patient may sit in training and validation", file=sys.stderr)
+    return train_pairs, val_pairs, source
+
+
+def _plan(cfg: TrainConfig, fingerprint, n_train: int, n_val: int, device, amp_dtype, ddp) -> tuple:
+    """Plan the settings ``cfg`` leaves open (rank 0 plans, the others take its plan: equal schedules)."""
+    given = {k: getattr(cfg, k) for k in PLANNED_SETTINGS if getattr(cfg, k) is not None}
+    plan = None
+    if ddp.is_main:
+        plan = plan_training(
+            cfg.model, fingerprint.sizes, n_train, n_val, fingerprint.channels, fingerprint.value_map.num_classes,
+            device, given=given, model_options=cfg.model_options, amp_dtype=amp_dtype, grad_accum=cfg.grad_accum,
+            time_budget_s=cfg.time_budget * 60 if cfg.time_budget else None,
+            structure_width=fingerprint.structure_width,
+        )
+    if dist.is_initialized():
+        box = [plan]
+        dist.broadcast_object_list(box, src=0)  # among this job's own ranks: not data from a file
+        plan = box[0]
+    settings = {k: getattr(plan, k) for k in PLANNED_SETTINGS if k != "foreground_share"}
+    return replace(cfg, model_options=plan.model_options, **settings), plan
+
+
+def _plan_foreground(cfg: TrainConfig, plan, train_set: SegmentationDataset, num_classes: int) -> tuple:
+    """The foreground share (planned from class presence unless given) and the presence table it needs."""
+    if cfg.foreground_share == 0:
+        return cfg, None
+    presence = class_presence(train_set, num_classes)
+    if cfg.foreground_share is None:
+        plan.foreground_share, plan.reasons["foreground_share"] = planned_foreground_share(
+            presence[:, 1:].mean(0).tolist()
+        )
+        cfg = replace(cfg, foreground_share=plan.foreground_share)
+    return cfg, presence
+
+
+# ---------------------------------------------------------------- agreement between ranks
+
+
+@torch.no_grad()
+def evaluate(model, loader, loss_fn, amp_dtype, device, num_classes) -> tuple[dict, ConfusionMatrix]:
+    """Loss and metrics over a whole split (counts summed across ranks under DDP).
+
+    ``model`` is the bare model, never the DDP wrapper: a rank may get no image at all (an empty shard).
+    """
+    model.eval()
+    cm = ConfusionMatrix(num_classes)
+    loss_sum, seen = torch.zeros((), dtype=torch.float64), 0
+    show = not dist.is_initialized() or dist.get_rank() == 0
+    for images, masks, _ in progress(loader, "val", show=show):
+        images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        masks = masks.to(device, non_blocking=True)
+        with autocast_context(device, amp_dtype):
+            logits = model(images)
+            loss = loss_fn(logits, masks)
+        cm.update(logits.argmax(1), masks)
+        loss_sum += loss.double().cpu() * images.shape[0]
+        seen += images.shape[0]
+    return _epoch_info(cm, loss_sum, seen), cm
+
+
+def _epoch_info(cm: ConfusionMatrix, loss_sum: torch.Tensor, seen: int) -> dict:
+    cm.all_reduce()
+    totals = torch.tensor([loss_sum.item(), float(seen)], dtype=torch.float64)
+    if dist.is_initialized():
+        dist.all_reduce(totals)
+    info = cm.compute()
+    info["loss"] = totals[0].item() / max(totals[1].item(), 1)
+    return info
+
+
+# ---------------------------------------------------------------- run folder outputs
+
+
+def _save_preview(dataset: SegmentationDataset, path: Path, count: int = 4) -> None:
+    rows = []
+    for i in range(min(count, len(dataset))):
+        image, mask = dataset._load(i)
+        img = to_uint8_rgb(image.permute(1, 2, 0).numpy())
+        rows.append([img, colorize(mask.numpy()), overlay(img, mask.numpy())])
+    save_rows(rows, path)
+
+
+@torch.no_grad()
+def _save_sample_predictions(
+    model, dataset: SegmentationDataset, normalize, device, amp_dtype, path: Path, count: int
+) -> None:
+    """Grid of validation images: image | truth overlay | prediction overlay."""
+    model.eval()
+    rows = []
+    for i in range(min(count, len(dataset))):
+        image, mask = dataset._load(i)
+        with autocast_context(device, amp_dtype):
+            pred = model(normalize(image)[None].to(device)).argmax(1)[0].cpu().numpy()
+        img = to_uint8_rgb(image.permute(1, 2, 0).numpy())
+        rows.append([img, overlay(img, mask.numpy()), overlay(img, pred)])
+    if rows:
+        save_rows(rows, path)
+
+
+# ---------------------------------------------------------------- the phases of a run
+
+
+@dataclass
+class _TrainingData:
+    """The checked, fingerprinted data of a run and its datasets."""
+
+    train_pairs: list
+    fingerprint: DatasetFingerprint
+    base_train: SegmentationDataset  # unaugmented view of the training pairs (preview)
+    train_set: SeededAugmentDataset
+    val_set: SegmentationDataset
+    plan: TrainingPlan
+    presence: np.ndarray | None = None  # N x K: classes in each training sample (foreground top-up sampling)
+    split_source: str | None = None  # where the folds came from (cross-validation)
+
+    @property
+    def num_classes(self) -> int:
+        return self.fingerprint.value_map.num_classes
+
+
+@dataclass
+class _Trainer:
+    """The model in its three guises and what optimises it."""
+
+    model: torch.nn.Module  # what the training step calls: compiled and/or DDP-wrapped
+    net: torch.nn.Module  # compiled (or not), never DDP-wrapped: validation
+    raw_model: torch.nn.Module  # the plain module: state dicts
+    loss_fn: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    train_sampler: EpochTaggedSampler
+    train_loader: DataLoader
+    val_loader: DataLoader
+    workers: int
+    params: int
+    macs: float
+
+
+
+def _prepare_data(
+    cfg: TrainConfig, ckpt: dict | None, ddp: Distributed, device: torch.device, amp_dtype
+) -> tuple[_TrainingData, TrainConfig]:
+    """Pair, check and fingerprint every file before any training, then plan what ``cfg`` leaves open.
+
+    Volumes become one pair per slice; validation keeps every slice, so its Dice covers whole volumes.
+    Returns the data and the configuration with every planned setting filled in.
+    """
+    train_files, val_files, split_source = _split_files(cfg, ddp.is_main)
+    train_pairs = expand_slices(train_files, cfg.empty_slice_fraction, cfg.seed)
+    val_pairs = expand_slices(val_files)
+    if ckpt is not None:
+        fingerprint = DatasetFingerprint(**ckpt["fingerprint"])
+    else:
+        fingerprint = fingerprint_dataset(train_pairs, ct=cfg.ct, windows=cfg.ct_windows())
+    intensity = fingerprint.intensity_mapping  # values as read -> [0, 1]: the same at prediction
+    value_map, channels = fingerprint.value_map, fingerprint.channels
+    fingerprint_dataset(val_pairs, known_values=value_map.values, known_channels=channels, intensity=intensity)
+    if value_map.num_classes < 2:
+        raise ValueError(f"{cfg.data_train}: masks hold only the value {value_map.values}; need background and a class")
+    cfg, plan = _plan(cfg, fingerprint, len(train_pairs) // ddp.world, len(val_pairs), device, amp_dtype, ddp)
+
+    def dataset(pairs, transforms) -> SegmentationDataset:
+        return SegmentationDataset(
+            pairs, value_map, cfg.base_size, channels, transforms, intensity=intensity, cache_dir=cfg.cache_dir
+        )
+
+    base_train = dataset(train_pairs, train_transforms(fingerprint.mean, fingerprint.std, strength=cfg.augment))
+    val_set = dataset(val_pairs, eval_transforms(fingerprint.mean, fingerprint.std))
+    cfg, presence = _plan_foreground(cfg, plan, base_train, value_map.num_classes)
+    train_set = SeededAugmentDataset(base_train, cfg.seed)
+    return _TrainingData(train_pairs, fingerprint, base_train, train_set, val_set, plan, presence, split_source), cfg
+
+
+def _make_run_folder(cfg: TrainConfig, ddp: Distributed, device: torch.device, data: _TrainingData) -> Path:
+    """The run folder (a new one, or the resumed run's); rank 0 writes what describes the data and machine."""
+    run_dir = Path(cfg.resume).parent if cfg.resume else next_run_dir(cfg.results, cfg.name, cfg.exist_ok)
+    if ddp.is_main and not cfg.resume:
+        run_dir.mkdir(parents=True, exist_ok=cfg.exist_ok)
+        data.fingerprint.save(run_dir / "dataset_fingerprint.json")
+        data.plan.save(run_dir / "plan.json")
+        atomic_write_json(run_dir / "env.json", env_info(device))
+        _save_preview(data.base_train, run_dir / "preview.png")
+    return run_dir
+
+
+def _build_trainer(
+    cfg: TrainConfig, ddp: Distributed, device: torch.device, data: _TrainingData, resuming: bool
+) -> _Trainer:
+    """Model (compiled, DDP-wrapped as asked), loss, AdamW, loaders, schedule and grad scaler."""
+    channels, model_kwargs = data.fingerprint.channels, dict(cfg.model_options)
+    raw_model = create_model(cfg.model, in_channels=channels, num_classes=data.num_classes, **model_kwargs)
+    if cfg.encoder_weights and not resuming:
+        _load_encoder_weights(raw_model, cfg.encoder_weights, ddp.is_main, cfg.decoder_init)
+    params, macs = count_parameters(raw_model), count_macs(raw_model, channels, cfg.base_size)
+    raw_model = raw_model.to(device, memory_format=torch.channels_last)
+    if ddp.world > 1 and cfg.sync_bn:
+        raw_model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(raw_model)
+    # compiled first, then wrapped: DDP hooks see the same parameters
+    net = compile_model(raw_model, device) if cfg.compile else raw_model
+    model = net
+    if ddp.world > 1:
+        # gctx_unet keeps parameters that get no gradient (global-query generators of 1-block stages)
+        model = DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+        )
+    optimizer = torch.optim.AdamW(
+        optimizer_param_groups(raw_model, cfg.weight_decay), lr=cfg.lr, fused=device.type == "cuda"
+    )
+    workers = num_workers(cfg.workers)
+    if cfg.foreground_share > 0:
+        shuffled = ForegroundTopUpSampler(
+            data.presence, cfg.batch_size, cfg.foreground_share, cfg.seed, ddp.rank, ddp.world
+        )
+    else:
+        shuffled = DistributedSampler(data.train_set, ddp.world, ddp.rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    train_sampler = EpochTaggedSampler(shuffled, len(data.train_set))
+    if len(train_sampler) < cfg.batch_size:
+        raise ValueError(
+            f"{cfg.data_train}: {len(data.train_set)} training images give {len(train_sampler)} per process, fewer "
+            f"than --batch-size {cfg.batch_size}; lower --batch-size"
+        )
+    loader_args = loader_options(workers, device)
+    train_loader = DataLoader(data.train_set, cfg.batch_size, sampler=train_sampler, drop_last=True, **loader_args)
+    val_sampler = ShardSampler(len(data.val_set), ddp.rank, ddp.world)
+    val_loader = DataLoader(data.val_set, cfg.batch_size, sampler=val_sampler, **loader_args)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, len(train_loader)))
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(cfg.amp, device) == torch.float16)
+    loss_fn = DiceCELoss(cfg.lambda_dice, cfg.lambda_ce, include_background=cfg.dice_background)
+    return _Trainer(
+        model, net, raw_model, loss_fn, optimizer, scheduler, scaler, train_sampler, train_loader, val_loader,
+        workers, params, macs,
+    )  # fmt: skip
+
+
+def _new_log(cfg: TrainConfig, ddp: Distributed, data: _TrainingData, trainer: _Trainer, amp_dtype) -> dict:
+    """``log.json``'s header: the run's parameters and the model's size (the seed project's format)."""
+    fingerprint = data.fingerprint
+    intensity = fingerprint.intensity_mapping
+    return {
+        "train parameters": {
+            "model": resolve_model_name(cfg.model),
+            "input size": list(cfg.base_size),
+            "batch size": cfg.batch_size,
+            "grad accum": cfg.grad_accum,
+            "lr": cfg.lr,
+            "lrf": cfg.lrf,
+            "ct": cfg.ct,
+            "intensity": {**intensity.to_dict(), "description": str(intensity)},
+            "empty slice fraction": cfg.empty_slice_fraction,
+            "foreground share": cfg.foreground_share,
+            "weight decay": cfg.weight_decay,
+            "fold": None if cfg.folds is None else {"fold": cfg.fold, "folds": cfg.folds, "splits": data.split_source},
+            "planned": [k for k in PLANNED_SETTINGS if k not in data.plan.given],
+            "epochs": cfg.epochs,
+            "num classes": data.num_classes,
+            "in channels": fingerprint.channels,
+            "mask values": fingerprint.value_map.to_dict(),
+            "seed": cfg.seed,
+            "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32",
+            "world size": ddp.world,
+            "compile": cfg.compile,
+            "sample cache": cfg.cache_dir or "memory",
+        },
+        "model": {
+            "total parameters": trainer.params,
+            "flops": trainer.macs,
+            "flops note": "multiply-adds counted once (torch FlopCounterMode / 2), at the input size",
+        },
+    }
+
+
+def _restore(trainer: _Trainer, ckpt: dict, cfg: TrainConfig) -> tuple[int, float, dict]:
+    """Load a resumed run's states; returns the first epoch to run, the best Dice so far and the log."""
+    trainer.raw_model.load_state_dict(ckpt["model"])
+    try:
+        trainer.optimizer.load_state_dict(ckpt["optimizer"])
+    except ValueError as err:  # e.g. parameter groups of a gctxseg before weight-decay groups
+        raise ValueError(
+            f"{cfg.resume}: its optimiser state does not fit this gctxseg ({err}); start a new run (its weights "
+            "still serve predict and evaluate)"
+        ) from None
+    trainer.scheduler.load_state_dict(ckpt["scheduler"])
+    trainer.scaler.load_state_dict(ckpt["scaler"])
+    log = {**ckpt["log"], "train parameters": {**ckpt["log"]["train parameters"], "epochs": cfg.epochs}}
+    return ckpt["epoch"] + 1, ckpt["best_dice"], log
+
+
+def _checkpoint(trainer: _Trainer, epoch: int, best_dice: float, cfg: TrainConfig, fingerprint, log: dict) -> dict:
+    """Everything to resume the run and to predict with it, as plain data (loads with ``weights_only``)."""
+    return {
+        "gctxseg": __version__,
+        "model_name": resolve_model_name(cfg.model),
+        "model_kwargs": dict(cfg.model_options),
+        "model": trainer.raw_model.state_dict(),
+        "optimizer": trainer.optimizer.state_dict(),
+        "scheduler": trainer.scheduler.state_dict(),
+        "scaler": trainer.scaler.state_dict(),
+        "epoch": epoch,
+        "best_dice": best_dice,
+        "config": asdict(cfg),
+        "fingerprint": asdict(fingerprint),
+        "value_map": fingerprint.value_map.to_dict(),
+        "normalization": {"mean": fingerprint.mean, "std": fingerprint.std},
+        "intensity": fingerprint.intensity,  # values as read -> [0, 1] (CT windows): prediction applies the same
+        "base_size": list(cfg.base_size),
+        "log": log,
+        # numpy's and Python's states are not kept (they are pickled objects): every epoch reseeds all three
+        "rng": {"torch": torch.get_rng_state()},
+    }
+
+
+@dataclass
+class _Progress:
+    """What the epoch loop carries from one epoch to the next."""
+
+    start_epoch: int
+    best_dice: float
+    log: dict
+
+
+def _run_epochs(
+    cfg: TrainConfig, ddp: Distributed, device: torch.device, amp_dtype, data: _TrainingData, trainer: _Trainer,
+    run_dir: Path, state: _Progress, started: float,
+) -> int | None:  # fmt: skip
+    """Train and validate epoch by epoch, writing log and checkpoints (rank 0); returns the agreed stop signal."""
+
+    def save(name: str, epoch: int) -> None:
+        save_checkpoint(_checkpoint(trainer, epoch, state.best_dice, cfg, data.fingerprint, state.log), run_dir / name)
+
+    if ddp.is_main and state.start_epoch == 0 and not cfg.resume:
+        save("last.pt", -1)  # a stop during the first epoch can still be resumed
+    stop, previous_handlers = install_stop_handlers()
+    pairs = data.train_pairs
+    names = [p.image.name if p.slice_index is None else f"{p.image.name} (slice {p.slice_index})" for p in pairs]
+    try:
+        for epoch in range(state.start_epoch, cfg.epochs):
+            if epoch >= cfg.epochs:  # re-fitted to a time budget after the first epoch: the rest is not run
+                continue
+            t0 = time.perf_counter()
+            # randomness of this epoch is a function of (seed, epoch, rank) only: resumable exactly
+            seed_everything(sample_seed(cfg.seed, epoch, ddp.rank))
+            trainer.train_sampler.set_epoch(epoch)
+            lr = trainer.scheduler.get_last_lr()[0]
+            try:
+                train_info = train_one_epoch(
+                    trainer.model, trainer.train_loader, trainer.loss_fn, trainer.optimizer, trainer.scheduler,
+                    trainer.scaler, amp_dtype, device, data.num_classes, cfg.grad_clip, stop, names, cfg.grad_accum,
+                )  # fmt: skip
+                agree_across_ranks(stop, True, device)  # a signal after the epoch's last step, on one rank
+                if stop["signal"] is not None:
+                    break  # a partial epoch is not logged: last.pt holds the last complete one
+                if epoch == 0:  # a time budget's epochs re-fitted to the first one, with validation's planned share
+                    epoch_s = (time.perf_counter() - t0) * (1 + VAL_SHARE)
+                    cfg = refit_to_budget(cfg, trainer.scheduler, len(trainer.train_loader),
+                                          "epochs" in data.plan.given, started, epoch_s, device)
+                    state.log["train parameters"]["epochs"] = cfg.epochs
+                validate = (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs
+                val_info = None
+                if validate:
+                    broadcast_buffers(trainer.net)
+                    val_info, _ = evaluate(trainer.net, trainer.val_loader, trainer.loss_fn, amp_dtype, device,
+                                           data.num_classes)  # fmt: skip
+            except NonFiniteLossError as err:
+                kept = f"; the last good checkpoint is {run_dir / 'last.pt'}" if ddp.is_main else ""
+                raise NonFiniteLossError(f"epoch {epoch + 1}: {err}{kept}") from None
+            train_info["lr"] = lr
+            entry = {"train log:": {"info": train_info}}
+            if val_info is not None:  # epochs between validations (planned val_every) log training only
+                val_info["lr"] = lr
+                entry["val log:"] = {"info": val_info}
+            state.log[f"epoch:{epoch}"] = entry
+            dice = val_info["mean dice"] if val_info is not None else float("nan")
+            improved = not math.isnan(dice) and dice > state.best_dice
+            state.best_dice = dice if improved else state.best_dice
+            if ddp.is_main:
+                atomic_write_json(run_dir / "log.json", state.log)
+                save("last.pt", epoch)
+                if improved:
+                    save("best.pt", epoch)
+                plot_curves(state.log, run_dir / "curves.png")
+                shown = (f"val loss {val_info['loss']:.4f} dice {dice:.4f} iou {val_info['mean iou']:.4f}"
+                         if val_info is not None else f"(validated every {cfg.val_every} epochs)")
+                print(
+                    f"epoch {epoch + 1}/{cfg.epochs}  lr {lr:.2e}  train loss {train_info['loss']:.4f} "
+                    f"dice {train_info['mean dice']:.4f}  {shown}  {time.perf_counter() - t0:.1f}s"
+                    + ("  *best" if improved else ""),
+                    flush=True,
+                )
+        else:
+            agree_across_ranks(stop, True, device)  # every rank ends the same way, stopped or done
+    finally:
+        shutdown_workers(trainer.train_loader, trainer.val_loader)
+        restore_handlers(previous_handlers)
+    return stop["signal"]
+
+
+def _finish(
+    cfg: TrainConfig, ddp: Distributed, device: torch.device, amp_dtype, data: _TrainingData, trainer: _Trainer,
+    run_dir: Path, best_dice: float,
+) -> None:  # fmt: skip
+    """Sample predictions drawn with the best weights (rank 0), then every rank waits for the others."""
+    if ddp.is_main and (run_dir / "best.pt").exists():
+        trainer.raw_model.load_state_dict(load_checkpoint(run_dir / "best.pt", map_location=device)["model"])
+        (run_dir / "samples").mkdir(exist_ok=True)
+        _save_sample_predictions(
+            trainer.raw_model,
+            data.val_set,
+            eval_transforms(data.fingerprint.mean, data.fingerprint.std),
+            device,
+            amp_dtype,
+            run_dir / "samples" / "val_predictions.png",
+            cfg.num_samples,
+        )
+        print(f"done: best val mean dice {best_dice:.4f}; run folder {run_dir}")
+    if dist.is_initialized():
+        dist.barrier()
+
+
+# ---------------------------------------------------------------- the run
+
+
+def train(cfg: TrainConfig, *, given: Collection[str] | None = None) -> Path:
+    """Train a model as ``cfg`` says and return the run folder (``report.html`` is :mod:`gctxseg.workflow`'s).
+
+    Args:
+        cfg: the run's settings; with ``cfg.resume`` the checkpoint's settings win except ``RESUME_SETTINGS``.
+        given: with ``cfg.resume``, the settings the caller set explicitly (the CLI's flags): an explicit
+            ``epochs`` always wins, the others are named on one line as ignored. None = those not at their default.
+
+    Raises:
+        TrainingInterrupted: SIGINT/SIGTERM (on any rank); the run folder is consistent and resumable.
+        NonFiniteLossError: the loss became NaN/inf (on any rank).
+        ValueError, DatasetError: bad settings or data, before anything is trained.
+    """
+    started = time.perf_counter()
+    keep_freed_memory()  # a CPU step reuses the last one's memory instead of faulting it in again (utils.py)
+    ckpt = load_checkpoint(cfg.resume) if cfg.resume else None
+    cfg = resume_config(cfg, ckpt, given) if ckpt is not None else absolute_data_paths(cfg)
+    ddp, device = setup_distributed(cfg.device)
+    seed_everything(cfg.seed + ddp.rank)
+    amp_dtype = autocast_dtype(cfg.amp, device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
+
+    data, cfg = _prepare_data(cfg, ckpt, ddp, device, amp_dtype)
+    run_dir = _make_run_folder(cfg, ddp, device, data)
+    trainer = _build_trainer(cfg, ddp, device, data, resuming=ckpt is not None)
+    state = _Progress(0, -1.0, _new_log(cfg, ddp, data, trainer, amp_dtype))
+    if ckpt is not None:
+        state = _Progress(*_restore(trainer, ckpt, cfg))
+    if ddp.is_main:
+        if ckpt is not None:
+            print(f"resuming {run_dir} at epoch {state.start_epoch}/{cfg.epochs}")
+        else:
+            print(data.plan.format())
+        print(
+            f"run {run_dir}: {resolve_model_name(cfg.model)} {trainer.params / 1e6:.2f} M params, "
+            f"{trainer.macs / 1e9:.2f} G mult-adds at {cfg.base_size[0]}x{cfg.base_size[1]}; "
+            f"{len(data.train_set)} train / {len(data.val_set)} val images; classes "
+            f"{data.fingerprint.value_map.to_dict()}; device {device}, precision "
+            f"{state.log['train parameters']['amp']}, {trainer.workers} loader workers"
+        )
+
+    stopped_by = _run_epochs(cfg, ddp, device, amp_dtype, data, trainer, run_dir, state, started)
+    if stopped_by is not None:
+        if dist.is_initialized():  # every rank agreed to stop: they leave together, as at the end of a run
+            dist.barrier()
+        if ddp.is_main:
+            print(
+                f"stopped by signal {stopped_by}; resume with: gctxseg train --resume {run_dir / 'last.pt'}",
+                file=sys.stderr,
+            )
+        raise TrainingInterrupted(f"training stopped by signal {stopped_by}; resume from {run_dir / 'last.pt'}")
+    _finish(cfg, ddp, device, amp_dtype, data, trainer, run_dir, state.best_dice)
+    return run_dir

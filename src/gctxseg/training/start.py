@@ -1,0 +1,84 @@
+"""A run's starting weights from a whole model (``--init-weights``): a ``gctxseg pretrain`` output or a run.
+
+Every tensor whose name and shape match is copied. The input convolution of a start with another channel count
+is adapted as timm adapts ImageNet stems (``adapt_input_conv``: summed to grey, repeated to colour); a head of
+another class count (phantom pre-training has 3 classes, a user's set has its own; masked-image pre-training
+reconstructs pixels) is left at its initialisation and named in the report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from timm.models import adapt_input_conv
+
+from ..checkpoint import load_model_start
+from ..models import resolve_model_name
+
+__all__ = ["StartReport", "load_start"]
+
+
+@dataclass
+class StartReport:
+    """What a start set: tensors copied, adapted to the input channels, left at their initialisation."""
+
+    source: str
+    sha256: str
+    loaded: int
+    total: int
+    adapted: list[str] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)
+    pretraining: dict = field(default_factory=dict)  # the start's own record (task, steps, images, time)
+
+    def summary(self) -> str:
+        task = self.pretraining.get("task")
+        made = f" ({task} pre-training)" if task else ""
+        left = f"; left at initialisation: {', '.join(self.left[:4])}{' ...' if len(self.left) > 4 else ''}"
+        return (f"init weights {self.source}{made}: {self.loaded}/{self.total} tensors loaded"
+                + (f", {len(self.adapted)} adapted to the input channels" if self.adapted else "")
+                + (left if self.left else ""))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def load_start(model: torch.nn.Module, model_name: str, source: str | Path) -> StartReport:
+    """Copy the start's matching tensors into ``model`` (built as ``model_name``); returns what was set.
+
+    Raises:
+        ValueError: an unreadable or unsafe file, a start of another architecture, or one that sets nothing.
+    """
+    ckpt = load_model_start(source)
+    theirs, wanted = resolve_model_name(ckpt["model_name"]), resolve_model_name(model_name)
+    if theirs != wanted:
+        raise ValueError(f"--init-weights {source}: holds a {theirs}, not a {wanted}; pre-train with --model {wanted}")
+    own, state = model.state_dict(), ckpt["model"]
+    report = StartReport(str(source), _sha256(Path(source)), 0, len(own), pretraining=ckpt.get("pretraining") or {})
+    chosen = {}
+    for key, target in own.items():
+        value = state.get(key)
+        if value is not None and value.shape == target.shape:
+            chosen[key] = value
+        elif value is not None and value.dim() == 4 and value.shape[0] == target.shape[0] and key == _stem(own):
+            chosen[key] = adapt_input_conv(target.shape[1], value)  # another channel count at the input only
+            report.adapted.append(key)
+        else:
+            report.left.append(key)
+    if not chosen:
+        raise ValueError(f"--init-weights {source}: none of its tensors fits this {wanted}; its model_kwargs differ")
+    model.load_state_dict(chosen, strict=False)
+    report.loaded = len(chosen)
+    return report
+
+
+def _stem(state: dict[str, torch.Tensor]) -> str | None:
+    """The first convolution's weight: the only tensor that depends on the input channels."""
+    return next((k for k, v in state.items() if v.dim() == 4), None)
