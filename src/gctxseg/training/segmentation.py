@@ -96,7 +96,7 @@ def train_one_epoch(
 
 
 def _load_encoder_weights(model: torch.nn.Module, source: str, verbose: bool, decoder_init: str = "none") -> None:
-    from .models.pretrained import load_pretrained  # ImageNet loading lives there (timm download, mirroring)
+    from ..models.pretrained import load_pretrained  # ImageNet loading lives there (timm download, mirroring)
 
     report = load_pretrained(model, source, decoder_init)
     if verbose:
