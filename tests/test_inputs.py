@@ -95,7 +95,7 @@ def test_one_bit_masks_and_rgb_grey_scans_train_evaluate_and_predict(phantom_dir
     summary = predict_folder(weights, data / "val" / "images", tmp_path / "pred2", device="cpu", amp="off")
     assert len(summary.written) == 6 and "colour.png: 3-channel image but the model takes 1" in summary.failed[0]
     capsys.readouterr()
-    assert main([*args, "--exist-ok"]) == 2
+    assert main([*args, "--exist-ok"]) == 1  # the data is wrong: exit 1
     err = capsys.readouterr().err.strip()
     assert "colour.png: 3-channel image but the model takes 1" in err and "\n" not in err
 

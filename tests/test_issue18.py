@@ -293,3 +293,169 @@ def test_stems_that_collide_are_measured_and_shown_in_the_gallery(tmp_path):
         assert f'src="overlays/{shown}"' in page and f'href="masks/{shown}"' in page
     names = output_names([tmp_path / n for n in ("a.jpg", "a.jpg.png", "A.png")])  # a.jpg's name is a.jpg.png's stem
     assert len({n.casefold() for n in names.values()}) == 3
+
+
+# item 10: a grouping file of the wrong shape is refused with one line naming it; never silently passed over
+
+def _patients(root, names):
+    from gctxseg.data.folder import find_pairs
+
+    for name in names:
+        for sub in ("images", "masks"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / sub / f"{name}.png")
+    return find_pairs(root / "images", ".png", ".png")
+
+
+NAMES = [f"p{p}_b{b}" for p in range(3) for b in range(2)]
+
+
+@pytest.mark.parametrize("splits, problem", [
+    ('"p0_b0"', "expected a list"),
+    ('[{"train": "p0_b0", "val": []}]', 'fold 0 "train" is str, not a list'),
+    ('[{"train": [["p0_b0"]], "val": []}]', 'fold 0 "train"[0] is ["p0_b0"], not a file stem'),
+    ('[{"train": null, "val": []}]', 'fold 0 "train" is null'),
+    ('[{"train": ["p0_b0", 7], "val": []}]', 'fold 0 "train"[1] is 7, not a file stem'),
+    ('[{"train": []}]', 'fold 0 has no "train" and "val"'),
+])
+def test_splits_json_of_the_wrong_types_is_one_line(tmp_path, splits, problem):
+    from gctxseg.data.splits import resolve_splits
+
+    pairs = _patients(tmp_path, NAMES)
+    (tmp_path / "splits.json").write_text(splits)
+    with pytest.raises(DatasetError) as err:
+        resolve_splits(pairs, 1, tmp_path / "images")
+    line = _one_line(err)
+    assert problem in line and "splits.json" in line
+
+
+def test_splits_json_of_another_fold_count_is_refused_not_ignored(tmp_path):
+    from gctxseg.data.splits import group_kfold, resolve_splits
+
+    pairs = _patients(tmp_path, NAMES)
+    (tmp_path / "splits.json").write_text(json.dumps(group_kfold({n: n[:2] for n in NAMES}, 3)))
+    with pytest.raises(DatasetError, match=r"holds 3 folds, not --folds 2; use --folds 3, or --group-regex"):
+        resolve_splits(pairs, 2, tmp_path / "images")
+    assert len(resolve_splits(pairs, 3, tmp_path / "images")[0]) == 3
+
+
+@pytest.mark.parametrize("groups, problem", [
+    ({n: n[:2] for n in NAMES[:-1]}, "no group for 1 of 6 images (e.g. ['p2_b1'])"),
+    ({**{n: n[:2] for n in NAMES}, "p0_b0": 1}, "the group of 'p0_b0' is 1, not a name"),
+    ({**{n: n[:2] for n in NAMES}, "p0_b0": None}, "the group of 'p0_b0' is null"),
+    ({**{n: n[:2] for n in NAMES}, "p0_b0": ["p0"]}, "is [\"p0\"], not a name"),
+])
+def test_groups_json_missing_stems_or_of_the_wrong_types_is_refused(tmp_path, groups, problem):
+    from gctxseg.data.splits import resolve_splits
+
+    pairs = _patients(tmp_path, NAMES)
+    (tmp_path / "groups.json").write_text(json.dumps(groups))
+    with pytest.raises(DatasetError) as err:
+        resolve_splits(pairs, 3, tmp_path / "images")
+    assert problem in _one_line(err) and "groups.json" in _one_line(err)
+
+
+def test_a_full_groups_json_keeps_patients_apart(tmp_path):
+    from gctxseg.data.splits import resolve_splits
+
+    pairs = _patients(tmp_path, NAMES)
+    (tmp_path / "groups.json").write_text(json.dumps({n: n[:2] for n in NAMES}))
+    splits, source = resolve_splits(pairs, 3, tmp_path / "images")
+    assert source.endswith("groups.json")
+    for fold in splits:
+        assert not {n[:2] for n in fold["train"]} & {n[:2] for n in fold["val"]}
+
+
+# item 11: convert and received weights name what is wrong, never a temporary name or a wrong reason
+
+def _png_copy(root, count=22, size=(12, 16)):
+    for sub in ("img_for_inference", "annotation"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        Image.fromarray(np.full(size, 40, np.uint8)).save(root / "img_for_inference" / f"img_{i}.png")
+        Image.fromarray(np.zeros(size, np.uint8)).save(root / "annotation" / f"img_{i}.png")
+
+
+def test_convert_a_damaged_annotation_is_named_and_nothing_is_written(tmp_path, capsys):
+    _png_copy(tmp_path / "src")
+    damaged = tmp_path / "src" / "annotation" / "img_5.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (12, 16), dtype=np.uint8)).save(damaged)
+    damaged.write_bytes(damaged.read_bytes()[:120])  # the header reads, the pixels do not
+    assert main(["convert", "duke-dme", str(tmp_path / "src"), str(tmp_path / "out"), "--folds", "2"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "img_5.png: damaged" in err[0] and "free space" not in err[0]
+    assert not (tmp_path / "out").exists() and not any(p.name.startswith(".") for p in tmp_path.iterdir())
+
+
+def test_convert_a_write_failure_names_the_output_folder_not_the_staging_one(tmp_path, capsys, monkeypatch):
+    from gctxseg.data import convert
+
+    _png_copy(tmp_path / "src")
+
+    def disk_full(out, name, image, fluid):
+        raise OSError(28, "No space left on device", str(out / "images" / f"{name}.png"))
+
+    monkeypatch.setattr(convert, "_write_pair", disk_full)
+    assert main(["convert", "duke-dme", str(tmp_path / "src"), str(tmp_path / "out"), "--folds", "2"]) == 4
+    err = capsys.readouterr().err
+    assert str(tmp_path / "out") in err and "converting" not in err and "No space left" in err
+
+
+def test_convert_an_odd_subject_file_name_is_one_line(tmp_path, capsys):
+    (tmp_path / "src").mkdir()
+    for name in ("Subject_01.mat", "Subject_02.mat", "Subject_x.mat"):
+        (tmp_path / "src" / name).write_bytes(b"")
+    assert main(["convert", "duke-dme", str(tmp_path / "src"), str(tmp_path / "out"), "--folds", "2"]) == 1
+    assert "not a Duke DME subject file (Subject_NN.mat)" in capsys.readouterr().err
+
+
+def test_weights_that_do_not_fit_name_the_key_and_both_shapes():
+    ckpt = _checkpoint()
+    key = next(k for k, v in ckpt["model"].items() if v.dim() == 4)
+    state = {**ckpt["model"], key: torch.zeros(3, 3, 3, 3)}
+    del state[next(reversed(state))]
+    with pytest.raises(ValueError) as err:
+        model_from_checkpoint({**ckpt, "model": state}, "x.pt")
+    line = _one_line(err)
+    assert f"{key}: (3, 3, 3, 3) in the file, {tuple(ckpt['model'][key].shape)} in the model" in line
+    assert "1 missing" in line
+
+
+# item 12: gallery links of odd names, empty volume names, a slice spacing that nothing uses
+
+def test_gallery_links_of_names_with_url_characters_are_encoded(tmp_path):
+    from urllib.parse import unquote
+
+    from gctxseg.predict import predict_folder
+
+    ckpt = {**_checkpoint(), "base_size": [16, 16], "normalization": {"mean": [0.5], "std": [0.25]}}
+    torch.save(ckpt, tmp_path / "best.pt")
+    (tmp_path / "img").mkdir()
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "img" / "scan#1 %20?.jpg")
+    predict_folder(tmp_path / "best.pt", tmp_path / "img", tmp_path / "out", device="cpu", amp="off")
+    page = (tmp_path / "out" / "index.html").read_text()
+    src = page.split('src="overlays/', 1)[1].split('"', 1)[0]
+    assert "#" not in src and "?" not in src and " " not in src
+    assert (tmp_path / "out" / "overlays" / unquote(src)).is_file()
+    href = page.split('href="masks/', 1)[1].split('"', 1)[0]
+    assert (tmp_path / "out" / "masks" / unquote(href)).is_file()
+
+
+def test_a_group_regex_naming_empty_volumes_is_refused(tmp_path):
+    from gctxseg.measurements import plan_measurements
+
+    for name in ("eye1_b0.png", "eye1_b1.png"):
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / name)
+    files = sorted(tmp_path.glob("*.png"))
+    with pytest.raises(ValueError, match="names an empty volume"):
+        plan_measurements(files, MeasurementOptions(group_regex="x*", slice_spacing=0.1), None)
+    groups = plan_measurements(files, MeasurementOptions(group_regex=r"(eye\d+)_b", slice_spacing=0.1), None)
+    assert [g.file for g in groups if g.kind == "group"] == ["eye1"]
+
+
+def test_a_slice_spacing_without_volumes_is_refused(tmp_path):
+    from gctxseg.measurements import plan_measurements
+
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "a.png")
+    with pytest.raises(ValueError, match="--slice-spacing 0.1 is used for B-scans joined by --group-regex"):
+        plan_measurements([tmp_path / "a.png"], MeasurementOptions(slice_spacing=0.1), None)

@@ -30,7 +30,7 @@ def _labelled(root):
 ])
 def test_predict_refuses_an_out_that_overwrites_the_source_or_its_masks(tmp_path, out, message):
     source = _labelled(tmp_path / "lab")
-    with pytest.raises(DatasetError, match=message) as err:
+    with pytest.raises(ValueError, match=message) as err:
         check_output_folder(source, tmp_path / "lab" / out)
     assert "\n" not in str(err.value) and "--out" in str(err.value)
 
@@ -38,14 +38,14 @@ def test_predict_refuses_an_out_that_overwrites_the_source_or_its_masks(tmp_path
 def test_predict_refuses_an_out_holding_its_source_and_one_holding_other_files(tmp_path):
     out = tmp_path / "out"
     (out / "overlays").mkdir(parents=True)
-    with pytest.raises(DatasetError, match="which predictions would overwrite"):
+    with pytest.raises(ValueError, match="which predictions would overwrite"):
         check_output_folder(out / "overlays", out)  # --source out/overlays --out out
-    with pytest.raises(DatasetError, match="holds the source folder"):
+    with pytest.raises(ValueError, match="holds the source folder"):
         check_output_folder(out / "overlays" / "scans", out)
     source = _labelled(tmp_path / "lab")
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "thesis.docx").write_text("mine")
-    with pytest.raises(DatasetError, match=r"1 file\(s\) predict did not write \(e.g. thesis.docx\)"):
+    with pytest.raises(ValueError, match=r"1 file\(s\) predict did not write \(e.g. thesis.docx\)"):
         check_output_folder(source, tmp_path / "notes")
     assert (tmp_path / "notes" / "thesis.docx").read_text() == "mine"
 

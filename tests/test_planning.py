@@ -138,7 +138,7 @@ def test_fold_input_errors_are_one_line(tmp_path, capsys, extra, message):
     images = write_patients(tmp_path / "data")
     args = ["train", "--data-train", str(images), "--img_f", ".png", "--folds", "2", "--model", "unet",
             "--results", str(tmp_path / "runs"), *extra]
-    assert main(args) == 2
+    assert main(args) == 1  # the data (names, groups) is wrong: exit 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
 
@@ -148,7 +148,7 @@ def test_splits_json_naming_missing_files_is_one_line(tmp_path, capsys):
     splits = tmp_path / "splits.json"
     splits.write_text(json.dumps([{"train": ["p00_b00", "p09_b09"], "val": ["p01_b00"]}] * 2))
     assert main(["train", "--data-train", str(images), "--img_f", ".png", "--folds", "2", "--splits", str(splits),
-                 "--model", "unet", "--results", str(tmp_path / "runs")]) == 2
+                 "--model", "unet", "--results", str(tmp_path / "runs")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "p09_b09" in err[0] and "splits.json" in err[0]
 

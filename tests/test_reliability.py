@@ -86,7 +86,7 @@ def test_bad_training_data_stops_before_training_with_one_line(phantom_dir, tmp_
     Image.fromarray(np.full((10, 12), 255, np.uint8)).save(mask)
     code = main(_train_args(data, tmp_path / "runs", 1))
     err = capsys.readouterr().err.strip()
-    assert code == 2 and "\n" not in err
+    assert code == 1 and "\n" not in err  # the data is wrong: exit 1
     assert f"{mask}: 10x12 but its image is 64x64" in err
     assert not (tmp_path / "runs").exists()  # nothing half-made
 

@@ -336,12 +336,29 @@ def model_from_checkpoint(ckpt: dict, source: str | Path = "checkpoint") -> nn.M
     num_classes = MaskValueMap.from_dict(ckpt["value_map"]).num_classes
     _check_fit(ckpt, source, num_classes)
     model = _build(ckpt, source, num_classes)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as err:
-        first = str(err).splitlines()[0]
-        raise ValueError(f"{source}: weights do not fit {ckpt['model_name']} ({first})") from None
+    problem = state_dict_mismatch(model.state_dict(), ckpt["model"])
+    if problem:
+        raise ValueError(f"{source}: weights do not fit {ckpt['model_name']}: {problem}; use the file gctxseg "
+                         "train wrote, unchanged")
+    model.load_state_dict(ckpt["model"])
     return model.eval()
+
+
+def state_dict_mismatch(expected: dict, given: dict) -> str:
+    """What keeps ``given`` from loading where ``expected`` is (counts, and the first key with its shapes); ''."""
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    wrong = [k for k in expected if k in given and tuple(given[k].shape) != tuple(expected[k].shape)]
+    parts = []
+    if wrong:
+        k = wrong[0]
+        parts.append(f"{len(wrong)} of another shape (e.g. {k}: {tuple(given[k].shape)} in the file, "
+                     f"{tuple(expected[k].shape)} in the model)")
+    if missing:
+        parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+    return ", ".join(parts)
 
 
 def convert_checkpoint(old: str | Path, new: str | Path, *, trust: bool = False, force: bool = False) -> Path:

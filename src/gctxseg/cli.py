@@ -39,6 +39,8 @@ commands (gctxseg COMMAND --help for all options):
   plan      the settings train would plan for a folder         gctxseg plan data/duke/images
   cv        K-fold CV by patient, out-of-fold scores           gctxseg cv data/duke/images --folds 5
   convert   public OCT sets to images/masks + splits.json      gctxseg convert duke-dme SRC data/duke
+  pretrain  an offline start for GCtx-UNet                     gctxseg pretrain --task phantom mim \\
+                                                                 --images data/duke/images
   convert-checkpoint  old checkpoint -> safe format            gctxseg convert-checkpoint --trust old.pt new.pt"""
 
 
@@ -174,6 +176,9 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decoder-init", default=d.decoder_init, choices=["none", "mirror"],
                    help="gctx_unet with --encoder-weights: 'mirror' starts each decoder stage from the encoder "
                         "stage of the same scale, as the authors do (default none)")
+    p.add_argument("--init-weights", default=None, metavar="PT",
+                   help="start the whole network from a gctxseg pretrain pretrained.pt (or a run's best.pt) of the "
+                        "same architecture; a head of another class count starts fresh (docs/pretraining.md)")
     p.add_argument("--resume", default=None, metavar="LAST_PT",
                    help="continue a run from its last.pt with its own settings; --epochs (extends or shortens), "
                         "--device and --workers may change, other flags given are named as ignored")
@@ -188,6 +193,60 @@ def _add_fold_options(p: argparse.ArgumentParser, required: bool = False) -> Non
                         "splits.json or groups.json beside the images folder, else every image its own group)")
     p.add_argument("--splits", default=None, metavar="JSON",
                    help="folds as nnU-Net's splits_final.json: [{\"train\": [stems], \"val\": [stems]}, ...]")
+
+
+def _add_pretrain(sub: argparse._SubParsersAction) -> None:
+    from .training.pretrain import PRETRAIN_TASKS, PretrainConfig
+
+    d = PretrainConfig()
+    p = sub.add_parser("pretrain", help="pre-train a whole-network start offline: phantom B-scans and/or masked "
+                                        "rebuilding of your own scans (then: train --init-weights)")
+    p.add_argument("--task", nargs="+", choices=PRETRAIN_TASKS, default=[d.task],
+                   help="phantom: segment a fresh stream of phantom B-scans; mim: rebuild blanked patches of "
+                        "--images/--unlabeled; both: one after the other (default phantom)")
+    p.add_argument("--images", nargs="+", default=[], metavar="DIR", help="mim: folders of your labelled scans")
+    p.add_argument("--unlabeled", nargs="+", default=[], metavar="DIR", help="mim: folders of scans without masks")
+    p.add_argument("--model", default=d.model, help=f"architecture (default {d.model}); the later run's")
+    p.add_argument("--model-option", type=_model_option, action="append", default=[], metavar="KEY=VALUE",
+                   help="architecture argument, as the later run's (repeatable)")
+    p.add_argument("--in-channels", type=int, default=d.in_channels, help="input channels (default 1)")
+    p.add_argument("--base-size", type=int, nargs=2, default=list(d.base_size), metavar=("H", "W"),
+                   help=f"pre-training input size (default {d.base_size[0]} {d.base_size[1]})")
+    p.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs (default {d.epochs})")
+    p.add_argument("--images-per-epoch", type=int, default=d.images_per_epoch,
+                   help=f"phantom: new scans rendered each epoch (default {d.images_per_epoch})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"(default {d.batch_size})")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"peak AdamW learning rate (default {d.lr:g})")
+    p.add_argument("--mask-ratio", type=float, default=d.mask_ratio,
+                   help=f"mim: share of patches blanked (default {d.mask_ratio})")
+    p.add_argument("--time-budget", type=float, default=None, metavar="MIN",
+                   help="minutes for each task: epochs re-fitted after the first")
+    p.add_argument("--init-weights", default=None, metavar="PT", help="start from this pretrained.pt")
+    p.add_argument("--out", default=d.out, help=f"run folder, one sub-folder per task (default {d.out})")
+    p.add_argument("--resume", default=None, metavar="LAST_PT", help="continue a stopped task from its last.pt")
+    p.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
+    p.add_argument("--device", default=d.device, help="auto, cpu, cuda ... (default auto)")
+    p.add_argument("--amp", default=d.amp, choices=AMP_CHOICES, help="mixed precision (default auto)")
+    p.add_argument("--workers", type=int, default=d.workers, help="data loader processes")
+
+
+def _run_pretrain(args: argparse.Namespace) -> None:
+    from .training.pretrain import PretrainConfig, pretrain, pretrain_sequence
+
+    cfg = PretrainConfig(
+        task=args.task[0], images=tuple(args.images) + tuple(args.unlabeled), model=args.model,
+        model_options=dict(args.model_option), in_channels=args.in_channels, base_size=tuple(args.base_size),
+        init=args.init_weights, epochs=args.epochs, images_per_epoch=args.images_per_epoch,
+        batch_size=args.batch_size, lr=args.lr, mask_ratio=args.mask_ratio, time_budget=args.time_budget,
+        device=args.device, amp=args.amp, workers=args.workers, seed=args.seed, out=args.out, resume=args.resume,
+    )
+    if args.resume:
+        weights = pretrain(cfg)
+    elif "mim" in args.task and not cfg.images:
+        raise ValueError("--task mim rebuilds your own scans: give --images DIR (and --unlabeled DIR)")
+    else:
+        weights = pretrain_sequence(cfg, args.task)
+    print(f"pre-trained start: {weights}; use it with gctxseg train --init-weights {weights}")
 
 
 def _add_plan(sub: argparse._SubParsersAction) -> None:
@@ -356,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plan(sub)
     _add_convert(sub)
     _add_cv(sub)
+    _add_pretrain(sub)
     demo = sub.add_parser("demo", help="phantom data -> train the default model -> predict (CPU friendly)")
     demo.add_argument("--epochs", type=int, default=None,
                       help="train this many epochs at 224x224 instead of the demo's 6-minute budget (epochs fitted "
@@ -375,7 +435,8 @@ def _train_config(args: argparse.Namespace, **overrides):
         windows=args.windows, empty_slice_fraction=args.empty_slice_fraction,
         base_size=tuple(args.base_size) if args.base_size else None, cache_dir=args.cache_dir, model=args.model,
         model_options=_architecture_options(args), encoder_weights=args.encoder_weights, decoder_init=args.decoder_init,
-        epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum, compile=args.compile,
+        init_weights=args.init_weights, epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum,
+        compile=args.compile,
         lr=args.lr, lrf=args.lrf, warmup_epochs=args.warmup_epochs, weight_decay=args.weight_decay,
         foreground_share=args.fg_share, augment=args.augment, val_every=args.val_every, time_budget=args.time_budget,
         folds=args.folds,
@@ -409,6 +470,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 cv_dir = run_cv(_train_config(args, data_train=args.data), models)
                 print(f"cross-validation folder: {cv_dir}; predict with: gctxseg predict --weights {cv_dir}")
+        elif args.command == "pretrain":
+            _run_pretrain(args)
         elif args.command == "plan":
             from .planning import plan_for_folder
 
@@ -515,7 +578,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 model = create_model(name, 1, 3, **size_options(name, size))  # nnunet: its topology for this size
                 print(f"{name:<16}{count_parameters(model) / 1e6:>12.2f}{count_macs(model, 1, size) / 1e9:>13.2f}  "
                       f"{model_description(name)}")
-    except (DatasetError, ValueError) as err:
+    except DatasetError as err:  # the data is wrong (images, masks, grouping or spacing files): exit 1
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except ValueError as err:  # a flag or a file named by one (weights, settings) is wrong: exit 2, as argparse
         print(f"error: {err}", file=sys.stderr)
         return 2
     except TrainingInterrupted as err:

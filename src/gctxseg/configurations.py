@@ -30,8 +30,10 @@ from .checkpoint import load_checkpoint
 from .crossval import fold_finished, format_cv_summary, score_predictions, summarize_cv, train_fold
 from .data import MaskValueMap, find_pairs, read_mask
 from .data.splits import resolve_splits
+from .models import resolve_model_name
 from .postprocess import choose_postprocessing
 from .training import TrainConfig
+from .training.start import start_architecture
 from .utils import atomic_write_json, atomic_write_text, next_run_dir
 
 __all__ = ["DEFAULT_CONFIGURATIONS", "TIE_DICE", "choose_configuration", "cv_models", "format_ranking", "run_cv",
@@ -66,10 +68,13 @@ def _train_configuration(cfg: TrainConfig, cv_dir: Path, model: str, fold_budget
     config_dir.mkdir(parents=True, exist_ok=True)
     timing_path = config_dir / "timing.json"
     timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
+    # a whole-model start (--init-weights) is of one architecture: the other configurations start as planned
+    fits = cfg.init_weights and start_architecture(cfg.init_weights) == resolve_model_name(model)
+    init = cfg.init_weights if fits else None
     for fold in range(cfg.folds):
         finished = fold_finished(config_dir / f"fold_{fold}")
         wall, cpu = time.perf_counter(), _cpu_seconds()
-        train_fold(replace(cfg, model=model, time_budget=fold_budget), config_dir, fold)
+        train_fold(replace(cfg, model=model, time_budget=fold_budget, init_weights=init), config_dir, fold)
         if not finished:
             spent = timing.get(str(fold), {"wall s": 0.0, "cpu s": 0.0})
             timing[str(fold)] = {"wall s": spent["wall s"] + time.perf_counter() - wall,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import html
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from urllib.parse import quote
 
 from .data.io import file_stem
 from .measurements import Measurement, measure_written_masks, measurement_record, write_measurements_csv
@@ -98,9 +99,9 @@ def _row(row: Measurement, names: Sequence[str], columns: Sequence[str], masks: 
     overlay = out / "overlays" / f"{file_stem(mask)}.png" if mask is not None else None
     picture = ""
     if overlay is not None and overlay.is_file():
-        src = html.escape(f"overlays/{overlay.name}")
+        src = html.escape(quote(f"overlays/{overlay.name}"))  # '#', '?', '%' and spaces in a name: one file
         picture = f'<a href="{src}"><img class="overlay" loading="lazy" src="{src}" alt="{html.escape(row.file)}"></a>'
-    link = f'<a href="masks/{html.escape(mask.name)}">{html.escape(mask.name)}</a>' if mask else ""
+    link = f'<a href="{html.escape(quote(f"masks/{mask.name}"))}">{html.escape(mask.name)}</a>' if mask else ""
     # attribute names are lower-cased by HTML parsers: classes go by number (data-px1 ...), not by name
     present = "".join(f' data-px{c}="{html.escape(record[f"{n}_pixels"] or "0")}"' for c, n in enumerate(names, 1))
     cells = [f"<td>{picture}</td>"] + [_cell(record[c], "file" if c == "file" else "") for c in columns]

@@ -86,8 +86,11 @@ class MeasurementOptions:
     def check(self) -> None:
         """Raise ValueError with one line for each kind of bad option (the first found)."""
         if self.pixel_spacing is not None:  # 1e200 passed the old "> 0" test and overflowed areas to inf
-            validate_spacing(self.pixel_spacing, "--pixel-spacing",
-                             "give mm between rows, between columns, e.g. --pixel-spacing 0.0039 0.0117")
+            try:
+                validate_spacing(self.pixel_spacing, "--pixel-spacing",
+                                 "give mm between rows, between columns, e.g. --pixel-spacing 0.0039 0.0117")
+            except SpacingError as err:  # a flag, not the data: a usage error (exit 2)
+                raise ValueError(str(err)) from None
         if self.slice_spacing is not None and not _positive(self.slice_spacing):
             raise ValueError(f"--slice-spacing {self.slice_spacing}: must be finite and > 0 (mm between B-scans)")
         if self.group_regex is not None:
@@ -250,9 +253,11 @@ def _group_key(stem: str, pattern: re.Pattern) -> str | None:
     m = pattern.search(stem)
     if m is None:
         return None
-    if "volume" in pattern.groupindex:
-        return m["volume"]
-    return m[1] if pattern.groups else m[0]
+    key = m["volume"] if "volume" in pattern.groupindex else m[1] if pattern.groups else m[0]
+    if key == "":  # e.g. 'x*' matches nothing everywhere: every scan would join one unnamed volume
+        raise ValueError(f"--group-regex {pattern.pattern!r}: names an empty volume in {stem!r}; make the part it "
+                         "captures non-empty, e.g. '(eye\\d+)_b\\d+'")
+    return key
 
 
 def _check_equal_sizes(key: str, members: Sequence[tuple[Path, Geometry]]) -> None:
@@ -313,6 +318,9 @@ def plan_measurements(
             groups.setdefault(key, []).append((path, geo))
         elif geo.series is not None:
             series.setdefault(geo.series, []).append((path, geo))
+    if options.slice_spacing is not None and pattern is None and not series:
+        raise ValueError(f"--slice-spacing {options.slice_spacing:g} is used for B-scans joined by --group-regex or "
+                         "DICOM series without positions, and there are neither; add --group-regex or drop it")
     for key, members in groups.items():
         _check_equal_sizes(key, members)
         first = members[0][1]

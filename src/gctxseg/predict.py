@@ -288,24 +288,24 @@ def check_output_folder(source: Path, out: Path) -> None:
     """Refuse an ``out`` that would overwrite the source, its sibling ``masks/`` or files ``predict`` did not write.
 
     Raises:
-        DatasetError: one line naming the folder and the fix.
+        ValueError: one line naming the folder and the fix (a flag, not the data: exit 2).
     """
     src, dst = source.resolve(), out.resolve()
     fix = f"pass a new folder, e.g. --out {source.parent / (source.name + '_predictions')}"
     if dst == src or dst.is_relative_to(src):
-        raise DatasetError(f"--out {out}: inside the source folder {source}, whose images would be mixed with the "
+        raise ValueError(f"--out {out}: inside the source folder {source}, whose images would be mixed with the "
                            f"predictions; {fix}")
     if dst == src.parent:
-        raise DatasetError(f"--out {out}: its masks/ is {src.parent / 'masks'}, the masks beside the source "
+        raise ValueError(f"--out {out}: its masks/ is {src.parent / 'masks'}, the masks beside the source "
                            f"(ground truth), which predictions would overwrite; {fix}")
     if src.is_relative_to(dst):
-        raise DatasetError(f"--out {out}: holds the source folder {source}, which the predictions would "
+        raise ValueError(f"--out {out}: holds the source folder {source}, which the predictions would "
                            f"overwrite; {fix}")
     if dst.is_file():
-        raise DatasetError(f"--out {out}: a file, not a folder; {fix}")
+        raise ValueError(f"--out {out}: a file, not a folder; {fix}")
     foreign = sorted(p.name for p in dst.iterdir() if p.name not in OUTPUT_ENTRIES) if dst.is_dir() else []
     if foreign:
-        raise DatasetError(f"--out {out}: already holds {len(foreign)} file(s) predict did not write (e.g. "
+        raise ValueError(f"--out {out}: already holds {len(foreign)} file(s) predict did not write (e.g. "
                            f"{foreign[0]}); {fix}, or empty it")
 
 

@@ -37,13 +37,23 @@ def _write_pair(out: Path, name: str, image: np.ndarray, fluid: np.ndarray) -> b
     return bool(fluid.any())
 
 
+def _mat_subjects(src: Path) -> list[tuple[int, Path]]:
+    """(patient, file) of every ``Subject_NN.mat``; a file of another name there is named before anything is read."""
+    subjects = []
+    for mat in sorted(src.glob("Subject_*.mat")):
+        number = re.fullmatch(r"Subject_(\d+)", mat.stem)
+        if number is None:
+            raise DatasetError(f"{mat}: not a Duke DME subject file (Subject_NN.mat); move it out of {src}")
+        subjects.append((int(number.group(1)), mat))
+    return subjects
+
+
 def _duke_from_mat(src: Path, out: Path, grader: int) -> tuple[dict[str, str], int]:
     from scipy.io import loadmat
 
     groups: dict[str, str] = {}  # file stem -> patient
     with_fluid = 0
-    for mat in sorted(src.glob("Subject_*.mat")):
-        patient = int(re.search(r"(\d+)", mat.stem).group(1))
+    for patient, mat in _mat_subjects(src):
         try:
             content = loadmat(mat)
         except Exception as err:  # scipy raises several types for a broken or HDF5 file
@@ -91,13 +101,21 @@ def _png_copy_scans(src: Path) -> list[tuple[int, Path, Path]]:
     return sorted(scans)
 
 
+def _read_png(path: Path) -> np.ndarray:
+    """A PNG of the copy as grey pixels; a damaged one (the header reads, the pixels do not) named in one line."""
+    try:
+        with Image.open(path) as picture:
+            return np.asarray(picture.convert("L"))
+    except (OSError, ValueError) as err:
+        raise DatasetError(f"{path}: damaged ({type(err).__name__}: {err}); download the PNG copy again") from None
+
+
 def _duke_from_png(src: Path, out: Path) -> tuple[dict[str, str], int]:
     groups: dict[str, str] = {}  # file stem -> patient
     with_fluid = 0
     for index, image_path, annotation in _png_copy_scans(src):
         patient, scan = index // DUKE_SCANS_PER_PATIENT_PNG + 1, index % DUKE_SCANS_PER_PATIENT_PNG
-        grey = np.asarray(Image.open(image_path).convert("L"))
-        fluid = np.asarray(Image.open(annotation).convert("L")) > 127
+        grey, fluid = _read_png(image_path), _read_png(annotation) > 127
         name = f"p{patient:02d}_b{scan:02d}"
         with_fluid += _write_pair(out, name, grey, fluid)
         groups[name] = f"p{patient:02d}"
@@ -130,7 +148,7 @@ def convert_duke_dme(src: str | Path, out: str | Path, folds: int = 5, grader: i
         raise DatasetError(f"{out}: not empty ({len(held)} entries, e.g. {held[0]}); convert into a new folder, or "
                            "pass --force to replace it")
     if has_mat:
-        patients = set(src.glob("Subject_*.mat"))
+        patients = {patient for patient, _ in _mat_subjects(src)}
     else:
         patients = {i // DUKE_SCANS_PER_PATIENT_PNG for i, _, _ in _png_copy_scans(src)}  # checked before writing
     if len(patients) < folds:
@@ -146,6 +164,9 @@ def convert_duke_dme(src: str | Path, out: str | Path, folds: int = 5, grader: i
         splits = group_kfold(groups, folds, seed)
         atomic_write_json(staging / "groups.json", groups)
         atomic_write_json(staging / "splits.json", splits)
+    except OSError as err:  # writing failed: named by the folder the user gave, not the staging one
+        shutil.rmtree(staging, ignore_errors=True)
+        raise OSError(err.errno, err.strerror or str(err), str(out)) from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -18,7 +18,7 @@ import numpy as np
 from .errors import DatasetError
 from .folder import ImagePair, find_pairs
 
-__all__ = ["fold_files", "group_kfold", "groups_from_regex", "load_splits", "resolve_splits", "select_fold",
+__all__ = ["fold_files", "group_kfold", "groups_from_regex", "load_groups", "load_splits", "resolve_splits", "select_fold",
            "ONE_GROUP_PER_IMAGE"]
 
 ONE_GROUP_PER_IMAGE = "one group per image"
@@ -88,13 +88,49 @@ def _read_json(path: Path):
         raise DatasetError(f"{path}: not a readable JSON file ({type(err).__name__}); write it again") from None
 
 
+def _stem_list(value, where: str) -> str | None:
+    """``value`` as a list of file stems, or why not (the first bad item named)."""
+    if not isinstance(value, list):
+        return f"{where} is {type(value).__name__ if value is not None else 'null'}, not a list of file stems"
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not item:
+            shown = "null" if item is None else json.dumps(item)[:40]
+            return f"{where}[{i}] is {shown}, not a file stem (a non-empty string such as \"p01_b03\")"
+    return None
+
+
 def load_splits(path: str | Path) -> list[dict[str, list[str]]]:
-    """Read a ``splits.json`` (nnU-Net shape); one clear error when it has another shape."""
+    """Read a ``splits.json`` (nnU-Net shape), checking every fold; one line naming the first problem."""
     path = Path(path)
     splits = _read_json(path)
-    if not isinstance(splits, list) or not all(isinstance(s, dict) and {"train", "val"} <= set(s) for s in splits):
-        raise DatasetError(f'{path}: expected a list of {{"train": [...], "val": [...]}} folds (nnU-Net shape)')
+    shape = 'expected a list of {"train": [stems], "val": [stems]} folds (nnU-Net\'s splits_final.json)'
+    if not isinstance(splits, list) or not splits:
+        raise DatasetError(f"{path}: {shape}; write it again")
+    for fold, split in enumerate(splits):
+        if not isinstance(split, dict) or not {"train", "val"} <= set(split):
+            raise DatasetError(f"{path}: fold {fold} has no \"train\" and \"val\" lists; {shape}")
+        for side in ("train", "val"):
+            problem = _stem_list(split[side], f'fold {fold} "{side}"')
+            if problem:
+                raise DatasetError(f"{path}: {problem}; {shape}")
     return splits
+
+
+def load_groups(path: str | Path, pairs: Sequence[ImagePair]) -> dict[str, str]:
+    """Read a ``groups.json`` (file stem -> group) for ``pairs``: every stem must be there, every group a string."""
+    path = Path(path)
+    groups = _read_json(path)
+    if not isinstance(groups, dict):
+        raise DatasetError(f"{path}: expected {{file stem: group}}, got a {type(groups).__name__}; write it again")
+    bad = next(((k, v) for k, v in groups.items() if not isinstance(v, str) or not v), None)
+    if bad is not None:
+        raise DatasetError(f"{path}: the group of {bad[0]!r} is {json.dumps(bad[1])[:40]}, not a name; groups are "
+                           "strings such as \"p01\"")
+    missing = [p.name for p in pairs if p.name not in groups]
+    if missing:
+        raise DatasetError(f"{path}: no group for {len(missing)} of {len(pairs)} images (e.g. {missing[:3]}); add "
+                           "them, or delete the file and give --group-regex")
+    return {p.name: groups[p.name] for p in pairs}
 
 
 def resolve_splits(
@@ -116,17 +152,15 @@ def resolve_splits(
         return load_splits(splits_path), str(splits_path)
     if group_regex:
         return group_kfold(groups_from_regex(pairs, group_regex), folds, seed), f"--group-regex {group_regex}"
+    # a grouping file that is present is used or refused, never passed over: patients would mix across folds
     if (root / "splits.json").is_file():
         splits = load_splits(root / "splits.json")
-        if len(splits) == folds:
-            return splits, str(root / "splits.json")
+        if len(splits) != folds:
+            raise DatasetError(f"{root / 'splits.json'}: holds {len(splits)} folds, not --folds {folds}; use --folds "
+                               f"{len(splits)}, or --group-regex to make {folds} folds by patient")
+        return splits, str(root / "splits.json")
     if (root / "groups.json").is_file():
-        groups = _read_json(root / "groups.json")
-        if not isinstance(groups, dict):
-            raise DatasetError(f"{root / 'groups.json'}: expected {{file stem: group}}; write it again")
-        known = {p.name: groups[p.name] for p in pairs if p.name in groups}
-        if len(known) == len(pairs):
-            return group_kfold(known, folds, seed), str(root / "groups.json")
+        return group_kfold(load_groups(root / "groups.json", pairs), folds, seed), str(root / "groups.json")
     return group_kfold({p.name: p.name for p in pairs}, folds, seed), ONE_GROUP_PER_IMAGE
 
 

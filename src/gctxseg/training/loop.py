@@ -24,11 +24,20 @@ from ..utils import progress
 from .config import NonFiniteLossError
 from .distributed import agree_across_ranks
 
-__all__ = ["StepTotals", "run_steps", "install_stop_handlers", "restore_handlers", "env_info",
+__all__ = ["cpu_model", "StepTotals", "run_steps", "install_stop_handlers", "restore_handlers", "env_info",
            "optimizer_param_groups"]
 
 # (model, images, targets) -> (loss, outputs): what one micro-batch computes
 StepLoss = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, object]]
+
+
+def cpu_model() -> str:
+    """The CPU's model name (speeds and budgets are stated per CPU: the machines here vary)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), platform.processor())
+    except OSError:
+        return platform.processor() or platform.machine()
 
 
 def env_info(device: torch.device) -> dict:
@@ -43,6 +52,7 @@ def env_info(device: torch.device) -> dict:
         "python": sys.version.split()[0],
         "host": platform.node(),
         "platform": platform.platform(),
+        "cpu": cpu_model(),
         "device": str(device),
         "cuda device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "cpu threads": torch.get_num_threads(),

@@ -48,7 +48,7 @@ from ..utils import atomic_write_json, keep_freed_memory, seed_everything
 from .config import NonFiniteLossError, TrainingInterrupted
 from .data import EpochTaggedSampler, SeededAugmentDataset, loader_options, num_workers, sample_seed, shutdown_workers
 from .distributed import Distributed, agree_across_ranks, bare, setup_distributed
-from .loop import env_info, install_stop_handlers, optimizer_param_groups, restore_handlers, run_steps
+from .loop import cpu_model, env_info, install_stop_handlers, optimizer_param_groups, restore_handlers, run_steps
 from .schedule import lr_lambda, refit_to_budget
 from .start import load_start
 
@@ -315,7 +315,7 @@ def _record(cfg: PretrainConfig, log: dict, run: _Pretraining) -> dict:
         "scans": len(run.loader.dataset) if cfg.task == "mim" else None,
         "seed": cfg.seed,
         "started from": run.start,
-        "cpu": env_info(torch.device("cpu"))["platform"],
+        "cpu": f"{cpu_model()}, {torch.get_num_threads()} threads",
     }
 
 
@@ -342,8 +342,10 @@ def pretrain(cfg: PretrainConfig) -> Path:
     ddp, device = setup_distributed(cfg.device)
     seed_everything(cfg.seed + ddp.rank)
     amp_dtype = autocast_dtype(cfg.amp, device)
-    run = _build(cfg, ddp, device, resuming=ckpt is not None)
     out, log, first = Path(cfg.out), {"pretrain parameters": asdict(cfg)}, 0
+    if ckpt is None and ddp.is_main and out.exists() and any(out.iterdir()):  # before anything is built
+        raise ValueError(f"{out}: not empty; pre-train into a new --out, or --resume {out / 'last.pt'}")
+    run = _build(cfg, ddp, device, resuming=ckpt is not None)
     if ckpt is not None:
         run.raw_model.load_state_dict(ckpt["model"])
         run.optimizer.load_state_dict(ckpt["optimizer"])
@@ -351,8 +353,6 @@ def pretrain(cfg: PretrainConfig) -> Path:
         run.scaler.load_state_dict(ckpt["scaler"])
         log, first, run.start = ckpt["log"], ckpt["epoch"] + 1, ckpt["log"].get("start")
     elif ddp.is_main:
-        if out.exists() and any(out.iterdir()):
-            raise ValueError(f"{out}: not empty; pre-train into a new --out, or --resume {out / 'last.pt'}")
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / "pretrain.json", asdict(cfg))
         atomic_write_json(out / "env.json", env_info(device))

@@ -67,6 +67,7 @@ from .data import (
 from .distributed import Distributed, agree_across_ranks, bare, broadcast_buffers, setup_distributed
 from .loop import env_info, install_stop_handlers, optimizer_param_groups, restore_handlers, run_steps
 from .schedule import lr_lambda, refit_to_budget
+from .start import load_start
 
 __all__ = ["train", "train_one_epoch", "evaluate"]
 
@@ -251,6 +252,7 @@ class _Trainer:
     workers: int
     params: int
     macs: float
+    start: dict | None = None  # what --init-weights set (training/start.py), kept in plan.json and the log
 
 
 
@@ -288,13 +290,15 @@ def _prepare_data(
     return _TrainingData(train_pairs, fingerprint, base_train, train_set, val_set, plan, presence, split_source), cfg
 
 
-def _make_run_folder(cfg: TrainConfig, ddp: Distributed, device: torch.device, data: _TrainingData) -> Path:
-    """The run folder (a new one, or the resumed run's); rank 0 writes what describes the data and machine."""
+def _make_run_folder(
+    cfg: TrainConfig, ddp: Distributed, device: torch.device, data: _TrainingData, start: dict | None
+) -> Path:
+    """The run folder (a new one, or the resumed run's); rank 0 writes what describes the data, start and machine."""
     run_dir = Path(cfg.resume).parent if cfg.resume else next_run_dir(cfg.results, cfg.name, cfg.exist_ok)
     if ddp.is_main and not cfg.resume:
         run_dir.mkdir(parents=True, exist_ok=cfg.exist_ok)
         data.fingerprint.save(run_dir / "dataset_fingerprint.json")
-        data.plan.save(run_dir / "plan.json")
+        atomic_write_json(run_dir / "plan.json", {**data.plan.to_dict(), "init weights": start})
         atomic_write_json(run_dir / "env.json", env_info(device))
         _save_preview(data.base_train, run_dir / "preview.png")
     return run_dir
@@ -308,6 +312,12 @@ def _build_trainer(
     raw_model = create_model(cfg.model, in_channels=channels, num_classes=data.num_classes, **model_kwargs)
     if cfg.encoder_weights and not resuming:
         _load_encoder_weights(raw_model, cfg.encoder_weights, ddp.is_main, cfg.decoder_init)
+    start = None
+    if cfg.init_weights and not resuming:
+        report = load_start(raw_model, cfg.model, cfg.init_weights)
+        start = report.to_dict()
+        if ddp.is_main:
+            print(report.summary())
     params, macs = count_parameters(raw_model), count_macs(raw_model, channels, cfg.base_size)
     raw_model = raw_model.to(device, memory_format=torch.channels_last)
     if ddp.world > 1 and cfg.sync_bn:
@@ -345,7 +355,7 @@ def _build_trainer(
     loss_fn = DiceCELoss(cfg.lambda_dice, cfg.lambda_ce, include_background=cfg.dice_background)
     return _Trainer(
         model, net, raw_model, loss_fn, optimizer, scheduler, scaler, train_sampler, train_loader, val_loader,
-        workers, params, macs,
+        workers, params, macs, start,
     )  # fmt: skip
 
 
@@ -377,6 +387,7 @@ def _new_log(cfg: TrainConfig, ddp: Distributed, data: _TrainingData, trainer: _
             "world size": ddp.world,
             "compile": cfg.compile,
             "sample cache": cfg.cache_dir or "memory",
+            "init weights": trainer.start,
         },
         "model": {
             "total parameters": trainer.params,
@@ -560,8 +571,9 @@ def train(cfg: TrainConfig, *, given: Collection[str] | None = None) -> Path:
         torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
 
     data, cfg = _prepare_data(cfg, ckpt, ddp, device, amp_dtype)
-    run_dir = _make_run_folder(cfg, ddp, device, data)
+    # the model first: a start that does not fit fails before a run folder is made
     trainer = _build_trainer(cfg, ddp, device, data, resuming=ckpt is not None)
+    run_dir = _make_run_folder(cfg, ddp, device, data, trainer.start)
     state = _Progress(0, -1.0, _new_log(cfg, ddp, data, trainer, amp_dtype))
     if ckpt is not None:
         state = _Progress(*_restore(trainer, ckpt, cfg))

@@ -1,7 +1,9 @@
 """A run's starting weights from a whole model (``--init-weights``): a ``gctxseg pretrain`` output or a run.
 
 Every tensor whose name and shape match is copied. The input convolution of a start with another channel count
-is adapted as timm adapts ImageNet stems (``adapt_input_conv``: summed to grey, repeated to colour); a head of
+is adapted so that a grey picture given as any number of equal channels gives the same response (summed over
+the start's channels, spread evenly over the run's: timm's ``adapt_input_conv`` does this for 3-channel
+ImageNet stems only); a head of
 another class count (phantom pre-training has 3 classes, a user's set has its own; masked-image pre-training
 reconstructs pixels) is left at its initialisation and named in the report.
 """
@@ -13,12 +15,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from timm.models import adapt_input_conv
 
 from ..checkpoint import load_model_start
 from ..models import resolve_model_name
 
-__all__ = ["StartReport", "load_start"]
+__all__ = ["StartReport", "adapt_input_channels", "load_start", "start_architecture"]
 
 
 @dataclass
@@ -68,7 +69,7 @@ def load_start(model: torch.nn.Module, model_name: str, source: str | Path) -> S
         if value is not None and value.shape == target.shape:
             chosen[key] = value
         elif value is not None and value.dim() == 4 and value.shape[0] == target.shape[0] and key == _stem(own):
-            chosen[key] = adapt_input_conv(target.shape[1], value)  # another channel count at the input only
+            chosen[key] = adapt_input_channels(value, target.shape[1])  # another channel count at the input only
             report.adapted.append(key)
         else:
             report.left.append(key)
@@ -77,6 +78,16 @@ def load_start(model: torch.nn.Module, model_name: str, source: str | Path) -> S
     model.load_state_dict(chosen, strict=False)
     report.loaded = len(chosen)
     return report
+
+
+def adapt_input_channels(weight: torch.Tensor, channels: int) -> torch.Tensor:
+    """A first convolution's ``(out, in, kh, kw)`` weight for ``channels`` inputs: equal channels in, same out."""
+    return (weight.sum(1, keepdim=True) / channels).repeat(1, channels, 1, 1)
+
+
+def start_architecture(source: str | Path) -> str:
+    """The registry name of the network a start holds (``gctxseg cv`` gives it to that configuration only)."""
+    return resolve_model_name(load_model_start(source)["model_name"])
 
 
 def _stem(state: dict[str, torch.Tensor]) -> str | None:
