@@ -18,8 +18,8 @@ import numpy as np
 from .errors import DatasetError
 from .folder import ImagePair, find_pairs
 
-__all__ = ["fold_files", "group_kfold", "groups_from_regex", "load_groups", "load_splits", "resolve_splits", "select_fold",
-           "ONE_GROUP_PER_IMAGE"]
+__all__ = ["fold_files", "group_kfold", "groups_from_regex", "load_groups", "load_splits", "resolve_splits",
+           "select_fold", "ONE_GROUP_PER_IMAGE"]
 
 ONE_GROUP_PER_IMAGE = "one group per image"
 
