@@ -132,7 +132,7 @@ def test_cli_pretrain_and_its_one_line_errors(phantom_dir, tmp_path, capsys, one
     assert main(["pretrain", "--task", "mim", "--out", str(tmp_path / "m")]) == 2
     assert "give --images DIR" in capsys.readouterr().err
     assert main(["pretrain", "--task", "mim", "--images", str(tmp_path / "nowhere"), "--out", str(tmp_path / "n"),
-                 "--device", "cpu", "--workers", "0"]) == 2
+                 "--device", "cpu", "--workers", "0"]) == 1  # the data is missing: exit 1
     assert "folder not found" in capsys.readouterr().err
     assert main(["pretrain", "--out", str(out), "--device", "cpu"]) == 2  # not empty: never mixed
     assert "not empty" in capsys.readouterr().err

@@ -20,10 +20,8 @@ options make, on no memory, before allocating them: ``{"base_width": 2**20}`` wo
 from __future__ import annotations
 
 import contextlib
-import inspect
 import math
 import pickle
-import typing
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +32,7 @@ from torch.overrides import TorchFunctionMode
 
 from .data import MaskValueMap
 from .models import create_model, resolve_model_name
-from .models import registry as _registry
+from .models.registry import model_options
 from .utils import atomic_torch_save
 
 __all__ = [
@@ -171,22 +169,6 @@ def _not_usable(source: str | Path, what: str) -> ValueError:
     )
 
 
-def _model_options(name: str) -> dict[str, inspect.Parameter] | None:
-    """Keyword options of the class a registered entrypoint builds (its return annotation), or None unknown.
-
-    Entrypoints take ``**options`` and pass them on, so only the class's ``__init__`` says which there are.
-    """
-    entry = _registry._ENTRYPOINTS[name]  # the registry keeps no public name -> entrypoint lookup
-    try:
-        cls = typing.get_type_hints(entry).get("return")
-    except Exception:  # an annotation that does not resolve: fall back to the entrypoint's own signature
-        cls = None
-    params = inspect.signature(cls.__init__ if isinstance(cls, type) else entry).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return None
-    return {k: p for k, p in params.items() if k not in ("self", "in_channels", "num_classes")}
-
-
 def _option_problem(key: str, value: Any) -> str | None:
     """Why one model option cannot be built with, or None: sizes are ints in 1.._MAX_SIZE (patch sizes in
     pixels up to _MAX_PATCH), factors finite floats in 0.._MAX_FACTOR, lists flat and short."""
@@ -224,7 +206,7 @@ def _check_model(ckpt: dict, source: str | Path) -> None:
         raise _not_usable(source, f"model_name: {err}") from None
     if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
         raise _not_usable(source, f"model_kwargs {type(kwargs).__name__}, not a dict of option names")
-    options = _model_options(canonical)
+    options = model_options(canonical)
     unknown = sorted(set(kwargs) - set(options)) if options is not None else []
     if unknown:
         raise _not_usable(source, f"model_kwargs {unknown} are no options of {name} (it takes {sorted(options)})")

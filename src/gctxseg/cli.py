@@ -299,7 +299,14 @@ def _add_measurement_options(p: argparse.ArgumentParser) -> None:
                    help="join B-scans into volumes by this regex on the file stem: its (?P<volume>...) group, "
                         "else its first group, names the volume, e.g. '(.+)_bscan\\d+$'")
     p.add_argument("--class-names", nargs="+", default=[], metavar="NAME",
-                   help="names of the foreground classes in measurements.csv, e.g. edema hole (default class1 ...)")
+                   help="names of the foreground classes in measurements.csv, e.g. edema hole (default class1 ...); "
+                        "a class named *hole* gets the macular hole's diameters in etdrs.csv")
+    p.add_argument("--eye", choices=["OD", "OS"], default=None,
+                   help="right (OD) or left (OS) eye: names the ETDRS quadrants nasal/temporal in etdrs.csv (default: "
+                        "by image side, said in the file)")
+    p.add_argument("--fovea", type=int, nargs=2, default=None, metavar=("SLICE", "COLUMN"),
+                   help="the ETDRS grid's centre in every volume (default: found: the hole's centre, else the "
+                        "deepest point of the inner retinal surface near the middle; docs/measurements.md)")
 
 
 def _measurement_options(args: argparse.Namespace):
@@ -307,7 +314,8 @@ def _measurement_options(args: argparse.Namespace):
 
     return MeasurementOptions(
         pixel_spacing=tuple(args.pixel_spacing) if args.pixel_spacing else None, slice_spacing=args.slice_spacing,
-        group_regex=args.group_regex, class_names=tuple(args.class_names),
+        group_regex=args.group_regex, class_names=tuple(args.class_names), eye=args.eye,
+        fovea=tuple(args.fovea) if args.fovea else None,
     )
 
 
@@ -524,6 +532,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .agreement import format_agreement
 
             print(format_agreement(s["agreement"]) + f"\n(amounts_per_image.csv, bland_altman.png in {out})")
+            if s.get("etdrs agreement"):
+                from .clinical import format_etdrs_agreement
+
+                print(format_etdrs_agreement(s["etdrs agreement"])
+                      + f"\n(grader_etdrs.csv, predicted_etdrs.csv, enface/ in {out})")
         elif args.command == "report":
             from .evaluate import write_run_report
 

@@ -1,12 +1,18 @@
 """One row of ``etdrs.csv`` per volume: fluid per ETDRS subfield (nL), the hole's diameters (µm), the grid's centre.
 
 Built from a label stack with :mod:`gctxseg.etdrs`; blank cells where the spacing is unknown (never 0), the
-partial sectors named in ``partial`` and said in ``note``. Not yet called by ``predict``/``evaluate``.
+partial sectors named in ``partial`` and said in ``note``. ``predict`` writes ``etdrs.csv`` and an en-face map
+per volume (``enface/NAME.png``, shown in ``index.html``) for every B-scan group (``--group-regex``) and DICOM
+series; ``evaluate`` does the same for the grader's masks and the predictions and adds their agreement (MAE,
+bias, limits of agreement per subfield and hole diameter) to ``summary.json``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +20,8 @@ import numpy as np
 from . import etdrs
 from .utils import atomic_write_csv
 
-__all__ = ["etdrs_columns", "etdrs_record", "write_etdrs_csv"]
+__all__ = ["VolumeReport", "etdrs_agreement", "etdrs_columns", "etdrs_record", "format_etdrs_agreement",
+           "grey_image", "locate_fovea", "volume_reports", "write_etdrs_csv", "write_volume_reports"]
 
 _HOLE = ("mld_um", "mld_bscan", "base_um", "base_bscan", "size_class")
 
@@ -27,20 +34,37 @@ def etdrs_columns(class_names: Sequence[str], eye: str | None) -> list[str]:
             + [f"{n}_{a}_nl" for n in fluid for a in areas] + [f"hole_{h}" for h in _HOLE] + ["note"])
 
 
+def _hole_classes(class_names: Sequence[str]) -> tuple[int, ...]:
+    return tuple(c for c, n in enumerate(class_names, 1) if "hole" in n.lower())
+
+
+def _fluid_classes(class_names: Sequence[str]) -> list[tuple[int, str]]:
+    holes = _hole_classes(class_names)
+    return [(c, n) for c, n in enumerate(class_names, 1) if c not in holes]
+
+
+def locate_fovea(name: str, labels: np.ndarray, spacing: tuple[float | None, float | None, float | None],
+                 class_names: Sequence[str], fovea: tuple[int, int] | None = None,
+                 images: np.ndarray | None = None) -> etdrs.Fovea:
+    """The grid centre: the given ``--fovea`` (checked), else :func:`gctxseg.etdrs.find_fovea`'s."""
+    if fovea is not None:
+        return etdrs.check_fovea(fovea, (labels.shape[0], labels.shape[2]), name)
+    known = all(v is not None for v in spacing)
+    return etdrs.find_fovea(labels, spacing if known else None, _hole_classes(class_names), images)
+
+
 def etdrs_record(name: str, labels: np.ndarray, spacing: tuple[float | None, float | None, float | None],
                  class_names: Sequence[str], eye: str | None = None, fovea: tuple[int, int] | None = None,
-                 images: np.ndarray | None = None) -> dict[str, str]:
+                 images: np.ndarray | None = None, located: etdrs.Fovea | None = None) -> dict[str, str]:
     """The cells of one volume (``labels``: ``S x H x W`` class indices 0..K-1; classes named ``*hole*`` are holes).
 
     Raises:
         DatasetError: ``fovea`` outside the stack (one line).
     """
     known = all(v is not None for v in spacing)
-    holes = tuple(c for c, n in enumerate(class_names, 1) if "hole" in n.lower())
-    fluids = [(c, n) for c, n in enumerate(class_names, 1) if c not in holes]
+    holes, fluids = _hole_classes(class_names), _fluid_classes(class_names)
     shape = (labels.shape[0], labels.shape[2])
-    where = etdrs.check_fovea(fovea, shape, name) if fovea is not None else etdrs.find_fovea(
-        labels, spacing if known else None, holes, images)
+    where = located or locate_fovea(name, labels, spacing, class_names, fovea, images)
     record = dict.fromkeys(etdrs_columns(class_names, eye), "")
     record.update(file=name, eye=eye or "", quadrants="nasal/temporal" if eye else "image sides (no --eye)",
                   fovea_slice=f"{where.slice:.2f}", fovea_column=f"{where.column:.2f}", fovea_from=where.source)
@@ -72,3 +96,136 @@ def write_etdrs_csv(records: Sequence[dict[str, str]], path: str | Path, class_n
     """Write ``etdrs.csv`` atomically and return its path."""
     atomic_write_csv(path, etdrs_columns(class_names, eye), records)
     return Path(path)
+
+
+# ---------------------------------------------------------------- volumes of predict and evaluate
+
+
+@dataclass
+class VolumeReport:
+    """One volume's ETDRS row and en-face map (``thickness_um``: S x W fluid thickness, None without spacing)."""
+
+    name: str
+    record: dict[str, str]
+    fovea: etdrs.Fovea
+    thickness_um: np.ndarray | None
+    slice_mm: float | None
+    col_mm: float | None
+
+
+def _natural(path: Path) -> list:
+    """Sort key: ``b2`` before ``b10``, as B-scans are numbered."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
+
+
+def volume_reports(rows: Sequence, labels_of: Callable[[Path], np.ndarray | None],
+                   images_of: Callable[[Path], np.ndarray | None], class_names: Sequence[str],
+                   eye: str | None = None, fovea: tuple[int, int] | None = None,
+                   centres: dict[str, etdrs.Fovea] | None = None) -> list[VolumeReport]:
+    """A report per B-scan group and DICOM series of ``rows`` (measurements.Measurement) whose every member's
+    labels ``labels_of`` gives (class indices, H x W); the B-scans in name order (groups) or position (series).
+    ``centres`` (volume -> grid centre) places the grid where another report found it (predictions are compared
+    with the grader's on the grader's grid).
+
+    Raises:
+        DatasetError: ``fovea`` outside a volume.
+    """
+    reports = []
+    for row in rows:
+        if row.kind not in ("group", "series"):
+            continue
+        members = sorted(row.members, key=_natural) if row.kind == "group" else list(row.members)
+        labels = [labels_of(m) for m in members]
+        if any(lab is None for lab in labels):
+            continue  # a member failed to predict: its row in measurements.csv says so
+        stack = np.stack(labels)
+        grey = [images_of(m) for m in members]
+        images = np.stack(grey) if all(g is not None for g in grey) else None
+        geo = row.geometry
+        spacing = (geo.slice_mm, geo.row_mm, geo.col_mm)
+        where = (centres or {}).get(row.file) or locate_fovea(row.file, stack, spacing, class_names, fovea, images)
+        record = etdrs_record(row.file, stack, spacing, class_names, eye, fovea, images, located=where)
+        thickness = None
+        if all(v is not None for v in spacing) and _fluid_classes(class_names):
+            fluid = tuple(c for c, _ in _fluid_classes(class_names))
+            thickness = etdrs.fluid_thickness_px(stack, fluid) * geo.row_mm * 1000
+        reports.append(VolumeReport(row.file, record, where, thickness, geo.slice_mm, geo.col_mm))
+    return reports
+
+
+def grey_image(path: Path) -> np.ndarray | None:
+    """A picture as ``H x W`` grey values (its channels' mean), or None when it cannot be read (fovea finding)."""
+    from .data import read_image
+
+    try:
+        return read_image(path).mean(axis=-1)
+    except Exception:  # the fovea is then placed without the picture (by the hole, or the scan's centre)
+        return None
+
+
+def _file_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "volume"
+
+
+def write_volume_reports(reports: Sequence[VolumeReport], out: str | Path, class_names: Sequence[str],
+                         eye: str | None, prefix: str = "", say: bool = True) -> dict[str, Path]:
+    """``out/{prefix}etdrs.csv`` and ``out/enface/{prefix}NAME.png`` per volume; one line per volume whose grid is
+    partial or whose spacing is unknown. Returns volume name -> en-face map (maps are drawn where spacing is known).
+    """
+    out = Path(out)
+    if not reports:
+        return {}
+    write_etdrs_csv([r.record for r in reports], out / f"{prefix}etdrs.csv", class_names, eye)
+    maps = {}
+    for r in reports:
+        if say and r.record["note"]:
+            print(f"{r.name}: {r.record['note']}", file=sys.stderr)
+        if r.thickness_um is None:
+            continue
+        from .enface import plot_enface_map
+
+        title = f"{prefix.rstrip('_') + ': ' if prefix else ''}{r.name}, fluid thickness ({r.fovea.source} fovea)"
+        maps[r.name] = plot_enface_map(r.thickness_um, r.fovea, r.slice_mm, r.col_mm, eye,
+                                       out / "enface" / f"{prefix}{_file_name(r.name)}.png", title)
+    return maps
+
+
+def etdrs_agreement(truth: Sequence[VolumeReport], pred: Sequence[VolumeReport], class_names: Sequence[str],
+                    eye: str | None) -> list[dict]:
+    """Agreement of predicted with true subfield volumes (nL) and hole diameters (µm) over the volumes both have
+    numbers for: per column n, mean true/predicted, MAE, bias and 95% limits of agreement (Bland-Altman)."""
+    from .agreement import agreement_summary
+
+    predicted = {r.name: r.record for r in pred}
+    columns = [c for c in etdrs_columns(class_names, eye) if c.endswith("_nl") or c in ("hole_mld_um", "hole_base_um")]
+    rows = []
+    for r in truth:
+        if r.name not in predicted:
+            continue
+        for column in columns:
+            t, p = r.record.get(column, ""), predicted[r.name].get(column, "")
+            if column.startswith("hole_") and (t == "") != (p == ""):
+                t, p = t or "0", p or "0"  # a hole missed or invented: its diameter counts as 0 on that side
+            if t == "" or p == "":
+                continue
+            rows.append({"file": r.name, "kind": "volume", "class": column, "unit": column.rsplit("_", 1)[1],
+                         "truth": float(t), "predicted": float(p), "difference": float(p) - float(t)})
+    by_unit = {}
+    for row in rows:
+        by_unit.setdefault(row["unit"], []).append(row)
+    summary = []
+    for unit_rows in by_unit.values():
+        names = list(dict.fromkeys(row["class"] for row in unit_rows))
+        summary += [s for s in agreement_summary(unit_rows, names) if s["n"]]
+    return summary
+
+
+def format_etdrs_agreement(summary: Sequence[dict]) -> str:
+    """The agreement table ``evaluate`` prints: one line per ETDRS column (nL) and hole diameter (µm)."""
+    lines = [f"{'volumes vs grader':<28}{'n':>4}{'mean true':>11}{'mean pred':>11}{'MAE':>9}{'bias':>9}"
+             f"{'95% limits of agreement':>26}"]
+    for a in summary:
+        low, high = a["limits of agreement"]
+        lines.append(f"{a['class']:<28}{a['n']:>4}{a['mean truth']:>11.4g}{a['mean predicted']:>11.4g}"
+                     f"{a['mean absolute error']:>9.3g}{a['bias']:>9.3g}{f'{low:.3g} to {high:.3g}':>26}")
+    return "\n".join(lines)

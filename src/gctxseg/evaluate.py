@@ -273,7 +273,8 @@ def evaluate_folder(
     predictor = load_predictor(weights, device, amp, tta=tta, tta_vflip=tta_vflip, infer_mode=infer_mode,
                                compile=compile)
     _check_masks(pairs, predictor.value_map)
-    scored = _score_pairs(pairs, predictor, nsd_tolerance, spacing, worst_k)
+    in_volumes = {m for row in plan if row.kind in ("group", "series") for m in row.members}
+    scored = _score_pairs(pairs, predictor, nsd_tolerance, spacing, worst_k, keep=in_volumes)
     value_map = predictor.value_map
     names = [f"class {c} (value {v})" for c, v in enumerate(value_map.values)]
     summary = {
@@ -296,9 +297,31 @@ def evaluate_folder(
     class_names = class_names_for(measure, predictor.num_classes)
     _, summary["agreement"] = write_agreement(fill_counts(plan, scored.truth_counts),
                                               fill_counts(plan, scored.pred_counts), class_names, out)  # fmt: skip
+    if in_volumes:
+        summary["etdrs agreement"] = _volume_agreement(plan, pairs, scored, value_map, class_names, measure, out)
     if out is not None:
         _write_evaluation(out, summary, scored, names)
     return EvaluationResult(summary, scored.rows, scored.total, out)
+
+
+def _volume_agreement(plan, pairs, scored: _ScoredPairs, value_map, class_names, measure, out: Path | None) -> list:
+    """The grader's and the predicted ETDRS rows and en-face maps of every volume (``grader_etdrs.csv``,
+    ``predicted_etdrs.csv``, ``enface/``), the predictions on the grader's grid; their agreement per column."""
+    from .clinical import etdrs_agreement, grey_image, volume_reports, write_volume_reports
+
+    mask_of = {p.image: p.mask for p in pairs if p.slice_index is None}
+    rows = fill_counts(plan, scored.truth_counts)
+
+    def truth_of(path: Path):
+        return value_map.encode(read_mask(mask_of[path]), source=mask_of[path]) if path in mask_of else None
+
+    truth = volume_reports(rows, truth_of, grey_image, class_names, measure.eye, measure.fovea)
+    centres = {r.name: r.fovea for r in truth}
+    pred = volume_reports(rows, scored.kept.get, grey_image, class_names, measure.eye, measure.fovea, centres)
+    if out is not None:
+        write_volume_reports(truth, out, class_names, measure.eye, "grader_")
+        write_volume_reports(pred, out, class_names, measure.eye, "predicted_", say=False)
+    return etdrs_agreement(truth, pred, class_names, measure.eye)
 
 
 def _checked_spacing(spacing: Spacing) -> Spacing:
@@ -322,9 +345,12 @@ class _ScoredPairs:
     worst: list = field(default_factory=list)  # heaps of (key, index, case): the worst_k lowest / highest scores
     best: list = field(default_factory=list)
     seconds: float = 0.0
+    kept: dict[Path, np.ndarray] = field(default_factory=dict)  # predicted labels of B-scans of volumes
 
 
-def _score_pairs(pairs, predictor: Predictor, nsd_tolerance: float, spacing: Spacing, worst_k: int) -> _ScoredPairs:
+def _score_pairs(pairs, predictor: Predictor, nsd_tolerance: float, spacing: Spacing, worst_k: int,
+                 keep: frozenset | set = frozenset()) -> _ScoredPairs:
+    """Score every pair; the predictions of the images in ``keep`` (B-scans of volumes) are kept for ETDRS."""
     k = predictor.num_classes
     scored = _ScoredPairs(torch.zeros(k, k, dtype=torch.int64))
     for i, pair in enumerate(pairs):
@@ -334,6 +360,8 @@ def _score_pairs(pairs, predictor: Predictor, nsd_tolerance: float, spacing: Spa
         pred = predictor.predict_image(image, str(pair))
         scored.seconds += time.perf_counter() - t0
         scores = score_image(pred, target, k, nsd_tolerance, spacing)
+        if pair.image in keep and pair.slice_index is None:
+            scored.kept[pair.image] = np.asarray(pred, dtype=np.uint8)
         scored.total += scores["confusion"]
         scored.per_image.append(scores)
         for counts, key in ((scored.truth_counts, "truth_pixels"), (scored.pred_counts, "pred_pixels")):

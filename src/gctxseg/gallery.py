@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import quote
 
+from .clinical import grey_image, volume_reports, write_volume_reports
+from .data import read_mask
 from .data.io import file_stem
 from .measurements import Measurement, measure_written_masks, measurement_record, write_measurements_csv
 from .utils import atomic_write_text
@@ -34,6 +36,9 @@ th[data-order="asc"]::after { content: " \\25B2"; } th[data-order="desc"]::after
 td.file, th.file, th:first-child { text-align: left; }
 img.overlay { width: 160px; max-width: 35vw; height: auto; display: block; }
 .note { color: #666; font-size: 0.85em; }
+h2 { font-size: 1.1em; } .maps { display: flex; flex-wrap: wrap; gap: 12px; }
+img.enface { width: 420px; max-width: 90vw; }
+figure { margin: 0; } figcaption { font-size: 0.85em; color: #444; }
 """
 
 # sort/filter and the ?sort=&order=&present= state; sets <body data-rows-shown="N">, data-images-loaded and
@@ -109,10 +114,11 @@ def _row(row: Measurement, names: Sequence[str], columns: Sequence[str], masks: 
 
 
 def write_gallery(
-    out: str | Path, rows: Sequence[Measurement], class_names: Sequence[str], masks: Mapping[Path, Path] | None = None
-) -> Path:
+    out: str | Path, rows: Sequence[Measurement], class_names: Sequence[str], masks: Mapping[Path, Path] | None = None,
+    maps: Mapping[str, Path] | None = None,
+) -> Path:  # fmt: skip
     """Write ``out/index.html`` for the measured rows (``masks``: source file -> the mask predict wrote; its
-    overlay is ``out/overlays`` under the mask's stem).
+    overlay is ``out/overlays`` under the mask's stem; ``maps``: volume -> its en-face map, shown above).
 
     Returns:
         the path written.
@@ -138,6 +144,7 @@ def write_gallery(
         f'<div class="controls"><label>show <select id="present">{options}</select></label>'
         '<a href="measurements.csv">measurements.csv</a>'
         '<span class="note">click a column to sort; blank = unknown; all columns in measurements.csv</span></div>\n'
+        f"{_enface_section(out, maps or {})}"
         f'<div class="scroll"><table id="measurements"><thead><tr>{head}</tr></thead><tbody>\n{body}\n'
         f"</tbody></table></div>\n<script>{_JS}</script>\n</body></html>\n"
     )
@@ -146,11 +153,33 @@ def write_gallery(
     return path
 
 
+def _enface_section(out: Path, maps: Mapping[str, Path]) -> str:
+    """The volumes' en-face fluid maps with the ETDRS grid, and the link to ``etdrs.csv``."""
+    if not maps:
+        return ""
+    figures = "".join(
+        f'<figure><img class="enface" src="{html.escape(quote(path.relative_to(out).as_posix()))}" '
+        f'alt="en-face fluid map of {html.escape(name)}"><figcaption>{html.escape(name)}</figcaption></figure>'
+        for name, path in maps.items()
+    )
+    return (f'<h2>Volumes: fluid in the ETDRS grid (<a href="etdrs.csv">etdrs.csv</a>)</h2>'
+            f'<div class="maps">{figures}</div>\n')
+
+
 def write_folder_measurements(
-    plan: Sequence[Measurement], masks: Mapping[Path, Path], value_map, out: str | Path, class_names: Sequence[str]
-) -> list[Measurement]:
-    """``predict``'s last step: measure its masks into ``out/measurements.csv`` and the gallery ``out/index.html``."""
+    plan: Sequence[Measurement], masks: Mapping[Path, Path], value_map, out: str | Path, class_names: Sequence[str],
+    eye: str | None = None, fovea: tuple[int, int] | None = None,
+) -> list[Measurement]:  # fmt: skip
+    """``predict``'s last step: measure its masks into ``out/measurements.csv``, each volume's ETDRS grid and
+    hole into ``out/etdrs.csv`` with its en-face map in ``out/enface/``, and the gallery ``out/index.html``."""
     rows = measure_written_masks(plan, masks, value_map, len(class_names) + 1)
     write_measurements_csv(rows, Path(out) / "measurements.csv", class_names)
-    write_gallery(out, rows, class_names, masks)
+
+    def labels_of(path: Path):
+        return value_map.encode(read_mask(masks[path]), source=masks[path]) if path in masks else None
+
+    reports = volume_reports(rows, labels_of, grey_image, class_names, eye, fovea)
+    maps = write_volume_reports(reports, out, class_names, eye)
+    write_gallery(out, rows, class_names, masks, maps)
     return rows
+

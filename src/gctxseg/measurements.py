@@ -39,6 +39,7 @@ from .data.spacing import (
     validate_spacing,
     write_spacing_file,
 )
+from .etdrs import check_fovea
 from .utils import atomic_write_csv
 
 __all__ = [
@@ -82,6 +83,8 @@ class MeasurementOptions:
     slice_spacing: float | None = None
     group_regex: str | None = None
     class_names: tuple[str, ...] = ()
+    eye: str | None = None  # OD | OS: names the ETDRS quadrants nasal/temporal (else by image side)
+    fovea: tuple[int, int] | None = None  # B-scan and column of the ETDRS grid's centre (else found per volume)
 
     def check(self) -> None:
         """Raise ValueError with one line for each kind of bad option (the first found)."""
@@ -98,6 +101,10 @@ class MeasurementOptions:
                 re.compile(self.group_regex)
             except re.error as err:
                 raise ValueError(f"--group-regex {self.group_regex!r}: not a regular expression ({err})") from None
+        if self.eye is not None and self.eye not in ("OD", "OS"):
+            raise ValueError(f"--eye {self.eye}: OD (right eye) or OS (left eye)")
+        if self.fovea is not None and (len(self.fovea) != 2 or min(self.fovea) < 0):
+            raise ValueError(f"--fovea {self.fovea}: give the B-scan and the column, both >= 0")
         if any(not name or "," in name for name in self.class_names):
             raise ValueError(f"--class-names {' '.join(self.class_names)}: names must be non-empty, without commas")
 
@@ -334,6 +341,10 @@ def plan_measurements(
         slice_mm = _series_slice_mm(members, options.slice_spacing)
         geo = replace(members[0][1], slices=len(members), slice_mm=slice_mm, position=None)
         rows.append(Measurement(f"series {uid}", "series", geo, tuple(p for p, _ in members)))
+    if options.fovea is not None:  # a grid centre outside a volume stops here, before anything is predicted
+        for row in rows:
+            if row.kind in ("group", "series"):
+                check_fovea(options.fovea, (row.geometry.slices, row.geometry.cols), row.file)
     return rows
 
 

@@ -272,7 +272,8 @@ def predict_folder(
             summary.failed.append(str(err))
         except Exception as err:  # any other failure of one file (a decompression bomb, a PIL bug): the rest go on
             summary.failed.append(f"{path}: {type(err).__name__}: {err}".splitlines()[0])
-    summary.measurements = write_folder_measurements(plan, masks, predictor.value_map, out, class_names)
+    summary.measurements = write_folder_measurements(plan, masks, predictor.value_map, out, class_names,
+                                                     measure.eye, measure.fovea)
     summary.class_names = class_names
     return summary
 
@@ -281,7 +282,7 @@ def predict_folder(
 # holds only a previous prediction (these entries), which is then replaced whole, so no stale mask or row of an
 # earlier run sits beside the new ones. Anything else in it, or an --out that would overlap the source or write
 # over the masks beside it, is refused.
-OUTPUT_ENTRIES = frozenset({"masks", "overlays", "measurements.csv", "index.html"})
+OUTPUT_ENTRIES = frozenset({"masks", "overlays", "measurements.csv", "index.html", "etdrs.csv", "enface"})
 
 
 def check_output_folder(source: Path, out: Path) -> None:

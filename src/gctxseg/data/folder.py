@@ -46,14 +46,16 @@ def _stem(path: Path, suffix: str) -> str:
     return path.name[: -len(suffix)] if suffix and path.name.lower().endswith(suffix.lower()) else path.stem
 
 
-def find_images(folder: str | Path, suffix: str) -> list[Path]:
-    """Files in ``folder`` ending in ``suffix`` (case-insensitive), sorted; errors when there are none."""
-    folder = Path(folder)
+def find_images(folder: str | Path, suffix: str | tuple[str, ...]) -> list[Path]:
+    """Files in ``folder`` ending in ``suffix`` (one or several, case-insensitive), sorted; errors when none."""
+    folder, suffixes = Path(folder), (suffix,) if isinstance(suffix, str) else tuple(suffix)
     if not folder.is_dir():
         raise DatasetError(f"{folder}: folder not found; point the option at a folder of images")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(suffix.lower()))
+    ends = tuple(s.lower() for s in suffixes)
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(ends))
     if not files:
-        raise DatasetError(f"{folder}: no images matching '*{suffix}'; check the folder or the suffix (--img_f)")
+        shown = "', '*".join(suffixes) if len(suffixes) < 4 else "' or '*".join((suffixes[0], suffixes[-1]))
+        raise DatasetError(f"{folder}: no images matching '*{shown}'; check the folder or the suffix (--img_f)")
     return files
 
 

@@ -8,11 +8,14 @@ Entrypoints register under their function name with :func:`register_model`; alia
 from __future__ import annotations
 
 import difflib
+import inspect
+import typing
 from collections.abc import Callable, Sequence
 
 from torch import nn
 
-__all__ = ["register_model", "create_model", "list_models", "resolve_model_name", "model_description"]
+__all__ = ["register_model", "create_model", "list_models", "resolve_model_name", "model_description",
+           "model_options"]
 
 _ENTRYPOINTS: dict[str, Callable[..., nn.Module]] = {}
 _ALIASES: dict[str, str] = {}
@@ -61,3 +64,21 @@ def model_description(name: str) -> str:
     """First line of the entrypoint's docstring."""
     doc = _ENTRYPOINTS[resolve_model_name(name)].__doc__ or ""
     return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+def model_options(name: str) -> dict[str, inspect.Parameter] | None:
+    """Keyword options of the class a registered model builds (its entrypoint's return annotation), or None when
+    they cannot be known (a ``**options`` catch-all).
+
+    Entrypoints take ``**options`` and pass them on, so only the class's ``__init__`` says which there are;
+    checkpoint.py checks a received checkpoint's ``model_kwargs`` against them before building anything.
+    """
+    entry = _ENTRYPOINTS[resolve_model_name(name)]
+    try:
+        cls = typing.get_type_hints(entry).get("return")
+    except Exception:  # an annotation that does not resolve: fall back to the entrypoint's own signature
+        cls = None
+    params = inspect.signature(cls.__init__ if isinstance(cls, type) else entry).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    return {k: p for k, p in params.items() if k not in ("self", "in_channels", "num_classes")}

@@ -17,14 +17,18 @@ from collections.abc import Callable, Iterable
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .. import __version__
-from ..precision import autocast_context
+from ..precision import autocast_context, autocast_dtype
 from ..utils import progress
 from .config import NonFiniteLossError
+from .data import EpochTaggedSampler, loader_options
 from .distributed import agree_across_ranks
 
-__all__ = ["cpu_model", "StepTotals", "run_steps", "install_stop_handlers", "restore_handlers", "env_info",
+__all__ = ["cpu_model", "ddp_wrapped", "adamw", "grad_scaler", "train_loader", "StepTotals",
+           "run_steps", "install_stop_handlers", "restore_handlers", "env_info",
            "optimizer_param_groups"]
 
 # (model, images, targets) -> (loss, outputs): what one micro-batch computes
@@ -164,3 +168,40 @@ def optimizer_param_groups(model: torch.nn.Module, weight_decay: float) -> list[
 
     exempt = getattr(model, "no_weight_decay", lambda: ())()
     return param_groups_weight_decay(model, weight_decay, no_weight_decay_list=tuple(exempt))
+
+
+# ---------------------------------------------------------------- what both loops build around the model
+
+
+def ddp_wrapped(net: torch.nn.Module, device: torch.device, world: int) -> torch.nn.Module:
+    """``net`` under DDP when there are several processes (else itself)."""
+    if world <= 1:
+        return net
+    # gctx_unet keeps parameters that get no gradient (global-query generators of 1-block stages)
+    return DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None,
+                                   find_unused_parameters=True)
+
+
+def adamw(raw_model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.AdamW:
+    """AdamW over timm's weight-decay groups (:func:`optimizer_param_groups`), fused on GPUs."""
+    return torch.optim.AdamW(optimizer_param_groups(raw_model, weight_decay), lr=lr, fused=device.type == "cuda")
+
+
+def grad_scaler(amp: str, device: torch.device) -> torch.amp.GradScaler:
+    """The loss scaler fp16 needs (disabled for bf16 and fp32)."""
+    return torch.amp.GradScaler(device.type, enabled=autocast_dtype(amp, device) == torch.float16)
+
+
+def train_loader(train_set: Dataset, shuffled: Sampler, batch_size: int, workers: int, device: torch.device,
+                 what: str) -> tuple[EpochTaggedSampler, DataLoader]:
+    """The epoch-tagged sampler over ``shuffled`` and its loader (whole batches only).
+
+    Raises:
+        ValueError: fewer samples per process than one batch (``what`` names the data in the line).
+    """
+    sampler = EpochTaggedSampler(shuffled, len(train_set))
+    if len(sampler) < batch_size:
+        raise ValueError(f"{what}: {len(train_set)} training images give {len(sampler)} per process, fewer than "
+                         f"--batch-size {batch_size}; lower --batch-size")
+    loader = DataLoader(train_set, batch_size, sampler=sampler, drop_last=True, **loader_options(workers, device))
+    return sampler, loader

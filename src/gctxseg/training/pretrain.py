@@ -31,12 +31,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .. import __version__
 from ..checkpoint import load_checkpoint, save_checkpoint
-from ..data import IMAGE_SUFFIXES, DatasetError, read_image
+from ..data import IMAGE_SUFFIXES, find_images, read_image
 from ..data.io import fit_channels
 from ..data.phantom import render_oct_bscan
 from ..data.transforms import AUGMENTATIONS, train_transforms
@@ -46,9 +45,19 @@ from ..models.complexity import count_parameters
 from ..precision import AMP_CHOICES, autocast_dtype
 from ..utils import atomic_write_json, keep_freed_memory, seed_everything
 from .config import NonFiniteLossError, TrainingInterrupted
-from .data import EpochTaggedSampler, SeededAugmentDataset, loader_options, num_workers, sample_seed, shutdown_workers
+from .data import EpochTaggedSampler, SeededAugmentDataset, num_workers, sample_seed, shutdown_workers
 from .distributed import Distributed, agree_across_ranks, bare, setup_distributed
-from .loop import cpu_model, env_info, install_stop_handlers, optimizer_param_groups, restore_handlers, run_steps
+from .loop import (
+    adamw,
+    cpu_model,
+    ddp_wrapped,
+    env_info,
+    grad_scaler,
+    install_stop_handlers,
+    restore_handlers,
+    run_steps,
+    train_loader,
+)
 from .schedule import lr_lambda, refit_to_budget
 from .start import load_start
 
@@ -157,16 +166,8 @@ class PhantomStream(Dataset):
 
 
 def _scan_files(folders: tuple[str, ...]) -> list[Path]:
-    """Every readable picture in the folders (sorted, so a seed gives the same order); one line when none."""
-    files = []
-    for folder in map(Path, folders):
-        if not folder.is_dir():
-            raise DatasetError(f"{folder}: folder not found; --images and --unlabeled take folders of scans")
-        found = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        if not found:
-            raise DatasetError(f"{folder}: no pictures ({', '.join(IMAGE_SUFFIXES)}); point it at a folder of scans")
-        files += found
-    return files
+    """Every picture in the folders (each sorted, so a seed gives the same order); one line when one has none."""
+    return [path for folder in folders for path in find_images(folder, IMAGE_SUFFIXES)]
 
 
 class MaskedImages(Dataset):
@@ -244,21 +245,13 @@ def _build(cfg: PretrainConfig, ddp: Distributed, device: torch.device, resuming
         if ddp.is_main:
             print(report.summary())
     raw_model = raw_model.to(device, memory_format=torch.channels_last)
-    model = raw_model
-    if ddp.world > 1:  # gctx_unet keeps parameters without gradient (global-query generators of 1-block stages)
-        model = DistributedDataParallel(raw_model, device_ids=[device.index] if device.type == "cuda" else None,
-                                        find_unused_parameters=True)
-    optimizer = torch.optim.AdamW(optimizer_param_groups(raw_model, cfg.weight_decay), lr=cfg.lr,
-                                  fused=device.type == "cuda")
+    model = ddp_wrapped(raw_model, device, ddp.world)
+    optimizer = adamw(raw_model, cfg.lr, cfg.weight_decay, device)
     shuffled = DistributedSampler(train_set, ddp.world, ddp.rank, shuffle=True, seed=cfg.seed, drop_last=True)
-    sampler = EpochTaggedSampler(shuffled, len(train_set))
-    if len(sampler) < cfg.batch_size:
-        raise ValueError(f"{', '.join(cfg.images) or 'phantom'}: {len(train_set)} scans give {len(sampler)} per "
-                         f"process, fewer than --batch-size {cfg.batch_size}; lower --batch-size or add scans")
-    loader = DataLoader(train_set, cfg.batch_size, sampler=sampler, drop_last=True,
-                        **loader_options(num_workers(cfg.workers), device))
+    sampler, loader = train_loader(train_set, shuffled, cfg.batch_size, num_workers(cfg.workers), device,
+                                   ", ".join(cfg.images) or "phantom")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, len(loader)))
-    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(cfg.amp, device) == torch.float16)
+    scaler = grad_scaler(cfg.amp, device)
     normalization = {"mean": [data.mean] * cfg.in_channels, "std": [data.std] * cfg.in_channels}
     return _Pretraining(raw_model, model, optimizer, scheduler, scaler, sampler, loader, normalization, start)
 

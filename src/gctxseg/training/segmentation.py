@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from .. import __version__
@@ -65,7 +64,8 @@ from .data import (
     shutdown_workers,
 )
 from .distributed import Distributed, agree_across_ranks, bare, broadcast_buffers, setup_distributed
-from .loop import env_info, install_stop_handlers, optimizer_param_groups, restore_handlers, run_steps
+from .loop import adamw, ddp_wrapped, env_info, grad_scaler, install_stop_handlers, restore_handlers, run_steps
+from .loop import train_loader as make_train_loader
 from .schedule import lr_lambda, refit_to_budget
 from .start import load_start
 
@@ -324,15 +324,8 @@ def _build_trainer(
         raw_model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(raw_model)
     # compiled first, then wrapped: DDP hooks see the same parameters
     net = compile_model(raw_model, device) if cfg.compile else raw_model
-    model = net
-    if ddp.world > 1:
-        # gctx_unet keeps parameters that get no gradient (global-query generators of 1-block stages)
-        model = DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
-        )
-    optimizer = torch.optim.AdamW(
-        optimizer_param_groups(raw_model, cfg.weight_decay), lr=cfg.lr, fused=device.type == "cuda"
-    )
+    model = ddp_wrapped(net, device, ddp.world)
+    optimizer = adamw(raw_model, cfg.lr, cfg.weight_decay, device)
     workers = num_workers(cfg.workers)
     if cfg.foreground_share > 0:
         shuffled = ForegroundTopUpSampler(
@@ -340,18 +333,12 @@ def _build_trainer(
         )
     else:
         shuffled = DistributedSampler(data.train_set, ddp.world, ddp.rank, shuffle=True, seed=cfg.seed, drop_last=True)
-    train_sampler = EpochTaggedSampler(shuffled, len(data.train_set))
-    if len(train_sampler) < cfg.batch_size:
-        raise ValueError(
-            f"{cfg.data_train}: {len(data.train_set)} training images give {len(train_sampler)} per process, fewer "
-            f"than --batch-size {cfg.batch_size}; lower --batch-size"
-        )
-    loader_args = loader_options(workers, device)
-    train_loader = DataLoader(data.train_set, cfg.batch_size, sampler=train_sampler, drop_last=True, **loader_args)
+    train_sampler, train_loader = make_train_loader(data.train_set, shuffled, cfg.batch_size, workers, device,
+                                                    cfg.data_train)
     val_sampler = ShardSampler(len(data.val_set), ddp.rank, ddp.world)
-    val_loader = DataLoader(data.val_set, cfg.batch_size, sampler=val_sampler, **loader_args)
+    val_loader = DataLoader(data.val_set, cfg.batch_size, sampler=val_sampler, **loader_options(workers, device))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, len(train_loader)))
-    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(cfg.amp, device) == torch.float16)
+    scaler = grad_scaler(cfg.amp, device)
     loss_fn = DiceCELoss(cfg.lambda_dice, cfg.lambda_ce, include_background=cfg.dice_background)
     return _Trainer(
         model, net, raw_model, loss_fn, optimizer, scheduler, scaler, train_sampler, train_loader, val_loader,
