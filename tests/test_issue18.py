@@ -459,3 +459,23 @@ def test_a_slice_spacing_without_volumes_is_refused(tmp_path):
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "a.png")
     with pytest.raises(ValueError, match="--slice-spacing 0.1 is used for B-scans joined by --group-regex"):
         plan_measurements([tmp_path / "a.png"], MeasurementOptions(slice_spacing=0.1), None)
+
+
+# item 4 (the rest): every predict says which spacing it measures with, and from where
+
+def test_predict_says_which_spacing_it_used_and_from_where(tmp_path, capsys):
+    from gctxseg.data.spacing import write_spacing_file
+    from gctxseg.predict import predict_folder
+
+    ckpt = {**_checkpoint(), "base_size": [16, 16], "normalization": {"mean": [0.5], "std": [0.25]}}
+    torch.save(ckpt, tmp_path / "best.pt")
+    (tmp_path / "set" / "images").mkdir(parents=True)
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "set" / "images" / "a.png")
+    predict_folder(tmp_path / "best.pt", tmp_path / "set" / "images", tmp_path / "p1", device="cpu", amp="off")
+    assert "pixel spacing: none for pictures: areas and volumes left blank" in capsys.readouterr().out
+    write_spacing_file(tmp_path / "set", 0.004, 0.012)
+    predict_folder(tmp_path / "best.pt", tmp_path / "set" / "images", tmp_path / "p2", device="cpu", amp="off")
+    assert f"pixel spacing: {tmp_path / 'set' / 'spacing.json'}: 0.004 x 0.012 mm" in capsys.readouterr().out
+    predict_folder(tmp_path / "best.pt", tmp_path / "set" / "images", tmp_path / "p3", device="cpu", amp="off",
+                   measure=MeasurementOptions(pixel_spacing=(0.005, 0.01)))
+    assert "pixel spacing: --pixel-spacing 0.005 x 0.01 mm" in capsys.readouterr().out

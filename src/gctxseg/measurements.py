@@ -351,6 +351,25 @@ def plan_measurements(
 # ---------------------------------------------------------------- counting
 
 
+def describe_spacing(files: Sequence[str | Path], options: MeasurementOptions, folder: str | Path | None) -> str:
+    """Which pixel spacing measurements use, and where it comes from (``predict`` says it on every run)."""
+    headers = [p for p in map(Path, files) if p.name.lower().endswith(DICOM_SUFFIXES + NIFTI_SUFFIXES)]
+    pictures = len(files) > len(headers)
+    parts = []
+    if options.pixel_spacing is not None:
+        parts.append(f"--pixel-spacing {options.pixel_spacing[0]:g} x {options.pixel_spacing[1]:g} mm")
+    elif pictures:
+        found = find_spacing_file(folder) if folder is not None else None
+        spacing = read_spacing_file(folder) if found is not None else None
+        parts.append(f"{found}: {spacing[0]:g} x {spacing[1]:g} mm" if spacing else
+                     "none for pictures: areas and volumes left blank (give --pixel-spacing ROW_MM COL_MM)")
+    if headers:
+        parts.append(f"the DICOM/NIfTI headers of {len(headers)} file(s)")
+    if options.slice_spacing is not None:
+        parts.append(f"--slice-spacing {options.slice_spacing:g} mm between B-scans")
+    return "; ".join(parts)
+
+
 def count_classes(labels: np.ndarray, num_classes: int) -> list[int]:
     """Pixels (voxels) of each foreground class 1..K-1 in a class-index array of any shape."""
     return np.bincount(np.asarray(labels, dtype=np.int64).ravel(), minlength=num_classes)[1:num_classes].tolist()

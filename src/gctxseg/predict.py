@@ -25,7 +25,7 @@ from .checkpoint import checkpoint_channels, load_checkpoint, model_from_checkpo
 from .data import DatasetError, IntensityMapping, MaskValueMap, read_image
 from .data.io import NIFTI_SUFFIXES, READABLE_SUFFIXES, file_stem, fit_channels, read_volume, write_volume_mask
 from .gallery import write_folder_measurements
-from .measurements import MeasurementOptions, class_names_for, plan_measurements
+from .measurements import MeasurementOptions, class_names_for, describe_spacing, plan_measurements
 from .postprocess import PostProcessing
 from .precision import autocast_context, autocast_dtype
 from .utils import compile_model, resolve_device
@@ -257,6 +257,7 @@ def predict_folder(
         raise DatasetError(f"{source}: no images ({', '.join(suffixes)}); put images there or pass --source DIR")
     measure = measure or MeasurementOptions()
     plan = plan_measurements(files, measure, source)  # bad spacing or grouping stops here, before any prediction
+    print(f"pixel spacing: {describe_spacing(files, measure, source)}")
     predictor = load_predictor(weights, device, amp, tta=tta, tta_vflip=tta_vflip, infer_mode=infer_mode,
                                compile=compile)
     class_names = class_names_for(measure, predictor.num_classes)
