@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,9 @@ from PIL import Image
 
 # tests share 2 CPU cores; more threads than that only add contention
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+# an offline start installed on this machine (gctxseg pretrain --install) must not change what tests train;
+# tests that install one point GCTXSEG_CACHE at their own folder (child processes inherit the variable)
+os.environ["GCTXSEG_CACHE"] = tempfile.mkdtemp(prefix="gctxseg-test-cache-")
 
 
 @pytest.fixture(scope="session")

@@ -136,3 +136,26 @@ def test_cli_pretrain_and_its_one_line_errors(phantom_dir, tmp_path, capsys, one
     assert "folder not found" in capsys.readouterr().err
     assert main(["pretrain", "--out", str(out), "--device", "cpu"]) == 2  # not empty: never mixed
     assert "not empty" in capsys.readouterr().err
+
+
+def test_an_installed_start_is_planned_for_gctx_unet_and_none_starts_from_scratch(
+        phantom_dir, tmp_path, monkeypatch, capsys, one_thread):
+    from gctxseg.training import train
+    from gctxseg.training.start import offline_start
+
+    monkeypatch.setenv("GCTXSEG_CACHE", str(tmp_path / "cache"))
+    gctx = {"model": "gctx_unet", "model_options": {}, "epochs": 1, "batch_size": 4}
+    run = train(tiny_config(phantom_dir, tmp_path / "runs", **gctx))
+    assert "gctx_unet starts from scratch: no offline start in" in capsys.readouterr().out
+    assert json.loads((run / "log.json").read_text())["train parameters"]["init weights"] is None
+    assert main(["pretrain", "--base-size", "32", "32", "--epochs", "1", "--images-per-epoch", "4", "--batch-size",
+                 "2", "--workers", "0", "--amp", "off", "--device", "cpu", "--out", str(tmp_path / "pt"),
+                 "--install"]) == 0
+    installed = offline_start("gctx_unet")
+    assert installed.is_file() and "installed" in capsys.readouterr().out
+    run = train(tiny_config(phantom_dir, tmp_path / "runs", **gctx))
+    assert json.loads((run / "plan.json").read_text())["init weights"]["source"] == str(installed)
+    run = train(tiny_config(phantom_dir, tmp_path / "runs", init_weights="none", **gctx))
+    assert json.loads((run / "plan.json").read_text())["init weights"] is None
+    run = train(tiny_config(phantom_dir, tmp_path / "runs", model="unet"))  # not measured with a start: none
+    assert json.loads((run / "plan.json").read_text())["init weights"] is None

@@ -176,9 +176,10 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decoder-init", default=d.decoder_init, choices=["none", "mirror"],
                    help="gctx_unet with --encoder-weights: 'mirror' starts each decoder stage from the encoder "
                         "stage of the same scale, as the authors do (default none)")
-    p.add_argument("--init-weights", default=None, metavar="PT",
+    p.add_argument("--init-weights", default=None, metavar="PT|none",
                    help="start the whole network from a gctxseg pretrain pretrained.pt (or a run's best.pt) of the "
-                        "same architecture; a head of another class count starts fresh (docs/pretraining.md)")
+                        "same architecture; a head of another class count starts fresh; 'none': from scratch "
+                        "(default: gctx_unet starts from the start gctxseg pretrain --install put in the cache)")
     p.add_argument("--resume", default=None, metavar="LAST_PT",
                    help="continue a run from its last.pt with its own settings; --epochs (extends or shortens), "
                         "--device and --workers may change, other flags given are named as ignored")
@@ -222,6 +223,9 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--time-budget", type=float, default=None, metavar="MIN",
                    help="minutes for each task: epochs re-fitted after the first")
     p.add_argument("--init-weights", default=None, metavar="PT", help="start from this pretrained.pt")
+    p.add_argument("--install", action="store_true",
+                   help="make the result the start every later gctx_unet run plans (in $GCTXSEG_CACHE, default "
+                        "~/.cache/gctxseg/starts); train --init-weights none still starts from scratch")
     p.add_argument("--out", default=d.out, help=f"run folder, one sub-folder per task (default {d.out})")
     p.add_argument("--resume", default=None, metavar="LAST_PT", help="continue a stopped task from its last.pt")
     p.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
@@ -246,7 +250,13 @@ def _run_pretrain(args: argparse.Namespace) -> None:
         raise ValueError("--task mim rebuilds your own scans: give --images DIR (and --unlabeled DIR)")
     else:
         weights = pretrain_sequence(cfg, args.task)
-    print(f"pre-trained start: {weights}; use it with gctxseg train --init-weights {weights}")
+    if args.install:
+        from .training.start import install_start
+
+        print(f"installed {install_start(weights, args.model)}: gctxseg train and cv start {args.model} from it")
+    else:
+        print(f"pre-trained start: {weights}; use it with gctxseg train --init-weights {weights}, or install it "
+              "with --install")
 
 
 def _add_plan(sub: argparse._SubParsersAction) -> None:

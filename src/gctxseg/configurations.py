@@ -33,7 +33,7 @@ from .data.splits import resolve_splits
 from .models import resolve_model_name
 from .postprocess import choose_postprocessing
 from .training import TrainConfig
-from .training.start import start_architecture
+from .training.start import NO_START, start_architecture
 from .utils import atomic_write_json, atomic_write_text, next_run_dir
 
 __all__ = ["DEFAULT_CONFIGURATIONS", "TIE_DICE", "choose_configuration", "cv_models", "format_ranking", "run_cv",
@@ -68,9 +68,10 @@ def _train_configuration(cfg: TrainConfig, cv_dir: Path, model: str, fold_budget
     config_dir.mkdir(parents=True, exist_ok=True)
     timing_path = config_dir / "timing.json"
     timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
-    # a whole-model start (--init-weights) is of one architecture: the other configurations start as planned
-    fits = cfg.init_weights and start_architecture(cfg.init_weights) == resolve_model_name(model)
-    init = cfg.init_weights if fits else None
+    # a whole-model start (--init-weights PT) is of one architecture: the other configurations start as planned
+    init = cfg.init_weights  # None (planned per architecture) and "none" (from scratch) hold for every one
+    if init not in (None, NO_START) and start_architecture(init) != resolve_model_name(model):
+        init = None
     for fold in range(cfg.folds):
         finished = fold_finished(config_dir / f"fold_{fold}")
         wall, cpu = time.perf_counter(), _cpu_seconds()

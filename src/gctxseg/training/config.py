@@ -48,7 +48,8 @@ class TrainConfig:
     model_options: dict = field(default_factory=dict)  # extra keyword arguments of the architecture
     encoder_weights: str | None = None  # ImageNet encoder checkpoint (gctx_unet) or "imagenet" (timm's download)
     decoder_init: str = "none"  # "mirror": the decoder starts from the encoder's ImageNet blocks (gctx_unet)
-    init_weights: str | None = None  # a whole-model start: gctxseg pretrain's pretrained.pt or a run's best.pt
+    init_weights: str | None = None  # a whole-model start (gctxseg pretrain's pretrained.pt, a run's best.pt);
+    # None = planned (training/start.py: the installed offline start of gctx_unet), "none" = from scratch
     # cross-validation: with folds, data_train holds every labelled image and data_val is not used
     folds: int | None = None  # K folds by group (patient / eye)
     fold: int = 0  # the fold trained here, 0..K-1
@@ -105,7 +106,7 @@ class TrainConfig:
         if self.amp not in AMP_CHOICES:
             raise ValueError(f"amp must be auto, bf16, fp16 or off, got {self.amp!r}")
         resolve_model_name(self.model)  # unknown names fail now, with a suggestion
-        if self.init_weights and self.encoder_weights:
+        if self.init_weights not in (None, "none") and self.encoder_weights:
             raise ValueError("--init-weights starts the whole network and --encoder-weights its encoder: give one")
         self.windows = tuple(self.windows)
         if not self.ct and (

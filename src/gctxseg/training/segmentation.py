@@ -67,7 +67,7 @@ from .distributed import Distributed, agree_across_ranks, bare, broadcast_buffer
 from .loop import adamw, ddp_wrapped, env_info, grad_scaler, install_stop_handlers, restore_handlers, run_steps
 from .loop import train_loader as make_train_loader
 from .schedule import lr_lambda, refit_to_budget
-from .start import load_start
+from .start import NO_START, load_start, planned_start
 
 __all__ = ["train", "train_one_epoch", "evaluate"]
 
@@ -313,7 +313,7 @@ def _build_trainer(
     if cfg.encoder_weights and not resuming:
         _load_encoder_weights(raw_model, cfg.encoder_weights, ddp.is_main, cfg.decoder_init)
     start = None
-    if cfg.init_weights and not resuming:
+    if cfg.init_weights not in (None, NO_START) and not resuming:
         report = load_start(raw_model, cfg.model, cfg.init_weights)
         start = report.to_dict()
         if ddp.is_main:
@@ -557,6 +557,11 @@ def train(cfg: TrainConfig, *, given: Collection[str] | None = None) -> Path:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
 
+    if ckpt is None and cfg.init_weights is None:  # planned: the installed offline start where there is one
+        path, why = planned_start(cfg.model, cfg.model_options, cfg.encoder_weights)
+        if why and ddp.is_main:
+            print(f"init weights: {why}" if path else why)
+        cfg = replace(cfg, init_weights=path or NO_START)
     data, cfg = _prepare_data(cfg, ckpt, ddp, device, amp_dtype)
     # the model first: a start that does not fit fails before a run folder is made
     trainer = _build_trainer(cfg, ddp, device, data, resuming=ckpt is not None)
