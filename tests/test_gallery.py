@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 import pytest
@@ -81,7 +82,7 @@ def test_gallery_is_self_contained_and_links_every_overlay_and_mask(predicted):
     page.feed((predicted / "index.html").read_text())
     for link in page.links:
         assert not re.match(r"^[a-z]+://", link), f"network link {link}"  # self-contained: nothing fetched
-        assert (predicted / link).is_file(), f"broken link {link}"
+        assert (predicted / unquote(link)).is_file(), f"broken link {link}"
     n = len(_rows(predicted))
     assert page.lazy_images == n
     assert sum(link.startswith("masks/") for link in page.links) == n
@@ -116,3 +117,20 @@ def test_gallery_is_readable_on_a_phone_width(predicted, tmp_path):
     assert pixels.shape[:2] == (1400, 390)
     # an overlay (coloured thumbnails) fits in the phone's width: the page is not a blank or tiny render
     assert pixels.std() > 10
+
+
+def test_gallery_shows_every_overlay_of_odd_and_colliding_names_in_headless_chromium(tiny_run, tmp_path):
+    """Issue 18: names with URL characters (``#``, ``%``, ``?``, spaces) and colliding stems each show their own
+    overlay and mask in a browser (every image of the page loads from its relative link)."""
+    flags = _chromium(tmp_path)
+    source = tmp_path / "odd"
+    source.mkdir()
+    for name in ("scan#1 %20?.jpg", "a.jpg", "a.png", "b c.png"):
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)).save(source / name)
+    out = tmp_path / "out"
+    assert main(["predict", "--weights", str(tiny_run / "best.pt"), "--source", str(source), "--out", str(out),
+                 "--device", "cpu", "--amp", "off"]) == 0
+    assert len(_rows(out)) == 4 and all(r["note"] == "" for r in _rows(out))
+    dom = subprocess.run([*flags, "--dump-dom", (out / "index.html").resolve().as_uri()], capture_output=True,
+                         text=True, timeout=120).stdout
+    assert 'data-images-loaded="4/4"' in dom, re.findall(r"data-images-loaded=\S+", dom)
