@@ -139,15 +139,17 @@ def volume_reports(rows: Sequence, labels_of: Callable[[Path], np.ndarray | None
         if any(lab is None for lab in labels):
             continue  # a member failed to predict: its row in measurements.csv says so
         stack = np.stack(labels)
-        grey = [images_of(m) for m in members]
-        images = np.stack(grey) if all(g is not None for g in grey) else None
         geo = row.geometry
         spacing = (geo.slice_mm, geo.row_mm, geo.col_mm)
-        where = (centres or {}).get(row.file) or locate_fovea(row.file, stack, spacing, class_names, fovea, images)
-        record = etdrs_record(row.file, stack, spacing, class_names, eye, fovea, images, located=where)
+        where = (centres or {}).get(row.file)
+        if where is None:  # the pictures are read only where the grid centre is still to be found from them
+            grey = [images_of(m) for m in members] if fovea is None else [None]
+            images = np.stack(grey) if all(g is not None for g in grey) else None
+            where = locate_fovea(row.file, stack, spacing, class_names, fovea, images)
+        record = etdrs_record(row.file, stack, spacing, class_names, eye, located=where)
         thickness = None
-        if all(v is not None for v in spacing) and _fluid_classes(class_names):
-            fluid = tuple(c for c, _ in _fluid_classes(class_names))
+        fluid = tuple(c for c, _ in _fluid_classes(class_names))
+        if all(v is not None for v in spacing) and fluid:
             thickness = etdrs.fluid_thickness_px(stack, fluid) * geo.row_mm * 1000
         reports.append(VolumeReport(row.file, record, where, thickness, geo.slice_mm, geo.col_mm))
     return reports

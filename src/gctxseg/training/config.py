@@ -106,7 +106,7 @@ class TrainConfig:
         if self.amp not in AMP_CHOICES:
             raise ValueError(f"amp must be auto, bf16, fp16 or off, got {self.amp!r}")
         resolve_model_name(self.model)  # unknown names fail now, with a suggestion
-        if self.init_weights not in (None, "none") and self.encoder_weights:
+        if self.init_weights not in (None, NO_START) and self.encoder_weights:
             raise ValueError("--init-weights starts the whole network and --encoder-weights its encoder: give one")
         self.windows = tuple(self.windows)
         if not self.ct and (
@@ -120,6 +120,9 @@ class TrainConfig:
     def ct_windows(self) -> tuple[CTWindow | str, ...]:
         """The CT windows the options ask for (``"auto"`` = derived from the training set)."""
         return resolve_windows(self.window, self.window_level, self.window_width, self.windows)
+
+
+NO_START = "none"  # --init-weights none: from scratch, even where a start is planned (training/start.py)
 
 
 class TrainingInterrupted(RuntimeError):

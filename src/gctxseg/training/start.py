@@ -20,11 +20,11 @@ import torch
 
 from ..checkpoint import load_model_start
 from ..models import resolve_model_name
+from .config import NO_START
 
 __all__ = ["NO_START", "PLANNED_STARTS", "StartReport", "adapt_input_channels", "install_start", "load_start",
            "offline_start", "planned_start", "start_architecture", "start_cache"]
 
-NO_START = "none"  # --init-weights none: from scratch, even where a start is planned
 START_CACHE_ENV = "GCTXSEG_CACHE"
 # The architectures whose planned start is the installed offline one (gctxseg pretrain --install): measured on Duke
 # DME, 5 folds by patient, 4 min per fold, the phantom start raised gctx_unet's pooled out-of-fold fluid Dice from
