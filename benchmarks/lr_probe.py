@@ -5,6 +5,11 @@ size, batch and epoch count (every other setting planned) and prints the best va
 run. Prints figures; asserts nothing. Example (Duke DME converted by ``gctxseg convert duke-dme``)::
 
     python benchmarks/lr_probe.py --data /data/duke/images --models gctx_unet unet --lrs 1e-4 5e-4 2e-3
+
+DRIVE (``gctxseg convert drive``), trained on its training set and scored on its test set::
+
+    python benchmarks/lr_probe.py --data /data/drive/train/images --data-val /data/drive/test/images \\
+        --size 576 560 --batch-size 2 --epochs 10 --models unet gctx_unet --lrs 1e-4 5e-4 2e-3
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from gctxseg.training import TrainConfig, train
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="images folder (masks beside it; splits.json above it)")
+    parser.add_argument("--data-val", default=None,
+                        help="held-out images folder (e.g. DRIVE's test set); without it, fold --fold of --data")
     parser.add_argument("--img-f", default=".png")
     parser.add_argument("--models", nargs="+", default=["gctx_unet", "unet"])
     parser.add_argument("--lrs", type=float, nargs="+", default=[2e-4, 5e-4, 1e-3, 2e-3])
@@ -33,11 +40,12 @@ def main() -> None:
     args = parser.parse_args()
     results = Path(args.results or tempfile.mkdtemp(prefix="lr_probe_"))
     rows = []
+    held_out = ({"data_val": args.data_val} if args.data_val else {"folds": args.folds, "fold": args.fold})
     for model in args.models:
         for lr in args.lrs:
             t0 = time.perf_counter()
             run = train(TrainConfig(
-                data_train=args.data, img_f=args.img_f, mask_f=".png", folds=args.folds, fold=args.fold,
+                data_train=args.data, img_f=args.img_f, mask_f=".png", **held_out,
                 model=model, lr=lr, base_size=tuple(args.size), epochs=args.epochs, batch_size=args.batch_size,
                 results=str(results), name=f"{model}_lr{lr:g}",
                 num_samples=0,

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from gctxseg.data import DatasetError, ImagePair
-from gctxseg.data.convert import convert_duke_dme
+from gctxseg.data.convert import convert_drive, convert_duke_dme
 from gctxseg.data.sampling import ForegroundTopUpSampler
 from gctxseg.data.splits import fold_files, group_kfold, groups_from_regex, resolve_splits, select_fold
 from gctxseg.postprocess import ClassRule, PostProcessing, apply_rule, choose_postprocessing
@@ -119,6 +119,39 @@ def test_convert_duke_png_copy(tmp_path):
     assert (mask == 255).sum() == 8 and mask[5, 5] == 0
     with pytest.raises(DatasetError, match="neither Subject_NN.mat files nor"):
         convert_duke_dme(tmp_path, tmp_path / "o2")
+
+
+def _write_drive(root, subset, numbers, size=(18, 20)):
+    (root / subset / "images").mkdir(parents=True)
+    (root / subset / "1st_manual").mkdir()
+    for n in numbers:
+        rgb = np.full((*size, 3), (n, 2 * n, 3 * n), np.uint8)
+        Image.fromarray(rgb).save(root / subset / "images" / f"{n:02d}_{subset}.tif")
+        vessels = np.zeros(size, np.uint8)
+        vessels[3, 2:12] = 255  # one vessel a pixel wide
+        Image.fromarray(vessels).save(root / subset / "1st_manual" / f"{n:02d}_manual1.gif")
+
+
+def test_convert_drive_keeps_its_split_and_reads_as_train_and_val(tmp_path):
+    src = tmp_path / "DRIVE"
+    _write_drive(src, "training", range(21, 27))
+    _write_drive(src, "test", range(1, 5))
+    done = convert_drive(src, tmp_path / "out", folds=3)
+    assert done["scans"] == 10 and done["with fluid"] == 10 and done["source"] == "drive"
+    out = tmp_path / "out"
+    assert sorted(p.name for p in (out / "test" / "images").iterdir()) == ["01.png", "02.png", "03.png", "04.png"]
+    image = np.asarray(Image.open(out / "train" / "images" / "22.png"))
+    assert image.shape == (18, 20, 3) and tuple(image[0, 0]) == (22, 44, 66)
+    mask = np.asarray(Image.open(out / "train" / "masks" / "22.png"))
+    assert set(np.unique(mask)) == {0, 255} and (mask == 255).sum() == 10
+    # the training images fold by fold (each photograph its own subject), the test set as --data-val
+    train, val, source = fold_files(out / "train" / "images", ".png", ".png", 3, 1)
+    assert source.endswith("splits.json") and len(train) == 4 and len(val) == 2
+    # a photograph without its label is named before anything is written
+    (src / "test" / "1st_manual" / "03_manual1.gif").unlink()
+    with pytest.raises(DatasetError, match=r"03_test.tif: no first-observer label .*03_manual1.gif"):
+        convert_drive(src, tmp_path / "o2")
+    assert not (tmp_path / "o2").exists()
 
 
 def test_top_up_sampler_puts_a_rare_class_in_every_batch_and_is_deterministic():

@@ -38,7 +38,7 @@ commands (gctxseg COMMAND --help for all options):
   models    architectures, parameters, multiply-adds           gctxseg models --base-size 224 224
   plan      the settings train would plan for a folder         gctxseg plan data/duke/images
   cv        K-fold CV by patient, out-of-fold scores           gctxseg cv data/duke/images --folds 5
-  convert   public OCT sets to images/masks + splits.json      gctxseg convert duke-dme SRC data/duke
+  convert   public sets to images/masks + splits.json          gctxseg convert duke-dme SRC data/duke
   pretrain  an offline start for GCtx-UNet                     gctxseg pretrain --task phantom mim \\
                                                                  --images data/duke/images
   convert-checkpoint  old checkpoint -> safe format            gctxseg convert-checkpoint --trust old.pt new.pt"""
@@ -273,8 +273,10 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_convert(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("convert", help="convert a public OCT dataset to images/masks + splits.json by patient")
-    p.add_argument("dataset", choices=["duke-dme"], help="duke-dme: Duke DME 2015 (.mat files or the PNG copy)")
+    p = sub.add_parser("convert", help="convert a public dataset to images/masks + splits.json by patient")
+    p.add_argument("dataset", choices=["duke-dme", "drive"],
+                   help="duke-dme: Duke DME 2015 (.mat files or the PNG copy); drive: DRIVE retinal vessels "
+                        "(training/ and test/ as it ships; written as OUT/train and OUT/test)")
     p.add_argument("src", help="folder holding the downloaded files")
     p.add_argument("out", help="output folder (images/, masks/, splits.json, groups.json)")
     p.add_argument("--folds", type=int, default=5, help="folds by patient in splits.json (default 5)")
@@ -498,9 +500,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "convert":
             from .data.convert import CONVERTERS
 
-            done = CONVERTERS[args.dataset](args.src, args.out, folds=args.folds, grader=args.grader, force=args.force)
-            print(f"wrote {done['scans']} scans of {done['patients']} patients ({done['with fluid']} with fluid) "
-                  f"to {args.out}/images and masks, {done['folds']} folds by patient in {args.out}/splits.json")
+            options = {"grader": args.grader} if args.dataset == "duke-dme" else {}
+            done = CONVERTERS[args.dataset](args.src, args.out, folds=args.folds, force=args.force, **options)
+            if done["source"] == "drive":
+                print(f"wrote {done['scans']} photographs to {args.out}/train (training) and {args.out}/test (test), "
+                      f"{done['folds']} folds of the training images in {args.out}/train/splits.json")
+            else:
+                print(f"wrote {done['scans']} scans of {done['patients']} patients ({done['with fluid']} with fluid) "
+                      f"to {args.out}/images and masks, {done['folds']} folds by patient in {args.out}/splits.json")
         elif args.command == "predict":
             from .predict import predict_folder
 

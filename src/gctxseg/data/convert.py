@@ -1,4 +1,5 @@
-"""Converters from public OCT datasets to gctxseg's layout (``OUT/images``, ``OUT/masks``, ``OUT/splits.json``).
+"""Converters from public datasets (OCT, fundus) to gctxseg's layout (``OUT/images``, ``OUT/masks``,
+``OUT/splits.json``).
 
 Like nnU-Net's dataset conversion scripts: a user downloads a public set as it ships and gets a folder that
 ``gctxseg train --folds`` / ``gctxseg cv`` read directly, with the patient-wise folds written beside it.
@@ -16,7 +17,9 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
@@ -25,8 +28,9 @@ from ..utils import atomic_write_json
 from .errors import DatasetError
 from .splits import group_kfold
 
-__all__ = ["convert_duke_dme", "CONVERTERS"]
+__all__ = ["convert_drive", "convert_duke_dme", "CONVERTERS"]
 
+T = TypeVar("T")
 DUKE_SCANS_PER_PATIENT_PNG = 11  # the PNG copy holds the 11 graded B-scans of each patient, in order
 
 
@@ -35,6 +39,39 @@ def _write_pair(out: Path, name: str, image: np.ndarray, fluid: np.ndarray) -> b
     Image.fromarray(np.clip(image, 0, 255).astype(np.uint8), mode="L").save(out / "images" / f"{name}.png")
     Image.fromarray(np.where(fluid, 255, 0).astype(np.uint8), mode="L").save(out / "masks" / f"{name}.png")
     return bool(fluid.any())
+
+
+def _check_out(src: Path, out: Path, force: bool) -> None:
+    """OUT must be a new (or, with ``force``, replaceable) folder outside the download."""
+    if src.resolve().is_relative_to(out.resolve()) or out.resolve().is_relative_to(src.resolve()):
+        raise DatasetError(f"{out}: the output folder and the source {src} overlap; convert into a folder outside "
+                           "the download")
+    if out.exists() and not out.is_dir():
+        raise DatasetError(f"{out}: a file, not a folder; pass a new folder as OUT")
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if held and not force:
+        raise DatasetError(f"{out}: not empty ({len(held)} entries, e.g. {held[0]}); convert into a new folder, or "
+                           "pass --force to replace it")
+
+
+def _staged(out: Path, write: Callable[[Path], T]) -> T:
+    """Run ``write`` into a hidden folder beside OUT and move it into place at the end: a failure halfway leaves
+    nothing."""
+    staging = out.parent / f".{out.name}.converting"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        done = write(staging)
+    except OSError as err:  # writing failed: named by the folder the user gave, not the staging one
+        shutil.rmtree(staging, ignore_errors=True)
+        raise OSError(err.errno, err.strerror or str(err), str(out)) from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if out.is_dir():
+        shutil.rmtree(out)  # empty, or replaced on --force
+    staging.rename(out)
+    return done
 
 
 def _mat_subjects(src: Path) -> list[tuple[int, Path]]:
@@ -138,15 +175,7 @@ def convert_duke_dme(src: str | Path, out: str | Path, folds: int = 5, grader: i
             f"{src}: neither Subject_NN.mat files nor an img_for_inference/annotation PNG copy; "
             "point SRC at the folder holding them"
         )
-    if src.resolve().is_relative_to(out.resolve()) or out.resolve().is_relative_to(src.resolve()):
-        raise DatasetError(f"{out}: the output folder and the source {src} overlap; convert into a folder outside "
-                           "the download")
-    if out.exists() and not out.is_dir():
-        raise DatasetError(f"{out}: a file, not a folder; pass a new folder as OUT")
-    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
-    if held and not force:
-        raise DatasetError(f"{out}: not empty ({len(held)} entries, e.g. {held[0]}); convert into a new folder, or "
-                           "pass --force to replace it")
+    _check_out(src, out, force)
     if has_mat:
         patients = {patient for patient, _ in _mat_subjects(src)}
     else:
@@ -154,27 +183,88 @@ def convert_duke_dme(src: str | Path, out: str | Path, folds: int = 5, grader: i
     if len(patients) < folds:
         raise DatasetError(f"{src}: {len(patients)} patient(s), fewer than --folds {folds}; pass --folds "
                            f"{max(2, len(patients))} or fewer")
-    # written into a hidden folder beside OUT and moved into place at the end: a failure halfway leaves nothing
-    staging = out.parent / f".{out.name}.converting"
-    shutil.rmtree(staging, ignore_errors=True)
-    (staging / "images").mkdir(parents=True)
-    (staging / "masks").mkdir()
-    try:
+
+    def write(staging: Path) -> tuple[dict[str, str], int]:
+        (staging / "images").mkdir()
+        (staging / "masks").mkdir()
         groups, with_fluid = _duke_from_mat(src, staging, grader) if has_mat else _duke_from_png(src, staging)
-        splits = group_kfold(groups, folds, seed)
         atomic_write_json(staging / "groups.json", groups)
-        atomic_write_json(staging / "splits.json", splits)
-    except OSError as err:  # writing failed: named by the folder the user gave, not the staging one
-        shutil.rmtree(staging, ignore_errors=True)
-        raise OSError(err.errno, err.strerror or str(err), str(out)) from None
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if out.is_dir():
-        shutil.rmtree(out)  # empty, or replaced on --force
-    staging.rename(out)
+        atomic_write_json(staging / "splits.json", group_kfold(groups, folds, seed))
+        return groups, with_fluid
+
+    groups, with_fluid = _staged(out, write)
     return {"scans": len(groups), "patients": len(set(groups.values())), "with fluid": with_fluid,
             "folds": folds, "source": "mat" if has_mat else "png"}
 
 
-CONVERTERS = {"duke-dme": convert_duke_dme}
+# DRIVE's two subsets as it ships (``training``: images 21-40, ``test`` or ``testing``: images 01-20), each holding
+# ``images/NN_<subset>.tif`` and ``1st_manual/NN_manual1.gif`` (the first observer's vessels, 0/255)
+DRIVE_SUBSETS = {"train": ("training",), "test": ("test", "testing")}
+
+
+def _drive_subset(src: Path, names: tuple[str, ...]) -> list[tuple[str, Path, Path]]:
+    """(stem, image, vessel label) of one DRIVE subset, every image checked to have its label first."""
+    folder = next((src / n for n in names if (src / n / "images").is_dir()), None)
+    if folder is None:
+        raise DatasetError(f"{src}: no {' or '.join(n + '/images' for n in names)}; point SRC at the DRIVE folder "
+                           "holding training/ and test/")
+    items = []
+    for image_path in sorted(folder.glob("images/*.tif")):
+        number = re.match(r"(\d+)_", image_path.name)
+        label = folder / "1st_manual" / f"{number.group(1) if number else ''}_manual1.gif"
+        if number is None or not label.is_file():
+            raise DatasetError(f"{image_path}: no first-observer label {label}; the DRIVE copy is incomplete")
+        items.append((number.group(1), image_path, label))
+    if not items:
+        raise DatasetError(f"{folder / 'images'}: no .tif images; is this the DRIVE set?")
+    return items
+
+
+def _write_drive_pair(out: Path, stem: str, image_path: Path, label: Path) -> bool:
+    try:
+        with Image.open(image_path) as image, Image.open(label) as vessels:
+            rgb, mask = np.asarray(image.convert("RGB")), np.asarray(vessels.convert("L")) > 127
+    except (OSError, ValueError) as err:
+        raise DatasetError(f"{image_path} / {label}: unreadable ({type(err).__name__}); download DRIVE "
+                           "again") from None
+    if rgb.shape[:2] != mask.shape:
+        raise DatasetError(f"{label}: {mask.shape[0]}x{mask.shape[1]} but its image is {rgb.shape[0]}x{rgb.shape[1]}")
+    Image.fromarray(rgb, mode="RGB").save(out / "images" / f"{stem}.png")
+    Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), mode="L").save(out / "masks" / f"{stem}.png")
+    return bool(mask.any())
+
+
+def convert_drive(src: str | Path, out: str | Path, folds: int = 5, seed: int = 0, force: bool = False) -> dict:
+    """Convert DRIVE (Staal et al., IEEE TMI 23(4), 2004: 40 colour fundus photographs of 565x584, retinal vessels
+    labelled by hand) in ``src`` to ``out``; returns a summary.
+
+    Keeps DRIVE's own split: ``out/train`` (the 20 training images) and ``out/test`` (the 20 test images), each
+    with ``images/NN.png`` (RGB), ``masks/NN.png`` (0 = background, 255 = vessel, the first observer) and a
+    ``groups.json`` (each photograph from its own subject); ``out/train/splits.json`` holds ``folds`` folds of the
+    training images for ``gctxseg cv``. Train and test read as ``--data-train out/train/images --data-val
+    out/test/images``. Dice counts the whole picture, the dark ring outside the field of view too.
+    """
+    src, out = Path(src), Path(out)
+    subsets = {part: _drive_subset(src, names) for part, names in DRIVE_SUBSETS.items()}  # all checked first
+    _check_out(src, out, force)
+    if len(subsets["train"]) < folds:
+        raise DatasetError(f"{src}: {len(subsets['train'])} training images, fewer than --folds {folds}")
+
+    def write(staging: Path) -> int:
+        written = 0
+        for part, items in subsets.items():
+            (staging / part / "images").mkdir(parents=True)
+            (staging / part / "masks").mkdir()
+            written += sum(_write_drive_pair(staging / part, *item) for item in items)
+            groups = {stem: stem for stem, _, _ in items}
+            atomic_write_json(staging / part / "groups.json", groups)
+        atomic_write_json(staging / "train" / "splits.json", group_kfold(
+            {stem: stem for stem, _, _ in subsets["train"]}, folds, seed))
+        return written
+
+    with_vessels = _staged(out, write)
+    return {"scans": sum(map(len, subsets.values())), "patients": sum(map(len, subsets.values())),
+            "with fluid": with_vessels, "folds": folds, "source": "drive"}
+
+
+CONVERTERS = {"duke-dme": convert_duke_dme, "drive": convert_drive}
