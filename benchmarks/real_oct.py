@@ -27,6 +27,7 @@ import argparse
 import ast
 import dataclasses
 import json
+import re
 import time
 from pathlib import Path
 
@@ -42,6 +43,7 @@ from gctxseg.data.splits import fold_files
 from gctxseg.planning import planned_size
 from gctxseg.training import TrainConfig
 
+DUKE_NAME = re.compile(r"p\d\d_b\d\d")  # the stems gctxseg convert duke-dme writes
 GRADER_2_POOLED_DICE = 0.70  # Duke DME, grader 2 vs grader 1 on the 73 scans both graded (reference-figures.md)
 
 
@@ -224,7 +226,8 @@ def report(args, out: Path, timings: dict[str, list[dict]]) -> None:
         pp = f"{r['post-processed']:>11.4f}" if "post-processed" in r else f"{'':>11}"
         print(f"{r['recipe']:<22}{folds}{r['pooled']:>12.4f}{pp}  {r['epochs']:<16}{r['steps']:<26}{r['size']:>9}"
               f"{r['wall']:>10.1f}{r['cpu']:>9.1f}")
-    print(f"{'grader 2 vs 1':<16}{'':>{8 * args.folds}}{GRADER_2_POOLED_DICE:>12.2f}  (73 scans both graded)")
+    if all(DUKE_NAME.fullmatch(n) for n in names):  # the reference belongs to Duke DME, not to any other set
+        print(f"{'grader 2 vs 1':<16}{'':>{8 * args.folds}}{GRADER_2_POOLED_DICE:>12.2f}  (73 scans both graded)")
     print("fluid Dice pooled over each fold's held-out scans (fold columns) and over all scans (pooled OOF); "
           "wall/cpu: all folds")
     print_area_agreement(probs, targets)

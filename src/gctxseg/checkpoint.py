@@ -102,8 +102,11 @@ def save_checkpoint(ckpt: dict, path: str | Path) -> None:
     atomic_torch_save(ckpt, path)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict:
     """Load a gctxseg checkpoint without running any code from it (``torch.load(weights_only=True)``).
+
+    ``mmap``: map the tensors from the file instead of reading them, for a caller that wants only the small fields
+    (epoch, scheduler state) of a large checkpoint.
 
     Raises:
         ValueError: one line naming the file: missing, truncated, not a gctxseg checkpoint, fields that
@@ -114,7 +117,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise ValueError(f"{path}: checkpoint not found; pass the run folder's best.pt or last.pt")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError:  # the weights-only unpickler met an object it will not build
         raise ValueError(
             f"{path}: refused: it holds Python objects, which could run code when loaded (an older gctxseg "

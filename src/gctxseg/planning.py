@@ -91,6 +91,10 @@ class FamilyOptimiser:
 # nnunet (instance norm, residual blocks; same probe, fold 0 at 192x288, batch 2, 4 epochs = 176 steps, AMD EPYC,
 # bf16):  3e-4: 0.674   1e-3: 0.688   (3e-3 not run). nnU-Net itself trains SGD 1e-2 with Nesterov momentum; the
 # loop here is AdamW for every family, at the rate its probe chose.
+# Off Duke, DRIVE (vessels; trained on its 20 training photographs, scored on its 20 test ones, 576x544, batch 2,
+# 15 epochs = 150 steps; docs/real-oct.md):
+#   gctx_unet  1e-4: 0.546   2e-3: 0.648           (the transformer's best rate differs between the two sets)
+#   unet (32)  1e-4: 0.712   5e-4: 0.762   2e-3: 0.767  (5e-4 holds on both)
 FAMILY_OPTIMISER = {
     "transformer": FamilyOptimiser(1e-4, 0.05, 2.0, "GC ViT from scratch: lr probe on Duke DME (planning.py)"),
     "cnn": FamilyOptimiser(5e-4, 1e-4, 1.0, "U-Nets with BatchNorm: lr probe on Duke DME (planning.py)"),
