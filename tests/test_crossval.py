@@ -137,7 +137,7 @@ def test_convert_drive_keeps_its_split_and_reads_as_train_and_val(tmp_path):
     _write_drive(src, "training", range(21, 27))
     _write_drive(src, "test", range(1, 5))
     done = convert_drive(src, tmp_path / "out", folds=3)
-    assert done["scans"] == 10 and done["with fluid"] == 10 and done["source"] == "drive"
+    assert done == {"photographs": 10, "with vessels": 10, "folds": 3, "source": "drive"}
     out = tmp_path / "out"
     assert sorted(p.name for p in (out / "test" / "images").iterdir()) == ["01.png", "02.png", "03.png", "04.png"]
     image = np.asarray(Image.open(out / "train" / "images" / "22.png"))

@@ -502,9 +502,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             options = {"grader": args.grader} if args.dataset == "duke-dme" else {}
             done = CONVERTERS[args.dataset](args.src, args.out, folds=args.folds, force=args.force, **options)
-            if done["source"] == "drive":
-                print(f"wrote {done['scans']} photographs to {args.out}/train (training) and {args.out}/test (test), "
-                      f"{done['folds']} folds of the training images in {args.out}/train/splits.json")
+            if args.dataset == "drive":
+                print(f"wrote {done['photographs']} photographs to {args.out}/train (training) and {args.out}/test "
+                      f"(test), {done['folds']} folds of the training images in {args.out}/train/splits.json")
             else:
                 print(f"wrote {done['scans']} scans of {done['patients']} patients ({done['with fluid']} with fluid) "
                       f"to {args.out}/images and masks, {done['folds']} folds by patient in {args.out}/splits.json")

@@ -211,8 +211,11 @@ def _drive_subset(src: Path, names: tuple[str, ...]) -> list[tuple[str, Path, Pa
     items = []
     for image_path in sorted(folder.glob("images/*.tif")):
         number = re.match(r"(\d+)_", image_path.name)
-        label = folder / "1st_manual" / f"{number.group(1) if number else ''}_manual1.gif"
-        if number is None or not label.is_file():
+        if number is None:
+            raise DatasetError(f"{image_path}: not a DRIVE photograph (NN_{folder.name}.tif); move it out of "
+                               f"{image_path.parent}")
+        label = folder / "1st_manual" / f"{number.group(1)}_manual1.gif"
+        if not label.is_file():
             raise DatasetError(f"{image_path}: no first-observer label {label}; the DRIVE copy is incomplete")
         items.append((number.group(1), image_path, label))
     if not items:
@@ -250,21 +253,21 @@ def convert_drive(src: str | Path, out: str | Path, folds: int = 5, seed: int = 
     if len(subsets["train"]) < folds:
         raise DatasetError(f"{src}: {len(subsets['train'])} training images, fewer than --folds {folds}")
 
+    groups = {part: {stem: stem for stem, _, _ in items} for part, items in subsets.items()}  # one subject each
+
     def write(staging: Path) -> int:
         written = 0
         for part, items in subsets.items():
             (staging / part / "images").mkdir(parents=True)
             (staging / part / "masks").mkdir()
             written += sum(_write_drive_pair(staging / part, *item) for item in items)
-            groups = {stem: stem for stem, _, _ in items}
-            atomic_write_json(staging / part / "groups.json", groups)
-        atomic_write_json(staging / "train" / "splits.json", group_kfold(
-            {stem: stem for stem, _, _ in subsets["train"]}, folds, seed))
+            atomic_write_json(staging / part / "groups.json", groups[part])
+        atomic_write_json(staging / "train" / "splits.json", group_kfold(groups["train"], folds, seed))
         return written
 
     with_vessels = _staged(out, write)
-    return {"scans": sum(map(len, subsets.values())), "patients": sum(map(len, subsets.values())),
-            "with fluid": with_vessels, "folds": folds, "source": "drive"}
+    return {"photographs": sum(map(len, subsets.values())), "with vessels": with_vessels, "folds": folds,
+            "source": "drive"}
 
 
 CONVERTERS = {"duke-dme": convert_duke_dme, "drive": convert_drive}
