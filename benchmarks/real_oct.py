@@ -4,9 +4,10 @@ Recipes, each given the same wall-time budget per fold (``--minutes``) on this m
 
 - ``gctx_unet`` and ``unet``: ``gctxseg`` with every setting planned (``--time-budget`` only: no tuned flags);
 - ``peer``: the recipe of a user who knows the field — MONAI ``BasicUNet`` (2D, default features), MONAI
-  ``DiceCELoss``, AdamW 1e-3 with a cosine schedule, horizontal flips, batch 2, at gctxseg's planned input size
-  (the median scan within its pixel budget, no time-budget shrinking), for as many steps as a measured step time
-  fits in the budget.
+  ``DiceCELoss``, AdamW 1e-3 with a cosine schedule, horizontal flips, batch 2, every image channel, at gctxseg's
+  planned input size (the median image within its pixel budget, thin structures at the images' own resolution, no
+  time-budget shrinking: ``planning.planned_input_size``), for as many steps as a measured step time fits in the
+  budget.
 
 ``--cv FOLDER`` adds the configurations of a ``gctxseg cv`` folder (trained on the same folds) and the one it
 chose, so the peer and the planned configurations are printed in one table, each with its optimiser steps.
@@ -27,7 +28,6 @@ import argparse
 import ast
 import dataclasses
 import json
-import re
 import time
 from pathlib import Path
 
@@ -38,22 +38,23 @@ import torch.nn.functional as F
 from gctxseg.agreement import agreement_summary
 from gctxseg.checkpoint import load_checkpoint
 from gctxseg.crossval import score_predictions, summarize_cv, train_fold
-from gctxseg.data import read_image, read_mask
+from gctxseg.data import fingerprint_dataset, read_image, read_mask
+from gctxseg.data.convert import DUKE_STEM
 from gctxseg.data.splits import fold_files
-from gctxseg.planning import planned_size
+from gctxseg.planning import planned_input_size
 from gctxseg.training import TrainConfig
 
-DUKE_NAME = re.compile(r"p\d\d_b\d\d")  # the stems gctxseg convert duke-dme writes
 GRADER_2_POOLED_DICE = 0.70  # Duke DME, grader 2 vs grader 1 on the 73 scans both graded (reference-figures.md)
 
 
 def _load(pairs, size=None):
+    """Images as C x H x W floats in [0, 1] (every channel: DRIVE's vessels show best in green), masks 0/1."""
     images, masks = [], []
     for pair in pairs:
-        image = torch.from_numpy(read_image(pair.image)[..., 0].astype(np.float32) / 255.0)
+        image = torch.from_numpy(read_image(pair.image).astype(np.float32) / 255.0).permute(2, 0, 1)
         mask = torch.from_numpy((read_mask(pair.mask) > 0).astype(np.int64))
         if size is not None:
-            image = F.interpolate(image[None, None], size=size, mode="bilinear", antialias=True)[0, 0]
+            image = F.interpolate(image[None], size=size, mode="bilinear", antialias=True)[0]
             mask = F.interpolate(mask[None, None].float(), size=size, mode="nearest")[0, 0].long()
         images.append(image)
         masks.append(mask)
@@ -71,12 +72,14 @@ def peer_fold(data: str, folds: int, fold: int, minutes: float, out: Path, seed:
     torch.manual_seed(seed + fold)
     t0, cpu0 = time.perf_counter(), time.process_time()
     train_pairs, val_pairs, _ = fold_files(data, ".png", ".png", folds, fold)
-    first = read_image(train_pairs[0].image)
-    size = list(planned_size(first.shape[:2], 16))
+    # gctxseg's planned size before any time budget, thin structures kept at the images' resolution as it keeps them
+    fingerprint = fingerprint_dataset(train_pairs)
+    size = list(planned_input_size(fingerprint.sizes, 16, fingerprint.structure_width))
     images, masks = _load(train_pairs, size)
-    x_all, y_all = torch.stack(images)[:, None], torch.stack(masks)
+    x_all, y_all = torch.stack(images), torch.stack(masks)
     mean, std = x_all.mean().item(), x_all.std().item()
-    model = BasicUNet(spatial_dims=2, in_channels=1, out_channels=2).to(memory_format=torch.channels_last)
+    model = BasicUNet(spatial_dims=2, in_channels=x_all.shape[1], out_channels=2).to(
+        memory_format=torch.channels_last)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     batch = 2
@@ -113,9 +116,9 @@ def peer_fold(data: str, folds: int, fold: int, minutes: float, out: Path, seed:
     val_images, _ = _load(val_pairs)
     with torch.no_grad():
         for pair, image in zip(val_pairs, val_images):
-            x = F.interpolate(image[None, None], size=size, mode="bilinear", antialias=True)
+            x = F.interpolate(image[None], size=size, mode="bilinear", antialias=True)
             probs = model((x - mean) / std).softmax(1)
-            probs = F.interpolate(probs, size=image.shape, mode="bilinear", align_corners=False)[0]
+            probs = F.interpolate(probs, size=image.shape[1:], mode="bilinear", align_corners=False)[0]
             np.save(out / "oof" / f"{pair.name}.npy", (probs * 255).round().to(torch.uint8).numpy())
     result = {"fold": fold, "epochs": epochs, "steps": epochs * steps_per_epoch, "size": size,
               "wall s": time.perf_counter() - t0,
@@ -226,7 +229,7 @@ def report(args, out: Path, timings: dict[str, list[dict]]) -> None:
         pp = f"{r['post-processed']:>11.4f}" if "post-processed" in r else f"{'':>11}"
         print(f"{r['recipe']:<22}{folds}{r['pooled']:>12.4f}{pp}  {r['epochs']:<16}{r['steps']:<26}{r['size']:>9}"
               f"{r['wall']:>10.1f}{r['cpu']:>9.1f}")
-    if all(DUKE_NAME.fullmatch(n) for n in names):  # the reference belongs to Duke DME, not to any other set
+    if all(DUKE_STEM.fullmatch(n) for n in names):  # the reference belongs to Duke DME, not to any other set
         print(f"{'grader 2 vs 1':<16}{'':>{8 * args.folds}}{GRADER_2_POOLED_DICE:>12.2f}  (73 scans both graded)")
     print("fluid Dice pooled over each fold's held-out scans (fold columns) and over all scans (pooled OOF); "
           "wall/cpu: all folds")

@@ -4,6 +4,7 @@ nnU-Net's network from MONAI; the planner's CPU batch and validation cadence."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -160,3 +161,75 @@ def test_the_fingerprint_measures_structure_width(tmp_path):
     write_pair(tmp_path, "a", np.full((40, 40), 50, np.uint8), mask)
     fingerprint = fingerprint_dataset(find_pairs(tmp_path / "images", ".png", ".png"))
     assert fingerprint.structure_width == pytest.approx(2.0)
+
+
+def test_cv_probes_the_lr_on_fold_0_and_trains_every_fold_at_the_chosen_one(tmp_path, monkeypatch, capsys):
+    from gctxseg import lr_probe
+    from gctxseg.checkpoint import load_checkpoint
+
+    # the U-Net family is not probed by default: given candidates here, it is probed as cheaply as a test allows
+    monkeypatch.setitem(lr_probe.PROBE_CANDIDATES, "cnn", (1e-3, 3e-2))
+    monkeypatch.setattr(lr_probe, "PROBE_IMAGES", 12)  # 2 epochs of the 6 training scans
+    images = write_patients(tmp_path / "data")
+    args = ["cv", str(images), "--folds", "2", "--group-regex", r"^(p\d+)_", "--img_f", ".png", "--models", "unet",
+            "--model-option", "base_width=4", "--base-size", "32", "64", "--epochs", "1", "--batch-size", "2",
+            "--workers", "0", "--amp", "off", "--device", "cpu", "--results", str(tmp_path / "runs"), "--name", "cv"]
+    assert main(args) == 0
+    config = tmp_path / "runs" / "cv" / "unet"
+    record = json.loads((config / "lr_probe.json").read_text())
+    # the planned 5e-4 is always a candidate; each trained 6 steps (2 epochs of 3) on fold 0 and was scored there
+    assert set(record["held-out dice"]) == {"0.0005", "0.001", "0.03"}
+    assert set(record["steps"].values()) == {6} and record["fold"] == 0
+    scores = {float(lr): d for lr, d in record["held-out dice"].items()}
+    assert record["chosen"] == lr_probe._pick(scores, 5e-4)
+    for fold in (0, 1):
+        assert load_checkpoint(config / f"fold_{fold}" / "last.pt")["config"]["lr"] == record["chosen"]
+    timing = json.loads((config / "timing.json").read_text())
+    assert set(timing) == {"lr probe", "0", "1"} and timing["lr probe"]["cpu s"] > 0
+    assert f"chosen lr {record['chosen']:g}" in capsys.readouterr().out
+    # run again into the same folder: the probe's record is read, nothing is trained again
+    stamp = (config / "lr_probe.json").stat().st_mtime_ns
+    assert main(args + ["--exist-ok"]) == 0
+    assert (config / "lr_probe.json").stat().st_mtime_ns == stamp and "lr probe: lr" not in capsys.readouterr().out
+    # --lr given: no probe
+    assert not lr_probe.needs_probe("unet", __import__("gctxseg.training", fromlist=["TrainConfig"]).TrainConfig(
+        data_train=str(images), lr=0.01))
+
+
+def test_the_probe_keeps_the_planned_lr_unless_another_clearly_beats_it():
+    from gctxseg.lr_probe import PROBE_IMAGES, PROBE_TIE_DICE, _pick, probe_epochs
+
+    assert _pick({1e-4: 0.50, 2e-3: 0.50 + PROBE_TIE_DICE / 2}, 1e-4) == 1e-4
+    assert _pick({1e-4: 0.50, 2e-3: 0.60, 5e-4: 0.55}, 1e-4) == 2e-3
+    assert _pick({1e-4: 0.0, 2e-3: 0.0}, 1e-4) == 1e-4  # nothing learnt: the planned one
+    # no budget: PROBE_IMAGES worth of epochs (88 scans, batch 4: 22 steps of 4 = 88 images an epoch)
+    assert probe_epochs(0.5, None, 3, 4, 88) == -(-PROBE_IMAGES // 88)
+    # 3 min over 3 candidates, 90% of it stepping, at 1.5x the planner's 0.2 s per step: 180 steps, 8 epochs of 22
+    assert probe_epochs(0.2, 3.0, 3, 4, 88) == 8
+
+
+def test_a_probe_too_short_to_separate_the_rates_gives_its_share_back(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from gctxseg import configurations
+    from gctxseg.lr_probe import PROBE_MIN_IMAGES, ProbePlan
+    from gctxseg.training import TrainConfig
+
+    plan = SimpleNamespace(lr=1e-4, base_size=(64, 64), batch_size=2)
+    # a probe's images grow with its minutes: 100 per minute
+    monkeypatch.setattr(configurations, "plan_probe", lambda cfg, model, minutes: ProbePlan(
+        model, plan, [1e-4, 2e-3], 1, int(minutes * 100), minutes))
+    models = ["gctx_unet", "unet"]  # the transformer is probed, the U-Net is not
+    cfg = TrainConfig(data_train=str(tmp_path), folds=5, time_budget=80)
+    fold_budget, probes = configurations._plan_probes(cfg, tmp_path / "kept", models)
+    assert fold_budget == pytest.approx(80 * 0.95 / 11) and probes["gctx_unet"].images >= PROBE_MIN_IMAGES
+    assert "unet" not in probes
+    cfg = replace(cfg, time_budget=60)  # 5.2 min per share: 518 images, fewer than the floor
+    fold_budget, probes = configurations._plan_probes(cfg, tmp_path / "skipped", models)
+    assert fold_budget == pytest.approx(60 * 0.95 / 10)  # the share went back to the folds
+    record = json.loads((tmp_path / "skipped" / "gctx_unet" / "lr_probe.json").read_text())
+    assert record["chosen"] == 1e-4 and "fewer than" in record["skipped"]
+    # resumed: the record decides, nothing is planned again
+    monkeypatch.setattr(configurations, "plan_probe", lambda *a: pytest.fail("planned again"))
+    assert configurations._plan_probes(cfg, tmp_path / "skipped", models)[0] == pytest.approx(60 * 0.95 / 10)
+    assert configurations._plan_probes(replace(cfg, lr=1e-3), tmp_path / "other", models)[1] == {}  # --lr given

@@ -133,20 +133,21 @@ def test_synth_volumes_writes_stacks_and_truth(tmp_path, capsys):
 def test_etdrs_record_blank_without_spacing_and_partial_marked(tmp_path):
     import csv
 
-    from gctxseg.clinical import etdrs_record, write_etdrs_csv
+    from gctxseg.clinical import etdrs_record, locate_fovea, write_etdrs_csv
 
     eye = _eye(3, edema=True, hole=True)
     names = ["edema", "hole"]
-    row = etdrs_record("eye3", eye.masks, eye.spacing, names, "OD", fovea=eye.fovea)
+    where = locate_fovea("eye3", eye.masks, eye.spacing, names, eye.fovea)
+    row = etdrs_record("eye3", eye.masks, eye.spacing, names, "OD", where)
     assert float(row["edema_total_nl"]) == pytest.approx(eye.truth["fluid_nl"]["total"], rel=0.02)
     assert abs(float(row["hole_mld_um"]) - eye.truth["hole"]["mld_um"]) <= eye.spacing[2] * 1000
     assert row["hole_mld_bscan"] == str(eye.fovea[0]) and row["hole_size_class"] in ("small", "medium", "large")
     assert row["partial"] and row["partial"].split()[0] in row["note"]
-    blank = etdrs_record("eye3", eye.masks, (None, eye.spacing[1], eye.spacing[2]), names, None)
+    blank = etdrs_record("eye3", eye.masks, (None, eye.spacing[1], eye.spacing[2]), names, None, where)
     assert blank["edema_central_nl"] == "" and blank["hole_mld_um"] == "" and "spacing" in blank["note"]
     assert blank["quadrants"].startswith("image sides") and "edema_inner_left_nl" in blank
     path = write_etdrs_csv([row], tmp_path / "etdrs.csv", names, "OD")
     with open(path) as f:
         assert next(csv.DictReader(f))["edema_central_nl"] == row["edema_central_nl"]
     with pytest.raises(DatasetError):
-        etdrs_record("eye3", eye.masks, eye.spacing, names, "OD", fovea=(99, 0))
+        locate_fovea("eye3", eye.masks, eye.spacing, names, (99, 0))

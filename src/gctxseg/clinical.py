@@ -54,17 +54,12 @@ def locate_fovea(name: str, labels: np.ndarray, spacing: tuple[float | None, flo
 
 
 def etdrs_record(name: str, labels: np.ndarray, spacing: tuple[float | None, float | None, float | None],
-                 class_names: Sequence[str], eye: str | None = None, fovea: tuple[int, int] | None = None,
-                 images: np.ndarray | None = None, located: etdrs.Fovea | None = None) -> dict[str, str]:
-    """The cells of one volume (``labels``: ``S x H x W`` class indices 0..K-1; classes named ``*hole*`` are holes).
-
-    Raises:
-        DatasetError: ``fovea`` outside the stack (one line).
-    """
+                 class_names: Sequence[str], eye: str | None, where: etdrs.Fovea) -> dict[str, str]:
+    """The cells of one volume (``labels``: ``S x H x W`` class indices 0..K-1; classes named ``*hole*`` are holes)
+    on the grid centred at ``where`` (:func:`locate_fovea`)."""
     known = all(v is not None for v in spacing)
     holes, fluids = _hole_classes(class_names), _fluid_classes(class_names)
     shape = (labels.shape[0], labels.shape[2])
-    where = located or locate_fovea(name, labels, spacing, class_names, fovea, images)
     record = dict.fromkeys(etdrs_columns(class_names, eye), "")
     record.update(file=name, eye=eye or "", quadrants="nasal/temporal" if eye else "image sides (no --eye)",
                   fovea_slice=f"{where.slice:.2f}", fovea_column=f"{where.column:.2f}", fovea_from=where.source)
@@ -146,7 +141,7 @@ def volume_reports(rows: Sequence, labels_of: Callable[[Path], np.ndarray | None
             grey = [images_of(m) for m in members] if fovea is None else [None]
             images = np.stack(grey) if all(g is not None for g in grey) else None
             where = locate_fovea(row.file, stack, spacing, class_names, fovea, images)
-        record = etdrs_record(row.file, stack, spacing, class_names, eye, located=where)
+        record = etdrs_record(row.file, stack, spacing, class_names, eye, where)
         thickness = None
         fluid = tuple(c for c, _ in _fluid_classes(class_names))
         if all(v is not None for v in spacing) and fluid:

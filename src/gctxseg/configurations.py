@@ -21,6 +21,7 @@ import json
 import resource
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ from .checkpoint import load_checkpoint
 from .crossval import fold_finished, format_cv_summary, score_predictions, summarize_cv, train_fold
 from .data import MaskValueMap, find_pairs, read_mask
 from .data.splits import resolve_splits
+from .lr_probe import ProbePlan, ProbeResult, needs_probe, plan_probe, probe_learning_rate, read_record, skip_probe
 from .models import resolve_model_name
 from .postprocess import choose_postprocessing
 from .training import TrainConfig
@@ -61,26 +63,72 @@ def write_splits(cfg: TrainConfig, cv_dir: Path) -> Path:
     return path
 
 
-def _train_configuration(cfg: TrainConfig, cv_dir: Path, model: str, fold_budget: float | None) -> None:
-    """Train (or keep, or resume) every fold of one configuration, adding each fold's wall and CPU time to
-    ``CV/<model>/timing.json``."""
+def _start_for(cfg: TrainConfig, model: str) -> str | None:
+    """``cfg.init_weights`` for ``model``: a whole-model start (--init-weights PT) is of one architecture, so the
+    other configurations start as planned; None (planned) and "none" (from scratch) hold for every one."""
+    init = cfg.init_weights
+    if init not in (None, NO_START) and start_architecture(init) != resolve_model_name(model):
+        return None
+    return init
+
+
+def _plan_probes(cfg: TrainConfig, cv_dir: Path, models: list[str]) -> tuple[float | None, dict[str, object]]:
+    """(minutes per fold, configuration -> its probe: a ProbePlan to run, or a ProbeResult already recorded).
+
+    Probed (:mod:`gctxseg.lr_probe`): a family with candidates, no ``--lr``, and not folds begun without a probe
+    (a cv folder of an older gctxseg resumes as it was). A probe takes one fold's share of ``--time-budget``; one
+    too short to separate the rates is skipped before any fold, and its share goes back to the folds."""
+    probes: dict[str, object] = {}
+    for m in models:
+        record = read_record(cv_dir / m)
+        if record is not None:
+            probes[m] = ProbeResult(record["chosen"], record)
+        elif needs_probe(m, cfg) and not (cv_dir / m / "fold_0").exists():
+            probes[m] = None
+    while True:
+        shares = len(models) * cfg.folds + sum(1 for p in probes.values() if not _skipped(p))
+        fold_budget = cfg.time_budget * (1 - SUMMARY_SHARE) / shares if cfg.time_budget else None
+        pending = [m for m, p in probes.items() if p is None or isinstance(p, ProbePlan)]
+        planned = {m: plan_probe(replace(cfg, model=m, time_budget=fold_budget, init_weights=_start_for(cfg, m)), m,
+                                 fold_budget) for m in pending}
+        too_short = [m for m, probe in planned.items() if not probe.affordable]
+        probes.update(planned)
+        for m in too_short:
+            probes[m] = skip_probe(cv_dir / m, planned[m])
+        if not too_short:
+            return fold_budget, probes
+
+
+def _skipped(probe) -> bool:
+    return isinstance(probe, ProbeResult) and "skipped" in probe.record
+
+
+def _train_configuration(cfg: TrainConfig, cv_dir: Path, model: str, fold_budget: float | None, probe) -> None:
+    """Run ``probe`` (a ProbePlan) or take its result, then train (or keep, or resume) every fold of one
+    configuration, adding the probe's and each fold's wall and CPU time to ``CV/<model>/timing.json``."""
     config_dir = cv_dir / model
     config_dir.mkdir(parents=True, exist_ok=True)
     timing_path = config_dir / "timing.json"
     timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
-    # a whole-model start (--init-weights PT) is of one architecture: the other configurations start as planned
-    init = cfg.init_weights  # None (planned per architecture) and "none" (from scratch) hold for every one
-    if init not in (None, NO_START) and start_architecture(init) != resolve_model_name(model):
-        init = None
-    for fold in range(cfg.folds):
-        finished = fold_finished(config_dir / f"fold_{fold}")
+    cfg = replace(cfg, model=model, time_budget=fold_budget, init_weights=_start_for(cfg, model))
+
+    def timed(key: str, work) -> object:
+        done = fold_finished(config_dir / f"fold_{key}")
         wall, cpu = time.perf_counter(), _cpu_seconds()
-        train_fold(replace(cfg, model=model, time_budget=fold_budget, init_weights=init), config_dir, fold)
-        if not finished:
-            spent = timing.get(str(fold), {"wall s": 0.0, "cpu s": 0.0})
-            timing[str(fold)] = {"wall s": spent["wall s"] + time.perf_counter() - wall,
-                                 "cpu s": spent["cpu s"] + _cpu_seconds() - cpu}
+        out = work()
+        if not done:
+            spent = timing.get(key, {"wall s": 0.0, "cpu s": 0.0})
+            timing[key] = {"wall s": spent["wall s"] + time.perf_counter() - wall,
+                           "cpu s": spent["cpu s"] + _cpu_seconds() - cpu}
             atomic_write_json(timing_path, timing)
+        return out
+
+    if isinstance(probe, ProbePlan):  # one fold's share of the budget, before the folds
+        probe = timed("lr probe", partial(probe_learning_rate, cfg, config_dir, probe))
+    if probe is not None:
+        cfg = replace(cfg, lr=probe.lr)
+    for fold in range(cfg.folds):
+        timed(str(fold), partial(train_fold, cfg, config_dir, fold))
 
 
 def run_cv(cfg: TrainConfig, models: list[str] | tuple[str, ...] = DEFAULT_CONFIGURATIONS,
@@ -97,12 +145,14 @@ def run_cv(cfg: TrainConfig, models: list[str] | tuple[str, ...] = DEFAULT_CONFI
     cv_dir = next_run_dir(cfg.results, cfg.name, cfg.exist_ok)
     cv_dir.mkdir(parents=True, exist_ok=True)
     write_splits(cfg, cv_dir)
-    fold_budget = (cfg.time_budget * (1 - SUMMARY_SHARE) / (len(models) * cfg.folds)) if cfg.time_budget else None
+    fold_budget, probes = _plan_probes(cfg, cv_dir, models)
     if fold_budget:
+        probed = [m for m, p in probes.items() if not _skipped(p)]
+        shares = f", and one share for the lr probe of {', '.join(probed)}" if probed else ""
         print(f"time budget {cfg.time_budget:g} min: {fold_budget:.2f} min for each of {cfg.folds} folds of "
-              f"{len(models)} configuration(s) ({', '.join(models)})")
+              f"{len(models)} configuration(s) ({', '.join(models)}){shares}")
     for model in models:
-        _train_configuration(cfg, cv_dir, model, fold_budget)
+        _train_configuration(cfg, cv_dir, model, fold_budget, probes.get(model))
     if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
         return cv_dir
     for model in models:

@@ -32,6 +32,7 @@ __all__ = [
     "plan_for_folder",
     "plan_training",
     "planned_foreground_share",
+    "planned_input_size",
     "planned_size",
     "size_options",
 ]
@@ -447,6 +448,13 @@ def plan_training(
         given=sorted(given),
         seconds_per_step=step_s,
     )
+
+
+def planned_input_size(sizes: Mapping[str, int], multiple: int, structure_width: float | None) -> tuple[int, int]:
+    """The input size planned before any time budget (a fingerprint's sizes and structure width): the median image
+    within the pixel budget, thin structures at the images' own resolution (``THIN_STRUCTURE_PX``)."""
+    median = _median_size(sizes)
+    return planned_size(median, multiple, _resolution_floor(median, structure_width)[1])
 
 
 def _resolution_floor(median: tuple[int, int], structure_width: float | None) -> tuple[int, int]:

@@ -34,6 +34,14 @@ T = TypeVar("T")
 DUKE_SCANS_PER_PATIENT_PNG = 11  # the PNG copy holds the 11 graded B-scans of each patient, in order
 
 
+DUKE_STEM = re.compile(r"p\d\d_b\d\d")  # patient and B-scan of every file convert duke-dme writes
+
+
+def duke_stem(patient: int, scan: int) -> str:
+    """The file stem of one Duke DME B-scan: ``pPP_bSS`` (``DUKE_STEM``)."""
+    return f"p{patient:02d}_b{scan:02d}"
+
+
 def _write_pair(out: Path, name: str, image: np.ndarray, fluid: np.ndarray) -> bool:
     """Write one scan and its 0/255 fluid mask; returns whether the scan holds fluid."""
     Image.fromarray(np.clip(image, 0, 255).astype(np.uint8), mode="L").save(out / "images" / f"{name}.png")
@@ -106,9 +114,9 @@ def _duke_from_mat(src: Path, out: Path, grader: int) -> tuple[dict[str, str], i
             graded = ~np.isnan(fluid[:, :, scan])
             if not graded.any():
                 continue  # this B-scan was not graded
-            name = f"p{patient:02d}_b{scan:02d}"
+            name = duke_stem(patient, scan)
             with_fluid += _write_pair(out, name, images[:, :, scan], np.nan_to_num(fluid[:, :, scan]) > 0)
-            groups[name] = f"p{patient:02d}"
+            groups[name] = name.split("_")[0]
     return groups, with_fluid
 
 
@@ -153,9 +161,9 @@ def _duke_from_png(src: Path, out: Path) -> tuple[dict[str, str], int]:
     for index, image_path, annotation in _png_copy_scans(src):
         patient, scan = index // DUKE_SCANS_PER_PATIENT_PNG + 1, index % DUKE_SCANS_PER_PATIENT_PNG
         grey, fluid = _read_png(image_path), _read_png(annotation) > 127
-        name = f"p{patient:02d}_b{scan:02d}"
+        name = duke_stem(patient, scan)
         with_fluid += _write_pair(out, name, grey, fluid)
-        groups[name] = f"p{patient:02d}"
+        groups[name] = name.split("_")[0]
     return groups, with_fluid
 
 

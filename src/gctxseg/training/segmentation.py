@@ -44,7 +44,15 @@ from ..models.complexity import count_macs, count_parameters
 from ..planning import VAL_SHARE, TrainingPlan, plan_training, planned_foreground_share
 from ..precision import autocast_context, autocast_dtype
 from ..report import plot_curves
-from ..utils import atomic_write_json, compile_model, keep_freed_memory, next_run_dir, progress, seed_everything
+from ..utils import (
+    atomic_write_json,
+    compile_model,
+    keep_freed_memory,
+    next_run_dir,
+    progress,
+    resolve_device,
+    seed_everything,
+)
 from ..visualize import colorize, overlay, save_rows, to_uint8_rgb
 from .config import (
     PLANNED_SETTINGS,
@@ -256,6 +264,28 @@ class _Trainer:
 
 
 
+def _fingerprinted(cfg: TrainConfig, ckpt: dict | None, verbose: bool) -> tuple:
+    """(training pairs, validation pairs, where the folds came from, the training pairs' fingerprint)."""
+    train_files, val_files, split_source = _split_files(cfg, verbose)
+    train_pairs = expand_slices(train_files, cfg.empty_slice_fraction, cfg.seed)
+    val_pairs = expand_slices(val_files)
+    if ckpt is not None:
+        return train_pairs, val_pairs, split_source, DatasetFingerprint(**ckpt["fingerprint"])
+    return train_pairs, val_pairs, split_source, fingerprint_dataset(train_pairs, ct=cfg.ct, windows=cfg.ct_windows())
+
+
+def plan_run(cfg: TrainConfig) -> tuple[TrainingPlan, int]:
+    """(the plan :func:`train` would make for ``cfg`` on this device, training images), without training.
+
+    ``gctxseg cv``'s learning-rate probe trains its candidates at the size and batch its folds will have."""
+    cfg = absolute_data_paths(cfg)
+    device = resolve_device(cfg.device)
+    train_pairs, val_pairs, _, fingerprint = _fingerprinted(cfg, None, verbose=False)
+    plan = _plan(cfg, fingerprint, len(train_pairs), len(val_pairs), device, autocast_dtype(cfg.amp, device),
+                 Distributed())[1]
+    return plan, len(train_pairs)
+
+
 def _prepare_data(
     cfg: TrainConfig, ckpt: dict | None, ddp: Distributed, device: torch.device, amp_dtype
 ) -> tuple[_TrainingData, TrainConfig]:
@@ -264,13 +294,7 @@ def _prepare_data(
     Volumes become one pair per slice; validation keeps every slice, so its Dice covers whole volumes.
     Returns the data and the configuration with every planned setting filled in.
     """
-    train_files, val_files, split_source = _split_files(cfg, ddp.is_main)
-    train_pairs = expand_slices(train_files, cfg.empty_slice_fraction, cfg.seed)
-    val_pairs = expand_slices(val_files)
-    if ckpt is not None:
-        fingerprint = DatasetFingerprint(**ckpt["fingerprint"])
-    else:
-        fingerprint = fingerprint_dataset(train_pairs, ct=cfg.ct, windows=cfg.ct_windows())
+    train_pairs, val_pairs, split_source, fingerprint = _fingerprinted(cfg, ckpt, ddp.is_main)
     intensity = fingerprint.intensity_mapping  # values as read -> [0, 1]: the same at prediction
     value_map, channels = fingerprint.value_map, fingerprint.channels
     fingerprint_dataset(val_pairs, known_values=value_map.values, known_channels=channels, intensity=intensity)
