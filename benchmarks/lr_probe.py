@@ -6,6 +6,11 @@ run. Prints figures; asserts nothing. Example (Duke DME converted by ``gctxseg c
 
     python benchmarks/lr_probe.py --data /data/duke/images --models gctx_unet unet --lrs 1e-4 5e-4 2e-3
 
+``--as-cv IMAGES``: instead, ``gctxseg cv``'s own probe (``gctxseg.lr_probe``: fold 0, the folds' planned size and
+batch, IMAGES training images per candidate, the planned rate always a candidate) and the rate it would choose::
+
+    python benchmarks/lr_probe.py --data /data/drive/train/images --models gctx_unet --lrs 1e-4 2e-3 --as-cv 300
+
 DRIVE (``gctxseg convert drive``), trained on its training set and scored on its test set::
 
     python benchmarks/lr_probe.py --data /data/drive/train/images --data-val /data/drive/test/images \\
@@ -37,8 +42,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8, help="epochs, fixed for all runs (default 8)")
     parser.add_argument("--batch-size", type=int, default=5)
     parser.add_argument("--results", default=None, help="run folders (default: a temporary folder)")
+    parser.add_argument("--as-cv", type=int, default=None, metavar="IMAGES",
+                        help="run gctxseg cv's probe instead, IMAGES training images per candidate")
     args = parser.parse_args()
     results = Path(args.results or tempfile.mkdtemp(prefix="lr_probe_"))
+    if args.as_cv:
+        as_cv(args, results)
+        return
     rows = []
     held_out = ({"data_val": args.data_val} if args.data_val else {"folds": args.folds, "fold": args.fold})
     for model in args.models:
@@ -60,6 +70,22 @@ def main() -> None:
     print(f"\n{'model':<12}{'lr':>8}{'best Dice':>11}{'last Dice':>11}{'epochs':>8}{'wall s':>8}  size")
     for model, lr, best, last, n, wall, size in rows:
         print(f"{model:<12}{lr:>8g}{best:>11.4f}{last:>11.4f}{n:>8}{wall:>8.0f}  {size[0]}x{size[1]}")
+
+
+def as_cv(args, results: Path) -> None:
+    """``gctxseg cv``'s probe of each model on fold ``0`` of ``--data``, as cv runs it, at ``--as-cv`` images."""
+    from gctxseg import lr_probe
+
+    lr_probe.PROBE_IMAGES = args.as_cv
+    for model in args.models:
+        lr_probe.PROBE_CANDIDATES[lr_probe.model_family(model)] = tuple(args.lrs)
+        cfg = TrainConfig(data_train=args.data, img_f=args.img_f, mask_f=".png", folds=args.folds)
+        t0 = time.perf_counter()
+        probe = lr_probe.plan_probe(cfg, model, None)
+        result = lr_probe.probe_learning_rate(cfg, results / model, probe)
+        print(f"{model}: {probe.epochs} epochs, {probe.images} images per candidate at "
+              f"{probe.plan.base_size[0]}x{probe.plan.base_size[1]}, batch {probe.plan.batch_size}; held-out Dice "
+              f"{result.record['held-out dice']}; chosen {result.lr:g}; {time.perf_counter() - t0:.0f} s", flush=True)
 
 
 if __name__ == "__main__":

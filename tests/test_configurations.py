@@ -187,6 +187,8 @@ def test_cv_probes_the_lr_on_fold_0_and_trains_every_fold_at_the_chosen_one(tmp_
     timing = json.loads((config / "timing.json").read_text())
     assert set(timing) == {"lr probe", "0", "1"} and timing["lr probe"]["cpu s"] > 0
     assert f"chosen lr {record['chosen']:g}" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "runs" / "cv" / "cv_summary.json").read_text())
+    assert summary["configurations"]["unet"]["lr probe"] == record  # and the ranking names it
     # run again into the same folder: the probe's record is read, nothing is trained again
     stamp = (config / "lr_probe.json").stat().st_mtime_ns
     assert main(args + ["--exist-ok"]) == 0

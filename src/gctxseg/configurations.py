@@ -232,7 +232,8 @@ def choose_configuration(cv_dir: str | Path, models: list[str]) -> dict:
         "classes": classes,
         "configurations": {m: {**costs[m], "pooled out-of-fold": summaries[m]["pooled out-of-fold"],
                                "pooled out-of-fold post-processed":
-                                   summaries[m]["pooled out-of-fold post-processed"]} for m in models},
+                                   summaries[m]["pooled out-of-fold post-processed"],
+                               "lr probe": read_record(cv_dir / m)} for m in models},
         "ranking": [{"name": s["name"], "members": s["members"], "dice": s["dice"],
                      "post-processed dice": s["post-processed dice"], "mean dice": s["mean dice"],
                      "margin to best": s["mean dice"] - best, "cpu s": s["cpu s"],
@@ -257,6 +258,12 @@ def format_ranking(summary: dict) -> str:
         shown = " | ".join("/".join(map(str, s)) for s in steps)
         lines.append(f"{row['name']:<28}{row['mean dice']:>16.4f}{row['margin to best']:>+9.4f}"
                      f"{row['cpu s'] / 60:>15.1f}  {shown}")
+    for model, config in summary["configurations"].items():
+        probe = config.get("lr probe")
+        if probe:
+            dice = ", ".join(f"{lr} {d:.3f}" for lr, d in probe.get("held-out dice", {}).items())
+            lines.append(f"{model} lr probe: " + (probe["skipped"] if "skipped" in probe else
+                                                  f"fold 0 held-out Dice {dice}; chosen {probe['chosen']:g}"))
     chosen = summary["chosen"]
     lines.append(f"chosen: {chosen['name']} (pooled out-of-fold Dice {chosen['mean dice']:.4f} after its "
                  f"post-processing; {summary['tie rule']})")
