@@ -181,6 +181,9 @@ def test_cv_probes_the_lr_on_fold_0_and_trains_every_fold_at_the_chosen_one(tmp_
     assert set(record["held-out dice"]) == {"0.0005", "0.001", "0.03"}
     assert set(record["steps"].values()) == {6} and record["fold"] == 0
     scores = {float(lr): d for lr, d in record["held-out dice"].items()}
+    for lr, dice in record["held-out dice"].items():  # the final validation's foreground Dice, from the run's log
+        log = json.loads((config / "lr_probe" / f"lr_{lr}" / "log.json").read_text())
+        assert dice == pytest.approx(log["epoch:1"]["val log:"]["info"]["Dice"][0])
     assert record["chosen"] == lr_probe._pick(scores, 5e-4)
     for fold in (0, 1):
         assert load_checkpoint(config / f"fold_{fold}" / "last.pt")["config"]["lr"] == record["chosen"]
@@ -198,8 +201,13 @@ def test_cv_probes_the_lr_on_fold_0_and_trains_every_fold_at_the_chosen_one(tmp_
         data_train=str(images), lr=0.01))
 
 
-def test_the_probe_keeps_the_planned_lr_unless_another_clearly_beats_it():
-    from gctxseg.lr_probe import PROBE_IMAGES, PROBE_TIE_DICE, _pick, probe_epochs
+def test_the_probe_keeps_the_planned_lr_unless_another_clearly_beats_it(tmp_path):
+    from gctxseg.lr_probe import PROBE_IMAGES, PROBE_TIE_DICE, _final_foreground_dice, _pick, probe_epochs
+
+    # a run's log lists foreground Dice per class: the last validation's mean is the candidate's score
+    (tmp_path / "log.json").write_text(json.dumps({"epoch:0": {"val log:": {"info": {"Dice": [0.9, 0.9]}}},
+                                                   "epoch:1": {"val log:": {"info": {"Dice": [0.4, 0.6]}}}}))
+    assert _final_foreground_dice(tmp_path) == pytest.approx(0.5)
 
     assert _pick({1e-4: 0.50, 2e-3: 0.50 + PROBE_TIE_DICE / 2}, 1e-4) == 1e-4
     assert _pick({1e-4: 0.50, 2e-3: 0.60, 5e-4: 0.55}, 1e-4) == 2e-3

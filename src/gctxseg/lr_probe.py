@@ -102,10 +102,11 @@ def plan_probe(cfg: TrainConfig, model: str, minutes: float | None) -> ProbePlan
 
 
 def _final_foreground_dice(run_dir: Path) -> float:
-    """Mean foreground Dice of the run's last validation (its final weights, as cv scores its folds)."""
+    """Mean foreground Dice of the run's last validation (its final weights, as cv scores its folds); the log's
+    "Dice" lists the foreground classes only."""
     log = json.loads((run_dir / "log.json").read_text())
     last = [v["val log:"]["info"] for k, v in log.items() if k.startswith("epoch:") and "val log:" in v][-1]
-    fg = [d for d in last["Dice"][1:] if d is not None and math.isfinite(d)]
+    fg = [d for d in last["Dice"] if d is not None and math.isfinite(d)]
     return sum(fg) / len(fg) if fg else 0.0
 
 
