@@ -34,9 +34,10 @@ PROBE_CANDIDATES = {"transformer": (1e-4, 5e-4, 2e-3)}
 # Images each candidate trains on (optimiser steps x batch). Without a time budget: PROBE_IMAGES (the full run is
 # about 50,000 steps; this is cheap beside it). With one, the probe takes one fold's share, and is skipped (the
 # planned rate kept, said, and the share given back to the folds) when that buys fewer than PROBE_MIN_IMAGES.
-# Measured on Duke DME fold 0, GCtx-UNet from scratch: 352 images per candidate (88 steps of 4, 128x224) left all
-# three rates at 0.000 held-out Dice; 704 (140 steps of 5, 192x288) separated them (0.519 / 0.067 / 0.000); fold
-# 0 at 1e-4 was at 0.23 after 440 images. DRIVE's vessels separated at 300 (150 steps of 2).
+# Measured on Duke DME fold 0, GCtx-UNet from scratch: after 352 images per candidate (88 steps of 4, 128x224) the
+# rate best on Duke, 1e-4, was still at 0.000 held-out Dice; 704 (140 steps of 5, 192x288) separated the rates
+# (0.519 / 0.067 / 0.000); fold 0 at 1e-4 was at 0.23 after 440 images. DRIVE's vessels separated at 300-304
+# (1e-4 0.493 / 2e-3 0.579 on fold 0, docs/real-oct.md).
 PROBE_IMAGES = 1000
 PROBE_MIN_IMAGES = 600
 PROBE_TIE_DICE = 0.02
