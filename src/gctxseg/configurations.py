@@ -112,8 +112,8 @@ def _train_configuration(cfg: TrainConfig, cv_dir: Path, model: str, fold_budget
     timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
     cfg = replace(cfg, model=model, time_budget=fold_budget, init_weights=_start_for(cfg, model))
 
-    def timed(key: str, work) -> object:
-        done = fold_finished(config_dir / f"fold_{key}")
+    def timed(key: str, work, done: bool) -> object:
+        """``work()``, its wall and CPU time added to ``timing[key]`` unless it was ``done`` (kept, not run)."""
         wall, cpu = time.perf_counter(), _cpu_seconds()
         out = work()
         if not done:
@@ -124,11 +124,11 @@ def _train_configuration(cfg: TrainConfig, cv_dir: Path, model: str, fold_budget
         return out
 
     if isinstance(probe, ProbePlan):  # one fold's share of the budget, before the folds
-        probe = timed("lr probe", partial(probe_learning_rate, cfg, config_dir, probe))
+        probe = timed("lr probe", partial(probe_learning_rate, cfg, config_dir, probe), done=False)
     if probe is not None:
         cfg = replace(cfg, lr=probe.lr)
     for fold in range(cfg.folds):
-        timed(str(fold), partial(train_fold, cfg, config_dir, fold))
+        timed(str(fold), partial(train_fold, cfg, config_dir, fold), done=fold_finished(config_dir / f"fold_{fold}"))
 
 
 def run_cv(cfg: TrainConfig, models: list[str] | tuple[str, ...] = DEFAULT_CONFIGURATIONS,
