@@ -187,6 +187,8 @@ def test_cv_probes_the_lr_on_fold_0_and_trains_every_fold_at_the_chosen_one(tmp_
     assert record["chosen"] == lr_probe._pick(scores, 5e-4)
     for fold in (0, 1):
         assert load_checkpoint(config / f"fold_{fold}" / "last.pt")["config"]["lr"] == record["chosen"]
+        plan = json.loads((config / f"fold_{fold}" / "plan.json").read_text())  # the probe's lr, not the user's
+        assert "lr" not in plan["given"] and plan["reasons"]["lr"].startswith("gctxseg cv's lr probe on fold 0")
     timing = json.loads((config / "timing.json").read_text())
     assert set(timing) == {"lr probe", "0", "1"} and timing["lr probe"]["cpu s"] > 0
     assert f"chosen lr {record['chosen']:g}" in capsys.readouterr().out
@@ -239,6 +241,7 @@ def test_a_probe_too_short_to_separate_the_rates_gives_its_share_back(tmp_path, 
     assert fold_budget == pytest.approx(60 * 0.95 / 10)  # the share went back to the folds
     record = json.loads((tmp_path / "skipped" / "gctx_unet" / "lr_probe.json").read_text())
     assert record["chosen"] == 1e-4 and "fewer than" in record["skipped"]
+    assert "probe was skipped" in configurations.probe_reason(probes["gctx_unet"])
     # resumed: the record decides, nothing is planned again
     monkeypatch.setattr(configurations, "plan_probe", lambda *a: pytest.fail("planned again"))
     assert configurations._plan_probes(cfg, tmp_path / "skipped", models)[0] == pytest.approx(60 * 0.95 / 10)

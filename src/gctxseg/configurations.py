@@ -31,7 +31,16 @@ from .checkpoint import load_checkpoint
 from .crossval import fold_finished, format_cv_summary, score_predictions, summarize_cv, train_fold
 from .data import MaskValueMap, find_pairs, read_mask
 from .data.splits import resolve_splits
-from .lr_probe import ProbePlan, ProbeResult, needs_probe, plan_probe, probe_learning_rate, read_record, skip_probe
+from .lr_probe import (
+    ProbePlan,
+    ProbeResult,
+    needs_probe,
+    plan_probe,
+    probe_learning_rate,
+    probe_reason,
+    read_record,
+    skip_probe,
+)
 from .models import resolve_model_name
 from .postprocess import choose_postprocessing
 from .training import TrainConfig
@@ -126,7 +135,7 @@ def _train_configuration(cfg: TrainConfig, cv_dir: Path, model: str, fold_budget
     if isinstance(probe, ProbePlan):  # one fold's share of the budget, before the folds
         probe = timed("lr probe", partial(probe_learning_rate, cfg, config_dir, probe), done=False)
     if probe is not None:
-        cfg = replace(cfg, lr=probe.lr)
+        cfg = replace(cfg, lr=probe.lr, lr_reason=probe_reason(probe))
     for fold in range(cfg.folds):
         timed(str(fold), partial(train_fold, cfg, config_dir, fold), done=fold_finished(config_dir / f"fold_{fold}"))
 

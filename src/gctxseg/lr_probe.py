@@ -26,7 +26,8 @@ from .training.segmentation import plan_run
 from .utils import atomic_write_json
 
 __all__ = ["PROBE_CANDIDATES", "PROBE_IMAGES", "PROBE_MIN_IMAGES", "PROBE_TIE_DICE", "ProbePlan", "ProbeResult",
-           "needs_probe", "plan_probe", "probe_epochs", "probe_learning_rate", "read_record", "skip_probe"]
+           "needs_probe", "plan_probe", "probe_epochs", "probe_learning_rate", "probe_reason", "read_record",
+           "skip_probe"]
 
 # Candidate peak AdamW rates per probed family: the grid measured on Duke DME and DRIVE (planning.py). The
 # U-Net families are not probed: their planned rates held on both sets (5e-4 was best or within 0.005 of it).
@@ -85,11 +86,15 @@ def read_record(config_dir: Path) -> dict | None:
 def probe_epochs(step_s: float | None, minutes: float | None, candidates: int, batch: int, n_train: int) -> int:
     """Epochs each candidate trains: ``PROBE_IMAGES`` worth, or what ``minutes`` (the whole probe) buys at the
     planner's step time ``step_s`` times ``REAL_STEP_FACTOR``."""
-    steps_per_epoch = max(1, n_train // batch)
+    steps_per_epoch = _steps_per_epoch(n_train, batch)
     if not minutes or not step_s:
         return max(1, math.ceil(PROBE_IMAGES / (steps_per_epoch * batch)))
     steps = minutes * 60 * BUDGET_SHARE / candidates / (step_s * REAL_STEP_FACTOR)
     return max(1, int(steps // steps_per_epoch))
+
+
+def _steps_per_epoch(n_train: int, batch: int) -> int:
+    return max(1, n_train // batch)  # as the planner counts an epoch (planning.plan_training)
 
 
 def plan_probe(cfg: TrainConfig, model: str, minutes: float | None) -> ProbePlan:
@@ -98,8 +103,8 @@ def plan_probe(cfg: TrainConfig, model: str, minutes: float | None) -> ProbePlan
     plan, n_train = plan_run(replace(cfg, model=model, fold=0))
     candidates = sorted({*PROBE_CANDIDATES[model_family(model)], plan.lr})  # the planned rate is always one
     epochs = probe_epochs(plan.seconds_per_step, minutes, len(candidates), plan.batch_size, n_train)
-    return ProbePlan(model, plan, candidates, epochs, epochs * (n_train // plan.batch_size) * plan.batch_size,
-                     minutes)
+    return ProbePlan(model, plan, candidates, epochs, epochs * _steps_per_epoch(n_train, plan.batch_size) *
+                     plan.batch_size, minutes)
 
 
 def _final_foreground_dice(run_dir: Path) -> float:
@@ -150,6 +155,15 @@ def probe_learning_rate(cfg: TrainConfig, config_dir: Path, probe: ProbePlan) ->
     atomic_write_json(config_dir / PROBE_RECORD, record)
     print(f"{probe.model} lr probe: chosen lr {chosen:g} for every fold{nothing}")
     return ProbeResult(chosen, record)
+
+
+def probe_reason(probe: ProbeResult) -> str:
+    """The lr's reason in each fold's plan.json: chosen by the probe, or planned with the probe skipped."""
+    record = probe.record
+    if "skipped" in record:
+        return f"{record['family']} family, planned; gctxseg cv's lr probe was skipped (lr_probe.json)"
+    dice = ", ".join(f"{lr} {d:.3f}" for lr, d in record.get("held-out dice", {}).items())
+    return f"gctxseg cv's lr probe on fold 0 (lr_probe.json): held-out Dice {dice}"
 
 
 def _steps_trained(run_dir: Path) -> int:
