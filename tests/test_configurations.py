@@ -246,3 +246,63 @@ def test_a_probe_too_short_to_separate_the_rates_gives_its_share_back(tmp_path, 
     monkeypatch.setattr(configurations, "plan_probe", lambda *a: pytest.fail("planned again"))
     assert configurations._plan_probes(cfg, tmp_path / "skipped", models)[0] == pytest.approx(60 * 0.95 / 10)
     assert configurations._plan_probes(replace(cfg, lr=1e-3), tmp_path / "other", models)[1] == {}  # --lr given
+
+
+def test_under_a_budget_a_configuration_far_behind_after_fold_0_stops_and_its_time_goes_to_the_others(
+        tmp_path, monkeypatch, capsys):
+    from gctxseg import configurations, race
+    from gctxseg.checkpoint import load_checkpoint
+
+    scored = []
+    fold_0 = {"unet": 0.50, "nnunet": 0.35}  # nnunet 0.15 behind: more than the margin
+
+    def fold_dice(config_dir, fold, *args):
+        scored.append((config_dir.name, fold))
+        return fold_0[config_dir.name]
+
+    monkeypatch.setattr(race, "fold_dice", fold_dice)
+    images = write_patients(tmp_path / "data")
+    args = ["cv", str(images), "--folds", "2", "--group-regex", r"^(p\d+)_", "--img_f", ".png",
+            "--models", "unet", "nnunet", "--model-option", "base_width=4", "--base-size", "32", "64",
+            "--epochs", "1", "--batch-size", "2", "--lr", "0.01", "--time-budget", "2", "--workers", "0",
+            "--amp", "off", "--device", "cpu", "--results", str(tmp_path / "runs"), "--name", "cv"]
+    assert main(args) == 0
+    cv = tmp_path / "runs" / "cv"
+    record = json.loads((cv / "race.json").read_text())
+    assert scored == [("unet", 0), ("nnunet", 0)] and record["kept"] == ["unet"]
+    assert set(record["dropped"]) == {"nnunet"} and "0.150 below unet's 0.500" in record["dropped"]["nnunet"]
+    # nnunet trained fold 0 only; unet's fold 1 had nnunet's share too, fold 0 the even share
+    assert not (cv / "nnunet" / "fold_1").exists()
+    share = load_checkpoint(cv / "unet" / "fold_0" / "last.pt")["config"]["time_budget"]
+    later = load_checkpoint(cv / "unet" / "fold_1" / "last.pt")["config"]["time_budget"]
+    assert share == pytest.approx(2 * 0.95 / 4) and later == pytest.approx(2 * share)
+    summary = json.loads((cv / "cv_summary.json").read_text())
+    assert [r["name"] for r in summary["ranking"]] == ["unet"] and summary["chosen"]["name"] == "unet"
+    assert summary["race"] == record and "race after fold 0" in capsys.readouterr().out
+    # resumed: the race on record holds, nothing is scored or trained again; --summary-only leaves nnunet out
+    stamp = (cv / "unet" / "fold_1" / "last.pt").stat().st_mtime_ns
+    assert main(args + ["--exist-ok"]) == 0
+    assert len(scored) == 2 and (cv / "unet" / "fold_1" / "last.pt").stat().st_mtime_ns == stamp
+    assert main(args + ["--summary-only"]) == 0
+    assert [r["name"] for r in json.loads((cv / "cv_summary.json").read_text())["ranking"]] == ["unet"]
+    # no race without a budget to share out, or with --no-race, or with one configuration
+    cfg = configurations.TrainConfig(data_train=str(images), folds=2, time_budget=2)
+    fresh = tmp_path / "fresh"
+    assert configurations._races(cfg, fresh, ["unet", "nnunet"], race=True)
+    assert not configurations._races(replace(cfg, time_budget=None), fresh, ["unet", "nnunet"], race=True)
+    assert not configurations._races(cfg, fresh, ["unet", "nnunet"], race=False)
+    assert not configurations._races(cfg, fresh, ["unet"], race=True)
+
+
+def test_the_race_scores_fold_0_on_its_held_out_scans_with_the_final_weights(tmp_path):
+    from gctxseg.crossval import fold_dice, summarize_cv
+
+    images = write_patients(tmp_path / "data")
+    assert main(["cv", str(images), "--folds", "2", "--group-regex", r"^(p\d+)_", "--img_f", ".png",
+                 "--models", "unet", "--model-option", "base_width=4", "--base-size", "32", "64", "--epochs", "1",
+                 "--batch-size", "2", "--lr", "0.01", "--workers", "0", "--amp", "off", "--device", "cpu",
+                 "--results", str(tmp_path / "runs"), "--name", "cv"]) == 0
+    config = tmp_path / "runs" / "cv" / "unet"
+    per_fold = summarize_cv(config, device="cpu", amp="off")["per fold"]
+    for fold in (0, 1):  # the figure the summary gives that fold, from that fold's weights alone
+        assert fold_dice(config, fold, "cpu", "off") == pytest.approx(per_fold[str(fold)]["dice"][0])

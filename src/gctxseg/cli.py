@@ -94,6 +94,9 @@ def _add_cv(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--models", nargs="+", default=None, metavar="MODEL",
                    help="configurations to cross-validate and choose among (default: gctx_unet unet nnunet, or "
                         "--model alone when given); --time-budget is for all of them together")
+    p.add_argument("--no-race", action="store_true",
+                   help="under --time-budget, train every configuration on every fold (by default those more "
+                        "than 0.10 Dice behind the best after fold 0 stop, and their time goes to the others)")
     _add_train_arguments(p)
     p.set_defaults(folds=5, name="cv")
 
@@ -488,7 +491,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.summary_only:
                 summarize_folder(Path(args.results) / args.name, device=args.device, amp=args.amp)
             else:
-                cv_dir = run_cv(_train_config(args, data_train=args.data), models)
+                cv_dir = run_cv(_train_config(args, data_train=args.data), models, race=not args.no_race)
                 print(f"cross-validation folder: {cv_dir}; predict with: gctxseg predict --weights {cv_dir}")
         elif args.command == "pretrain":
             _run_pretrain(args)

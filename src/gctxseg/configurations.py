@@ -6,7 +6,9 @@ and every ensemble of two or more (their out-of-fold softmax averaged) is scored
 after its own post-processing (chosen on the same out-of-fold predictions). The best is written to
 ``CV/cv_summary.json`` under ``"chosen"``, with its post-processing in ``CV/postprocessing.json``; ``gctxseg
 predict --weights CV`` and ``evaluate --weights CV`` use exactly that. ``CV/splits_final.json`` holds the folds
-(nnU-Net's shape), so another tool can be trained and compared on the very same split.
+(nnU-Net's shape), so another tool can be trained and compared on the very same split. Under ``--time-budget``
+the configurations race after fold 0 (:mod:`gctxseg.race`): one far behind trains no more folds, and its time
+goes to the later folds of the others.
 
 Tie rule: candidates within ``TIE_DICE`` of the best count as tied, and the cheapest of them is chosen (fewest
 members, then least training CPU time): a difference that small is below the fold-to-fold spread of any real
@@ -43,6 +45,7 @@ from .lr_probe import (
 )
 from .models import resolve_model_name
 from .postprocess import choose_postprocessing
+from .race import format_race, race_after_first_fold, read_race
 from .training import TrainConfig
 from .training.start import NO_START, start_architecture
 from .utils import atomic_write_json, atomic_write_text, next_run_dir
@@ -112,9 +115,11 @@ def _skipped(probe) -> bool:
     return isinstance(probe, ProbeResult) and "skipped" in probe.record
 
 
-def _train_configuration(cfg: TrainConfig, cv_dir: Path, model: str, fold_budget: float | None, probe) -> None:
-    """Run ``probe`` (a ProbePlan) or take its result, then train (or keep, or resume) every fold of one
-    configuration, adding the probe's and each fold's wall and CPU time to ``CV/<model>/timing.json``."""
+def _train_configuration(cfg: TrainConfig, cv_dir: Path, model: str, fold_budget: float | None, probe,
+                         folds: range) -> object:
+    """Run ``probe`` (a ProbePlan) or take its result, then train (or keep, or resume) ``folds`` of one
+    configuration, adding the probe's and each fold's wall and CPU time to ``CV/<model>/timing.json``.
+    Returns the probe's result (None when not probed), for the configuration's later folds."""
     config_dir = cv_dir / model
     config_dir.mkdir(parents=True, exist_ok=True)
     timing_path = config_dir / "timing.json"
@@ -136,17 +141,29 @@ def _train_configuration(cfg: TrainConfig, cv_dir: Path, model: str, fold_budget
         probe = timed("lr probe", partial(probe_learning_rate, cfg, config_dir, probe), done=False)
     if probe is not None:
         cfg = replace(cfg, lr=probe.lr, lr_reason=probe_reason(probe))
-    for fold in range(cfg.folds):
+    for fold in folds:
         timed(str(fold), partial(train_fold, cfg, config_dir, fold), done=fold_finished(config_dir / f"fold_{fold}"))
+    return probe
+
+
+def _races(cfg: TrainConfig, cv_dir: Path, models: list[str], race: bool) -> bool:
+    """Whether this cv races after fold 0 (:mod:`gctxseg.race`): a race already on record holds; a new one needs
+    a time budget to share out, two configurations or more, and no later fold begun (an older cv folder resumes
+    as it was)."""
+    if read_race(cv_dir) is not None:
+        return True
+    begun = any((cv_dir / m / f"fold_{f}").exists() for m in models for f in range(1, cfg.folds))
+    return race and bool(cfg.time_budget) and len(models) > 1 and not begun
 
 
 def run_cv(cfg: TrainConfig, models: list[str] | tuple[str, ...] = DEFAULT_CONFIGURATIONS,
-           device: str | None = None, amp: str | None = None) -> Path:
+           device: str | None = None, amp: str | None = None, race: bool = True) -> Path:
     """Cross-validate every configuration in ``models`` on the same folds, then choose the best.
 
     ``cfg.time_budget`` (minutes) is for the whole run: it is split evenly over configurations and folds, after
-    ``SUMMARY_SHARE`` of it for the out-of-fold predictions. Finished folds are kept, a stopped one resumes.
-    Returns the CV folder.
+    ``SUMMARY_SHARE`` of it for the out-of-fold predictions. With a budget and ``race``, every configuration
+    trains fold 0 first, and those far behind there stop (:mod:`gctxseg.race`): their shares go to the later folds
+    of the others. Finished folds are kept, a stopped one resumes. Returns the CV folder.
     """
     if not cfg.folds:
         raise ValueError("gctxseg cv needs --folds K (K >= 2)")
@@ -160,13 +177,23 @@ def run_cv(cfg: TrainConfig, models: list[str] | tuple[str, ...] = DEFAULT_CONFI
         shares = f", and one share for the lr probe of {', '.join(probed)}" if probed else ""
         print(f"time budget {cfg.time_budget:g} min: {fold_budget:.2f} min for each of {cfg.folds} folds of "
               f"{len(models)} configuration(s) ({', '.join(models)}){shares}")
+    racing = _races(cfg, cv_dir, models, race)
+    first = range(1) if racing else range(cfg.folds)
     for model in models:
-        _train_configuration(cfg, cv_dir, model, fold_budget, probes.get(model))
+        probes[model] = _train_configuration(cfg, cv_dir, model, fold_budget, probes.get(model), first)
+    record = None
+    if racing:
+        record = race_after_first_fold(cv_dir, models, fold_budget, cfg.folds, device or cfg.device, amp or cfg.amp)
+        print(format_race(record), flush=True)
+        models = record["kept"]
+        for model in models:
+            _train_configuration(cfg, cv_dir, model, record["minutes per later fold"], probes.get(model),
+                                 range(1, cfg.folds))
     if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
         return cv_dir
     for model in models:
         summarize_cv(cv_dir / model, device=device or cfg.device, amp=amp or cfg.amp)
-    choose_configuration(cv_dir, models)
+    choose_configuration(cv_dir, models, race=record)
     return cv_dir
 
 
@@ -217,9 +244,10 @@ def _choose(scored: list[dict]) -> dict:
     return min(tied, key=lambda s: (len(s["members"]), s["cpu s"]))
 
 
-def choose_configuration(cv_dir: str | Path, models: list[str]) -> dict:
+def choose_configuration(cv_dir: str | Path, models: list[str], race: dict | None = None) -> dict:
     """Score every configuration and ensemble of ``CV/<model>`` folders on their out-of-fold predictions, choose
-    the best (ties: the cheaper), write ``cv_summary.json``, ``postprocessing.json`` and ``cv_report.html``."""
+    the best (ties: the cheaper), write ``cv_summary.json``, ``postprocessing.json`` and ``cv_report.html``;
+    ``race`` (the record of :mod:`gctxseg.race`) is written beside the ranking."""
     cv_dir = Path(cv_dir)
     summaries = {m: json.loads((cv_dir / m / "cv_summary.json").read_text()) for m in models}
     names = sorted(p.stem for p in (cv_dir / models[0] / "oof").glob("*.npy"))
@@ -247,6 +275,7 @@ def choose_configuration(cv_dir: str | Path, models: list[str]) -> dict:
                      "post-processed dice": s["post-processed dice"], "mean dice": s["mean dice"],
                      "margin to best": s["mean dice"] - best, "cpu s": s["cpu s"],
                      "postprocessing": s["postprocessing"].to_dict()} for s in ranking],
+        "race": race,
         "tie rule": f"within {TIE_DICE} pooled Dice of the best: fewest members, then least training CPU time",
         "chosen": {"name": chosen["name"], "members": chosen["members"], "mean dice": chosen["mean dice"],
                    "post-processed dice": chosen["post-processed dice"], "postprocessing": "postprocessing.json"},
@@ -273,6 +302,8 @@ def format_ranking(summary: dict) -> str:
             dice = ", ".join(f"{lr} {d:.3f}" for lr, d in probe.get("held-out dice", {}).items())
             lines.append(f"{model} lr probe: " + (probe["skipped"] if "skipped" in probe else
                                                   f"fold 0 held-out Dice {dice}; chosen {probe['chosen']:g}"))
+    if summary.get("race"):
+        lines.append(format_race(summary["race"]))
     chosen = summary["chosen"]
     lines.append(f"chosen: {chosen['name']} (pooled out-of-fold Dice {chosen['mean dice']:.4f} after its "
                  f"post-processing; {summary['tie rule']})")
@@ -304,7 +335,10 @@ def summarize_folder(cv_dir: str | Path, device: str = "auto", amp: str = "auto"
     if not models:
         summarize_cv(cv_dir, device=device, amp=amp)
         return
+    race = read_race(cv_dir)
+    if race is not None:  # the configurations dropped after fold 0 have one fold: not candidates
+        models = [m for m in models if m in race["kept"]]
     for model in models:
         summarize_cv(cv_dir / model, device=device, amp=amp)
-    choose_configuration(cv_dir, models)
+    choose_configuration(cv_dir, models, race=race)
 

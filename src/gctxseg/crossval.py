@@ -38,7 +38,8 @@ from .training import TrainConfig
 from .utils import atomic_write_json, atomic_write_text
 from .workflow import train_and_report
 
-__all__ = ["fold_finished", "train_fold", "summarize_cv", "score_predictions", "oof_probabilities", "format_cv_summary"]
+__all__ = ["fold_dice", "fold_finished", "train_fold", "summarize_cv", "score_predictions", "oof_probabilities",
+           "format_cv_summary"]
 
 
 def fold_finished(fold_dir: Path) -> bool:
@@ -65,8 +66,10 @@ def _quantise(probs: torch.Tensor) -> np.ndarray:
     return (probs.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
 
 
-def oof_probabilities(cv_dir: str | Path, device: str = "auto", amp: str = "auto") -> dict[str, dict]:
-    """Predict each fold's held-out images with that fold's final weights; write ``oof/NAME.npy``.
+def oof_probabilities(cv_dir: str | Path, device: str = "auto", amp: str = "auto",
+                      folds: Sequence[int] | None = None) -> dict[str, dict]:
+    """Predict each fold's (or only ``folds``') held-out images with that fold's final weights; write
+    ``oof/NAME.npy``.
 
     The final (``last.pt``) weights, as nnU-Net scores ``checkpoint_final``: ``best.pt`` was chosen on these
     same held-out images, so its score would be optimistic.
@@ -76,11 +79,12 @@ def oof_probabilities(cv_dir: str | Path, device: str = "auto", amp: str = "auto
     """
     cv_dir = Path(cv_dir)
     (cv_dir / "oof").mkdir(exist_ok=True)
-    folds = sorted(cv_dir.glob("fold_*/last.pt"), key=lambda p: int(p.parent.name.split("_")[1]))
-    if not folds:
+    trained = sorted(cv_dir.glob("fold_*/last.pt"), key=lambda p: int(p.parent.name.split("_")[1]))
+    trained = [w for w in trained if folds is None or int(w.parent.name.split("_")[1]) in folds]
+    if not trained:
         raise ValueError(f"{cv_dir}: no fold_*/last.pt; train the folds first (gctxseg cv DATA --folds K)")
     out: dict[str, dict] = {}
-    for weights in folds:
+    for weights in trained:
         predictor = Predictor(weights, device, amp)
         cfg = predictor.config
         _, val, _ = fold_files(cfg["data_train"], cfg["img_f"], cfg["mask_f"], cfg["folds"], cfg["fold"],
@@ -107,6 +111,17 @@ def score_predictions(preds: Sequence[np.ndarray], targets: Sequence[np.ndarray]
     pooled = scores_from_confusion(total)
     return {"dice": pooled["Dice"], "iou": pooled["IoU"], **{m: [_mean(v) for v in per_class]
             for m, per_class in surface.items()}, "images": len(preds)}
+
+
+def fold_dice(cv_dir: str | Path, fold: int, device: str = "auto", amp: str = "auto") -> float:
+    """Mean foreground Dice, pooled over one fold's held-out images, of that fold's final weights (0 where no
+    class is defined): the figure ``gctxseg cv``'s race compares after fold 0."""
+    oof = oof_probabilities(cv_dir, device, amp, folds=[fold])
+    names = sorted(oof)
+    k = oof[names[0]]["probs"].shape[0]
+    dice = score_predictions([oof[n]["probs"].argmax(0) for n in names], [oof[n]["target"] for n in names], k)["dice"]
+    finite = [d for d in dice if d is not None and math.isfinite(d)]
+    return float(np.mean(finite)) if finite else 0.0
 
 
 def _mean(values: Sequence[float]) -> float:
