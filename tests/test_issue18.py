@@ -448,7 +448,7 @@ def test_a_group_regex_naming_empty_volumes_is_refused(tmp_path):
         Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / name)
     files = sorted(tmp_path.glob("*.png"))
     with pytest.raises(ValueError, match="names an empty volume"):
-        plan_measurements(files, MeasurementOptions(group_regex="x*", slice_spacing=0.1), None)
+        plan_measurements(files, MeasurementOptions(group_regex="(x*)", slice_spacing=0.1), None)
     groups = plan_measurements(files, MeasurementOptions(group_regex=r"(eye\d+)_b", slice_spacing=0.1), None)
     assert [g.file for g in groups if g.kind == "group"] == ["eye1"]
 

@@ -108,17 +108,13 @@ class VolumeReport:
     col_mm: float | None
 
 
-def _natural(path: Path) -> list:
-    """Sort key: ``b2`` before ``b10``, as B-scans are numbered."""
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
-
-
 def volume_reports(rows: Sequence, labels_of: Callable[[Path], np.ndarray | None],
                    images_of: Callable[[Path], np.ndarray | None], class_names: Sequence[str],
                    eye: str | None = None, fovea: tuple[int, int] | None = None,
                    centres: dict[str, etdrs.Fovea] | None = None) -> list[VolumeReport]:
     """A report per B-scan group and DICOM series of ``rows`` (measurements.Measurement) whose every member's
-    labels ``labels_of`` gives (class indices, H x W); the B-scans in name order (groups) or position (series).
+    labels ``labels_of`` gives (class indices, H x W); the B-scans in the rows' order (by number in
+    a group, by position in a series).
     ``centres`` (volume -> grid centre) places the grid where another report found it (predictions are compared
     with the grader's on the grader's grid).
 
@@ -129,7 +125,7 @@ def volume_reports(rows: Sequence, labels_of: Callable[[Path], np.ndarray | None
     for row in rows:
         if row.kind not in ("group", "series"):
             continue
-        members = sorted(row.members, key=_natural) if row.kind == "group" else list(row.members)
+        members = list(row.members)  # in B-scan order (plan_measurements: by number, or DICOM position)
         labels = [labels_of(m) for m in members]
         if any(lab is None for lab in labels):
             continue  # a member failed to predict: its row in measurements.csv says so

@@ -7,8 +7,9 @@ What is measured (one row of ``measurements.csv`` each):
 - ``volume``: a NIfTI volume: voxels per class and the volume (voxels x ``|det|`` of the affine's 3 x 3
   part, exact for anisotropic, rotated or sheared grids; spatial units metre/micron converted to mm);
 - ``group``: B-scans joined into one volume by ``--group-regex`` (the regex's ``volume`` group, else its
-  first group, else the whole match of the file stem), ``--slice-spacing`` MM apart: volume = sum of the
-  B-scans' areas x the slice spacing (Cavalieri);
+  first group, of the file stem; a regex without a group is refused), ``--slice-spacing`` MM apart: volume =
+  sum of the B-scans' areas x the slice spacing (Cavalieri). The B-scans are stacked by their number (the last
+  number of the stem outside the volume's name); two of one number in a volume are refused;
 - ``series``: DICOM slices sharing a SeriesInstanceUID, their spacing from ImagePositionPatient (else
   SpacingBetweenSlices, SliceThickness, ``--slice-spacing``).
 
@@ -21,7 +22,6 @@ with one line naming it. A number whose unit cannot be known is left blank, neve
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -36,6 +36,7 @@ from .data.spacing import (
     SpacingError,
     find_spacing_file,
     read_spacing_file,
+    validate_slice_spacing,
     validate_spacing,
     write_spacing_file,
 )
@@ -74,8 +75,8 @@ class MeasurementOptions:
     Attributes:
         pixel_spacing: (row, column) pixel size in mm of pictures (and DICOM without PixelSpacing).
         slice_spacing: distance in mm between the B-scans of a group (or DICOM slices without positions).
-        group_regex: regular expression on the file stem whose ``volume`` group (else first group, else whole
-            match) names the volume a B-scan belongs to; files it does not match stay single images.
+        group_regex: regular expression on the file stem whose ``volume`` group (else first group) names the
+            volume a B-scan belongs to; files it does not match stay single images (one must match).
         class_names: names of the foreground classes 1..K-1 (default ``class1``, ``class2`` ...).
     """
 
@@ -94,23 +95,27 @@ class MeasurementOptions:
                                  "give mm between rows, between columns, e.g. --pixel-spacing 0.0039 0.0117")
             except SpacingError as err:  # a flag, not the data: a usage error (exit 2)
                 raise ValueError(str(err)) from None
-        if self.slice_spacing is not None and not _positive(self.slice_spacing):
-            raise ValueError(f"--slice-spacing {self.slice_spacing}: must be finite and > 0 (mm between B-scans)")
+        if self.slice_spacing is not None:  # 1e300 passed "> 0" and gave inf mm³: the pixel spacing's bounds
+            try:
+                validate_slice_spacing(self.slice_spacing, "--slice-spacing", "give the mm between B-scans, e.g. "
+                                       "--slice-spacing 0.12")
+            except SpacingError as err:
+                raise ValueError(str(err)) from None
         if self.group_regex is not None:
             try:
-                re.compile(self.group_regex)
+                pattern = re.compile(self.group_regex)
             except re.error as err:
                 raise ValueError(f"--group-regex {self.group_regex!r}: not a regular expression ({err})") from None
+            if pattern.groups == 0:  # the whole match ('eye') is the same for every eye: all would join one volume
+                raise ValueError(f"--group-regex {self.group_regex!r}: no capture group, so nothing in it names a "
+                                 "volume and every scan it matches would join one; put the part of the file name "
+                                 "that names the eye's volume in parentheses, e.g. '(eye\\d+)_b\\d+'")
         if self.eye is not None and self.eye not in ("OD", "OS"):
             raise ValueError(f"--eye {self.eye}: OD (right eye) or OS (left eye)")
         if self.fovea is not None and (len(self.fovea) != 2 or min(self.fovea) < 0):
             raise ValueError(f"--fovea {self.fovea}: give the B-scan and the column, both >= 0")
         if any(not name or "," in name for name in self.class_names):
             raise ValueError(f"--class-names {' '.join(self.class_names)}: names must be non-empty, without commas")
-
-
-def _positive(value: float) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
 def class_names_for(options: MeasurementOptions, num_classes: int) -> list[str]:
@@ -256,15 +261,40 @@ class Measurement:
         return [None if a is None or s is None else a * s for a in (self.member_areas or [])]
 
 
-def _group_key(stem: str, pattern: re.Pattern) -> str | None:
+def _group_key(stem: str, pattern: re.Pattern) -> tuple[str, int | None] | None:
+    """(volume, B-scan number) of a file stem, None where the pattern does not match it. The volume is the
+    ``volume`` group, else the first group (:meth:`MeasurementOptions.check` refuses a pattern without one); the
+    B-scan number is the last number of the stem once the volume's part is taken out (``eye2_b017`` -> 17), None
+    where there is none."""
     m = pattern.search(stem)
     if m is None:
         return None
-    key = m["volume"] if "volume" in pattern.groupindex else m[1] if pattern.groups else m[0]
-    if key == "":  # e.g. 'x*' matches nothing everywhere: every scan would join one unnamed volume
+    group = "volume" if "volume" in pattern.groupindex else 1
+    key = m[group]
+    if not key:  # e.g. '(x*)' matches nothing everywhere: every scan would join one unnamed volume
         raise ValueError(f"--group-regex {pattern.pattern!r}: names an empty volume in {stem!r}; make the part it "
                          "captures non-empty, e.g. '(eye\\d+)_b\\d+'")
-    return key
+    start, end = m.span(group)
+    numbers = re.findall(r"\d+", stem[:start] + "_" + stem[end:])
+    return key, int(numbers[-1]) if numbers else None
+
+
+def _order_bscans(key: str, members: Sequence[tuple[Path, Geometry, int | None]]) -> list[tuple[Path, Geometry]]:
+    """The members of a B-scan group in B-scan order; two scans of one B-scan number (two eyes joined by too wide a
+    pattern, or a copy) or a scan without a number are refused, as the ETDRS grid would be laid over both."""
+    unnumbered = next((path for path, _, number in members if number is None), None)
+    if unnumbered is not None:
+        raise DatasetError(f"{key}: {unnumbered.name} has no B-scan number beside the volume's name, so its place in "
+                           "the volume is unknown; name B-scans with their number (e.g. eye1_b017) or fix "
+                           "--group-regex")
+    seen: dict[int, Path] = {}
+    for path, _, number in members:
+        if number in seen:
+            raise DatasetError(f"{key}: {seen[number].name} and {path.name} are both B-scan {number} of one volume; "
+                               "fix --group-regex so that its capture group names one eye (e.g. '(eye\\d+)_b\\d+'), "
+                               "or move the duplicate out")
+        seen[number] = path
+    return [(path, geo) for path, geo, _ in sorted(members, key=lambda m: m[2])]
 
 
 def _check_equal_sizes(key: str, members: Sequence[tuple[Path, Geometry]]) -> None:
@@ -275,6 +305,25 @@ def _check_equal_sizes(key: str, members: Sequence[tuple[Path, Geometry]]) -> No
                 f"{key}: slices of one volume differ in size ({first_path.name} {first.rows}x{first.cols}, "
                 f"{path.name} {geo.rows}x{geo.cols}); re-export them at one size or fix --group-regex"
             )
+
+
+def _check_distinct_positions(uid: str, members: Sequence[tuple[Path, Geometry]]) -> None:
+    """Two slices of a DICOM series at one position (a series exported twice into one folder) would be stacked and
+    counted twice: refused."""
+    for (path_a, a), (path_b, b) in zip(members, members[1:]):
+        if a.position is not None and b.position is not None and abs(b.position - a.position) <= 1e-6:
+            raise DatasetError(f"DICOM series {uid}: {path_a.name} and {path_b.name} are both at position "
+                               f"{a.position:g} mm; move the duplicate out of the folder")
+
+
+def _check_grid_options(options: MeasurementOptions, rows: Sequence[Measurement]) -> None:
+    """``--eye`` and ``--fovea`` place the ETDRS grid of B-scan volumes; with none to place it on they would be
+    ignored without a word: refused."""
+    given = [flag for flag, value in (("--eye", options.eye), ("--fovea", options.fovea)) if value is not None]
+    if given and not any(row.kind in ("group", "series") for row in rows):
+        raise ValueError(f"{' and '.join(given)}: place the ETDRS grid of B-scan volumes, and there are none (B-scans "
+                         "are joined by --group-regex with --slice-spacing, or are a DICOM series); add "
+                         "--group-regex, e.g. '(eye\\d+)_b\\d+', or drop " + " and ".join(given))
 
 
 def _series_slice_mm(members: Sequence[tuple[Path, Geometry]], fallback: float | None) -> float | None:
@@ -298,8 +347,10 @@ def plan_measurements(
             ``options.pixel_spacing`` is None.
 
     Raises:
-        ValueError: a bad option, or ``--group-regex`` without a slice spacing.
-        DatasetError: slices of one volume that differ in size (unreadable files are left out of the plan).
+        ValueError: a bad option, ``--group-regex`` without a slice spacing or matching no file, ``--eye`` or
+            ``--fovea`` without a volume to place the grid on.
+        DatasetError: slices of one volume that differ in size, or share a B-scan number (a DICOM series: a
+            position), or a grouped B-scan without a number (unreadable files are left out of the plan).
         SpacingError: a DICOM PixelSpacing or ``spacing.json`` that is not two plausible numbers.
     """
     options.check()
@@ -320,15 +371,20 @@ def plan_measurements(
             rows.append(Measurement(path.name, "volume", geo, (path,)))
             continue
         rows.append(Measurement(path.name, "image", geo, (path,)))
-        key = _group_key(file_stem(path), pattern) if pattern is not None else None
-        if key is not None:
-            groups.setdefault(key, []).append((path, geo))
+        found = _group_key(file_stem(path), pattern) if pattern is not None else None
+        if found is not None:
+            groups.setdefault(found[0], []).append((path, geo, found[1]))
         elif geo.series is not None:
             series.setdefault(geo.series, []).append((path, geo))
+    if pattern is not None and not groups and rows:
+        raise ValueError(f"--group-regex {options.group_regex!r}: matches none of the {len(rows)} file names in "
+                         f"{folder or 'the source'} (e.g. {file_stem(rows[0].members[0])!r}); fix the pattern, e.g. "
+                         "'(eye\\d+)_b\\d+' for eye1_b017.png")
     if options.slice_spacing is not None and pattern is None and not series:
         raise ValueError(f"--slice-spacing {options.slice_spacing:g} is used for B-scans joined by --group-regex or "
                          "DICOM series without positions, and there are neither; add --group-regex or drop it")
-    for key, members in groups.items():
+    for key, numbered in groups.items():
+        members = _order_bscans(key, numbered)
         _check_equal_sizes(key, members)
         first = members[0][1]
         geo = replace(first, slices=len(members), slice_mm=options.slice_spacing, series=None, position=None)
@@ -338,9 +394,11 @@ def plan_measurements(
             continue  # a lone slice is an image, not a volume
         _check_equal_sizes(f"DICOM series {uid}", members)
         members = sorted(members, key=lambda m: (m[1].position is None, m[1].position or 0.0, m[0].name))
+        _check_distinct_positions(uid, members)
         slice_mm = _series_slice_mm(members, options.slice_spacing)
         geo = replace(members[0][1], slices=len(members), slice_mm=slice_mm, position=None)
         rows.append(Measurement(f"series {uid}", "series", geo, tuple(p for p, _ in members)))
+    _check_grid_options(options, rows)
     if options.fovea is not None:  # a grid centre outside a volume stops here, before anything is predicted
         for row in rows:
             if row.kind in ("group", "series"):

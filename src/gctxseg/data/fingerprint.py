@@ -21,7 +21,16 @@ from .ct import AUTO, CTWindow
 from .errors import DatasetError, raise_collected
 from .folder import ImagePair
 from .intensity import IntensityMapping, choose_intensity
-from .io import ImageInfo, fit_channels, is_grey_colour, is_scan, read_image, read_info, read_mask
+from .io import (
+    ImageInfo,
+    fit_channels,
+    is_grey_colour,
+    is_scan,
+    read_image,
+    read_info,
+    read_mask_with_encoding,
+    turned_by_exif,
+)
 
 __all__ = ["MaskValueMap", "DatasetFingerprint", "fingerprint_dataset", "MAX_CLASSES"]
 
@@ -196,6 +205,7 @@ def fingerprint_dataset(
     value_images: dict[int, int] = {}
     richest_mask: tuple[int, object, bool] = (0, None, False)  # most distinct values: (count, mask, is a picture)
     widths: list[float] = []
+    encodings: dict[str, object] = {}  # how masks state their classes (palette index, grey value) -> first mask
     infos: dict[Path, ImageInfo | None] = {}
     channels = 0
     sums = []  # per image: (pixels, sum, sum of squares) of the mapped values, per channel
@@ -215,17 +225,16 @@ def fingerprint_dataset(
                 image = image[..., :1]  # a grey scan saved as RGB: one channel (the model is then grey)
             if known_channels is not None:
                 fit_channels(image, known_channels, pair.image)
-            mask = read_mask(pair.mask, pair.slice_index)
+            mask, encoding = read_mask_with_encoding(pair.mask, pair.slice_index)
         except DatasetError as err:
             problems.append(str(err))
             continue
         where = pair.mask if pair.slice_index is None else f"{pair.mask} (slice {pair.slice_index})"
         if image.shape[:2] != mask.shape:
-            problems.append(
-                f"{where}: {mask.shape[0]}x{mask.shape[1]} but its image is "
-                f"{image.shape[0]}x{image.shape[1]}; re-export the mask at the image size"
-            )
+            problems.append(_size_problem(where, mask.shape, image.shape, pair.image))
             continue
+        if encoding is not None:
+            encodings.setdefault(encoding, pair.mask)
         values, counts = np.unique(mask, return_counts=True)
         if known is not None and not set(values.tolist()) <= known:
             unseen = sorted(set(values.tolist()) - known)
@@ -259,6 +268,7 @@ def fingerprint_dataset(
             mapped = mapping.apply(image).reshape(-1, mapping.channels(image.shape[2])).astype(np.float64)
             sums.append((mapped.shape[0], mapped.sum(0), (mapped**2).sum(0)))
     raise_collected(problems)
+    _check_one_encoding(encodings)
     if known is None:
         _check_label_values(value_counts, richest_mask)
     pooled = _broadcast_pool(samples, channels)
@@ -295,6 +305,25 @@ def fingerprint_dataset(
         mask_value_images={str(v): n for v, n in sorted(value_images.items())},
         structure_width=round(float(np.median(widths)), 3) if widths else None,
     )
+
+
+def _size_problem(where: object, mask: tuple[int, ...], image: tuple[int, ...], image_path: object) -> str:
+    turned = (mask[0], mask[1]) == (image[1], image[0]) and turned_by_exif(image_path)
+    hint = "" if not turned else (f" ({image_path} is turned by its EXIF orientation: pictures are read as viewers "
+                                  "show them, so draw the mask on the photo as shown)")
+    return (f"{where}: {mask[0]}x{mask[1]} but its image is {image[0]}x{image[1]}{hint}; re-export the mask at the "
+            "image size")
+
+
+def _check_one_encoding(encodings: dict[str, object]) -> None:
+    """Palette PNGs (class = palette index) among greyscale masks (class = grey value) give one class two numbers
+    (edema index 1 in some masks, grey 128 in others) and phantom classes: refused, naming a mask of each."""
+    if len(encodings) > 1:
+        raise DatasetError(
+            f"{encodings['palette']}: a palette PNG (classes are its palette indices) but {encodings['grey']} is a "
+            "greyscale mask (classes are its grey values); one set read both ways gives one class two numbers; save "
+            "every mask the same way (all palette PNGs, or all greyscale with the class values)"
+        )
 
 
 def _structure_width(foreground: np.ndarray) -> float:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 from .errors import DatasetError
 from .spacing import validate_spacing
@@ -36,6 +36,8 @@ __all__ = [
     "read_info",
     "read_image",
     "read_mask",
+    "read_mask_with_encoding",
+    "turned_by_exif",
     "read_volume",
     "write_volume_mask",
     "image_size",
@@ -95,26 +97,71 @@ class ImageInfo:
 # ---------------------------------------------------------------- pictures
 
 
+# EXIF orientation -> the transposition that shows the picture as viewers do (phones store JPEGs unturned and say
+# how to turn them). Every picture is read turned, so images, masks drawn on them and predictions share one grid.
+_EXIF_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_SWAPS_SIDES = (5, 6, 7, 8)
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation its header states (1 = as stored). Read from the header only, never by decoding the
+    pixels, so :func:`image_size` and the pixel readers agree (a PNG's eXIf after its pixels is not looked for)."""
+    if img.format == "PNG" and "exif" not in img.info:
+        return 1
+    try:
+        return int(img.getexif().get(ExifTags.Base.Orientation, 1))
+    except Exception:  # a damaged EXIF block: the picture is shown as stored, as viewers do
+        return 1
+
+
+def _bomb(path: Path, err: Exception) -> DatasetError:
+    return DatasetError(f"{path}: refused as a possible decompression bomb ({err}); re-export the picture at its "
+                        "real size, or remove it")
+
+
 def _open(path: Path) -> Image.Image:
+    """A picture decoded (truncated files fail here, not inside a worker) and turned as its EXIF says."""
     if not path.is_file():
         raise DatasetError(f"{path}: file not found; check the path")
     if path.stat().st_size == 0:
         raise DatasetError(f"{path}: empty file (0 bytes); re-export or remove it")
     try:
         img = Image.open(path)
-        img.load()  # decode now so truncated files fail here, not inside a worker
+        turn = _EXIF_TRANSPOSE.get(_orientation(img))
+        img.load()
+    except Image.DecompressionBombError as err:  # not an OSError: it escaped as a traceback
+        raise _bomb(path, err) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DatasetError(f"{path}: unreadable or corrupt image ({err}); re-export or remove it") from None
-    return img
+    return img.transpose(turn) if turn is not None else img
+
+
+def turned_by_exif(path: str | Path) -> bool:
+    """True for a picture whose EXIF orientation swaps its height and width (read as viewers show it)."""
+    try:
+        with Image.open(path) as img:
+            return _orientation(img) in _SWAPS_SIDES
+    except Exception:
+        return False
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
-    """(H, W) of an image (of one slice for a volume), reading only its header."""
+    """(H, W) of an image (of one slice for a volume) as it is read (turned by its EXIF), reading only its header."""
     if is_scan(path):
         return read_info(path).size
     try:
         with Image.open(path) as img:
-            return img.height, img.width
+            return (img.width, img.height) if _orientation(img) in _SWAPS_SIDES else (img.height, img.width)
+    except Image.DecompressionBombError as err:
+        raise _bomb(Path(path), err) from None
     except (UnidentifiedImageError, OSError) as err:
         raise DatasetError(f"{path}: unreadable or corrupt image ({err}); re-export or remove it") from None
 
@@ -340,17 +387,33 @@ def read_mask(path: str | Path, slice_index: int | None = None) -> np.ndarray:
     """Read a label mask (or one slice of a mask volume) as an ``H x W`` int64 array of raw values.
 
     Colour masks whose three channels are equal are accepted as grayscale; other colour masks are
-    rejected, since their colours cannot be ordered into classes unambiguously. DICOM masks keep their
-    stored values (no rescaling); NIfTI masks must hold integers.
+    rejected, since their colours cannot be ordered into classes unambiguously. A palette PNG gives its
+    palette indices. DICOM masks keep their stored values (no rescaling); NIfTI masks must hold integers.
     """
+    return read_mask_with_encoding(path, slice_index)[0]
+
+
+def read_mask_with_encoding(path: str | Path, slice_index: int | None = None) -> tuple[np.ndarray, str | None]:
+    """:func:`read_mask` and how the file states its classes: ``"palette"`` (a palette PNG: the class is the
+    palette index), ``"grey"`` (the class is the stored value; a palette whose used entries are the grey of their
+    index reads the same either way) or None (DICOM, NIfTI). Masks of both encodings in one set give one class
+    two numbers (index 1 vs grey 1) and are refused by :func:`~gctxseg.data.fingerprint.fingerprint_dataset`."""
     path = Path(path)
     if _has_suffix(path, NIFTI_SUFFIXES):
-        return _slice_of(_volume_slices(path, labels=True), path, slice_index)
+        return _slice_of(_volume_slices(path, labels=True), path, slice_index), None
     if _has_suffix(path, DICOM_SUFFIXES):
-        return np.asarray(_dicom_pixels(_read_dicom(path, pixels=True), path), dtype=np.int64)
+        return np.asarray(_dicom_pixels(_read_dicom(path, pixels=True), path), dtype=np.int64), None
     img = _open(path)
     if img.mode == "P":
-        return np.asarray(img, dtype=np.int64)  # palette index = class value
+        index = np.asarray(img, dtype=np.int64)  # palette index = class value
+        used = int(index.max(initial=0)) + 1
+        colours = np.asarray(img.getpalette() or [], dtype=np.int64).reshape(-1, 3)[:used]
+        grey = len(colours) == used and bool(np.all(colours == np.arange(used)[:, None]))
+        return index, "grey" if grey else "palette"
+    return _read_value_mask(img, path), "grey"
+
+
+def _read_value_mask(img: Image.Image, path: Path) -> np.ndarray:
     arr = np.asarray(img)
     if arr.ndim == 3:
         rgb = arr[..., :3]

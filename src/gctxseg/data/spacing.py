@@ -22,6 +22,7 @@ __all__ = [
     "MIN_SPACING_MM",
     "SpacingError",
     "validate_spacing",
+    "validate_slice_spacing",
     "find_spacing_file",
     "read_spacing_file",
     "write_spacing_file",
@@ -59,10 +60,15 @@ def _problem(values: Any) -> str | None:
         return "numbers only (no text, true/false or lists)"
     if not all(math.isfinite(v) and v > 0 for v in values):
         return "both values must be finite and > 0"
-    if any(v > MAX_SPACING_MM for v in values):
-        return f"implausible, above {MAX_SPACING_MM:g} mm per pixel (a unit mistake?)"
-    if any(v < MIN_SPACING_MM for v in values):
-        return f"implausible, below {MIN_SPACING_MM:g} mm per pixel (a unit mistake?)"
+    return next(filter(None, (_implausible(v, "pixel") for v in values)), None)
+
+
+def _implausible(value: float, step: str) -> str | None:
+    """The bounds every spacing passes, a pixel's or the distance between slices."""
+    if value > MAX_SPACING_MM:
+        return f"implausible, above {MAX_SPACING_MM:g} mm per {step} (a unit mistake?)"
+    if value < MIN_SPACING_MM:
+        return f"implausible, below {MIN_SPACING_MM:g} mm per {step} (a unit mistake?)"
     return None
 
 
@@ -82,6 +88,24 @@ def validate_spacing(values: Any, source: str, fix: str) -> tuple[float, float]:
     if problem is not None:
         raise SpacingError(f"{source} {_shown(values)}: {problem}; {fix}")
     return float(values[0]), float(values[1])
+
+
+def validate_slice_spacing(value: Any, source: str, fix: str) -> float:
+    """``value`` as the mm between slices (B-scans), checked with the bounds of :func:`validate_spacing`: a
+    slice spacing of 1e300 would turn every volume into inf mm³.
+
+    Raises:
+        SpacingError: not a number, not finite, not > 0, or implausible.
+    """
+    if not _is_number(value):
+        problem = "must be a number (mm between slices)"
+    elif not (math.isfinite(value) and value > 0):
+        problem = "must be finite and > 0"
+    else:
+        problem = _implausible(value, "slice")
+    if problem is not None:
+        raise SpacingError(f"{source} {_shown(value) if not _is_number(value) else value}: {problem}; {fix}")
+    return float(value)
 
 
 def write_spacing_file(folder: str | Path, row_mm: float, col_mm: float, note: str = "") -> Path:
