@@ -8,6 +8,7 @@ gives a :class:`Predictor`; several, or a ``gctxseg cv`` folder (its folds' fina
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from collections.abc import Sequence
@@ -252,9 +253,12 @@ def predict_folder(
     if not source.is_dir():
         raise DatasetError(f"{source}: folder not found; pass --source DIR with images to segment")
     check_output_folder(source, out)  # before the weights are read: a wrong --out costs nothing
-    files = sorted(p for p in source.iterdir() if p.is_file() and p.name.lower().endswith(tuple(suffixes)))
+    listed = sorted(p for p in source.iterdir() if p.is_file() and p.name.lower().endswith(tuple(suffixes)))
+    unnamed = [_undecodable_name(p) for p in listed if not _is_text_name(p)]  # each fails alone, in one line
+    files = [p for p in listed if _is_text_name(p)]
     if not files:
-        raise DatasetError(f"{source}: no images ({', '.join(suffixes)}); put images there or pass --source DIR")
+        raise DatasetError(unnamed[0] if unnamed else
+                           f"{source}: no images ({', '.join(suffixes)}); put images there or pass --source DIR")
     measure = measure or MeasurementOptions()
     plan = plan_measurements(files, measure, source)  # bad spacing or grouping stops here, before any prediction
     print(f"pixel spacing: {describe_spacing(files, measure, source)}")
@@ -262,7 +266,7 @@ def predict_folder(
                                compile=compile)
     class_names = class_names_for(measure, predictor.num_classes)
     prepare_output_folder(source, out)
-    summary, masks = PredictionSummary(), {}
+    summary, masks = PredictionSummary(failed=unnamed), {}
     for path, name in output_names(files).items():
         try:
             masks[path] = _predict_file(predictor, path, out, name)
@@ -341,6 +345,21 @@ def output_names(files: Sequence[Path]) -> dict[Path, str]:
         names[path] = unique
         taken.add(unique.casefold())
     return names
+
+
+def _is_text_name(path: Path) -> bool:
+    """False for a file name that is not UTF-8 (``scan\\xff.png`` on Linux: Python holds it with surrogates, which
+    no CSV, web page or terminal line can carry)."""
+    try:
+        path.name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _undecodable_name(path: Path) -> str:
+    shown = os.fsencode(path).decode("utf-8", "backslashreplace")  # the bytes as \xff escapes: one printable line
+    return f"{shown}: the file name is not UTF-8 text, so no CSV or page can name it; rename it and predict again"
 
 
 def _predict_file(predictor: Predictor, path: Path, out: Path, name: str) -> Path:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -40,6 +41,31 @@ DUKE_STEM = re.compile(r"p\d\d_b\d\d")  # patient and B-scan of every file conve
 def duke_stem(patient: int, scan: int) -> str:
     """The file stem of one Duke DME B-scan: ``pPP_bSS`` (``DUKE_STEM``)."""
     return f"p{patient:02d}_b{scan:02d}"
+
+
+def _one_source_each(sources: list[tuple[str, Path]], out_name: Callable[[str], str]) -> None:
+    """Refuse two sources that would be written under one output name (``img_1.png`` and ``img_01.png``, or
+    ``21_training.tif`` and ``21_copy.tif``): the second would overwrite the first and the counts would be wrong."""
+    first: dict[str, Path] = {}
+    for key, path in sources:
+        if key in first:
+            raise DatasetError(f"{first[key]} and {path}: both convert to {out_name(key)}; keep one of them (move "
+                               f"the other out of {path.parent})")
+        first[key] = path
+
+
+def _unused(folder: Path, used: set[Path], why: str) -> list[str]:
+    """One line for each file of ``folder`` the converter read past (``used`` are the ones it converts)."""
+    if not folder.is_dir():
+        return []
+    return [f"{p}: {why}" for p in sorted(folder.iterdir()) if p.is_file() and p not in used]
+
+
+def _say_skipped(lines: list[str]) -> None:
+    """Name each source file a converter reads past (a stray file beside the scans): converted or named, never
+    dropped without a word. Not an error: the download converts without it."""
+    for line in lines:
+        print(f"skipped {line}", file=sys.stderr)
 
 
 def _write_pair(out: Path, name: str, image: np.ndarray, fluid: np.ndarray) -> bool:
@@ -83,13 +109,16 @@ def _staged(out: Path, write: Callable[[Path], T]) -> T:
 
 
 def _mat_subjects(src: Path) -> list[tuple[int, Path]]:
-    """(patient, file) of every ``Subject_NN.mat``; a file of another name there is named before anything is read."""
+    """(patient, file) of every ``Subject_NN.mat``; a file of another name there is named before anything is read,
+    and two files of one patient (``Subject_1.mat``, ``Subject_01.mat``) are refused."""
     subjects = []
     for mat in sorted(src.glob("Subject_*.mat")):
         number = re.fullmatch(r"Subject_(\d+)", mat.stem)
         if number is None:
             raise DatasetError(f"{mat}: not a Duke DME subject file (Subject_NN.mat); move it out of {src}")
         subjects.append((int(number.group(1)), mat))
+    _one_source_each([(str(patient), mat) for patient, mat in subjects],
+                     lambda p: f"patient {int(p):02d}'s scans (p{int(p):02d}_bSS)")
     return subjects
 
 
@@ -143,7 +172,24 @@ def _png_copy_scans(src: Path) -> list[tuple[int, Path, Path]]:
             raise DatasetError(f"{annotation}: {sizes[1][1]}x{sizes[1][0]} but its scan is {sizes[0][1]}x{sizes[0][0]}"
                                "; the PNG copy is damaged, download it again")
         scans.append((int(match.group(1)), image_path, annotation))
+    _one_source_each([(str(index), image_path) for index, image_path, _ in scans],
+                     lambda i: duke_stem(int(i) // DUKE_SCANS_PER_PATIENT_PNG + 1, int(i) % DUKE_SCANS_PER_PATIENT_PNG))
     return sorted(scans)
+
+
+def _png_copy_skipped(src: Path, scans: list[tuple[int, Path, Path]]) -> list[str]:
+    """The files of the PNG copy's two folders that are no scan or no scan's annotation, one line each."""
+    root = src / "data" if (src / "data" / "annotation").is_dir() else src
+    images = {image for _, image, _ in scans}
+    annotations = {annotation for _, _, annotation in scans}
+    return (_unused(root / "img_for_inference", images, "not a scan of the PNG copy (img_N.png); not converted")
+            + _unused(root / "annotation", annotations, "no scan img_for_inference/ of this name; not converted"))
+
+
+def _mat_skipped(src: Path) -> list[str]:
+    subjects = {mat for _, mat in _mat_subjects(src)}
+    return [f"{p}: not a Duke DME subject file (Subject_NN.mat); not converted"
+            for p in sorted(src.glob("*.mat")) if p not in subjects]
 
 
 def _read_png(path: Path) -> np.ndarray:
@@ -184,13 +230,17 @@ def convert_duke_dme(src: str | Path, out: str | Path, folds: int = 5, grader: i
             "point SRC at the folder holding them"
         )
     _check_out(src, out, force)
-    if has_mat:
+    if has_mat:  # every source checked before writing: names, one source per output, what is left out
         patients = {patient for patient, _ in _mat_subjects(src)}
+        skipped = _mat_skipped(src)
     else:
-        patients = {i // DUKE_SCANS_PER_PATIENT_PNG for i, _, _ in _png_copy_scans(src)}  # checked before writing
+        scans = _png_copy_scans(src)
+        patients = {i // DUKE_SCANS_PER_PATIENT_PNG for i, _, _ in scans}
+        skipped = _png_copy_skipped(src, scans)
     if len(patients) < folds:
         raise DatasetError(f"{src}: {len(patients)} patient(s), fewer than --folds {folds}; pass --folds "
                            f"{max(2, len(patients))} or fewer")
+    _say_skipped(skipped)
 
     def write(staging: Path) -> tuple[dict[str, str], int]:
         (staging / "images").mkdir()
@@ -228,7 +278,20 @@ def _drive_subset(src: Path, names: tuple[str, ...]) -> list[tuple[str, Path, Pa
         items.append((number.group(1), image_path, label))
     if not items:
         raise DatasetError(f"{folder / 'images'}: no .tif images; is this the DRIVE set?")
+    _one_source_each([(stem, image_path) for stem, image_path, _ in items],
+                     lambda stem: f"{folder.name} photograph {stem} ({stem}.png)")
     return items
+
+
+def _drive_skipped(src: Path, subsets: dict[str, list[tuple[str, Path, Path]]]) -> list[str]:
+    """The files of each subset's images/ and 1st_manual/ that are no photograph or no photograph's label."""
+    skipped = []
+    for items in subsets.values():
+        folder = items[0][1].parent.parent
+        skipped += _unused(folder / "images", {image for _, image, _ in items}, "not a .tif photograph; not converted")
+        skipped += _unused(folder / "1st_manual", {label for _, _, label in items},
+                           "no photograph of this number in images/; not converted")
+    return skipped
 
 
 def _write_drive_pair(out: Path, stem: str, image_path: Path, label: Path) -> bool:
@@ -260,6 +323,7 @@ def convert_drive(src: str | Path, out: str | Path, folds: int = 5, seed: int = 
     _check_out(src, out, force)
     if len(subsets["train"]) < folds:
         raise DatasetError(f"{src}: {len(subsets['train'])} training images, fewer than --folds {folds}")
+    _say_skipped(_drive_skipped(src, subsets))
 
     groups = {part: {stem: stem for stem, _, _ in items} for part, items in subsets.items()}  # one subject each
 
