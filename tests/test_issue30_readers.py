@@ -239,8 +239,8 @@ def test_a_decompression_bomb_mask_is_one_line_naming_it(tmp_path, monkeypatch):
     with pytest.raises(DatasetError) as err:
         fingerprint_dataset(pairs)
     line = _one_line(err)
-    assert "masks/b.png: refused as a possible decompression bomb" in line
-    with pytest.raises(DatasetError, match="b.png: refused as a possible decompression bomb"):
+    assert "masks/b.png: DecompressionBombError, refused as a possible decompression bomb" in line
+    with pytest.raises(DatasetError, match="b.png: DecompressionBombError, refused as a possible decompression bomb"):
         image_size(tmp_path / "masks" / "b.png")
 
 

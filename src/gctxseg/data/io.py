@@ -123,8 +123,8 @@ def _orientation(img: Image.Image) -> int:
 
 
 def _bomb(path: Path, err: Exception) -> DatasetError:
-    return DatasetError(f"{path}: refused as a possible decompression bomb ({err}); re-export the picture at its "
-                        "real size, or remove it")
+    return DatasetError(f"{path}: {type(err).__name__}, refused as a possible decompression bomb "
+                        f"({str(err).rstrip('.')}); re-export the picture at its real size, or remove it")
 
 
 def _open(path: Path) -> Image.Image:
