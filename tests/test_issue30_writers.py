@@ -15,14 +15,14 @@ import pytest
 import torch
 from conftest import write_pair
 from PIL import Image
-from test_outputs import _png_copy
 
 import gctxseg.predict
 from gctxseg.cli import main
 from gctxseg.data.convert import convert_duke_dme
 from gctxseg.models import create_model
-from gctxseg.outputs import MARKER
 from gctxseg.training import TrainConfig
+
+MARKER = ".gctxseg-output.json"  # gctxseg.outputs.MARKER (spelt out: these tests also run on the code before it)
 
 
 def _digests(root: Path) -> dict[str, str]:
@@ -48,6 +48,16 @@ def _labelled(root: Path, n: int = 3) -> Path:
         mask[2:8, 3:9], mask[10:14, 10:15] = 128, 255
         write_pair(root, f"scan_{i}", rng.integers(0, 255, (16, 16), dtype=np.uint8), mask)
     return root / "images"
+
+
+def _png_copy(root: Path, n: int = 4) -> Path:
+    """A Duke DME PNG copy of ``n`` scans (as test_outputs.py writes one)."""
+    (root / "img_for_inference").mkdir(parents=True)
+    (root / "annotation").mkdir()
+    for i in range(n):
+        Image.fromarray(np.full((12, 16), i, np.uint8)).save(root / "img_for_inference" / f"img_{i}.png")
+        Image.fromarray(np.zeros((12, 16), np.uint8)).save(root / "annotation" / f"img_{i}.png")
+    return root
 
 
 def _one_error_line(capsys) -> str:
@@ -151,7 +161,7 @@ def test_a_run_name_never_leads_out_of_results(tmp_path, capsys, phantom_dir):
 
 
 def test_convert_never_deletes_a_users_folder_named_like_its_staging_folder(tmp_path):
-    src = _png_copy(tmp_path / "copy")
+    src = _png_copy(tmp_path / "copy", n=22)
     lookalike = tmp_path / ".duke.converting"
     lookalike.mkdir()
     (lookalike / "keep.txt").write_text("mine")
