@@ -15,7 +15,8 @@ from gctxseg.cli import main
 from gctxseg.data import DatasetError
 from gctxseg.data.convert import convert_duke_dme
 from gctxseg.data.spacing import find_spacing_file
-from gctxseg.predict import check_output_folder, prepare_output_folder
+from gctxseg.outputs import MARKER, staged_output
+from gctxseg.predict import OUTPUT_ENTRIES, _output_rules, check_output_folder
 
 
 def _labelled(root):
@@ -56,9 +57,13 @@ def test_a_previous_prediction_is_replaced_whole(tmp_path, capsys):
     (out / "masks").mkdir(parents=True)
     (out / "masks" / "stale.png").write_bytes(b"old")
     (out / "measurements.csv").write_text("file\nstale.png\n")
-    prepare_output_folder(source, out)
-    assert sorted(p.name for p in out.iterdir()) == ["masks", "overlays"] and not any((out / "masks").iterdir())
-    assert "replacing the previous prediction there (1 masks" in capsys.readouterr().err
+    (out / MARKER).write_text('{"written by": "gctxseg predict"}')  # a previous prediction (issue 30: marked)
+    with staged_output(out, "predict", OUTPUT_ENTRIES, **_output_rules(source)) as staging:
+        (staging / "masks").mkdir()
+        (staging / "overlays").mkdir()
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "masks", "overlays"]
+    assert not any((out / "masks").iterdir())
+    assert "holds a previous predict output (masks, measurements.csv)" in capsys.readouterr().err
 
 
 def test_predict_cli_refuses_before_reading_the_weights(tmp_path, capsys):

@@ -35,7 +35,7 @@ def test_same_seed_gives_identical_files(dataset, tmp_path):
     root, _ = dataset
     synthesize_dataset(tmp_path, n=10, size=SIZE, seed=3)
     assert _digests(tmp_path) == _digests(root)
-    assert len(_digests(root)) == 21  # 10 images + 10 masks + spacing.json
+    assert len(_digests(root)) == 22  # 10 images + 10 masks + spacing.json + the marker .gctxseg-output.json
 
 
 def test_different_seed_gives_different_files(dataset, tmp_path):

@@ -382,6 +382,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="best val metrics, size and speed of several runs side by side")
     p.add_argument("run_dirs", nargs="+", help="run folders")
     p.add_argument("--out", default="compare.png", help="combined curves plot (default compare.png)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out that is not a gctxseg plot")
     p.add_argument("--device", default="auto", help="where to time inference: auto, cpu, cuda ... (default auto)")
     p.add_argument("--amp", default="off", choices=AMP_CHOICES,
                    help="precision of the timing (default off = fp32)")
@@ -394,6 +395,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", required=True, help="best.pt or last.pt of a run folder")
     p.add_argument("--format", default="onnx", choices=["onnx"], help="export format (default onnx)")
     p.add_argument("--out", default=None, help="file to write (default: the weights' path with suffix .onnx)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out that gctxseg export did not write")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
 
 
@@ -567,13 +569,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .evaluate import compare_runs
 
             _, table = compare_runs(args.run_dirs, args.out, device=args.device, amp=args.amp,
-                                    timing_seconds=args.timing_seconds)
+                                    timing_seconds=args.timing_seconds, force=args.force)
             print(table)
             print(f"curves: {args.out}")
         elif args.command == "export":
             from .export import export_onnx
 
-            result = export_onnx(args.weights, args.out, args.opset)
+            result = export_onnx(args.weights, args.out, args.opset, force=args.force)
             print(f"wrote {result.path}; max abs logit difference ONNX Runtime vs PyTorch: {result.max_abs_diff:.2e}")
         elif args.command == "convert-checkpoint":
             from .checkpoint import convert_checkpoint

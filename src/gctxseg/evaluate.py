@@ -60,9 +60,11 @@ from .data.errors import raise_collected
 from .data.splits import fold_files
 from .measurements import MeasurementOptions, class_names_for, fill_counts, plan_measurements
 from .metrics import confusion_matrix, scores_from_confusion
+from .outputs import check_output_file, check_output_folder, staged_output
 from .predict import Predictor, load_predictor
 from .report import (
     format_table,
+    is_gctxseg_plot,
     plot_cases,
     plot_compare_curves,
     plot_confusion_matrix,
@@ -235,6 +237,7 @@ def evaluate_folder(
     spacing: Spacing = None,
     worst_k: int = 4,
     measure: MeasurementOptions | None = None,
+    out_owned: bool = False,
 ) -> EvaluationResult:
     """Score a trained model on a labelled folder (``data`` = ``.../images``, masks in ``.../masks``).
 
@@ -254,6 +257,8 @@ def evaluate_folder(
         spacing: pixel size, one number or ``(row, column)``, e.g. in mm; None = pixels.
         worst_k: images in the worst/best case grids.
         measure: pixel/slice spacing, B-scan grouping and class names of the true-vs-predicted amounts.
+        out_owned: ``out`` sits in a folder gctxseg owns (a run folder's ``eval``): taken as an earlier
+            evaluation even without the marker of :mod:`gctxseg.outputs` (written before markers existed).
 
     Returns:
         the summary, the per-image rows, the pooled confusion matrix.
@@ -261,7 +266,9 @@ def evaluate_folder(
     Raises:
         DatasetError: no images, missing masks, mask sizes or values not fitting (all checked first, one
             error), or an unreadable image.
-        ValueError: unreadable checkpoint, bad option.
+        ValueError: unreadable checkpoint, bad option, an ``out`` that is not evaluate's to write
+            (:mod:`gctxseg.outputs`: the input folders, a folder of other files, one being written now).
+        OSError: the disk refused a write (the previous evaluation in ``out`` is then kept).
     """
     spacing = _checked_spacing(spacing)
     # a NIfTI volume is scored slice by slice; ``data`` may also be the file pairs themselves (a CV fold)
@@ -270,6 +277,9 @@ def evaluate_folder(
     measure = measure or MeasurementOptions()
     images = list(dict.fromkeys(p.image for p in pairs))
     plan = plan_measurements(images, measure, data if from_folder else images[0].parent)  # checked before predicting
+    if out is not None:  # a wrong --out costs nothing: refused before the weights are read
+        rules = _output_rules(pairs, Path(out), out_owned)
+        check_output_folder(out, "evaluate", EVALUATION_ENTRIES, **rules)
     predictor = load_predictor(weights, device, amp, tta=tta, tta_vflip=tta_vflip, infer_mode=infer_mode,
                                compile=compile)
     _check_masks(pairs, predictor.value_map)
@@ -291,17 +301,39 @@ def evaluate_folder(
         "seconds per image": scored.seconds / max(1, len(pairs)),
         "device": str(predictor.device),
     }
-    if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
     class_names = class_names_for(measure, predictor.num_classes)
+    if out is None:
+        _add_agreement(summary, plan, pairs, scored, value_map, class_names, measure, None)
+        return EvaluationResult(summary, scored.rows, scored.total, None)
+    with staged_output(out, "evaluate", EVALUATION_ENTRIES, **rules) as staging:
+        _add_agreement(summary, plan, pairs, scored, value_map, class_names, measure, staging)
+        _write_evaluation(staging, summary, scored, names)
+    return EvaluationResult(summary, scored.rows, scored.total, Path(out))
+
+
+# What `evaluate` writes into --out: a new or empty folder, or a previous evaluation (gctxseg.outputs' rule)
+EVALUATION_ENTRIES = frozenset({
+    "summary.json", "metrics_per_image.csv", "confusion_matrix.png", "dice_histogram.png", "worst_cases.png",
+    "best_cases.png", "amounts_per_image.csv", "bland_altman.png", "amount_scatter.png", "grader_etdrs.csv",
+    "predicted_etdrs.csv", "enface",
+})
+
+
+def _output_rules(pairs, out: Path, adopt_unmarked: bool) -> dict:
+    """The folders ``evaluate`` reads (images, ground-truth masks), never written into; the advice of a refusal."""
+    protected = {p.image.parent: "the images folder" for p in pairs}
+    protected.update({p.mask.parent: "the ground-truth masks folder" for p in pairs})
+    return dict(noun="evaluation files", fix=f"pass a new folder, e.g. --out {out.parent / (out.name + '_eval')}",
+                protected=list(protected.items()), adopt_unmarked=adopt_unmarked)
+
+
+def _add_agreement(summary: dict, plan, pairs, scored: _ScoredPairs, value_map, class_names, measure,
+                   out: Path | None) -> None:
+    """True vs predicted amounts (and ETDRS grids of volumes) into ``summary``, their files into ``out``."""
     _, summary["agreement"] = write_agreement(fill_counts(plan, scored.truth_counts),
                                               fill_counts(plan, scored.pred_counts), class_names, out)  # fmt: skip
-    if in_volumes:
+    if any(row.kind in ("group", "series") for row in plan):
         summary["etdrs agreement"] = _volume_agreement(plan, pairs, scored, value_map, class_names, measure, out)
-    if out is not None:
-        _write_evaluation(out, summary, scored, names)
-    return EvaluationResult(summary, scored.rows, scored.total, out)
 
 
 def _volume_agreement(plan, pairs, scored: _ScoredPairs, value_map, class_names, measure, out: Path | None) -> list:
@@ -438,7 +470,7 @@ def write_run_report(
                               cfg.get("group_regex"), cfg.get("splits"))[1]
         evaluate_folder(
             weights, data or cfg["data_val"], cfg["img_f"], cfg["mask_f"], eval_dir,
-            device=device, amp=amp, tta=tta, infer_mode=infer_mode,
+            device=device, amp=amp, tta=tta, infer_mode=infer_mode, out_owned=True,
         )  # fmt: skip
     return write_html_report(run_dir, eval_dir)
 
@@ -471,6 +503,8 @@ def compare_runs(
     device: str = "auto",
     amp: str = "off",
     timing_seconds: float = 1.0,
+    *,
+    force: bool = False,
 ) -> tuple[list[dict], str]:
     """Best validation figures, size and measured inference speed of several runs side by side.
 
@@ -483,13 +517,18 @@ def compare_runs(
         device: where to time inference.
         amp: precision of the timing (default fp32).
         timing_seconds: how long to time each run (at least 3 passes).
+        force: replace an existing ``out`` that is not a plot gctxseg drew (never a file of the runs compared).
 
     Returns:
         the rows (one dict per run) and the same as a printable table.
 
     Raises:
-        ValueError: a folder without ``log.json`` or checkpoint.
+        ValueError: a folder without ``log.json`` or checkpoint; an ``out`` that is a file of the runs, or an
+            existing file that is not a gctxseg plot (:func:`gctxseg.outputs.check_output_file`).
     """
+    if out is not None:  # before any run is read: a wrong --out costs nothing
+        runs_files = [f for d in map(Path, run_dirs) if d.is_dir() for f in d.iterdir()]
+        check_output_file(out, "compare", inputs=runs_files, suffix=".png", is_own=is_gctxseg_plot, force=force)
     rows, logs = [], {}
     for run_dir in map(Path, run_dirs):
         if not (run_dir / "log.json").is_file():

@@ -11,15 +11,19 @@ Needs the optional ``export`` extra: ``pip install gctxseg[export]`` (onnx, onnx
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
 
 from .checkpoint import checkpoint_channels, load_checkpoint, model_from_checkpoint
+from .outputs import check_output_file
+from .utils import atomic_write_bytes
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -44,6 +48,17 @@ class ExportResult:
     max_abs_diff: float  # largest |logit| difference, ONNX Runtime vs PyTorch, on a random batch of 2
 
 
+def is_exported_model(path: str | Path) -> bool:
+    """Whether ``path`` is an ONNX model that ``gctxseg export`` wrote (it holds the :data:`METADATA_KEY` entry)."""
+    try:
+        import onnx
+
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # not ONNX at all (a checkpoint, a document) or onnx missing: not ours to replace
+        return False
+    return any(entry.key == METADATA_KEY for entry in proto.metadata_props)
+
+
 def _require(module: str):
     try:
         return __import__(module)
@@ -62,7 +77,8 @@ def onnx_session(path: str | Path):
 
 
 def export_onnx(
-    weights: str | Path, out: str | Path | None = None, opset: int = DEFAULT_OPSET, *, seed: int = 0
+    weights: str | Path, out: str | Path | None = None, opset: int = DEFAULT_OPSET, *, seed: int = 0,
+    force: bool = False,
 ) -> ExportResult:
     """Export a gctxseg checkpoint to ONNX and check it against PyTorch.
 
@@ -71,23 +87,27 @@ def export_onnx(
         out: the ONNX file to write (default: the checkpoint's path with the suffix ``.onnx``).
         opset: ONNX opset (default 17).
         seed: seed of the random batch the two runtimes are compared on.
+        force: replace an existing ``out`` that is not an ONNX model gctxseg exported (never ``weights`` itself).
 
     Returns:
         The written path and the max absolute logit difference between ONNX Runtime and PyTorch.
 
     Raises:
-        ValueError: unreadable checkpoint.
+        ValueError: unreadable checkpoint; an ``out`` that is ``weights``, or an existing file that is not an
+            ONNX model gctxseg exported (:func:`gctxseg.outputs.check_output_file`).
         ImportError: onnx or onnxruntime missing.
     """
+    out = Path(out) if out is not None else Path(weights).with_suffix(".onnx")
+    check_output_file(out, "export", inputs=[weights], suffix=".onnx", is_own=is_exported_model, force=force)
     onnx = _require("onnx")
     ckpt = load_checkpoint(weights)
-    out = Path(out) if out is not None else Path(weights).with_suffix(".onnx")
     channels = checkpoint_channels(ckpt)
     model = model_from_checkpoint(ckpt, weights)
     size = tuple(ckpt["base_size"])
     example = torch.randn(2, channels, *size, generator=torch.Generator().manual_seed(seed))
-    export_module(model, example, out, opset)
-    proto = onnx.load(str(out))
+    buffer = io.BytesIO()
+    export_module(model, example, buffer, opset)
+    proto = onnx.load_from_string(buffer.getvalue())
     metadata = {
         "model_name": ckpt["model_name"],
         "model_kwargs": ckpt["model_kwargs"],
@@ -102,16 +122,21 @@ def export_onnx(
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(metadata)
     onnx.checker.check_model(proto)
-    onnx.save(proto, str(out))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, proto.SerializeToString())  # a reader sees the old model or the new, never half
     with torch.no_grad():
         expected = model(example).numpy()
     got = OnnxModel(out).run(example.numpy())
     return ExportResult(out, float(np.abs(got - expected).max()))
 
 
-def export_module(model: torch.nn.Module, example: torch.Tensor, out: str | Path, opset: int = DEFAULT_OPSET) -> None:
-    """Write ``model`` (in eval mode) as ONNX with a dynamic batch axis, traced at ``example``'s H x W."""
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
+def export_module(
+    model: torch.nn.Module, example: torch.Tensor, out: str | Path | BinaryIO, opset: int = DEFAULT_OPSET
+) -> None:
+    """Write ``model`` (in eval mode) as ONNX with a dynamic batch axis, traced at ``example``'s H x W, to a file
+    or a binary stream."""
+    if isinstance(out, (str, Path)):
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         # shape checks (padding to a multiple, window sizes) become constants: right, H x W is fixed at base_size
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -123,7 +148,7 @@ def export_module(model: torch.nn.Module, example: torch.Tensor, out: str | Path
         torch.onnx.export(
             model,
             (example,),
-            str(out),
+            str(out) if isinstance(out, (str, Path)) else out,
             input_names=["image"],
             output_names=["logits"],
             dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},

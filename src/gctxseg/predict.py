@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +25,8 @@ from .data import DatasetError, IntensityMapping, MaskValueMap, read_image
 from .data.io import NIFTI_SUFFIXES, READABLE_SUFFIXES, file_stem, fit_channels, read_volume, write_volume_mask
 from .gallery import write_folder_measurements
 from .measurements import MeasurementOptions, class_names_for, describe_spacing, plan_measurements
+from .outputs import check_output_folder as check_outputs
+from .outputs import is_disk_error, staged_output
 from .postprocess import PostProcessing
 from .precision import autocast_context, autocast_dtype
 from .utils import compile_model, resolve_device
@@ -265,29 +265,49 @@ def predict_folder(
     predictor = load_predictor(weights, device, amp, tta=tta, tta_vflip=tta_vflip, infer_mode=infer_mode,
                                compile=compile)
     class_names = class_names_for(measure, predictor.num_classes)
-    prepare_output_folder(source, out)
-    summary, masks = PredictionSummary(failed=unnamed), {}
+    with staged_output(out, "predict", OUTPUT_ENTRIES, **_output_rules(source)) as staging:
+        summary = _predict_into(staging, predictor, files, plan, measure, class_names, unnamed)
+    summary.written = [out / path.relative_to(staging) for path in summary.written]
+    return summary
+
+
+def _predict_into(staging: Path, predictor: Predictor | EnsemblePredictor, files: list[Path], plan, measure,
+                  class_names: list[str], unreadable_names: list[str]) -> PredictionSummary:
+    """Masks, overlays, measurements and gallery of ``files`` into ``staging`` (swapped in for --out later)."""
+    (staging / "masks").mkdir()
+    (staging / "overlays").mkdir()
+    summary, masks = PredictionSummary(failed=list(unreadable_names)), {}
     for path, name in output_names(files).items():
         try:
-            masks[path] = _predict_file(predictor, path, out, name)
+            masks[path] = _predict_file(predictor, path, staging, name)
             summary.written.append(masks[path])
         except KeyboardInterrupt:
             raise
         except DatasetError as err:
             summary.failed.append(str(err))
         except Exception as err:  # any other failure of one file (a decompression bomb, a PIL bug): the rest go on
+            if is_disk_error(err):  # ... but a full disk fails every file: stop, the previous output stays
+                raise
             summary.failed.append(f"{path}: {type(err).__name__}: {err}".splitlines()[0])
-    summary.measurements = write_folder_measurements(plan, masks, predictor.value_map, out, class_names,
+    summary.measurements = write_folder_measurements(plan, masks, predictor.value_map, staging, class_names,
                                                      measure.eye, measure.fovea)
     summary.class_names = class_names
     return summary
 
 
-# What `predict` writes into --out. The rule (docs/reliability.md): --out is a new or empty folder, or one that
-# holds only a previous prediction (these entries), which is then replaced whole, so no stale mask or row of an
-# earlier run sits beside the new ones. Anything else in it, or an --out that would overlap the source or write
-# over the masks beside it, is refused.
+# What `predict` writes into --out. The rule (gctxseg.outputs, docs/reliability.md): --out is a new or empty
+# folder, or one holding only a previous prediction (these entries and gctxseg's marker), which is then replaced
+# whole once the new one is complete, so no stale mask or row of an earlier run sits beside the new ones. Anything
+# else in it, or an --out that would overlap the source or write over the masks beside it, is refused.
 OUTPUT_ENTRIES = frozenset({"masks", "overlays", "measurements.csv", "index.html", "etdrs.csv", "enface"})
+
+
+def _output_rules(source: Path) -> dict:
+    """The inputs ``predict`` never writes into, and the advice of its refusals (:mod:`gctxseg.outputs`)."""
+    fix = f"pass a new folder, e.g. --out {source.parent / (source.name + '_predictions')}"
+    return dict(noun="predictions", fix=fix,
+                protected=[(source, "the source folder"),
+                           (source.parent / "masks", "the masks beside the source (ground truth)")])
 
 
 def check_output_folder(source: Path, out: Path) -> None:
@@ -296,39 +316,7 @@ def check_output_folder(source: Path, out: Path) -> None:
     Raises:
         ValueError: one line naming the folder and the fix (a flag, not the data: exit 2).
     """
-    src, dst = source.resolve(), out.resolve()
-    fix = f"pass a new folder, e.g. --out {source.parent / (source.name + '_predictions')}"
-    if dst == src or dst.is_relative_to(src):
-        raise ValueError(f"--out {out}: inside the source folder {source}, whose images would be mixed with the "
-                           f"predictions; {fix}")
-    if dst == src.parent:
-        raise ValueError(f"--out {out}: its masks/ is {src.parent / 'masks'}, the masks beside the source "
-                           f"(ground truth), which predictions would overwrite; {fix}")
-    if src.is_relative_to(dst):
-        raise ValueError(f"--out {out}: holds the source folder {source}, which the predictions would "
-                           f"overwrite; {fix}")
-    if dst.is_file():
-        raise ValueError(f"--out {out}: a file, not a folder; {fix}")
-    foreign = sorted(p.name for p in dst.iterdir() if p.name not in OUTPUT_ENTRIES) if dst.is_dir() else []
-    if foreign:
-        raise ValueError(f"--out {out}: already holds {len(foreign)} file(s) predict did not write (e.g. "
-                           f"{foreign[0]}); {fix}, or empty it")
-
-
-def prepare_output_folder(source: Path, out: Path) -> None:
-    """``out`` checked (:func:`check_output_folder`), a previous prediction in it removed (said on one line), and
-    ``masks/`` and ``overlays/`` made."""
-    check_output_folder(source, out)
-    previous = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
-    if previous:
-        masks = len(list((out / "masks").iterdir())) if (out / "masks").is_dir() else 0
-        print(f"{out}: replacing the previous prediction there ({masks} masks, {', '.join(previous)})",
-              file=sys.stderr)
-        for name in previous:
-            target = out / name
-            shutil.rmtree(target) if target.is_dir() else target.unlink()
-    (out / "masks").mkdir(parents=True, exist_ok=True)
-    (out / "overlays").mkdir(parents=True, exist_ok=True)
+    check_outputs(out, "predict", OUTPUT_ENTRIES, **_output_rules(source))
 
 
 def output_names(files: Sequence[Path]) -> dict[Path, str]:

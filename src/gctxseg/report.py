@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -20,7 +21,7 @@ import numpy as np
 matplotlib.use("Agg")  # no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .utils import atomic_write_text  # noqa: E402
+from .utils import atomic_write_bytes, atomic_write_text  # noqa: E402
 from .visualize import overlay, to_uint8_rgb  # noqa: E402
 
 __all__ = [
@@ -67,10 +68,7 @@ def plot_curves(log: dict, path: str | Path) -> None:
     if rows and any(r[1].get("lr") for r in rows):
         axes[0, 1].set_yscale("log")
     fig.tight_layout()
-    tmp = Path(path).with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    _save_figure(fig, path)
 
 
 def summarize_run(run_dir: str | Path) -> dict:
@@ -91,12 +89,28 @@ def summarize_run(run_dir: str | Path) -> dict:
     }
 
 
+# the PNG text chunk every figure gctxseg draws carries: how `compare --out` knows a plot it may replace
+PLOT_SOFTWARE = "gctxseg"
+
+
 def _save_figure(fig, path: str | Path, dpi: int = 100) -> None:
-    path = Path(path)
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=dpi)
+    """``fig`` as a PNG marked as gctxseg's (:data:`PLOT_SOFTWARE`), written atomically (a temp file of a unique
+    name, then renamed: never a file of the user's beside it)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": PLOT_SOFTWARE})
     plt.close(fig)
-    tmp.replace(path)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def is_gctxseg_plot(path: str | Path) -> bool:
+    """Whether ``path`` is a PNG that gctxseg drew (its ``Software`` text chunk)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.format == "PNG" and image.text.get("Software") == PLOT_SOFTWARE
+    except (OSError, ValueError):
+        return False
 
 
 # ---------------------------------------------------------------- evaluation plots

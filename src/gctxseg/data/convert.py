@@ -16,7 +16,6 @@ each of 496x768 pixels, 11 of them graded by two graders. Two forms are read:
 from __future__ import annotations
 
 import re
-import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image
 
+from ..outputs import output_lock, staging_beside
 from ..utils import atomic_write_json
 from .errors import DatasetError
 from .splits import group_kfold
@@ -89,23 +89,11 @@ def _check_out(src: Path, out: Path, force: bool) -> None:
 
 
 def _staged(out: Path, write: Callable[[Path], T]) -> T:
-    """Run ``write`` into a hidden folder beside OUT and move it into place at the end: a failure halfway leaves
-    nothing."""
-    staging = out.parent / f".{out.name}.converting"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
-        done = write(staging)
-    except OSError as err:  # writing failed: named by the folder the user gave, not the staging one
-        shutil.rmtree(staging, ignore_errors=True)
-        raise OSError(err.errno, err.strerror or str(err), str(out)) from None
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if out.is_dir():
-        shutil.rmtree(out)  # empty, or replaced on --force
-    staging.rename(out)
-    return done
+    """Run ``write`` into a hidden staging folder of a unique name beside OUT, locked against a second writer, and
+    move it into place at the end (:mod:`gctxseg.outputs`): a failure halfway leaves nothing, and no folder of
+    the user's is taken for a staging folder."""
+    with output_lock(out, "convert"), staging_beside(out, "convert") as staging:
+        return write(staging)
 
 
 def _mat_subjects(src: Path) -> list[tuple[int, Path]]:

@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..outputs import staged_output
+
 __all__ = [
     "BSCAN_DEPTH_MM",
     "BSCAN_WIDTH_MM",
@@ -517,7 +519,9 @@ def synthesize_dataset(
     Image ``i`` is rendered from ``np.random.default_rng([seed, i])``, so each file depends only on the seed
     and its index. The first ``n - round(n * val_fraction)`` indices go to ``train``, the rest to ``val``.
     Images are 8-bit grayscale (JPEG at quality 95 by default); masks are 8-bit grayscale with the values in
-    :data:`MASK_VALUES` (class 0 -> 0, 1 -> 128, 2 -> 255). Existing files of the same name are overwritten.
+    :data:`MASK_VALUES` (class 0 -> 0, 1 -> 128, 2 -> 255). ``out`` is new, empty or a previous
+    phantom (replaced whole once the new one is complete); a folder of other files is refused
+    (:mod:`gctxseg.outputs`).
     The pixel spacing (:func:`phantom_pixel_spacing`) goes to ``out/spacing.json``.
 
     Args:
@@ -533,7 +537,7 @@ def synthesize_dataset(
         Image counts, ``{"train": ..., "val": ...}``.
 
     Raises:
-        ValueError: If ``n``, ``val_fraction`` or a suffix is out of range.
+        ValueError: If ``n``, ``val_fraction`` or a suffix is out of range, or ``out`` holds other files.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
@@ -545,9 +549,24 @@ def synthesize_dataset(
         if not suffix.startswith("."):
             raise ValueError(f"suffixes must start with '.', got {suffix!r}")
 
-    root = Path(out)
     n_val = int(round(n * val_fraction))
-    n_train = n - n_val
+    with staged_output(out, "synth", SYNTH_ENTRIES, **synth_output_rules(out)) as root:
+        _write_bscans(root, n, n - n_val, size, seed, image_suffix, mask_suffix)
+    return {"train": n - n_val, "val": n_val}
+
+
+# What `synth` writes into --out (B-scans or eyes): a new or empty folder, or a previous phantom (gctxseg.outputs)
+SYNTH_ENTRIES = frozenset({"train", "val", "images", "masks", "spacing.json", "truth.json"})
+
+
+def synth_output_rules(out: str | Path) -> dict:
+    """How ``synth`` refuses an ``out`` holding anything but a previous phantom (:mod:`gctxseg.outputs`)."""
+    out = Path(out)
+    return dict(noun="phantom files", fix=f"pass a new folder, e.g. --out {out.parent / (out.name + '_phantom')}")
+
+
+def _write_bscans(root: Path, n: int, n_train: int, size: tuple[int, int], seed: int, image_suffix: str,
+                  mask_suffix: str) -> None:
     digits = max(4, len(str(n - 1)))
     lookup = np.asarray(MASK_VALUES, np.uint8)
     for split in ("train", "val"):
@@ -567,7 +586,6 @@ def synthesize_dataset(
 
     note = f"synthetic macular B-scan {BSCAN_WIDTH_MM:g} mm wide, {BSCAN_DEPTH_MM:g} mm deep, {size[0]}x{size[1]} px"
     write_spacing_file(root, *phantom_pixel_spacing(size), note=note)  # found from root/{train,val}/images too
-    return {"train": n_train, "val": n_val}
 
 
 def save_preview_grid(samples: list[PhantomSample], path: str | Path, columns: int = 4) -> None:

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .phantom import MASK_VALUES, _blur, _smooth_noise_2d, _speckle
+from ..outputs import staged_output
+from .phantom import MASK_VALUES, SYNTH_ENTRIES, _blur, _smooth_noise_2d, _speckle, synth_output_rules
 
 __all__ = ["PhantomVolume", "render_oct_volume", "synthesize_volumes", "VOLUME_TRUTH_FILE"]
 
@@ -242,14 +243,22 @@ def synthesize_volumes(
     and a hole with probability ``hole_rate``. Measure with ``--group-regex '(eye\\d+)_b\\d+' --slice-spacing``
     the slice spacing in ``truth.json``.
 
+    ``out`` is new, empty or a previous phantom (replaced whole once complete); other files are refused.
+
     Raises:
-        ValueError: ``n`` < 1 or a bad shape.
+        ValueError: ``n`` < 1 or a bad shape, or ``out`` holding other files (:mod:`gctxseg.outputs`).
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
+    with staged_output(out, "synth", SYNTH_ENTRIES, **synth_output_rules(out)) as root:
+        slice_mm, row_mm, col_mm = _write_eyes(root, n, shape, seed, hole_rate)
+    return {"volumes": n, "bscans": n * shape[0], "slice_mm": slice_mm, "row_mm": row_mm, "col_mm": col_mm}
+
+
+def _write_eyes(root: Path, n: int, shape: tuple[int, int, int], seed: int, hole_rate: float) -> tuple:
+    """The eyes' B-scans, masks, ``spacing.json`` and ``truth.json`` into ``root``; their (slice, row, column) mm."""
     from .spacing import write_spacing_file
 
-    root = Path(out)
     (root / "images").mkdir(parents=True, exist_ok=True)
     (root / "masks").mkdir(parents=True, exist_ok=True)
     lookup = np.asarray(MASK_VALUES, np.uint8)
@@ -265,4 +274,4 @@ def synthesize_volumes(
     slice_mm, row_mm, col_mm = eye.spacing
     write_spacing_file(root, row_mm, col_mm, note=f"phantom eyes: B-scans {slice_mm:g} mm apart (--slice-spacing)")
     (root / VOLUME_TRUTH_FILE).write_text(json.dumps(truth, indent=2) + "\n")
-    return {"volumes": n, "bscans": n * shape[0], "slice_mm": slice_mm, "row_mm": row_mm, "col_mm": col_mm}
+    return slice_mm, row_mm, col_mm

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields, replace
 from ..data import CTWindow, resolve_windows
 from ..data.transforms import AUGMENTATIONS
 from ..models import list_models, resolve_model_name
+from ..outputs import plain_name
 from ..precision import AMP_CHOICES
 
 __all__ = ["TrainConfig", "TrainingInterrupted", "NonFiniteLossError", "PLANNED_SETTINGS", "RESUME_SETTINGS",
@@ -117,6 +118,7 @@ class TrainConfig:
         self.ct_windows()  # conflicting or unknown windows fail now
         if not 0 <= self.empty_slice_fraction <= 1:
             raise ValueError(f"empty_slice_fraction must be in [0, 1], got {self.empty_slice_fraction}")
+        plain_name(self.name, "--name", self.results)  # the run folder stays inside --results (gctxseg.outputs)
 
     def ct_windows(self) -> tuple[CTWindow | str, ...]:
         """The CT windows the options ask for (``"auto"`` = derived from the training set)."""
