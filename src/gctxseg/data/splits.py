@@ -263,9 +263,16 @@ def resolve_splits(
         source = str(root / "groups.json")
     else:
         return group_kfold({p.name: p.name for p in pairs}, folds, seed), ONE_GROUP_PER_IMAGE
+    _check_fold_files(pairs, splits, source)
     check_splits(splits, source, known_groups([p for p in pairs if p.name in _listed(splits)], images_dir,
                                               group_regex))
     return splits, source
+
+
+def _check_fold_files(pairs: Sequence[ImagePair], splits: list[dict[str, list[str]]], source: str) -> None:
+    """Every scan a fold lists is in the data folder (those missing named first: the likeliest slip)."""
+    for fold in range(len(splits)):
+        select_fold(pairs, splits, fold, source)
 
 
 def select_fold(
@@ -314,10 +321,9 @@ def cv_folds(
     if len(splits) != folds:
         raise ValueError(f"{recorded}: holds {len(splits)} folds, not --folds {folds}; pass --folds {len(splits)} to "
                          "continue this cv, or give a new --name")
+    _check_fold_files(pairs, splits, str(recorded))
     check_splits(splits, str(recorded), known_groups([p for p in pairs if p.name in _listed(splits)], images_dir,
                                                      group_regex))
-    for fold in range(folds):
-        select_fold(pairs, splits, fold, str(recorded))
     unlisted = unlisted_scans(pairs, splits)
     if unlisted:
         raise DatasetError(f"{recorded}: {len(unlisted)} scan(s) of {images_dir} are in no fold of this cv (e.g. "
