@@ -15,7 +15,7 @@ from conftest import write_pair, write_patients
 
 from gctxseg.cli import main
 from gctxseg.data import DatasetError, find_pairs
-from gctxseg.data.splits import check_splits, cv_folds, fold_files, resolve_splits
+from gctxseg.data.splits import fold_files, resolve_splits
 
 GROUP = r"^(p\d+)_"
 TINY = ["--model-option", "base_width=4", "--base-size", "32", "64", "--epochs", "1", "--batch-size", "2",
@@ -27,21 +27,22 @@ def _cv_command(images: Path, results: Path, *extra: str) -> list[str]:
             "--results", str(results), "--name", "cv", *extra]
 
 
+FOLDS: list[dict] = []  # the folds the module's cv was trained on
+
+
 @pytest.fixture(scope="module")
 def grown_cv(tmp_path_factory) -> tuple[Path, Path]:
-    """(images folder, cv folder): a 2-fold cv of 4 patients, then patient p04's three scans added to the data."""
+    """(images folder, cv folder): a 2-fold cv of 4 patients, then patient p04's three scans added to the data.
+    The folds it was trained on are kept as ``FOLDS`` (tests compare with them, not with the file they read)."""
     root = tmp_path_factory.mktemp("folds")
     images = write_patients(root / "data")
     assert main(_cv_command(images, root / "runs", "--group-regex", GROUP)) == 0
+    FOLDS[:] = json.loads((root / "runs" / "cv" / "splits_final.json").read_text())
     rng = np.random.default_rng(7)
     for b in range(3):
         write_pair(root / "data", f"p04_b{b:02d}", rng.integers(0, 120, (30, 60), dtype=np.uint8),
                    np.zeros((30, 60), np.uint8))
     return images, root / "runs" / "cv"
-
-
-def _splits(cv: Path) -> list[dict]:
-    return json.loads((cv / "splits_final.json").read_text())
 
 
 # ---------------------------------------------------------------- readers of a cv folder keep to its folds
@@ -53,7 +54,7 @@ def test_summary_only_scores_each_fold_on_the_scans_it_held_out_when_new_scans_w
                  "--device", "cpu", "--amp", "off"]) == 0
     err = capsys.readouterr().err
     assert "splits_final.json: 3 scan(s)" in err and "p04_b00" in err and "in no fold" in err
-    splits = _splits(cv)
+    splits = FOLDS
     summary = json.loads((cv / "unet" / "cv_summary.json").read_text())
     assert {fold: s["images"] for fold, s in summary["per fold"].items()} == {"0": len(splits[0]["val"]),
                                                                           "1": len(splits[1]["val"])}
@@ -92,10 +93,12 @@ def test_a_fold_report_is_evaluated_on_the_scans_the_cv_held_out(grown_cv):
     write_run_report(cv / "unet" / "fold_0", device="cpu", amp="off")
     with open(cv / "unet" / "fold_0" / "eval" / "metrics_per_image.csv", newline="") as f:
         evaluated = sorted({Path(row["file"]).stem for row in csv.DictReader(f)})
-    assert evaluated == sorted(_splits(cv)[0]["val"])
+    assert evaluated == sorted(FOLDS[0]["val"])
 
 
 def test_continuing_a_cv_with_other_folds_or_missing_scans_is_refused(tmp_path):
+    from gctxseg.data.splits import cv_folds
+
     images = write_patients(tmp_path / "data")
     pairs = find_pairs(images, ".png", ".png")
     cv = tmp_path / "cv"
@@ -176,6 +179,8 @@ def test_cv_splits_holding_out_the_same_half_twice_is_refused_before_any_folder(
     (_two_folds(["a", "a"], ["c"]), r"scan 'a' is listed twice in fold 0 \"train\""),
 ])
 def test_each_broken_fold_rule_is_one_line_naming_the_file_the_scan_and_the_fold(splits, message):
+    from gctxseg.data.splits import check_splits
+
     with pytest.raises(DatasetError, match=r"^S.json: " + message):
         check_splits(splits, "S.json")
     check_splits([{"train": ["a", "b"], "val": ["c"]}], "one fold: a plain train/val split")
