@@ -31,6 +31,7 @@ __all__ = ["check_splits", "cv_folds", "cv_splits_file", "fold_files", "group_kf
 
 ONE_GROUP_PER_IMAGE = "one group per image"
 SPLITS_FINAL = "splits_final.json"  # the folds a `gctxseg cv` folder was trained on (nnU-Net's name)
+_WARNED: set[str] = set()  # scans-in-no-fold warnings already printed by this process
 
 
 def group_kfold(groups: Mapping[str, str], folds: int, seed: int = 0) -> list[dict[str, list[str]]]:
@@ -359,9 +360,11 @@ def fold_files(
         raise DatasetError(f"{source}: holds {len(splits)} folds, not --folds {folds}; pass --folds {len(splits)}")
     train, val = select_fold(pairs, splits, fold, source)
     unlisted = unlisted_scans(pairs, splits)
-    if unlisted:
-        print(f"warning: {source}: {len(unlisted)} scan(s) of {images_dir} are in no fold (e.g. {unlisted[0]}); "
-              "they are neither trained on nor scored", file=sys.stderr)
+    warning = (f"warning: {source}: {len(unlisted)} scan(s) of {images_dir} are in no fold (e.g. {unlisted[0]}); "
+               "they are neither trained on nor scored") if unlisted else None
+    if warning and warning not in _WARNED:  # once per process, not once per fold read
+        _WARNED.add(warning)
+        print(warning, file=sys.stderr)
     return train, val, source
 
 
