@@ -32,7 +32,7 @@ import torch
 from .checkpoint import load_checkpoint
 from .crossval import fold_finished, format_cv_summary, score_predictions, summarize_cv, train_fold
 from .data import MaskValueMap, find_pairs, read_mask
-from .data.splits import resolve_splits
+from .data.splits import SPLITS_FINAL, cv_folds, held_out_scans, load_splits
 from .lr_probe import (
     ProbePlan,
     ProbeResult,
@@ -67,11 +67,15 @@ def _cpu_seconds() -> float:
 
 
 def write_splits(cfg: TrainConfig, cv_dir: Path) -> Path:
-    """The folds every configuration is trained on, as nnU-Net's ``splits_final.json`` (file stems)."""
+    """The folds every configuration is trained on, as nnU-Net's ``splits_final.json`` (file stems): written once,
+    checked and kept when the folder has them (:func:`gctxseg.data.splits.cv_folds`); ``cv_dir`` is made only
+    after the folds pass their checks."""
     pairs = find_pairs(cfg.data_train, cfg.img_f, cfg.mask_f)
-    splits, _ = resolve_splits(pairs, cfg.folds, cfg.data_train, cfg.group_regex, cfg.splits)
-    path = cv_dir / "splits_final.json"
-    atomic_write_json(path, splits)
+    splits, written = cv_folds(pairs, cfg.folds, cfg.data_train, cv_dir, cfg.group_regex, cfg.splits)
+    path = cv_dir / SPLITS_FINAL
+    if not written:
+        cv_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, splits)
     return path
 
 
@@ -169,8 +173,8 @@ def run_cv(cfg: TrainConfig, models: list[str] | tuple[str, ...] = DEFAULT_CONFI
         raise ValueError("gctxseg cv needs --folds K (K >= 2)")
     models = list(dict.fromkeys(models))
     cv_dir = next_run_dir(cfg.results, cfg.name, cfg.exist_ok)
-    cv_dir.mkdir(parents=True, exist_ok=True)
-    write_splits(cfg, cv_dir)
+    # every fold (and its resume, summary and report) reads the folds back from the file, never the folder
+    cfg = replace(cfg, splits=str(write_splits(cfg, cv_dir).resolve()))
     fold_budget, probes = _plan_probes(cfg, cv_dir, models)
     if fold_budget:
         probed = [m for m, p in probes.items() if not _skipped(p)]
@@ -250,7 +254,9 @@ def choose_configuration(cv_dir: str | Path, models: list[str], race: dict | Non
     ``race`` (the record of :mod:`gctxseg.race`) is written beside the ranking."""
     cv_dir = Path(cv_dir)
     summaries = {m: json.loads((cv_dir / m / "cv_summary.json").read_text()) for m in models}
-    names = sorted(p.stem for p in (cv_dir / models[0] / "oof").glob("*.npy"))
+    folds_file = cv_dir / SPLITS_FINAL  # ensembles are scored on exactly the held-out scans, not stale oof files
+    names = held_out_scans(load_splits(folds_file)) if folds_file.is_file() else \
+        sorted(p.stem for p in (cv_dir / models[0] / "oof").glob("*.npy"))
     k, classes, targets = _targets(cv_dir, models[0], names)
     oof = {m: _load_oof(cv_dir / m, names) for m in models}
     costs = {m: _configuration_cost(cv_dir / m) for m in models}

@@ -29,7 +29,7 @@ import torch
 
 from .checkpoint import load_checkpoint
 from .data import MaskValueMap, read_mask
-from .data.splits import fold_files
+from .data.splits import run_fold_files
 from .evaluate import score_image
 from .metrics import scores_from_confusion
 from .postprocess import choose_postprocessing
@@ -87,8 +87,7 @@ def oof_probabilities(cv_dir: str | Path, device: str = "auto", amp: str = "auto
     for weights in trained:
         predictor = Predictor(weights, device, amp)
         cfg = predictor.config
-        _, val, _ = fold_files(cfg["data_train"], cfg["img_f"], cfg["mask_f"], cfg["folds"], cfg["fold"],
-                               cfg.get("group_regex"), cfg.get("splits"))
+        _, val, _ = run_fold_files(cfg, weights.parent)
         for pair in val:
             probs = _quantise(predictor.predict_proba(predictor.read(pair.image), str(pair.image)))
             np.save(cv_dir / "oof" / f"{pair.name}.npy", probs)

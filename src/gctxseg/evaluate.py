@@ -57,7 +57,7 @@ from .agreement import write_agreement
 from .checkpoint import load_checkpoint
 from .data import DatasetError, expand_slices, find_pairs, read_info, read_mask
 from .data.errors import raise_collected
-from .data.splits import fold_files
+from .data.splits import run_fold_files
 from .measurements import MeasurementOptions, class_names_for, fill_counts, plan_measurements
 from .metrics import confusion_matrix, scores_from_confusion
 from .outputs import check_output_file, check_output_folder, staged_output
@@ -466,8 +466,7 @@ def write_run_report(
     if evaluate and weights.is_file():
         cfg = load_checkpoint(weights)["config"]
         if data is None and cfg.get("folds"):  # a cross-validation fold: its held-out patients
-            data = fold_files(cfg["data_train"], cfg["img_f"], cfg["mask_f"], cfg["folds"], cfg["fold"],
-                              cfg.get("group_regex"), cfg.get("splits"))[1]
+            data = run_fold_files(cfg, run_dir)[1]
         evaluate_folder(
             weights, data or cfg["data_val"], cfg["img_f"], cfg["mask_f"], eval_dir,
             device=device, amp=amp, tta=tta, infer_mode=infer_mode, out_owned=True,
