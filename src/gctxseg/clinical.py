@@ -106,6 +106,7 @@ class VolumeReport:
     thickness_um: np.ndarray | None
     slice_mm: float | None
     col_mm: float | None
+    eye: str | None = None  # a volume file's own eye (its en-face map's N/T), else the run's --eye
 
 
 def volume_reports(rows: Sequence, labels_of: Callable[[Path], np.ndarray | None],
@@ -178,7 +179,7 @@ def write_volume_reports(reports: Sequence[VolumeReport], out: str | Path, class
         from .enface import plot_enface_map
 
         title = f"{prefix.rstrip('_') + ': ' if prefix else ''}{r.name}, fluid thickness ({r.fovea.source} fovea)"
-        maps[r.name] = plot_enface_map(r.thickness_um, r.fovea, r.slice_mm, r.col_mm, eye,
+        maps[r.name] = plot_enface_map(r.thickness_um, r.fovea, r.slice_mm, r.col_mm, r.eye or eye,
                                        out / "enface" / f"{prefix}{_file_name(r.name)}.png", title)
     return maps
 

@@ -168,18 +168,24 @@ def _enface_section(out: Path, maps: Mapping[str, Path]) -> str:
 
 def write_folder_measurements(
     plan: Sequence[Measurement], masks: Mapping[Path, Path], value_map, out: str | Path, class_names: Sequence[str],
-    eye: str | None = None, fovea: tuple[int, int] | None = None,
+    eye: str | None = None, fovea: tuple[int, int] | None = None, volumes: Sequence = (),
+    columns_eye: str | None = None,
 ) -> list[Measurement]:  # fmt: skip
     """``predict``'s last step: measure its masks into ``out/measurements.csv``, each volume's ETDRS grid and
-    hole into ``out/etdrs.csv`` with its en-face map in ``out/enface/``, and the gallery ``out/index.html``."""
+    hole into ``out/etdrs.csv`` with its en-face map in ``out/enface/``, and the gallery ``out/index.html``.
+    ``volumes``: volume files already measured on their own geometry (:mod:`gctxseg.volume_readout`), whose
+    ``etdrs.csv`` quadrants are named by ``columns_eye``."""
     rows = measure_written_masks(plan, masks, value_map, len(class_names) + 1)
-    write_measurements_csv(rows, Path(out) / "measurements.csv", class_names)
 
     def labels_of(path: Path):
         return value_map.encode(read_mask(masks[path]), source=masks[path]) if path in masks else None
 
     reports = volume_reports(rows, labels_of, grey_image, class_names, eye, fovea)
-    maps = write_volume_reports(reports, out, class_names, eye)
-    write_gallery(out, rows, class_names, masks, maps)
+    rows += [v.row for v in volumes]
+    reports += [v.report for v in volumes]
+    write_measurements_csv(rows, Path(out) / "measurements.csv", class_names)
+    maps = write_volume_reports(reports, out, class_names, eye or columns_eye)
+    shown = {**masks, **{v.row.members[0]: v.masks for v in volumes}}  # a volume's masks folder names its overlay
+    write_gallery(out, rows, class_names, shown, maps)
     return rows
 

@@ -21,7 +21,7 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
 from .checkpoint import checkpoint_channels, load_checkpoint, model_from_checkpoint
-from .data import DatasetError, IntensityMapping, MaskValueMap, read_image
+from .data import DatasetError, IntensityMapping, MaskValueMap
 from .data.io import NIFTI_SUFFIXES, READABLE_SUFFIXES, file_stem, fit_channels, read_volume, write_volume_mask
 from .gallery import write_folder_measurements
 from .measurements import MeasurementOptions, class_names_for, describe_spacing, plan_measurements
@@ -31,6 +31,14 @@ from .postprocess import PostProcessing
 from .precision import autocast_context, autocast_dtype
 from .utils import compile_model, resolve_device
 from .visualize import overlay
+from .volume_readout import (
+    LISTED_VOLUME_SUFFIXES,
+    plan_volume_files,
+    predict_volume_files,
+    say_geometry,
+    split_volume_files,
+    volume_columns_eye,
+)
 
 __all__ = ["INFER_MODES", "Predictor", "PredictionSummary", "predict_folder", "output_names",
            "EnsemblePredictor", "load_predictor",
@@ -131,8 +139,7 @@ class Predictor:
         Raises:
             DatasetError: unreadable file, or a picture for a model trained on DICOM/NIfTI (and back).
         """
-        self.intensity.check(path)
-        return self.intensity.apply(read_image(path, slice_index))
+        return self.intensity.read(path, slice_index)
 
     def _to_tensor(self, image: np.ndarray, source: str | Path) -> torch.Tensor:
         """``H x W x C`` float [0, 1] -> normalised ``C x H x W`` at the image's own size."""
@@ -253,31 +260,41 @@ def predict_folder(
     if not source.is_dir():
         raise DatasetError(f"{source}: folder not found; pass --source DIR with images to segment")
     check_output_folder(source, out)  # before the weights are read: a wrong --out costs nothing
-    listed = sorted(p for p in source.iterdir() if p.is_file() and p.name.lower().endswith(tuple(suffixes)))
+    suffixes = tuple(suffixes) + LISTED_VOLUME_SUFFIXES  # OCT volume files (.vol, .e2e) beside the pictures
+    listed = sorted(p for p in source.iterdir() if p.is_file() and p.name.lower().endswith(suffixes))
     unnamed = [_undecodable_name(p) for p in listed if not _is_text_name(p)]  # each fails alone, in one line
     files = [p for p in listed if _is_text_name(p)]
     if not files:
         raise DatasetError(unnamed[0] if unnamed else
                            f"{source}: no images ({', '.join(suffixes)}); put images there or pass --source DIR")
+    names = output_names(files)
+    files, volume_files = split_volume_files(files)  # each volume file is measured on its own geometry
     measure = measure or MeasurementOptions()
     plan = plan_measurements(files, measure, source)  # bad spacing or grouping stops here, before any prediction
-    print(f"pixel spacing: {describe_spacing(files, measure, source)}")
+    volumes, unread = plan_volume_files(volume_files, names)
+    if files:
+        print(f"pixel spacing: {describe_spacing(files, measure, source)}")
+    say_geometry(volumes)
     predictor = load_predictor(weights, device, amp, tta=tta, tta_vflip=tta_vflip, infer_mode=infer_mode,
                                compile=compile)
     class_names = class_names_for(measure, predictor.num_classes)
     with staged_output(out, "predict", OUTPUT_ENTRIES, **_output_rules(source)) as staging:
-        summary = _predict_into(staging, predictor, files, plan, measure, class_names, unnamed)
+        summary = _predict_into(staging, predictor, files, names, volumes, plan, measure, class_names,
+                                failed=unnamed + unread)
     summary.written = [out / path.relative_to(staging) for path in summary.written]
     return summary
 
 
-def _predict_into(staging: Path, predictor: Predictor | EnsemblePredictor, files: list[Path], plan, measure,
-                  class_names: list[str], unreadable_names: list[str]) -> PredictionSummary:
-    """Masks, overlays, measurements and gallery of ``files`` into ``staging`` (swapped in for --out later)."""
+def _predict_into(staging: Path, predictor: Predictor | EnsemblePredictor, files: list[Path],
+                  names: dict[Path, str], volumes: list, plan, measure, class_names: list[str],
+                  failed: list[str]) -> PredictionSummary:
+    """Masks, overlays, measurements and gallery of ``files`` and volume files into ``staging`` (swapped in for
+    --out later); ``failed`` are the lines of files that failed before prediction."""
     (staging / "masks").mkdir()
     (staging / "overlays").mkdir()
-    summary, masks = PredictionSummary(failed=list(unreadable_names)), {}
-    for path, name in output_names(files).items():
+    summary, masks = PredictionSummary(failed=list(failed)), {}
+    for path in files:
+        name = names[path]
         try:
             masks[path] = _predict_file(predictor, path, staging, name)
             summary.written.append(masks[path])
@@ -289,8 +306,13 @@ def _predict_into(staging: Path, predictor: Predictor | EnsemblePredictor, files
             if is_disk_error(err):  # ... but a full disk fails every file: stop, the previous output stays
                 raise
             summary.failed.append(f"{path}: {type(err).__name__}: {err}".splitlines()[0])
+    columns_eye = volume_columns_eye(volumes, measure.eye, any(r.kind in ("group", "series") for r in plan))
+    done, lost = predict_volume_files(predictor, volumes, staging, class_names, columns_eye, overlay)
+    summary.failed += lost
+    summary.written += [r.masks for r in done]
     summary.measurements = write_folder_measurements(plan, masks, predictor.value_map, staging, class_names,
-                                                     measure.eye, measure.fovea)
+                                                     measure.eye, measure.fovea, volumes=done,
+                                                     columns_eye=columns_eye)
     summary.class_names = class_names
     return summary
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from .ct import AUTO, CTWindow, derive_window, window_ct
 from .errors import DatasetError, DataWarning
-from .io import is_scan
+from .io import is_picture_dicom, is_scan, read_image, read_picture_dicom
 
 __all__ = ["INTENSITY_MODES", "IntensityMapping", "choose_intensity"]
 
@@ -57,13 +57,21 @@ class IntensityMapping:
 
     def check(self, path: str | Path) -> None:
         """Raise :class:`DatasetError` when ``path`` is not the kind of file this mapping was made for."""
-        if self.mode == "as_read" and is_scan(path):
+        if self.mode == "as_read" and is_scan(path) and not is_picture_dicom(path):
             raise DatasetError(f"{path}: DICOM/NIfTI file but this model (training set) takes pictures; "
                                f"use weights trained on scans")
         if self.mode != "as_read" and not is_scan(path):
             what = "CT windows of DICOM/NIfTI HU" if self.mode == "window" else "DICOM/NIfTI scanner values"
             raise DatasetError(f"{path}: picture file but this model (training set) takes {what}; "
                                f"pass DICOM or NIfTI files")
+
+    def read(self, path: str | Path, slice_index: int | None = None) -> np.ndarray:
+        """The network's ``H x W x C`` [0, 1] input from a file, as in training (:meth:`check` first): an 8-bit OCT
+        DICOM B-scan is a picture to a picture model (:func:`~gctxseg.data.io.is_picture_dicom`)."""
+        self.check(path)
+        if self.mode == "as_read" and is_picture_dicom(path):
+            return read_picture_dicom(path)
+        return self.apply(read_image(path, slice_index))
 
     def apply(self, image: np.ndarray) -> np.ndarray:
         """``H x W x C`` values as read -> ``H x W x C'`` float32 in [0, 1] (C' = number of windows)."""

@@ -33,6 +33,8 @@ __all__ = [
     "ImageInfo",
     "file_stem",
     "is_scan",
+    "is_picture_dicom",
+    "read_picture_dicom",
     "read_info",
     "read_image",
     "read_mask",
@@ -233,6 +235,38 @@ def _dicom_info(path: Path) -> ImageInfo:
     kind = "ct" if str(getattr(ds, "Modality", "")).upper() == "CT" else "scan"
     size = (int(ds.Rows), int(ds.Columns))
     return ImageInfo(kind, size, spacing=_dicom_spacing(ds, path), shape=size)
+
+
+OPT_MODALITY = "OPT"  # DICOM Modality of Ophthalmic Tomography (OCT)
+
+
+def is_picture_dicom(path: str | Path) -> bool:
+    """True for a single-frame, 8-bit, grey OCT DICOM (Modality OPT): a B-scan picture in a DICOM wrapper, which a
+    model trained on PNG exports reads as the picture it is (values / 255), not as scanner values or HU."""
+    if not _has_suffix(path, DICOM_SUFFIXES):
+        return False
+    try:
+        import pydicom
+
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception:  # unreadable: the reader says why
+        return False
+    return (str(getattr(ds, "Modality", "")).upper() == OPT_MODALITY
+            and int(getattr(ds, "BitsStored", 0) or 0) <= 8 == int(getattr(ds, "BitsAllocated", 0) or 0)
+            and int(getattr(ds, "SamplesPerPixel", 1) or 1) == 1
+            and str(getattr(ds, "PhotometricInterpretation", "")) in ("MONOCHROME1", "MONOCHROME2")
+            and int(getattr(ds, "NumberOfFrames", 1) or 1) == 1
+            and float(getattr(ds, "RescaleSlope", 1) or 1) == 1 and float(getattr(ds, "RescaleIntercept", 0) or 0) == 0)
+
+
+def read_picture_dicom(path: str | Path) -> np.ndarray:
+    """An OCT DICOM B-scan (:func:`is_picture_dicom`) as ``H x W x 1`` float32 in [0, 1], as a PNG B-scan reads."""
+    path = Path(path)
+    ds = _read_dicom(path, pixels=True)
+    values = np.asarray(_dicom_pixels(ds, path), dtype=np.float32) / 255.0
+    if str(getattr(ds, "PhotometricInterpretation", "")) == "MONOCHROME1":
+        values = 1.0 - values  # stored white-is-low: shown as any B-scan is
+    return values[..., None]
 
 
 # ---------------------------------------------------------------- NIfTI

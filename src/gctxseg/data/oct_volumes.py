@@ -1,0 +1,463 @@
+"""OCT volumes as devices write them: HEYEX VOL / E2E / XML (through eyepy) and DICOM Ophthalmic Tomography.
+
+One value type, :class:`OctVolume`: the B-scans (``S x H x W`` uint8, in the file's order), the geometry the
+retina read-out needs (:class:`VolumeGeometry`: A-scan and axial spacing, each B-scan's start and end on the
+localizer, the distance between B-scans, each with where it came from), the eye and the localizer picture.
+
+Readers (the field's libraries, no hand-written parsers):
+
+- ``.vol`` (Heidelberg HEYEX raw export), ``.e2e`` and HEYEX XML (``.xml`` with its images): ``eyepy``, an
+  optional extra (``pip install "gctxseg[oct]"``); from its ``EyeVolume``: ``scale_x`` (mm per A-scan),
+  ``scale_y`` (mm per axial pixel), ``scale_z`` (mm between B-scans), each B-scan's ``start_pos``/``end_pos``
+  (mm on the localizer), ``laterality`` and the localizer with its ``scale_x``/``scale_y``;
+- DICOM "Ophthalmic Tomography Image" (one multi-frame file per volume): ``pydicom``; per-frame (else shared)
+  functional groups: ``PixelMeasuresSequence`` (``PixelSpacing`` = axial, lateral mm; ``SliceThickness``),
+  ``PlanePositionSequence``/``PlaneOrientationSequence`` (frame positions, mm), ``OphthalmicFrameLocationSequence``
+  (``ReferenceCoordinates``: row/column pairs of the B-scan's first and last A-scan on the localizer),
+  ``SpacingBetweenSlices``; ``ImageLaterality`` (else ``Laterality``) R/L.
+
+:func:`raster_layout` turns the positions into what the ETDRS read-out may use: evenly spaced parallel B-scans
+(their distance, which of them is superior, which way the columns run) or a one-line reason why not. A geometry
+that is missing or implausible (outside :mod:`gctxseg.data.spacing`'s bounds) is never replaced by a guess: the
+field stays None and the reason is in ``notes``, so the read-out is left blank (pixels only) with that note.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DatasetError
+from .spacing import SpacingError, validate_slice_spacing, validate_spacing
+
+__all__ = [
+    "OCT_INSTALL",
+    "VOLUME_FILE_SUFFIXES",
+    "OPT_SOP_CLASS",
+    "VolumeGeometry",
+    "OctVolume",
+    "RasterLayout",
+    "is_volume_file",
+    "read_oct_volume",
+    "raster_layout",
+    "write_heyex_vol",
+]
+
+OCT_INSTALL = 'pip install "gctxseg[oct]"'
+EYEPY_SUFFIXES = (".vol", ".e2e", ".xml")
+VOLUME_FILE_SUFFIXES = EYEPY_SUFFIXES + (".dcm",)  # a .dcm is a volume file when it has several frames
+OPT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.5.4"  # Ophthalmic Tomography Image Storage
+_LATERALITY = {"OD": "OD", "R": "OD", "RIGHT": "OD", "OS": "OS", "L": "OS", "LEFT": "OS"}
+# B-scans whose directions differ by more than this are not one raster (radial, mixed, a rotated follow-up)
+PARALLEL_TOLERANCE_DEG = 1.0
+# gaps between B-scans that differ from their median by more than this share are not "evenly spaced"
+EVEN_TOLERANCE = 0.05
+
+
+@dataclass(frozen=True)
+class VolumeGeometry:
+    """Where the B-scans lie and how big their pixels are; None where the file does not say (or says nonsense).
+
+    Attributes:
+        ascan_mm: lateral distance between A-scans (columns), mm.
+        axial_mm: axial pixel size (rows), mm.
+        bscan_distance_mm: distance between neighbouring B-scans the file states, mm.
+        positions: per B-scan ``(start_x, start_y, end_x, end_y)`` on the localizer (x to the right, y down).
+        position_unit: ``mm`` or ``localizer pixel`` (empty without positions).
+        plane_offsets_mm: per B-scan offset along the frames' normal (DICOM plane positions), mm.
+        sources: field -> where its value came from (shown on the run's geometry line and in the JSON).
+        notes: why a field is None or a read-out must be left blank (one line each).
+    """
+
+    ascan_mm: float | None
+    axial_mm: float | None
+    bscan_distance_mm: float | None = None
+    positions: tuple[tuple[float, float, float, float], ...] = ()
+    position_unit: str = ""
+    plane_offsets_mm: tuple[float, ...] = ()
+    sources: dict[str, str] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        return {"ascan_mm": self.ascan_mm, "axial_mm": self.axial_mm, "bscan_distance_mm": self.bscan_distance_mm,
+                "positions": [list(p) for p in self.positions], "position_unit": self.position_unit,
+                "plane_offsets_mm": list(self.plane_offsets_mm), "sources": dict(self.sources),
+                "notes": list(self.notes)}
+
+
+@dataclass
+class OctVolume:
+    """One OCT volume file: B-scans (``S x H x W`` uint8, file order), geometry, eye, localizer."""
+
+    path: Path
+    format: str  # HEYEX VOL | HEYEX E2E | HEYEX XML | DICOM OPT
+    bscans: np.ndarray
+    geometry: VolumeGeometry
+    eye: str | None  # OD | OS, None where the file does not say
+    eye_source: str = ""
+    localizer: np.ndarray | None = None  # H x W uint8 (infrared fundus picture)
+    localizer_mm: tuple[float, float] | None = None  # (row, column) mm per localizer pixel
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def is_volume_file(path: str | Path) -> bool:
+    """True for a file :func:`read_oct_volume` reads: ``.vol``/``.e2e``/``.xml``, or a DICOM of several frames
+    or of the Ophthalmic Tomography class (a single-frame OPT B-scan stays a picture; see io)."""
+    path = Path(path)
+    name = path.name.lower()
+    if name.endswith(EYEPY_SUFFIXES):
+        return True
+    if not name.endswith(".dcm"):
+        return False
+    try:
+        import pydicom
+
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["NumberOfFrames", "SOPClassUID"])
+        return int(getattr(ds, "NumberOfFrames", 1) or 1) > 1
+    except Exception:  # unreadable: the single-file reader names it
+        return False
+
+
+def _check_shape(path: Path, bscans: np.ndarray) -> np.ndarray:
+    if bscans.ndim != 3 or min(bscans.shape) < 1:
+        raise DatasetError(f"{path}: B-scans of shape {bscans.shape}, not B-scans x rows x columns; re-export it")
+    return bscans
+
+
+def _as_uint8(values: np.ndarray) -> np.ndarray:
+    if values.dtype == np.uint8:
+        return values
+    if np.issubdtype(values.dtype, np.integer) and values.min() >= 0 and values.max() <= 255:
+        return values.astype(np.uint8)
+    values = np.nan_to_num(values.astype(np.float64))
+    if values.min() >= 0 and values.max() <= 1:  # eyepy's [0, 1] floats
+        return np.round(values * 255).astype(np.uint8)
+    low, high = float(values.min()), float(values.max())
+    return np.round(255 * (values - low) / max(high - low, 1e-12)).astype(np.uint8)
+
+
+def _checked_pixel(values, source: str, fix: str, notes: list[str]) -> tuple[float, float] | tuple[None, None]:
+    try:
+        return validate_spacing(values, source, fix)
+    except SpacingError as err:
+        notes.append(str(err))
+        return None, None
+
+
+def _checked_distance(value, source: str, notes: list[str]) -> float | None:
+    if value is None:
+        return None
+    try:
+        return validate_slice_spacing(value, source, "the read-out is left in pixels; re-export the volume")
+    except SpacingError as err:
+        notes.append(str(err))
+        return None
+
+
+def read_oct_volume(path: str | Path) -> OctVolume:
+    """Read a volume file (see the module docstring for the formats and fields).
+
+    Raises:
+        DatasetError: missing, corrupt, truncated or unsupported file (one line naming it); ``eyepy`` missing for
+            a HEYEX file (the line says ``pip install "gctxseg[oct]"``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: file not found; check the path")
+    if path.name.lower().endswith(EYEPY_SUFFIXES):
+        return _read_with_eyepy(path)
+    return _read_dicom_opt(path)
+
+
+# ---------------------------------------------------------------- HEYEX through eyepy
+
+
+def _eyepy(path: Path):
+    try:
+        import eyepy
+    except ImportError:
+        raise DatasetError(f"{path}: reading HEYEX files needs eyepy; {OCT_INSTALL}") from None
+    return eyepy
+
+
+def _read_with_eyepy(path: Path) -> OctVolume:
+    eyepy = _eyepy(path)
+    suffix = path.suffix.lower()
+    reader, kind = {".vol": (eyepy.import_heyex_vol, "HEYEX VOL"), ".e2e": (eyepy.import_heyex_e2e, "HEYEX E2E"),
+                    ".xml": (eyepy.import_heyex_xml, "HEYEX XML")}[suffix]
+    quiet = logging.getLogger("eyepy")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # eyepy warns about layer counts the read-out does not use
+    try:
+        volume = reader(path)
+        bscans = _check_shape(path, _as_uint8(np.asarray(volume.data)))
+        meta = volume.meta
+    except DatasetError:
+        raise
+    except Exception as err:  # construct's StreamError for a truncated file, ValueError for a radial scan ...
+        line = str(err).replace("\n", " ").strip()[:160]
+        raise DatasetError(f"{path}: not a readable {kind} file ({type(err).__name__}: {line}); re-export it "
+                           "from the device software") from None
+    finally:
+        quiet.setLevel(level)
+    return OctVolume(path, kind, bscans, _eyepy_geometry(path, meta, kind), *_eye(meta.get("laterality"),
+                     f"{kind} laterality"), *_eyepy_localizer(volume))
+
+
+def _eyepy_geometry(path: Path, meta, kind: str) -> VolumeGeometry:
+    notes: list[str] = []
+    unit = str(meta.get("scale_unit", "")).lower()
+    if unit != "mm":
+        notes.append(f"{path}: {kind} scale unit {unit or 'missing'!r}, not mm; the read-out is left in pixels")
+        return VolumeGeometry(None, None, notes=tuple(notes))
+    axial, ascan = _checked_pixel([meta["scale_y"], meta["scale_x"]], f"{path}: {kind} scale_y/scale_x",
+                                  "the read-out is left in pixels; re-export the volume", notes)
+    distance = _checked_distance(meta.get("scale_z"), f"{path}: {kind} B-scan distance (scale_z)", notes)
+    positions, position_unit = (), ""
+    bscan_meta = meta.get("bscan_meta") or []
+    if bscan_meta and all(str(b.get("pos_unit", "")).lower() == "mm" for b in bscan_meta):
+        positions = tuple((*map(float, b["start_pos"]), *map(float, b["end_pos"])) for b in bscan_meta)
+        position_unit = "mm"
+    sources = {"ascan_mm": f"{kind} scale_x", "axial_mm": f"{kind} scale_y",
+               "bscan_distance_mm": f"{kind} scale_z (distance)", "positions": f"{kind} B-scan start/end (mm)"}
+    return VolumeGeometry(ascan, axial, distance, positions, position_unit, (), sources, tuple(notes))
+
+
+def _eyepy_localizer(volume) -> tuple[np.ndarray | None, tuple[float, float] | None]:
+    try:
+        enface = volume.localizer
+        picture = _as_uint8(np.asarray(enface.data))
+        scale = (float(enface.scale_y), float(enface.scale_x)) if str(enface.scale_unit) == "mm" else None
+        return (picture if picture.ndim == 2 else picture[..., 0]), scale
+    except Exception:  # a volume without a localizer is still a volume
+        return None, None
+
+
+def _eye(value, source: str) -> tuple[str | None, str]:
+    eye = _LATERALITY.get(str(value or "").strip().upper())
+    return (eye, source) if eye else (None, "")
+
+
+# ---------------------------------------------------------------- DICOM Ophthalmic Tomography
+
+
+def _frame_item(ds, frame: int, sequence: str):
+    """The item of a functional group ``sequence`` for ``frame``: per-frame, else shared (None where neither)."""
+    for groups, index in (("PerFrameFunctionalGroupsSequence", frame), ("SharedFunctionalGroupsSequence", 0)):
+        items = getattr(ds, groups, None)
+        if items is not None and len(items) > index and sequence in items[index]:
+            found = getattr(items[index], sequence)
+            if len(found):
+                return found[0]
+    return None
+
+
+def _read_dicom_opt(path: Path) -> OctVolume:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(path)
+        frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+        if int(getattr(ds, "SamplesPerPixel", 1) or 1) != 1:
+            raise DatasetError(f"{path}: colour DICOM; OCT B-scans are grey (MONOCHROME2): re-export the volume")
+        pixels = np.asarray(ds.pixel_array)
+    except DatasetError:
+        raise
+    except (InvalidDicomError, OSError, EOFError, ValueError, AttributeError, KeyError, TypeError) as err:
+        line = str(err).replace("\n", " ")[:160]
+        raise DatasetError(f"{path}: not a readable DICOM volume ({type(err).__name__}: {line}); "
+                           "re-export it") from None
+    bscans = pixels.reshape(frames, *pixels.shape[-2:])
+    if str(getattr(ds, "PhotometricInterpretation", "")) == "MONOCHROME1":
+        bscans = bscans.max() - bscans  # white is low: as shown, not as stored
+    bscans = _check_shape(path, _as_uint8(bscans))
+    eye, eye_source = _eye(getattr(ds, "ImageLaterality", None), "DICOM ImageLaterality")
+    if eye is None:
+        eye, eye_source = _eye(getattr(ds, "Laterality", None), "DICOM Laterality")
+    return OctVolume(path, "DICOM OPT", bscans, _dicom_geometry(path, ds, frames), eye, eye_source)
+
+
+def _dicom_geometry(path: Path, ds, frames: int) -> VolumeGeometry:
+    notes, sources = [], {}
+    measures = _frame_item(ds, 0, "PixelMeasuresSequence")
+    spacing = getattr(measures, "PixelSpacing", None) if measures is not None else getattr(ds, "PixelSpacing", None)
+    axial = ascan = None
+    if spacing is None:
+        notes.append(f"{path}: no PixelSpacing (PixelMeasuresSequence); the read-out is left in pixels")
+    else:
+        axial, ascan = _checked_pixel(list(spacing), f"{path}: DICOM PixelSpacing",
+                                      "the read-out is left in pixels; fix the export", notes)
+        sources.update(axial_mm="DICOM PixelMeasuresSequence PixelSpacing[0]",
+                       ascan_mm="DICOM PixelMeasuresSequence PixelSpacing[1]")
+    stated, stated_from = getattr(ds, "SpacingBetweenSlices", None), "DICOM SpacingBetweenSlices"
+    if stated is None and measures is not None:
+        stated = getattr(measures, "SpacingBetweenSlices", None)
+        stated_from = "DICOM PixelMeasures SpacingBetweenSlices"
+    if stated is None and measures is not None and getattr(measures, "SliceThickness", None) is not None:
+        stated, stated_from = measures.SliceThickness, "DICOM PixelMeasures SliceThickness"
+    distance = _checked_distance(float(stated) if stated is not None else None, f"{path}: {stated_from}", notes)
+    if distance is not None:
+        sources["bscan_distance_mm"] = stated_from
+    offsets = _plane_offsets(ds, frames)
+    if offsets:
+        sources["plane_offsets_mm"] = "DICOM PlanePositionSequence ImagePositionPatient along the frame normal"
+    positions = _frame_locations(ds, frames)
+    if positions:
+        sources["positions"] = "DICOM OphthalmicFrameLocationSequence ReferenceCoordinates (localizer pixels)"
+    return VolumeGeometry(ascan, axial, distance, positions, "localizer pixel" if positions else "", offsets,
+                          sources, tuple(notes))
+
+
+def _plane_offsets(ds, frames: int) -> tuple[float, ...]:
+    offsets = []
+    for k in range(frames):
+        position = _frame_item(ds, k, "PlanePositionSequence")
+        orientation = _frame_item(ds, k, "PlaneOrientationSequence")
+        ipp = getattr(position, "ImagePositionPatient", None) if position is not None else None
+        iop = getattr(orientation, "ImageOrientationPatient", None) if orientation is not None else None
+        if ipp is None or iop is None or len(ipp) != 3 or len(iop) != 6:
+            return ()
+        normal = np.cross(np.asarray(iop[:3], float), np.asarray(iop[3:], float))
+        offsets.append(float(np.dot(normal, np.asarray(ipp, float))))
+    return tuple(offsets)
+
+
+def _frame_locations(ds, frames: int) -> tuple[tuple[float, float, float, float], ...]:
+    """(start x, start y, end x, end y) in localizer pixels from ReferenceCoordinates (row/column pairs)."""
+    locations = []
+    for k in range(frames):
+        item = _frame_item(ds, k, "OphthalmicFrameLocationSequence")
+        coordinates = getattr(item, "ReferenceCoordinates", None) if item is not None else None
+        if coordinates is None or len(coordinates) < 4:
+            return ()
+        r0, c0, r1, c1 = (float(v) for v in (*coordinates[:2], *coordinates[-2:]))
+        locations.append((c0, r0, c1, r1))
+    return tuple(locations)
+
+
+# ---------------------------------------------------------------- the raster the read-out may use
+
+
+@dataclass(frozen=True)
+class RasterLayout:
+    """What the ETDRS read-out may use of a volume's geometry.
+
+    ``slice_mm`` is None (read-out in pixels, ``note`` says why) unless the B-scans are parallel, evenly spaced
+    and their distance is known; ``order`` lists the file's B-scan indices from superior to inferior;
+    ``flip_columns`` is True where the B-scans run right to left on the localizer.
+    """
+
+    slice_mm: float | None
+    order: tuple[int, ...]
+    flip_columns: bool
+    source: str
+    note: str = ""
+
+
+def raster_layout(volume: OctVolume) -> RasterLayout:
+    """Check that the B-scans are one raster of parallel, evenly spaced, horizontal lines, and say how to lay
+    them out superior-first, left to right (module docstring)."""
+    geo, count = volume.geometry, len(volume.bscans)
+    order, flip, notes = tuple(range(count)), False, list(geo.notes)
+    slice_mm, source = geo.bscan_distance_mm, geo.sources.get("bscan_distance_mm", "")
+    if count < 2:
+        return RasterLayout(None, order, flip, "", f"{volume.path}: one B-scan, not a volume; no ETDRS read-out")
+    if geo.positions:
+        start = np.asarray([p[:2] for p in geo.positions], float)
+        end = np.asarray([p[2:] for p in geo.positions], float)
+        direction = end - start
+        angles = np.degrees(np.arctan2(direction[:, 1], direction[:, 0]))
+        spread = np.abs((angles - angles[0] + 180) % 360 - 180)
+        if spread.max() > PARALLEL_TOLERANCE_DEG:
+            return RasterLayout(None, order, flip, "", f"{volume.path}: B-scans not parallel (directions differ by "
+                                f"{spread.max():.1f} degrees: a radial or mixed pattern); fluid volumes not measured")
+        along = direction[0] / max(np.linalg.norm(direction[0]), 1e-12)
+        if abs(along[1]) > abs(along[0]):
+            return RasterLayout(None, order, flip, "", f"{volume.path}: vertical B-scans; the ETDRS read-out "
+                                "needs a horizontal raster, fluid volumes not measured")
+        flip = bool(along[0] < 0)
+        centres = (start + end) / 2
+        across = np.asarray([-along[1], along[0]])  # perpendicular, pointing down the localizer (inferior)
+        across = across if across[1] > 0 else -across
+        offsets = (centres - centres[0]) @ across
+        order = tuple(int(i) for i in np.argsort(offsets, kind="stable"))
+        if geo.position_unit == "mm":
+            measured, problem = _even_gap(np.sort(offsets), volume.path, "B-scan positions")
+            if problem:
+                return RasterLayout(None, order, flip, "", problem)
+            if slice_mm is not None and abs(measured - slice_mm) > EVEN_TOLERANCE * slice_mm:
+                return RasterLayout(None, order, flip, "", f"{volume.path}: the file states {slice_mm:g} mm "
+                                    f"between B-scans but their positions are {measured:g} mm apart; fluid volumes "
+                                    "not measured")
+            slice_mm, source = measured, geo.sources.get("positions", "B-scan positions")
+    else:
+        notes.append("no B-scan positions: B-scan 0 taken as superior, columns as left to right")
+    if geo.plane_offsets_mm:
+        ranked = np.asarray(geo.plane_offsets_mm)[list(order)]
+        measured, problem = _even_gap(ranked, volume.path, "DICOM plane positions")
+        if problem:
+            return RasterLayout(None, order, flip, "", problem)
+        if slice_mm is not None and abs(measured - slice_mm) > EVEN_TOLERANCE * slice_mm:
+            return RasterLayout(None, order, flip, "", f"{volume.path}: {source} says {slice_mm:g} mm between B-scans "
+                                f"but the plane positions are {measured:g} mm apart; fluid volumes not measured")
+        slice_mm, source = measured, geo.sources["plane_offsets_mm"]
+    if slice_mm is None and not notes:
+        notes.append(f"{volume.path}: the distance between B-scans is not in the file; fluid volumes not measured")
+    return RasterLayout(slice_mm, order, flip, source, "; ".join(notes))
+
+
+def _even_gap(offsets: Sequence[float], path: Path, what: str) -> tuple[float, str]:
+    """The median gap of ``offsets`` (in B-scan order) and a one-line problem where they are not evenly spaced."""
+    gaps = np.diff(np.asarray(offsets, float))
+    if np.any(gaps * np.sign(np.median(gaps)) <= 0):
+        return 0.0, f"{path}: {what} not in order or two B-scans at one place; fluid volumes not measured"
+    gaps = np.abs(gaps)
+    median = float(np.median(gaps))
+    if gaps.max() - gaps.min() > EVEN_TOLERANCE * median:
+        return median, (f"{path}: B-scans not evenly spaced ({what}: {gaps.min():.4g} to {gaps.max():.4g} mm apart); "
+                        "fluid volumes not measured as if they were")
+    return median, ""
+
+
+# ---------------------------------------------------------------- writing a VOL (tests and examples)
+
+
+def write_heyex_vol(path: str | Path, bscans: np.ndarray, ascan_mm: float, axial_mm: float, distance_mm: float,
+                    eye: str, positions: Sequence[tuple[float, float, float, float]],
+                    localizer: np.ndarray | None = None, localizer_mm: float = 0.01) -> Path:
+    """Write ``bscans`` (``S x H x W`` uint8) as a HEYEX VOL file with eyepy's own VOL structure.
+
+    eyepy 0.21's ``HeVolWriter`` cannot encode the header's dates on Python 3.11 (its date adapter wants ISO text
+    and a float for a 64-bit integer), so its ``vol_format`` is built here with fixed dates; every other field is
+    written as ``HeVolWriter`` writes it (intensities through ``to_vol_intensity``).
+    """
+    import construct as cs
+    from eyepy.core.utils import to_vol_intensity
+    from eyepy.io.he.vol_reader import vol_format
+
+    count, height, width = bscans.shape
+    localizer = np.zeros((256, 256), np.uint8) if localizer is None else localizer
+    date = "2000-01-01T00:00:00"
+    fmt = cs.Struct(*[("exam_time" / cs.Int64ul) if sc.name == "exam_time" else sc for sc in vol_format.subcons])
+    items = [dict(bscan_hdr_size=256 + 17 * 4 * width, start_x=p[0], start_y=p[1], end_x=p[2], end_y=p[3],
+                  num_seg=0, quality=30.0, shift=0, iv_transformation=[0.0] * 6,
+                  layer_segmentations=np.zeros((0, width), np.float32),
+                  data=to_vol_intensity(b.astype(np.float32) / 255.0)) for b, p in zip(bscans, positions)]
+    header = dict(size_x=width, size_y=height, n_bscans=count, scale_x=ascan_mm, scale_y=axial_mm, distance=distance_mm,
+                  size_x_slo=localizer.shape[1], size_y_slo=localizer.shape[0], scale_x_slo=localizer_mm,
+                  scale_y_slo=localizer_mm, field_size_slo=30, scan_focus=0.0, scan_position=eye, exam_time=0,
+                  scan_pattern=3, id="1", reference_id="", pid=0, patient_id="phantom", dob=date, vid=0, visit_id="",
+                  visit_date=date, grid_type=0, grid_offset=0, grid_type1=0, grid_offset1=0, prog_id="",
+                  localizer=localizer.astype(np.uint8), bscans=items)
+    path = Path(path)
+    path.write_bytes(fmt.build(header))
+    return path
+
