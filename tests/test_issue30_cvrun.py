@@ -8,10 +8,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import write_patients
 from PIL import Image
 
 from gctxseg.cli import main
-from tests.conftest import write_patients
 
 FAST = ["--folds", "2", "--group-regex", r"^(p\d+)_", "--img_f", ".png", "--models", "unet", "--model-option",
         "base_width=4", "--base-size", "32", "64", "--epochs", "1", "--batch-size", "2", "--lr", "0.01",
@@ -129,9 +129,9 @@ def test_a_folder_without_a_run_record_is_refused_unless_exist_ok_continues_an_o
 def test_a_cv_stopped_by_a_flag_or_data_error_creates_nothing(tmp_path, capsys, flags, splits):
     images = write_patients(tmp_path / "data")
     args = cv_args(images, tmp_path / "runs")
-    args.remove("--group-regex")
-    args.remove(r"^(p\d+)_")
-    if splits:  # a converter's splits.json of 3 folds beside the images, --folds 2
+    if splits:  # a converter's splits.json of 3 folds beside the images (no --group-regex), --folds 2
+        args.remove("--group-regex")
+        args.remove(r"^(p\d+)_")
         stems = sorted(p.stem for p in images.glob("*.png"))
         folds = [{"train": [s for j, s in enumerate(stems) if j % splits != k],
                   "val": [s for j, s in enumerate(stems) if j % splits == k]} for k in range(splits)]
