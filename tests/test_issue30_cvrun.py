@@ -249,6 +249,34 @@ def test_a_post_processing_rule_is_bounded_by_the_classes_and_the_largest_traini
     assert PostProcessing.load(path, num_classes=2).rules[1].min_size == 1801  # no bound known: types only
 
 
+@pytest.mark.parametrize("record, wrong", [({"chosen": -1e-3}, "'chosen' is -0.001, outside >= 0"),
+                                           ({"chosen": 0}, "'chosen' is 0, not a learning rate > 0"),
+                                           ({"chosen": "1e-3"}, "'chosen' is '1e-3', not a number"),
+                                           ({"chosen": 1e-3, "held-out dice": {"1e-3": 7}},
+                                            "'held-out dice.1e-3' is 7, outside 0..1"),
+                                           ('{"chosen": NaN}', "holds NaN, which is not JSON")])
+def test_an_lr_probe_record_that_would_train_every_fold_at_a_wrong_rate_is_refused(tmp_path, record, wrong):
+    from gctxseg.lr_probe import read_record
+
+    path = tmp_path / "lr_probe.json"
+    path.write_text(record if isinstance(record, str) else json.dumps(record))
+    with pytest.raises(ValueError, match=f"^{path}: ") as err:
+        read_record(tmp_path)
+    assert wrong in str(err.value)
+
+
+def test_a_timing_record_with_a_negative_or_missing_time_is_refused(tmp_path):
+    from gctxseg.configurations import _read_timing
+
+    path = tmp_path / "timing.json"
+    path.write_text(json.dumps({"0": {"wall s": 3.0, "cpu s": -1.0}}))
+    with pytest.raises(ValueError, match=r"timing.json: '0.cpu s' is -1, outside >= 0"):
+        _read_timing(tmp_path)
+    path.write_text(json.dumps({"0": {"wall s": 3.0}}))
+    with pytest.raises(ValueError, match=r"timing.json: '0.cpu s' is missing"):
+        _read_timing(tmp_path)
+
+
 # ---------------------------------------------------------------- 8. cv --init-weights of another architecture
 
 

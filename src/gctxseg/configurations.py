@@ -129,7 +129,7 @@ def _train_configuration(cfg: TrainConfig, cv_dir: Path, model: str, fold_budget
     config_dir = cv_dir / model
     config_dir.mkdir(parents=True, exist_ok=True)
     timing_path = config_dir / "timing.json"
-    timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
+    timing = _read_timing(config_dir)
     cfg = replace(cfg, model=model, time_budget=fold_budget, init_weights=_start_for(cfg, model))
 
     def timed(key: str, work, done: bool) -> object:
@@ -208,9 +208,23 @@ def run_cv(cfg: TrainConfig, models: list[str] | tuple[str, ...] = DEFAULT_CONFI
     return cv_dir
 
 
+def _read_timing(config_dir: Path) -> dict[str, dict[str, float]]:
+    """``timing.json``: per fold (and the lr probe) its training wall and CPU seconds, checked ({} when none)."""
+    path = config_dir / "timing.json"
+    if not path.is_file():
+        return {}
+    file = RunFile(path, "remove it to count the times afresh (the folds are kept)")
+    timing = file.mapping(file.read())
+    for key, spent in timing.items():
+        file.mapping(spent, key)
+        for unit in ("wall s", "cpu s"):
+            file.number(file.item(spent, unit, key), f"{key}.{unit}", 0.0)
+    return timing
+
+
 def _configuration_cost(config_dir: Path) -> dict:
     """Training CPU / wall seconds (timing.json), optimiser steps and epochs per fold (the final checkpoints)."""
-    timing = json.loads((config_dir / "timing.json").read_text()) if (config_dir / "timing.json").is_file() else {}
+    timing = _read_timing(config_dir)
     steps, epochs = [], []
     for last in sorted(config_dir.glob("fold_*/last.pt")):
         ckpt = load_checkpoint(last, mmap=True)  # two counters wanted: the weights stay on disk
