@@ -169,7 +169,9 @@ def run_cv(cfg: TrainConfig, models: list[str] | tuple[str, ...] = DEFAULT_CONFI
     ``cfg.time_budget`` (minutes) is for the whole run: it is split evenly over configurations and folds, after
     ``SUMMARY_SHARE`` of it for the out-of-fold predictions. With a budget and ``race``, every configuration
     trains fold 0 first, and those far behind there stop (:mod:`gctxseg.race`): their shares go to the later folds
-    of the others. Finished folds are kept, a stopped one resumes. Returns the CV folder.
+    of the others. The folder is ``results/name``: the same run started again continues it (finished folds are
+    kept, a stopped one resumes), one of other data or settings is refused (:mod:`gctxseg.cvfolder`), and nothing
+    is made before every check has passed. Returns the CV folder.
     """
     if not cfg.folds:
         raise ValueError("gctxseg cv needs --folds K (K >= 2)")
