@@ -31,6 +31,7 @@ import torch
 
 from .checkpoint import load_checkpoint
 from .crossval import fold_finished, format_cv_summary, score_predictions, summarize_cv, train_fold
+from .cvfolder import choose_cv_folder, cv_identity, missing_folds, start_cv_folder
 from .data import MaskValueMap, find_pairs, read_mask
 from .data.splits import SPLITS_FINAL, cv_folds, held_out_scans, load_splits
 from .lr_probe import (
@@ -45,10 +46,11 @@ from .lr_probe import (
 )
 from .models import resolve_model_name
 from .postprocess import choose_postprocessing
-from .race import format_race, race_after_first_fold, read_race
+from .race import RACE_RECORD, format_race, race_after_first_fold, read_race
+from .runfiles import RunFile
 from .training import TrainConfig
-from .training.start import NO_START, start_architecture
-from .utils import atomic_write_json, atomic_write_text, next_run_dir
+from .training.start import NO_START, check_start_architecture, start_architecture
+from .utils import atomic_write_json, atomic_write_text
 
 __all__ = ["DEFAULT_CONFIGURATIONS", "TIE_DICE", "choose_configuration", "cv_models", "format_ranking", "run_cv",
            "summarize_folder", "write_splits"]
@@ -66,13 +68,15 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def write_splits(cfg: TrainConfig, cv_dir: Path) -> Path:
+def write_splits(cfg: TrainConfig, cv_dir: Path, identity: dict | None = None) -> Path:
     """The folds every configuration is trained on, as nnU-Net's ``splits_final.json`` (file stems): written once,
-    checked and kept when the folder has them (:func:`gctxseg.data.splits.cv_folds`); ``cv_dir`` is made only
-    after the folds pass their checks."""
+    checked and kept when the folder has them (:func:`gctxseg.data.splits.cv_folds`); ``cv_dir`` is made (and its
+    run named by ``identity``, :mod:`gctxseg.cvfolder`) only after the folds pass their checks."""
     pairs = find_pairs(cfg.data_train, cfg.img_f, cfg.mask_f)
     splits, written = cv_folds(pairs, cfg.folds, cfg.data_train, cv_dir, cfg.group_regex, cfg.splits)
     path = cv_dir / SPLITS_FINAL
+    if identity is not None:
+        start_cv_folder(cv_dir, identity)
     if not written:
         cv_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(path, splits)
@@ -127,7 +131,7 @@ def _train_configuration(cfg: TrainConfig, cv_dir: Path, model: str, fold_budget
     config_dir = cv_dir / model
     config_dir.mkdir(parents=True, exist_ok=True)
     timing_path = config_dir / "timing.json"
-    timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
+    timing = _read_timing(config_dir)
     cfg = replace(cfg, model=model, time_budget=fold_budget, init_weights=_start_for(cfg, model))
 
     def timed(key: str, work, done: bool) -> object:
@@ -154,7 +158,7 @@ def _races(cfg: TrainConfig, cv_dir: Path, models: list[str], race: bool) -> boo
     """Whether this cv races after fold 0 (:mod:`gctxseg.race`): a race already on record holds; a new one needs
     a time budget to share out, two configurations or more, and no later fold begun (an older cv folder resumes
     as it was)."""
-    if read_race(cv_dir) is not None:
+    if read_race(cv_dir, models, cfg.folds) is not None:
         return True
     begun = any((cv_dir / m / f"fold_{f}").exists() for m in models for f in range(1, cfg.folds))
     return race and bool(cfg.time_budget) and len(models) > 1 and not begun
@@ -167,14 +171,20 @@ def run_cv(cfg: TrainConfig, models: list[str] | tuple[str, ...] = DEFAULT_CONFI
     ``cfg.time_budget`` (minutes) is for the whole run: it is split evenly over configurations and folds, after
     ``SUMMARY_SHARE`` of it for the out-of-fold predictions. With a budget and ``race``, every configuration
     trains fold 0 first, and those far behind there stop (:mod:`gctxseg.race`): their shares go to the later folds
-    of the others. Finished folds are kept, a stopped one resumes. Returns the CV folder.
+    of the others. The folder is ``results/name``: the same run started again continues it (finished folds are
+    kept, a stopped one resumes), one of other data or settings is refused (:mod:`gctxseg.cvfolder`), and nothing
+    is made before every check has passed. Returns the CV folder.
     """
     if not cfg.folds:
         raise ValueError("gctxseg cv needs --folds K (K >= 2)")
     models = list(dict.fromkeys(models))
-    cv_dir = next_run_dir(cfg.results, cfg.name, cfg.exist_ok)
+    if cfg.init_weights not in (None, NO_START):  # as train refuses it: a start no configuration can take
+        check_start_architecture(cfg.init_weights, models)
+    # every check of flags, data and folder before anything is made (cvfolder.py): a rerun continues its folder
+    identity = cv_identity(cfg, models, race)
+    cv_dir = choose_cv_folder(cfg, identity)
     # every fold (and its resume, summary and report) reads the folds back from the file, never the folder
-    cfg = replace(cfg, splits=str(write_splits(cfg, cv_dir).resolve()))
+    cfg = replace(cfg, splits=str(write_splits(cfg, cv_dir, identity).resolve()))
     fold_budget, probes = _plan_probes(cfg, cv_dir, models)
     if fold_budget:
         probed = [m for m, p in probes.items() if not _skipped(p)]
@@ -201,9 +211,23 @@ def run_cv(cfg: TrainConfig, models: list[str] | tuple[str, ...] = DEFAULT_CONFI
     return cv_dir
 
 
+def _read_timing(config_dir: Path) -> dict[str, dict[str, float]]:
+    """``timing.json``: per fold (and the lr probe) its training wall and CPU seconds, checked ({} when none)."""
+    path = config_dir / "timing.json"
+    if not path.is_file():
+        return {}
+    file = RunFile(path, "remove it to count the times afresh (the folds are kept)")
+    timing = file.mapping(file.read())
+    for key, spent in timing.items():
+        file.mapping(spent, key)
+        for unit in ("wall s", "cpu s"):
+            file.number(file.item(spent, unit, key), f"{key}.{unit}", 0.0)
+    return timing
+
+
 def _configuration_cost(config_dir: Path) -> dict:
     """Training CPU / wall seconds (timing.json), optimiser steps and epochs per fold (the final checkpoints)."""
-    timing = json.loads((config_dir / "timing.json").read_text()) if (config_dir / "timing.json").is_file() else {}
+    timing = _read_timing(config_dir)
     steps, epochs = [], []
     for last in sorted(config_dir.glob("fold_*/last.pt")):
         ckpt = load_checkpoint(last, mmap=True)  # two counters wanted: the weights stay on disk
@@ -334,17 +358,49 @@ def cv_models(models: list[str] | None, model: str | None) -> list[str]:
 
 def summarize_folder(cv_dir: str | Path, device: str = "auto", amp: str = "auto") -> None:
     """``gctxseg cv --summary-only``: summarise each configuration of a CV folder again and choose among them
-    (a folder of one configuration's folds, as older gctxseg wrote, is summarised as it is)."""
+    (a folder of one configuration's folds, as older gctxseg wrote, is summarised as it is). Only configurations
+    that trained every fold are summarised; a folder that holds none is refused before anything is written."""
     cv_dir = Path(cv_dir)
-    models = sorted(d.name for d in cv_dir.iterdir() if d.is_dir() and any(d.glob("fold_*/last.pt"))) \
-        if cv_dir.is_dir() else []
+    if not cv_dir.is_dir():
+        raise ValueError(f"{cv_dir}: no such folder, so no cv run to summarise; pass the --results and --name of "
+                         "a gctxseg cv run")
+    models = sorted(d.name for d in cv_dir.iterdir() if d.is_dir() and any(d.glob("fold_*/last.pt")))
     if not models:
+        if not any(cv_dir.glob("fold_*/last.pt")):
+            raise ValueError(f"{cv_dir}: holds no cv run (no fold_*/last.pt, nor MODEL/fold_*/last.pt); pass the "
+                             "--results and --name of a gctxseg cv run")
+        _complete_folds(cv_dir, [cv_dir], None)
         summarize_cv(cv_dir, device=device, amp=amp)
         return
-    race = read_race(cv_dir)
+    race = read_race(cv_dir, models)
     if race is not None:  # the configurations dropped after fold 0 have one fold: not candidates
         models = [m for m in models if m in race["kept"]]
+    _complete_folds(cv_dir, [cv_dir / m for m in models], race)
     for model in models:
         summarize_cv(cv_dir / model, device=device, amp=amp)
     choose_configuration(cv_dir, models, race=race)
 
+
+def _complete_folds(cv_dir: Path, config_dirs: list[Path], race: dict | None) -> None:
+    """Every configuration to summarise trained every fold of one K (the race's, where one is on record).
+
+    Raises:
+        ValueError: one line naming the configuration (or ``race.json``'s ``kept``) and the missing fold."""
+    race_file = RunFile(cv_dir / RACE_RECORD, "run the same gctxseg cv command again to finish it, or correct "
+                                              "'kept'")
+    counts = {}
+    for config_dir in config_dirs:
+        missing, counts[config_dir.name] = missing_folds(config_dir)
+        trained = f"{counts[config_dir.name] - len(missing)} of {counts[config_dir.name]} folds"
+        if missing and race is not None:
+            raise race_file.refuse("kept", f"names {config_dir.name}, which trained {trained} (no "
+                                           f"fold_{missing[0]}/last.pt)")
+        if missing:
+            raise ValueError(f"{config_dir}: trained {trained} (no fold_{missing[0]}/last.pt); run the same gctxseg "
+                             "cv command again to finish it")
+    if len(set(counts.values())) > 1:
+        raise ValueError(f"{cv_dir}: its configurations were trained on different fold counts "
+                         f"({', '.join(f'{m} {k}' for m, k in counts.items())}); summarise folders of one cv run")
+    if race is not None and race["folds"] not in counts.values():
+        raise race_file.refuse("folds", f"is {race['folds']}, but the configurations trained {counts.popitem()[1]} "
+                                        "folds")

@@ -78,11 +78,11 @@ def oof_probabilities(cv_dir: str | Path, device: str = "auto", amp: str = "auto
         name -> {"fold", "target" (class indices), "probs" (uint8 K x H x W)}.
     """
     cv_dir = Path(cv_dir)
-    (cv_dir / "oof").mkdir(exist_ok=True)
     trained = sorted(cv_dir.glob("fold_*/last.pt"), key=lambda p: int(p.parent.name.split("_")[1]))
     trained = [w for w in trained if folds is None or int(w.parent.name.split("_")[1]) in folds]
     if not trained:
         raise ValueError(f"{cv_dir}: no fold_*/last.pt; train the folds first (gctxseg cv DATA --folds K)")
+    (cv_dir / "oof").mkdir(exist_ok=True)  # only into a folder of folds: a run folder named by mistake stays as it was
     out: dict[str, dict] = {}
     for weights in trained:
         predictor = Predictor(weights, device, amp)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .planning import BUDGET_SHARE, TrainingPlan, model_family
+from .runfiles import RunFile
 from .training import TrainConfig
 from .training.segmentation import plan_run
 from .utils import atomic_write_json
@@ -78,9 +79,20 @@ def needs_probe(model: str, cfg: TrainConfig) -> bool:
 
 
 def read_record(config_dir: Path) -> dict | None:
-    """A configuration's probe record (``lr_probe.json``), or None when it was not probed."""
+    """A configuration's probe record (``lr_probe.json``), or None when it was not probed; its chosen rate (every
+    fold trains at it) a positive number, its scores numbers in 0..1."""
     path = config_dir / PROBE_RECORD
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    file = RunFile(path, "correct it, or remove it (a cv with no fold begun probes again, else trains at the "
+                         "planned rate)")
+    record = file.mapping(file.read())
+    file.number(file.item(record, "chosen"), "chosen", 0.0)
+    if record["chosen"] <= 0:
+        raise file.refuse("chosen", f"is {record['chosen']:g}, not a learning rate > 0")
+    for lr, dice in file.mapping(record.get("held-out dice", {}), "held-out dice").items():
+        file.number(dice, f"held-out dice.{lr}", 0.0, 1.0)
+    return record
 
 
 def probe_epochs(step_s: float | None, minutes: float | None, candidates: int, batch: int, n_train: int) -> int:

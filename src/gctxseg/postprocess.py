@@ -8,7 +8,6 @@ out-of-fold Dice; the choice is stored as ``postprocessing.json`` and applied by
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from .runfiles import RunFile
 from .utils import atomic_write_json
 
 __all__ = ["ClassRule", "PostProcessing", "apply_rule", "choose_postprocessing", "component_sizes"]
@@ -86,14 +86,39 @@ class PostProcessing:
         atomic_write_json(path, self.to_dict())
 
     @classmethod
-    def load(cls, path: str | Path) -> PostProcessing:
-        try:
-            data = json.loads(Path(path).read_text())
-            rules = {int(k): ClassRule(**r) for k, r in data["rules"].items()}
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            reason = type(err).__name__
-            raise ValueError(f"{path}: not a post-processing file ({reason}); run 'gctxseg cv' again") from None
-        return cls(rules, data.get("evidence"))
+    def load(cls, path: str | Path, num_classes: int | None = None, max_pixels: int | None = None) -> PostProcessing:
+        """The rules of a ``postprocessing.json``, checked before any is applied.
+
+        Args:
+            num_classes: classes of the model the rules go with (background included): each rule's class must
+                be a foreground class of it.
+            max_pixels: pixels of the largest image the rules were chosen on: a ``min_size`` above it would
+                erase the class from every image.
+
+        Raises:
+            ValueError: one line naming the file and the key: not JSON, a class that is not a foreground class, an
+                unknown rule, a ``min_size`` that is not a whole number of pixels in ``0..max_pixels``.
+        """
+        file = RunFile(Path(path), "run gctxseg cv --summary-only to choose the post-processing again")
+        data = file.mapping(file.read())
+        rules, top = {}, num_classes - 1 if num_classes else None
+        for key, rule in file.mapping(file.item(data, "rules"), "rules").items():
+            where = f"rules.{key}"
+            if not key.isdigit() or int(key) < 1 or (top is not None and int(key) > top):
+                raise file.refuse(where, f"is not a foreground class{f' (1..{top})' if top else ''}")
+            rule = file.mapping(rule, where)
+            if set(rule) - {"kind", "min_size"}:
+                raise file.refuse(where, f"has keys {', '.join(sorted(set(rule) - {'kind', 'min_size'}))}; a rule "
+                                         "has only kind and min_size")
+            kind = rule.get("kind", "none")
+            if kind not in RULE_KINDS:
+                raise file.refuse(f"{where}.kind", f"is {kind!r}, not one of {', '.join(RULE_KINDS)}")
+            size = file.number(rule.get("min_size", 0), f"{where}.min_size", 0, max_pixels, integer=True)
+            rules[int(key)] = ClassRule(kind, size)
+        evidence = data.get("evidence")
+        if evidence is not None:
+            file.mapping(evidence, "evidence")
+        return cls(rules, evidence)
 
 
 def _pooled_dice(preds: Sequence[np.ndarray], targets: Sequence[np.ndarray], k: int) -> float:

@@ -21,6 +21,7 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
 from .checkpoint import checkpoint_channels, load_checkpoint, model_from_checkpoint
+from .cvfolder import fold_weights
 from .data import DatasetError, IntensityMapping, MaskValueMap
 from .data.io import NIFTI_SUFFIXES, READABLE_SUFFIXES, file_stem, fit_channels, read_volume, write_volume_mask
 from .gallery import write_folder_measurements
@@ -443,7 +444,7 @@ def ensemble_members(weights: str | Path | Sequence[str | Path]) -> tuple[list[P
             files += chosen[0]
             postprocessing = chosen[1]
         elif item.is_dir():
-            folds = sorted(item.glob("fold_*/last.pt"))
+            folds = fold_weights(item) if any(item.glob("fold_*/last.pt")) else []
             if folds:
                 files += folds
                 postprocessing = item / "postprocessing.json" if (item / "postprocessing.json").is_file() else None
@@ -463,7 +464,8 @@ def _chosen_configuration(cv_dir: Path) -> tuple[list[Path], Path | None] | None
     if not summary_path.is_file():
         return None
     try:
-        chosen = json.loads(summary_path.read_text()).get("chosen")
+        summary = json.loads(summary_path.read_text())
+        chosen = summary.get("chosen")
     except (json.JSONDecodeError, AttributeError, UnicodeDecodeError) as err:
         raise ValueError(f"{summary_path}: unreadable ({err}); write it again with gctxseg cv --summary-only") from None
     if chosen is None:
@@ -473,21 +475,36 @@ def _chosen_configuration(cv_dir: Path) -> tuple[list[Path], Path | None] | None
             isinstance(m, str) and m and Path(m).name == m and m not in (".", "..") for m in members):
         raise ValueError(f"{summary_path}: 'chosen' names no configuration folders; write it again with "
                          "gctxseg cv --summary-only")
-    files = [f for m in members for f in sorted((cv_dir / m).glob("fold_*/last.pt"))]
     missing = [m for m in members if not any((cv_dir / m).glob("fold_*/last.pt"))]
     if missing:
         raise ValueError(f"{cv_dir}: the chosen configuration {'+'.join(members)} has no {missing[0]}/fold_*/last.pt; "
                          "finish it with gctxseg cv")
+    folds = {m: fold_weights(cv_dir / m) for m in members}  # every fold, or refused: never a part-ensemble
+    counted = summary.get("folds")
+    wrong = next((m for m in members if len(folds[m]) != counted), None)
+    if wrong is not None:
+        raise ValueError(f"{summary_path}: 'folds' is {str(counted)[:20]}, but {wrong} has {len(folds[wrong])} folds; "
+                         "write it again with gctxseg cv --summary-only")
+    files = [f for m in members for f in folds[m]]
     post = cv_dir / "postprocessing.json"
     return files, post if post.is_file() else None
+
+
+def _largest_training_image(weights: Path) -> int | None:
+    """Pixels of the largest image a checkpoint's run trained on (its fingerprint's sizes), or None where unknown:
+    no post-processing rule chosen on those images removes components larger than that."""
+    sizes = (load_checkpoint(weights, mmap=True).get("fingerprint") or {}).get("sizes") or {}
+    pixels = [int(h) * int(w) for h, _, w in (size.partition("x") for size in sizes) if h.isdigit() and w.isdigit()]
+    return max(pixels, default=None)
 
 
 def load_predictor(weights: str | Path | Sequence[str | Path], device: str = "auto", amp: str = "auto",
                    **options) -> Predictor | EnsemblePredictor:
     """A Predictor for one checkpoint, an EnsemblePredictor for several (``options`` go to each Predictor)."""
     files, postprocessing = ensemble_members(weights)
-    postprocess = PostProcessing.load(postprocessing) if postprocessing else None
     members = [Predictor(f, device, amp, **options) for f in files]
+    postprocess = PostProcessing.load(postprocessing, members[0].num_classes, _largest_training_image(files[0])) \
+        if postprocessing else None
     if len(members) == 1:
         members[0].postprocess = postprocess
         return members[0]

@@ -17,12 +17,13 @@ the race never decides what only the pooled ranking can. ``gctxseg cv --no-race`
 
 from __future__ import annotations
 
-import json
+from collections.abc import Collection
 from pathlib import Path
 
 import torch
 
 from .crossval import fold_dice
+from .runfiles import RunFile
 from .utils import atomic_write_json
 
 __all__ = ["RACE_MARGIN", "RACE_RECORD", "format_race", "race_after_first_fold", "read_race"]
@@ -31,17 +32,45 @@ RACE_MARGIN = 0.10
 RACE_RECORD = "race.json"
 
 
-def read_race(cv_dir: Path) -> dict | None:
-    """The race of a cv folder already run (its decision holds when the cv resumes), or None."""
+def read_race(cv_dir: Path, configurations: Collection[str] | None = None, folds: int | None = None) -> dict | None:
+    """The race of a cv folder already run (its decision holds when the cv resumes), or None.
+
+    Checked before it decides anything: ``kept`` a non-empty list of configurations, every configuration either
+    kept or dropped with its fold-0 Dice, each one of ``configurations`` (those of this cv) where given, and
+    ``folds`` the cv's where given.
+
+    Raises:
+        ValueError: one line naming ``race.json`` and the key that is wrong.
+    """
     path = cv_dir / RACE_RECORD
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    file = RunFile(path, "run gctxseg cv --summary-only to rewrite it from the folds, or remove the file to race again")
+    record = file.mapping(file.read())
+    dice = file.mapping(file.item(record, "held-out dice"), "held-out dice")
+    file.names(list(dice), "held-out dice", configurations, what="configuration")
+    for model, value in dice.items():
+        file.number(value, f"held-out dice.{model}", 0.0, 1.0)
+    kept = file.names(file.item(record, "kept"), "kept", dice, what="configuration")
+    dropped = file.mapping(file.item(record, "dropped"), "dropped")
+    file.names(list(dropped), "dropped", set(dice) - set(kept), what="configuration not kept", empty=True)
+    if set(kept) | set(dropped) != set(dice):
+        left = sorted(set(dice) - set(kept) - set(dropped))
+        raise file.refuse("dropped", f"leaves {', '.join(left)} neither kept nor dropped")
+    file.number(file.item(record, "margin"), "margin", 0.0, 1.0)
+    for key in ("minutes per fold", "minutes per later fold"):
+        file.number(file.item(record, key), key, 0.0, optional=True)
+    race_folds = file.number(file.item(record, "folds"), "folds", 2, integer=True)
+    if folds is not None and race_folds != folds:
+        raise file.refuse("folds", f"is {race_folds}, but this cv has {folds} folds")
+    return record
 
 
 def race_after_first_fold(cv_dir: Path, models: list[str], fold_minutes: float | None, folds: int,
                           device: str = "auto", amp: str = "auto") -> dict:
     """Score fold 0 of every configuration, keep those within ``RACE_MARGIN`` of the best, and give the later
     folds of the kept ones the dropped ones' shares; written to ``CV/race.json`` (read back when it exists)."""
-    record = read_race(cv_dir)
+    record = read_race(cv_dir, models, folds)
     if record is not None:
         return record
     dice = {m: fold_dice(cv_dir / m, 0, device, amp) for m in models}

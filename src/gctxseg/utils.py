@@ -25,6 +25,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_csv",
     "csv_cell",
+    "flag_name",
     "atomic_torch_save",
     "seed_everything",
     "resolve_device",
@@ -245,3 +246,8 @@ def keep_freed_memory() -> bool:
         return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, HEAP_TRIM_BYTES))
     except (OSError, AttributeError):  # not glibc (musl, macOS): its allocator is left as it is
         return False
+
+
+def flag_name(name: str) -> str:
+    """The command-line flag of a TrainConfig setting (``img_f`` -> ``--img_f``, ``base_size`` -> ``--base-size``)."""
+    return "--img_f" if name == "img_f" else "--mask_f" if name == "mask_f" else "--" + name.replace("_", "-")

@@ -12,6 +12,7 @@ from ..data.transforms import AUGMENTATIONS
 from ..models import list_models, resolve_model_name
 from ..outputs import plain_name
 from ..precision import AMP_CHOICES
+from ..utils import flag_name
 
 __all__ = ["TrainConfig", "TrainingInterrupted", "NonFiniteLossError", "PLANNED_SETTINGS", "RESUME_SETTINGS",
            "resume_config", "absolute_data_paths", "flag_name"]
@@ -141,10 +142,6 @@ class NonFiniteLossError(RuntimeError):
 
 
 RESUME_SETTINGS = ("device", "workers", "epochs", "resume")
-
-
-def flag_name(name: str) -> str:
-    return "--img_f" if name == "img_f" else "--mask_f" if name == "mask_f" else "--" + name.replace("_", "-")
 
 
 def resume_config(cfg: TrainConfig, ckpt: dict, given: Collection[str] | None) -> TrainConfig:

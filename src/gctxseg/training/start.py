@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,8 +23,8 @@ from ..checkpoint import load_model_start
 from ..models import resolve_model_name
 from .config import NO_START
 
-__all__ = ["NO_START", "PLANNED_STARTS", "StartReport", "adapt_input_channels", "install_start", "load_start",
-           "offline_start", "planned_start", "start_architecture", "start_cache"]
+__all__ = ["NO_START", "PLANNED_STARTS", "StartReport", "adapt_input_channels", "check_start_architecture",
+           "install_start", "load_start", "offline_start", "planned_start", "start_architecture", "start_cache"]
 
 START_CACHE_ENV = "GCTXSEG_CACHE"
 # The architectures whose planned start is the installed offline one (gctxseg pretrain --install): measured on Duke
@@ -69,9 +70,8 @@ def load_start(model: torch.nn.Module, model_name: str, source: str | Path) -> S
         ValueError: an unreadable or unsafe file, a start of another architecture, or one that sets nothing.
     """
     ckpt = load_model_start(source)
-    theirs, wanted = resolve_model_name(ckpt["model_name"]), resolve_model_name(model_name)
-    if theirs != wanted:
-        raise ValueError(f"--init-weights {source}: holds a {theirs}, not a {wanted}; pre-train with --model {wanted}")
+    wanted = resolve_model_name(model_name)
+    check_start_architecture(source, [wanted], ckpt)
     own, state = model.state_dict(), ckpt["model"]
     report = StartReport(str(source), _sha256(Path(source)), 0, len(own), pretraining=ckpt.get("pretraining") or {})
     chosen = {}
@@ -94,6 +94,21 @@ def load_start(model: torch.nn.Module, model_name: str, source: str | Path) -> S
 def adapt_input_channels(weight: torch.Tensor, channels: int) -> torch.Tensor:
     """A first convolution's ``(out, in, kh, kw)`` weight for ``channels`` inputs: equal channels in, same out."""
     return (weight.sum(1, keepdim=True) / channels).repeat(1, channels, 1, 1)
+
+
+def check_start_architecture(source: str | Path, models: Sequence[str], ckpt: dict | None = None) -> str:
+    """The architecture a start holds, refused unless it is one of ``models`` (``train``'s one, ``cv``'s several:
+    a start no configuration can take would leave every one of them starting from nothing, silently).
+
+    Raises:
+        ValueError: one line naming the start, what it holds and what to pre-train instead.
+    """
+    theirs = resolve_model_name((ckpt or load_model_start(source))["model_name"])
+    wanted = [resolve_model_name(m) for m in models]
+    if theirs not in wanted:
+        raise ValueError(f"--init-weights {source}: holds a {theirs}, not a {' or '.join(wanted)}; pre-train with "
+                         f"--model {wanted[0]}")
+    return theirs
 
 
 def start_architecture(source: str | Path) -> str:
