@@ -227,8 +227,9 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
                    help="minutes for each task: epochs re-fitted after the first")
     p.add_argument("--init-weights", default=None, metavar="PT", help="start from this pretrained.pt")
     p.add_argument("--install", action="store_true",
-                   help="make the result the start every later gctx_unet run plans (in $GCTXSEG_CACHE, default "
-                        "~/.cache/gctxseg/starts); train --init-weights none still starts from scratch")
+                   help="make the result the start of every later train/cv run of its architecture with the same "
+                        "--model-option (in $GCTXSEG_CACHE, default ~/.cache/gctxseg/starts); train --init-weights "
+                        "none still starts from scratch")
     p.add_argument("--out", default=d.out, help=f"run folder, one sub-folder per task (default {d.out})")
     p.add_argument("--resume", default=None, metavar="LAST_PT", help="continue a stopped task from its last.pt")
     p.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
