@@ -294,7 +294,7 @@ def test_nan_from_the_start_names_the_start_not_a_good_checkpoint(phantom_dir, t
     with pytest.raises(NonFiniteLossError) as err:
         train(tiny_config(phantom_dir, tmp_path / "runs", init_weights=str(start), epochs=1))
     message = str(err.value)
-    assert f"no epoch has finished, so there is no good checkpoint: the start {start} gives this loss" in message
+    assert f"no epoch has finished, so {tmp_path / 'runs' / 'exp' / 'last.pt'} holds only the start {start}" in message
     assert "try a lower --lr, or another start" in message and "last good checkpoint" not in message
 
 
@@ -302,4 +302,4 @@ def test_nan_after_a_finished_epoch_still_names_last_pt():
     from gctxseg.training.loop import nonfinite_advice
 
     assert nonfinite_advice(False, Path("runs/exp/last.pt"), "p.pt") == "; the last good checkpoint is runs/exp/last.pt"
-    assert "no checkpoint to go back to" in nonfinite_advice(True, Path("runs/exp/last.pt"), None)
+    assert "runs/exp/last.pt holds only the initial weights" in nonfinite_advice(True, Path("runs/exp/last.pt"), None)

@@ -169,9 +169,9 @@ def nonfinite_advice(first_epoch: bool, last_pt: Path, start: str | None) -> str
     if not first_epoch:
         return f"; the last good checkpoint is {last_pt}"
     if start:
-        return (f"; no epoch has finished, so there is no good checkpoint: the start {start} gives this loss from "
-                "the first epoch; try a lower --lr, or another start (--init-weights none trains from scratch)")
-    return "; no epoch has finished, so there is no checkpoint to go back to"
+        return (f"; no epoch has finished, so {last_pt} holds only the start {start}, which gives this loss: try a "
+                "lower --lr, or another start (--init-weights none trains from scratch)")
+    return f"; no epoch has finished, so {last_pt} holds only the initial weights: start again with a lower --lr"
 
 
 def optimizer_param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
