@@ -303,3 +303,20 @@ def test_nan_after_a_finished_epoch_still_names_last_pt():
 
     assert nonfinite_advice(False, Path("runs/exp/last.pt"), "p.pt") == "; the last good checkpoint is runs/exp/last.pt"
     assert "runs/exp/last.pt holds only the initial weights" in nonfinite_advice(True, Path("runs/exp/last.pt"), None)
+
+
+def test_an_onnx_file_whose_metadata_sizes_are_out_of_bounds_is_refused(tmp_path, scans, capsys):
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from gctxseg.export import METADATA_KEY, export_onnx
+
+    torch.save(_checkpoint(), tmp_path / "best.pt")
+    path = export_onnx(tmp_path / "best.pt", tmp_path / "model.onnx").path
+    proto = onnx.load(str(path))
+    entry = next(p for p in proto.metadata_props if p.key == METADATA_KEY)
+    entry.value = json.dumps({**json.loads(entry.value), "base_size": [0, 0]})  # failed per image before
+    onnx.save(proto, str(path))
+    out = tmp_path / "out"
+    assert main(["predict", "--weights", str(path), "--source", str(scans), "--out", str(out)]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert str(path) in line and "base_size [0, 0]" in line and not out.exists()
