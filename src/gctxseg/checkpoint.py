@@ -31,6 +31,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from .data import MaskValueMap
+from .limits import input_size_problem
 from .models import create_model, resolve_model_name
 from .models.registry import model_options
 from .utils import atomic_torch_save
@@ -41,6 +42,8 @@ __all__ = [
     "load_model_start",
     "checkpoint_channels",
     "check_checkpoint",
+    "check_inference_fields",
+    "model_options_problem",
     "model_from_checkpoint",
     "convert_checkpoint",
     "to_plain_data",
@@ -153,6 +156,7 @@ def load_model_start(path: str | Path) -> dict:
     state = ckpt["model"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise _not_usable(path, "its model is not a state dict (names -> tensors)")
+    _check_finite_weights(state, f"--init-weights {path}")
     return ckpt
 
 
@@ -209,15 +213,27 @@ def _check_model(ckpt: dict, source: str | Path) -> None:
         raise _not_usable(source, f"model_name: {err}") from None
     if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
         raise _not_usable(source, f"model_kwargs {type(kwargs).__name__}, not a dict of option names")
-    options = model_options(canonical)
-    unknown = sorted(set(kwargs) - set(options)) if options is not None else []
+    problem = model_options_problem(canonical, kwargs)
+    if problem:
+        raise _not_usable(source, problem)
+
+
+def model_options_problem(model: str, options: dict[str, Any], label: str = "model_kwargs") -> str | None:
+    """Why ``options`` cannot build the registered ``model``, or None: an option its class does not take (all
+    named, with the ones it takes), a value of another type, or a size out of bounds. ``label`` names where the
+    options come from (a checkpoint's ``model_kwargs``, the ``--model-option`` flags): one check for both."""
+    name = resolve_model_name(model)
+    known = model_options(name)
+    unknown = sorted(set(options) - set(known)) if known is not None else []
     if unknown:
-        raise _not_usable(source, f"model_kwargs {unknown} are no options of {name} (it takes {sorted(options)})")
-    for key, value in kwargs.items():
-        problem = _type_problem(options[key].annotation, value) if options is not None else None
+        return f"{label} {unknown} are no options of {name} (it takes {sorted(known)})"
+    for key, value in options.items():
+        problem = _type_problem(known[key].annotation, value) if known is not None else None
         problem = problem or _option_problem(key, value)
         if problem:
-            raise _not_usable(source, f"model_kwargs[{key!r}] = {str(value)[:40]}: {problem}")
+            where = f"{label} {key}=" if label.startswith("--") else f"{label}[{key!r}] = "  # as it was written
+            return f"{where}{str(value)[:40]}: {problem}"
+    return None
 
 
 def _check_value_map(value_map: Any, source: str | Path) -> None:
@@ -237,19 +253,71 @@ def check_checkpoint(ckpt: dict, source: str | Path = "checkpoint") -> None:
     Raises:
         ValueError: one line naming ``source``: an unregistered ``model_name``; ``model_kwargs`` not a dict,
             with an option the model's class does not take, or a size out of bounds; ``value_map`` missing or
-            not ``{"value": class}``; no input channels in 1..4096; ``model`` not a state dict.
+            not ``{"value": class}``; no input channels in 1..4096; ``model`` not a state dict; a ``base_size``
+            or ``normalization`` that is there but out of bounds (:func:`check_inference_fields`).
     """
     _check_model(ckpt, source)
     _check_value_map(ckpt.get("value_map"), source)
+    channels = _channels(ckpt, source)
+    state = ckpt.get("model")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise _not_usable(source, "its model is not a state dict (names -> tensors)")
+    # a pre-training last.pt has no base_size: what a file holds is checked, what serving needs is required there
+    _check_inference_numbers(ckpt, source, channels, required=False)
+
+
+def _channels(ckpt: dict, source: str | Path) -> int:
     try:
         channels = ckpt["channels"] if "channels" in ckpt else ckpt["fingerprint"]["channels"]
     except (KeyError, TypeError):
         raise _not_usable(source, "no input channels (fingerprint.channels)") from None
     if isinstance(channels, bool) or not isinstance(channels, int) or not 1 <= channels <= _MAX_SIZE:
         raise _not_usable(source, f"input channels {str(channels)[:40]}, not a count in 1..{_MAX_SIZE}")
-    state = ckpt.get("model")
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise _not_usable(source, "its model is not a state dict (names -> tensors)")
+    return channels
+
+
+def check_inference_fields(ckpt: dict, source: str | Path = "checkpoint") -> None:
+    """Refuse a checkpoint (or an ONNX file's metadata) whose numbers would make inference allocate without
+    bound, fail on every image, or answer 0 everywhere: checked once, before any image is read.
+
+    ``base_size``: the input size the bounds of :mod:`gctxseg.limits` allow (the same as for ``--base-size``);
+    ``normalization``: ``mean`` and ``std`` one finite number per input channel, ``std`` at least 1e-6 (the
+    smallest the fingerprint writes: a smaller one turns every input into inf).
+
+    Raises:
+        ValueError: one line naming ``source`` and the key.
+    """
+    _check_inference_numbers(ckpt, source, _channels(ckpt, source), required=True)
+
+
+_MIN_STD = 1e-6  # the fingerprint floors the variance at 1e-12 (data/fingerprint.py)
+
+
+def _check_inference_numbers(ckpt: dict, source: str | Path, channels: int, *, required: bool) -> None:
+    if "base_size" in ckpt or required:
+        problem = input_size_problem(ckpt.get("base_size"))
+        if problem:
+            raise _not_usable(source, f"base_size {str(ckpt.get('base_size'))[:40]}: {problem}")
+    if "normalization" not in ckpt and not required:
+        return
+    norm = ckpt.get("normalization")
+    if not isinstance(norm, dict):
+        raise _not_usable(source, f"normalization {str(norm)[:40]} is not {{'mean': [...], 'std': [...]}}")
+    for key, low in (("mean", -math.inf), ("std", _MIN_STD)):
+        values = norm.get(key)
+        numbers = isinstance(values, (list, tuple)) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        if not numbers or len(values) != channels or not all(math.isfinite(v) and v >= low for v in values):
+            floor = f", each >= {low:g}" if key == "std" else ""
+            what = f"{channels} finite number(s), one per input channel{floor}"
+            raise _not_usable(source, f"normalization[{key!r}] = {str(values)[:40]}: must be {what}")
+
+
+def _check_finite_weights(state: dict, source: str | Path) -> None:
+    """NaN or inf in a weight makes every output NaN, which argmax reads as class 0: 0 mm2 in every image."""
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise _not_usable(source, f"model[{key!r}] holds NaN or inf")
 
 
 class _LargeTensorsOnMeta(TorchFunctionMode):
@@ -318,6 +386,7 @@ def model_from_checkpoint(ckpt: dict, source: str | Path = "checkpoint") -> nn.M
             than the file holds, or weights that do not fit the architecture (one line naming ``source``).
     """
     check_checkpoint(ckpt, source)
+    _check_finite_weights(ckpt["model"], source)
     num_classes = MaskValueMap.from_dict(ckpt["value_map"]).num_classes
     _check_fit(ckpt, source, num_classes)
     model = _build(ckpt, source, num_classes)

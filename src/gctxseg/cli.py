@@ -227,8 +227,9 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
                    help="minutes for each task: epochs re-fitted after the first")
     p.add_argument("--init-weights", default=None, metavar="PT", help="start from this pretrained.pt")
     p.add_argument("--install", action="store_true",
-                   help="make the result the start every later gctx_unet run plans (in $GCTXSEG_CACHE, default "
-                        "~/.cache/gctxseg/starts); train --init-weights none still starts from scratch")
+                   help="make the result the start of every later train/cv run of its architecture with the same "
+                        "--model-option (in $GCTXSEG_CACHE, default ~/.cache/gctxseg/starts); train --init-weights "
+                        "none still starts from scratch")
     p.add_argument("--out", default=d.out, help=f"run folder, one sub-folder per task (default {d.out})")
     p.add_argument("--resume", default=None, metavar="LAST_PT", help="continue a stopped task from its last.pt")
     p.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
@@ -254,9 +255,10 @@ def _run_pretrain(args: argparse.Namespace) -> None:
     else:
         weights = pretrain_sequence(cfg, args.task)
     if args.install:
-        from .training.start import install_start
+        from .training.start import install_start, installed_start_users
 
-        print(f"installed {install_start(weights, args.model)}: gctxseg train and cv start {args.model} from it")
+        installed = install_start(weights)  # as the architecture the file holds (a resumed run's, not --model's)
+        print(f"installed {installed}: {installed_start_users(installed)}")
     else:
         print(f"pre-trained start: {weights}; use it with gctxseg train --init-weights {weights}, or install it "
               "with --install")
@@ -484,6 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  "decoder; add --encoder-weights imagenet (or PATH)")
             train_and_report(_train_config(args), given=_given_train_settings(argv))
         elif args.command == "cv":
+            from dataclasses import replace
             from pathlib import Path
 
             from .configurations import cv_models, run_cv, summarize_folder
@@ -493,7 +496,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.summary_only:
                 summarize_folder(Path(args.results) / args.name, device=args.device, amp=args.amp)
             else:
-                cv_dir = run_cv(_train_config(args, data_train=args.data), models, race=not args.no_race)
+                cfg = _train_config(args, data_train=args.data, model=models[0])
+                for other in models[1:]:  # every configuration's --model-option checked before any fold trains
+                    replace(cfg, model=other)
+                cv_dir = run_cv(cfg, models, race=not args.no_race)
                 print(f"cross-validation folder: {cv_dir}; predict with: gctxseg predict --weights {cv_dir}")
         elif args.command == "pretrain":
             _run_pretrain(args)
@@ -602,10 +608,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             run_demo(epochs=args.epochs, model=args.model)
         elif args.command == "models":
+            from .limits import check_input_size
             from .models import create_model, list_models, model_description
             from .models.complexity import count_macs, count_parameters
 
-            size = tuple(args.base_size)
+            size = check_input_size(args.base_size)  # before any model is built at it
             print(f"{'model':<16}{'params (M)':>12}{'G mult-adds':>13}  description (1 channel in, 3 classes, {size})")
             from .planning import size_options
 

@@ -21,7 +21,7 @@ from typing import BinaryIO
 import numpy as np
 import torch
 
-from .checkpoint import checkpoint_channels, load_checkpoint, model_from_checkpoint
+from .checkpoint import check_inference_fields, checkpoint_channels, load_checkpoint, model_from_checkpoint
 from .outputs import check_output_file
 from .utils import atomic_write_bytes
 
@@ -38,6 +38,31 @@ __all__ = [
 EXPORT_FORMATS = ("onnx",)
 METADATA_KEY = "gctxseg"  # metadata_props key holding the prediction metadata as JSON
 DEFAULT_OPSET = 17  # supported by every onnxruntime >= 1.14
+# ONNX's Resize matches PyTorch's interpolation from opset 11 on (torch warns below it, and results differ by 1e-3);
+# every gctxseg decoder upsamples, and below 10 the exporter refuses the networks outright
+MIN_OPSET = 11
+
+
+def supported_opsets() -> range:
+    """The opsets ``export`` writes: MIN_OPSET up to the highest torch's TorchScript exporter writes."""
+    from torch.onnx import _constants  # private, so read defensively: the names differ between torch versions
+
+    top = getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", getattr(_constants, "ONNX_MAX_OPSET", None))
+    return range(MIN_OPSET, (top if isinstance(top, int) and top >= DEFAULT_OPSET else DEFAULT_OPSET) + 1)
+
+
+def check_opset(opset: int) -> int:
+    """``opset`` when torch exports gctxseg's networks at it.
+
+    Raises:
+        ValueError: one line naming ``--opset`` and the range.
+    """
+    opsets = supported_opsets()
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset not in opsets:
+        raise ValueError(f"--opset {opset}: must be {opsets.start}..{opsets.stop - 1} (from {MIN_OPSET} ONNX's Resize "
+                         f"matches PyTorch's upsampling; {opsets.stop - 1} is the highest this torch writes); leave "
+                         f"it out for {DEFAULT_OPSET}, which every onnxruntime >= 1.14 runs")
+    return opset
 
 
 @dataclass
@@ -93,20 +118,28 @@ def export_onnx(
         The written path and the max absolute logit difference between ONNX Runtime and PyTorch.
 
     Raises:
-        ValueError: unreadable checkpoint; an ``out`` that is ``weights``, or an existing file that is not an
-            ONNX model gctxseg exported (:func:`gctxseg.outputs.check_output_file`).
+        ValueError: unreadable checkpoint; an opset outside :func:`supported_opsets` or that cannot express the
+            network; an ``out`` that is ``weights``, or an existing file that is not an ONNX model gctxseg exported
+            (:func:`gctxseg.outputs.check_output_file`).
         ImportError: onnx or onnxruntime missing.
     """
+    check_opset(opset)
     out = Path(out) if out is not None else Path(weights).with_suffix(".onnx")
     check_output_file(out, "export", inputs=[weights], suffix=".onnx", is_own=is_exported_model, force=force)
     onnx = _require("onnx")
     ckpt = load_checkpoint(weights)
+    check_inference_fields(ckpt, weights)
     channels = checkpoint_channels(ckpt)
     model = model_from_checkpoint(ckpt, weights)
     size = tuple(ckpt["base_size"])
     example = torch.randn(2, channels, *size, generator=torch.Generator().manual_seed(seed))
     buffer = io.BytesIO()
-    export_module(model, example, buffer, opset)
+    try:
+        export_module(model, example, buffer, opset)
+    except torch.onnx.OnnxExporterError as err:  # an operator this opset lacks: the flag's fault, not a bug
+        first = (str(err).splitlines() or [""])[0][:200]
+        raise ValueError(f"--opset {opset}: torch cannot export {ckpt['model_name']} at it ({first}); "
+                         f"leave it out for {DEFAULT_OPSET}") from None
     proto = onnx.load_from_string(buffer.getvalue())
     metadata = {
         "model_name": ckpt["model_name"],

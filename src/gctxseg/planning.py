@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from .limits import check_time_budget
 from .models import create_model, resolve_model_name
 from .utils import atomic_write_json
 
@@ -501,11 +502,16 @@ def plan_for_folder(
     device: str = "auto",
     time_budget_min: float | None = None,
 ) -> TrainingPlan:
-    """``gctxseg plan DATA``: fingerprint a labelled folder and plan a run on it (nothing is trained)."""
+    """``gctxseg plan DATA``: fingerprint a labelled folder and plan a run on it (nothing is trained).
+
+    Raises:
+        ValueError: a ``time_budget_min`` that is not a positive finite number of minutes (before any file is read).
+    """
     from .data import expand_slices, find_pairs, fingerprint_dataset
     from .models import list_models
     from .utils import resolve_device
 
+    time_budget_min = check_time_budget(time_budget_min)
     model = model or ("gctx_unet" if "gctx_unet" in list_models() else "unet")
     pairs = expand_slices(find_pairs(data, img_f, mask_f))
     fingerprint = fingerprint_dataset(pairs)

@@ -20,7 +20,7 @@ from monai.inferers import sliding_window_inference
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
-from .checkpoint import checkpoint_channels, load_checkpoint, model_from_checkpoint
+from .checkpoint import check_inference_fields, checkpoint_channels, load_checkpoint, model_from_checkpoint
 from .cvfolder import fold_weights
 from .data import DatasetError, IntensityMapping, MaskValueMap
 from .data.io import NIFTI_SUFFIXES, READABLE_SUFFIXES, file_stem, fit_channels, read_volume, write_volume_mask
@@ -107,6 +107,7 @@ class Predictor:
             device, amp = "cpu", "off"
         else:
             ckpt = load_checkpoint(weights)
+        check_inference_fields(ckpt, weights)  # sizes and normalisation: refused once here, not per image
         self.device = resolve_device(device)
         self.amp_dtype = autocast_dtype(amp, self.device)
         self.value_map = MaskValueMap.from_dict(ckpt["value_map"])

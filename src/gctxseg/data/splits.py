@@ -23,11 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DatasetError
-from .folder import ImagePair, find_pairs
+from .folder import ImagePair, expand_slices, find_pairs
+from .io import read_mask
 
-__all__ = ["check_splits", "cv_folds", "cv_splits_file", "fold_files", "group_kfold", "groups_from_regex",
-           "held_out_scans", "known_groups", "load_groups", "load_splits", "resolve_splits", "run_fold_files",
-           "select_fold", "unlisted_scans", "ONE_GROUP_PER_IMAGE", "SPLITS_FINAL"]
+__all__ = ["check_fold_classes", "check_splits", "cv_folds", "cv_splits_file", "fold_files", "group_kfold",
+           "groups_from_regex", "held_out_scans", "known_groups", "load_groups", "load_splits", "resolve_splits",
+           "run_fold_files", "select_fold", "unlisted_scans", "ONE_GROUP_PER_IMAGE", "SPLITS_FINAL"]
 
 ONE_GROUP_PER_IMAGE = "one group per image"
 SPLITS_FINAL = "splits_final.json"  # the folds a `gctxseg cv` folder was trained on (nnU-Net's name)
@@ -375,3 +376,49 @@ def run_fold_files(run_config: Mapping, run_dir: str | Path) -> tuple[list[Image
     splits = cv_splits_file(run_dir) or cfg.get("splits")
     return fold_files(cfg["data_train"], cfg["img_f"], cfg["mask_f"], cfg["folds"], cfg["fold"],
                       cfg.get("group_regex"), splits)
+
+
+def _mask_values(pair: ImagePair) -> set[int]:
+    """The raw values of a pair's mask (every slice of a volume); none where it is unreadable: the fingerprint,
+    which reads every mask anyway, names that problem with the others."""
+    values: set[int] = set()
+    try:
+        for item in expand_slices([pair]):
+            values.update(np.unique(read_mask(item.mask, item.slice_index)).tolist())
+    except DatasetError:
+        return set()
+    return values
+
+
+def check_fold_classes(
+    images_dir: str | Path,
+    img_f: str,
+    mask_f: str,
+    folds: int,
+    group_regex: str | None = None,
+    splits_path: str | Path | None = None,
+) -> None:
+    """Refuse folds of which one holds out every scan of a class, before any fold trains.
+
+    That fold would train without the class and then fail on its held-out masks (which are correct): with folds by
+    patient, a class in one patient's scans only is always held out whole by one fold. Every mask is read once.
+
+    Raises:
+        DatasetError: one line naming a mask with the class, the fold, and what to do.
+    """
+    every_fold = [fold_files(images_dir, img_f, mask_f, folds, k, group_regex, splits_path) for k in range(folds)]
+    values: dict[str, set[int]] = {}
+    for train, val, _ in every_fold:  # a split file's folds need not each cover every scan
+        values.update({p.name: _mask_values(p) for p in train + val if p.name not in values})
+    for k, (train, val, source) in enumerate(every_fold):
+        trained = set().union(*(values.get(p.name, set()) for p in train))
+        for pair in val:
+            unseen = sorted(values.get(pair.name, set()) - trained)
+            if unseen:
+                holders = sum(unseen[0] in values.get(p.name, set()) for p in val)
+                fewer = f"try --folds {folds - 1} if it is in several patients' scans, else " if folds > 2 else ""
+                raise DatasetError(
+                    f"{pair.mask}: mask value {unseen[0]} is in {holders} scan(s), all held out by fold {k} of "
+                    f"{source}, so that fold cannot learn it; {fewer}the class is too rare to cross-validate: label "
+                    "it in more patients, or train without --folds"
+                )

@@ -7,8 +7,10 @@ import sys
 from collections.abc import Collection
 from dataclasses import dataclass, field, fields, replace
 
+from ..checkpoint import model_options_problem
 from ..data import CTWindow, resolve_windows
 from ..data.transforms import AUGMENTATIONS
+from ..limits import check_input_size, check_time_budget
 from ..models import list_models, resolve_model_name
 from ..outputs import plain_name
 from ..precision import AMP_CHOICES
@@ -90,9 +92,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.base_size is not None:
-            self.base_size = tuple(int(s) for s in self.base_size)
-            if len(self.base_size) != 2 or min(self.base_size) < 8:
-                raise ValueError(f"base_size must be two sizes >= 8 (H W), got {self.base_size}")
+            self.base_size = check_input_size(self.base_size)
         for name in ("epochs", "batch_size", "grad_accum", "val_every"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -100,8 +100,7 @@ class TrainConfig:
             raise ValueError(f"--fold {self.fold}: with --folds {self.folds} it must be 0..{self.folds - 1}")
         if self.foreground_share is not None and not 0 <= self.foreground_share <= 1:
             raise ValueError(f"foreground_share must be in [0, 1], got {self.foreground_share}")
-        if self.time_budget is not None and self.time_budget <= 0:
-            raise ValueError(f"--time-budget must be > 0 minutes, got {self.time_budget}")
+        self.time_budget = check_time_budget(self.time_budget)
         if (self.lr is not None and self.lr <= 0) or not 0 < self.lrf <= 1:
             raise ValueError(f"need lr > 0 and 0 < lrf <= 1, got lr={self.lr}, lrf={self.lrf}")
         if self.augment is not None and self.augment not in AUGMENTATIONS:
@@ -109,6 +108,9 @@ class TrainConfig:
         if self.amp not in AMP_CHOICES:
             raise ValueError(f"amp must be auto, bf16, fp16 or off, got {self.amp!r}")
         resolve_model_name(self.model)  # unknown names fail now, with a suggestion
+        problem = model_options_problem(self.model, self.model_options, "--model-option")
+        if problem:  # what a checkpoint's model_kwargs may not hold, a flag may not set: before anything is built
+            raise ValueError(f"{problem}; see gctxseg models")
         if self.init_weights not in (None, NO_START) and self.encoder_weights:
             raise ValueError("--init-weights starts the whole network and --encoder-weights its encoder: give one")
         self.windows = tuple(self.windows)

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -29,7 +30,7 @@ from .distributed import agree_across_ranks
 
 __all__ = ["cpu_model", "ddp_wrapped", "adamw", "grad_scaler", "train_loader", "StepTotals",
            "run_steps", "install_stop_handlers", "restore_handlers", "env_info",
-           "optimizer_param_groups"]
+           "optimizer_param_groups", "nonfinite_advice"]
 
 # (model, images, targets) -> (loss, outputs): what one micro-batch computes
 StepLoss = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, object]]
@@ -159,6 +160,18 @@ def _optimizer_step(model, optimizer, scheduler, scaler, grad_clip: float, total
     totals.skipped += int(scaler.is_enabled() and scaler.get_scale() < scale)
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
+
+
+def nonfinite_advice(first_epoch: bool, last_pt: Path, start: str | None) -> str:
+    """What a NaN loss leaves to go back to, as the end of its message: ``last_pt`` once an epoch has finished;
+    before that it holds the weights the run started from, which gave the NaN, so naming it as good would mislead.
+    ``start``: the file the run started from (``--init-weights``, an installed start), None from scratch."""
+    if not first_epoch:
+        return f"; the last good checkpoint is {last_pt}"
+    if start:
+        return (f"; no epoch has finished, so {last_pt} holds only the start {start}, which gives this loss: try a "
+                "lower --lr, or another start (--init-weights none trains from scratch)")
+    return f"; no epoch has finished, so {last_pt} holds only the initial weights: start again with a lower --lr"
 
 
 def optimizer_param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:

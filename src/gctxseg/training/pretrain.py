@@ -34,11 +34,12 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .. import __version__
-from ..checkpoint import load_checkpoint, save_checkpoint
+from ..checkpoint import load_checkpoint, model_options_problem, save_checkpoint
 from ..data import IMAGE_SUFFIXES, find_images, read_image
 from ..data.io import fit_channels
 from ..data.phantom import render_oct_bscan
 from ..data.transforms import AUGMENTATIONS, train_transforms
+from ..limits import check_time_budget, input_size_problem
 from ..losses import DiceCELoss, training_loss
 from ..models import create_model, resolve_model_name
 from ..models.complexity import count_parameters
@@ -54,6 +55,7 @@ from .loop import (
     env_info,
     grad_scaler,
     install_stop_handlers,
+    nonfinite_advice,
     restore_handlers,
     run_steps,
     train_loader,
@@ -107,21 +109,28 @@ class PretrainConfig:
             problems.append(f"--task {self.task}: choose from {', '.join(PRETRAIN_TASKS)}")
         if self.task == "mim" and not self.images:
             problems.append("--task mim rebuilds your own scans: give --images DIR (and --unlabeled DIR)")
-        if len(self.base_size) != 2 or min(self.base_size) < 32:
-            problems.append(f"--base-size {self.base_size}: need two sizes >= 32 (H W)")
+        size_problem = input_size_problem(list(self.base_size))
+        if size_problem or min(self.base_size) < 32:
+            problems.append(f"--base-size {self.base_size}: {size_problem or 'need two sizes >= 32 (H W)'}")
         for name in ("epochs", "images_per_epoch", "batch_size", "grad_accum", "mask_patch", "in_channels"):
             if getattr(self, name) < 1:
                 problems.append(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.mask_ratio < 1:
             problems.append(f"--mask-ratio must be in (0, 1), got {self.mask_ratio}")
-        if self.lr <= 0 or not 0 < self.lrf <= 1 or (self.time_budget is not None and self.time_budget <= 0):
-            problems.append(f"need lr > 0, 0 < lrf <= 1 and a time budget > 0, got {self.lr}, {self.lrf}, "
-                            f"{self.time_budget}")
+        if self.lr <= 0 or not 0 < self.lrf <= 1:
+            problems.append(f"need lr > 0 and 0 < lrf <= 1, got {self.lr}, {self.lrf}")
+        try:
+            check_time_budget(self.time_budget)
+        except ValueError as err:
+            problems.append(str(err))
         if self.augment not in AUGMENTATIONS or self.amp not in AMP_CHOICES:
             problems.append(f"--augment {self.augment} / --amp {self.amp}: choose from {AUGMENTATIONS} / {AMP_CHOICES}")
+        resolve_model_name(self.model)
+        problem = model_options_problem(self.model, self.model_options, "--model-option")
+        if problem:
+            problems.append(f"{problem}; see gctxseg models")
         if problems:  # every problem at once, as the data checks do
             raise ValueError("; ".join(problems))
-        resolve_model_name(self.model)
 
     @property
     def outputs(self) -> int:
@@ -391,7 +400,8 @@ def _run_epochs(cfg: PretrainConfig, ddp: Distributed, device, amp_dtype, run: _
                 totals = run_steps(run.model, run.loader, step_loss, run.optimizer, run.scheduler, run.scaler,
                                    amp_dtype, device, cfg.grad_clip, stop, names, cfg.grad_accum)
             except NonFiniteLossError as err:
-                raise NonFiniteLossError(f"pretrain epoch {epoch + 1}: {err}; last good: {out / 'last.pt'}") from None
+                advice = nonfinite_advice(epoch == 0, out / "last.pt", cfg.init)
+                raise NonFiniteLossError(f"pretrain epoch {epoch + 1}: {err}{advice}") from None
             agree_across_ranks(stop, True, device)
             if stop["signal"] is not None:
                 break  # a partial epoch is not logged: last.pt holds the last complete one

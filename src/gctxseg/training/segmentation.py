@@ -35,7 +35,7 @@ from ..data import (
     fingerprint_dataset,
 )
 from ..data.sampling import ForegroundTopUpSampler, class_presence
-from ..data.splits import ONE_GROUP_PER_IMAGE, fold_files
+from ..data.splits import ONE_GROUP_PER_IMAGE, check_fold_classes, fold_files
 from ..data.transforms import eval_transforms, train_transforms
 from ..losses import DiceCELoss, training_loss
 from ..metrics import ConfusionMatrix
@@ -72,7 +72,16 @@ from .data import (
     shutdown_workers,
 )
 from .distributed import Distributed, agree_across_ranks, bare, broadcast_buffers, setup_distributed
-from .loop import adamw, ddp_wrapped, env_info, grad_scaler, install_stop_handlers, restore_handlers, run_steps
+from .loop import (
+    adamw,
+    ddp_wrapped,
+    env_info,
+    grad_scaler,
+    install_stop_handlers,
+    nonfinite_advice,
+    restore_handlers,
+    run_steps,
+)
 from .loop import train_loader as make_train_loader
 from .schedule import lr_lambda, refit_to_budget
 from .start import NO_START, load_start, planned_start
@@ -117,6 +126,8 @@ def _split_files(cfg: TrainConfig, verbose: bool) -> tuple[list[ImagePair], list
     """Training and validation file pairs: the two folders, or fold ``cfg.fold`` of ``data_train`` by group."""
     if cfg.folds is None:
         return find_pairs(cfg.data_train, cfg.img_f, cfg.mask_f), find_pairs(cfg.data_val, cfg.img_f, cfg.mask_f), None
+    # every fold, not only this one: a class one fold holds out whole is said before fold 0 trains (cv, train --folds)
+    check_fold_classes(cfg.data_train, cfg.img_f, cfg.mask_f, cfg.folds, cfg.group_regex, cfg.splits)
     train_pairs, val_pairs, source = fold_files(
         cfg.data_train, cfg.img_f, cfg.mask_f, cfg.folds, cfg.fold, cfg.group_regex, cfg.splits
     )
@@ -503,7 +514,8 @@ def _run_epochs(
                     val_info, _ = evaluate(trainer.net, trainer.val_loader, trainer.loss_fn, amp_dtype, device,
                                            data.num_classes)  # fmt: skip
             except NonFiniteLossError as err:
-                kept = f"; the last good checkpoint is {run_dir / 'last.pt'}" if ddp.is_main else ""
+                start = cfg.init_weights if cfg.init_weights != NO_START else None
+                kept = nonfinite_advice(epoch == 0, run_dir / "last.pt", start) if ddp.is_main else ""
                 raise NonFiniteLossError(f"epoch {epoch + 1}: {err}{kept}") from None
             train_info["lr"] = lr
             entry = {"train log:": {"info": train_info}}

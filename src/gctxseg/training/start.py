@@ -11,6 +11,7 @@ reconstructs pixels) is left at its initialisation and named in the report.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from collections.abc import Sequence
@@ -24,13 +25,14 @@ from ..models import resolve_model_name
 from .config import NO_START
 
 __all__ = ["NO_START", "PLANNED_STARTS", "StartReport", "adapt_input_channels", "check_start_architecture",
-           "install_start", "load_start", "offline_start", "planned_start", "start_architecture", "start_cache"]
+           "install_start", "installed_start_users", "load_start", "offline_start", "planned_start",
+           "start_architecture", "start_cache"]
 
 START_CACHE_ENV = "GCTXSEG_CACHE"
-# The architectures whose planned start is the installed offline one (gctxseg pretrain --install): measured on Duke
-# DME, 5 folds by patient, 4 min per fold, the phantom start raised gctx_unet's pooled out-of-fold fluid Dice from
-# 0.413 to 0.601 (docs/real-oct.md, "Pre-training GCtx-UNet offline"). The convolutional networks were not measured
-# with one and start as before.
+# The architectures whose runs, with none installed, say that gctxseg pretrain --install would build one: measured
+# on Duke DME, 5 folds by patient, 4 min per fold, the phantom start raised gctx_unet's pooled out-of-fold fluid
+# Dice from 0.413 to 0.601 (docs/real-oct.md, "Pre-training GCtx-UNet offline"). The convolutional networks were
+# not measured with one; a start the user installed for one is used all the same (installing is asking for it).
 PLANNED_STARTS = ("gctx_unet",)
 
 
@@ -131,9 +133,14 @@ def offline_start(model: str) -> Path:
     return start_cache() / "starts" / f"{resolve_model_name(model)}.pt"
 
 
-def install_start(weights: str | Path, model: str) -> Path:
-    """Copy a ``pretrained.pt`` to :func:`offline_start` (atomically: a half-copied start is never used)."""
-    target = offline_start(model)
+def install_start(weights: str | Path) -> Path:
+    """Copy a ``pretrained.pt`` to the :func:`offline_start` of the architecture it holds (atomically: a
+    half-copied start is never used).
+
+    Raises:
+        ValueError: a file :func:`~gctxseg.checkpoint.load_model_start` refuses (it would be refused by every run).
+    """
+    target = offline_start(load_model_start(weights)["model_name"])
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.partial")
     shutil.copyfile(weights, partial)
@@ -144,14 +151,36 @@ def install_start(weights: str | Path, model: str) -> Path:
 def planned_start(model: str, model_options: dict, encoder_weights: str | None) -> tuple[str | None, str]:
     """The start a run of ``model`` gets when ``--init-weights`` is not given, and why (one line).
 
-    The installed offline start for the architectures of :data:`PLANNED_STARTS` with their default options
-    (the start holds that network); nothing for the others, for ImageNet encoder weights, or when none is installed.
+    The start installed for the architecture (``gctxseg pretrain --install``) when it was pre-trained with the
+    run's options (the start holds that network); nothing for ImageNet encoder weights, for other options (said),
+    or when none is installed (said for the architectures of :data:`PLANNED_STARTS`, where one was measured).
     """
     name = resolve_model_name(model)
-    if name not in PLANNED_STARTS or model_options or encoder_weights:
+    if encoder_weights:
         return None, ""
     path = offline_start(name)
     if path.is_file():
-        return str(path), f"the installed offline start {path}"
+        theirs = load_model_start(path).get("model_kwargs") or {}
+        if theirs == dict(model_options):
+            return str(path), f"the installed offline start {path}"
+        return None, (f"{name} starts from scratch: the installed start {path} was pre-trained with --model-option "
+                      f"{_shown(theirs)}, this run has {_shown(model_options)}; pre-train and install one with "
+                      "this run's options, or give --init-weights")
+    if name not in PLANNED_STARTS or model_options:
+        return None, ""
     return None, (f"{name} starts from scratch: no offline start in {path}; gctxseg pretrain --install builds it "
                   "once (about 13 minutes on 2 CPU cores; +0.19 out-of-fold Dice on Duke DME, docs/real-oct.md)")
+
+
+def _shown(options: dict) -> str:
+    return " ".join(f"{k}={json.dumps(v)}" for k, v in sorted(options.items())) or "(none)"
+
+
+def installed_start_users(start: str | Path) -> str:
+    """Which later runs start from an installed ``start``, as :func:`planned_start` decides (``pretrain --install``
+    says it): those of its architecture with its options, given no other start."""
+    ckpt = load_model_start(start)
+    name, model_options = resolve_model_name(ckpt["model_name"]), ckpt.get("model_kwargs") or {}
+    same = f" with --model-option {_shown(model_options)}" if model_options else " without --model-option"
+    return (f"gctxseg train and cv runs of {name}{same} start from it, unless given --init-weights or "
+            "--encoder-weights (--init-weights none: from scratch)")
