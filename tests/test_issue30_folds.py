@@ -138,7 +138,8 @@ def test_train_with_a_split_file_that_puts_a_patient_on_both_sides_is_refused(tm
     images = write_patients(tmp_path / "data")
     splits = _mixed_patient_split(tmp_path / "S.json")
     code = main(["train", "--data-train", str(images), "--folds", "2", "--fold", "0", "--splits", str(splits),
-                 "--group-regex", GROUP, "--img_f", ".png", *TINY, "--results", str(tmp_path / "runs")])
+                 "--group-regex", GROUP, "--img_f", ".png", "--model", "unet", *TINY,
+                 "--results", str(tmp_path / "runs")])
     assert code == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "S.json: patient 'p00'" in err[0] and "fold 0" in err[0]
