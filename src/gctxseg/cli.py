@@ -300,6 +300,10 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--amp", default="auto", choices=AMP_CHOICES, help="precision (default auto)")
     _add_inference_options(p)
     _add_measurement_options(p)
+    p.add_argument("--class-codes", default=None, metavar="JSON",
+                   help="codes of the DICOM SEG segments of OCT volume files, e.g. {\"hole\": {\"value\": ..., "
+                        "\"scheme\": \"SCT\", \"meaning\": ...}} (default: SNOMED CT for edema/cyst, else a "
+                        "private 99GCTX code; docs/clinic-files.md)")
 
 
 def _add_measurement_options(p: argparse.ArgumentParser) -> None:
@@ -525,7 +529,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"using {args.weights} (best.pt of the newest run under {args.results}; --weights picks another)")
             summary = predict_folder(args.weights, args.source, args.out, args.device, args.amp,
                                      tta=args.tta, tta_vflip=args.tta_vflip, infer_mode=args.infer_mode,
-                                     compile=args.compile, measure=measure)
+                                     compile=args.compile, measure=measure, class_codes=args.class_codes)
             print(f"wrote {len(summary.written)} masks and overlays to {args.out}, measurements.csv and index.html")
             if summary.failed:
                 print(f"{len(summary.failed)} image(s) failed:", *summary.failed, sep="\n  ", file=sys.stderr)

@@ -149,11 +149,13 @@ def _bscan_input(predictor, bscan: np.ndarray) -> np.ndarray:
 
 def predict_volume_files(
     predictor, volumes: Sequence[VolumeFile], out: Path, class_names: Sequence[str], columns_eye: str | None,
-    overlay: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    overlay: Callable[[np.ndarray, np.ndarray], np.ndarray], dicom_codes: Mapping | None = None,
 ) -> tuple[list[VolumeResult], list[str]]:
     """Segment each volume's B-scans into ``out/masks/NAME/bSSS.png`` (file order, the model's mask values) and
     ``out/overlays/NAME.png`` (the B-scan with the most foreground); measure them with :func:`volume_readout`.
-    Returns the results and one line per volume that failed (the others go on)."""
+    With ``dicom_codes`` (class name -> :class:`~gctxseg.dicom_out.ClassCode`, maybe empty; None writes no DICOM)
+    also ``out/dicom/NAME_seg.dcm`` and ``NAME_sr.dcm`` (:func:`gctxseg.dicom_out.write_dicom_objects`).
+    Returns the results and one line per volume (or DICOM object) that failed (the others go on)."""
     results, failed = [], []
     for planned in volumes:
         try:
@@ -170,6 +172,9 @@ def predict_volume_files(
             Image.fromarray(overlay(inputs[shown], labels[shown])).save(out / "overlays" / f"{planned.name}.png")
             row, report = volume_readout(volume, labels, class_names, columns_eye, planned.name)
             results.append(VolumeResult(row, report, folder))
+            if dicom_codes is not None:
+                failed += _write_dicom(volume, labels, report.record, class_names, out / "dicom", planned.name,
+                                       dicom_codes)
         except KeyboardInterrupt:
             raise
         except DatasetError as err:
@@ -177,6 +182,24 @@ def predict_volume_files(
         except Exception as err:  # one volume's failure (memory, a decoder) does not stop the others
             failed.append(f"{planned.path}: {type(err).__name__}: {err}".splitlines()[0])
     return results, failed
+
+
+def _write_dicom(volume: OctVolume, labels: np.ndarray, record: dict, class_names: Sequence[str], folder: Path,
+                 name: str, codes: Mapping) -> list[str]:
+    """The volume's DICOM SEG and SR; returns the line of a failure (a volume without a pixel spacing gets a note
+    on stderr instead: its read-out is in pixels, and a DICOM image without a ruler is not written)."""
+    from .dicom_out import NoDicomImage, write_dicom_objects
+
+    try:
+        write_dicom_objects(volume, labels, record, class_names, raster_layout(volume), folder, name, codes)
+    except NoDicomImage as err:
+        print(f"note: {err}", file=sys.stderr)
+    except DatasetError as err:
+        return [str(err)]
+    except Exception as err:  # highdicom refusing this volume (e.g. B-scans not parallel): the others go on
+        line = f"{type(err).__name__}: {err}".splitlines()[0]
+        return [f"{volume.path}: DICOM SEG/SR not written ({line}); its masks and etdrs.csv row are kept"]
+    return []
 
 
 def say_geometry(volumes: Sequence[VolumeFile]) -> None:
