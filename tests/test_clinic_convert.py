@@ -65,3 +65,39 @@ def test_convert_refuses_a_corrupt_file_or_two_files_of_one_name_before_writing(
         convert_oct_volumes(folder, tmp_path / "out")
     assert str(folder / "broken.vol") in str(err.value) and "\n" not in str(err.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_enface_map_is_drawn_on_the_localizer_where_the_bscans_lie(phantom, tmp_path, monkeypatch):  # noqa: F811
+    """Issue 33 item 2's last sentence: the ETDRS grid lands on the localizer where the file's B-scan positions put
+    the fovea (a VOL written with a 7.68 mm localizer and its B-scans from (0.5, 1.0) mm)."""
+    from test_clinic_files import CLASSES, TruthLookupPredictor
+
+    from gctxseg import predict
+    from gctxseg.data.oct_volumes import raster_layout, read_oct_volume, write_heyex_vol
+    from gctxseg.volume_readout import volume_readout
+
+    _, done, data = phantom
+    images, labels = data["eyes"]["eye000"]
+    count, _, width = images.shape
+    left, top, pixel_mm = 0.5, 1.0, 0.01
+    positions = [(left, top + (count - 1 - k) * done["slice_mm"], left + (width - 1) * done["col_mm"],
+                  top + (count - 1 - k) * done["slice_mm"]) for k in range(count)]  # B-scan 0 inferior
+    localizer = np.full((768, 768), 60, np.uint8)
+    exams = tmp_path / "exams"
+    exams.mkdir()
+    write_heyex_vol(exams / "eye000.vol", images[::-1], done["col_mm"], done["row_mm"], done["slice_mm"], "OD",
+                    positions, localizer, pixel_mm)
+    volume = read_oct_volume(exams / "eye000.vol")
+    _, report = volume_readout(volume, labels[::-1], CLASSES, columns_eye="OD")
+    view = report.localizer
+    assert view is not None and view.picture.shape == (768, 768) and view.pixel_mm == (pixel_mm, pixel_mm)
+    assert raster_layout(volume).order[0] == count - 1  # the superior B-scan is the file's last
+    fovea = report.fovea  # superior-first B-scan, column: on the localizer at the positions the file gave
+    expected = ((left + fovea.column * done["col_mm"]) / pixel_mm, (top + fovea.slice * done["slice_mm"]) / pixel_mm)
+    assert view.pixel(fovea.slice, fovea.column) == pytest.approx(expected)
+    monkeypatch.setattr(predict, "load_predictor", lambda *a, **k: TruthLookupPredictor(data["eyes"]))
+    predict.predict_folder("unused.pt", exams, tmp_path / "out",
+                           measure=predict.MeasurementOptions(class_names=CLASSES))
+    drawn = np.asarray(Image.open(tmp_path / "out" / "enface" / "eye000_localizer.png"))
+    assert drawn.ndim == 3 and drawn.shape[0] > 200  # the picture, with the map and grid over it
+    assert (tmp_path / "out" / "enface" / "eye000.png").is_file()  # the map in mm around the fovea is kept

@@ -23,11 +23,13 @@ from PIL import Image
 from .clinical import VolumeReport, _fluid_classes, etdrs_columns, etdrs_record, locate_fovea
 from .data.errors import DatasetError
 from .data.oct_volumes import OctVolume, RasterLayout, is_volume_file, raster_layout, read_oct_volume
+from .enface import LocalizerView
 from .etdrs import fluid_thickness_px
 from .measurements import Geometry, Measurement, count_classes
 
 __all__ = ["LISTED_VOLUME_SUFFIXES", "VolumeFile", "VolumeResult", "split_volume_files", "plan_volume_files",
-           "describe_volume", "volume_readout", "predict_volume_files", "volume_columns_eye", "say_geometry"]
+           "describe_volume", "volume_readout", "predict_volume_files", "volume_columns_eye", "say_geometry",
+           "localizer_view"]
 
 LISTED_VOLUME_SUFFIXES = (".vol", ".e2e")  # what predict lists beside pictures (multi-frame .dcm are found too)
 
@@ -137,8 +139,22 @@ def volume_readout(volume: OctVolume, labels: np.ndarray, class_names: Sequence[
                     pixel_mm2=pixel, voxel_mm3=pixel * layout.slice_mm if known else None)
     row = Measurement(name, "volume", grid, (volume.path,), pixels=count_classes(labels, len(class_names) + 1),
                       note=layout.note)
-    report = VolumeReport(name, record, where, thickness, layout.slice_mm, geo.ascan_mm, volume.eye)
+    report = VolumeReport(name, record, where, thickness, layout.slice_mm, geo.ascan_mm, volume.eye,
+                          localizer_view(volume, layout) if thickness is not None else None)
     return row, report
+
+
+def localizer_view(volume: OctVolume, layout: RasterLayout) -> LocalizerView | None:
+    """Where the laid-out en-face map (superior-first, left to right) lies on the volume's localizer, from the
+    B-scans' start/end positions in mm; None where the file has no localizer, no mm positions or no raster (a
+    DICOM OPT's localizer is a separate object and is not read)."""
+    geo = volume.geometry
+    if (volume.localizer is None or volume.localizer_mm is None or geo.position_unit != "mm"
+            or layout.slice_mm is None or geo.ascan_mm is None):
+        return None
+    superior = geo.positions[layout.order[0]]
+    return LocalizerView(volume.localizer, volume.localizer_mm, min(superior[0], superior[2]),
+                         (superior[1] + superior[3]) / 2, geo.ascan_mm, layout.slice_mm)
 
 
 def _bscan_input(predictor, bscan: np.ndarray) -> np.ndarray:
