@@ -279,9 +279,10 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
 
 def _add_convert(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="convert a public dataset to images/masks + splits.json by patient")
-    p.add_argument("dataset", choices=["duke-dme", "drive"],
+    p.add_argument("dataset", choices=["duke-dme", "drive", "oct-volumes"],
                    help="duke-dme: Duke DME 2015 (.mat files or the PNG copy); drive: DRIVE retinal vessels "
-                        "(training/ and test/ as it ships; written as OUT/train and OUT/test)")
+                        "(training/ and test/ as it ships; written as OUT/train and OUT/test); oct-volumes: a folder "
+                        "of HEYEX .vol/.e2e/.xml or OCT DICOM files (B-scans, geometry/NAME.json, groups.json)")
     p.add_argument("src", help="folder holding the downloaded files")
     p.add_argument("out", help="output folder (images/, masks/, splits.json, groups.json)")
     p.add_argument("--folds", type=int, default=5, help="folds by patient in splits.json (default 5)")
@@ -302,6 +303,10 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--amp", default="auto", choices=AMP_CHOICES, help="precision (default auto)")
     _add_inference_options(p)
     _add_measurement_options(p)
+    p.add_argument("--class-codes", default=None, metavar="JSON",
+                   help="codes of the DICOM SEG segments of OCT volume files, e.g. {\"hole\": {\"value\": ..., "
+                        "\"scheme\": \"SCT\", \"meaning\": ...}} (default: SNOMED CT for edema/cyst, else a "
+                        "private 99GCTX code; docs/clinic-files.md)")
 
 
 def _add_measurement_options(p: argparse.ArgumentParser) -> None:
@@ -513,7 +518,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             options = {"grader": args.grader} if args.dataset == "duke-dme" else {}
             done = CONVERTERS[args.dataset](args.src, args.out, folds=args.folds, force=args.force, **options)
-            if args.dataset == "drive":
+            if args.dataset == "oct-volumes":
+                print(f"wrote {done['scans']} B-scans of {done['volumes']} volumes to {args.out}/images, their "
+                      f"geometry to {args.out}/geometry and groups.json (no masks: device files carry no fluid or "
+                      "hole annotations; annotate the B-scans and put masks in masks/)")
+            elif args.dataset == "drive":
                 print(f"wrote {done['photographs']} photographs to {args.out}/train (training) and {args.out}/test "
                       f"(test), {done['folds']} folds of the training images in {args.out}/train/splits.json")
             else:
@@ -531,7 +540,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"using {args.weights} (best.pt of the newest run under {args.results}; --weights picks another)")
             summary = predict_folder(args.weights, args.source, args.out, args.device, args.amp,
                                      tta=args.tta, tta_vflip=args.tta_vflip, infer_mode=args.infer_mode,
-                                     compile=args.compile, measure=measure)
+                                     compile=args.compile, measure=measure, class_codes=args.class_codes)
             print(f"wrote {len(summary.written)} masks and overlays to {args.out}, measurements.csv and index.html")
             if summary.failed:
                 print(f"{len(summary.failed)} image(s) failed:", *summary.failed, sep="\n  ", file=sys.stderr)

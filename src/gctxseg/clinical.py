@@ -107,6 +107,7 @@ class VolumeReport:
     slice_mm: float | None
     col_mm: float | None
     eye: str | None = None  # a volume file's own eye (its en-face map's N/T), else the run's --eye
+    localizer: object | None = None  # a volume file's enface.LocalizerView: the map is also drawn on its fundus
 
 
 def volume_reports(rows: Sequence, labels_of: Callable[[Path], np.ndarray | None],
@@ -181,6 +182,11 @@ def write_volume_reports(reports: Sequence[VolumeReport], out: str | Path, class
         title = f"{prefix.rstrip('_') + ': ' if prefix else ''}{r.name}, fluid thickness ({r.fovea.source} fovea)"
         maps[r.name] = plot_enface_map(r.thickness_um, r.fovea, r.slice_mm, r.col_mm, r.eye or eye,
                                        out / "enface" / f"{prefix}{_file_name(r.name)}.png", title)
+        if r.localizer is not None:
+            from .enface import plot_enface_on_localizer
+
+            plot_enface_on_localizer(r.thickness_um, r.fovea, r.localizer, r.eye or eye,
+                                     out / "enface" / f"{prefix}{_file_name(r.name)}_localizer.png", title)
     return maps
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -240,6 +241,7 @@ def predict_folder(
     infer_mode: str = "resize",
     compile: bool = False,
     measure: MeasurementOptions | None = None,
+    class_codes: str | Path | None = None,
 ) -> PredictionSummary:
     """Segment every image in ``source``; write ``out/masks/NAME.png`` and ``out/overlays/NAME.png``.
 
@@ -253,6 +255,9 @@ def predict_folder(
     ``tta``, ``tta_vflip``, ``infer_mode`` and ``compile`` are those of :class:`Predictor`.
     ``out/measurements.csv`` and ``out/index.html`` (the gallery) hold each image's amounts per class, in
     mm² / mm³ where ``measure`` or the files give the spacing (:mod:`gctxseg.measurements`).
+    OCT volume files (``.vol``, ``.e2e``, multi-frame DICOM) are measured on their own geometry
+    (:mod:`gctxseg.volume_readout`) and, where highdicom is installed, get a DICOM SEG and a TID 1500 report in
+    ``out/dicom/`` (:mod:`gctxseg.dicom_out`; ``class_codes`` is a JSON of the segments' codes).
 
     Raises:
         DatasetError: ``source`` missing or holding no images; slices of one volume differing in size.
@@ -274,22 +279,24 @@ def predict_folder(
     measure = measure or MeasurementOptions()
     plan = plan_measurements(files, measure, source)  # bad spacing or grouping stops here, before any prediction
     volumes, unread = plan_volume_files(volume_files, names)
+    dicom_codes = _dicom_codes(class_codes, volumes)  # a bad --class-codes stops here, before the weights are read
     if files:
         print(f"pixel spacing: {describe_spacing(files, measure, source)}")
     say_geometry(volumes)
     predictor = load_predictor(weights, device, amp, tta=tta, tta_vflip=tta_vflip, infer_mode=infer_mode,
                                compile=compile)
     class_names = class_names_for(measure, predictor.num_classes)
+    check_class_codes(class_codes, dicom_codes, class_names)
     with staged_output(out, "predict", OUTPUT_ENTRIES, **_output_rules(source)) as staging:
         summary = _predict_into(staging, predictor, files, names, volumes, plan, measure, class_names,
-                                failed=unnamed + unread)
+                                failed=unnamed + unread, dicom_codes=dicom_codes)
     summary.written = [out / path.relative_to(staging) for path in summary.written]
     return summary
 
 
 def _predict_into(staging: Path, predictor: Predictor | EnsemblePredictor, files: list[Path],
                   names: dict[Path, str], volumes: list, plan, measure, class_names: list[str],
-                  failed: list[str]) -> PredictionSummary:
+                  failed: list[str], dicom_codes: dict | None = None) -> PredictionSummary:
     """Masks, overlays, measurements and gallery of ``files`` and volume files into ``staging`` (swapped in for
     --out later); ``failed`` are the lines of files that failed before prediction."""
     (staging / "masks").mkdir()
@@ -309,7 +316,7 @@ def _predict_into(staging: Path, predictor: Predictor | EnsemblePredictor, files
                 raise
             summary.failed.append(f"{path}: {type(err).__name__}: {err}".splitlines()[0])
     columns_eye = volume_columns_eye(volumes, measure.eye, any(r.kind in ("group", "series") for r in plan))
-    done, lost = predict_volume_files(predictor, volumes, staging, class_names, columns_eye, overlay)
+    done, lost = predict_volume_files(predictor, volumes, staging, class_names, columns_eye, overlay, dicom_codes)
     summary.failed += lost
     summary.written += [r.masks for r in done]
     summary.measurements = write_folder_measurements(plan, masks, predictor.value_map, staging, class_names,
@@ -323,7 +330,34 @@ def _predict_into(staging: Path, predictor: Predictor | EnsemblePredictor, files
 # folder, or one holding only a previous prediction (these entries and gctxseg's marker), which is then replaced
 # whole once the new one is complete, so no stale mask or row of an earlier run sits beside the new ones. Anything
 # else in it, or an --out that would overlap the source or write over the masks beside it, is refused.
-OUTPUT_ENTRIES = frozenset({"masks", "overlays", "measurements.csv", "index.html", "etdrs.csv", "enface"})
+OUTPUT_ENTRIES = frozenset({"masks", "overlays", "measurements.csv", "index.html", "etdrs.csv", "enface", "dicom"})
+
+
+def _dicom_codes(class_codes: str | Path | None, volumes: list) -> dict | None:
+    """The segments' codes of the run's DICOM SEG/SR (empty: the defaults), None where none is written: no volume
+    file, or highdicom not installed (one line says so; with ``--class-codes`` that is a refusal).
+
+    Raises:
+        ValueError: ``class_codes`` unreadable, or given without highdicom.
+    """
+    from .dicom_out import DICOM_INSTALL, have_highdicom, read_class_codes
+
+    if not have_highdicom():
+        if class_codes is not None:
+            raise ValueError(f"--class-codes {class_codes}: writing DICOM SEG/SR needs highdicom; {DICOM_INSTALL}")
+        if volumes:
+            print(f"note: DICOM SEG/SR not written (highdicom is not installed; {DICOM_INSTALL})", file=sys.stderr)
+        return None
+    codes = read_class_codes(class_codes) if class_codes is not None else {}
+    return codes if volumes else None
+
+
+def check_class_codes(class_codes: str | Path | None, codes: dict | None, class_names: Sequence[str]) -> None:
+    """Refuse a ``--class-codes`` key that is not one of the run's classes (a typo would leave a class uncoded)."""
+    unknown = [name for name in codes or {} if name not in class_names]
+    if unknown:
+        raise ValueError(f"{class_codes}: key {unknown[0]!r} is not a class of this run ({', '.join(class_names)}); "
+                         "name the classes as --class-names does")
 
 
 def _output_rules(source: Path) -> dict:

@@ -23,11 +23,13 @@ from PIL import Image
 from .clinical import VolumeReport, _fluid_classes, etdrs_columns, etdrs_record, locate_fovea
 from .data.errors import DatasetError
 from .data.oct_volumes import OctVolume, RasterLayout, is_volume_file, raster_layout, read_oct_volume
+from .enface import LocalizerView
 from .etdrs import fluid_thickness_px
 from .measurements import Geometry, Measurement, count_classes
 
 __all__ = ["LISTED_VOLUME_SUFFIXES", "VolumeFile", "VolumeResult", "split_volume_files", "plan_volume_files",
-           "describe_volume", "volume_readout", "predict_volume_files", "volume_columns_eye", "say_geometry"]
+           "describe_volume", "volume_readout", "predict_volume_files", "volume_columns_eye", "say_geometry",
+           "localizer_view"]
 
 LISTED_VOLUME_SUFFIXES = (".vol", ".e2e")  # what predict lists beside pictures (multi-frame .dcm are found too)
 
@@ -137,8 +139,22 @@ def volume_readout(volume: OctVolume, labels: np.ndarray, class_names: Sequence[
                     pixel_mm2=pixel, voxel_mm3=pixel * layout.slice_mm if known else None)
     row = Measurement(name, "volume", grid, (volume.path,), pixels=count_classes(labels, len(class_names) + 1),
                       note=layout.note)
-    report = VolumeReport(name, record, where, thickness, layout.slice_mm, geo.ascan_mm, volume.eye)
+    report = VolumeReport(name, record, where, thickness, layout.slice_mm, geo.ascan_mm, volume.eye,
+                          localizer_view(volume, layout) if thickness is not None else None)
     return row, report
+
+
+def localizer_view(volume: OctVolume, layout: RasterLayout) -> LocalizerView | None:
+    """Where the laid-out en-face map (superior-first, left to right) lies on the volume's localizer, from the
+    B-scans' start/end positions in mm; None where the file has no localizer, no mm positions or no raster (a
+    DICOM OPT's localizer is a separate object and is not read)."""
+    geo = volume.geometry
+    if (volume.localizer is None or volume.localizer_mm is None or geo.position_unit != "mm"
+            or layout.slice_mm is None or geo.ascan_mm is None):
+        return None
+    superior = geo.positions[layout.order[0]]
+    return LocalizerView(volume.localizer, volume.localizer_mm, min(superior[0], superior[2]),
+                         (superior[1] + superior[3]) / 2, geo.ascan_mm, layout.slice_mm)
 
 
 def _bscan_input(predictor, bscan: np.ndarray) -> np.ndarray:
@@ -149,11 +165,13 @@ def _bscan_input(predictor, bscan: np.ndarray) -> np.ndarray:
 
 def predict_volume_files(
     predictor, volumes: Sequence[VolumeFile], out: Path, class_names: Sequence[str], columns_eye: str | None,
-    overlay: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    overlay: Callable[[np.ndarray, np.ndarray], np.ndarray], dicom_codes: Mapping | None = None,
 ) -> tuple[list[VolumeResult], list[str]]:
     """Segment each volume's B-scans into ``out/masks/NAME/bSSS.png`` (file order, the model's mask values) and
     ``out/overlays/NAME.png`` (the B-scan with the most foreground); measure them with :func:`volume_readout`.
-    Returns the results and one line per volume that failed (the others go on)."""
+    With ``dicom_codes`` (class name -> :class:`~gctxseg.dicom_out.ClassCode`, maybe empty; None writes no DICOM)
+    also ``out/dicom/NAME_seg.dcm`` and ``NAME_sr.dcm`` (:func:`gctxseg.dicom_out.write_dicom_objects`).
+    Returns the results and one line per volume (or DICOM object) that failed (the others go on)."""
     results, failed = [], []
     for planned in volumes:
         try:
@@ -170,6 +188,9 @@ def predict_volume_files(
             Image.fromarray(overlay(inputs[shown], labels[shown])).save(out / "overlays" / f"{planned.name}.png")
             row, report = volume_readout(volume, labels, class_names, columns_eye, planned.name)
             results.append(VolumeResult(row, report, folder))
+            if dicom_codes is not None:
+                failed += _write_dicom(volume, labels, report.record, class_names, out / "dicom", planned.name,
+                                       dicom_codes)
         except KeyboardInterrupt:
             raise
         except DatasetError as err:
@@ -177,6 +198,24 @@ def predict_volume_files(
         except Exception as err:  # one volume's failure (memory, a decoder) does not stop the others
             failed.append(f"{planned.path}: {type(err).__name__}: {err}".splitlines()[0])
     return results, failed
+
+
+def _write_dicom(volume: OctVolume, labels: np.ndarray, record: dict, class_names: Sequence[str], folder: Path,
+                 name: str, codes: Mapping) -> list[str]:
+    """The volume's DICOM SEG and SR; returns the line of a failure (a volume without a pixel spacing gets a note
+    on stderr instead: its read-out is in pixels, and a DICOM image without a ruler is not written)."""
+    from .dicom_out import NoDicomImage, write_dicom_objects
+
+    try:
+        write_dicom_objects(volume, labels, record, class_names, raster_layout(volume), folder, name, codes)
+    except NoDicomImage as err:
+        print(f"note: {err}", file=sys.stderr)
+    except DatasetError as err:
+        return [str(err)]
+    except Exception as err:  # highdicom refusing this volume (e.g. B-scans not parallel): the others go on
+        line = f"{type(err).__name__}: {err}".splitlines()[0]
+        return [f"{volume.path}: DICOM SEG/SR not written ({line}); its masks and etdrs.csv row are kept"]
+    return []
 
 
 def say_geometry(volumes: Sequence[VolumeFile]) -> None:

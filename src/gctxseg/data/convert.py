@@ -29,7 +29,7 @@ from ..utils import atomic_write_json
 from .errors import DatasetError
 from .splits import group_kfold
 
-__all__ = ["convert_drive", "convert_duke_dme", "CONVERTERS"]
+__all__ = ["convert_drive", "convert_duke_dme", "convert_oct_volumes", "CONVERTERS"]
 
 T = TypeVar("T")
 DUKE_SCANS_PER_PATIENT_PNG = 11  # the PNG copy holds the 11 graded B-scans of each patient, in order
@@ -331,3 +331,88 @@ def convert_drive(src: str | Path, out: str | Path, folds: int = 5, seed: int = 
 
 
 CONVERTERS = {"duke-dme": convert_duke_dme, "drive": convert_drive}
+
+
+# ---------------------------------------------------------------- a clinic's own volume files
+
+
+def _volume_sources(src: Path) -> tuple[list[Path], list[str]]:
+    """The volume files of ``src`` (``.vol``/``.e2e``/``.xml``, multi-frame DICOM) and a line per other file."""
+    from .oct_volumes import is_volume_file
+
+    if not src.is_dir():
+        raise DatasetError(f"{src}: folder not found; point SRC at a folder of HEYEX .vol/.e2e/.xml or OCT DICOM files")
+    files = sorted(p for p in src.iterdir() if p.is_file())
+    volumes = [p for p in files if is_volume_file(p)]
+    if not volumes:
+        raise DatasetError(f"{src}: no OCT volume files (.vol, .e2e, .xml, multi-frame .dcm); point SRC at the "
+                           "device exports")
+    _one_source_each([(p.stem, p) for p in volumes], lambda stem: f"{stem}_bNNN.png and geometry/{stem}.json")
+    skipped = [f"{p}: not an OCT volume file; not converted" for p in files if p not in volumes]
+    return volumes, skipped
+
+
+def _geometry_record(volume, layout) -> dict:
+    """``OUT/geometry/NAME.json``: what the read-out of these B-scans needs, each number with where it came from."""
+    count, rows, cols = volume.bscans.shape
+    return {"file": volume.path.name, "format": volume.format, "bscans": count, "rows": rows, "columns": cols,
+            "eye": volume.eye, "eye_source": volume.eye_source, "geometry": volume.geometry.to_dict(),
+            "layout": {"slice_mm": layout.slice_mm, "slice_mm_source": layout.source,
+                       "superior_first": list(layout.order), "flip_columns": layout.flip_columns,
+                       "note": layout.note},
+            "localizer_mm": list(volume.localizer_mm) if volume.localizer_mm else None}
+
+
+def _write_volume(out: Path, volume) -> int:
+    from .oct_volumes import raster_layout
+
+    name = volume.path.stem
+    width = max(3, len(str(len(volume.bscans) - 1)))
+    for k, bscan in enumerate(volume.bscans):
+        Image.fromarray(bscan, mode="L").save(out / "images" / f"{name}_b{k:0{width}d}.png")
+    record = _geometry_record(volume, raster_layout(volume))
+    if volume.localizer is not None:
+        Image.fromarray(volume.localizer, mode="L").save(out / "localizer" / f"{name}.png")
+        record["localizer"] = f"localizer/{name}.png"
+    atomic_write_json(out / "geometry" / f"{name}.json", record)
+    return width
+
+
+def convert_oct_volumes(src: str | Path, out: str | Path, folds: int | None = None, force: bool = False) -> dict:
+    """Convert a folder of OCT volume files (HEYEX ``.vol``/``.e2e``/``.xml`` through eyepy, OCT multi-frame DICOM;
+    :func:`gctxseg.data.oct_volumes.read_oct_volume`) to B-scan pictures for annotation and training.
+
+    Writes ``out/images/NAME_bNNN.png`` (each B-scan, grey, in the file's order), ``out/geometry/NAME.json`` (A-scan
+    and axial spacing, the distance between B-scans, each B-scan's position, the eye, each with where it came from,
+    and the superior-first order the read-out uses), ``out/localizer/NAME.png`` (the fundus picture, where the file
+    holds one) and ``out/groups.json`` (B-scan stem -> volume, so ``gctxseg cv`` keeps an exam's B-scans in one
+    fold). No ``masks/``: device exports carry no fluid or hole annotations (HEYEX layer lines outline retinal
+    layers, not these classes); annotate ``images/`` and put the masks in ``out/masks/``.
+
+    Every file is read (and a corrupt one named, in one line) before anything is written. ``folds`` is not used:
+    no ``splits.json`` is written (there are no masks to train on yet; ``gctxseg cv`` makes its folds from
+    ``groups.json`` once there are).
+    """
+    from .oct_volumes import read_oct_volume
+
+    src, out = Path(src), Path(out)
+    volumes, skipped = _volume_sources(src)
+    _check_out(src, out, force)
+    bscans = {p: len(read_oct_volume(p).bscans) for p in volumes}  # a corrupt file stops here, before writing
+    _say_skipped(skipped)
+
+    def write(staging: Path) -> dict[str, str]:
+        for folder in ("images", "geometry", "localizer"):
+            (staging / folder).mkdir()
+        groups = {}
+        for path in volumes:
+            width = _write_volume(staging, read_oct_volume(path))  # one volume in memory at a time
+            groups.update({f"{path.stem}_b{k:0{width}d}": path.stem for k in range(bscans[path])})
+        atomic_write_json(staging / "groups.json", groups)
+        return groups
+
+    groups = _staged(out, write)
+    return {"volumes": len(volumes), "scans": len(groups), "source": "oct-volumes"}
+
+
+CONVERTERS["oct-volumes"] = convert_oct_volumes
