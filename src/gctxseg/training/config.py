@@ -66,7 +66,11 @@ class TrainConfig:
     warmup_epochs: float | None = None  # linear warm-up, capped at 10% of the schedule
     weight_decay: float | None = None
     foreground_share: float | None = None  # each batch topped up to hold each foreground class in this share
-    time_budget: float | None = None  # minutes the run may take: the planned schedule (and size) fit it
+    time_budget: float | None = None  # minutes the run may take: a planned schedule follows the clock to its
+    # deadline (training/schedule.py); with epochs or steps given it only sizes the plan
+    steps: int | None = None  # train exactly this many optimiser steps (epochs derived; the last may be partial)
+    schedule: tuple = ()  # [step, total] revisions of the lr's horizon to follow (a replayed budgeted run)
+    schedule_from: str | None = None  # a run folder (or its log.json) whose schedule and planned settings to replay
     augment: str | None = None  # augmentation strength (data.transforms.AUGMENTATIONS); None = planned per family
     val_every: int | None = None  # validate every N epochs (and the last); None = planned from the step time
     lambda_dice: float = 1.0
@@ -92,13 +96,16 @@ class TrainConfig:
             self.base_size = tuple(int(s) for s in self.base_size)
             if len(self.base_size) != 2 or min(self.base_size) < 8:
                 raise ValueError(f"base_size must be two sizes >= 8 (H W), got {self.base_size}")
-        for name in ("epochs", "batch_size", "grad_accum", "val_every"):
+        for name in ("epochs", "steps", "batch_size", "grad_accum", "val_every"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.folds is not None and not 0 <= self.fold < max(self.folds, 1):
             raise ValueError(f"--fold {self.fold}: with --folds {self.folds} it must be 0..{self.folds - 1}")
         if self.foreground_share is not None and not 0 <= self.foreground_share <= 1:
             raise ValueError(f"foreground_share must be in [0, 1], got {self.foreground_share}")
+        if self.steps is not None and self.epochs is not None and not self.resume:
+            raise ValueError(f"--epochs {self.epochs} and --steps {self.steps}: give one (the other is derived)")
+        self.schedule = tuple(tuple(int(v) for v in revision) for revision in self.schedule)
         if self.time_budget is not None and self.time_budget <= 0:
             raise ValueError(f"--time-budget must be > 0 minutes, got {self.time_budget}")
         if (self.lr is not None and self.lr <= 0) or not 0 < self.lrf <= 1:
@@ -140,7 +147,7 @@ class NonFiniteLossError(RuntimeError):
 
 
 
-RESUME_SETTINGS = ("device", "workers", "epochs", "resume")
+RESUME_SETTINGS = ("device", "workers", "epochs", "steps", "resume")
 
 
 def flag_name(name: str) -> str:
@@ -167,8 +174,10 @@ def resume_config(cfg: TrainConfig, ckpt: dict, given: Collection[str] | None) -
     saved.setdefault("augment", "standard")  # runs from before augmentation was planned trained with this one
     saved.setdefault("val_every", 1)  # runs from before the validation cadence was planned validated every epoch
     overrides = {k: getattr(cfg, k) for k in ("device", "workers", "resume")}
-    if "epochs" in given:  # an explicit --epochs always wins: it extends or shortens the schedule
-        overrides["epochs"] = cfg.epochs
+    if "epochs" in given:  # an explicit --epochs or --steps always wins: it extends or shortens the schedule
+        overrides.update(epochs=cfg.epochs, steps=None)
+    if "steps" in given:
+        overrides.update(steps=cfg.steps, schedule=())
     return TrainConfig(**{**saved, **overrides})
 
 
