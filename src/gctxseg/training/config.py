@@ -103,8 +103,6 @@ class TrainConfig:
             raise ValueError(f"--fold {self.fold}: with --folds {self.folds} it must be 0..{self.folds - 1}")
         if self.foreground_share is not None and not 0 <= self.foreground_share <= 1:
             raise ValueError(f"foreground_share must be in [0, 1], got {self.foreground_share}")
-        if self.steps is not None and self.epochs is not None and not self.resume:
-            raise ValueError(f"--epochs {self.epochs} and --steps {self.steps}: give one (the other is derived)")
         self.schedule = tuple(tuple(int(v) for v in revision) for revision in self.schedule)
         if self.time_budget is not None and self.time_budget <= 0:
             raise ValueError(f"--time-budget must be > 0 minutes, got {self.time_budget}")

@@ -659,6 +659,8 @@ def train(cfg: TrainConfig, *, given: Collection[str] | None = None) -> Path:
     ckpt = load_checkpoint(cfg.resume) if cfg.resume else None
     fixed = {"epochs", "steps"} & set(given if given is not None else
                                       [k for k in ("epochs", "steps") if getattr(cfg, k) is not None])
+    if ckpt is None and cfg.steps is not None and cfg.epochs is not None:
+        raise ValueError(f"--epochs {cfg.epochs} and --steps {cfg.steps}: give one (the other is derived)")
     if cfg.schedule_from and ckpt is None:
         cfg = _replayed(cfg)
     cfg = resume_config(cfg, ckpt, given) if ckpt is not None else absolute_data_paths(cfg)
