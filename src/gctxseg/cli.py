@@ -229,7 +229,8 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mask-ratio", type=float, default=d.mask_ratio,
                    help=f"mim: share of patches blanked (default {d.mask_ratio})")
     p.add_argument("--time-budget", type=float, default=None, metavar="MIN",
-                   help="minutes for each task: epochs re-fitted after the first")
+                   help="minutes for each task: the steps follow the clock to the deadline (--epochs: the first "
+                        "estimate)")
     p.add_argument("--init-weights", default=None, metavar="PT", help="start from this pretrained.pt")
     p.add_argument("--install", action="store_true",
                    help="make the result the start every later gctx_unet run plans (in $GCTXSEG_CACHE, default "
