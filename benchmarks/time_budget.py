@@ -76,7 +76,8 @@ def _jobs(args, work: Path) -> dict[str, tuple[list[str], float, float, Path]]:
     return {
         "demo": (demo, DEMO_PROMISE_MIN * demo_minutes / DEMO_TRAIN_MINUTES, demo_minutes, work / "runs"),
         "train": (_gctxseg("train", "--data-train", str(data / "train" / "images"), "--data-val",
-                           str(data / "val" / "images"), "--time-budget", str(args.train_minutes), "--results",
+                           str(data / "val" / "images"), "--model", args.models[0],
+                           "--time-budget", str(args.train_minutes), "--results",
                            str(work / "train"), *common), args.train_minutes, args.train_minutes, work / "train"),
         "cv": (_gctxseg("cv", str(data / "train" / "images"), "--folds", str(args.folds), "--models", *args.models,
                         "--time-budget", str(args.cv_minutes), "--results", str(work / "cv"), *common),
@@ -114,7 +115,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=400, help="phantom images (train 70%% / val 30%%)")
     parser.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"),
                         help="phantom image size and the runs' --base-size (default: 224x224 phantom, size planned)")
-    parser.add_argument("--models", nargs="+", default=["gctx_unet", "unet"], help="cv's configurations")
+    parser.add_argument("--models", nargs="+", default=["gctx_unet", "unet"],
+                        help="cv's configurations (train's model: the first)")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--workers", type=int, default=-1)

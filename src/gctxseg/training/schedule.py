@@ -24,8 +24,8 @@ from typing import Protocol
 __all__ = ["ScheduleSettings", "Deadline", "StepSchedule", "lr_at", "lr_lambda", "now", "replay_settings",
            "steps_per_epoch", "REVISE_EVERY", "REVISE_TOLERANCE", "RATE_WINDOW"]
 
-# The total is re-estimated every this many optimiser steps (and at each epoch's last step): a one-epoch run adapts
-# too, and a revision costs one clock reading.
+# The total is re-estimated every this many optimiser steps (sooner at the start: after 1, 2, 4, 8 steps; and at each
+# epoch's last step): a one-epoch run adapts too, and a revision costs one clock reading.
 REVISE_EVERY = 10
 # A re-estimate within this share of the current total keeps it: the lr does not jitter with the clock's noise, and
 # the record stays short. At most this share of a budget's training time is left unspent by it.
@@ -154,7 +154,8 @@ class StepSchedule:
             return self.total, 0
         fit = self.done + max(1, int(self.deadline.left(step_s, at) / step_s))  # this step counts among them
         total = self.total
-        due = epoch_end or self.done - self._revised_at >= REVISE_EVERY
+        # after 1, 2, 4, 8 steps, then every REVISE_EVERY: a run of a few steps adapts too
+        due = epoch_end or self.done - self._revised_at >= min(REVISE_EVERY, max(1, self._revised_at))
         if due and abs(fit - total) > REVISE_TOLERANCE * total:
             total = fit
         if due:
