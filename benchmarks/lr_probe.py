@@ -83,7 +83,7 @@ def as_cv(args, results: Path) -> None:
         t0 = time.perf_counter()
         probe = lr_probe.plan_probe(cfg, model, None)
         result = lr_probe.probe_learning_rate(cfg, results / model, probe)
-        print(f"{model}: {probe.epochs} epochs, {probe.images} images per candidate at "
+        print(f"{model}: {probe.steps} steps, {probe.images} images per candidate at "
               f"{probe.plan.base_size[0]}x{probe.plan.base_size[1]}, batch {probe.plan.batch_size}; held-out Dice "
               f"{result.record['held-out dice']}; chosen {result.lr:g}; {time.perf_counter() - t0:.0f} s", flush=True)
 

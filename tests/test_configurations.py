@@ -169,7 +169,8 @@ def test_cv_probes_the_lr_on_fold_0_and_trains_every_fold_at_the_chosen_one(tmp_
 
     # the U-Net family is not probed by default: given candidates here, it is probed as cheaply as a test allows
     monkeypatch.setitem(lr_probe.PROBE_CANDIDATES, "cnn", (1e-3, 3e-2))
-    monkeypatch.setattr(lr_probe, "PROBE_IMAGES", 12)  # 2 epochs of the 6 training scans
+    monkeypatch.setattr(lr_probe, "PROBE_IMAGES", 12)  # 2 epochs of the 6 training scans ...
+    monkeypatch.setattr(lr_probe, "PROBE_MIN_IMAGES", 4)  # ... but --epochs 1 caps a candidate at one (3 steps)
     images = write_patients(tmp_path / "data")
     args = ["cv", str(images), "--folds", "2", "--group-regex", r"^(p\d+)_", "--img_f", ".png", "--models", "unet",
             "--model-option", "base_width=4", "--base-size", "32", "64", "--epochs", "1", "--batch-size", "2",
@@ -177,13 +178,14 @@ def test_cv_probes_the_lr_on_fold_0_and_trains_every_fold_at_the_chosen_one(tmp_
     assert main(args) == 0
     config = tmp_path / "runs" / "cv" / "unet"
     record = json.loads((config / "lr_probe.json").read_text())
-    # the planned 5e-4 is always a candidate; each trained 6 steps (2 epochs of 3) on fold 0 and was scored there
+    # the planned 5e-4 is always a candidate; each trained 3 steps (the one epoch the user fixed, not the 2 the
+    # probe would take) on fold 0 and was scored there
     assert set(record["held-out dice"]) == {"0.0005", "0.001", "0.03"}
-    assert set(record["steps"].values()) == {6} and record["fold"] == 0
+    assert set(record["steps"].values()) == {3} and record["fold"] == 0
     scores = {float(lr): d for lr, d in record["held-out dice"].items()}
     for lr, dice in record["held-out dice"].items():  # the final validation's foreground Dice, from the run's log
         log = json.loads((config / "lr_probe" / f"lr_{lr}" / "log.json").read_text())
-        assert dice == pytest.approx(log["epoch:1"]["val log:"]["info"]["Dice"][0])
+        assert dice == pytest.approx(log["epoch:0"]["val log:"]["info"]["Dice"][0])
     assert record["chosen"] == lr_probe._pick(scores, 5e-4)
     for fold in (0, 1):
         assert load_checkpoint(config / f"fold_{fold}" / "last.pt")["config"]["lr"] == record["chosen"]
@@ -204,7 +206,7 @@ def test_cv_probes_the_lr_on_fold_0_and_trains_every_fold_at_the_chosen_one(tmp_
 
 
 def test_the_probe_keeps_the_planned_lr_unless_another_clearly_beats_it(tmp_path):
-    from gctxseg.lr_probe import PROBE_IMAGES, PROBE_TIE_DICE, _final_foreground_dice, _pick, probe_epochs
+    from gctxseg.lr_probe import PROBE_IMAGES, PROBE_TIE_DICE, _final_foreground_dice, _pick, probe_steps
 
     # a run's log lists foreground Dice per class: the last validation's mean is the candidate's score
     (tmp_path / "log.json").write_text(json.dumps({"epoch:0": {"val log:": {"info": {"Dice": [0.9, 0.9]}}},
@@ -214,10 +216,10 @@ def test_the_probe_keeps_the_planned_lr_unless_another_clearly_beats_it(tmp_path
     assert _pick({1e-4: 0.50, 2e-3: 0.50 + PROBE_TIE_DICE / 2}, 1e-4) == 1e-4
     assert _pick({1e-4: 0.50, 2e-3: 0.60, 5e-4: 0.55}, 1e-4) == 2e-3
     assert _pick({1e-4: 0.0, 2e-3: 0.0}, 1e-4) == 1e-4  # nothing learnt: the planned one
-    # no budget: PROBE_IMAGES worth of epochs (88 scans, batch 4: 22 steps of 4 = 88 images an epoch)
-    assert probe_epochs(0.5, None, 3, 4, 88) == -(-PROBE_IMAGES // 88)
-    # 3 min over 3 candidates, 90% of it stepping, at 1.5x the planner's 0.2 s per step: 180 steps, 8 epochs of 22
-    assert probe_epochs(0.2, 3.0, 3, 4, 88) == 8
+    # no budget: PROBE_IMAGES worth of optimiser steps (batch 4)
+    assert probe_steps(0.5, None, 3, 4) == -(-PROBE_IMAGES // 4)
+    # 3 min over 3 candidates, 90% of it stepping, at 1.5x the planner's 0.2 s per step: 180 steps (not 8 epochs)
+    assert probe_steps(0.2, 3.0, 3, 4) == 180
 
 
 def test_a_probe_too_short_to_separate_the_rates_gives_its_share_back(tmp_path, monkeypatch):

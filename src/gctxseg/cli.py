@@ -83,6 +83,9 @@ def _given_train_settings(argv: Sequence[str]) -> set[str]:
 def _add_train(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a segmentation model on a folder of images and masks")
     _add_train_arguments(p)
+    p.add_argument("--schedule-from", default=None, metavar="RUN",
+                   help="replay a run's recorded steps, schedule revisions and planned settings (its folder or "
+                        "log.json): with its seed, a --time-budget run's weights exactly (docs/time-budget.md)")
     return p
 
 
@@ -111,6 +114,8 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
                         "kept; the seed project used 224 224)")
     p.add_argument("--batch-size", type=int, default=None, help="images per step (default: planned)")
     p.add_argument("--epochs", type=int, default=None, help="epochs (default: planned; with --resume: the run's)")
+    p.add_argument("--steps", type=int, default=None, metavar="N",
+                   help="train exactly N optimiser steps instead of --epochs (the last epoch may be partial)")
     p.add_argument("--lr", type=float, default=None,
                    help="peak AdamW learning rate (default: planned per architecture family)")
     p.add_argument("--lrf", type=float, default=d.lrf, help=f"cosine decay to lr*lrf (default {d.lrf})")
@@ -163,8 +168,8 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="validate every N epochs and the last (default: planned so that validation takes at most "
                         "a tenth of the training time)")
     p.add_argument("--time-budget", type=float, default=None, metavar="MIN",
-                   help="minutes the run may take: epochs (and, if needed, the input size) planned from a "
-                        "measured step time")
+                   help="minutes the run may take: the input size planned from a measured step time, and, "
+                        "unless --epochs/--steps fix them, the steps follow the clock to the deadline")
     _add_fold_options(p)
     p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm when run under torchrun")
     p.add_argument("--model-option", type=_model_option, action="append", default=[], metavar="KEY=VALUE",
@@ -224,7 +229,8 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mask-ratio", type=float, default=d.mask_ratio,
                    help=f"mim: share of patches blanked (default {d.mask_ratio})")
     p.add_argument("--time-budget", type=float, default=None, metavar="MIN",
-                   help="minutes for each task: epochs re-fitted after the first")
+                   help="minutes for each task: the steps follow the clock to the deadline (--epochs: the first "
+                        "estimate)")
     p.add_argument("--init-weights", default=None, metavar="PT", help="start from this pretrained.pt")
     p.add_argument("--install", action="store_true",
                    help="make the result the start of every later train/cv run of its architecture with the same "
@@ -468,6 +474,7 @@ def _train_config(args: argparse.Namespace, **overrides):
         base_size=tuple(args.base_size) if args.base_size else None, cache_dir=args.cache_dir, model=args.model,
         model_options=_architecture_options(args), encoder_weights=args.encoder_weights, decoder_init=args.decoder_init,
         init_weights=args.init_weights, epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum,
+        steps=args.steps, schedule_from=getattr(args, "schedule_from", None),
         compile=args.compile,
         lr=args.lr, lrf=args.lrf, warmup_epochs=args.warmup_epochs, weight_decay=args.weight_decay,
         foreground_share=args.fg_share, augment=args.augment, val_every=args.val_every, time_budget=args.time_budget,

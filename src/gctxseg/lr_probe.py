@@ -27,7 +27,7 @@ from .training.segmentation import plan_run
 from .utils import atomic_write_json
 
 __all__ = ["PROBE_CANDIDATES", "PROBE_IMAGES", "PROBE_MIN_IMAGES", "PROBE_TIE_DICE", "ProbePlan", "ProbeResult",
-           "needs_probe", "plan_probe", "probe_epochs", "probe_learning_rate", "probe_reason", "read_record",
+           "needs_probe", "plan_probe", "probe_steps", "probe_learning_rate", "probe_reason", "read_record",
            "skip_probe"]
 
 # Candidate peak AdamW rates per probed family: the grid measured on Duke DME and DRIVE (planning.py). The
@@ -45,8 +45,8 @@ PROBE_MIN_IMAGES = 600
 PROBE_TIE_DICE = 0.02
 # A real step (loading, augmenting and sampling data on the same cores; validation; checkpoints) against the
 # planner's bare-model step: 1.3-1.5x on Duke DME (planning.py), and a probe run's first epoch on a 2-core Xeon was
-# 2.4x (31 s for a planned 13 s). The probe's epochs are fixed from this up front: a run re-fitted to its budget
-# after a slow first epoch would leave a probe of one epoch (44 steps on Duke: nothing learnt at any rate).
+# 2.4x (31 s for a planned 13 s). The probe's optimiser steps are fixed from this up front (``--steps``: every
+# candidate trains the same steps, the last epoch partial where the share holds less than a whole one).
 REAL_STEP_FACTOR = 1.5
 PROBE_RECORD = "lr_probe.json"
 
@@ -64,13 +64,14 @@ class ProbePlan:
     model: str
     plan: TrainingPlan
     candidates: list[float]
-    epochs: int
+    steps: int  # optimiser steps per candidate
     images: int  # per candidate
     minutes: float | None  # the whole probe's share of the budget (None: no budget)
+    fixed: str | None = None  # the schedule the user fixed (--epochs/--steps): no candidate trains longer
 
     @property
     def affordable(self) -> bool:
-        return self.minutes is None or self.images >= PROBE_MIN_IMAGES
+        return (self.minutes is None and self.fixed is None) or self.images >= PROBE_MIN_IMAGES
 
 
 def needs_probe(model: str, cfg: TrainConfig) -> bool:
@@ -95,28 +96,41 @@ def read_record(config_dir: Path) -> dict | None:
     return record
 
 
-def probe_epochs(step_s: float | None, minutes: float | None, candidates: int, batch: int, n_train: int) -> int:
-    """Epochs each candidate trains: ``PROBE_IMAGES`` worth, or what ``minutes`` (the whole probe) buys at the
-    planner's step time ``step_s`` times ``REAL_STEP_FACTOR``."""
-    steps_per_epoch = _steps_per_epoch(n_train, batch)
+def probe_steps(step_s: float | None, minutes: float | None, candidates: int, batch: int,
+                fixed_steps: int | None = None) -> int:
+    """Optimiser steps each candidate trains: ``PROBE_IMAGES`` worth, or what ``minutes`` (the whole probe) buys at
+    the planner's step time ``step_s`` times ``REAL_STEP_FACTOR``; never more than ``fixed_steps`` (the schedule
+    the user fixed for the folds)."""
     if not minutes or not step_s:
-        return max(1, math.ceil(PROBE_IMAGES / (steps_per_epoch * batch)))
-    steps = minutes * 60 * BUDGET_SHARE / candidates / (step_s * REAL_STEP_FACTOR)
-    return max(1, int(steps // steps_per_epoch))
+        steps = math.ceil(PROBE_IMAGES / batch)
+    else:
+        steps = int(minutes * 60 * BUDGET_SHARE / candidates / (step_s * REAL_STEP_FACTOR) + 1e-9)
+    return max(1, min(steps, fixed_steps or steps))
 
 
 def _steps_per_epoch(n_train: int, batch: int) -> int:
     return max(1, n_train // batch)  # as the planner counts an epoch (planning.plan_training)
 
 
+def _fixed_schedule(cfg: TrainConfig, steps_per_epoch: int) -> tuple[int | None, str | None]:
+    """(steps, how the user said it) of a schedule the user fixed for the folds (--steps or --epochs), else
+    (None, None)."""
+    if cfg.steps is not None:
+        return cfg.steps, f"--steps {cfg.steps}"
+    if cfg.epochs is not None:
+        return cfg.epochs * steps_per_epoch, f"--epochs {cfg.epochs}"
+    return None, None
+
+
 def plan_probe(cfg: TrainConfig, model: str, minutes: float | None) -> ProbePlan:
     """The probe of ``model`` on ``cfg``'s folds (``cfg.time_budget`` is a fold's: the candidates train at the
-    size and batch the folds are planned with) in ``minutes`` for all its candidates."""
+    size and batch the folds are planned with) in ``minutes`` for all its candidates, each no longer than the
+    folds' schedule where the user fixed it."""
     plan, n_train = plan_run(replace(cfg, model=model, fold=0))
     candidates = sorted({*PROBE_CANDIDATES[model_family(model)], plan.lr})  # the planned rate is always one
-    epochs = probe_epochs(plan.seconds_per_step, minutes, len(candidates), plan.batch_size, n_train)
-    return ProbePlan(model, plan, candidates, epochs, epochs * _steps_per_epoch(n_train, plan.batch_size) *
-                     plan.batch_size, minutes)
+    fixed_steps, fixed = _fixed_schedule(cfg, _steps_per_epoch(n_train, plan.batch_size))
+    steps = probe_steps(plan.seconds_per_step, minutes, len(candidates), plan.batch_size, fixed_steps)
+    return ProbePlan(model, plan, candidates, steps, steps * plan.batch_size, minutes, fixed)
 
 
 def _final_foreground_dice(run_dir: Path) -> float:
@@ -136,15 +150,17 @@ def _pick(scores: dict[float, float], planned: float) -> float:
 def _record(probe: ProbePlan) -> dict:
     plan = probe.plan
     return {"family": model_family(probe.model), "planned lr": plan.lr, "fold": 0, "base size": list(plan.base_size),
-            "batch size": plan.batch_size, "epochs": probe.epochs, "images per candidate": probe.images,
+            "batch size": plan.batch_size, "steps per candidate": probe.steps, "images per candidate": probe.images,
             "minutes": probe.minutes}
 
 
 def skip_probe(config_dir: Path, probe: ProbePlan) -> ProbeResult:
     """Record (and say) that ``probe`` is too short to separate the rates: the planned lr is kept."""
+    within = (f"the schedule you fixed ({probe.fixed})" if probe.fixed and probe.minutes is None else
+              f"one fold's share ({probe.minutes:.1f} min)" + (f" and {probe.fixed}" if probe.fixed else ""))
     record = {**_record(probe), "chosen": probe.plan.lr, "skipped": (
-        f"{probe.images} images per candidate fit one fold's share ({probe.minutes:.1f} min), fewer than "
-        f"{PROBE_MIN_IMAGES}: the planned lr {probe.plan.lr:g} is kept and the share goes to the folds")}
+        f"{probe.images} images ({probe.steps} steps) per candidate fit {within}, fewer than {PROBE_MIN_IMAGES}: "
+        f"the planned lr {probe.plan.lr:g} is kept" + (" and the share goes to the folds" if probe.minutes else ""))}
     print(f"{probe.model} lr probe: {record['skipped']}")
     config_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(config_dir / PROBE_RECORD, record)
@@ -194,6 +210,6 @@ def _train_candidate(cfg: TrainConfig, probe: ProbePlan, lr: float, config_dir: 
     # the schedule's warm-up is capped at a tenth of its steps (schedule.lr_lambda): a probe reaches its peak
     return train(replace(
         cfg, model=probe.model, fold=0, lr=lr, base_size=probe.plan.base_size, batch_size=probe.plan.batch_size,
-        epochs=probe.epochs, time_budget=None, results=str(run_dir.parent), name=run_dir.name, exist_ok=True,
+        epochs=None, steps=probe.steps, time_budget=None, results=str(run_dir.parent), name=run_dir.name, exist_ok=True,
         num_samples=0,
     ))

@@ -359,7 +359,7 @@ def plan_training(
     structure_width: float | None = None,
 ) -> TrainingPlan:
     """Plan every setting not in ``given`` (keys: base_size, batch_size, lr, weight_decay, warmup_epochs, epochs,
-    augment, val_every).
+    augment, val_every; steps: the epochs that hold them).
 
     Args:
         model_name: registry name or alias.
@@ -368,8 +368,9 @@ def plan_training(
         channels, num_classes: model input channels and classes.
         device: where training runs (memory budget, step time).
         given: the user's settings; they win and are recorded as given.
-        time_budget_s: wall seconds the whole run may take; sets the epochs from a measured step time and may
-            shrink the planned size so that the network sees at least ``MIN_PLANNED_IMAGES`` training images.
+        time_budget_s: wall seconds the whole run may take; sets the epochs (the schedule's first estimate: a
+            planned run's clock revises it, training/schedule.py) from a measured step time and may shrink the
+            planned size so that the network sees at least ``MIN_PLANNED_IMAGES`` training images.
         amp_dtype: autocast dtype of training (the step time is measured under it).
         structure_width: the fingerprint's median foreground width in pixels (``MIN_STRUCTURE_PX``).
     """
@@ -420,6 +421,9 @@ def plan_training(
     val_every = int(given.get("val_every", 1))
     if "epochs" in given:
         epochs = int(given["epochs"])
+    elif "steps" in given:  # --steps: the epochs that hold them (the last may be partial)
+        epochs = math.ceil(int(given["steps"]) / steps_per_epoch)
+        reasons["epochs"] = f"{given['steps']} optimiser steps given (--steps), {steps_per_epoch} per epoch"
     elif time_budget_s:
         size, epochs, step_s, val_every, reasons["epochs"] = _fit_budget(
             step_time, size, step_s, batch, steps_per_epoch, n_val, time_budget_s, given, multiple, min_pixels)

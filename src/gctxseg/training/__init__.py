@@ -2,7 +2,7 @@
 
 - ``config``: :class:`TrainConfig`, what a resumed run may change, the loop's errors;
 - ``data``: seeded per-sample augmentation, epoch-tagged and sharded samplers, loader workers;
-- ``schedule``: warm-up and cosine decay per optimiser step, re-fitted once to a time budget;
+- ``schedule``: warm-up and cosine decay per optimiser step; a time budget's deadline and the clock's revisions;
 - ``distributed``: ranks under ``torchrun`` and the agreements they reach together;
 - ``loop``: one pass of optimiser steps (accumulation, agreed stops, fp16 scaler), stop signals, AdamW groups;
 - ``segmentation``: :func:`train`, a run folder from a :class:`TrainConfig`;

@@ -69,7 +69,11 @@ class TrainConfig:
     warmup_epochs: float | None = None  # linear warm-up, capped at 10% of the schedule
     weight_decay: float | None = None
     foreground_share: float | None = None  # each batch topped up to hold each foreground class in this share
-    time_budget: float | None = None  # minutes the run may take: the planned schedule (and size) fit it
+    time_budget: float | None = None  # minutes the run may take: a planned schedule follows the clock to its
+    # deadline (training/schedule.py); with epochs or steps given it only sizes the plan
+    steps: int | None = None  # train exactly this many optimiser steps (epochs derived; the last may be partial)
+    schedule: tuple = ()  # [step, total] revisions of the lr's horizon to follow (a replayed budgeted run)
+    schedule_from: str | None = None  # a run folder (or its log.json) whose schedule and planned settings to replay
     augment: str | None = None  # augmentation strength (data.transforms.AUGMENTATIONS); None = planned per family
     val_every: int | None = None  # validate every N epochs (and the last); None = planned from the step time
     lambda_dice: float = 1.0
@@ -93,7 +97,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.base_size is not None:
             self.base_size = check_input_size(self.base_size)
-        for name in ("epochs", "batch_size", "grad_accum", "val_every"):
+        for name in ("epochs", "steps", "batch_size", "grad_accum", "val_every"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.folds is not None and not 0 <= self.fold < max(self.folds, 1):
@@ -101,6 +105,7 @@ class TrainConfig:
         if self.foreground_share is not None and not 0 <= self.foreground_share <= 1:
             raise ValueError(f"foreground_share must be in [0, 1], got {self.foreground_share}")
         self.time_budget = check_time_budget(self.time_budget)
+        self.schedule = tuple(tuple(int(v) for v in revision) for revision in self.schedule)
         if (self.lr is not None and self.lr <= 0) or not 0 < self.lrf <= 1:
             raise ValueError(f"need lr > 0 and 0 < lrf <= 1, got lr={self.lr}, lrf={self.lrf}")
         if self.augment is not None and self.augment not in AUGMENTATIONS:
@@ -143,7 +148,7 @@ class NonFiniteLossError(RuntimeError):
 
 
 
-RESUME_SETTINGS = ("device", "workers", "epochs", "resume")
+RESUME_SETTINGS = ("device", "workers", "epochs", "steps", "resume")
 
 
 def resume_config(cfg: TrainConfig, ckpt: dict, given: Collection[str] | None) -> TrainConfig:
@@ -166,8 +171,10 @@ def resume_config(cfg: TrainConfig, ckpt: dict, given: Collection[str] | None) -
     saved.setdefault("augment", "standard")  # runs from before augmentation was planned trained with this one
     saved.setdefault("val_every", 1)  # runs from before the validation cadence was planned validated every epoch
     overrides = {k: getattr(cfg, k) for k in ("device", "workers", "resume")}
-    if "epochs" in given:  # an explicit --epochs always wins: it extends or shortens the schedule
-        overrides["epochs"] = cfg.epochs
+    if "epochs" in given:  # an explicit --epochs or --steps always wins: it extends or shortens the schedule
+        overrides.update(epochs=cfg.epochs, steps=None)
+    if "steps" in given:
+        overrides.update(steps=cfg.steps, schedule=())
     return TrainConfig(**{**saved, **overrides})
 
 

@@ -40,19 +40,26 @@ def setup_distributed(device_name: str) -> tuple[Distributed, torch.device]:
 
 
 def agree_across_ranks(stop: dict, finite: bool, device: torch.device) -> bool:
-    """Make every rank see the same stop signal and non-finite loss; returns whether every rank's loss is finite.
+    """Make every rank see the same stop signal, non-finite loss and schedule; returns whether every rank's loss is
+    finite.
 
     A SIGTERM (or a NaN) seen by one rank only would let it leave the loop while the others block in the next
-    gradient all-reduce until the timeout: one all-reduce (max) of ``[signal, non-finite]`` per micro-batch,
-    before its backward, lets all ranks stop at the same step. Sets ``stop["signal"]`` to the agreed signal.
+    gradient all-reduce until the timeout: one all-reduce (max) of ``[signal, non-finite, total, end]`` per
+    micro-batch, before its backward, lets all ranks stop at the same step. Sets ``stop["signal"]`` to the agreed
+    signal. ``stop["plan"]``, where the caller set it (a step schedule's ``(total, end now)``,
+    :class:`~gctxseg.training.schedule.StepSchedule`), becomes rank 0's: its clock decides for every rank.
     Without DDP it only reads the local state.
     """
     if not dist.is_initialized():
         return finite
-    flags = torch.tensor([stop["signal"] or 0, 0 if finite else 1], dtype=torch.int64, device=device)
+    plan = stop.get("plan")
+    ours = plan if plan is not None and dist.get_rank() == 0 else (0, 0)
+    flags = torch.tensor([stop["signal"] or 0, 0 if finite else 1, *ours], dtype=torch.int64, device=device)
     dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-    signal_number, any_non_finite = flags.tolist()
+    signal_number, any_non_finite, total, end = flags.tolist()
     stop["signal"] = signal_number or None
+    if plan is not None:
+        stop["plan"] = (total, end)
     return not any_non_finite
 
 

@@ -27,6 +27,7 @@ from ..utils import progress
 from .config import NonFiniteLossError
 from .data import EpochTaggedSampler, loader_options
 from .distributed import agree_across_ranks
+from .schedule import StepSchedule
 
 __all__ = ["cpu_model", "ddp_wrapped", "adamw", "grad_scaler", "train_loader", "StepTotals",
            "run_steps", "install_stop_handlers", "restore_handlers", "env_info",
@@ -90,10 +91,11 @@ def restore_handlers(previous: list) -> None:
 
 
 class StepTotals:
-    """What a pass over the loader sums: loss times images, images seen, fp16 steps the scaler skipped."""
+    """What a pass over the loader sums: loss times images, images seen, optimiser steps taken, fp16 steps the
+    scaler skipped."""
 
     def __init__(self) -> None:
-        self.loss_sum, self.seen, self.skipped = torch.zeros((), dtype=torch.float64), 0, 0
+        self.loss_sum, self.seen, self.steps, self.skipped = torch.zeros((), dtype=torch.float64), 0, 0, 0
 
     @property
     def loss(self) -> float:
@@ -105,19 +107,24 @@ def run_steps(
     model: torch.nn.Module, loader: Iterable, step_loss: StepLoss, optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler, amp_dtype, device: torch.device,
     grad_clip: float, stop: dict, names: list[str], grad_accum: int = 1,
-    observe: Callable[[object, torch.Tensor], None] | None = None,
+    observe: Callable[[object, torch.Tensor], None] | None = None, schedule: StepSchedule | None = None,
 ) -> StepTotals:  # fmt: skip
-    """One pass over ``loader`` (batches of ``(images, targets, tags)``); returns the pass's totals.
+    """One pass over ``loader`` (batches of ``(images, targets, tags)``), or fewer steps where ``schedule`` ends
+    inside it; returns the pass's totals.
 
     With ``grad_accum`` > 1 the gradients of that many consecutive batches are averaged before each optimiser
     step (the pass's last group may be shorter; it is averaged over its own length). Under DDP the ranks agree
     on every micro-batch whether to stop (:func:`agree_across_ranks`), so they leave the loop together.
     ``observe(outputs, targets)`` sees every micro-batch's outputs (metrics); ``names[tag]`` names a sample.
+    ``schedule`` (:class:`~gctxseg.training.schedule.StepSchedule`) is asked before each optimiser step for its
+    total and whether to end after it; the answer rides on the same agreement, rank 0's clock deciding.
     """
     model.train()
     totals = StepTotals()
     num_batches = len(loader)
     show = not dist.is_initialized() or dist.get_rank() == 0
+    if schedule is not None:
+        schedule.pass_started()
     for index, (images, targets, tags) in enumerate(progress(loader, "train", show=show)):
         group_start = index - index % grad_accum
         group_size = min(grad_accum, num_batches - group_start)
@@ -129,12 +136,16 @@ def run_steps(
         with accumulating(), autocast_context(device, amp_dtype):
             loss, outputs = step_loss(model, images, targets)
         finite = bool(torch.isfinite(loss))
+        if schedule is not None and last_in_group:
+            stop["plan"] = schedule.propose(epoch_end=index == num_batches - 1)
         if not agree_across_ranks(stop, finite, device):
             where = f"the batch {[names[int(t) % len(names)] for t in tags]}" if not finite else "another rank's batch"
             raise NonFiniteLossError(
                 f"loss is {loss.item() if not finite else 'nan or inf'} on {where} at lr "
                 f"{scheduler.get_last_lr()[0]:.3g}; try a lower --lr"
             )
+        if schedule is not None and last_in_group:
+            schedule.revise(*stop.pop("plan"))
         with accumulating():
             scaler.scale(loss / group_size).backward()
         if observe is not None:
@@ -144,7 +155,9 @@ def run_steps(
         if not last_in_group:
             continue
         _optimizer_step(model, optimizer, scheduler, scaler, grad_clip, totals)
-        if stop["signal"] is not None:  # agreed on this group's last micro-batch: every rank breaks here
+        totals.steps += 1
+        ends = schedule is not None and schedule.step_taken()
+        if stop["signal"] is not None or ends:  # agreed on this group's last micro-batch: every rank breaks here
             break
     return totals
 

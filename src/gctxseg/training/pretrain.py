@@ -60,7 +60,7 @@ from .loop import (
     run_steps,
     train_loader,
 )
-from .schedule import lr_lambda, refit_to_budget
+from .schedule import Deadline, StepSchedule, now, steps_per_epoch
 from .start import load_start
 
 __all__ = ["PRETRAIN_TASKS", "PretrainConfig", "pretrain", "PhantomStream", "MaskedImages"]
@@ -94,7 +94,7 @@ class PretrainConfig:
     mask_ratio: float = 0.6  # mim: share of patches blanked (SimMIM's 0.6 for 32 px patches at 192 px)
     mask_patch: int = 16  # mim: blanked patch side in pixels
     augment: str = "standard"
-    time_budget: float | None = None  # minutes: epochs re-fitted after the first one, as training does
+    time_budget: float | None = None  # minutes: the epochs are a first estimate, the clock decides (as training's)
     device: str = "auto"
     amp: str = "auto"
     workers: int = -1
@@ -238,6 +238,7 @@ class _Pretraining:
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
+    schedule: StepSchedule
     scaler: torch.amp.GradScaler
     sampler: EpochTaggedSampler
     loader: DataLoader
@@ -245,7 +246,8 @@ class _Pretraining:
     start: dict | None
 
 
-def _build(cfg: PretrainConfig, ddp: Distributed, device: torch.device, resuming: bool) -> _Pretraining:
+def _build(cfg: PretrainConfig, ddp: Distributed, device: torch.device, resuming: bool,
+           deadline: Deadline | None) -> _Pretraining:
     data = PhantomStream(cfg) if cfg.task == "phantom" else MaskedImages(cfg)
     train_set = data if cfg.task == "phantom" else SeededAugmentDataset(data, cfg.seed)
     raw_model = create_model(cfg.model, in_channels=cfg.in_channels, num_classes=cfg.outputs, **cfg.model_options)
@@ -261,10 +263,13 @@ def _build(cfg: PretrainConfig, ddp: Distributed, device: torch.device, resuming
     shuffled = DistributedSampler(train_set, ddp.world, ddp.rank, shuffle=True, seed=cfg.seed, drop_last=True)
     sampler, loader = train_loader(train_set, shuffled, cfg.batch_size, num_workers(cfg.workers), device,
                                    ", ".join(cfg.images) or "phantom")
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, len(loader)))
+    per_epoch = steps_per_epoch(len(loader), cfg.grad_accum)
+    schedule = StepSchedule(cfg.epochs * per_epoch, per_epoch, cfg.warmup_epochs, cfg.lrf, deadline=deadline)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.lr_factor)
     scaler = grad_scaler(cfg.amp, device)
     normalization = {"mean": [data.mean] * cfg.in_channels, "std": [data.std] * cfg.in_channels}
-    return _Pretraining(raw_model, model, optimizer, scheduler, scaler, sampler, loader, normalization, start)
+    return _Pretraining(raw_model, model, optimizer, scheduler, schedule, scaler, sampler, loader, normalization,
+                        start)
 
 
 def _step_loss(cfg: PretrainConfig):
@@ -297,6 +302,7 @@ def _state(cfg: PretrainConfig, run: _Pretraining, epoch: int, log: dict) -> dic
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(),
         "scaler": run.scaler.state_dict(),
+        "schedule": run.schedule.state_dict(),
         "epoch": epoch,
         "pretrain_config": asdict(cfg),
         "normalization": run.normalization,
@@ -341,6 +347,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
         TrainingInterrupted: SIGINT/SIGTERM; ``last.pt`` holds the last complete epoch (``--resume`` it).
         NonFiniteLossError, ValueError, DatasetError: as training raises them.
     """
+    started = now()
     keep_freed_memory()
     cfg, ckpt = _resume(cfg)
     ddp, device = setup_distributed(cfg.device)
@@ -349,12 +356,17 @@ def pretrain(cfg: PretrainConfig) -> Path:
     out, log, first = Path(cfg.out), {"pretrain parameters": asdict(cfg)}, 0
     if ckpt is None and ddp.is_main and out.exists() and any(out.iterdir()):  # before anything is built
         raise ValueError(f"{out}: not empty; pre-train into a new --out, or --resume {out / 'last.pt'}")
-    run = _build(cfg, ddp, device, resuming=ckpt is not None)
+    # a budget is for the whole pre-training: a resumed one has what its checkpoint did not spend
+    spent = float(((ckpt or {}).get("schedule") or {}).get("spent s") or 0.0)
+    deadline = Deadline(cfg.time_budget * 60, started - spent) if cfg.time_budget else None
+    run = _build(cfg, ddp, device, resuming=ckpt is not None, deadline=deadline)
     if ckpt is not None:
         run.raw_model.load_state_dict(ckpt["model"])
         run.optimizer.load_state_dict(ckpt["optimizer"])
         run.scheduler.load_state_dict(ckpt["scheduler"])
         run.scaler.load_state_dict(ckpt["scaler"])
+        run.schedule.load_state_dict(ckpt.get("schedule") or {"done": run.scheduler.last_epoch, "total":
+                                     run.schedule.total, "revisions": [[0, run.schedule.total]]})
         log, first, run.start = ckpt["log"], ckpt["epoch"] + 1, ckpt["log"].get("start")
     elif ddp.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -366,6 +378,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
               f"params at {cfg.base_size[0]}x{cfg.base_size[1]}, {len(run.loader.dataset)} scans an epoch, "
               f"batch {cfg.batch_size}, epochs {first + 1}-{cfg.epochs}; {out}", flush=True)
     stopped = _run_epochs(cfg, ddp, device, amp_dtype, run, out, log, first)
+    cfg = replace(cfg, epochs=run.schedule.epochs)
     if stopped is not None:
         raise TrainingInterrupted(f"pre-training stopped by signal {stopped}; resume with: gctxseg pretrain "
                                   f"--resume {out / 'last.pt'}")
@@ -383,36 +396,40 @@ def pretrain(cfg: PretrainConfig) -> Path:
 
 def _run_epochs(cfg: PretrainConfig, ddp: Distributed, device, amp_dtype, run: _Pretraining, out: Path, log: dict,
                 first: int) -> int | None:
-    """Epoch by epoch, ``last.pt`` and ``log.json`` after each (rank 0); returns the agreed stop signal."""
+    """Epoch by epoch until the schedule ends (a deadline may end it mid-epoch), ``last.pt`` and ``log.json``
+    after each (rank 0); returns the agreed stop signal."""
     stop, previous = install_stop_handlers()
-    step_loss, started = _step_loss(cfg), time.perf_counter()
+    step_loss, schedule = _step_loss(cfg), run.schedule
     names = [f"scan {i}" for i in range(len(run.loader.dataset))]
     if ddp.is_main and first == 0:
+        written = now()
         save_checkpoint(_state(cfg, run, -1, log), out / "last.pt")  # a stop in the first epoch resumes too
+        if schedule.deadline is not None:  # after the last step: last.pt and pretrained.pt
+            schedule.deadline.write_s = now() - written
     try:
         epoch = first
-        while epoch < cfg.epochs:
+        while not schedule.finished:
+            # ---- train: one pass, or the steps of it the schedule has left
             t0 = time.perf_counter()
             seed_everything(sample_seed(cfg.seed, epoch, ddp.rank))
             run.sampler.set_epoch(epoch)
             lr = run.scheduler.get_last_lr()[0]
             try:
                 totals = run_steps(run.model, run.loader, step_loss, run.optimizer, run.scheduler, run.scaler,
-                                   amp_dtype, device, cfg.grad_clip, stop, names, cfg.grad_accum)
+                                   amp_dtype, device, cfg.grad_clip, stop, names, cfg.grad_accum, schedule=schedule)
             except NonFiniteLossError as err:
                 advice = nonfinite_advice(epoch == 0, out / "last.pt", cfg.init)
                 raise NonFiniteLossError(f"pretrain epoch {epoch + 1}: {err}{advice}") from None
             agree_across_ranks(stop, True, device)
             if stop["signal"] is not None:
                 break  # a partial epoch is not logged: last.pt holds the last complete one
+            # ---- log and checkpoint
             seconds = time.perf_counter() - t0
-            if epoch == 0:
-                cfg = refit_to_budget(cfg, run.scheduler, len(run.loader), False, started, seconds, device)
-            steps = math.ceil(len(run.loader) / cfg.grad_accum)
-            log[f"epoch:{epoch}"] = {"loss": totals.loss, "lr": lr, "steps": steps, "images": totals.seen * ddp.world,
-                                     "seconds": seconds}
+            log[f"epoch:{epoch}"] = {"loss": totals.loss, "lr": lr, "steps": totals.steps,
+                                     "images": totals.seen * ddp.world, "seconds": seconds}
+            cfg = replace(cfg, epochs=schedule.epochs)
             if ddp.is_main:
-                log["pretrain parameters"]["epochs"] = cfg.epochs
+                log["pretrain parameters"].update(epochs=cfg.epochs, steps=schedule.done, schedule=schedule.revisions)
                 atomic_write_json(out / "log.json", log)
                 save_checkpoint(_state(cfg, run, epoch, log), out / "last.pt")
                 print(f"pretrain epoch {epoch + 1}/{cfg.epochs}  lr {lr:.2e}  loss {totals.loss:.4f}  {seconds:.1f}s",

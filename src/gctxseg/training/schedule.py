@@ -1,19 +1,43 @@
-"""The learning-rate schedule (linear warm-up, cosine decay to ``lr * lrf``) and its re-fit to a time budget."""
+"""The optimiser-step schedule of a run: how many steps it takes, the learning rate of each, and a time budget's
+deadline.
+
+A run given ``--epochs`` or ``--steps`` takes a fixed number of optimiser steps. A run given ``--time-budget``
+whose schedule is planned follows the clock: its :class:`Deadline` is the start plus the budget minus a reserve
+for what comes after the last step (the final validation and checkpoints: measured as they run), and its total
+step count is re-estimated from the measured recent step time every ``REVISE_EVERY`` steps and at each epoch's
+last step, longer or shorter. It ends when the total is reached, or after the step past which the next one would
+miss the deadline; mid-epoch is as good as anywhere.
+
+The learning rate of optimiser step ``s`` is ``lr_at(s, total, warmup, lrf)`` with the total current at ``s``.
+Every change of the total is kept as ``[step, total]`` (from optimiser step ``step`` on, the schedule has ``total``
+steps); with the steps taken they replay a budgeted run step for step (``--schedule-from``).
+"""
 
 from __future__ import annotations
 
 import math
-import os
 import time
-from dataclasses import replace
+from collections import deque
+from dataclasses import dataclass
 from typing import Protocol
 
-import torch
-import torch.distributed as dist
+__all__ = ["ScheduleSettings", "Deadline", "StepSchedule", "lr_at", "lr_lambda", "now", "replay_settings",
+           "steps_per_epoch", "REVISE_EVERY", "REVISE_TOLERANCE", "RATE_WINDOW"]
 
-from ..planning import BUDGET_SHARE
+# The total is re-estimated every this many optimiser steps (sooner at the start: after 1, 2, 4, 8 steps; and at each
+# epoch's last step): a one-epoch run adapts too, and a revision costs one clock reading.
+REVISE_EVERY = 10
+# A re-estimate within this share of the current total keeps it: the lr does not jitter with the clock's noise, and
+# the record stays short. At most this share of a budget's training time is left unspent by it.
+REVISE_TOLERANCE = 0.01
+# The step time is measured over up to this many recent optimiser steps (wall time between them: data loading,
+# validations and checkpoints in between count, as they will again).
+RATE_WINDOW = 40
 
-__all__ = ["ScheduleSettings", "TimedSettings", "lr_at", "lr_lambda", "refit_to_budget"]
+
+def now() -> float:
+    """The clock budgets are measured on (monotonic seconds); tests replace it to fake a slower machine."""
+    return time.perf_counter()
 
 
 class ScheduleSettings(Protocol):
@@ -25,12 +49,6 @@ class ScheduleSettings(Protocol):
     grad_accum: int
 
 
-class TimedSettings(ScheduleSettings, Protocol):
-    """A schedule with a time budget in minutes (None = none): a dataclass, re-fitted with ``replace``."""
-
-    time_budget: float | None
-
-
 def lr_at(step: int, total_steps: int, warmup_steps: int, lrf: float) -> float:
     """Learning-rate factor at ``step``: linear warm-up to 1, then cosine decay to ``lrf``."""
     if step < warmup_steps:
@@ -40,35 +58,187 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, lrf: float) -> float:
 
 
 def lr_lambda(cfg: ScheduleSettings, batches_per_epoch: int):
-    """The learning-rate factor per optimiser step of ``cfg``'s schedule (warm-up capped at 10% of it)."""
-    steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum)  # optimiser steps
-    total_steps = cfg.epochs * steps_per_epoch
-    warmup = min(int(cfg.warmup_epochs * steps_per_epoch), total_steps // 10)
-    return lambda s: lr_at(s, total_steps, warmup, cfg.lrf)
+    """The learning-rate factor per optimiser step of ``cfg``'s fixed schedule (warm-up capped at 10% of it)."""
+    schedule = StepSchedule(cfg.epochs * steps_per_epoch(batches_per_epoch, cfg.grad_accum),
+                            steps_per_epoch(batches_per_epoch, cfg.grad_accum), cfg.warmup_epochs, cfg.lrf)
+    return schedule.lr_factor
 
 
-def refit_to_budget(cfg: TimedSettings, scheduler: torch.optim.lr_scheduler.LambdaLR, batches_per_epoch: int,
-                    epochs_given: bool, started: float, epoch_s: float, device: torch.device) -> TimedSettings:
-    """After the first epoch of a ``--time-budget`` run whose epochs were planned: fewer epochs if the measured
-    epoch time says the planned ones would overrun the budget (the schedule is rebuilt, as ``--resume --epochs``
-    does).
+def steps_per_epoch(batches_per_epoch: int, grad_accum: int) -> int:
+    """Optimiser steps of one pass over the loader (the last group of micro-batches may be shorter)."""
+    return math.ceil(batches_per_epoch / grad_accum)
 
-    The planner times a few steps on a model alone; a real epoch also loads, augments and samples its data on
-    the same cores and checkpoints: on Duke DME (2-core EPYC) epochs ran 1.5x the planned time, so a
-    63-minute ``gctxseg cv`` would have taken about 80. Only ever shortens: a planned run never outgrows its plan.
+
+@dataclass
+class Deadline:
+    """When a budgeted run must have ended: ``started + budget_s``; its last step must leave the reserve.
+
+    ``started`` is the clock time the budget began (a resumed run's earlier time is subtracted from it). The reserve
+    is what runs after the last step: measured (``after_s``, the last validation with its log and checkpoints) once
+    a validation ran, before that two checkpoint writes (``write_s``, measured on the first) and
+    ``forward_batches`` forward passes at a third of a training step each (the planner's rule)."""
+
+    budget_s: float
+    started: float
+    write_s: float = 0.0
+    forward_batches: int = 0
+    after_s: float | None = None
+
+    def reserve(self, step_s: float) -> float:
+        """Seconds the run needs after its last step."""
+        return self.after_s if self.after_s is not None else 2 * self.write_s + self.forward_batches * step_s / 3
+
+    def left(self, step_s: float, at: float) -> float:
+        """Seconds left at clock time ``at`` for optimiser steps, the reserve kept."""
+        return self.started + self.budget_s - self.reserve(step_s) - at
+
+    def spent(self) -> float:
+        """Seconds of the budget spent so far."""
+        return now() - self.started
+
+
+class StepSchedule:
+    """How many optimiser steps a run takes and the learning-rate factor of each (see the module).
+
+    Args:
+        total: the steps planned (a clock schedule's first estimate).
+        per_epoch: optimiser steps per pass over the loader.
+        warmup_epochs, lrf: the warm-up (capped at a tenth of the current total) and the final lr factor.
+        limit: at most this many steps (``--steps``, a replay): the run ends there even if the total is larger.
+        revisions: ``[step, total]`` pairs to follow (a replay); the first is ``[0, total]``.
+        deadline: a clock schedule's deadline (None: fixed or replayed).
     """
-    if not cfg.time_budget or epochs_given:
-        return cfg
-    remaining = cfg.time_budget * 60 * BUDGET_SHARE - (time.perf_counter() - started)
-    fit = torch.tensor([max(1, 1 + int(remaining // max(epoch_s, 1e-6)))], device=device)
-    if dist.is_initialized():  # every rank takes rank 0's count: equal schedules
-        dist.broadcast(fit, 0)
-    epochs = int(fit.item())
-    if epochs >= cfg.epochs:
-        return cfg
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"time budget: the first epoch took {epoch_s:.0f} s, so {epochs} of the planned {cfg.epochs} epochs "
-              f"fit {cfg.time_budget:g} min; schedule re-fitted", flush=True)
-    cfg = replace(cfg, epochs=epochs)
-    scheduler.lr_lambdas = [lr_lambda(cfg, batches_per_epoch)] * len(scheduler.optimizer.param_groups)
-    return cfg
+
+    def __init__(self, total: int, per_epoch: int, warmup_epochs: float, lrf: float, *, limit: int | None = None,
+                 revisions: list | tuple = (), deadline: Deadline | None = None) -> None:
+        self.per_epoch, self.warmup_epochs, self.lrf = max(1, per_epoch), warmup_epochs, lrf
+        self.limit, self.deadline = limit, deadline
+        self.followed = {int(s): int(t) for s, t in revisions}  # step -> total, replayed
+        self.total = self.followed.get(0, max(1, int(total)))
+        self.revisions = [[0, self.total]]
+        self.done = 0  # optimiser steps taken
+        self.clock_ended = False  # the deadline ended the run before its total
+        self._marks: deque = deque(maxlen=RATE_WINDOW + 1)  # (steps done, clock) after recent steps
+        self._revised_at = 0
+        self._end_after_step = False
+
+    # ---------------------------------------------------------------- what the loop asks
+
+    def lr_factor(self, step: int) -> float:
+        """The learning-rate factor of optimiser step ``step`` on the current total (``LambdaLR``'s function)."""
+        warmup = min(int(self.warmup_epochs * self.per_epoch), self.total // 10)
+        return lr_at(step, self.total, warmup, self.lrf)
+
+    @property
+    def clocked(self) -> bool:
+        return self.deadline is not None
+
+    @property
+    def finished(self) -> bool:
+        return self.clock_ended or self.done >= self.total or (self.limit is not None and self.done >= self.limit)
+
+    @property
+    def epochs(self) -> int:
+        """Passes over the loader the schedule takes (the last may be partial)."""
+        end = self.done if self.clock_ended else min(self.total, self.limit or self.total)
+        return max(1, math.ceil(end / self.per_epoch))
+
+    def propose(self, epoch_end: bool) -> tuple[int, int]:
+        """Before optimiser step ``done``: ``(total, end now)`` as this process sees it (under DDP rank 0's view is
+        the one every rank takes: :func:`~gctxseg.training.distributed.agree_across_ranks`)."""
+        if not self.clocked:
+            return self.followed.get(self.done + 1, self.total), 0
+        at = now()
+        step_s = self.step_seconds(at)
+        if step_s is None:  # no step measured yet
+            return self.total, 0
+        fit = self.done + max(1, int(self.deadline.left(step_s, at) / step_s))  # this step counts among them
+        total = self.total
+        # after 1, 2, 4, 8 steps, then every REVISE_EVERY: a run of a few steps adapts too
+        due = epoch_end or self.done - self._revised_at >= min(REVISE_EVERY, max(1, self._revised_at))
+        if due and abs(fit - total) > REVISE_TOLERANCE * total:
+            total = fit
+        if due:
+            self._revised_at = self.done
+        return total, int(fit <= self.done + 1)
+
+    def revise(self, total: int, end: int) -> None:
+        """Take the agreed ``(total, end)``; from step ``done + 1`` on the lr follows ``total``."""
+        if total and total != self.total:
+            self.total = int(total)
+            self.revisions.append([self.done + 1, self.total])
+        self._end_after_step = bool(end)
+
+    def step_taken(self) -> bool:
+        """Count an optimiser step; True when the run ends after it."""
+        self.done += 1
+        self._marks.append((self.done, now()))
+        if self._end_after_step and self.done < self.total:
+            self.clock_ended = True
+        self._end_after_step = False
+        return self.finished
+
+    def pass_started(self) -> None:
+        """A pass over the loader begins: the first one's first step is timed from here (later passes are timed
+        from the step before them, so the validation and checkpoints between passes count in the step time)."""
+        if not self._marks:
+            self._marks.append((self.done, now()))
+
+    def step_seconds(self, at: float | None = None) -> float | None:
+        """Measured seconds per optimiser step over the recent ones (None before the first)."""
+        if len(self._marks) < 2:
+            return None
+        (first_done, first_at), (last_done, last_at) = self._marks[0], self._marks[-1]
+        return max((last_at - first_at) / (last_done - first_done), 1e-6)
+
+    # ---------------------------------------------------------------- the record
+
+    def state_dict(self) -> dict:
+        """Plain data for the checkpoint: steps, totals, and the budget spent so far."""
+        return {"done": self.done, "total": self.total, "limit": self.limit, "revisions": self.revisions,
+                "clock ended": self.clock_ended,
+                "budget s": self.deadline.budget_s if self.deadline else None,
+                "spent s": self.deadline.spent() if self.deadline else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue a checkpoint's schedule (a clock schedule keeps its own, new deadline)."""
+        self.done, self.revisions = int(state["done"]), [list(r) for r in state["revisions"]]
+        if self.followed:  # a replay follows its record
+            self.total = [t for s, t in sorted(self.followed.items()) if s <= self.done][-1]
+        elif self.clocked:  # a fixed one keeps its (possibly new: --resume --epochs) total
+            self.total = int(state["total"])
+        if self.total != self.revisions[-1][1]:  # the lr of the next step on follows it
+            self.revisions.append([self.done + 1, self.total])
+        self.clock_ended = self.clocked and bool(state.get("clock ended", False))
+        self._revised_at = self.done
+
+
+def replay_settings(source: str) -> dict:
+    """What ``--schedule-from`` replays of a run (its folder, or its ``log.json``): ``steps`` and ``schedule`` from
+    ``log.json``'s ``"train parameters"``, the ``planned`` settings and ``model_options`` from ``plan.json``.
+
+    Raises:
+        ValueError: a file missing or unreadable, or a log without a recorded schedule (one line naming it).
+    """
+    import json
+    from pathlib import Path
+
+    from .config import PLANNED_SETTINGS
+
+    run = Path(source)
+    run = run.parent if run.name == "log.json" else run
+    records = {}
+    for name in ("log.json", "plan.json"):
+        try:
+            records[name] = json.loads((run / name).read_text())
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{run / name}: cannot read it ({err}); --schedule-from takes a gctxseg train run "
+                             "folder") from None
+    header = records["log.json"].get("train parameters", {})
+    if "steps" not in header or "schedule" not in header:
+        raise ValueError(f"{run / 'log.json'}: key 'train parameters' holds no 'steps'/'schedule' (a run of an "
+                         "older gctxseg, or one not begun); replay it with --epochs and its planned settings")
+    plan = records["plan.json"]
+    return {"steps": int(header["steps"]), "schedule": [list(r) for r in header["schedule"]],
+            "planned": {k: plan[k] for k in PLANNED_SETTINGS if k != "epochs" and plan.get(k) is not None},
+            "model_options": dict(plan.get("model_options") or {})}

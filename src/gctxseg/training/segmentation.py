@@ -41,7 +41,7 @@ from ..losses import DiceCELoss, training_loss
 from ..metrics import ConfusionMatrix
 from ..models import create_model, resolve_model_name
 from ..models.complexity import count_macs, count_parameters
-from ..planning import VAL_SHARE, TrainingPlan, plan_training, planned_foreground_share
+from ..planning import TrainingPlan, plan_training, planned_foreground_share
 from ..precision import autocast_context, autocast_dtype
 from ..report import plot_curves
 from ..utils import (
@@ -83,7 +83,7 @@ from .loop import (
     run_steps,
 )
 from .loop import train_loader as make_train_loader
-from .schedule import lr_lambda, refit_to_budget
+from .schedule import Deadline, StepSchedule, now, replay_settings, steps_per_epoch
 from .start import NO_START, load_start, planned_start
 
 __all__ = ["train", "train_one_epoch", "evaluate"]
@@ -91,10 +91,11 @@ __all__ = ["train", "train_one_epoch", "evaluate"]
 
 def train_one_epoch(
     model, loader, loss_fn, optimizer, scheduler, scaler, amp_dtype, device, num_classes, grad_clip, stop, names,
-    grad_accum: int = 1,
+    grad_accum: int = 1, schedule: StepSchedule | None = None,
 ) -> dict:
-    """One pass of segmentation training (:func:`~gctxseg.training.loop.run_steps`); returns the epoch's metric
-    block, from a confusion matrix of the training batches' predictions."""
+    """One pass of segmentation training (:func:`~gctxseg.training.loop.run_steps`), or the steps of it
+    ``schedule`` has left; returns the epoch's metric block, from a confusion matrix of the training batches'
+    predictions."""
     cm = ConfusionMatrix(num_classes)
 
     def step_loss(net, images, masks):
@@ -106,7 +107,7 @@ def train_one_epoch(
         cm.update(main.detach().argmax(1), masks)
 
     totals = run_steps(model, loader, step_loss, optimizer, scheduler, scaler, amp_dtype, device, grad_clip, stop,
-                       names, grad_accum, observe)
+                       names, grad_accum, observe, schedule)
     info = _epoch_info(cm, totals.loss_sum, totals.seen)
     if scaler.is_enabled():
         info["amp skipped steps"] = totals.skipped
@@ -140,6 +141,8 @@ def _split_files(cfg: TrainConfig, verbose: bool) -> tuple[list[ImagePair], list
 def _plan(cfg: TrainConfig, fingerprint, n_train: int, n_val: int, device, amp_dtype, ddp) -> tuple:
     """Plan the settings ``cfg`` leaves open (rank 0 plans, the others take its plan: equal schedules)."""
     given = {k: getattr(cfg, k) for k in PLANNED_SETTINGS if getattr(cfg, k) is not None}
+    if cfg.steps is not None and "epochs" not in given:  # the epochs follow from the steps
+        given["steps"] = cfg.steps
     plan = None
     if ddp.is_main:
         plan = plan_training(
@@ -274,6 +277,7 @@ class _Trainer:
     workers: int
     params: int
     macs: float
+    schedule: StepSchedule | None = None  # the optimiser steps and their lr (training/schedule.py)
     start: dict | None = None  # what --init-weights set (training/start.py), kept in plan.json and the log
 
 
@@ -343,9 +347,11 @@ def _make_run_folder(
 
 
 def _build_trainer(
-    cfg: TrainConfig, ddp: Distributed, device: torch.device, data: _TrainingData, resuming: bool
+    cfg: TrainConfig, ddp: Distributed, device: torch.device, data: _TrainingData, resuming: bool,
+    deadline: Deadline | None = None,
 ) -> _Trainer:
-    """Model (compiled, DDP-wrapped as asked), loss, AdamW, loaders, schedule and grad scaler."""
+    """Model (compiled, DDP-wrapped as asked), loss, AdamW, loaders, schedule (on ``deadline``'s clock, where
+    given) and grad scaler."""
     channels, model_kwargs = data.fingerprint.channels, dict(cfg.model_options)
     raw_model = create_model(cfg.model, in_channels=channels, num_classes=data.num_classes, **model_kwargs)
     if cfg.encoder_weights and not resuming:
@@ -375,13 +381,25 @@ def _build_trainer(
                                                     cfg.data_train)
     val_sampler = ShardSampler(len(data.val_set), ddp.rank, ddp.world)
     val_loader = DataLoader(data.val_set, cfg.batch_size, sampler=val_sampler, **loader_options(workers, device))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, len(train_loader)))
+    schedule = _schedule(cfg, len(train_loader), deadline)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.lr_factor)
     scaler = grad_scaler(cfg.amp, device)
     loss_fn = DiceCELoss(cfg.lambda_dice, cfg.lambda_ce, include_background=cfg.dice_background)
+    if deadline is not None:  # after the last step: the final validation and the sample predictions
+        deadline.forward_batches = len(val_loader) + math.ceil(cfg.num_samples / cfg.batch_size)
     return _Trainer(
         model, net, raw_model, loss_fn, optimizer, scheduler, scaler, train_sampler, train_loader, val_loader,
-        workers, params, macs, start,
+        workers, params, macs, schedule, start,
     )  # fmt: skip
+
+
+def _schedule(cfg: TrainConfig, batches: int, deadline: Deadline | None) -> StepSchedule:
+    """The run's optimiser steps: ``--steps`` (a replay's recorded revisions with it), ``--epochs`` (given or
+    planned), or, with ``deadline``, the planned epochs as a first estimate that the clock revises."""
+    per_epoch = steps_per_epoch(batches, cfg.grad_accum)
+    total = cfg.steps if cfg.steps is not None and deadline is None else cfg.epochs * per_epoch
+    return StepSchedule(total, per_epoch, cfg.warmup_epochs, cfg.lrf, limit=cfg.steps, revisions=cfg.schedule,
+                        deadline=deadline)
 
 
 def _new_log(cfg: TrainConfig, ddp: Distributed, data: _TrainingData, trainer: _Trainer, amp_dtype) -> dict:
@@ -434,7 +452,12 @@ def _restore(trainer: _Trainer, ckpt: dict, cfg: TrainConfig) -> tuple[int, floa
         ) from None
     trainer.scheduler.load_state_dict(ckpt["scheduler"])
     trainer.scaler.load_state_dict(ckpt["scaler"])
-    log = {**ckpt["log"], "train parameters": {**ckpt["log"]["train parameters"], "epochs": cfg.epochs}}
+    # a run from before step schedules: the steps of its complete epochs
+    saved = ckpt.get("schedule") or {"done": trainer.scheduler.last_epoch, "total": trainer.schedule.total,
+                                     "revisions": [[0, trainer.schedule.total]]}
+    trainer.schedule.load_state_dict(saved)
+    log = {**ckpt["log"], "train parameters": {**ckpt["log"]["train parameters"],
+                                                "epochs": trainer.schedule.epochs}}
     return ckpt["epoch"] + 1, ckpt["best_dice"], log
 
 
@@ -457,6 +480,7 @@ def _checkpoint(trainer: _Trainer, epoch: int, best_dice: float, cfg: TrainConfi
         "intensity": fingerprint.intensity,  # values as read -> [0, 1] (CT windows): prediction applies the same
         "base_size": list(cfg.base_size),
         "log": log,
+        "schedule": trainer.schedule.state_dict(),
         # numpy's and Python's states are not kept (they are pickled objects): every epoch reseeds all three
         "rng": {"torch": torch.get_rng_state()},
     }
@@ -473,41 +497,46 @@ class _Progress:
 
 def _run_epochs(
     cfg: TrainConfig, ddp: Distributed, device: torch.device, amp_dtype, data: _TrainingData, trainer: _Trainer,
-    run_dir: Path, state: _Progress, started: float,
+    run_dir: Path, state: _Progress,
 ) -> int | None:  # fmt: skip
-    """Train and validate epoch by epoch, writing log and checkpoints (rank 0); returns the agreed stop signal."""
+    """Train and validate epoch by epoch until the schedule ends (its steps taken, or its deadline reached: then
+    mid-epoch), writing log and checkpoints (rank 0); returns the agreed stop signal."""
+    schedule, deadline = trainer.schedule, trainer.schedule.deadline
 
     def save(name: str, epoch: int) -> None:
         save_checkpoint(_checkpoint(trainer, epoch, state.best_dice, cfg, data.fingerprint, state.log), run_dir / name)
 
     if ddp.is_main and state.start_epoch == 0 and not cfg.resume:
+        written = now()
         save("last.pt", -1)  # a stop during the first epoch can still be resumed
+        if deadline is not None:  # the reserve's first measure: a checkpoint write
+            deadline.write_s = now() - written
     stop, previous_handlers = install_stop_handlers()
     pairs = data.train_pairs
     names = [p.image.name if p.slice_index is None else f"{p.image.name} (slice {p.slice_index})" for p in pairs]
+    epoch = state.start_epoch
     try:
-        for epoch in range(state.start_epoch, cfg.epochs):
-            if epoch >= cfg.epochs:  # re-fitted to a time budget after the first epoch: the rest is not run
-                continue
+        while not schedule.finished:
+            # ---- train: one pass over the loader, or the steps of it the schedule has left
             t0 = time.perf_counter()
             # randomness of this epoch is a function of (seed, epoch, rank) only: resumable exactly
             seed_everything(sample_seed(cfg.seed, epoch, ddp.rank))
             trainer.train_sampler.set_epoch(epoch)
             lr = trainer.scheduler.get_last_lr()[0]
             try:
+                done = schedule.done
                 train_info = train_one_epoch(
                     trainer.model, trainer.train_loader, trainer.loss_fn, trainer.optimizer, trainer.scheduler,
                     trainer.scaler, amp_dtype, device, data.num_classes, cfg.grad_clip, stop, names, cfg.grad_accum,
+                    schedule,
                 )  # fmt: skip
                 agree_across_ranks(stop, True, device)  # a signal after the epoch's last step, on one rank
                 if stop["signal"] is not None:
                     break  # a partial epoch is not logged: last.pt holds the last complete one
-                if epoch == 0:  # a time budget's epochs re-fitted to the first one, with validation's planned share
-                    epoch_s = (time.perf_counter() - t0) * (1 + VAL_SHARE)
-                    cfg = refit_to_budget(cfg, trainer.scheduler, len(trainer.train_loader),
-                                          "epochs" in data.plan.given, started, epoch_s, device)
-                    state.log["train parameters"]["epochs"] = cfg.epochs
-                validate = (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs
+                trained_s, steps = time.perf_counter() - t0, schedule.done - done
+                # ---- validate: on the planned cadence, and after the last step
+                trained = now()
+                validate = (epoch + 1) % cfg.val_every == 0 or schedule.finished
                 val_info = None
                 if validate:
                     broadcast_buffers(trainer.net)
@@ -517,35 +546,65 @@ def _run_epochs(
                 start = cfg.init_weights if cfg.init_weights != NO_START else None
                 kept = nonfinite_advice(epoch == 0, run_dir / "last.pt", start) if ddp.is_main else ""
                 raise NonFiniteLossError(f"epoch {epoch + 1}: {err}{kept}") from None
-            train_info["lr"] = lr
-            entry = {"train log:": {"info": train_info}}
-            if val_info is not None:  # epochs between validations (planned val_every) log training only
-                val_info["lr"] = lr
-                entry["val log:"] = {"info": val_info}
-            state.log[f"epoch:{epoch}"] = entry
-            dice = val_info["mean dice"] if val_info is not None else float("nan")
-            improved = not math.isnan(dice) and dice > state.best_dice
-            state.best_dice = dice if improved else state.best_dice
+            # ---- log and checkpoint
+            cfg = replace(cfg, epochs=schedule.epochs)  # the schedule's epochs so far (a clock revises them)
+            improved = _log_epoch(state, epoch, lr, train_info, val_info, schedule, steps, trained_s)
             if ddp.is_main:
                 atomic_write_json(run_dir / "log.json", state.log)
                 save("last.pt", epoch)
                 if improved:
                     save("best.pt", epoch)
                 plot_curves(state.log, run_dir / "curves.png")
-                shown = (f"val loss {val_info['loss']:.4f} dice {dice:.4f} iou {val_info['mean iou']:.4f}"
-                         if val_info is not None else f"(validated every {cfg.val_every} epochs)")
-                print(
-                    f"epoch {epoch + 1}/{cfg.epochs}  lr {lr:.2e}  train loss {train_info['loss']:.4f} "
-                    f"dice {train_info['mean dice']:.4f}  {shown}  {time.perf_counter() - t0:.1f}s"
-                    + ("  *best" if improved else ""),
-                    flush=True,
-                )
+                _print_epoch(epoch, lr, train_info, val_info, schedule, steps, cfg.val_every,
+                             time.perf_counter() - t0, improved)
+            if deadline is not None and val_info is not None:  # the reserve, measured: what the last step needs
+                after = now() - trained
+                deadline.after_s = after * (1 + cfg.num_samples / max(len(data.val_set), 1))
+            epoch += 1
         else:
             agree_across_ranks(stop, True, device)  # every rank ends the same way, stopped or done
     finally:
         shutdown_workers(trainer.train_loader, trainer.val_loader)
         restore_handlers(previous_handlers)
     return stop["signal"]
+
+
+def _log_epoch(state: _Progress, epoch: int, lr: float, train_info: dict, val_info: dict | None,
+               schedule: StepSchedule, steps: int, trained_s: float) -> bool:
+    """Record the epoch (a partial one with its ``steps``), the schedule's steps and revisions and the seconds
+    spent training in the log; returns whether its validation Dice is the best so far."""
+    train_info["lr"] = lr
+    entry = {"train log:": {"info": train_info}}
+    if val_info is not None:  # epochs between validations (planned val_every) log training only
+        val_info["lr"] = lr
+        entry["val log:"] = {"info": val_info}
+    if steps < schedule.per_epoch:  # the schedule ended inside it (a whole epoch keeps the seed's format)
+        entry["steps"] = steps
+    state.log[f"epoch:{epoch}"] = entry
+    header = state.log["train parameters"]
+    header.update(epochs=schedule.epochs, steps=schedule.done, schedule=schedule.revisions)
+    deadline = schedule.deadline
+    if deadline is not None:  # clock readings: only a budgeted run's log holds them (a seed gives the same log)
+        training = header.get("time budget", {}).get("training s", 0.0) + trained_s
+        header["time budget"] = {"budget s": deadline.budget_s, "spent s": round(deadline.spent(), 2),
+                                 "training s": round(training, 2),
+                                 "reserve s": round(deadline.reserve(schedule.step_seconds() or 0.0), 2)}
+    dice = val_info["mean dice"] if val_info is not None else float("nan")
+    improved = not math.isnan(dice) and dice > state.best_dice
+    state.best_dice = dice if improved else state.best_dice
+    return improved
+
+
+def _print_epoch(epoch: int, lr: float, train_info: dict, val_info: dict | None, schedule: StepSchedule,
+                 steps: int, val_every: int, seconds: float, improved: bool) -> None:
+    partial = f" ({steps} of {schedule.per_epoch} steps)" if steps < schedule.per_epoch else ""
+    shown = (f"val loss {val_info['loss']:.4f} dice {val_info['mean dice']:.4f} iou {val_info['mean iou']:.4f}"
+             if val_info is not None else f"(validated every {val_every} epochs)")
+    print(
+        f"epoch {epoch + 1}/{schedule.epochs}{partial}  lr {lr:.2e}  train loss {train_info['loss']:.4f} "
+        f"dice {train_info['mean dice']:.4f}  {shown}  {seconds:.1f}s" + ("  *best" if improved else ""),
+        flush=True,
+    )
 
 
 def _finish(
@@ -573,6 +632,27 @@ def _finish(
 # ---------------------------------------------------------------- the run
 
 
+def _deadline(cfg: TrainConfig, ckpt: dict | None, started: float, clocked: bool) -> Deadline | None:
+    """A budgeted run's deadline when its schedule follows the clock (a time budget, neither ``--epochs`` nor
+    ``--steps``). A resumed run keeps its budget: what the checkpoint says was spent is subtracted from it."""
+    if not clocked or not cfg.time_budget:
+        return None
+    spent = float((ckpt or {}).get("schedule", {}).get("spent s") or 0.0)
+    return Deadline(cfg.time_budget * 60, started - spent)
+
+
+def _replayed(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with ``--schedule-from``'s recorded steps and schedule, and its planned settings where ``cfg``
+    leaves them open: the same seed then gives the same weights (training/schedule.py)."""
+    if cfg.steps is not None or cfg.epochs is not None:
+        raise ValueError(f"--schedule-from {cfg.schedule_from} replays that run's steps: leave out --epochs/--steps")
+    recorded = replay_settings(cfg.schedule_from)
+    planned = {k: v for k, v in recorded["planned"].items() if getattr(cfg, k, None) is None}
+    options = {**recorded["model_options"], **cfg.model_options}
+    return replace(cfg, **planned, model_options=options, steps=recorded["steps"], schedule=recorded["schedule"],
+                   time_budget=None)
+
+
 def train(cfg: TrainConfig, *, given: Collection[str] | None = None) -> Path:
     """Train a model as ``cfg`` says and return the run folder (``report.html`` is :mod:`gctxseg.workflow`'s).
 
@@ -586,9 +666,15 @@ def train(cfg: TrainConfig, *, given: Collection[str] | None = None) -> Path:
         NonFiniteLossError: the loss became NaN/inf (on any rank).
         ValueError, DatasetError: bad settings or data, before anything is trained.
     """
-    started = time.perf_counter()
+    started = now()
     keep_freed_memory()  # a CPU step reuses the last one's memory instead of faulting it in again (utils.py)
     ckpt = load_checkpoint(cfg.resume) if cfg.resume else None
+    fixed = {"epochs", "steps"} & set(given if given is not None else
+                                      [k for k in ("epochs", "steps") if getattr(cfg, k) is not None])
+    if ckpt is None and cfg.steps is not None and cfg.epochs is not None:
+        raise ValueError(f"--epochs {cfg.epochs} and --steps {cfg.steps}: give one (the other is derived)")
+    if cfg.schedule_from and ckpt is None:
+        cfg = _replayed(cfg)
     cfg = resume_config(cfg, ckpt, given) if ckpt is not None else absolute_data_paths(cfg)
     ddp, device = setup_distributed(cfg.device)
     seed_everything(cfg.seed + ddp.rank)
@@ -602,8 +688,10 @@ def train(cfg: TrainConfig, *, given: Collection[str] | None = None) -> Path:
             print(f"init weights: {why}" if path else why)
         cfg = replace(cfg, init_weights=path or NO_START)
     data, cfg = _prepare_data(cfg, ckpt, ddp, device, amp_dtype)
+    deadline = _deadline(cfg, ckpt, started, clocked=not fixed and cfg.steps is None and (
+        "epochs" not in data.plan.given if ckpt is None else (ckpt.get("schedule") or {}).get("budget s") is not None))
     # the model first: a start that does not fit fails before a run folder is made
-    trainer = _build_trainer(cfg, ddp, device, data, resuming=ckpt is not None)
+    trainer = _build_trainer(cfg, ddp, device, data, resuming=ckpt is not None, deadline=deadline)
     run_dir = _make_run_folder(cfg, ddp, device, data, trainer.start)
     state = _Progress(0, -1.0, _new_log(cfg, ddp, data, trainer, amp_dtype))
     if ckpt is not None:
@@ -621,7 +709,7 @@ def train(cfg: TrainConfig, *, given: Collection[str] | None = None) -> Path:
             f"{state.log['train parameters']['amp']}, {trainer.workers} loader workers"
         )
 
-    stopped_by = _run_epochs(cfg, ddp, device, amp_dtype, data, trainer, run_dir, state, started)
+    stopped_by = _run_epochs(cfg, ddp, device, amp_dtype, data, trainer, run_dir, state)
     if stopped_by is not None:
         if dist.is_initialized():  # every rank agreed to stop: they leave together, as at the end of a run
             dist.barrier()
