@@ -200,6 +200,17 @@ class StepSchedule:
                 "budget s": self.deadline.budget_s if self.deadline else None,
                 "spent s": self.deadline.spent() if self.deadline else None}
 
+    def continue_epochs(self, epochs_left: int) -> None:
+        """A fixed epoch schedule resumed: ``epochs_left`` whole epochs after the steps done, at this process's
+        steps per epoch, so a run resumed with another world size (2 ranks, then one process) counts epochs as
+        it was asked to, not the other world's steps. The same world gives the same total as before."""
+        if self.clocked or self.followed or self.limit is not None:
+            return
+        total = self.done + max(0, epochs_left) * self.per_epoch
+        if total != self.total:
+            self.total = total
+            self.revisions.append([self.done + 1, total])
+
     def load_state_dict(self, state: dict) -> None:
         """Continue a checkpoint's schedule (a clock schedule keeps its own, new deadline)."""
         self.done, self.revisions = int(state["done"]), [list(r) for r in state["revisions"]]

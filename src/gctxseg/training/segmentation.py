@@ -456,6 +456,7 @@ def _restore(trainer: _Trainer, ckpt: dict, cfg: TrainConfig) -> tuple[int, floa
     saved = ckpt.get("schedule") or {"done": trainer.scheduler.last_epoch, "total": trainer.schedule.total,
                                      "revisions": [[0, trainer.schedule.total]]}
     trainer.schedule.load_state_dict(saved)
+    trainer.schedule.continue_epochs(cfg.epochs - (ckpt["epoch"] + 1))
     log = {**ckpt["log"], "train parameters": {**ckpt["log"]["train parameters"],
                                                 "epochs": trainer.schedule.epochs}}
     return ckpt["epoch"] + 1, ckpt["best_dice"], log
