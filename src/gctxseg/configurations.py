@@ -233,8 +233,11 @@ def run_cv(cfg: TrainConfig, models: list[str] | tuple[str, ...] = DEFAULT_CONFI
               "the minutes left when it starts", flush=True)
     racing = _races(cfg, cv_dir, models, race)
     first = range(1) if racing else range(cfg.folds)
+    # every unit still to train counts, the later folds of a race too: fold 0 is not given their minutes
+    planned = {m: _units_left(cv_dir, m, range(cfg.folds), probes.get(m)) for m in models}
     for i, model in enumerate(models):
-        after = sum(_units_left(cv_dir, m, first, probes.get(m)) for m in models[i + 1:])
+        after = sum(planned[m] for m in models[i + 1:]) + planned[model] \
+            - _units_left(cv_dir, model, first, probes.get(model))
         probes[model] = _train_configuration(cfg, cv_dir, model, clock, probes.get(model), first, after)
     record = None
     if racing:
