@@ -273,11 +273,11 @@ def test_under_a_budget_a_configuration_far_behind_after_fold_0_stops_and_its_ti
     record = json.loads((cv / "race.json").read_text())
     assert scored == [("unet", 0), ("nnunet", 0)] and record["kept"] == ["unet"]
     assert set(record["dropped"]) == {"nnunet"} and "0.150 below unet's 0.500" in record["dropped"]["nnunet"]
-    # nnunet trained fold 0 only; unet's fold 1 had nnunet's share too, fold 0 the even share
+    # nnunet trained fold 0 only; unet's fold 1 had the minutes left (nnunet's share too), fold 0 about an even share
     assert not (cv / "nnunet" / "fold_1").exists()
     share = load_checkpoint(cv / "unet" / "fold_0" / "last.pt")["config"]["time_budget"]
     later = load_checkpoint(cv / "unet" / "fold_1" / "last.pt")["config"]["time_budget"]
-    assert share == pytest.approx(2 * 0.95 / 4) and later == pytest.approx(2 * share)
+    assert share == pytest.approx(2 * 0.95 / 4, rel=0.1) and later > 1.5 * share
     summary = json.loads((cv / "cv_summary.json").read_text())
     assert [r["name"] for r in summary["ranking"]] == ["unet"] and summary["chosen"]["name"] == "unet"
     assert summary["race"] == record and "race after fold 0" in capsys.readouterr().out

@@ -60,6 +60,7 @@ __all__ = ["DEFAULT_CONFIGURATIONS", "TIE_DICE", "choose_configuration", "cv_mod
 DEFAULT_CONFIGURATIONS = ("gctx_unet", "unet", "nnunet")
 TIE_DICE = 0.005
 SUMMARY_SHARE = 0.05  # of a whole-cv time budget kept for out-of-fold prediction and the summaries
+MIN_UNIT_S = 6.0  # a fold started past the cv's deadline still trains a few steps, so every fold has weights
 
 
 def _cpu_seconds() -> float:
@@ -123,16 +124,48 @@ def _skipped(probe) -> bool:
     return isinstance(probe, ProbeResult) and "skipped" in probe.record
 
 
-def _train_configuration(cfg: TrainConfig, cv_dir: Path, model: str, fold_budget: float | None, probe,
-                         folds: range) -> object:
+class _CvClock:
+    """The whole cv's training minutes, handed out one unit (a fold, an lr probe) at a time: each unit gets an
+    equal share of what is left when it starts, so a fold that ends early gives its minutes to the later ones and
+    one that ran over takes them from them, and the cv ends by its deadline (docs/time-budget.md, issue 32).
+
+    The deadline counts the training the folder already holds (``timing.json``), so a cv stopped and run again
+    keeps the budget it was given, not a fresh one."""
+
+    def __init__(self, minutes: float | None, spent_s: float = 0.0) -> None:
+        self.ends_at = None if not minutes else time.perf_counter() + minutes * 60 * (1 - SUMMARY_SHARE) - spent_s
+
+    def share(self, units_left: int) -> float | None:
+        """Minutes for the next unit of ``units_left`` (itself included); None without a budget."""
+        if self.ends_at is None:
+            return None
+        left_s = self.ends_at - time.perf_counter()
+        return max(left_s / max(units_left, 1), MIN_UNIT_S) / 60
+
+
+def _training_spent_s(cv_dir: Path, models: list[str]) -> float:
+    """Wall seconds of training the cv folder already holds (its folds and lr probes, from ``timing.json``)."""
+    return sum(t["wall s"] for m in models for t in _read_timing(cv_dir / m).values())
+
+
+def _units_left(cv_dir: Path, model: str, folds: range, probe) -> int:
+    """Units of ``model`` still to train: its unfinished ``folds``, and its lr probe when it is still to run."""
+    return sum(not fold_finished(cv_dir / model / f"fold_{f}") for f in folds) + isinstance(probe, ProbePlan)
+
+
+def _train_configuration(cfg: TrainConfig, cv_dir: Path, model: str, clock: _CvClock, probe, folds: range,
+                         units_after: int = 0) -> object:
     """Run ``probe`` (a ProbePlan) or take its result, then train (or keep, or resume) ``folds`` of one
-    configuration, adding the probe's and each fold's wall and CPU time to ``CV/<model>/timing.json``.
-    Returns the probe's result (None when not probed), for the configuration's later folds."""
+    configuration, adding the probe's and each fold's wall and CPU time to ``CV/<model>/timing.json``. Each fold
+    trained gets ``clock``'s share of the minutes left, with ``units_after`` units of other configurations still
+    to come after this one's. Returns the probe's result (None when not probed), for the configuration's later
+    folds."""
     config_dir = cv_dir / model
     config_dir.mkdir(parents=True, exist_ok=True)
     timing_path = config_dir / "timing.json"
     timing = _read_timing(config_dir)
-    cfg = replace(cfg, model=model, time_budget=fold_budget, init_weights=_start_for(cfg, model))
+    cfg = replace(cfg, model=model, init_weights=_start_for(cfg, model))
+    units = _units_left(cv_dir, model, folds, probe) + units_after
 
     def timed(key: str, work, done: bool) -> object:
         """``work()``, its wall and CPU time added to ``timing[key]`` unless it was ``done`` (kept, not run)."""
@@ -145,12 +178,16 @@ def _train_configuration(cfg: TrainConfig, cv_dir: Path, model: str, fold_budget
             atomic_write_json(timing_path, timing)
         return out
 
-    if isinstance(probe, ProbePlan):  # one fold's share of the budget, before the folds
+    if isinstance(probe, ProbePlan):  # its steps were planned from one fold's share, before the folds
         probe = timed("lr probe", partial(probe_learning_rate, cfg, config_dir, probe), done=False)
+        units -= 1
     if probe is not None:
         cfg = replace(cfg, lr=probe.lr, lr_reason=probe_reason(probe))
     for fold in folds:
-        timed(str(fold), partial(train_fold, cfg, config_dir, fold), done=fold_finished(config_dir / f"fold_{fold}"))
+        done = fold_finished(config_dir / f"fold_{fold}")
+        fold_cfg = cfg if done else replace(cfg, time_budget=clock.share(units) or cfg.time_budget)
+        timed(str(fold), partial(train_fold, fold_cfg, config_dir, fold), done=done)
+        units -= not done
     return probe
 
 
@@ -168,12 +205,13 @@ def run_cv(cfg: TrainConfig, models: list[str] | tuple[str, ...] = DEFAULT_CONFI
            device: str | None = None, amp: str | None = None, race: bool = True) -> Path:
     """Cross-validate every configuration in ``models`` on the same folds, then choose the best.
 
-    ``cfg.time_budget`` (minutes) is for the whole run: it is split evenly over configurations and folds, after
-    ``SUMMARY_SHARE`` of it for the out-of-fold predictions. With a budget and ``race``, every configuration
-    trains fold 0 first, and those far behind there stop (:mod:`gctxseg.race`): their shares go to the later folds
-    of the others. The folder is ``results/name``: the same run started again continues it (finished folds are
-    kept, a stopped one resumes), one of other data or settings is refused (:mod:`gctxseg.cvfolder`), and nothing
-    is made before every check has passed. Returns the CV folder.
+    ``cfg.time_budget`` (minutes) is for the whole run: after ``SUMMARY_SHARE`` of it for the out-of-fold
+    predictions, each fold gets an equal share of the minutes left when it starts (:class:`_CvClock`). With a
+    budget and ``race``, every configuration trains fold 0 first, and those far behind there stop
+    (:mod:`gctxseg.race`): the minutes left go to the later folds of the others. The folder is ``results/name``:
+    the same run started again continues it (finished folds are kept, a stopped one resumes), one of other data or
+    settings is refused (:mod:`gctxseg.cvfolder`), and nothing is made before every check has passed.
+    Returns the CV folder.
     """
     if not cfg.folds:
         raise ValueError("gctxseg cv needs --folds K (K >= 2)")
@@ -185,24 +223,31 @@ def run_cv(cfg: TrainConfig, models: list[str] | tuple[str, ...] = DEFAULT_CONFI
     cv_dir = choose_cv_folder(cfg, identity)
     # every fold (and its resume, summary and report) reads the folds back from the file, never the folder
     cfg = replace(cfg, splits=str(write_splits(cfg, cv_dir, identity).resolve()))
+    clock = _CvClock(cfg.time_budget, _training_spent_s(cv_dir, models))
     fold_budget, probes = _plan_probes(cfg, cv_dir, models)
     if fold_budget:
         probed = [m for m, p in probes.items() if not _skipped(p)]
         shares = f", and one share for the lr probe of {', '.join(probed)}" if probed else ""
-        print(f"time budget {cfg.time_budget:g} min: {fold_budget:.2f} min for each of {cfg.folds} folds of "
-              f"{len(models)} configuration(s) ({', '.join(models)}){shares}")
+        print(f"time budget {cfg.time_budget:g} min: about {fold_budget:.2f} min for each of {cfg.folds} folds of "
+              f"{len(models)} configuration(s) ({', '.join(models)}){shares}; each fold gets an equal share of "
+              "the minutes left when it starts", flush=True)
     racing = _races(cfg, cv_dir, models, race)
     first = range(1) if racing else range(cfg.folds)
-    for model in models:
-        probes[model] = _train_configuration(cfg, cv_dir, model, fold_budget, probes.get(model), first)
+    # every unit still to train counts, the later folds of a race too: fold 0 is not given their minutes
+    planned = {m: _units_left(cv_dir, m, range(cfg.folds), probes.get(m)) for m in models}
+    for i, model in enumerate(models):
+        after = sum(planned[m] for m in models[i + 1:]) + planned[model] \
+            - _units_left(cv_dir, model, first, probes.get(model))
+        probes[model] = _train_configuration(cfg, cv_dir, model, clock, probes.get(model), first, after)
     record = None
     if racing:
         record = race_after_first_fold(cv_dir, models, fold_budget, cfg.folds, device or cfg.device, amp or cfg.amp)
         print(format_race(record), flush=True)
         models = record["kept"]
-        for model in models:
-            _train_configuration(cfg, cv_dir, model, record["minutes per later fold"], probes.get(model),
-                                 range(1, cfg.folds))
+        later = range(1, cfg.folds)
+        for i, model in enumerate(models):
+            after = sum(_units_left(cv_dir, m, later, None) for m in models[i + 1:])
+            _train_configuration(cfg, cv_dir, model, clock, probes.get(model), later, after)
     if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
         return cv_dir
     for model in models:

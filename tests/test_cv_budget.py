@@ -1,0 +1,63 @@
+"""Every minute of a cv's time budget learns: each fold gets an equal share of what is left when it starts."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from gctxseg import configurations
+from gctxseg.training import TrainConfig
+from gctxseg.utils import atomic_write_json
+
+
+def _record_budgets(monkeypatch, seconds_per_fold: dict[int, float]) -> list[float]:
+    """Replace fold training by a stand-in that records the minutes it was given and takes the given seconds."""
+    given: list[float] = []
+
+    def fold(cfg: TrainConfig, config_dir, k: int):
+        given.append(cfg.time_budget)
+        time.sleep(seconds_per_fold.get(k, 0.0))
+        return config_dir / f"fold_{k}"
+
+    monkeypatch.setattr(configurations, "train_fold", fold)
+    monkeypatch.setattr(configurations, "MIN_UNIT_S", 0.01)
+    return given
+
+
+def test_a_fold_that_ends_early_gives_its_minutes_to_the_later_ones(tmp_path, monkeypatch):
+    given = _record_budgets(monkeypatch, {})
+    clock = configurations._CvClock(0.1)  # 5.7 s of training after the summary's share
+    configurations._train_configuration(TrainConfig(model="unet", lr=1e-3), tmp_path, "unet", clock, None,
+                                        range(3))
+    seconds = [m * 60 for m in given]
+    assert seconds[0] == pytest.approx(5.7 / 3, rel=0.05)
+    assert seconds[0] < seconds[1] < seconds[2] == pytest.approx(5.7, rel=0.05)  # the unspent minutes move on
+
+
+def test_a_fold_that_ran_over_takes_its_overrun_from_the_later_ones(tmp_path, monkeypatch):
+    given = _record_budgets(monkeypatch, {0: 1.5})
+    clock = configurations._CvClock(0.05)  # 2.85 s: fold 0 is given 0.95 s and takes 1.5
+    configurations._train_configuration(TrainConfig(model="unet", lr=1e-3), tmp_path, "unet", clock, None,
+                                        range(2), units_after=1)
+    first, second = (m * 60 for m in given)
+    assert first == pytest.approx(0.95, rel=0.05)
+    assert second == pytest.approx((2.85 - 1.5) / 2, rel=0.1)  # what is left, shared with the unit to come
+
+
+def test_a_cv_run_again_keeps_the_budget_it_was_given(tmp_path):
+    for model in ("unet", "nnunet"):
+        (tmp_path / model).mkdir()
+    atomic_write_json(tmp_path / "unet" / "timing.json", {"0": {"wall s": 30.0, "cpu s": 55.0}})
+    atomic_write_json(tmp_path / "nnunet" / "timing.json", {"lr probe": {"wall s": 6.0, "cpu s": 11.0}})
+    spent = configurations._training_spent_s(tmp_path, ["unet", "nnunet"])
+    assert spent == 36.0
+    clock = configurations._CvClock(1.0, spent)
+    assert clock.share(1) * 60 == pytest.approx(57.0 - 36.0, abs=0.5)
+
+
+def test_no_budget_gives_no_share(tmp_path, monkeypatch):
+    given = _record_budgets(monkeypatch, {})
+    configurations._train_configuration(TrainConfig(model="unet", lr=1e-3, epochs=3), tmp_path, "unet",
+                                        configurations._CvClock(None), None, range(2))
+    assert given == [None, None]
