@@ -216,6 +216,16 @@ def test_predict_refuses_a_summary_whose_fold_count_disagrees_with_the_folds_on_
         ensemble_members(cv)
 
 
+def test_predict_serves_the_folds_of_the_split_the_cv_recorded(cv_copy):
+    from gctxseg.predict import ensemble_members
+
+    _, cv = cv_copy
+    splits = json.loads((cv / "splits_final.json").read_text())
+    (cv / "splits_final.json").write_text(json.dumps(splits + [splits[0]]))  # a third fold no model trained
+    with pytest.raises(ValueError, match=r"splits_final.json: holds 3 folds, but unet has 2"):
+        ensemble_members(cv)
+
+
 @pytest.mark.parametrize("rule, key", [({"kind": "min_size", "min_size": 1e12}, "rules.1.min_size"),
                                        ({"kind": "min_size", "min_size": 10**12}, "rules.1.min_size"),
                                        ({"kind": "min_size", "min_size": -5}, "rules.1.min_size"),
@@ -289,3 +299,12 @@ def test_cv_refuses_an_init_weights_start_of_another_architecture_as_train_does(
     err = one_line_error(capsys)
     assert f"--init-weights {start}: holds a unet, not a nnunet; pre-train with --model nnunet" in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_summary_only_never_follows_a_name_out_of_results(tmp_path, capsys):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "splits_final.json").write_text("[]")  # a folder outside --results that looks like a cv
+    code = main(["cv", str(tmp_path / "data"), "--summary-only", "--name", "../x",
+                 "--results", str(tmp_path / "runs")])
+    assert code == 2 and "not a plain folder name" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "x").iterdir()) == ["splits_final.json"]

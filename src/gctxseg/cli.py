@@ -506,7 +506,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             model_given = any(a == "--model" or a.startswith("--model=") for a in argv)
             models = cv_models(args.models, args.model if model_given else None)
             if args.summary_only:
-                summarize_folder(Path(args.results) / args.name, device=args.device, amp=args.amp)
+                from .outputs import plain_name
+
+                cv_dir = Path(args.results) / plain_name(args.name, "--name", args.results)
+                summarize_folder(cv_dir, device=args.device, amp=args.amp)
             else:
                 cfg = _train_config(args, data_train=args.data, model=models[0])
                 for other in models[1:]:  # every configuration's --model-option checked before any fold trains

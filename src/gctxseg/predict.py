@@ -25,6 +25,7 @@ from .checkpoint import check_inference_fields, checkpoint_channels, load_checkp
 from .cvfolder import fold_weights
 from .data import DatasetError, IntensityMapping, MaskValueMap
 from .data.io import NIFTI_SUFFIXES, READABLE_SUFFIXES, file_stem, fit_channels, read_volume, write_volume_mask
+from .data.splits import SPLITS_FINAL, load_splits
 from .gallery import write_folder_measurements
 from .measurements import MeasurementOptions, class_names_for, describe_spacing, plan_measurements
 from .outputs import check_output_folder as check_outputs
@@ -520,9 +521,27 @@ def _chosen_configuration(cv_dir: Path) -> tuple[list[Path], Path | None] | None
     if wrong is not None:
         raise ValueError(f"{summary_path}: 'folds' is {str(counted)[:20]}, but {wrong} has {len(folds[wrong])} folds; "
                          "write it again with gctxseg cv --summary-only")
+    _check_fold_contract(cv_dir, folds)
     files = [f for m in members for f in folds[m]]
     post = cv_dir / "postprocessing.json"
     return files, post if post.is_file() else None
+
+
+def _check_fold_contract(cv_dir: Path, folds: dict[str, list[Path]]) -> None:
+    """Each configuration served holds one fold per fold of the cv's ``splits_final.json`` (the folds its
+    out-of-fold score and post-processing were measured on), never an ensemble of another split.
+
+    Raises:
+        ValueError: one line naming the split file, the configuration and the fold counts.
+    """
+    recorded = cv_dir / SPLITS_FINAL
+    if not recorded.is_file():  # a cv folder of an older gctxseg: its summary's count was checked above
+        return
+    k = len(load_splits(recorded))
+    wrong = next((m for m, f in folds.items() if len(f) != k), None)
+    if wrong is not None:
+        raise ValueError(f"{recorded}: holds {k} folds, but {wrong} has {len(folds[wrong])}; finish or retrain its "
+                         "folds with the same gctxseg cv command")
 
 
 def _largest_training_image(weights: Path) -> int | None:
