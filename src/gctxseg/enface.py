@@ -47,13 +47,7 @@ def plot_enface_map(thickness_um: np.ndarray, fovea: Fovea, slice_mm: float, col
     ax.set_title(title or f"fluid thickness, {s_count} B-scans", fontsize=9)
     ax.set_xlim(min(extent[0], -RADII_MM[2]), max(extent[1], RADII_MM[2]))
     ax.set_ylim(min(extent[2], -RADII_MM[2]), max(extent[3], RADII_MM[2]))
-    ax.set_aspect("equal")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save_map(fig, ax, path)
 
 
 @dataclass(frozen=True)
@@ -115,6 +109,13 @@ def plot_enface_on_localizer(thickness_um: np.ndarray, fovea: Fovea, view: Local
     ax.set_title(title or f"fluid thickness on the localizer, {s_count} B-scans", fontsize=9)
     ax.set_xlim(min(0.0, x0, cx - RADII_MM[2]), max(cols * view.pixel_mm[1], x1, cx + RADII_MM[2]))
     ax.set_ylim(max(rows * view.pixel_mm[0], y1, cy + RADII_MM[2]), min(0.0, y0, cy - RADII_MM[2]))
+    return _save_map(fig, ax, path)
+
+
+def _save_map(fig, ax, path: str | Path) -> Path:
+    """Square axes, the figure written to ``path`` (its folder made) and closed; returns the path."""
+    import matplotlib.pyplot as plt
+
     ax.set_aspect("equal")
     fig.tight_layout()
     path = Path(path)
