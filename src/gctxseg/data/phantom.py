@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..outputs import staged_output
+from ..core.outputs import staged_output
 
 __all__ = [
     "BSCAN_DEPTH_MM",
@@ -521,7 +521,7 @@ def synthesize_dataset(
     Images are 8-bit grayscale (JPEG at quality 95 by default); masks are 8-bit grayscale with the values in
     :data:`MASK_VALUES` (class 0 -> 0, 1 -> 128, 2 -> 255). ``out`` is new, empty or a previous
     phantom (replaced whole once the new one is complete); a folder of other files is refused
-    (:mod:`gctxseg.outputs`).
+    (:mod:`gctxseg.core.outputs`).
     The pixel spacing (:func:`phantom_pixel_spacing`) goes to ``out/spacing.json``.
 
     Args:
@@ -555,12 +555,12 @@ def synthesize_dataset(
     return {"train": n - n_val, "val": n_val}
 
 
-# What `synth` writes into --out (B-scans or eyes): a new or empty folder, or a previous phantom (gctxseg.outputs)
+# What `synth` writes into --out (B-scans or eyes): a new or empty folder, or a previous phantom (gctxseg.core.outputs)
 SYNTH_ENTRIES = frozenset({"train", "val", "images", "masks", "spacing.json", "truth.json"})
 
 
 def synth_output_rules(out: str | Path) -> dict:
-    """How ``synth`` refuses an ``out`` holding anything but a previous phantom (:mod:`gctxseg.outputs`)."""
+    """How ``synth`` refuses an ``out`` holding anything but a previous phantom (:mod:`gctxseg.core.outputs`)."""
     out = Path(out)
     return dict(noun="phantom files", fix=f"pass a new folder, e.g. --out {out.parent / (out.name + '_phantom')}")
 

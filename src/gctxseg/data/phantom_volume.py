@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..outputs import staged_output
+from ..core.outputs import staged_output
 from .phantom import MASK_VALUES, SYNTH_ENTRIES, _blur, _smooth_noise_2d, _speckle, synth_output_rules
 
 __all__ = ["PhantomVolume", "render_oct_volume", "synthesize_volumes", "VOLUME_TRUTH_FILE"]
@@ -246,7 +246,7 @@ def synthesize_volumes(
     ``out`` is new, empty or a previous phantom (replaced whole once complete); other files are refused.
 
     Raises:
-        ValueError: ``n`` < 1 or a bad shape, or ``out`` holding other files (:mod:`gctxseg.outputs`).
+        ValueError: ``n`` < 1 or a bad shape, or ``out`` holding other files (:mod:`gctxseg.core.outputs`).
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")

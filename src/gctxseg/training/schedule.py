@@ -11,7 +11,7 @@ from typing import Protocol
 import torch
 import torch.distributed as dist
 
-from ..planning import BUDGET_SHARE
+from .planning import BUDGET_SHARE
 
 __all__ = ["ScheduleSettings", "TimedSettings", "lr_at", "lr_lambda", "refit_to_budget"]
 
