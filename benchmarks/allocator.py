@@ -21,11 +21,11 @@ import time
 def _run(args) -> dict:
     import torch
 
+    from gctxseg.core.precision import autocast_context, autocast_dtype
+    from gctxseg.core.runtime import keep_freed_memory
     from gctxseg.losses import DiceCELoss, training_loss
     from gctxseg.models import create_model
-    from gctxseg.planning import size_options
-    from gctxseg.precision import autocast_context, autocast_dtype
-    from gctxseg.utils import keep_freed_memory
+    from gctxseg.training.planning import size_options
 
     applied = keep_freed_memory()
     device = torch.device("cpu")

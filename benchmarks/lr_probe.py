@@ -6,8 +6,9 @@ run. Prints figures; asserts nothing. Example (Duke DME converted by ``gctxseg c
 
     python benchmarks/lr_probe.py --data /data/duke/images --models gctx_unet unet --lrs 1e-4 5e-4 2e-3
 
-``--as-cv IMAGES``: instead, ``gctxseg cv``'s own probe (``gctxseg.lr_probe``: fold 0, the folds' planned size and
-batch, IMAGES training images per candidate, the planned rate always a candidate) and the rate it would choose::
+``--as-cv IMAGES``: instead, ``gctxseg cv``'s own probe (``gctxseg.crossval.lr_probe``: fold 0, the folds' planned
+size and batch, IMAGES training images per candidate, the planned rate always a candidate)
+and the rate it would choose::
 
     python benchmarks/lr_probe.py --data /data/drive/train/images --models gctx_unet --lrs 1e-4 2e-3 --as-cv 300
 
@@ -74,7 +75,7 @@ def main() -> None:
 
 def as_cv(args, results: Path) -> None:
     """``gctxseg cv``'s probe of each model on fold ``0`` of ``--data``, as cv runs it, at ``--as-cv`` images."""
-    from gctxseg import lr_probe
+    from gctxseg.crossval import lr_probe
 
     lr_probe.PROBE_IMAGES = args.as_cv
     for model in args.models:

@@ -1,6 +1,6 @@
 """ONNX Runtime against PyTorch on the CPU: inference images/s of the same weights, batch 1 and 8.
 
-Each model is exported with ``gctxseg.export.export_module`` (what ``gctxseg export`` writes) and run with the
+Each model is exported with ``gctxseg.inference.export.export_module`` (what ``gctxseg export`` writes) and run with the
 session options ``gctxseg predict --weights model.onnx`` uses. PyTorch is timed in fp32 (what ONNX Runtime
 computes) and under ``--amp auto`` (what ``gctxseg predict`` uses: bf16 on a CPU with native bf16). Prints
 figures, the max |logit| difference and the ratios; asserts nothing. Example::
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from timing import amp_context, timed
 
-from gctxseg.export import export_module, onnx_session
+from gctxseg.inference.export import export_module, onnx_session
 from gctxseg.models import create_model
 
 

@@ -13,7 +13,7 @@ import argparse
 
 from phantom_runs import add_budget_arguments, prepare_phantom, train_on_phantom
 
-from gctxseg.report import summarize_run
+from gctxseg.reporting.report import summarize_run
 
 
 def main() -> None:

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import torch
 
-from gctxseg.checkpoint import load_checkpoint
-from gctxseg.crossval import summarize_cv, train_fold
+from gctxseg.crossval.folds import summarize_cv, train_fold
 from gctxseg.data.splits import fold_files
+from gctxseg.runs.checkpoint import load_checkpoint
 from gctxseg.training import TrainConfig
 from gctxseg.training.loop import cpu_model
 from gctxseg.training.pretrain import PretrainConfig, pretrain

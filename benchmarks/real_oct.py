@@ -35,14 +35,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gctxseg.agreement import agreement_summary
-from gctxseg.checkpoint import load_checkpoint
-from gctxseg.crossval import score_predictions, summarize_cv, train_fold
+from gctxseg.clinical.agreement import agreement_summary
+from gctxseg.crossval.folds import score_predictions, summarize_cv, train_fold
 from gctxseg.data import fingerprint_dataset, read_image, read_mask
 from gctxseg.data.convert import DUKE_STEM
 from gctxseg.data.splits import fold_files
-from gctxseg.planning import planned_input_size
+from gctxseg.runs.checkpoint import load_checkpoint
 from gctxseg.training import TrainConfig
+from gctxseg.training.planning import planned_input_size
 
 GRADER_2_POOLED_DICE = 0.70  # Duke DME, grader 2 vs grader 1 on the 73 scans both graded (reference-figures.md)
 
@@ -237,7 +237,7 @@ def report(args, out: Path, timings: dict[str, list[dict]]) -> None:
 
 
 def print_area_agreement(probs: dict[str, dict[str, np.ndarray]], targets: dict[str, np.ndarray]) -> None:
-    """Fluid area per B-scan, out of fold against grader 1 (what a clinic reads), through gctxseg.agreement.
+    """Fluid area per B-scan, out of fold against grader 1 (what a clinic reads), through gctxseg.clinical.agreement.
 
     In pixels: the Duke set ships no pixel spacing (Spectralis, ~3.9 um axial, ~11 um lateral)."""
     print(f"\nfluid area per scan vs grader 1, out of fold ({len(targets)} scans; px)")

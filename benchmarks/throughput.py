@@ -16,10 +16,10 @@ import time
 import torch
 from timing import amp_context, timed
 
+from gctxseg.core.runtime import compile_model, resolve_device
 from gctxseg.losses import DiceCELoss, deep_supervision_loss
 from gctxseg.models import create_model, list_models
 from gctxseg.models.complexity import count_macs, count_parameters
-from gctxseg.utils import compile_model, resolve_device
 
 
 def measure(

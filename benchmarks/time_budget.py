@@ -4,7 +4,7 @@ the phantom, each alone and each beside a second CPU-bound process, against thei
 For each run it prints the wall time of the whole command against its budget, the overrun allowed
 (``max(5% of the budget, 30 s)``, docs/time-budget.md), and the share of the budget spent training (the sum of the
 training passes' seconds that each run's ``log.json`` records under ``"time budget"``). The demo's training budget is
-``gctxseg.demo.DEMO_TRAIN_MINUTES``; its whole command is held to the README's 10 minutes (scaled by the same
+``gctxseg.workflows.demo.DEMO_TRAIN_MINUTES``; its whole command is held to the README's 10 minutes (scaled by the same
 factor when ``--demo-minutes`` shortens its training).
 Prints figures; asserts nothing. The full check (about an hour and a half on 2 cores)::
 
@@ -68,9 +68,9 @@ def _jobs(args, work: Path) -> dict[str, tuple[list[str], float, float, Path]]:
     if args.size:
         common += ["--base-size", *map(str, args.size)]
     demo_minutes = args.demo_minutes
-    shortened = f"import gctxseg.demo as d; d.DEMO_TRAIN_MINUTES = {demo_minutes!r}; d.run_demo()"
+    shortened = f"import gctxseg.workflows.demo as d; d.DEMO_TRAIN_MINUTES = {demo_minutes!r}; d.run_demo()"
     demo = [sys.executable, "-c", shortened] if demo_minutes else _gctxseg("demo")
-    from gctxseg.demo import DEMO_TRAIN_MINUTES
+    from gctxseg.workflows.demo import DEMO_TRAIN_MINUTES
 
     demo_minutes = demo_minutes or DEMO_TRAIN_MINUTES
     return {
@@ -109,7 +109,8 @@ def main() -> None:
     parser.add_argument("--runs", nargs="+", default=["demo", "train", "cv"], choices=["demo", "train", "cv"])
     parser.add_argument("--loads", nargs="+", default=["none", "matmul"], choices=["none", *BUSY])
     parser.add_argument("--demo-minutes", type=float, default=None,
-                        help="the demo's training minutes (default: its own, gctxseg.demo.DEMO_TRAIN_MINUTES)")
+                        help="the demo's training minutes (default: its own, "
+                             "gctxseg.workflows.demo.DEMO_TRAIN_MINUTES)")
     parser.add_argument("--train-minutes", type=float, default=5.0)
     parser.add_argument("--cv-minutes", type=float, default=15.0)
     parser.add_argument("--images", type=int, default=400, help="phantom images (train 70%% / val 30%%)")

@@ -9,7 +9,7 @@ from contextlib import AbstractContextManager
 
 import torch
 
-from gctxseg.precision import autocast_context, autocast_dtype
+from gctxseg.core.precision import autocast_context, autocast_dtype
 
 
 def timed(fn: Callable[[], object], repeats: int) -> float:

@@ -13,7 +13,7 @@ import json
 from phantom_runs import add_budget_arguments, prepare_phantom, train_on_phantom
 
 from gctxseg.models import list_models
-from gctxseg.report import summarize_run
+from gctxseg.reporting.report import summarize_run
 
 
 def main() -> None:

@@ -9,10 +9,10 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' file builders
 from test_clinic_files import write_opt_dicom, write_vol  # the tests' builders
 
+from gctxseg.clinical.volume_readout import describe_volume, volume_readout
 from gctxseg.data import MaskValueMap
 from gctxseg.data.oct_volumes import raster_layout, read_oct_volume
 from gctxseg.data.phantom_volume import synthesize_volumes
-from gctxseg.volume_readout import describe_volume, volume_readout
 
 done = synthesize_volumes("eyes", n=1, shape=(32, 64, 96), seed=3)
 images = np.stack([np.asarray(Image.open(f"eyes/images/eye000_b{s:03d}.jpg")) for s in range(32)])

@@ -93,7 +93,7 @@ def tiny_config(phantom_dir: Path, results: Path, **overrides):
 @pytest.fixture(scope="session")
 def tiny_run(phantom_dir, tmp_path_factory) -> Path:
     """One tiny trained run (1 epoch, with its report.html) shared by the tests that only read a run folder."""
-    from gctxseg.workflow import train_and_report
+    from gctxseg.workflows.train_report import train_and_report
 
     return train_and_report(tiny_config(phantom_dir, tmp_path_factory.mktemp("tiny_runs"), epochs=1))
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from conftest import write_pair
 
-from gctxseg.evaluate import evaluate_folder
-from gctxseg.measurements import MeasurementOptions
-from gctxseg.predict import Predictor
-from gctxseg.report import write_html_report
+from gctxseg.clinical.measurements import MeasurementOptions
+from gctxseg.evaluation.evaluate import evaluate_folder
+from gctxseg.inference.predictor import Predictor
+from gctxseg.reporting.report import write_html_report
 
 
 @pytest.fixture(autouse=True)

@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from gctxseg.checkpoint import convert_checkpoint, load_checkpoint, model_from_checkpoint
 from gctxseg.cli import main
+from gctxseg.runs.checkpoint import convert_checkpoint, load_checkpoint, model_from_checkpoint
 
 
 class _CreatesFileWhenUnpickled:

@@ -72,9 +72,9 @@ def test_enface_map_is_drawn_on_the_localizer_where_the_bscans_lie(phantom, tmp_
     the fovea (a VOL written with a 7.68 mm localizer and its B-scans from (0.5, 1.0) mm)."""
     from test_clinic_files import CLASSES, TruthLookupPredictor
 
-    from gctxseg import predict
+    from gctxseg.clinical.volume_readout import volume_readout
     from gctxseg.data.oct_volumes import raster_layout, read_oct_volume, write_heyex_vol
-    from gctxseg.volume_readout import volume_readout
+    from gctxseg.workflows import predict_folder as predict
 
     _, done, data = phantom
     images, labels = data["eyes"]["eye000"]

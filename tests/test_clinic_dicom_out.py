@@ -20,7 +20,7 @@ pydicom = pytest.importorskip("pydicom")
 
 
 def _predict(out: Path, exams: Path, data: dict, monkeypatch, **kwargs):
-    from gctxseg import predict
+    from gctxseg.workflows import predict_folder as predict
 
     monkeypatch.setattr(predict, "load_predictor", lambda *a, **k: TruthLookupPredictor(data["eyes"]))
     return predict.predict_folder("unused.pt", exams, out, measure=predict.MeasurementOptions(class_names=CLASSES),
@@ -100,8 +100,8 @@ def test_sr_numbers_equal_etdrs_csv_and_reference_their_segment(predicted, name,
     assert report[0].ContentTemplateSequence[0].TemplateIdentifier == "1500"
     (fluid,) = report.get_volumetric_roi_measurement_groups()
     assert _referenced(fluid).ReferencedSOPInstanceUID == seg.SOPInstanceUID and _segment_number(fluid) == 1
-    from gctxseg.dicom_out import _area_code
-    from gctxseg.etdrs import CIRCLES, subfield_names
+    from gctxseg.clinical.dicom_out import _area_code
+    from gctxseg.clinical.etdrs import CIRCLES, subfield_names
 
     numbers = {}
     for m in fluid.get_measurements():

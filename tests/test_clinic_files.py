@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gctxseg.clinical import etdrs_record
+from gctxseg.clinical.etdrs_rows import etdrs_record
+from gctxseg.clinical.volume_readout import volume_readout
 from gctxseg.data import DatasetError, IntensityMapping, MaskValueMap
 from gctxseg.data.oct_volumes import raster_layout, read_oct_volume
 from gctxseg.data.phantom_volume import synthesize_volumes
-from gctxseg.volume_readout import volume_readout
 
 pytest.importorskip("eyepy")
 
@@ -243,7 +243,7 @@ class TruthLookupPredictor:
 
 
 def test_predict_on_a_folder_of_device_exports_uses_each_files_geometry(phantom, tmp_path, monkeypatch, capsys):
-    from gctxseg import predict
+    from gctxseg.workflows import predict_folder as predict
 
     _, done, data = phantom
     exams = tmp_path / "exams"

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from gctxseg.cli import main
+from gctxseg.clinical.measurements import MeasurementOptions, plan_measurements
 from gctxseg.data import MaskValueMap
 from gctxseg.data.phantom_volume import synthesize_volumes
-from gctxseg.gallery import write_folder_measurements
-from gctxseg.measurements import MeasurementOptions, plan_measurements
 from gctxseg.models import create_model
+from gctxseg.workflows.predict_folder import write_folder_measurements
 
 REGEX = r"(eye\d+)_b\d+"
 
@@ -87,7 +87,7 @@ def test_predict_cli_writes_etdrs_and_maps_and_evaluate_adds_the_agreement(volum
 
 
 def test_agreement_of_the_graders_volumes_with_themselves_is_exact(volumes):
-    from gctxseg.clinical import etdrs_agreement, volume_reports
+    from gctxseg.clinical.etdrs_rows import etdrs_agreement, volume_reports
     from gctxseg.data import read_mask
 
     root, done = volumes

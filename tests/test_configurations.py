@@ -12,11 +12,11 @@ import torch
 from conftest import write_pair, write_patients
 from PIL import Image
 
-from gctxseg import planning
 from gctxseg.cli import main
-from gctxseg.configurations import TIE_DICE, choose_configuration
+from gctxseg.crossval.configurations import TIE_DICE, choose_configuration
 from gctxseg.models import create_model, list_models
 from gctxseg.models.nnunet import plan_stages
+from gctxseg.training import planning
 
 
 def test_nnunet_topology_is_planned_from_the_size_as_nnunet_plans_it():
@@ -79,7 +79,7 @@ def test_cv_compares_configurations_on_the_same_folds_and_predict_uses_the_choic
     out = capsys.readouterr().out
     assert "chosen: " + summary["chosen"]["name"] in out and "margin" in out
     # predict --weights CV: the chosen configuration's folds and post-processing
-    from gctxseg.predict import ensemble_members
+    from gctxseg.inference.predictor import ensemble_members
 
     files, post = ensemble_members(cv)
     members = summary["chosen"]["members"]
@@ -96,7 +96,7 @@ def test_cv_compares_configurations_on_the_same_folds_and_predict_uses_the_choic
 
 
 def test_the_tie_rule_takes_the_cheaper_candidate(tmp_path, monkeypatch):
-    from gctxseg import configurations
+    from gctxseg.crossval import configurations
 
     scores = {("a",): 0.700, ("b",): 0.703, ("a", "b"): 0.704}
     monkeypatch.setattr(configurations, "_score_candidate", lambda c, *_: {
@@ -119,7 +119,7 @@ def test_the_tie_rule_takes_the_cheaper_candidate(tmp_path, monkeypatch):
 
 
 def test_a_time_budget_is_refitted_to_the_measured_first_epoch(phantom_dir, monkeypatch, tmp_path):
-    from gctxseg.checkpoint import load_checkpoint
+    from gctxseg.runs.checkpoint import load_checkpoint
     from gctxseg.training import TrainConfig, train
 
     # a planner that believes steps are free plans thousands of epochs; the first real epoch corrects it
@@ -164,8 +164,8 @@ def test_the_fingerprint_measures_structure_width(tmp_path):
 
 
 def test_cv_probes_the_lr_on_fold_0_and_trains_every_fold_at_the_chosen_one(tmp_path, monkeypatch, capsys):
-    from gctxseg import lr_probe
-    from gctxseg.checkpoint import load_checkpoint
+    from gctxseg.crossval import lr_probe
+    from gctxseg.runs.checkpoint import load_checkpoint
 
     # the U-Net family is not probed by default: given candidates here, it is probed as cheaply as a test allows
     monkeypatch.setitem(lr_probe.PROBE_CANDIDATES, "cnn", (1e-3, 3e-2))
@@ -206,7 +206,7 @@ def test_cv_probes_the_lr_on_fold_0_and_trains_every_fold_at_the_chosen_one(tmp_
 
 
 def test_the_probe_keeps_the_planned_lr_unless_another_clearly_beats_it(tmp_path):
-    from gctxseg.lr_probe import PROBE_IMAGES, PROBE_TIE_DICE, _final_foreground_dice, _pick, probe_steps
+    from gctxseg.crossval.lr_probe import PROBE_IMAGES, PROBE_TIE_DICE, _final_foreground_dice, _pick, probe_steps
 
     # a run's log lists foreground Dice per class: the last validation's mean is the candidate's score
     (tmp_path / "log.json").write_text(json.dumps({"epoch:0": {"val log:": {"info": {"Dice": [0.9, 0.9]}}},
@@ -225,8 +225,8 @@ def test_the_probe_keeps_the_planned_lr_unless_another_clearly_beats_it(tmp_path
 def test_a_probe_too_short_to_separate_the_rates_gives_its_share_back(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
-    from gctxseg import configurations
-    from gctxseg.lr_probe import PROBE_MIN_IMAGES, ProbePlan
+    from gctxseg.crossval import configurations
+    from gctxseg.crossval.lr_probe import PROBE_MIN_IMAGES, ProbePlan
     from gctxseg.training import TrainConfig
 
     plan = SimpleNamespace(lr=1e-4, base_size=(64, 64), batch_size=2)
@@ -252,8 +252,8 @@ def test_a_probe_too_short_to_separate_the_rates_gives_its_share_back(tmp_path, 
 
 def test_under_a_budget_a_configuration_far_behind_after_fold_0_stops_and_its_time_goes_to_the_others(
         tmp_path, monkeypatch, capsys):
-    from gctxseg import configurations, race
-    from gctxseg.checkpoint import load_checkpoint
+    from gctxseg.crossval import configurations, race
+    from gctxseg.runs.checkpoint import load_checkpoint
 
     scored = []
     fold_0 = {"unet": 0.50, "nnunet": 0.35}  # nnunet 0.15 behind: more than the margin
@@ -297,7 +297,7 @@ def test_under_a_budget_a_configuration_far_behind_after_fold_0_stops_and_its_ti
 
 
 def test_the_race_scores_fold_0_on_its_held_out_scans_with_the_final_weights(tmp_path):
-    from gctxseg.crossval import fold_dice, summarize_cv
+    from gctxseg.crossval.folds import fold_dice, summarize_cv
 
     images = write_patients(tmp_path / "data")
     assert main(["cv", str(images), "--folds", "2", "--group-regex", r"^(p\d+)_", "--img_f", ".png",

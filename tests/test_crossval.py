@@ -14,7 +14,7 @@ from gctxseg.data import DatasetError, ImagePair
 from gctxseg.data.convert import convert_drive, convert_duke_dme
 from gctxseg.data.sampling import ForegroundTopUpSampler
 from gctxseg.data.splits import fold_files, group_kfold, groups_from_regex, resolve_splits, select_fold
-from gctxseg.postprocess import ClassRule, PostProcessing, apply_rule, choose_postprocessing
+from gctxseg.inference.postprocess import ClassRule, PostProcessing, apply_rule, choose_postprocessing
 
 
 def _pairs(names):

@@ -28,8 +28,8 @@ from gctxseg.data import (
     resolve_windows,
     window_ct,
 )
-from gctxseg.predict import predict_folder
 from gctxseg.training import TrainConfig, load_checkpoint, train
+from gctxseg.workflows.predict_folder import predict_folder
 
 AIR, FAT, SOFT_TISSUE, BONE = -1000, -100, 40, 700
 AFFINE = np.array([[0.8, 0, 0, -20.0], [0, 0.8, 0, -30.0], [0, 0, 2.5, 100.0], [0, 0, 0, 1]])

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from gctxseg import configurations
+from gctxseg.core.files import atomic_write_json
+from gctxseg.crossval import configurations
 from gctxseg.training import TrainConfig
-from gctxseg.utils import atomic_write_json
 
 
 def _record_budgets(monkeypatch, seconds_per_fold: dict[int, float]) -> list[float]:

@@ -7,14 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from gctxseg.data import (
-    DatasetError,
-    MaskValueMap,
-    SegmentationDataset,
-    find_pairs,
-    fingerprint_dataset,
-    read_image,
-)
+from gctxseg.data import DatasetError, MaskValueMap, SegmentationDataset, find_pairs, fingerprint_dataset, read_image
 from gctxseg.data.transforms import train_transforms
 
 

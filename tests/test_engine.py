@@ -14,8 +14,8 @@ import torch
 from conftest import tiny_config
 from PIL import Image
 
-from gctxseg.predict import predict_folder
 from gctxseg.training import TrainConfig, TrainingInterrupted, load_checkpoint, lr_at, train
+from gctxseg.workflows.predict_folder import predict_folder
 
 INFO_KEYS = {
     "pixel accuracy", "Precision", "Recall", "F1 score", "Dice", "IoU", "mean precision", "mean recall",
@@ -158,9 +158,9 @@ def test_grad_accum_averages_the_gradients_of_its_batches():
 
 
 def test_compile_falls_back_to_eager_without_a_compiler(monkeypatch, capsys):
-    import gctxseg.utils as utils
+    import gctxseg.core.runtime as runtime
 
-    monkeypatch.setattr(utils.shutil, "which", lambda _name: None)
+    monkeypatch.setattr(runtime.shutil, "which", lambda _name: None)
     model = torch.nn.Conv2d(1, 1, 1)
-    assert utils.compile_model(model, torch.device("cpu")) is model
+    assert runtime.compile_model(model, torch.device("cpu")) is model
     assert "needs a C++ compiler" in capsys.readouterr().err

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gctxseg import etdrs
+from gctxseg.clinical import etdrs
 from gctxseg.data import DatasetError
 from gctxseg.data.phantom_volume import render_oct_volume
 
@@ -106,7 +106,7 @@ def test_size_class_thresholds():
 def test_enface_map_png_is_written(tmp_path):
     from PIL import Image
 
-    from gctxseg.enface import plot_enface_map
+    from gctxseg.clinical.enface import plot_enface_map
 
     eye = _eye(0, edema=True)
     thickness = etdrs.fluid_thickness_px(eye.masks, (1,)) * eye.spacing[1] * 1000
@@ -133,7 +133,7 @@ def test_synth_volumes_writes_stacks_and_truth(tmp_path, capsys):
 def test_etdrs_record_blank_without_spacing_and_partial_marked(tmp_path):
     import csv
 
-    from gctxseg.clinical import etdrs_record, locate_fovea, write_etdrs_csv
+    from gctxseg.clinical.etdrs_rows import etdrs_record, locate_fovea, write_etdrs_csv
 
     eye = _eye(3, edema=True, hole=True)
     names = ["edema", "hole"]

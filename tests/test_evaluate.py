@@ -13,10 +13,12 @@ from PIL import Image
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
 from gctxseg.cli import main
+from gctxseg.core.runtime import cxx_compiler
 from gctxseg.data import DatasetError, read_image, read_mask
-from gctxseg.evaluate import CSV_COLUMNS, evaluate_folder, score_image, surface_metrics
-from gctxseg.predict import Predictor, predict_folder
-from gctxseg.utils import cxx_compiler
+from gctxseg.evaluation.evaluate import CSV_COLUMNS, evaluate_folder
+from gctxseg.inference.predictor import Predictor
+from gctxseg.metrics import score_image, surface_metrics
+from gctxseg.workflows.predict_folder import predict_folder
 
 
 @pytest.fixture(autouse=True)

@@ -11,13 +11,14 @@ from PIL import Image
 from test_engine import _config
 
 from gctxseg.cli import main
-from gctxseg.predict import Predictor, predict_folder
+from gctxseg.inference.predictor import Predictor
 from gctxseg.training import load_checkpoint, train
+from gctxseg.workflows.predict_folder import predict_folder
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from gctxseg.export import METADATA_KEY, OnnxModel, export_onnx  # noqa: E402  (after the skips)
+from gctxseg.inference.export import METADATA_KEY, OnnxModel, export_onnx  # noqa: E402  (after the skips)
 
 
 @pytest.fixture(scope="module")

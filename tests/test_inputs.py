@@ -16,11 +16,11 @@ from conftest import tiny_config
 from PIL import Image
 
 from gctxseg.cli import _given_train_settings, main
+from gctxseg.core.console import progress
 from gctxseg.data import DatasetError, find_pairs, fingerprint_dataset
-from gctxseg.predict import predict_folder
 from gctxseg.training import TrainConfig, optimizer_param_groups, train
 from gctxseg.training.config import resume_config
-from gctxseg.utils import progress
+from gctxseg.workflows.predict_folder import predict_folder
 
 TINY = ["--model", "unet", "--model-option", "base_width=4", "--base-size", "32", "32", "--batch-size", "4",
         "--workers", "0", "--amp", "off", "--device", "cpu"]  # fmt: skip

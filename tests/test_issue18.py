@@ -19,10 +19,8 @@ from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from gctxseg.checkpoint import load_checkpoint, model_from_checkpoint
 from gctxseg.cli import main
-from gctxseg.data import DatasetError, read_info
-from gctxseg.measurements import (
+from gctxseg.clinical.measurements import (
     MeasurementOptions,
     class_names_for,
     fill_counts,
@@ -30,8 +28,10 @@ from gctxseg.measurements import (
     read_spacing_file,
     write_measurements_csv,
 )
+from gctxseg.core.files import atomic_write_csv
+from gctxseg.data import DatasetError, read_info
 from gctxseg.models import create_model
-from gctxseg.utils import atomic_write_csv
+from gctxseg.runs.checkpoint import load_checkpoint, model_from_checkpoint
 
 
 def _one_line(err: pytest.ExceptionInfo) -> str:
@@ -275,7 +275,7 @@ def test_distinct_class_names_and_a_class_named_its_own_default_pass():
 
 
 def test_stems_that_collide_are_measured_and_shown_in_the_gallery(tmp_path):
-    from gctxseg.predict import output_names, predict_folder
+    from gctxseg.workflows.predict_folder import output_names, predict_folder
 
     ckpt = {**_checkpoint(), "base_size": [16, 16], "normalization": {"mean": [0.5], "std": [0.25]}}
     torch.save(ckpt, tmp_path / "best.pt")
@@ -426,7 +426,7 @@ def test_weights_that_do_not_fit_name_the_key_and_both_shapes():
 def test_gallery_links_of_names_with_url_characters_are_encoded(tmp_path):
     from urllib.parse import unquote
 
-    from gctxseg.predict import predict_folder
+    from gctxseg.workflows.predict_folder import predict_folder
 
     ckpt = {**_checkpoint(), "base_size": [16, 16], "normalization": {"mean": [0.5], "std": [0.25]}}
     torch.save(ckpt, tmp_path / "best.pt")
@@ -442,7 +442,7 @@ def test_gallery_links_of_names_with_url_characters_are_encoded(tmp_path):
 
 
 def test_a_group_regex_naming_empty_volumes_is_refused(tmp_path):
-    from gctxseg.measurements import plan_measurements
+    from gctxseg.clinical.measurements import plan_measurements
 
     for name in ("eye1_b0.png", "eye1_b1.png"):
         Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / name)
@@ -454,7 +454,7 @@ def test_a_group_regex_naming_empty_volumes_is_refused(tmp_path):
 
 
 def test_a_slice_spacing_without_volumes_is_refused(tmp_path):
-    from gctxseg.measurements import plan_measurements
+    from gctxseg.clinical.measurements import plan_measurements
 
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "a.png")
     with pytest.raises(ValueError, match="--slice-spacing 0.1 is used for B-scans joined by --group-regex"):
@@ -465,7 +465,7 @@ def test_a_slice_spacing_without_volumes_is_refused(tmp_path):
 
 def test_predict_says_which_spacing_it_used_and_from_where(tmp_path, capsys):
     from gctxseg.data.spacing import write_spacing_file
-    from gctxseg.predict import predict_folder
+    from gctxseg.workflows.predict_folder import predict_folder
 
     ckpt = {**_checkpoint(), "base_size": [16, 16], "normalization": {"mean": [0.5], "std": [0.25]}}
     torch.save(ckpt, tmp_path / "best.pt")

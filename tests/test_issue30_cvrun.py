@@ -86,7 +86,7 @@ def test_a_rerun_after_a_kill_continues_the_same_folder_keeps_fold_0_and_resumes
 
 
 def test_a_named_cv_folder_of_the_same_run_is_continued_not_renamed(trained, tmp_path):
-    from gctxseg.cvfolder import choose_cv_folder, cv_identity
+    from gctxseg.runs.cvfolder import choose_cv_folder, cv_identity
     from gctxseg.training import TrainConfig
 
     images, cv = trained
@@ -207,7 +207,7 @@ def test_a_cv_folder_missing_a_fold_is_refused_by_predict_and_summary_only(cv_co
 
 
 def test_predict_refuses_a_summary_whose_fold_count_disagrees_with_the_folds_on_disk(cv_copy, tmp_path):
-    from gctxseg.predict import ensemble_members
+    from gctxseg.inference.predictor import ensemble_members
 
     _, cv = cv_copy
     summary = json.loads((cv / "cv_summary.json").read_text())
@@ -217,7 +217,7 @@ def test_predict_refuses_a_summary_whose_fold_count_disagrees_with_the_folds_on_
 
 
 def test_predict_serves_the_folds_of_the_split_the_cv_recorded(cv_copy):
-    from gctxseg.predict import ensemble_members
+    from gctxseg.inference.predictor import ensemble_members
 
     _, cv = cv_copy
     splits = json.loads((cv / "splits_final.json").read_text())
@@ -247,7 +247,7 @@ def test_predict_refuses_a_post_processing_rule_out_of_bounds_naming_file_and_ke
 
 
 def test_a_post_processing_rule_is_bounded_by_the_classes_and_the_largest_training_image(tmp_path):
-    from gctxseg.postprocess import PostProcessing
+    from gctxseg.inference.postprocess import PostProcessing
 
     path = tmp_path / "postprocessing.json"
     path.write_text(json.dumps({"rules": {"2": {"kind": "largest", "min_size": 0}}}))
@@ -266,7 +266,7 @@ def test_a_post_processing_rule_is_bounded_by_the_classes_and_the_largest_traini
                                             "'held-out dice.1e-3' is 7, outside 0..1"),
                                            ('{"chosen": NaN}', "holds NaN, which is not JSON")])
 def test_an_lr_probe_record_that_would_train_every_fold_at_a_wrong_rate_is_refused(tmp_path, record, wrong):
-    from gctxseg.lr_probe import read_record
+    from gctxseg.crossval.lr_probe import read_record
 
     path = tmp_path / "lr_probe.json"
     path.write_text(record if isinstance(record, str) else json.dumps(record))
@@ -276,7 +276,7 @@ def test_an_lr_probe_record_that_would_train_every_fold_at_a_wrong_rate_is_refus
 
 
 def test_a_timing_record_with_a_negative_or_missing_time_is_refused(tmp_path):
-    from gctxseg.configurations import _read_timing
+    from gctxseg.crossval.configurations import _read_timing
 
     path = tmp_path / "timing.json"
     path.write_text(json.dumps({"0": {"wall s": 3.0, "cpu s": -1.0}}))

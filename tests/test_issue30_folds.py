@@ -74,7 +74,7 @@ def test_resuming_a_cv_with_scans_in_no_fold_is_refused_and_its_folds_are_kept(g
 
 
 def test_ensembles_are_scored_on_exactly_the_held_out_scans(grown_cv):
-    from gctxseg.configurations import choose_configuration
+    from gctxseg.crossval.configurations import choose_configuration
 
     images, cv = grown_cv
     stale = cv / "unet" / "oof" / "p04_b00.npy"  # left by an earlier summary: in no fold of this cv
@@ -87,7 +87,7 @@ def test_ensembles_are_scored_on_exactly_the_held_out_scans(grown_cv):
 
 
 def test_a_fold_report_is_evaluated_on_the_scans_the_cv_held_out(grown_cv):
-    from gctxseg.evaluate import write_run_report
+    from gctxseg.workflows.train_report import write_run_report
 
     _, cv = grown_cv
     write_run_report(cv / "unet" / "fold_0", device="cpu", amp="off")

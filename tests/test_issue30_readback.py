@@ -98,7 +98,7 @@ def test_evaluate_and_export_refuse_the_same_numbers(key, changes, tmp_path, mak
 
 
 def test_a_40_gb_base_size_is_refused_when_the_checkpoint_is_read(tmp_path):
-    from gctxseg.checkpoint import load_checkpoint
+    from gctxseg.runs.checkpoint import load_checkpoint
 
     torch.save(_checkpoint(base_size=[100000, 100000]), tmp_path / "huge.pt")
     with pytest.raises(ValueError, match=r"huge\.pt: .*base_size \[100000, 100000\]: each side must be 8\.\.8192"):
@@ -111,7 +111,7 @@ def test_a_40_gb_base_size_is_refused_when_the_checkpoint_is_read(tmp_path):
 
 
 def test_a_start_with_nan_weights_is_refused_naming_the_tensor(tmp_path):
-    from gctxseg.checkpoint import load_model_start
+    from gctxseg.runs.checkpoint import load_model_start
 
     torch.save(_checkpoint(model=_with_weight(math.nan)), tmp_path / "pretrained.pt")
     with pytest.raises(ValueError, match=r"--init-weights .*pretrained\.pt: .*model\['.*'\] holds NaN or inf"):
@@ -187,7 +187,7 @@ def test_unknown_model_options_are_refused_listing_the_architectures_options(tmp
 
 def test_export_opset_outside_what_torch_exports_is_one_line(tmp_path, capsys):
     pytest.importorskip("onnx")
-    from gctxseg.export import supported_opsets
+    from gctxseg.inference.export import supported_opsets
 
     torch.save(_checkpoint(), tmp_path / "best.pt")
     for opset in ("1", "10", str(supported_opsets().stop)):
@@ -308,7 +308,7 @@ def test_nan_after_a_finished_epoch_still_names_last_pt():
 def test_an_onnx_file_whose_metadata_sizes_are_out_of_bounds_is_refused(tmp_path, scans, capsys):
     onnx = pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
-    from gctxseg.export import METADATA_KEY, export_onnx
+    from gctxseg.inference.export import METADATA_KEY, export_onnx
 
     torch.save(_checkpoint(), tmp_path / "best.pt")
     path = export_onnx(tmp_path / "best.pt", tmp_path / "model.onnx").path

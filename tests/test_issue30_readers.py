@@ -11,12 +11,12 @@ import torch
 from PIL import Image
 
 from gctxseg.cli import main
+from gctxseg.clinical.measurements import MeasurementOptions, plan_measurements
 from gctxseg.data import DatasetError
 from gctxseg.data.convert import convert_drive, convert_duke_dme
 from gctxseg.data.fingerprint import fingerprint_dataset
 from gctxseg.data.folder import ImagePair
 from gctxseg.data.io import image_size, read_image, read_mask
-from gctxseg.measurements import MeasurementOptions, plan_measurements
 from gctxseg.models import create_model
 
 # ---------------------------------------------------------------- fixtures
@@ -199,7 +199,7 @@ def test_a_mask_in_stored_pixel_order_names_the_exif_turn(tmp_path):
 
 
 def test_predict_writes_the_mask_of_an_exif_rotated_photo_as_it_is_shown(tmp_path):
-    from gctxseg.predict import predict_folder
+    from gctxseg.workflows.predict_folder import predict_folder
 
     (tmp_path / "img").mkdir()
     _exif_rotated_jpeg(tmp_path / "img" / "photo.jpg", np.zeros((20, 30), np.uint8))

@@ -1,5 +1,5 @@
 """Issue 30, sections 4 and 5: no writer overwrites a file it did not write; outputs are replaced atomically, by
-one writer at a time (gctxseg.outputs)."""
+one writer at a time (gctxseg.core.outputs)."""
 
 from __future__ import annotations
 
@@ -16,13 +16,13 @@ import torch
 from conftest import write_pair
 from PIL import Image
 
-import gctxseg.predict
+import gctxseg.workflows.predict_folder
 from gctxseg.cli import main
 from gctxseg.data.convert import convert_duke_dme
 from gctxseg.models import create_model
 from gctxseg.training import TrainConfig
 
-MARKER = ".gctxseg-output.json"  # gctxseg.outputs.MARKER (spelt out: these tests also run on the code before it)
+MARKER = ".gctxseg-output.json"  # gctxseg.core.outputs.MARKER (spelt out: these tests also run on the code before it)
 
 
 def _digests(root: Path) -> dict[str, str]:
@@ -202,15 +202,15 @@ def test_a_full_disk_keeps_the_previous_prediction_and_names_the_folder(tmp_path
         raise OSError(errno.ENOSPC, "No space left on device")
 
     if where == "masks":  # the second image's mask fails to write: not "one bad file", the whole disk
-        real, calls = gctxseg.predict._predict_file, []
+        real, calls = gctxseg.workflows.predict_folder._predict_file, []
 
         def predict_file(*args):
             calls.append(args)
             return disk_full() if len(calls) == 2 else real(*args)
 
-        monkeypatch.setattr(gctxseg.predict, "_predict_file", predict_file)
+        monkeypatch.setattr(gctxseg.workflows.predict_folder, "_predict_file", predict_file)
     else:
-        monkeypatch.setattr(gctxseg.predict, "write_folder_measurements", disk_full)
+        monkeypatch.setattr(gctxseg.workflows.predict_folder, "write_folder_measurements", disk_full)
     assert _predict(weights, source, out) == 4
     err = capsys.readouterr().err
     assert f"error: {out}: No space left on device" in err
@@ -224,7 +224,7 @@ def test_a_second_writer_is_refused_naming_the_process_that_holds_the_folder(tmp
     assert _predict(weights, source, out) == 0
     before = _digests(out)
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from gctxseg.outputs import output_lock\n"
+        [sys.executable, "-c", "import sys, time; from gctxseg.core.outputs import output_lock\n"
          f"with output_lock({str(out)!r}, 'predict'):\n    print('locked', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True)  # fmt: skip
     try:

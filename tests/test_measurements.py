@@ -13,9 +13,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from gctxseg.cli import main
+from gctxseg.clinical.measurements import MeasurementOptions, plan_measurements, write_spacing_file
 from gctxseg.data import DatasetError, MaskValueMap
-from gctxseg.gallery import write_folder_measurements
-from gctxseg.measurements import MeasurementOptions, plan_measurements, write_spacing_file
+from gctxseg.workflows.predict_folder import write_folder_measurements
 
 VALUES = MaskValueMap([0, 128, 255])
 NAMES = ["edema", "hole"]
@@ -164,7 +164,7 @@ def test_bad_measurement_options_stop_predict_with_one_line(tmp_path, capsys, fl
 
 
 def test_synth_writes_a_realistic_pixel_spacing_beside_the_data(tmp_path, capsys):
-    from gctxseg.measurements import read_spacing_file
+    from gctxseg.clinical.measurements import read_spacing_file
 
     assert main(["synth", "--out", str(tmp_path / "ph"), "--n", "3", "--size", "40", "60"]) == 0
     assert "spacing.json" in capsys.readouterr().out
@@ -174,8 +174,8 @@ def test_synth_writes_a_realistic_pixel_spacing_beside_the_data(tmp_path, capsys
 
 
 def test_demo_prints_the_predicted_areas_in_mm2(tmp_path):
-    from gctxseg.demo import predicted_areas
-    from gctxseg.predict import PredictionSummary
+    from gctxseg.workflows.demo import predicted_areas
+    from gctxseg.workflows.predict_folder import PredictionSummary
 
     a = _bscan(tmp_path, "a", (40, 50), [(128, 0, 10, 0, 10), (255, 20, 22, 0, 5)])  # 100 edema, 10 hole
     write_spacing_file(tmp_path / "img", 0.01, 0.02)

@@ -10,13 +10,13 @@ import pytest
 from conftest import write_pair
 from PIL import Image
 
-from gctxseg.checkpoint import convert_checkpoint
 from gctxseg.cli import main
+from gctxseg.core.outputs import MARKER, staged_output
 from gctxseg.data import DatasetError
 from gctxseg.data.convert import convert_duke_dme
 from gctxseg.data.spacing import find_spacing_file
-from gctxseg.outputs import MARKER, staged_output
-from gctxseg.predict import OUTPUT_ENTRIES, _output_rules, check_output_folder
+from gctxseg.runs.checkpoint import convert_checkpoint
+from gctxseg.workflows.predict_folder import OUTPUT_ENTRIES, _output_rules, check_output_folder
 
 
 def _labelled(root):

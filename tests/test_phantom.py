@@ -9,13 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gctxseg.data.phantom import (
-    MASK_VALUES,
-    PhantomSample,
-    render_oct_bscan,
-    save_preview_grid,
-    synthesize_dataset,
-)
+from gctxseg.data.phantom import MASK_VALUES, PhantomSample, render_oct_bscan, save_preview_grid, synthesize_dataset
 
 SIZE = (64, 64)
 

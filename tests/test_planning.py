@@ -10,10 +10,9 @@ import torch
 from conftest import write_pair, write_patients
 from PIL import Image
 
-from gctxseg import planning
 from gctxseg.cli import main
-from gctxseg.planning import plan_training, planned_size
-from gctxseg.training import TrainConfig, train
+from gctxseg.training import TrainConfig, planning, train
+from gctxseg.training.planning import plan_training, planned_size
 
 
 def test_planned_size_keeps_the_aspect_within_the_budget_and_the_stride():
@@ -100,7 +99,7 @@ def test_cv_writes_out_of_fold_summary_and_an_ensemble_predicts_at_the_original_
                  "--device", "cpu", "--amp", "off"]) == 0
     masks = list((tmp_path / "out" / "masks").glob("a*.png"))
     assert len(masks) == 1 and np.asarray(Image.open(masks[0])).shape == (30, 60)
-    from gctxseg.predict import EnsemblePredictor, load_predictor
+    from gctxseg.inference.predictor import EnsemblePredictor, load_predictor
 
     predictor = load_predictor(cv, "cpu", "off")
     assert isinstance(predictor, EnsemblePredictor) and len(predictor.members) == 2
@@ -154,7 +153,7 @@ def test_splits_json_naming_missing_files_is_one_line(tmp_path, capsys):
 
 
 def test_cv_scores_pool_dice_and_average_surface_metrics_per_image():
-    from gctxseg.crossval import score_predictions
+    from gctxseg.crossval.folds import score_predictions
 
     target = np.zeros((32, 32), np.int64)
     target[8:16, 8:16] = 1
@@ -168,7 +167,7 @@ def test_cv_scores_pool_dice_and_average_surface_metrics_per_image():
 
 def test_plan_command_reads_class_presence_from_the_fingerprint(tmp_path, capsys):
     from gctxseg.data import find_pairs, fingerprint_dataset
-    from gctxseg.planning import plan_for_folder
+    from gctxseg.training.planning import plan_for_folder
 
     images = write_patients(tmp_path / "data")  # 12 scans, fluid in 8
     fingerprint = fingerprint_dataset(find_pairs(images, ".png", ".png"))

@@ -10,9 +10,9 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from gctxseg.checkpoint import load_checkpoint
 from gctxseg.cli import main
 from gctxseg.models import create_model
+from gctxseg.runs.checkpoint import load_checkpoint
 from gctxseg.training import TrainingInterrupted
 from gctxseg.training import pretrain as pretrain_module
 from gctxseg.training.pretrain import MaskedImages, PretrainConfig, _masked_l1, pretrain, pretrain_sequence

@@ -113,7 +113,7 @@ def test_read_only_results_folder(phantom_dir, tmp_path, capsys):
 
 
 def test_disk_full_while_writing_keeps_the_old_file(tmp_path, monkeypatch):
-    from gctxseg import utils
+    from gctxseg.core import files as utils
 
     target = tmp_path / "log.json"
     utils.atomic_write_json(target, {"epoch": 1})

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from gctxseg.cli import main
-from gctxseg.workflow import write_report_or_warn
+from gctxseg.workflows.train_report import write_report_or_warn
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 

@@ -1,41 +1,103 @@
-"""The house has no circle: imports flow cli -> workflow -> training/predict/evaluate/export -> checkpoint/models."""
+"""The house's import rule: every package of gctxseg sits on a layer, and an import only goes to a lower one.
+
+``LAYERS`` is the rule itself (docs/architecture.md explains each package); ``python -m pytest
+tests/test_structure.py -q`` checks the code against it, reading every import (also those inside functions).
+"""
 
 from __future__ import annotations
 
 import ast
+from functools import cache
 from pathlib import Path
 
 import gctxseg
 
 PACKAGE = Path(gctxseg.__file__).parent
 
+# unit (a package of src/gctxseg, or a loose module) -> its layer; a unit may import only units of LOWER layers, so
+# units on one layer never import each other. A new package or loose module must be given a layer here.
+LAYERS = {
+    "__main__": 9,  # python -m gctxseg
+    "cli": 8,  # parsing the command line
+    "crossval": 7,  # gctxseg cv: folds, the configuration choice, the race, the lr probe
+    "workflows": 6,  # train-then-report, predict-then-measure, the demo
+    "evaluation": 5,  # scoring a labelled folder with a model
+    "reporting": 5,  # report.html, the gallery, runs compared
+    "training": 4,  # the planner, the training loop, pre-training
+    "inference": 4,  # predictor, ensembles, post-processing, export
+    "clinical": 4,  # measurements, ETDRS, en-face, agreement, OCT volume read-out, DICOM out
+    "runs": 3,  # checkpoints, run files, cv folders, finding weights
+    "visualize": 3,  # colours, overlays, figures
+    "data": 2,  # datasets, readers, fingerprint, splits, conversion
+    "models": 1,  # architectures and their registry
+    "losses": 1,
+    "metrics": 1,
+    "core": 1,  # atomic files, output folders, limits, device, seeds, precision
+    "__init__": 0,  # gctxseg/__init__.py: the version only; it imports nothing, and reading the version is no arrow
+}
+MAX_DEPTH = 10  # units on the longest chain of imports, __main__ included (the 0.1.0 layout had 16)
 
-def _module_imports() -> dict[str, set[str]]:
-    """gctxseg module -> the gctxseg modules it imports anywhere (also inside functions); subpackages count as one."""
 
-    def unit(path: Path) -> str:
-        parts = path.relative_to(PACKAGE).with_suffix("").parts
-        return parts[0]  # data/io.py -> data, predict.py -> predict
+def _unit_of(parts: tuple[str, ...]) -> str:
+    """The unit of a module path under gctxseg (("data", "io") -> data, ("cli",) -> cli, () -> __init__)."""
+    return parts[0] if parts else "__init__"
 
+
+def _targets(node: ast.ImportFrom | ast.Import, package: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """The gctxseg module paths an import statement in ``package`` names (empty: not gctxseg's)."""
+    if isinstance(node, ast.Import):
+        names = [a.name.split(".") for a in node.names]
+        return [tuple(n[1:]) for n in names if n[0] == "gctxseg"]
+    if node.level:
+        base = package[: len(package) - (node.level - 1)]
+    elif node.module and node.module.split(".")[0] == "gctxseg":
+        base = ()
+    else:
+        return []
+    module = [m for m in (node.module or "").split(".") if m]
+    if not node.level:
+        module = module[1:]  # gctxseg.x -> x
+    if module:
+        return [(*base, *module)]
+    return [(*base, alias.name) for alias in node.names]  # from . import a, b: modules or names of the package
+
+
+@cache
+def import_graph() -> dict[str, set[str]]:
+    """unit -> the other units it imports anywhere in its files (also inside functions)."""
+    units = {p.stem if p.is_file() else p.name for p in PACKAGE.iterdir() if p.suffix == ".py" or
+             (p / "__init__.py").is_file()}
     graph: dict[str, set[str]] = {}
     for path in PACKAGE.rglob("*.py"):
-        here = unit(path)
-        depth = len(path.relative_to(PACKAGE).parts)  # 1 for predict.py, 2 for data/io.py
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        package, here = parts[:-1], _unit_of(parts) if parts != ("__init__",) else "__init__"
+        graph.setdefault(here, set())
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level:
-                root = node.module.split(".")[0] if node.module else None
-                if node.level == depth and root:  # from .x import / from ..x import: a sibling unit
-                    target = root
-                elif node.level == depth and not root:
-                    target = None  # from . import a, b (inside a subpackage): the unit itself
-                else:
-                    target = here
-                graph.setdefault(here, set())
-                if target and target != here:
-                    graph[here].add(target)
-                elif target is None and depth == 1:
-                    graph[here].update(alias.name for alias in node.names)
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                for target in _targets(node, package):
+                    unit = target[0] if target and target[0] in units else "__init__"
+                    if unit not in (here, "__init__"):
+                        graph[here].add(unit)
     return graph
+
+
+def _depth(graph: dict[str, set[str]], unit: str, seen: tuple[str, ...] = ()) -> int:
+    """Units on the longest chain of imports from ``unit`` (a circle is reported by its own test)."""
+    if unit in seen:
+        return 0
+    return 1 + max((_depth(graph, nxt, (*seen, unit)) for nxt in graph.get(unit, ())), default=0)
+
+
+def test_every_unit_has_a_layer():
+    missing = sorted(set(import_graph()) - set(LAYERS))
+    assert not missing, f"give these a layer in LAYERS (docs/architecture.md says which): {missing}"
+
+
+def test_imports_go_only_to_lower_layers():
+    graph = import_graph()
+    upward = sorted(f"{a} (layer {LAYERS.get(a)}) -> {b} (layer {LAYERS.get(b)})" for a, nexts in graph.items()
+                    for b in nexts if LAYERS.get(a, -1) <= LAYERS.get(b, -1))
+    assert not upward, "imports that do not go down a layer:\n" + "\n".join(upward)
 
 
 def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
@@ -48,15 +110,46 @@ def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
     return seen
 
 
-def test_imports_flow_one_way():
-    graph = _module_imports()
-    circles = sorted(m for m in graph if m in _reachable(graph, m) and m != "__init__")
+def test_no_circle_and_at_most_ten_levels():
+    graph = import_graph()
+    circles = sorted(u for u in graph if u in _reachable(graph, u))
     assert not circles, f"import circle through {circles}"
-    assert not _reachable(graph, "training") & {"evaluate", "predict", "export", "workflow", "cli"}
-    assert not _reachable(graph, "checkpoint") & {"training", "predict", "evaluate", "export"}
-    for user in ("predict", "evaluate", "export"):
-        assert "training" not in _reachable(graph, user), user
-        assert "checkpoint" in _reachable(graph, user), user
+    depth = max(_depth(graph, u) for u in graph)
+    assert depth <= MAX_DEPTH, f"{depth} levels of imports (at most {MAX_DEPTH})"
+
+
+def test_no_module_circle_inside_a_package():
+    """Inside a package, too, the files import each other one way."""
+    edges: dict[str, set[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        package = parts[:-1]
+        name = ".".join(parts)
+        edges.setdefault(name, set())
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                for target in _targets(node, package):
+                    for size in range(len(target), 0, -1):  # the longest prefix that is a file
+                        if (PACKAGE.joinpath(*target[:size]).with_suffix(".py")).is_file():
+                            edges[name].add(".".join(target[:size]))
+                            break
+    for start in edges:
+        todo, seen = list(edges[start]), set()
+        while todo:
+            nxt = todo.pop()
+            assert nxt != start, f"import circle through {start}"
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.extend(edges.get(nxt, ()))
+
+
+def test_training_never_imports_what_reports_on_it():
+    """The engine and the predictor stay apart: neither training nor inference reaches the other or anything above
+    them (their layer already says so; this names the promise)."""
+    graph = import_graph()
+    for unit in ("training", "inference"):
+        above = {"training", "inference", "evaluation", "reporting", "workflows", "crossval", "cli"}
+        assert not _reachable(graph, unit) & above, unit
 
 
 def test_training_loop_has_no_architecture_specific_loss():

@@ -15,9 +15,8 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from gctxseg import planning
-from gctxseg.checkpoint import load_checkpoint
-from gctxseg.training import TrainingInterrupted, segmentation, train
+from gctxseg.runs.checkpoint import load_checkpoint
+from gctxseg.training import TrainingInterrupted, planning, segmentation, train
 from gctxseg.training import pretrain as pretrain_module
 from gctxseg.training import schedule as schedule_module
 from gctxseg.training.schedule import Deadline, StepSchedule
@@ -187,7 +186,7 @@ def test_a_budgeted_pretraining_follows_the_clock(tmp_path, tick_clock, one_thre
 def test_the_lr_probe_never_trains_longer_than_the_schedule_the_user_fixed(tmp_path, monkeypatch, capsys):
     from types import SimpleNamespace
 
-    from gctxseg import lr_probe
+    from gctxseg.crossval import lr_probe
     from gctxseg.training import TrainConfig
 
     plan = SimpleNamespace(lr=1e-4, base_size=(64, 64), batch_size=2, seconds_per_step=0.5)

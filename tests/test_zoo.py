@@ -9,12 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from gctxseg.core.runtime import cxx_compiler
 from gctxseg.models import create_model, list_models
 from gctxseg.models.complexity import count_parameters
 from gctxseg.models.gct_unet import GCTUNet, GlobalContextTransform
 from gctxseg.models.unet3_plus import UNet3Plus
 from gctxseg.models.unet_plus_plus import UNetPlusPlus
-from gctxseg.utils import cxx_compiler
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 

@@ -9,9 +9,9 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
+from .core.precision import AMP_CHOICES
 from .data import DatasetError
 from .data.transforms import AUGMENTATIONS
-from .precision import AMP_CHOICES
 from .training import NonFiniteLossError, TrainingInterrupted
 
 __all__ = ["main", "build_parser"]
@@ -316,7 +316,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_measurement_options(p: argparse.ArgumentParser) -> None:
-    """Pixel/slice spacing, B-scan grouping and class names of measurements.csv (gctxseg.measurements)."""
+    """Pixel/slice spacing, B-scan grouping and class names of measurements.csv (gctxseg.clinical.measurements)."""
     p.add_argument("--pixel-spacing", type=float, nargs=2, default=None, metavar=("ROW_MM", "COL_MM"),
                    help="pixel size in mm of PNG/JPEG B-scans for areas in mm2 (DICOM/NIfTI: from the header; "
                         "default: spacing.json in the images folder, else areas are left blank)")
@@ -338,7 +338,7 @@ def _add_measurement_options(p: argparse.ArgumentParser) -> None:
 
 
 def _measurement_options(args: argparse.Namespace):
-    from .measurements import MeasurementOptions
+    from .clinical.measurements import MeasurementOptions
 
     return MeasurementOptions(
         pixel_spacing=tuple(args.pixel_spacing) if args.pixel_spacing else None, slice_spacing=args.slice_spacing,
@@ -491,7 +491,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "train":
-            from .workflow import train_and_report
+            from .workflows.train_report import train_and_report
 
             if args.decoder_init != "none" and not args.encoder_weights:
                 raise ValueError(f"--decoder-init {args.decoder_init} mirrors ImageNet encoder weights into the "
@@ -501,12 +501,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             from dataclasses import replace
             from pathlib import Path
 
-            from .configurations import cv_models, run_cv, summarize_folder
+            from .crossval.configurations import cv_models, run_cv, summarize_folder
 
             model_given = any(a == "--model" or a.startswith("--model=") for a in argv)
             models = cv_models(args.models, args.model if model_given else None)
             if args.summary_only:
-                from .outputs import plain_name
+                from .core.outputs import plain_name
 
                 cv_dir = Path(args.results) / plain_name(args.name, "--name", args.results)
                 summarize_folder(cv_dir, device=args.device, amp=args.amp)
@@ -519,7 +519,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "pretrain":
             _run_pretrain(args)
         elif args.command == "plan":
-            from .planning import plan_for_folder
+            from .training.planning import plan_for_folder
 
             plan = plan_for_folder(args.data, args.img_f, args.mask_f, args.model, args.device, args.time_budget)
             print(plan.format())
@@ -539,12 +539,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"wrote {done['scans']} scans of {done['patients']} patients ({done['with fluid']} with fluid) "
                       f"to {args.out}/images and masks, {done['folds']} folds by patient in {args.out}/splits.json")
         elif args.command == "predict":
-            from .predict import predict_folder
+            from .workflows.predict_folder import predict_folder
 
             measure = _measurement_options(args)
             measure.check()  # bad spacing flags fail before the weights are looked for
             if args.weights is None:
-                from .runfinder import newest_best_weights
+                from .runs.runfinder import newest_best_weights
 
                 args.weights = str(newest_best_weights(args.results))
                 print(f"using {args.weights} (best.pt of the newest run under {args.results}; --weights picks another)")
@@ -558,8 +558,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "evaluate":
             from pathlib import Path
 
-            from .evaluate import evaluate_folder
-            from .report import format_table
+            from .evaluation.evaluate import evaluate_folder
+            from .reporting.report import format_table
 
             first = Path(args.weights[0])
             split = Path(args.data).resolve().parent.name
@@ -576,34 +576,34 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{s['images']} images: pixel accuracy {s['pixel accuracy']:.4f}, mean dice {s['mean dice']:.4f}, "
                   f"mean iou {s['mean iou']:.4f}, mean hd95 {s['mean hd95']:.2f} {s['distance unit']}, "
                   f"mean nsd {s['mean nsd']:.4f}; wrote {out}/summary.json, metrics_per_image.csv and plots")
-            from .agreement import format_agreement
+            from .clinical.agreement import format_agreement
 
             print(format_agreement(s["agreement"]) + f"\n(amounts_per_image.csv, bland_altman.png in {out})")
             if s.get("etdrs agreement"):
-                from .clinical import format_etdrs_agreement
+                from .clinical.etdrs_rows import format_etdrs_agreement
 
                 print(format_etdrs_agreement(s["etdrs agreement"])
                       + f"\n(grader_etdrs.csv, predicted_etdrs.csv, enface/ in {out})")
         elif args.command == "report":
-            from .evaluate import write_run_report
+            from .workflows.train_report import write_run_report
 
             path = write_run_report(args.run_dir, data=args.data, device=args.device, amp=args.amp, tta=args.tta,
                                     infer_mode=args.infer_mode, evaluate=not args.no_eval)
             print(f"wrote {path}")
         elif args.command == "compare":
-            from .evaluate import compare_runs
+            from .reporting.compare import compare_runs
 
             _, table = compare_runs(args.run_dirs, args.out, device=args.device, amp=args.amp,
                                     timing_seconds=args.timing_seconds, force=args.force)
             print(table)
             print(f"curves: {args.out}")
         elif args.command == "export":
-            from .export import export_onnx
+            from .inference.export import export_onnx
 
             result = export_onnx(args.weights, args.out, args.opset, force=args.force)
             print(f"wrote {result.path}; max abs logit difference ONNX Runtime vs PyTorch: {result.max_abs_diff:.2e}")
         elif args.command == "convert-checkpoint":
-            from .checkpoint import convert_checkpoint
+            from .runs.checkpoint import convert_checkpoint
 
             written = convert_checkpoint(args.old, args.new, trust=args.trust, force=args.force)
             print(f"wrote {written}; it loads without unpickling code")
@@ -623,17 +623,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"wrote {counts['train']} train and {counts['val']} val phantom B-scans to {args.out}; pixel spacing "
                   f"{row_mm * 1000:.1f} x {col_mm * 1000:.1f} um (6 mm wide, 2 mm deep) in {args.out}/spacing.json")
         elif args.command == "demo":
-            from .demo import run_demo
+            from .workflows.demo import run_demo
 
             run_demo(epochs=args.epochs, model=args.model)
         elif args.command == "models":
-            from .limits import check_input_size
+            from .core.limits import check_input_size
             from .models import create_model, list_models, model_description
             from .models.complexity import count_macs, count_parameters
 
             size = check_input_size(args.base_size)  # before any model is built at it
             print(f"{'model':<16}{'params (M)':>12}{'G mult-adds':>13}  description (1 channel in, 3 classes, {size})")
-            from .planning import size_options
+            from .training.planning import size_options
 
             for name in list_models():
                 model = create_model(name, 1, 3, **size_options(name, size))  # nnunet: its topology for this size

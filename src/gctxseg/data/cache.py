@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..core.files import atomic_write_bytes
 from .fingerprint import MaskValueMap
 from .folder import ImagePair
 from .intensity import IntensityMapping
@@ -98,8 +99,6 @@ class DiskCache:
 
     def save(self, pair: ImagePair, image: torch.Tensor, mask: torch.Tensor) -> None:
         """Store ``image`` (kept as float16) and ``mask`` (uint8) as ``pair``'s entry."""
-        from ..utils import atomic_write_bytes  # lazy: utils is a leaf module, avoids an import cycle at init
-
         image_path, mask_path = self._paths(pair)
         # mask first: an entry counts only once its image exists, which is written last
         for path, array in ((mask_path, mask.numpy().astype(np.uint8)), (image_path, image.half().numpy())):

@@ -24,8 +24,8 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image
 
-from ..outputs import output_lock, staging_beside
-from ..utils import atomic_write_json
+from ..core.files import atomic_write_json
+from ..core.outputs import output_lock, staging_beside
 from .errors import DatasetError
 from .splits import group_kfold
 
@@ -90,7 +90,7 @@ def _check_out(src: Path, out: Path, force: bool) -> None:
 
 def _staged(out: Path, write: Callable[[Path], T]) -> T:
     """Run ``write`` into a hidden staging folder of a unique name beside OUT, locked against a second writer, and
-    move it into place at the end (:mod:`gctxseg.outputs`): a failure halfway leaves nothing, and no folder of
+    move it into place at the end (:mod:`gctxseg.core.outputs`): a failure halfway leaves nothing, and no folder of
     the user's is taken for a staging folder."""
     with output_lock(out, "convert"), staging_beside(out, "convert") as staging:
         return write(staging)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.files import atomic_write_text
 from .ct import AUTO, CTWindow
 from .errors import DatasetError, raise_collected
 from .folder import ImagePair
@@ -113,8 +114,6 @@ class DatasetFingerprint:
         return IntensityMapping.from_dict(self.intensity)
 
     def save(self, path: str | Path) -> None:
-        from ..utils import atomic_write_text  # lazy: utils is a leaf module, avoids an import cycle at init
-
         atomic_write_text(path, json.dumps(asdict(self), indent=2))
 
     @classmethod

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..outputs import staged_output
+from ..core.outputs import staged_output
 
 __all__ = [
     "BSCAN_DEPTH_MM",
@@ -145,7 +145,7 @@ def _blur_axis(a: np.ndarray, sigma: float, axis: int) -> np.ndarray:
     return out
 
 
-def _blur(a: np.ndarray, sigma_y: float, sigma_x: float) -> np.ndarray:
+def blur(a: np.ndarray, sigma_y: float, sigma_x: float) -> np.ndarray:
     return _blur_axis(_blur_axis(a, sigma_y, 0), sigma_x, 1)
 
 
@@ -158,7 +158,7 @@ def _smooth_noise_1d(rng: np.random.Generator, n: int, cell: float) -> np.ndarra
     return knots[index] * (1 - frac) + knots[index + 1] * frac
 
 
-def _smooth_noise_2d(rng: np.random.Generator, shape: tuple[int, int], cell_y: float, cell_x: float) -> np.ndarray:
+def smooth_noise_2d(rng: np.random.Generator, shape: tuple[int, int], cell_y: float, cell_x: float) -> np.ndarray:
     """Value noise on a coarse grid, upsampled with smoothstep weights (no visible grid creases)."""
     h, w = shape
     grid = rng.standard_normal((int(np.ceil(h / cell_y)) + 2, int(np.ceil(w / cell_x)) + 2)).astype(np.float32)
@@ -171,7 +171,7 @@ def _smooth_noise_2d(rng: np.random.Generator, shape: tuple[int, int], cell_y: f
     return field * 1.6  # undo most of the variance lost to interpolation
 
 
-def _speckle(rng: np.random.Generator, shape: tuple[int, int], sigma_y: float, sigma_x: float) -> np.ndarray:
+def speckle(rng: np.random.Generator, shape: tuple[int, int], sigma_y: float, sigma_x: float) -> np.ndarray:
     """Fully developed speckle: |complex Gaussian field|^2, so exponential with mean 1, grain set by sigmas.
 
     Blurring the complex field (not the intensity) keeps the exponential statistics while giving the grain
@@ -341,7 +341,7 @@ def _choroid_db(
     sy, sx = scale
     thickness = h * rng.uniform(0.13, 0.2) * (1 + 0.15 * _smooth_noise_1d(rng, w, 0.2 * w))
     t = depth / thickness  # 0 at Bruch's membrane, 1 at the choroid-sclera junction
-    mottle = _smooth_noise_2d(rng, shape, 2.5 * sy, 4.0 * sx)
+    mottle = smooth_noise_2d(rng, shape, 2.5 * sy, 4.0 * sx)
     top = rng.uniform(20.0, 24.0)
     choroid = top - 6.0 * t + 2.5 * mottle
     sclera = top - 12.0 - 10.0 * (t - 1) + 1.5 * mottle
@@ -444,7 +444,7 @@ def render_oct_bscan(
     # --- backscatter (dB above the noise floor) ---------------------------------------------------------
     layer_db = np.array([0.0, *(_REFLECTIVITY_DB[n] + rng.normal(0, 1.0) for n in _LAYERS), 0.0], np.float32)
     level = layer_db[region]
-    texture = _smooth_noise_2d(rng, shape, 2.5 * sy, 10.0 * sx)
+    texture = smooth_noise_2d(rng, shape, 2.5 * sy, 10.0 * sx)
     level += 1.3 * texture
     below = region == _CHOROID
     level[below] = _choroid_db(rng, shape, rows - bruch[None, :], bruch, (sy, sx))[below]
@@ -491,9 +491,9 @@ def render_oct_bscan(
 
     # --- acquisition: speckle, noise floor, log compression, blur, display window ----------------------
     grain = (0.9 * sx**0.5, 0.5 * sy**0.5)
-    intensity = signal * _speckle(rng, shape, grain[1], grain[0]) + _speckle(rng, shape, grain[1], grain[0])
+    intensity = signal * speckle(rng, shape, grain[1], grain[0]) + speckle(rng, shape, grain[1], grain[0])
     log_image = 10 * np.log10(intensity + 1e-3)
-    log_image = _blur(log_image, 0.45 * sy**0.5, 0.6 * sx**0.5)
+    log_image = blur(log_image, 0.45 * sy**0.5, 0.6 * sx**0.5)
     low, high = rng.uniform(-4.0, 1.0), rng.uniform(31.0, 37.0)
     display = np.clip((log_image - low) / (high - low), 0, 1) ** rng.uniform(0.85, 1.2)
     image = np.round(255 * display).astype(np.uint8)
@@ -521,7 +521,7 @@ def synthesize_dataset(
     Images are 8-bit grayscale (JPEG at quality 95 by default); masks are 8-bit grayscale with the values in
     :data:`MASK_VALUES` (class 0 -> 0, 1 -> 128, 2 -> 255). ``out`` is new, empty or a previous
     phantom (replaced whole once the new one is complete); a folder of other files is refused
-    (:mod:`gctxseg.outputs`).
+    (:mod:`gctxseg.core.outputs`).
     The pixel spacing (:func:`phantom_pixel_spacing`) goes to ``out/spacing.json``.
 
     Args:
@@ -555,12 +555,12 @@ def synthesize_dataset(
     return {"train": n - n_val, "val": n_val}
 
 
-# What `synth` writes into --out (B-scans or eyes): a new or empty folder, or a previous phantom (gctxseg.outputs)
+# What `synth` writes into --out (B-scans or eyes): a new or empty folder, or a previous phantom (gctxseg.core.outputs)
 SYNTH_ENTRIES = frozenset({"train", "val", "images", "masks", "spacing.json", "truth.json"})
 
 
 def synth_output_rules(out: str | Path) -> dict:
-    """How ``synth`` refuses an ``out`` holding anything but a previous phantom (:mod:`gctxseg.outputs`)."""
+    """How ``synth`` refuses an ``out`` holding anything but a previous phantom (:mod:`gctxseg.core.outputs`)."""
     out = Path(out)
     return dict(noun="phantom files", fix=f"pass a new folder, e.g. --out {out.parent / (out.name + '_phantom')}")
 

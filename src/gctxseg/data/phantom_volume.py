@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..outputs import staged_output
-from .phantom import MASK_VALUES, SYNTH_ENTRIES, _blur, _smooth_noise_2d, _speckle, synth_output_rules
+from ..core.outputs import staged_output
+from .phantom import MASK_VALUES, SYNTH_ENTRIES, blur, smooth_noise_2d, speckle, synth_output_rules
 
 __all__ = ["PhantomVolume", "render_oct_volume", "synthesize_volumes", "VOLUME_TRUTH_FILE"]
 
@@ -225,11 +225,11 @@ def _render_bscan(rng, mask: np.ndarray, ilm: np.ndarray, rpe: np.ndarray, z: np
     choroid = (below >= _RPE_MM) & (below < _RPE_MM + _CHOROID_MM)
     level = np.where(choroid, 21.0 - 20.0 * (below - _RPE_MM), level)
     level = np.where(below >= _RPE_MM + _CHOROID_MM, 10.0, level)
-    level = level + 1.3 * _smooth_noise_2d(rng, mask.shape, 3.0, 8.0)
+    level = level + 1.3 * smooth_noise_2d(rng, mask.shape, 3.0, 8.0)
     signal = np.power(10.0, level / 10.0, dtype=np.float32)
     signal[(t < 0) | (mask > 0)] = 0.0  # vitreous, fluid and the hole's lumen: noise floor only
-    intensity = signal * _speckle(rng, mask.shape, 0.6, 0.9) + _speckle(rng, mask.shape, 0.6, 0.9)
-    log_image = _blur(10 * np.log10(intensity + 1e-3), 0.45, 0.6)
+    intensity = signal * speckle(rng, mask.shape, 0.6, 0.9) + speckle(rng, mask.shape, 0.6, 0.9)
+    log_image = blur(10 * np.log10(intensity + 1e-3), 0.45, 0.6)
     return np.round(255 * np.clip((log_image + 2.0) / 36.0, 0, 1)).astype(np.uint8)
 
 
@@ -246,7 +246,7 @@ def synthesize_volumes(
     ``out`` is new, empty or a previous phantom (replaced whole once complete); other files are refused.
 
     Raises:
-        ValueError: ``n`` < 1 or a bad shape, or ``out`` holding other files (:mod:`gctxseg.outputs`).
+        ValueError: ``n`` < 1 or a bad shape, or ``out`` holding other files (:mod:`gctxseg.core.outputs`).
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..utils import atomic_write_text
+from ..core.files import atomic_write_text
 from .errors import DatasetError
 
 __all__ = [

@@ -25,7 +25,8 @@ class Augmentation:
 
 
 # "standard": a small affine and jitter on half the images; "strong": closer to nnU-Net's 2D scheme (wider affine
-# and jitter on most images, blur, noise). docs/real-oct.md measures both on real B-scans; planning.py picks one.
+# and jitter on most images, blur, noise). docs/real-oct.md measures both on real B-scans; the planner
+# (training/planning.py) picks one.
 STRENGTHS = {
     "standard": Augmentation(degrees=10, translate=0.05, scale=(0.9, 1.1), jitter=0.2, p=0.5),
     "strong": Augmentation(degrees=15, translate=0.1, scale=(0.8, 1.25), jitter=0.3, p=0.7, blur=0.2, noise=0.3),

@@ -71,7 +71,7 @@ def model_options(name: str) -> dict[str, inspect.Parameter] | None:
     they cannot be known (a ``**options`` catch-all).
 
     Entrypoints take ``**options`` and pass them on, so only the class's ``__init__`` says which there are;
-    checkpoint.py checks a received checkpoint's ``model_kwargs`` against them before building anything.
+    runs/checkpoint.py checks a received checkpoint's ``model_kwargs`` against them before building anything.
     """
     entry = _ENTRYPOINTS[resolve_model_name(name)]
     try:

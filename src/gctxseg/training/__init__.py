@@ -9,8 +9,8 @@
 - ``pretrain``: :func:`pretrain`, a GCtx-UNet start made offline (phantom B-scans, masked images).
 """
 
-from ..checkpoint import load_checkpoint
-from ..precision import autocast_dtype
+from ..core.precision import autocast_dtype
+from ..runs.checkpoint import load_checkpoint
 from .config import NonFiniteLossError, TrainConfig, TrainingInterrupted
 from .loop import optimizer_param_groups
 from .schedule import lr_at

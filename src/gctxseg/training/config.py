@@ -7,14 +7,14 @@ import sys
 from collections.abc import Collection
 from dataclasses import dataclass, field, fields, replace
 
-from ..checkpoint import model_options_problem
+from ..core.console import flag_name
+from ..core.limits import check_input_size, check_time_budget
+from ..core.outputs import plain_name
+from ..core.precision import AMP_CHOICES
 from ..data import CTWindow, resolve_windows
 from ..data.transforms import AUGMENTATIONS
-from ..limits import check_input_size, check_time_budget
 from ..models import list_models, resolve_model_name
-from ..outputs import plain_name
-from ..precision import AMP_CHOICES
-from ..utils import flag_name
+from ..runs.checkpoint import model_options_problem
 
 __all__ = ["TrainConfig", "TrainingInterrupted", "NonFiniteLossError", "PLANNED_SETTINGS", "RESUME_SETTINGS",
            "resume_config", "absolute_data_paths", "flag_name"]
@@ -126,7 +126,7 @@ class TrainConfig:
         self.ct_windows()  # conflicting or unknown windows fail now
         if not 0 <= self.empty_slice_fraction <= 1:
             raise ValueError(f"empty_slice_fraction must be in [0, 1], got {self.empty_slice_fraction}")
-        plain_name(self.name, "--name", self.results)  # the run folder stays inside --results (gctxseg.outputs)
+        plain_name(self.name, "--name", self.results)  # the run folder stays inside --results (gctxseg.core.outputs)
 
     def ct_windows(self) -> tuple[CTWindow | str, ...]:
         """The CT windows the options ask for (``"auto"`` = derived from the training set)."""

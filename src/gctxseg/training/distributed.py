@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from ..utils import resolve_device
+from ..core.runtime import resolve_device
 
 __all__ = ["Distributed", "setup_distributed", "agree_across_ranks", "broadcast_buffers", "bare"]
 

@@ -22,8 +22,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .. import __version__
-from ..precision import autocast_context, autocast_dtype
-from ..utils import progress
+from ..core.console import progress
+from ..core.precision import autocast_context, autocast_dtype
 from .config import NonFiniteLossError
 from .data import EpochTaggedSampler, loader_options
 from .distributed import agree_across_ranks

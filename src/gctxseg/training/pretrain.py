@@ -34,17 +34,18 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .. import __version__
-from ..checkpoint import load_checkpoint, model_options_problem, save_checkpoint
+from ..core.files import atomic_write_json
+from ..core.limits import check_time_budget, input_size_problem
+from ..core.precision import AMP_CHOICES, autocast_dtype
+from ..core.runtime import keep_freed_memory, seed_everything
 from ..data import IMAGE_SUFFIXES, find_images, read_image
 from ..data.io import fit_channels
 from ..data.phantom import render_oct_bscan
 from ..data.transforms import AUGMENTATIONS, train_transforms
-from ..limits import check_time_budget, input_size_problem
 from ..losses import DiceCELoss, training_loss
 from ..models import create_model, resolve_model_name
 from ..models.complexity import count_parameters
-from ..precision import AMP_CHOICES, autocast_dtype
-from ..utils import atomic_write_json, keep_freed_memory, seed_everything
+from ..runs.checkpoint import load_checkpoint, model_options_problem, save_checkpoint
 from .config import NonFiniteLossError, TrainingInterrupted
 from .data import EpochTaggedSampler, SeededAugmentDataset, num_workers, sample_seed, shutdown_workers
 from .distributed import Distributed, agree_across_ranks, bare, setup_distributed

@@ -25,15 +25,11 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
 from .. import __version__
-from ..checkpoint import load_checkpoint, save_checkpoint
-from ..data import (
-    DatasetFingerprint,
-    ImagePair,
-    SegmentationDataset,
-    expand_slices,
-    find_pairs,
-    fingerprint_dataset,
-)
+from ..core.console import progress
+from ..core.files import atomic_write_json, next_run_dir
+from ..core.precision import autocast_context, autocast_dtype
+from ..core.runtime import compile_model, keep_freed_memory, resolve_device, seed_everything
+from ..data import DatasetFingerprint, ImagePair, SegmentationDataset, expand_slices, find_pairs, fingerprint_dataset
 from ..data.sampling import ForegroundTopUpSampler, class_presence
 from ..data.splits import ONE_GROUP_PER_IMAGE, check_fold_classes, fold_files
 from ..data.transforms import eval_transforms, train_transforms
@@ -41,19 +37,9 @@ from ..losses import DiceCELoss, training_loss
 from ..metrics import ConfusionMatrix
 from ..models import create_model, resolve_model_name
 from ..models.complexity import count_macs, count_parameters
-from ..planning import TrainingPlan, plan_training, planned_foreground_share
-from ..precision import autocast_context, autocast_dtype
-from ..report import plot_curves
-from ..utils import (
-    atomic_write_json,
-    compile_model,
-    keep_freed_memory,
-    next_run_dir,
-    progress,
-    resolve_device,
-    seed_everything,
-)
-from ..visualize import colorize, overlay, save_rows, to_uint8_rgb
+from ..runs.checkpoint import load_checkpoint, save_checkpoint
+from ..visualize.colors import colorize, overlay, save_rows, to_uint8_rgb
+from ..visualize.plots import plot_curves
 from .config import (
     PLANNED_SETTINGS,
     NonFiniteLossError,
@@ -83,6 +69,7 @@ from .loop import (
     run_steps,
 )
 from .loop import train_loader as make_train_loader
+from .planning import TrainingPlan, plan_training, planned_foreground_share
 from .schedule import Deadline, StepSchedule, now, replay_settings, steps_per_epoch
 from .start import NO_START, load_start, planned_start
 
@@ -655,7 +642,8 @@ def _replayed(cfg: TrainConfig) -> TrainConfig:
 
 
 def train(cfg: TrainConfig, *, given: Collection[str] | None = None) -> Path:
-    """Train a model as ``cfg`` says and return the run folder (``report.html`` is :mod:`gctxseg.workflow`'s).
+    """Train a model as ``cfg`` says and return the run folder (``report.html`` is
+    :mod:`gctxseg.workflows.train_report`'s).
 
     Args:
         cfg: the run's settings; with ``cfg.resume`` the checkpoint's settings win except ``RESUME_SETTINGS``.

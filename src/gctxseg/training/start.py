@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import load_model_start
 from ..models import resolve_model_name
+from ..runs.checkpoint import load_model_start
 from .config import NO_START
 
 __all__ = ["NO_START", "PLANNED_STARTS", "StartReport", "adapt_input_channels", "check_start_architecture",
@@ -138,7 +138,7 @@ def install_start(weights: str | Path) -> Path:
     half-copied start is never used).
 
     Raises:
-        ValueError: a file :func:`~gctxseg.checkpoint.load_model_start` refuses (it would be refused by every run).
+        ValueError: a file :func:`~gctxseg.runs.checkpoint.load_model_start` refuses (it would be refused by every run).
     """
     target = offline_start(load_model_start(weights)["model_name"])
     target.parent.mkdir(parents=True, exist_ok=True)

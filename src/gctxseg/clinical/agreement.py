@@ -1,0 +1,148 @@
+"""Agreement of predicted and true amounts (area per B-scan, volume per scan), as fluid studies report it.
+
+Per image (area, mm² where the pixel spacing is known, else pixels) and per volume (NIfTI volume, B-scan
+group, DICOM series: mm³, else voxels), per foreground class: the true and predicted amount and their
+difference (predicted - true), in ``amounts_per_image.csv``. Over the cases of one level and class:
+mean absolute error, bias (mean difference) and the 95% limits of agreement, bias ± 1.96 SD of the
+differences (Bland & Altman 1986), in ``summary.json``; a Bland-Altman plot (difference against the mean
+of the two) and a predicted-vs-true scatter per class, ``bland_altman.png`` and ``amount_scatter.png``.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..core.files import atomic_write_csv
+from .measurements import Measurement
+
+__all__ = ["AMOUNT_COLUMNS", "amount_rows", "agreement_summary", "format_agreement", "write_agreement"]
+
+AMOUNT_COLUMNS = ("file", "kind", "class", "unit", "truth", "predicted", "difference")
+
+
+def _amounts(row: Measurement) -> tuple[list[float | int] | None, str]:
+    """Amount per class of a row and its unit: area of an image, volume of the others; counts when unknown."""
+    if row.pixels is None:
+        return None, ""
+    if row.kind == "image":
+        areas = row.areas()
+        return (areas, "mm2") if all(a is not None for a in areas) else (row.pixels, "px")
+    volumes = row.volumes()
+    return (volumes, "mm3") if all(v is not None for v in volumes) else (row.pixels, "voxels")
+
+
+def amount_rows(truth: Sequence[Measurement], pred: Sequence[Measurement], class_names: Sequence[str]) -> list[dict]:
+    """One dict per case and class: ``file, kind, class, unit, truth, predicted, difference``.
+
+    ``truth`` and ``pred`` are the same plan filled with the true and the predicted pixels.
+    """
+    rows = []
+    for t, p in zip(truth, pred):
+        (true_amounts, unit), (pred_amounts, _) = _amounts(t), _amounts(p)
+        if true_amounts is None or pred_amounts is None:
+            continue
+        for name, a, b in zip(class_names, true_amounts, pred_amounts):
+            rows.append({"file": t.file, "kind": t.kind, "class": name, "unit": unit,
+                         "truth": a, "predicted": b, "difference": b - a})  # fmt: skip
+    return rows
+
+
+def _level(kind: str) -> str:
+    return "image" if kind == "image" else "volume"
+
+
+def _primary_unit(rows: Sequence[dict]) -> str:
+    return Counter(r["unit"] for r in rows).most_common(1)[0][0]
+
+
+def agreement_summary(rows: Sequence[dict], class_names: Sequence[str]) -> list[dict]:
+    """Per level (``image``, ``volume``) and class: n, unit, mean true/predicted, MAE, bias, limits of agreement.
+
+    Cases of a level whose unit differs from the level's most common one (some files without a spacing)
+    are left out, so every figure has one unit.
+    """
+    out = []
+    for level in ("image", "volume"):
+        cases = [r for r in rows if _level(r["kind"]) == level]
+        if not cases:
+            continue
+        unit = _primary_unit(cases)
+        for name in class_names:
+            kept = [r for r in cases if r["class"] == name and r["unit"] == unit]
+            diffs = [r["difference"] for r in kept]
+            sd = statistics.stdev(diffs) if len(diffs) > 1 else math.nan
+            bias = statistics.fmean(diffs) if diffs else math.nan
+            out.append({
+                "level": level, "class": name, "unit": unit, "n": len(diffs),
+                "mean truth": statistics.fmean(r["truth"] for r in kept) if kept else math.nan,
+                "mean predicted": statistics.fmean(r["predicted"] for r in kept) if kept else math.nan,
+                "mean absolute error": statistics.fmean(abs(d) for d in diffs) if diffs else math.nan,
+                "bias": bias, "sd of differences": sd,
+                "limits of agreement": [bias - 1.96 * sd, bias + 1.96 * sd],
+            })  # fmt: skip
+    return out
+
+
+def _plot(rows: Sequence[dict], summary: Sequence[dict], class_names: Sequence[str], path: Path,
+          bland_altman: bool) -> None:
+    """One panel per class at the volume level where there are volumes, else per image; the bias and limits of
+    agreement drawn are the summary's."""
+    from ..visualize.plots import plt, save_figure  # local: matplotlib only when plotting
+
+    level = "volume" if any(_level(r["kind"]) == "volume" for r in rows) else "image"
+    cases = [r for r in rows if _level(r["kind"]) == level]
+    stats = {a["class"]: a for a in summary if a["level"] == level}
+    unit = _primary_unit(cases)
+    fig, axes = plt.subplots(1, len(class_names), figsize=(4.2 * len(class_names), 3.8), squeeze=False)
+    for ax, name in zip(axes[0], class_names):
+        kept = [r for r in cases if r["class"] == name and r["unit"] == unit]
+        t, p = [r["truth"] for r in kept], [r["predicted"] for r in kept]
+        if bland_altman:
+            ax.scatter([(a + b) / 2 for a, b in zip(t, p)], [r["difference"] for r in kept], s=14, alpha=0.7)
+            if stats[name]["n"] > 1:
+                bias, (low, high) = stats[name]["bias"], stats[name]["limits of agreement"]
+                for y, style in ((bias, "-"), (low, "--"), (high, "--")):
+                    ax.axhline(y, color="tab:red", linestyle=style, linewidth=1)
+                ax.set_title(f"{name}: bias {bias:.3g}, LoA {low:.3g} to {high:.3g}", fontsize=9)
+            ax.set_xlabel(f"mean of true and predicted ({unit})")
+            ax.set_ylabel(f"predicted - true ({unit})")
+        else:
+            ax.scatter(t, p, s=14, alpha=0.7)
+            top = max(t + p + [1e-12])
+            ax.plot([0, top], [0, top], color="tab:gray", linewidth=1)
+            ax.set_title(f"{name} ({len(kept)} {level}s)", fontsize=9)
+            ax.set_xlabel(f"true ({unit})")
+            ax.set_ylabel(f"predicted ({unit})")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{'Bland-Altman' if bland_altman else 'predicted vs true'}, per {level}")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def write_agreement(
+    truth: Sequence[Measurement], pred: Sequence[Measurement], class_names: Sequence[str], out: str | Path | None
+) -> tuple[list[dict], list[dict]]:
+    """Amount rows and their agreement summary; with ``out``, write the CSV and the two plots there."""
+    rows = amount_rows(truth, pred, class_names)
+    summary = agreement_summary(rows, class_names)
+    if out is not None and rows:
+        out = Path(out)
+        shown = ({**r, **{k: format(r[k], ".10g") for k in ("truth", "predicted", "difference")}} for r in rows)
+        atomic_write_csv(out / "amounts_per_image.csv", AMOUNT_COLUMNS, shown)
+        _plot(rows, summary, class_names, out / "bland_altman.png", bland_altman=True)
+        _plot(rows, summary, class_names, out / "amount_scatter.png", bland_altman=False)
+    return rows, summary
+
+
+def format_agreement(summary: Sequence[dict]) -> str:
+    """One line per level and class: mean absolute error and limits of agreement, with units."""
+    lines = []
+    for a in summary:
+        lo, hi = a["limits of agreement"]
+        lines.append(f"{a['class']} per {a['level']} ({a['n']}): mean absolute error {a['mean absolute error']:.4g} "
+                     f"{a['unit']}, bias {a['bias']:.4g}, limits of agreement {lo:.4g} to {hi:.4g} {a['unit']}")
+    return "\n".join(lines)

@@ -1,0 +1,452 @@
+"""``gctxseg cv``: every configuration on the same patient-wise folds, compared out of fold, the best one chosen.
+
+nnU-Net's ``find_best_configuration`` in 2D: each configuration (an architecture with its planned settings) is
+cross-validated on the same folds into ``CV/<model>/fold_k`` (:mod:`gctxseg.crossval.folds`), then every configuration
+and every ensemble of two or more (their out-of-fold softmax averaged) is scored on the pooled out-of-fold Dice
+after its own post-processing (chosen on the same out-of-fold predictions). The best is written to
+``CV/cv_summary.json`` under ``"chosen"``, with its post-processing in ``CV/postprocessing.json``; ``gctxseg
+predict --weights CV`` and ``evaluate --weights CV`` use exactly that. ``CV/splits_final.json`` holds the folds
+(nnU-Net's shape), so another tool can be trained and compared on the very same split. Under ``--time-budget``
+the configurations race after fold 0 (:mod:`gctxseg.crossval.race`): one far behind trains no more folds, and its time
+goes to the later folds of the others.
+
+Tie rule: candidates within ``TIE_DICE`` of the best count as tied, and the cheapest of them is chosen (fewest
+members, then least training CPU time): a difference that small is below the fold-to-fold spread of any real
+set measured here (docs/real-oct.md), and the cheaper one predicts faster.
+"""
+
+from __future__ import annotations
+
+import html
+import itertools
+import json
+import resource
+import time
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..core.files import atomic_write_json, atomic_write_text
+from ..data import MaskValueMap, find_pairs, read_mask
+from ..data.splits import SPLITS_FINAL, cv_folds, held_out_scans, load_splits
+from ..inference.postprocess import choose_postprocessing
+from ..models import resolve_model_name
+from ..runs.checkpoint import load_checkpoint
+from ..runs.cvfolder import choose_cv_folder, cv_identity, missing_folds, start_cv_folder
+from ..runs.runfiles import RunFile
+from ..training import TrainConfig
+from ..training.start import NO_START, check_start_architecture, start_architecture
+from .folds import fold_finished, format_cv_summary, score_predictions, summarize_cv, train_fold
+from .lr_probe import (
+    ProbePlan,
+    ProbeResult,
+    needs_probe,
+    plan_probe,
+    probe_learning_rate,
+    probe_reason,
+    read_record,
+    skip_probe,
+)
+from .race import RACE_RECORD, format_race, race_after_first_fold, read_race
+
+__all__ = ["DEFAULT_CONFIGURATIONS", "TIE_DICE", "choose_configuration", "cv_models", "format_ranking", "run_cv",
+           "summarize_folder", "write_splits"]
+
+# The architectures `gctxseg cv` compares when none are named: the default transformer, the planned U-Net and
+# nnU-Net's own network (issue 16); `--models` picks others.
+DEFAULT_CONFIGURATIONS = ("gctx_unet", "unet", "nnunet")
+TIE_DICE = 0.005
+SUMMARY_SHARE = 0.05  # of a whole-cv time budget kept for out-of-fold prediction and the summaries
+MIN_UNIT_S = 6.0  # a fold started past the cv's deadline still trains a few steps, so every fold has weights
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children (loader workers are reaped after each fold)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def write_splits(cfg: TrainConfig, cv_dir: Path, identity: dict | None = None) -> Path:
+    """The folds every configuration is trained on, as nnU-Net's ``splits_final.json`` (file stems): written once,
+    checked and kept when the folder has them (:func:`gctxseg.data.splits.cv_folds`); ``cv_dir`` is made (and its
+    run named by ``identity``, :mod:`gctxseg.runs.cvfolder`) only after the folds pass their checks."""
+    pairs = find_pairs(cfg.data_train, cfg.img_f, cfg.mask_f)
+    splits, written = cv_folds(pairs, cfg.folds, cfg.data_train, cv_dir, cfg.group_regex, cfg.splits)
+    path = cv_dir / SPLITS_FINAL
+    if identity is not None:
+        start_cv_folder(cv_dir, identity)
+    if not written:
+        cv_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, splits)
+    return path
+
+
+def _start_for(cfg: TrainConfig, model: str) -> str | None:
+    """``cfg.init_weights`` for ``model``: a whole-model start (--init-weights PT) is of one architecture, so the
+    other configurations start as planned; None (planned) and "none" (from scratch) hold for every one."""
+    init = cfg.init_weights
+    if init not in (None, NO_START) and start_architecture(init) != resolve_model_name(model):
+        return None
+    return init
+
+
+def _plan_probes(cfg: TrainConfig, cv_dir: Path, models: list[str]) -> tuple[float | None, dict[str, object]]:
+    """(minutes per fold, configuration -> its probe: a ProbePlan to run, or a ProbeResult already recorded).
+
+    Probed (:mod:`gctxseg.crossval.lr_probe`): a family with candidates, no ``--lr``, and not folds begun without a
+    probe (a cv folder of an older gctxseg resumes as it was). A probe takes one fold's share of ``--time-budget``; one
+    too short to separate the rates is skipped before any fold, and its share goes back to the folds."""
+    probes: dict[str, object] = {}
+    for m in models:
+        record = read_record(cv_dir / m)
+        if record is not None:
+            probes[m] = ProbeResult(record["chosen"], record)
+        elif needs_probe(m, cfg) and not (cv_dir / m / "fold_0").exists():
+            probes[m] = None
+    while True:
+        shares = len(models) * cfg.folds + sum(1 for p in probes.values() if not _skipped(p))
+        fold_budget = cfg.time_budget * (1 - SUMMARY_SHARE) / shares if cfg.time_budget else None
+        pending = [m for m, p in probes.items() if p is None or isinstance(p, ProbePlan)]
+        planned = {m: plan_probe(replace(cfg, model=m, time_budget=fold_budget, init_weights=_start_for(cfg, m)), m,
+                                 fold_budget) for m in pending}
+        too_short = [m for m, probe in planned.items() if not probe.affordable]
+        probes.update(planned)
+        for m in too_short:
+            probes[m] = skip_probe(cv_dir / m, planned[m])
+        if not too_short:
+            return fold_budget, probes
+
+
+def _skipped(probe) -> bool:
+    return isinstance(probe, ProbeResult) and "skipped" in probe.record
+
+
+class _CvClock:
+    """The whole cv's training minutes, handed out one unit (a fold, an lr probe) at a time: each unit gets an
+    equal share of what is left when it starts, so a fold that ends early gives its minutes to the later ones and
+    one that ran over takes them from them, and the cv ends by its deadline (docs/time-budget.md, issue 32).
+
+    The deadline counts the training the folder already holds (``timing.json``), so a cv stopped and run again
+    keeps the budget it was given, not a fresh one."""
+
+    def __init__(self, minutes: float | None, spent_s: float = 0.0) -> None:
+        self.ends_at = None if not minutes else time.perf_counter() + minutes * 60 * (1 - SUMMARY_SHARE) - spent_s
+
+    def share(self, units_left: int) -> float | None:
+        """Minutes for the next unit of ``units_left`` (itself included); None without a budget."""
+        if self.ends_at is None:
+            return None
+        left_s = self.ends_at - time.perf_counter()
+        return max(left_s / max(units_left, 1), MIN_UNIT_S) / 60
+
+
+def _training_spent_s(cv_dir: Path, models: list[str]) -> float:
+    """Wall seconds of training the cv folder already holds (its folds and lr probes, from ``timing.json``)."""
+    return sum(t["wall s"] for m in models for t in _read_timing(cv_dir / m).values())
+
+
+def _units_left(cv_dir: Path, model: str, folds: range, probe) -> int:
+    """Units of ``model`` still to train: its unfinished ``folds``, and its lr probe when it is still to run."""
+    return sum(not fold_finished(cv_dir / model / f"fold_{f}") for f in folds) + isinstance(probe, ProbePlan)
+
+
+def _train_configuration(cfg: TrainConfig, cv_dir: Path, model: str, clock: _CvClock, probe, folds: range,
+                         units_after: int = 0) -> object:
+    """Run ``probe`` (a ProbePlan) or take its result, then train (or keep, or resume) ``folds`` of one
+    configuration, adding the probe's and each fold's wall and CPU time to ``CV/<model>/timing.json``. Each fold
+    trained gets ``clock``'s share of the minutes left, with ``units_after`` units of other configurations still
+    to come after this one's. Returns the probe's result (None when not probed), for the configuration's later
+    folds."""
+    config_dir = cv_dir / model
+    config_dir.mkdir(parents=True, exist_ok=True)
+    timing_path = config_dir / "timing.json"
+    timing = _read_timing(config_dir)
+    cfg = replace(cfg, model=model, init_weights=_start_for(cfg, model))
+    units = _units_left(cv_dir, model, folds, probe) + units_after
+
+    def timed(key: str, work, done: bool) -> object:
+        """``work()``, its wall and CPU time added to ``timing[key]`` unless it was ``done`` (kept, not run)."""
+        wall, cpu = time.perf_counter(), _cpu_seconds()
+        out = work()
+        if not done:
+            spent = timing.get(key, {"wall s": 0.0, "cpu s": 0.0})
+            timing[key] = {"wall s": spent["wall s"] + time.perf_counter() - wall,
+                           "cpu s": spent["cpu s"] + _cpu_seconds() - cpu}
+            atomic_write_json(timing_path, timing)
+        return out
+
+    if isinstance(probe, ProbePlan):  # its steps were planned from one fold's share, before the folds
+        probe = timed("lr probe", partial(probe_learning_rate, cfg, config_dir, probe), done=False)
+        units -= 1
+    if probe is not None:
+        cfg = replace(cfg, lr=probe.lr, lr_reason=probe_reason(probe))
+    for fold in folds:
+        done = fold_finished(config_dir / f"fold_{fold}")
+        fold_cfg = cfg if done else replace(cfg, time_budget=clock.share(units) or cfg.time_budget)
+        timed(str(fold), partial(train_fold, fold_cfg, config_dir, fold), done=done)
+        units -= not done
+    return probe
+
+
+def _races(cfg: TrainConfig, cv_dir: Path, models: list[str], race: bool) -> bool:
+    """Whether this cv races after fold 0 (:mod:`gctxseg.crossval.race`): a race already on record holds; a new one
+    needs a time budget to share out, two configurations or more, and no later fold begun (an older cv folder resumes
+    as it was)."""
+    if read_race(cv_dir, models, cfg.folds) is not None:
+        return True
+    begun = any((cv_dir / m / f"fold_{f}").exists() for m in models for f in range(1, cfg.folds))
+    return race and bool(cfg.time_budget) and len(models) > 1 and not begun
+
+
+def run_cv(cfg: TrainConfig, models: list[str] | tuple[str, ...] = DEFAULT_CONFIGURATIONS,
+           device: str | None = None, amp: str | None = None, race: bool = True) -> Path:
+    """Cross-validate every configuration in ``models`` on the same folds, then choose the best.
+
+    ``cfg.time_budget`` (minutes) is for the whole run: after ``SUMMARY_SHARE`` of it for the out-of-fold
+    predictions, each fold gets an equal share of the minutes left when it starts (:class:`_CvClock`). With a
+    budget and ``race``, every configuration trains fold 0 first, and those far behind there stop
+    (:mod:`gctxseg.crossval.race`): the minutes left go to the later folds of the others. The folder is
+    ``results/name``: the same run started again continues it (finished folds are kept, a stopped one resumes), one
+    of other data or settings is refused (:mod:`gctxseg.runs.cvfolder`), and nothing is made before every check has
+    passed.
+    Returns the CV folder.
+    """
+    if not cfg.folds:
+        raise ValueError("gctxseg cv needs --folds K (K >= 2)")
+    models = list(dict.fromkeys(models))
+    if cfg.init_weights not in (None, NO_START):  # as train refuses it: a start no configuration can take
+        check_start_architecture(cfg.init_weights, models)
+    # every check of flags, data and folder before anything is made (cvfolder.py): a rerun continues its folder
+    identity = cv_identity(cfg, models, race)
+    cv_dir = choose_cv_folder(cfg, identity)
+    # every fold (and its resume, summary and report) reads the folds back from the file, never the folder
+    cfg = replace(cfg, splits=str(write_splits(cfg, cv_dir, identity).resolve()))
+    clock = _CvClock(cfg.time_budget, _training_spent_s(cv_dir, models))
+    fold_budget, probes = _plan_probes(cfg, cv_dir, models)
+    if fold_budget:
+        probed = [m for m, p in probes.items() if not _skipped(p)]
+        shares = f", and one share for the lr probe of {', '.join(probed)}" if probed else ""
+        print(f"time budget {cfg.time_budget:g} min: about {fold_budget:.2f} min for each of {cfg.folds} folds of "
+              f"{len(models)} configuration(s) ({', '.join(models)}){shares}; each fold gets an equal share of "
+              "the minutes left when it starts", flush=True)
+    racing = _races(cfg, cv_dir, models, race)
+    first = range(1) if racing else range(cfg.folds)
+    # every unit still to train counts, the later folds of a race too: fold 0 is not given their minutes
+    planned = {m: _units_left(cv_dir, m, range(cfg.folds), probes.get(m)) for m in models}
+    for i, model in enumerate(models):
+        after = sum(planned[m] for m in models[i + 1:]) + planned[model] \
+            - _units_left(cv_dir, model, first, probes.get(model))
+        probes[model] = _train_configuration(cfg, cv_dir, model, clock, probes.get(model), first, after)
+    record = None
+    if racing:
+        record = race_after_first_fold(cv_dir, models, fold_budget, cfg.folds, device or cfg.device, amp or cfg.amp)
+        print(format_race(record), flush=True)
+        models = record["kept"]
+        later = range(1, cfg.folds)
+        for i, model in enumerate(models):
+            after = sum(_units_left(cv_dir, m, later, None) for m in models[i + 1:])
+            _train_configuration(cfg, cv_dir, model, clock, probes.get(model), later, after)
+    if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+        return cv_dir
+    for model in models:
+        summarize_cv(cv_dir / model, device=device or cfg.device, amp=amp or cfg.amp)
+    choose_configuration(cv_dir, models, race=record)
+    return cv_dir
+
+
+def _read_timing(config_dir: Path) -> dict[str, dict[str, float]]:
+    """``timing.json``: per fold (and the lr probe) its training wall and CPU seconds, checked ({} when none)."""
+    path = config_dir / "timing.json"
+    if not path.is_file():
+        return {}
+    file = RunFile(path, "remove it to count the times afresh (the folds are kept)")
+    timing = file.mapping(file.read())
+    for key, spent in timing.items():
+        file.mapping(spent, key)
+        for unit in ("wall s", "cpu s"):
+            file.number(file.item(spent, unit, key), f"{key}.{unit}", 0.0)
+    return timing
+
+
+def _configuration_cost(config_dir: Path) -> dict:
+    """Training CPU / wall seconds (timing.json), optimiser steps and epochs per fold (the final checkpoints)."""
+    timing = _read_timing(config_dir)
+    steps, epochs = [], []
+    for last in sorted(config_dir.glob("fold_*/last.pt")):
+        ckpt = load_checkpoint(last, mmap=True)  # two counters wanted: the weights stay on disk
+        steps.append(int(ckpt["scheduler"]["last_epoch"]))
+        epochs.append(int(ckpt["epoch"]) + 1)
+    return {"cpu s": sum(t["cpu s"] for t in timing.values()), "wall s": sum(t["wall s"] for t in timing.values()),
+            "steps per fold": steps, "epochs per fold": epochs}
+
+
+def _load_oof(config_dir: Path, names: list[str]) -> list[np.ndarray]:
+    missing = [n for n in names if not (config_dir / "oof" / f"{n}.npy").is_file()]
+    if missing:
+        raise ValueError(f"{config_dir}/oof: no out-of-fold prediction for {missing[0]} (and {len(missing) - 1} "
+                         "more); run gctxseg cv again to finish its folds")
+    return [np.load(config_dir / "oof" / f"{n}.npy", allow_pickle=False) for n in names]
+
+
+def _score_candidate(members: tuple[str, ...], oof: dict[str, list[np.ndarray]], targets, k: int) -> dict:
+    """Pooled out-of-fold Dice of ``members`` averaged, before and after the post-processing chosen on it."""
+    probs = [np.mean([oof[m][i].astype(np.float32) for m in members], axis=0) for i in range(len(targets))]
+    preds = [p.argmax(0) for p in probs]
+    post = choose_postprocessing(preds, targets, k)
+    raw, processed = score_predictions(preds, targets, k), score_predictions([post(p) for p in preds], targets, k)
+    return {"members": list(members), "dice": raw["dice"], "post-processed dice": processed["dice"],
+            "mean dice": float(np.nanmean(processed["dice"])), "postprocessing": post}
+
+
+def _targets(cv_dir: Path, model: str, names: list[str]) -> tuple[int, dict, list[np.ndarray]]:
+    """(classes, value map, each named scan's ground truth as class indices) from one configuration's folds."""
+    ckpt = load_checkpoint(next(iter(sorted((cv_dir / model).glob("fold_*/last.pt")))))
+    value_map = MaskValueMap.from_dict(ckpt["value_map"])
+    cfg = ckpt["config"]
+    masks = {p.name: p.mask for p in find_pairs(cfg["data_train"], cfg["img_f"], cfg["mask_f"])}
+    return value_map.num_classes, value_map.to_dict(), [
+        value_map.encode(read_mask(masks[n]), source=masks[n]) for n in names]
+
+
+def _choose(scored: list[dict]) -> dict:
+    """The best candidate by pooled Dice; among those within ``TIE_DICE`` of it, the cheapest."""
+    best = max(s["mean dice"] for s in scored)
+    tied = [s for s in scored if s["mean dice"] >= best - TIE_DICE]
+    return min(tied, key=lambda s: (len(s["members"]), s["cpu s"]))
+
+
+def choose_configuration(cv_dir: str | Path, models: list[str], race: dict | None = None) -> dict:
+    """Score every configuration and ensemble of ``CV/<model>`` folders on their out-of-fold predictions, choose
+    the best (ties: the cheaper), write ``cv_summary.json``, ``postprocessing.json`` and ``cv_report.html``;
+    ``race`` (the record of :mod:`gctxseg.crossval.race`) is written beside the ranking."""
+    cv_dir = Path(cv_dir)
+    summaries = {m: json.loads((cv_dir / m / "cv_summary.json").read_text()) for m in models}
+    folds_file = cv_dir / SPLITS_FINAL  # ensembles are scored on exactly the held-out scans, not stale oof files
+    names = held_out_scans(load_splits(folds_file)) if folds_file.is_file() else \
+        sorted(p.stem for p in (cv_dir / models[0] / "oof").glob("*.npy"))
+    k, classes, targets = _targets(cv_dir, models[0], names)
+    oof = {m: _load_oof(cv_dir / m, names) for m in models}
+    costs = {m: _configuration_cost(cv_dir / m) for m in models}
+    candidates = [c for r in range(1, len(models) + 1) for c in itertools.combinations(models, r)]
+    scored = [_score_candidate(c, oof, targets, k) for c in candidates]
+    for s in scored:
+        s["name"] = "+".join(s["members"])
+        s["cpu s"] = sum(costs[m]["cpu s"] for m in s["members"])
+    chosen = _choose(scored)
+    best = max(s["mean dice"] for s in scored)
+    ranking = sorted(scored, key=lambda s: -s["mean dice"])
+    chosen["postprocessing"].save(cv_dir / "postprocessing.json")
+    summary = {
+        "folds": summaries[models[0]]["folds"],
+        "images": len(names),
+        "classes": classes,
+        "configurations": {m: {**costs[m], "pooled out-of-fold": summaries[m]["pooled out-of-fold"],
+                               "pooled out-of-fold post-processed":
+                                   summaries[m]["pooled out-of-fold post-processed"],
+                               "lr probe": read_record(cv_dir / m)} for m in models},
+        "ranking": [{"name": s["name"], "members": s["members"], "dice": s["dice"],
+                     "post-processed dice": s["post-processed dice"], "mean dice": s["mean dice"],
+                     "margin to best": s["mean dice"] - best, "cpu s": s["cpu s"],
+                     "postprocessing": s["postprocessing"].to_dict()} for s in ranking],
+        "race": race,
+        "tie rule": f"within {TIE_DICE} pooled Dice of the best: fewest members, then least training CPU time",
+        "chosen": {"name": chosen["name"], "members": chosen["members"], "mean dice": chosen["mean dice"],
+                   "post-processed dice": chosen["post-processed dice"], "postprocessing": "postprocessing.json"},
+    }
+    atomic_write_json(cv_dir / "cv_summary.json", summary)
+    text = format_ranking(summary)
+    per_config = "\n\n".join(f"{m}:\n{format_cv_summary(summaries[m])}" for m in models)
+    atomic_write_text(cv_dir / "cv_report.html", _report_html(cv_dir.name, text, per_config))
+    print(text)
+    return summary
+
+
+def format_ranking(summary: dict) -> str:
+    """The candidates, best first, with their margin to the best, CPU time and steps; the chosen one last."""
+    lines = [f"{'configuration':<28}{'pooled OOF Dice':>16}{'margin':>9}{'train CPU min':>15}  steps per fold"]
+    for row in summary["ranking"]:
+        steps = [summary["configurations"][m]["steps per fold"] for m in row["members"]]
+        shown = " | ".join("/".join(map(str, s)) for s in steps)
+        lines.append(f"{row['name']:<28}{row['mean dice']:>16.4f}{row['margin to best']:>+9.4f}"
+                     f"{row['cpu s'] / 60:>15.1f}  {shown}")
+    for model, config in summary["configurations"].items():
+        probe = config.get("lr probe")
+        if probe:
+            dice = ", ".join(f"{lr} {d:.3f}" for lr, d in probe.get("held-out dice", {}).items())
+            lines.append(f"{model} lr probe: " + (probe["skipped"] if "skipped" in probe else
+                                                  f"fold 0 held-out Dice {dice}; chosen {probe['chosen']:g}"))
+    if summary.get("race"):
+        lines.append(format_race(summary["race"]))
+    chosen = summary["chosen"]
+    lines.append(f"chosen: {chosen['name']} (pooled out-of-fold Dice {chosen['mean dice']:.4f} after its "
+                 f"post-processing; {summary['tie rule']})")
+    return "\n".join(lines)
+
+
+def _report_html(title: str, ranking: str, per_config: str) -> str:
+    return (f"<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' "
+            f"content='width=device-width, initial-scale=1'><title>{html.escape(title)} cross-validation</title>"
+            "<style>body{font-family:system-ui,sans-serif;margin:1.5em}pre{overflow-x:auto}</style></head><body>"
+            f"<h1>{html.escape(title)}: configurations compared out of fold</h1><pre>{html.escape(ranking)}</pre>"
+            f"<h2>Each configuration</h2><pre>{html.escape(per_config)}</pre></body></html>")
+
+
+def cv_models(models: list[str] | None, model: str | None) -> list[str]:
+    """The configurations ``gctxseg cv`` compares: ``--models``, else ``--model`` alone, else the defaults."""
+    from ..models import resolve_model_name
+
+    chosen = models or ([model] if model else list(DEFAULT_CONFIGURATIONS))
+    return list(dict.fromkeys(resolve_model_name(m) for m in chosen))
+
+
+def summarize_folder(cv_dir: str | Path, device: str = "auto", amp: str = "auto") -> None:
+    """``gctxseg cv --summary-only``: summarise each configuration of a CV folder again and choose among them
+    (a folder of one configuration's folds, as older gctxseg wrote, is summarised as it is). Only configurations
+    that trained every fold are summarised; a folder that holds none is refused before anything is written."""
+    cv_dir = Path(cv_dir)
+    if not cv_dir.is_dir():
+        raise ValueError(f"{cv_dir}: no such folder, so no cv run to summarise; pass the --results and --name of "
+                         "a gctxseg cv run")
+    models = sorted(d.name for d in cv_dir.iterdir() if d.is_dir() and any(d.glob("fold_*/last.pt")))
+    if not models:
+        if not any(cv_dir.glob("fold_*/last.pt")):
+            raise ValueError(f"{cv_dir}: holds no cv run (no fold_*/last.pt, nor MODEL/fold_*/last.pt); pass the "
+                             "--results and --name of a gctxseg cv run")
+        _complete_folds(cv_dir, [cv_dir], None)
+        summarize_cv(cv_dir, device=device, amp=amp)
+        return
+    race = read_race(cv_dir, models)
+    if race is not None:  # the configurations dropped after fold 0 have one fold: not candidates
+        models = [m for m in models if m in race["kept"]]
+    _complete_folds(cv_dir, [cv_dir / m for m in models], race)
+    for model in models:
+        summarize_cv(cv_dir / model, device=device, amp=amp)
+    choose_configuration(cv_dir, models, race=race)
+
+
+def _complete_folds(cv_dir: Path, config_dirs: list[Path], race: dict | None) -> None:
+    """Every configuration to summarise trained every fold of one K (the race's, where one is on record).
+
+    Raises:
+        ValueError: one line naming the configuration (or ``race.json``'s ``kept``) and the missing fold."""
+    race_file = RunFile(cv_dir / RACE_RECORD, "run the same gctxseg cv command again to finish it, or correct "
+                                              "'kept'")
+    counts = {}
+    for config_dir in config_dirs:
+        missing, counts[config_dir.name] = missing_folds(config_dir)
+        trained = f"{counts[config_dir.name] - len(missing)} of {counts[config_dir.name]} folds"
+        if missing and race is not None:
+            raise race_file.refuse("kept", f"names {config_dir.name}, which trained {trained} (no "
+                                           f"fold_{missing[0]}/last.pt)")
+        if missing:
+            raise ValueError(f"{config_dir}: trained {trained} (no fold_{missing[0]}/last.pt); run the same gctxseg "
+                             "cv command again to finish it")
+    if len(set(counts.values())) > 1:
+        raise ValueError(f"{cv_dir}: its configurations were trained on different fold counts "
+                         f"({', '.join(f'{m} {k}' for m, k in counts.items())}); summarise folders of one cv run")
+    if race is not None and race["folds"] not in counts.values():
+        raise race_file.refuse("folds", f"is {race['folds']}, but the configurations trained {counts.popitem()[1]} "
+                                        "folds")

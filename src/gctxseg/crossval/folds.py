@@ -1,0 +1,214 @@
+"""One configuration's K-fold cross-validation by patient, out-of-fold scoring, post-processing chosen on it.
+
+``gctxseg cv`` (:mod:`gctxseg.crossval.configurations`) runs this for each configuration into ``CV/<model>`` and chooses
+among them. A configuration's folder holds ``fold_0`` ... ``fold_{K-1}`` (ordinary run folders, trained one
+after another here; any fold can also be trained on its own machine or under torchrun with ``gctxseg train
+--folds K --fold k --results CV --name fold_k``), then
+
+- ``oof/NAME.npy``: each held-out image's class probabilities from the fold that did not train on it
+  (uint8, probability x 255, ``K x H x W`` at the image's size) — what configuration ensembles average;
+Scores use each fold's final weights (``last.pt``): ``best.pt`` is chosen on the held-out images themselves.
+
+- ``postprocessing.json``: per class the connected-component rule that raised the pooled out-of-fold Dice
+  (or none), applied by ``gctxseg predict --weights CV``;
+- ``cv_summary.json`` and ``cv_report.html``: per fold and class Dice / IoU / HD95, mean ± sd over folds, and
+  the pooled out-of-fold score before and after post-processing.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..core.files import atomic_write_json, atomic_write_text
+from ..data import MaskValueMap, read_mask
+from ..data.splits import run_fold_files
+from ..inference.postprocess import choose_postprocessing
+from ..inference.predictor import Predictor
+from ..metrics import score_image, scores_from_confusion
+from ..runs.checkpoint import load_checkpoint
+from ..training import TrainConfig
+from ..workflows.train_report import train_and_report
+
+__all__ = ["fold_dice", "fold_finished", "train_fold", "summarize_cv", "score_predictions", "oof_probabilities",
+           "format_cv_summary"]
+
+
+def fold_finished(fold_dir: Path) -> bool:
+    last = fold_dir / "last.pt"
+    if not (fold_dir / "best.pt").is_file() or not last.is_file():
+        return False
+    ckpt = load_checkpoint(last)
+    return ckpt["epoch"] + 1 >= ckpt["config"]["epochs"]
+
+
+def train_fold(cfg: TrainConfig, cv_dir: str | Path, fold: int) -> Path:
+    """Train ``fold`` into ``cv_dir/fold_<fold>``: kept when finished, resumed when stopped, else trained."""
+    fold_dir = Path(cv_dir) / f"fold_{fold}"
+    if fold_finished(fold_dir):
+        print(f"fold {fold}: finished in {fold_dir}; kept")
+        return fold_dir
+    if (fold_dir / "last.pt").is_file():
+        resumed = TrainConfig(resume=str(fold_dir / "last.pt"), device=cfg.device, workers=cfg.workers)
+        return train_and_report(resumed, given={"device", "workers"})
+    return train_and_report(replace(cfg, fold=fold, results=str(cv_dir), name=f"fold_{fold}", exist_ok=True))
+
+
+def _quantise(probs: torch.Tensor) -> np.ndarray:
+    return (probs.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
+def oof_probabilities(cv_dir: str | Path, device: str = "auto", amp: str = "auto",
+                      folds: Sequence[int] | None = None) -> dict[str, dict]:
+    """Predict each fold's (or only ``folds``') held-out images with that fold's final weights; write
+    ``oof/NAME.npy``.
+
+    The final (``last.pt``) weights, as nnU-Net scores ``checkpoint_final``: ``best.pt`` was chosen on these
+    same held-out images, so its score would be optimistic.
+
+    Returns:
+        name -> {"fold", "target" (class indices), "probs" (uint8 K x H x W)}.
+    """
+    cv_dir = Path(cv_dir)
+    trained = sorted(cv_dir.glob("fold_*/last.pt"), key=lambda p: int(p.parent.name.split("_")[1]))
+    trained = [w for w in trained if folds is None or int(w.parent.name.split("_")[1]) in folds]
+    if not trained:
+        raise ValueError(f"{cv_dir}: no fold_*/last.pt; train the folds first (gctxseg cv DATA --folds K)")
+    (cv_dir / "oof").mkdir(exist_ok=True)  # only into a folder of folds: a run folder named by mistake stays as it was
+    out: dict[str, dict] = {}
+    for weights in trained:
+        predictor = Predictor(weights, device, amp)
+        cfg = predictor.config
+        _, val, _ = run_fold_files(cfg, weights.parent)
+        for pair in val:
+            probs = _quantise(predictor.predict_proba(predictor.read(pair.image), str(pair.image)))
+            np.save(cv_dir / "oof" / f"{pair.name}.npy", probs)
+            target = predictor.value_map.encode(read_mask(pair.mask), source=pair.mask)
+            out[pair.name] = {"fold": cfg["fold"], "target": target, "probs": probs}
+    return out
+
+
+def score_predictions(preds: Sequence[np.ndarray], targets: Sequence[np.ndarray], num_classes: int) -> dict:
+    """Pooled (summed confusion) Dice/IoU per class, and per-image HD95 and NSD (2 px) means where defined."""
+    total = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    surface: dict[str, list[list[float]]] = {m: [[] for _ in range(num_classes - 1)] for m in ("hd95", "nsd")}
+    for pred, target in zip(preds, targets):
+        scores = score_image(pred, target, num_classes)
+        total += scores["confusion"]
+        for metric, per_class in surface.items():
+            for c, value in enumerate(scores[metric]):
+                if math.isfinite(value):
+                    per_class[c].append(value)
+    pooled = scores_from_confusion(total)
+    return {"dice": pooled["Dice"], "iou": pooled["IoU"], **{m: [_mean(v) for v in per_class]
+            for m, per_class in surface.items()}, "images": len(preds)}
+
+
+def fold_dice(cv_dir: str | Path, fold: int, device: str = "auto", amp: str = "auto") -> float:
+    """Mean foreground Dice, pooled over one fold's held-out images, of that fold's final weights (0 where no
+    class is defined): the figure ``gctxseg cv``'s race compares after fold 0."""
+    oof = oof_probabilities(cv_dir, device, amp, folds=[fold])
+    names = sorted(oof)
+    k = oof[names[0]]["probs"].shape[0]
+    dice = score_predictions([oof[n]["probs"].argmax(0) for n in names], [oof[n]["target"] for n in names], k)["dice"]
+    finite = [d for d in dice if d is not None and math.isfinite(d)]
+    return float(np.mean(finite)) if finite else 0.0
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(np.mean(values)) if values else float("nan")
+
+
+def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    finite = [v for v in values if math.isfinite(v)]
+    return _mean(finite), (statistics.stdev(finite) if len(finite) > 1 else float("nan"))
+
+
+def summarize_cv(cv_dir: str | Path, device: str = "auto", amp: str = "auto") -> dict:
+    """Out-of-fold scores of a CV folder, the post-processing chosen on them, written as JSON and HTML."""
+    cv_dir = Path(cv_dir)
+    oof = oof_probabilities(cv_dir, device, amp)
+    first = load_checkpoint(next(iter(sorted(cv_dir.glob("fold_*/last.pt")))))
+    value_map = MaskValueMap.from_dict(first["value_map"])
+    k = value_map.num_classes
+    names = sorted(oof)
+    preds = [oof[n]["probs"].argmax(0) for n in names]
+    targets = [oof[n]["target"] for n in names]
+    per_fold = {}
+    for fold in sorted({oof[n]["fold"] for n in names}):
+        idx = [i for i, n in enumerate(names) if oof[n]["fold"] == fold]
+        per_fold[str(fold)] = score_predictions([preds[i] for i in idx], [targets[i] for i in idx], k)
+    postprocess = choose_postprocessing(preds, targets, k)
+    postprocess.save(cv_dir / "postprocessing.json")
+    summary = {
+        "folds": len(per_fold),
+        "images": len(names),
+        "classes": value_map.to_dict(),
+        "model": first["model_name"],
+        "per fold": per_fold,
+        "fold mean": {m: [_mean_sd([f[m][c] for f in per_fold.values()]) for c in range(k - 1)]
+                      for m in ("dice", "iou", "hd95", "nsd")},
+        "pooled out-of-fold": score_predictions(preds, targets, k),
+        "postprocessing": postprocess.to_dict(),
+        "pooled out-of-fold post-processed": score_predictions([postprocess(p) for p in preds], targets, k),
+    }
+    atomic_write_json(cv_dir / "cv_summary.json", summary)
+    atomic_write_text(cv_dir / "cv_report.html", cv_report_html(summary, cv_dir.name))
+    print(format_cv_summary(summary))
+    return summary
+
+
+def _none_as_nan(value):
+    if value is None:
+        return float("nan")
+    if isinstance(value, dict):
+        return {k: v if k == "postprocessing" else _none_as_nan(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_none_as_nan(v) for v in value]
+    return value
+
+
+def format_cv_summary(summary: dict) -> str:
+    """Plain-text table of a CV summary: per fold, mean ± sd, pooled out-of-fold (before/after post-processing).
+
+    A summary read back from ``cv_summary.json`` holds null where a score was undefined: shown as nan."""
+    summary = _none_as_nan(summary)
+    k = len(summary["classes"])
+    columns = "".join(f"{'class ' + str(c) + ' Dice':>16}{'IoU':>8}{'HD95':>8}{'NSD':>8}" for c in range(1, k))
+    lines = [f"{'':<24}" + columns]
+    for fold, scores in summary["per fold"].items():
+        lines.append(f"{'fold ' + fold + ' (' + str(scores['images']) + ' images)':<24}" + "".join(
+            f"{scores['dice'][c]:>16.4f}{scores['iou'][c]:>8.4f}{scores['hd95'][c]:>8.1f}{scores['nsd'][c]:>8.4f}"
+            for c in range(k - 1)))
+    means = summary["fold mean"]
+    lines.append(f"{'mean ± sd over folds':<24}" + "".join(
+        f"{means['dice'][c][0]:>10.4f}±{means['dice'][c][1]:<5.3f}{means['iou'][c][0]:>8.4f}"
+        f"{means['hd95'][c][0]:>8.1f}{means['nsd'][c][0]:>8.4f}" for c in range(k - 1)))
+    for label, key in (("pooled out-of-fold", "pooled out-of-fold"),
+                       ("  post-processed", "pooled out-of-fold post-processed")):
+        s = summary[key]
+        lines.append(f"{label:<24}" + "".join(
+            f"{s['dice'][c]:>16.4f}{s['iou'][c]:>8.4f}{s['hd95'][c]:>8.1f}{s['nsd'][c]:>8.4f}" for c in range(k - 1)))
+    rules = summary["postprocessing"]["evidence"] or {}
+    lines.append("post-processing: " + ", ".join(f"class {c}: {e['chosen']}" for c, e in rules.items()))
+    return "\n".join(lines)
+
+
+def cv_report_html(summary: dict, title: str) -> str:
+    """A self-contained HTML page of the CV summary (the run report's look, no network)."""
+    text = html.escape(format_cv_summary(summary))
+    evidence = html.escape(str(summary["postprocessing"]["evidence"]))
+    return (f"<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' "
+            f"content='width=device-width, initial-scale=1'><title>{html.escape(title)} cross-validation</title>"
+            "<style>body{font-family:system-ui,sans-serif;margin:1.5em}pre{overflow-x:auto}</style></head><body>"
+            f"<h1>{html.escape(title)}: {summary['folds']}-fold cross-validation ({summary['model']})</h1>"
+            f"<p>{summary['images']} held-out images; Dice and IoU pooled over images (summed confusion), HD95 "
+            f"in pixels and NSD at 2 pixels, means over images where defined.</p><pre>{text}</pre>"
+            f"<h2>Post-processing candidates (pooled out-of-fold Dice)</h2><pre>{evidence}</pre></body></html>")

@@ -1,0 +1,528 @@
+"""Training plan from the dataset fingerprint: derived, recorded, overridable (nnU-Net's planner, in 2D).
+
+``plan_training`` turns what the fingerprint discovered (image sizes, class presence) plus the model and
+the device into the settings a user would otherwise guess: input size, batch size, optimiser settings per
+architecture family, foreground sampling share and schedule length. ``gctxseg train`` plans every setting
+the user did not give, prints the plan and writes ``plan.json`` in the run folder; every given flag wins.
+
+How each rule was chosen is said beside it; the measurements behind them are in ``docs/real-oct.md``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..core.files import atomic_write_json
+from ..core.limits import check_time_budget
+from ..models import create_model, resolve_model_name
+
+__all__ = [
+    "FAMILY_AUGMENT",
+    "FAMILY_OPTIMISER",
+    "TrainingPlan",
+    "model_family",
+    "plan_for_folder",
+    "plan_training",
+    "planned_foreground_share",
+    "planned_input_size",
+    "planned_size",
+    "size_options",
+]
+
+# Pixel budget of one training input. 256x512 = 131,072 px keeps a 496x1024 B-scan at half resolution (the
+# smallest cysts graders draw are tens of pixels wide at full resolution); the seed's 224x224 squashed such a
+# scan 2.2x horizontally. A time budget can lower it (see ``planned_size``).
+PIXEL_BUDGET = 256 * 512
+MIN_SHORT_SIDE = 128  # below this a B-scan's layers are a few pixels thick
+# Thin structures keep their resolution: where the median foreground structure (the fingerprint's structure_width)
+# is narrower than this, neither the pixel budget nor a time budget shrinks the input below the images' own size.
+# Issue 16: on a set of thin structures (vessels) a planned 384x352 from 584x565 scored 0.58 Dice where the seed's
+# 512x512 scored 0.72. Duke DME's fluid measures 6.3 px (2 x median distance to background, 110 scans), and
+# there shrinking to fit steps is what the 4-minute budget needs (a floor at half its width cut gctx_unet to 110
+# steps), so the threshold sits between the two; no vessel set was at hand to measure it on.
+THIN_STRUCTURE_PX = 4.0
+# With a time budget, the input shrinks (aspect kept) until the schedule shows the network at least this many
+# training images (steps x batch). Counted in images, not steps, since on a CPU the batch is planned small: the
+# earlier floor of 250 steps, met at batch 5 on Duke DME (~1,250 images, 144x208 for unet: pooled OOF 0.677,
+# 128x224 for gctx_unet: 0.511), let batch-2 plans keep 288x448 with 220-264 steps (~500 images) at 4 CPU-minutes
+# per fold, and they scored 0.61 (unet) and 0.33 (gctx_unet) (docs/real-oct.md). At 8 minutes per fold, ~300 steps
+# at 192x320 and ~650 at 128x224 scored the same for gctx_unet, so beyond the floor resolution is kept.
+MIN_PLANNED_IMAGES = 1250
+# Without a time budget: about this many optimiser steps (nnU-Net trains 2D for 250k at batch 12 on a GPU;
+# a fifth of that here, as 2D slices of a few hundred images saturate sooner), within these epoch bounds.
+PLANNED_STEPS = 50_000
+EPOCH_RANGE = (50, 1000)
+# nnU-Net forces a third of each batch to hold foreground; here it tops up each batch so that every
+# foreground class is in at least this share of its images (batches that already have it are unchanged).
+FOREGROUND_SHARE = 1 / 3
+# CPU batch size: start at nnU-Net's minimum of 2 (BatchNorm needs more than one image) and double only while that
+# makes an image at least 15% cheaper (``_cpu_batch``).
+MIN_BATCH = 2
+BATCH_GAIN = 0.15
+# Validation cadence: validation at most this share of the training time (``planned_val_every``).
+VAL_SHARE = 0.1
+# Share of a time budget given to the epochs; the rest is start-up, checkpoints and the final report.
+BUDGET_SHARE = 0.9
+# AdamW peak lr of the nnunet family (instance norm, residual blocks): benchmarks/lr_probe.py on Duke DME, 1e-3
+# over 3e-4 (see FAMILY_OPTIMISER).
+NNUNET_LR = 1e-3
+
+
+@dataclass(frozen=True)
+class FamilyOptimiser:
+    lr: float
+    weight_decay: float
+    warmup_epochs: float
+    why: str
+
+
+# AdamW peak learning rates per family, measured with benchmarks/lr_probe.py on Duke DME fold 0 (88 train / 22
+# held-out scans of other patients, 192x288, batch 5, 8 epochs, planned rest; best held-out fluid Dice):
+#   gctx_unet  1e-4: 0.519   5e-4: 0.067   2e-3: 0.000  (collapses to background, as the seed's 2e-3 did on AMD)
+#   unet (32)  1e-4: 0.649   5e-4: 0.694   2e-3: 0.160
+# The transformer from scratch needs the authors' 1e-4; the U-Nets with BatchNorm take 5x that.
+# nnunet (instance norm, residual blocks; same probe, fold 0 at 192x288, batch 2, 4 epochs = 176 steps, AMD EPYC,
+# bf16):  3e-4: 0.674   1e-3: 0.688   (3e-3 not run). nnU-Net itself trains SGD 1e-2 with Nesterov momentum; the
+# loop here is AdamW for every family, at the rate its probe chose.
+# Off Duke, DRIVE (vessels; trained on its 20 training photographs, scored on its 20 test ones, 576x544, batch 2,
+# 15 epochs = 150 steps; docs/real-oct.md):
+#   gctx_unet  1e-4: 0.546   2e-3: 0.648           (the transformer's best rate differs between the two sets)
+#   unet (32)  1e-4: 0.712   5e-4: 0.762   2e-3: 0.767  (5e-4 holds on both)
+FAMILY_OPTIMISER = {
+    "transformer": FamilyOptimiser(1e-4, 0.05, 2.0, "GC ViT from scratch: lr probe on Duke DME (planning.py)"),
+    "cnn": FamilyOptimiser(5e-4, 1e-4, 1.0, "U-Nets with BatchNorm: lr probe on Duke DME (planning.py)"),
+    "nnunet": FamilyOptimiser(NNUNET_LR, 3e-5, 1.0, "nnU-Net (instance norm): lr probe on Duke DME (planning.py)"),
+}
+# Augmentation strength per family (data.transforms.AUGMENTATIONS), measured with benchmarks/real_oct.py on Duke
+# DME (5 folds by patient, 4 CPU-minutes per fold, planned rest; pooled out-of-fold fluid Dice, docs/real-oct.md).
+#   gctx_unet  standard 0.469  strong 0.511 (fluid area r 0.60 -> 0.77)
+#   unet (32)  standard 0.677  strong 0.672
+# The transformer from scratch gains from more varied scans; the U-Net does not, so it keeps the standard one.
+FAMILY_AUGMENT = {
+    "nnunet": ("strong", "nnU-Net's own scheme is the strong one (rotation, scaling, intensity, blur, noise)"),
+    "transformer": ("strong", "GC ViT from scratch: strong beat standard on Duke DME (docs/real-oct.md)"),
+    "cnn": ("standard", "U-Nets: strong was no better on Duke DME (docs/real-oct.md)"),
+}
+_TRANSFORMERS = {"gctx_unet"}
+_NNUNETS = {"nnunet"}
+# architectures whose topology is planned from the input size (nnU-Net's): the planned size is their patch_size
+_SIZE_PLANNED = {"nnunet"}
+# U-Nets whose first-stage width is planned: nnU-Net's 2D U-Net starts at 32 features; Ronneberger's 64 costs 4x
+# the compute (nnU-Net's choice, taken as it is: 32 against 64 was not measured here)
+_PLANNED_WIDTH = {"unet", "gct_unet"}
+CNN_BASE_WIDTH = 32
+
+
+def model_family(model: str) -> str:
+    """``transformer`` (GC ViT blocks), ``nnunet`` (instance-norm network planned from the size) or ``cnn``."""
+    name = resolve_model_name(model)
+    return "transformer" if name in _TRANSFORMERS else "nnunet" if name in _NNUNETS else "cnn"
+
+
+def size_options(model_name: str, size) -> dict:
+    """The options an architecture planned from its input size needs to be built for ``size`` (else none)."""
+    return _sized_options(model_name, {}, size, {})
+
+
+def _sized_options(model_name: str, options: Mapping[str, object], size, user_options: Mapping) -> dict:
+    """``options`` with ``patch_size`` = ``size`` for architectures planned from the input size (unless given)."""
+    if resolve_model_name(model_name) in _SIZE_PLANNED and "patch_size" not in user_options:
+        return {**options, "patch_size": [int(size[0]), int(size[1])]}
+    return dict(options)
+
+
+@dataclass
+class TrainingPlan:
+    """Planned settings, each with the reason it has that value; ``given`` lists what the user set."""
+
+    base_size: tuple[int, int]
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup_epochs: float
+    epochs: int
+    foreground_share: float
+    median_size: tuple[int, int]
+    augment: str = "standard"
+    val_every: int = 1
+    model_options: dict = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+    given: list[str] = field(default_factory=list)
+    seconds_per_step: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        atomic_write_json(path, self.to_dict())
+
+    def format(self) -> str:
+        rows = []
+        for key in ("base_size", "batch_size", "lr", "weight_decay", "warmup_epochs", "epochs", "foreground_share",
+                    "augment", "val_every"):
+            value = getattr(self, key)
+            if isinstance(value, tuple):
+                shown = "x".join(map(str, value))
+            else:
+                shown = value if isinstance(value, str) else f"{value:g}"
+            source = "given" if key in self.given else self.reasons.get(key, "")
+            rows.append(f"  {key:<17}{shown:<12}{source}")
+        if "model_options" in self.reasons:
+            rows.append(f"  {'model_options':<17}{json.dumps(self.model_options):<12}{self.reasons['model_options']}")
+        return "plan:\n" + "\n".join(rows)
+
+
+def _median_size(sizes: Mapping[str, int]) -> tuple[int, int]:
+    """Median H and W over images (``sizes`` maps "HxW" to a count)."""
+    hs, ws = [], []
+    for key, count in sizes.items():
+        h, w = (int(v) for v in key.split("x"))
+        hs += [h] * count
+        ws += [w] * count
+    hs.sort()
+    ws.sort()
+    return hs[len(hs) // 2], ws[len(ws) // 2]
+
+
+def planned_size(median: tuple[int, int], multiple: int, budget: int = PIXEL_BUDGET) -> tuple[int, int]:
+    """The median size scaled (aspect kept, never enlarged) to at most ``budget`` pixels, in ``multiple``s."""
+    h, w = median
+    scale = min(1.0, math.sqrt(budget / (h * w)))
+    rounded = [max(multiple, round(s * scale / multiple) * multiple) for s in (h, w)]
+    while rounded[0] * rounded[1] > budget * 1.05 and max(rounded) > multiple:  # rounding up overshot
+        i = 0 if rounded[0] / h >= rounded[1] / w else 1
+        rounded[i] -= multiple
+    return rounded[0], rounded[1]
+
+
+def _activation_bytes(model: torch.nn.Module, channels: int, size: tuple[int, int]) -> int:
+    """Bytes autograd keeps for one training sample (tensors saved for backward), measured at batch 1."""
+    total = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    model.train()
+    x = torch.zeros(1, channels, *size)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = model(x)
+        out = out if isinstance(out, torch.Tensor) else out[0]
+    del out
+    return total
+
+
+def _memory_budget(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory * 0.7)
+    # a CPU: half the memory available now, at most 8 GiB (the machine is shared with loader workers)
+    return min(_available_memory() // 2, 8 << 30)
+
+
+def _available_memory() -> int:
+    """Bytes the kernel can hand out now, page cache included (Linux MemAvailable). "Free" pages alone are a
+    fraction of that on a machine that has read files (a 24 GiB build machine: 5.6 GiB free, 22.7 GiB available)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 16 << 30
+
+
+def _seconds_per_step(model_name, options, channels, classes, size, batch, device, amp_dtype) -> float:
+    """Measured time of one AdamW training step (forward, loss, backward, update) at this size and batch."""
+    from ..core.precision import autocast_context
+    from ..losses import DiceCELoss, training_loss
+
+    model = create_model(model_name, channels, classes, **options).to(device, memory_format=torch.channels_last)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    loss_fn = DiceCELoss()
+    x = torch.randn(batch, channels, *size, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, classes, (batch, *size), device=device)
+    times = []
+    for _ in range(3):  # the first step warms up allocators and kernels
+        t0 = time.perf_counter()
+        with autocast_context(device, amp_dtype):
+            loss = training_loss(loss_fn, model, model(x), y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return min(times[1:])
+
+
+def planned_foreground_share(presence: list[float]) -> tuple[float, str]:
+    """Share of each batch topped up with a foreground class, from each class's share of training images."""
+    rare = [p for p in presence if p < 1]
+    if not rare:
+        return 0.0, "every training image holds every class: nothing to top up"
+    shown = ", ".join(f"{p:.0%}" for p in presence)
+    return FOREGROUND_SHARE, f"foreground classes in {shown} of training images; nnU-Net's third per batch"
+
+
+def _planned_batch(model: torch.nn.Module, channels: int, size: tuple[int, int], n_train: int, device) -> tuple:
+    """The largest batch that fits the memory budget, capped at 16 and at a sixteenth of the training images."""
+    per_sample = _activation_bytes(model, channels, size)
+    budget = _memory_budget(device)
+    fits = max(1, int(budget // (per_sample * 1.5)))  # gradients and temporaries on top of saved activations
+    cap = min(16, max(2, n_train // 16))  # at least 16 optimiser steps per epoch; 16 = the seed's batch
+    batch = max(1, min(fits, cap))
+    why = (f"{per_sample / 2**20:.0f} MiB activations per image, {fits} fit in {budget / 2**30:.1f} GiB; "
+           f"cap {cap} (>= 16 steps per epoch of {n_train} images)")
+    return batch, why
+
+
+def _cpu_batch(step_time, memory_batch: int) -> tuple[int, float, str]:
+    """On a CPU: the smallest batch from ``MIN_BATCH`` whose cost per image is within ``BATCH_GAIN`` of twice
+    that batch's (``step_time(batch)`` measures one step), at most ``memory_batch``.
+
+    A GPU is idle at small batches, a CPU is not: an image costs about the same in any batch there, so a larger
+    batch buys fewer optimiser steps in the same time and little else (issue 16: a 22-minute budget gave the
+    planned U-Net 117 steps of batch 12, a peer 1,026 of batch 2). Returns (batch, seconds per step, reason).
+    """
+    batch = min(MIN_BATCH, memory_batch)
+    seconds = step_time(batch)
+    tried = [f"{batch}: {seconds / batch:.3f}"]
+    while batch * 2 <= memory_batch:
+        doubled = step_time(batch * 2)
+        tried.append(f"{batch * 2}: {doubled / (batch * 2):.3f}")
+        if doubled / (batch * 2) > (1 - BATCH_GAIN) * seconds / batch:
+            break
+        batch, seconds = batch * 2, doubled
+    why = (f"CPU: s per image by batch {', '.join(tried)} (measured); the smallest batch within "
+           f"{BATCH_GAIN:.0%} of the next one's cost per image, so the budget buys steps; memory allows "
+           f"{memory_batch}")
+    return batch, seconds, why
+
+
+def planned_val_every(step_s: float, batch: int, steps_per_epoch: int, n_val: int, epochs: int) -> tuple[int, str]:
+    """Validate every N epochs so that validation costs at most ``VAL_SHARE`` of the training time.
+
+    A forward pass costs about a third of a training step per image; with many held-out images and short
+    epochs, validating every epoch spent a third of a 22-minute budget (issue 16). The last epoch is always
+    validated, so the final weights are always scored.
+    """
+    val_s = n_val * step_s / batch / 3
+    train_s = max(steps_per_epoch * step_s, 1e-9)
+    every = max(1, min(max(1, epochs // 4), math.ceil(val_s / (VAL_SHARE * train_s))))
+    why = (f"validation ~{val_s:.0f} s for {n_val} images, an epoch ~{train_s:.0f} s: every {every} epoch(s) keeps "
+           f"it within {VAL_SHARE:.0%} of training (and at least 4 validations)")
+    return every, why
+
+
+def _keeps_random_state(fn):
+    """Leave torch's global random state as it was: planning builds and runs throw-away models, and a planned run
+    must initialise its model exactly as a run given every setting does."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@_keeps_random_state
+def plan_training(
+    model_name: str,
+    sizes: Mapping[str, int],
+    n_train: int,
+    n_val: int,
+    channels: int,
+    num_classes: int,
+    device: torch.device,
+    *,
+    given: Mapping[str, object],
+    model_options: Mapping[str, object] | None = None,
+    time_budget_s: float | None = None,
+    amp_dtype: torch.dtype | None = None,
+    grad_accum: int = 1,
+    structure_width: float | None = None,
+) -> TrainingPlan:
+    """Plan every setting not in ``given`` (keys: base_size, batch_size, lr, weight_decay, warmup_epochs, epochs,
+    augment, val_every; steps: the epochs that hold them).
+
+    Args:
+        model_name: registry name or alias.
+        sizes: the fingerprint's "HxW" -> image count.
+        n_train, n_val: training / validation images (or slices).
+        channels, num_classes: model input channels and classes.
+        device: where training runs (memory budget, step time).
+        given: the user's settings; they win and are recorded as given.
+        time_budget_s: wall seconds the whole run may take; sets the epochs (the schedule's first estimate: a
+            planned run's clock revises it, training/schedule.py) from a measured step time and may shrink the
+            planned size so that the network sees at least ``MIN_PLANNED_IMAGES`` training images.
+        amp_dtype: autocast dtype of training (the step time is measured under it).
+        structure_width: the fingerprint's median foreground width in pixels (``MIN_STRUCTURE_PX``).
+    """
+    user_options = dict(model_options or {})
+    options = dict(user_options)
+    reasons: dict[str, str] = {}
+    if resolve_model_name(model_name) in _PLANNED_WIDTH and "base_width" not in options:
+        options["base_width"] = CNN_BASE_WIDTH
+        reasons["model_options"] = f"base_width {CNN_BASE_WIDTH}: nnU-Net's 2D first-stage width"
+    # the model is built only for what needs it (its stride, its activation memory): a run given every setting,
+    # such as a resumed one, builds none here
+    needs_model = "base_size" not in given or "batch_size" not in given
+    model = create_model(model_name, channels, num_classes, **options) if needs_model else None
+    multiple = int(getattr(model, "size_multiple", 16))
+    median = _median_size(sizes)
+    min_pixels, pixel_budget = _resolution_floor(median, structure_width)
+    size = tuple(given["base_size"]) if "base_size" in given else planned_size(median, multiple, pixel_budget)
+    reasons["base_size"] = (f"median image {median[0]}x{median[1]}, aspect kept within {pixel_budget:,} px, "
+                            f"multiples of {multiple}")
+    if min_pixels:
+        reasons["base_size"] += (f"; structures {structure_width:g} px wide (median, < {THIN_STRUCTURE_PX:g}): "
+                                 "kept at the images' resolution")
+    sized = _sized_options(model_name, options, size, user_options)
+    if needs_model and sized != options:  # built again for its planned topology
+        model = create_model(model_name, channels, num_classes, **sized)
+    options = sized
+
+    def step_time(at_size, batch_size) -> float:
+        sized = _sized_options(model_name, options, at_size, user_options)
+        return _seconds_per_step(model_name, sized, channels, num_classes, at_size, batch_size * grad_accum, device,
+                                 amp_dtype) / grad_accum
+
+    step_s = None
+    if "batch_size" in given:
+        batch = int(given["batch_size"])
+    else:
+        batch, reasons["batch_size"] = _planned_batch(model, channels, size, n_train, device)
+        if device.type == "cpu":
+            memory = reasons["batch_size"]
+            batch, step_s, reasons["batch_size"] = _cpu_batch(lambda b: step_time(size, b), batch)
+            reasons["batch_size"] += f" ({memory.split(';')[0]})"
+    family_name = model_family(model_name)
+    family = FAMILY_OPTIMISER[family_name]
+    for key in ("lr", "weight_decay", "warmup_epochs"):
+        reasons[key] = f"{family_name} family: {family.why}"
+    augment, reasons["augment"] = FAMILY_AUGMENT[family_name]
+    steps_per_epoch = math.ceil(max(1, n_train // batch) / grad_accum)
+    val_every = int(given.get("val_every", 1))
+    if "epochs" in given:
+        epochs = int(given["epochs"])
+    elif "steps" in given:  # --steps: the epochs that hold them (the last may be partial)
+        epochs = math.ceil(int(given["steps"]) / steps_per_epoch)
+        reasons["epochs"] = f"{given['steps']} optimiser steps given (--steps), {steps_per_epoch} per epoch"
+    elif time_budget_s:
+        size, epochs, step_s, val_every, reasons["epochs"] = _fit_budget(
+            step_time, size, step_s, batch, steps_per_epoch, n_val, time_budget_s, given, multiple, min_pixels)
+        reasons["base_size"] += f"; {reasons['epochs'].split(';')[0]}"
+        options = _sized_options(model_name, options, size, user_options)
+    else:
+        epochs = min(EPOCH_RANGE[1], max(EPOCH_RANGE[0], round(PLANNED_STEPS / steps_per_epoch)))
+        reasons["epochs"] = (f"about {PLANNED_STEPS:,} optimiser steps of {steps_per_epoch} per epoch, "
+                             f"within {EPOCH_RANGE}")
+    if "val_every" not in given and step_s is not None:
+        val_every, reasons["val_every"] = planned_val_every(step_s, batch, steps_per_epoch, n_val, epochs)
+    if "patch_size" in options and "patch_size" not in user_options:
+        reasons["model_options"] = "patch_size: nnU-Net's topology (kernels, strides) planned for the input size"
+    return TrainingPlan(
+        base_size=(int(size[0]), int(size[1])),
+        batch_size=batch,
+        lr=float(given.get("lr", family.lr)),
+        weight_decay=float(given.get("weight_decay", family.weight_decay)),
+        warmup_epochs=float(given.get("warmup_epochs", family.warmup_epochs)),
+        epochs=epochs,
+        foreground_share=float(given.get("foreground_share", 0.0)),
+        median_size=median,
+        augment=str(given.get("augment", augment)),
+        val_every=val_every,
+        model_options=options,
+        reasons=reasons,
+        given=sorted(given),
+        seconds_per_step=step_s,
+    )
+
+
+def planned_input_size(sizes: Mapping[str, int], multiple: int, structure_width: float | None) -> tuple[int, int]:
+    """The input size planned before any time budget (a fingerprint's sizes and structure width): the median image
+    within the pixel budget, thin structures at the images' own resolution (``THIN_STRUCTURE_PX``)."""
+    median = _median_size(sizes)
+    return planned_size(median, multiple, _resolution_floor(median, structure_width)[1])
+
+
+def _resolution_floor(median: tuple[int, int], structure_width: float | None) -> tuple[int, int]:
+    """(fewest pixels the input may have, pixel budget of the planned size): the images' own size for thin
+    structures (``THIN_STRUCTURE_PX``), else no floor and ``PIXEL_BUDGET``."""
+    if structure_width is not None and structure_width < THIN_STRUCTURE_PX:
+        return median[0] * median[1], max(PIXEL_BUDGET, median[0] * median[1])
+    return 0, PIXEL_BUDGET
+
+
+def _fit_budget(step_time, size, step_s, batch, steps_per_epoch, n_val, budget_s, given,
+                multiple, min_pixels: int = 0) -> tuple[tuple[int, int], int, float, int, str]:
+    """(size, epochs, seconds per step, validation cadence, reason) so that the schedule fits ``budget_s``.
+
+    ``step_s`` is the step time already measured at ``size`` (or None)."""
+    shrink = "base_size" not in given
+    while True:
+        step_s = step_s if step_s is not None else step_time(size, batch)
+        val_s = n_val * step_s / batch / 3  # a forward pass per image: about a third of a training step's cost
+        # a first guess of the epochs gives the cadence, which gives the epochs that fit
+        epochs = int(budget_s * BUDGET_SHARE // (steps_per_epoch * step_s + val_s))
+        val_every = int(given.get("val_every", planned_val_every(step_s, batch, steps_per_epoch, n_val,
+                                                                 max(1, epochs))[0]))
+        epochs = int(budget_s * BUDGET_SHARE // (steps_per_epoch * step_s + val_s / val_every))
+        pixels = size[0] * size[1]
+        seen = epochs * steps_per_epoch * batch
+        if not shrink or seen >= MIN_PLANNED_IMAGES or min(size) <= MIN_SHORT_SIDE:
+            break
+        smaller = planned_size(size, multiple, int(pixels * 0.7))
+        if smaller == tuple(size) or min(smaller) < MIN_SHORT_SIDE or smaller[0] * smaller[1] < min_pixels:
+            break
+        size, step_s = smaller, None
+    epochs = max(1, epochs)
+    why = (f"{epochs} epochs x {steps_per_epoch} steps fit {budget_s / 60:.1f} min at {step_s:.2f} s per step "
+           f"(measured)")
+    return tuple(size), epochs, step_s, val_every, why
+
+
+def plan_for_folder(
+    data: str | Path,
+    img_f: str = ".png",
+    mask_f: str = ".png",
+    model: str | None = None,
+    device: str = "auto",
+    time_budget_min: float | None = None,
+) -> TrainingPlan:
+    """``gctxseg plan DATA``: fingerprint a labelled folder and plan a run on it (nothing is trained).
+
+    Raises:
+        ValueError: a ``time_budget_min`` that is not a positive finite number of minutes (before any file is read).
+    """
+    from ..core.runtime import resolve_device
+    from ..data import expand_slices, find_pairs, fingerprint_dataset
+    from ..models import list_models
+
+    time_budget_min = check_time_budget(time_budget_min)
+    model = model or ("gctx_unet" if "gctx_unet" in list_models() else "unet")
+    pairs = expand_slices(find_pairs(data, img_f, mask_f))
+    fingerprint = fingerprint_dataset(pairs)
+    plan = plan_training(model, fingerprint.sizes, len(pairs), 0, fingerprint.channels,
+                         fingerprint.value_map.num_classes, resolve_device(device), given={},
+                         time_budget_s=time_budget_min * 60 if time_budget_min else None,
+                         structure_width=fingerprint.structure_width)
+    present = [fingerprint.mask_value_images.get(str(v), 0) / len(pairs) for v in fingerprint.value_map.values[1:]]
+    plan.foreground_share, plan.reasons["foreground_share"] = planned_foreground_share(present)
+    return plan

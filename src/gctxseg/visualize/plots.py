@@ -1,0 +1,188 @@
+"""Figures as marked PNGs: training curves, confusion matrix, Dice histogram, cases, compared runs.
+
+The one place that picks matplotlib's backend (``Agg``: no display on training machines).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")  # no display on training machines; the only place gctxseg picks the backend
+import matplotlib.pyplot as plt  # noqa: E402
+
+from ..core.files import atomic_write_bytes  # noqa: E402
+from .colors import overlay, to_uint8_rgb  # noqa: E402
+
+__all__ = ["PLOT_SOFTWARE", "epoch_rows", "is_gctxseg_plot", "plot_cases", "plot_compare_curves",
+           "plot_confusion_matrix", "plot_curves", "plot_dice_histogram", "save_figure"]
+
+
+def epoch_rows(log: dict) -> list[tuple[int, dict, dict]]:
+    """``(epoch, train info, val info)`` for every ``"epoch:N"`` entry of a seed-format log (val info ``{}`` on an
+    epoch that was not validated: a planned ``val_every`` > 1)."""
+    rows = []
+    for key, entry in log.items():
+        if key.startswith("epoch:"):
+            val = entry.get("val log:", {}).get("info", {})
+            rows.append((int(key.split(":")[1]), entry["train log:"]["info"], val))
+    return sorted(rows, key=lambda r: r[0])
+
+
+
+def plot_curves(log: dict, path: str | Path) -> None:
+    """Loss, learning rate, mean Dice and mean IoU per epoch, train vs val, in one PNG."""
+    rows = epoch_rows(log)
+    epochs = [e for e, _, _ in rows]
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    panels = [("loss", "loss"), ("lr", "learning rate"), ("mean dice", "mean Dice"), ("mean iou", "mean IoU")]
+    for ax, (key, title) in zip(axes.flat, panels):
+        for split, idx, style in (("train", 1, "-"), ("val", 2, "--")):
+            values = [r[idx].get(key) for r in rows]
+            values = [float("nan") if v is None else v for v in values]
+            if key == "lr" and split == "val":
+                continue  # one learning rate per epoch
+            ax.plot(epochs, values, style, marker="o", markersize=3, label=split)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if rows and any(r[1].get("lr") for r in rows):
+        axes[0, 1].set_yscale("log")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+
+# the PNG text chunk every figure gctxseg draws carries: how `compare --out` knows a plot it may replace
+PLOT_SOFTWARE = "gctxseg"
+
+
+
+def save_figure(fig, path: str | Path, dpi: int = 100) -> None:
+    """``fig`` as a PNG marked as gctxseg's (:data:`PLOT_SOFTWARE`), written atomically (a temp file of a unique
+    name, then renamed: never a file of the user's beside it)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": PLOT_SOFTWARE})
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+
+def is_gctxseg_plot(path: str | Path) -> bool:
+    """Whether ``path`` is a PNG that gctxseg drew (its ``Software`` text chunk)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.format == "PNG" and image.text.get("Software") == PLOT_SOFTWARE
+    except (OSError, ValueError):
+        return False
+
+
+
+def plot_confusion_matrix(
+    matrix: np.ndarray | Sequence[Sequence[int]], class_names: Sequence[str], path: str | Path
+) -> None:
+    """Confusion matrix normalised per true class (rows sum to 1), pixel counts in each cell, as PNG.
+
+    Args:
+        matrix: ``K x K`` pixel counts, rows = truth, columns = prediction.
+        class_names: K labels.
+        path: PNG to write.
+    """
+    counts = np.asarray(matrix, dtype=np.float64)
+    rows = counts.sum(1, keepdims=True)
+    norm = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
+    k = len(class_names)
+    fig, ax = plt.subplots(figsize=(1.6 * k + 2.5, 1.4 * k + 1.8))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, f"{norm[i, j]:.3f}\n({int(counts[i, j])})", ha="center", va="center", fontsize=8,
+                    color="white" if norm[i, j] > 0.6 else "black")
+    ax.set_xticks(range(k), class_names, rotation=30, ha="right")
+    ax.set_yticks(range(k), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("truth")
+    ax.set_title("confusion matrix (row-normalised, pixels)")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+
+def plot_dice_histogram(dice_per_class: Mapping[str, Sequence[float]], path: str | Path) -> None:
+    """Histogram of per-image Dice, one panel per class; NaN (class absent from truth and prediction) left out."""
+    names = list(dice_per_class)
+    fig, axes = plt.subplots(1, max(1, len(names)), figsize=(4 * max(1, len(names)), 3.2), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        values = [v for v in dice_per_class[name] if not math.isnan(v)]
+        ax.hist(values, bins=np.linspace(0, 1, 21), color="tab:blue", edgecolor="white")
+        left_out = len(dice_per_class[name]) - len(values)
+        ax.set_title(f"{name}: {len(values)} images" + (f" ({left_out} empty, left out)" if left_out else ""),
+                     fontsize=9)
+        ax.set_xlabel("Dice per image")
+        ax.set_xlim(0, 1)
+    axes[0][0].set_ylabel("images")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+
+def plot_cases(
+    cases: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]], path: str | Path, title: str = ""
+) -> None:
+    """A grid of cases, one row each: image | truth overlay | prediction overlay.
+
+    Args:
+        cases: ``(label, image H x W x C float in [0, 1] or uint8, truth H x W indices, prediction H x W indices)``.
+        path: PNG to write.
+        title: figure title.
+    """
+    n = max(1, len(cases))
+    fig, axes = plt.subplots(n, 3, figsize=(9, 2.9 * n + 0.4), squeeze=False)
+    for row, (label, image, truth, pred) in zip(axes, cases):
+        rgb = to_uint8_rgb(image)
+        tiles = (rgb, overlay(rgb, truth), overlay(rgb, pred))
+        for ax, tile, name in zip(row, tiles, ("image", "truth", "prediction")):
+            ax.imshow(tile, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"{label}  {name}" if name == "image" else name, fontsize=8)
+    if not cases:
+        for ax in axes[0]:
+            ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+
+def plot_compare_curves(logs: Mapping[str, dict], path: str | Path) -> None:
+    """Val mean Dice and train/val loss per epoch of several runs (``label -> log.json``), in one PNG."""
+    fig, (ax_dice, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
+    for i, (label, log) in enumerate(logs.items()):
+        rows = epoch_rows(log)
+        epochs = [e for e, _, _ in rows]
+        colour = f"C{i % 10}"
+        dice = [r[2].get("mean dice") for r in rows]
+        ax_dice.plot(epochs, [math.nan if v is None else v for v in dice], "-o", ms=3, color=colour, label=label)
+        ax_loss.plot(epochs, [r[1].get("loss") for r in rows], "-", color=colour, label=f"{label} train")
+        val_loss = [r[2].get("loss") for r in rows]  # None on epochs that were not validated
+        ax_loss.plot(epochs, [math.nan if v is None else v for v in val_loss], "--o", ms=2, color=colour,
+                     label=f"{label} val")
+    ax_dice.set_title("val mean Dice")
+    ax_loss.set_title("loss (train solid, val dashed)")
+    for ax in (ax_dice, ax_loss):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path)

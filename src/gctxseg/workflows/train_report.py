@@ -1,0 +1,95 @@
+"""Train, then report: a run's ``best.pt`` evaluated on its validation set and its ``report.html`` written.
+
+A workflow strings stages together, so it sits above them (docs/architecture.md): the training engine never
+imports the evaluation that reports on its result.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Collection
+from pathlib import Path
+
+import torch.distributed as dist
+
+from ..data.splits import run_fold_files
+from ..evaluation.evaluate import evaluate_folder
+from ..reporting.report import write_html_report
+from ..runs.checkpoint import load_checkpoint
+from ..training import TrainConfig, train
+
+__all__ = ["train_and_report", "write_report_or_warn", "write_run_report"]
+
+
+def write_report_or_warn(run_dir: str | Path, device: str = "auto", amp: str = "auto") -> Path | None:
+    """Evaluate ``best.pt`` on the run's validation set and write ``report.html``; a failure only warns.
+
+    Training has succeeded by then: any problem with the report (a missing browser font, a disk hiccup) is one
+    line on stderr naming the command that retries it, never a failed run.
+    """
+    try:
+        path = write_run_report(run_dir, device=device, amp=amp)
+    except Exception as err:  # any report problem must not fail a finished training run
+        print(
+            f"warning: report.html not written ({type(err).__name__}: {err}); retry with: gctxseg report {run_dir}",
+            file=sys.stderr,
+        )
+        return None
+    print(f"report: {path}")
+    return path
+
+
+def train_and_report(cfg: TrainConfig, *, given: Collection[str] | None = None) -> Path:
+    """:func:`gctxseg.training.train`, then (rank 0 only) ``report.html`` of the best weights; the run folder."""
+    run_dir = train(cfg, given=given)
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        write_report_or_warn(run_dir, cfg.device, _trained_amp(run_dir, cfg.amp))
+    return run_dir
+
+
+def _trained_amp(run_dir: Path, amp: str) -> str:
+    """The ``--amp`` setting of the precision the run trained in (a resumed run keeps its own), from its log."""
+    try:
+        trained = json.loads((run_dir / "log.json").read_text())["train parameters"]["amp"]
+    except (OSError, ValueError, KeyError):
+        return amp
+    return {"fp32": "off", "bfloat16": "bf16", "float16": "fp16"}.get(trained, amp)
+
+
+def write_run_report(
+    run_dir: str | Path,
+    *,
+    data: str | Path | None = None,
+    device: str = "auto",
+    amp: str = "auto",
+    tta: bool = False,
+    infer_mode: str = "resize",
+    evaluate: bool = True,
+) -> Path:
+    """Evaluate a run's ``best.pt`` on its validation set into ``run_dir/eval`` and write ``report.html``.
+
+    Args:
+        run_dir: a run folder written by ``gctxseg train``.
+        data: images folder to evaluate on (default: the run's validation folder, from the checkpoint).
+        device: ``auto``, ``cpu``, ``cuda`` ...
+        amp: ``auto``, ``bf16``, ``fp16`` or ``off``.
+        tta: horizontal-flip test-time augmentation.
+        infer_mode: ``resize`` or ``sliding``.
+        evaluate: False = reuse ``run_dir/eval`` as it is (or leave the evaluation out).
+
+    Returns:
+        the path of ``report.html``.
+    """
+    run_dir = Path(run_dir)
+    weights = run_dir / "best.pt"
+    eval_dir = run_dir / "eval"
+    if evaluate and weights.is_file():
+        cfg = load_checkpoint(weights)["config"]
+        if data is None and cfg.get("folds"):  # a cross-validation fold: its held-out patients
+            data = run_fold_files(cfg, run_dir)[1]
+        evaluate_folder(
+            weights, data or cfg["data_val"], cfg["img_f"], cfg["mask_f"], eval_dir,
+            device=device, amp=amp, tta=tta, infer_mode=infer_mode, out_owned=True,
+        )  # fmt: skip
+    return write_html_report(run_dir, eval_dir)
