@@ -81,11 +81,11 @@ def import_graph() -> dict[str, set[str]]:
     return graph
 
 
-def _depth(graph: dict[str, set[str]], unit: str, seen: tuple[str, ...] = ()) -> int:
+def chain_length(graph: dict[str, set[str]], unit: str, seen: tuple[str, ...] = ()) -> int:
     """Units on the longest chain of imports from ``unit`` (a circle is reported by its own test)."""
     if unit in seen:
         return 0
-    return 1 + max((_depth(graph, nxt, (*seen, unit)) for nxt in graph.get(unit, ())), default=0)
+    return 1 + max((chain_length(graph, nxt, (*seen, unit)) for nxt in graph.get(unit, ())), default=0)
 
 
 def test_every_unit_has_a_layer():
@@ -114,7 +114,7 @@ def test_no_circle_and_at_most_ten_levels():
     graph = import_graph()
     circles = sorted(u for u in graph if u in _reachable(graph, u))
     assert not circles, f"import circle through {circles}"
-    depth = max(_depth(graph, u) for u in graph)
+    depth = max(chain_length(graph, u) for u in graph)
     assert depth <= MAX_DEPTH, f"{depth} levels of imports (at most {MAX_DEPTH})"
 
 

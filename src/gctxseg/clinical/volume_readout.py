@@ -1,13 +1,13 @@
 """The retina read-out of OCT volume files (``.vol``, ``.e2e``, DICOM OPT) from each file's own geometry.
 
-``predict`` hands the volume files of its source folder here (:func:`plan_volume_files`, then
-:func:`predict_volume_files`); each becomes one ``volume`` row of ``measurements.csv``, one row of ``etdrs.csv``
-and an en-face map, measured with the A-scan and axial spacing, the distance between B-scans and the eye the file
-states (:mod:`gctxseg.data.oct_volumes`), never with flags. B-scans are laid out superior-first and left to right
-as their positions on the localizer say (:func:`~gctxseg.data.oct_volumes.raster_layout`); a raster that is not
-parallel or not evenly spaced, or a geometry that is missing or implausible, is measured in pixels only, with the
-reason in the row's note. :func:`volume_readout` is the one measurement path (tests feed it the phantom's true
-masks).
+``predict`` plans the volume files of its source folder here (:func:`plan_volume_files`) and, once
+:func:`gctxseg.workflows.predict_volumes.predict_volume_files` has segmented them, reads each out here; each
+becomes one ``volume`` row of ``measurements.csv``, one row of ``etdrs.csv`` and an en-face map, measured with the
+A-scan and axial spacing, the distance between B-scans and the eye the file states
+(:mod:`gctxseg.data.oct_volumes`), never with flags. B-scans are laid out superior-first and left to right as their
+positions on the localizer say (:func:`~gctxseg.data.oct_volumes.raster_layout`); a raster that is not parallel or
+not evenly spaced, or a geometry that is missing or implausible, is measured in pixels only, with the reason in the
+row's note. :func:`volume_readout` is the one measurement path (tests feed it the phantom's true masks).
 """
 
 from __future__ import annotations
