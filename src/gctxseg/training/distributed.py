@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -35,7 +36,15 @@ def setup_distributed(device_name: str) -> tuple[Distributed, torch.device]:
         device = torch.device("cuda", ddp.local_rank)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        # torn down before the interpreter's own teardown: a process group still alive then can abort the process
+        # ("terminate called without an active exception", exit -6) after a stop that was clean
+        atexit.register(_destroy_process_group)
     return ddp, device
+
+
+def _destroy_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 
