@@ -36,6 +36,16 @@ def write_pair(root: Path, name: str, image: np.ndarray, mask: np.ndarray, img_s
     Image.fromarray(mask).save(root / "masks" / f"{name}{mask_suffix}")
 
 
+def write_duke_png_copy(root: Path, count: int = 22, size=(12, 16)) -> None:
+    """A Duke DME PNG copy as ``gctxseg convert duke-dme`` reads it: ``img_for_inference/img_N.png`` scans and
+    ``annotation/img_N.png`` masks (no fluid)."""
+    for sub in ("img_for_inference", "annotation"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        Image.fromarray(np.full(size, 40, np.uint8)).save(root / "img_for_inference" / f"img_{i}.png")
+        Image.fromarray(np.zeros(size, np.uint8)).save(root / "annotation" / f"img_{i}.png")
+
+
 def write_patients(root: Path, patients: int = 4, scans: int = 3, size=(30, 60), seed: int = 0) -> Path:
     """B-scans named pPP_bSS with a fluid blob in two of three scans (values 0/255); returns the images folder."""
     rng = np.random.default_rng(seed)

@@ -15,6 +15,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import write_duke_png_copy
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
@@ -368,16 +369,8 @@ def test_a_full_groups_json_keeps_patients_apart(tmp_path):
 
 # item 11: convert and received weights name what is wrong, never a temporary name or a wrong reason
 
-def _png_copy(root, count=22, size=(12, 16)):
-    for sub in ("img_for_inference", "annotation"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        Image.fromarray(np.full(size, 40, np.uint8)).save(root / "img_for_inference" / f"img_{i}.png")
-        Image.fromarray(np.zeros(size, np.uint8)).save(root / "annotation" / f"img_{i}.png")
-
-
 def test_convert_a_damaged_annotation_is_named_and_nothing_is_written(tmp_path, capsys):
-    _png_copy(tmp_path / "src")
+    write_duke_png_copy(tmp_path / "src")
     damaged = tmp_path / "src" / "annotation" / "img_5.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (12, 16), dtype=np.uint8)).save(damaged)
     damaged.write_bytes(damaged.read_bytes()[:120])  # the header reads, the pixels do not
@@ -390,7 +383,7 @@ def test_convert_a_damaged_annotation_is_named_and_nothing_is_written(tmp_path, 
 def test_convert_a_write_failure_names_the_output_folder_not_the_staging_one(tmp_path, capsys, monkeypatch):
     from gctxseg.data import convert
 
-    _png_copy(tmp_path / "src")
+    write_duke_png_copy(tmp_path / "src")
 
     def disk_full(out, name, image, fluid):
         raise OSError(28, "No space left on device", str(out / "images" / f"{name}.png"))

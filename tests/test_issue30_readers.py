@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from conftest import write_duke_png_copy
 from PIL import Image
 
 from gctxseg.cli import main
@@ -37,14 +38,6 @@ def _drive(tmp_path):
     _write_drive(src, "training", range(21, 27))
     _write_drive(src, "test", range(1, 5))
     return src
-
-
-def _png_copy(root, count=22, size=(12, 16)):
-    for sub in ("img_for_inference", "annotation"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        Image.fromarray(np.full(size, 40, np.uint8)).save(root / "img_for_inference" / f"img_{i}.png")
-        Image.fromarray(np.zeros(size, np.uint8)).save(root / "annotation" / f"img_{i}.png")
 
 
 def _one_line(err) -> str:
@@ -83,7 +76,7 @@ def test_convert_drive_two_photographs_of_one_number_are_refused_naming_both(tmp
 
 
 def test_convert_duke_png_copy_img_1_and_img_01_are_refused_naming_both(tmp_path):
-    _png_copy(tmp_path / "src")
+    write_duke_png_copy(tmp_path / "src")
     Image.fromarray(np.full((12, 16), 40, np.uint8)).save(tmp_path / "src" / "img_for_inference" / "img_01.png")
     Image.fromarray(np.zeros((12, 16), np.uint8)).save(tmp_path / "src" / "annotation" / "img_01.png")
     with pytest.raises(DatasetError) as err:
@@ -120,7 +113,7 @@ def test_convert_names_every_source_file_it_does_not_convert(tmp_path, capsys):
 
 
 def test_convert_duke_png_copy_names_an_annotation_without_its_scan(tmp_path, capsys):
-    _png_copy(tmp_path / "src")
+    write_duke_png_copy(tmp_path / "src")
     Image.fromarray(np.zeros((12, 16), np.uint8)).save(tmp_path / "src" / "annotation" / "img_99.png")
     done = convert_duke_dme(tmp_path / "src", tmp_path / "out", folds=2)
     assert done["scans"] == 22
