@@ -284,31 +284,27 @@ def _chosen_configuration(cv_dir: Path) -> tuple[list[Path], Path | None] | None
                          "finish it with gctxseg cv")
     folds = {m: fold_weights(cv_dir / m) for m in members}  # every fold, or refused: never a part-ensemble
     counted = summary.get("folds")
-    wrong = next((m for m in members if len(folds[m]) != counted), None)
-    if wrong is not None:
-        raise ValueError(f"{summary_path}: 'folds' is {str(counted)[:20]}, but {wrong} has {len(folds[wrong])} folds; "
-                         "write it again with gctxseg cv --summary-only")
-    _check_fold_contract(cv_dir, folds)
+    _check_fold_counts(folds, counted, f"{summary_path}: 'folds' is {str(counted)[:20]}",
+                       "write it again with gctxseg cv --summary-only")
+    recorded = cv_dir / SPLITS_FINAL  # the split its out-of-fold score and post-processing were measured on
+    if recorded.is_file():  # (a cv folder of an older gctxseg has none: its summary's count was checked above)
+        k = len(load_splits(recorded))
+        _check_fold_counts(folds, k, f"{recorded}: holds {k} folds",
+                           "finish or retrain its folds with the same gctxseg cv command")
     files = [f for m in members for f in folds[m]]
     post = cv_dir / "postprocessing.json"
     return files, post if post.is_file() else None
 
 
-def _check_fold_contract(cv_dir: Path, folds: dict[str, list[Path]]) -> None:
-    """Each configuration served holds one fold per fold of the cv's ``splits_final.json`` (the folds its
-    out-of-fold score and post-processing were measured on), never an ensemble of another split.
+def _check_fold_counts(folds: dict[str, list[Path]], expected: object, where: str, fix: str) -> None:
+    """Each configuration served holds ``expected`` folds (never a part-ensemble, nor one of another split).
 
     Raises:
-        ValueError: one line naming the split file, the configuration and the fold counts.
+        ValueError: one line: ``where``, the configuration and its fold count, and ``fix``.
     """
-    recorded = cv_dir / SPLITS_FINAL
-    if not recorded.is_file():  # a cv folder of an older gctxseg: its summary's count was checked above
-        return
-    k = len(load_splits(recorded))
-    wrong = next((m for m, f in folds.items() if len(f) != k), None)
+    wrong = next((m for m, f in folds.items() if len(f) != expected), None)
     if wrong is not None:
-        raise ValueError(f"{recorded}: holds {k} folds, but {wrong} has {len(folds[wrong])}; finish or retrain its "
-                         "folds with the same gctxseg cv command")
+        raise ValueError(f"{where}, but {wrong} has {len(folds[wrong])} folds; {fix}")
 
 
 def _largest_training_image(weights: Path) -> int | None:
