@@ -33,6 +33,7 @@ __all__ = ["check_fold_classes", "check_splits", "cv_folds", "cv_splits_file", "
 ONE_GROUP_PER_IMAGE = "one group per image"
 SPLITS_FINAL = "splits_final.json"  # the folds a `gctxseg cv` folder was trained on (nnU-Net's name)
 _WARNED: set[str] = set()  # scans-in-no-fold warnings already printed by this process
+_CLASSES_CHECKED: set[tuple] = set()  # fold sets whose classes check_fold_classes passed in this process
 
 
 def group_kfold(groups: Mapping[str, str], folds: int, seed: int = 0) -> list[dict[str, list[str]]]:
@@ -406,6 +407,10 @@ def check_fold_classes(
     Raises:
         DatasetError: one line naming a mask with the class, the fold, and what to do.
     """
+    key = (str(Path(images_dir).resolve()), img_f, mask_f, folds, group_regex,
+           None if splits_path is None else str(Path(splits_path).resolve()))
+    if key in _CLASSES_CHECKED:  # a cv's later folds, configurations and lr probe: the masks were read once
+        return
     every_fold = [fold_files(images_dir, img_f, mask_f, folds, k, group_regex, splits_path) for k in range(folds)]
     values: dict[str, set[int]] = {}
     for train, val, _ in every_fold:  # a split file's folds need not each cover every scan
@@ -422,3 +427,4 @@ def check_fold_classes(
                     f"{source}, so that fold cannot learn it; {fewer}the class is too rare to cross-validate: label "
                     "it in more patients, or train without --folds"
                 )
+    _CLASSES_CHECKED.add(key)
