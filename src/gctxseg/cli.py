@@ -364,7 +364,11 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="score a trained model on a labelled folder (Dice, IoU, HD95, NSD ...)")
     p.add_argument("--weights", required=True, nargs="+",
                    help="best.pt or last.pt of a run folder; several, or a 'gctxseg cv' folder = an ensemble")
-    p.add_argument("--data", required=True, help="images folder; masks in the sibling 'masks' folder")
+    p.add_argument("--data", required=True, help="images folder, masks in the sibling 'masks' folder; or a folder of "
+                                                 "OCT volume files (.vol, OPT .dcm, HEYEX .xml: docs/clinic-files.md)")
+    p.add_argument("--masks", default=None, metavar="DIR",
+                   help="true masks of OCT volume files, named as 'convert oct-volumes' names the B-scans "
+                        "(NAME_b000.png ...; default: the sibling 'masks' folder; else a DICOM SEG beside the source)")
     p.add_argument("--img_f", default=".jpg", help="image file suffix (default .jpg)")
     p.add_argument("--mask_f", default=".png", help="mask file suffix (default .png)")
     p.add_argument("--out", default=None,
@@ -568,7 +572,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.weights, args.data, args.img_f, args.mask_f, out, device=args.device, amp=args.amp,
                 tta=args.tta, tta_vflip=args.tta_vflip, infer_mode=args.infer_mode, compile=args.compile,
                 nsd_tolerance=args.nsd_tolerance, spacing=tuple(args.spacing) if args.spacing else None,
-                worst_k=args.worst_k, measure=_measurement_options(args),
+                worst_k=args.worst_k, measure=_measurement_options(args), masks=args.masks,
             )
             s = result.summary
             print(format_table(s["per class"], ["name", "dice", "iou", "precision", "recall", "mean image dice",

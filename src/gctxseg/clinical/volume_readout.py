@@ -19,9 +19,16 @@ from pathlib import Path
 import numpy as np
 
 from ..data.errors import DatasetError
-from ..data.oct_volumes import OctVolume, RasterLayout, is_volume_file, raster_layout, read_oct_volume
+from ..data.oct_volumes import (
+    OctVolume,
+    RasterLayout,
+    heyex_xml_images,
+    is_volume_file,
+    raster_layout,
+    read_oct_volume,
+)
 from .enface import LocalizerView
-from .etdrs import fluid_thickness_px
+from .etdrs import Fovea, fluid_thickness_px
 from .etdrs_rows import VolumeReport, etdrs_columns, etdrs_record, fluid_classes, locate_fovea
 from .measurements import Geometry, Measurement, count_classes
 
@@ -29,7 +36,8 @@ __all__ = ["LISTED_VOLUME_SUFFIXES", "VolumeFile", "VolumeResult", "split_volume
            "describe_volume", "volume_readout", "volume_columns_eye",
            "localizer_view"]
 
-LISTED_VOLUME_SUFFIXES = (".vol", ".e2e")  # what predict lists beside pictures (multi-frame .dcm are found too)
+# what predict lists beside pictures (multi-frame .dcm are found too; an XML export's own pictures are not listed)
+LISTED_VOLUME_SUFFIXES = (".vol", ".e2e", ".xml", ".fda")
 
 
 @dataclass(frozen=True)
@@ -53,9 +61,11 @@ class VolumeResult:
 
 
 def split_volume_files(files: Sequence[Path]) -> tuple[list[Path], list[Path]]:
-    """(pictures and single files, volume files) of a listing."""
+    """(pictures and single files, volume files) of a listing; the B-scan and localizer pictures of a HEYEX XML
+    export are its volume's, not pictures of their own."""
     volumes = [p for p in files if is_volume_file(p)]
-    return [p for p in files if p not in volumes], volumes
+    members = {m for p in volumes if p.suffix.lower() == ".xml" for m in heyex_xml_images(p)}
+    return [p for p in files if p not in volumes and p not in members], volumes
 
 
 def describe_volume(volume: OctVolume, layout: RasterLayout) -> str:
@@ -104,12 +114,13 @@ def _laid_out(stack: np.ndarray, layout: RasterLayout) -> np.ndarray:
 
 
 def volume_readout(volume: OctVolume, labels: np.ndarray, class_names: Sequence[str], columns_eye: str | None,
-                   name: str | None = None) -> tuple[Measurement, VolumeReport]:
+                   name: str | None = None, fovea: Fovea | None = None) -> tuple[Measurement, VolumeReport]:
     """The ``measurements.csv`` row and ETDRS report of ``labels`` (``S x H x W`` class indices, the file's B-scan
     order) on ``volume``'s own geometry.
 
     ``columns_eye`` (:func:`volume_columns_eye`) None names quadrants by image side even where the file knows the
-    eye (so that every row of one ``etdrs.csv`` has the same columns).
+    eye (so that every row of one ``etdrs.csv`` has the same columns). ``fovea`` places the grid where another
+    read-out of the volume found it (``evaluate`` measures the predictions on the grader's grid).
     """
     name = name or volume.name
     layout, geo = raster_layout(volume), volume.geometry
@@ -117,7 +128,7 @@ def volume_readout(volume: OctVolume, labels: np.ndarray, class_names: Sequence[
     spacing = (layout.slice_mm, geo.axial_mm, geo.ascan_mm)
     known = all(v is not None for v in spacing)
     eye = volume.eye if columns_eye else None
-    where = locate_fovea(name, stack, spacing, class_names, None, images.astype(np.float32))
+    where = fovea or locate_fovea(name, stack, spacing, class_names, None, images.astype(np.float32))
     record = etdrs_record(name, stack, spacing, class_names, eye, where)
     if columns_eye and not volume.eye:  # the other rows name quadrants nasal/temporal; this file cannot
         columns = etdrs_columns(class_names, columns_eye)
@@ -144,14 +155,18 @@ def volume_readout(volume: OctVolume, labels: np.ndarray, class_names: Sequence[
 
 def localizer_view(volume: OctVolume, layout: RasterLayout) -> LocalizerView | None:
     """Where the laid-out en-face map (superior-first, left to right) lies on the volume's localizer, from the
-    B-scans' start/end positions in mm; None where the file has no localizer, no mm positions or no raster (a
-    DICOM OPT's localizer is a separate object and is not read)."""
+    B-scans' start/end positions (mm, or localizer pixels times the localizer's pixel spacing: a DICOM OPT's frame
+    locations on the Ophthalmic Photography it references); None where the file has no localizer (or none with a
+    pixel spacing), no positions or no raster."""
     geo = volume.geometry
-    if (volume.localizer is None or volume.localizer_mm is None or geo.position_unit != "mm"
+    if (volume.localizer is None or volume.localizer_mm is None or geo.position_unit not in ("mm", "localizer pixel")
             or layout.slice_mm is None or geo.ascan_mm is None):
         return None
-    superior = geo.positions[layout.order[0]]
-    return LocalizerView(volume.localizer, volume.localizer_mm, min(superior[0], superior[2]),
-                         (superior[1] + superior[3]) / 2, geo.ascan_mm, layout.slice_mm)
+    x0, y0, x1, y1 = geo.positions[layout.order[0]]  # the superior B-scan
+    if geo.position_unit == "localizer pixel":
+        (row_mm, col_mm) = volume.localizer_mm
+        x0, y0, x1, y1 = x0 * col_mm, y0 * row_mm, x1 * col_mm, y1 * row_mm
+    return LocalizerView(volume.localizer, volume.localizer_mm, min(x0, x1), (y0 + y1) / 2, geo.ascan_mm,
+                         layout.slice_mm)
 
 

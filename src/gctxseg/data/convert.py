@@ -338,17 +338,18 @@ CONVERTERS = {"duke-dme": convert_duke_dme, "drive": convert_drive}
 
 def _volume_sources(src: Path) -> tuple[list[Path], list[str]]:
     """The volume files of ``src`` (``.vol``/``.e2e``/``.xml``, multi-frame DICOM) and a line per other file."""
-    from .oct_volumes import is_volume_file
+    from .oct_volumes import heyex_xml_images, is_volume_file
 
     if not src.is_dir():
         raise DatasetError(f"{src}: folder not found; point SRC at a folder of HEYEX .vol/.e2e/.xml or OCT DICOM files")
     files = sorted(p for p in src.iterdir() if p.is_file())
     volumes = [p for p in files if is_volume_file(p)]
     if not volumes:
-        raise DatasetError(f"{src}: no OCT volume files (.vol, .e2e, .xml, multi-frame .dcm); point SRC at the "
+        raise DatasetError(f"{src}: no OCT volume files (.vol, .e2e, .xml, .fda, multi-frame .dcm); point SRC at the "
                            "device exports")
     _one_source_each([(p.stem, p) for p in volumes], lambda stem: f"{stem}_bNNN.png and geometry/{stem}.json")
-    skipped = [f"{p}: not an OCT volume file; not converted" for p in files if p not in volumes]
+    members = {m for p in volumes if p.suffix.lower() == ".xml" for m in heyex_xml_images(p)}  # an export's pictures
+    skipped = [f"{p}: not an OCT volume file; not converted" for p in files if p not in volumes and p not in members]
     return volumes, skipped
 
 

@@ -6,15 +6,21 @@ localizer, the distance between B-scans, each with where it came from), the eye 
 
 Readers (the field's libraries, no hand-written parsers):
 
-- ``.vol`` (Heidelberg HEYEX raw export), ``.e2e`` and HEYEX XML (``.xml`` with its images): ``eyepy``, an
-  optional extra (``pip install "gctxseg[oct]"``); from its ``EyeVolume``: ``scale_x`` (mm per A-scan),
+- ``.vol`` (Heidelberg HEYEX raw export), ``.e2e``, HEYEX XML (``.xml`` with its images) and Topcon ``.fda``
+  (eyepy through ``oct-converter``): ``eyepy``, an optional extra (``pip install "gctxseg[oct]"``); from its
+  ``EyeVolume``: ``scale_x`` (mm per A-scan),
   ``scale_y`` (mm per axial pixel), ``scale_z`` (mm between B-scans), each B-scan's ``start_pos``/``end_pos``
   (mm on the localizer), ``laterality`` and the localizer with its ``scale_x``/``scale_y``;
 - DICOM "Ophthalmic Tomography Image" (one multi-frame file per volume): ``pydicom``; per-frame (else shared)
   functional groups: ``PixelMeasuresSequence`` (``PixelSpacing`` = axial, lateral mm; ``SliceThickness``),
   ``PlanePositionSequence``/``PlaneOrientationSequence`` (frame positions, mm), ``OphthalmicFrameLocationSequence``
   (``ReferenceCoordinates``: row/column pairs of the B-scan's first and last A-scan on the localizer),
-  ``SpacingBetweenSlices``; ``ImageLaterality`` (else ``Laterality``) R/L.
+  ``SpacingBetweenSlices``; ``ImageLaterality`` (else ``Laterality``) R/L; the localizer, an Ophthalmic
+  Photography object the file references (``ReferencedImageSequence`` or the frame locations'
+  ``ReferencedSOPInstanceUID``), where it lies in the same folder.
+
+:func:`volume_truth` pairs a volume's B-scans with their true masks (``evaluate``): a mask folder in the layout
+``gctxseg convert oct-volumes`` writes, or a DICOM SEG beside the source that references its frames.
 
 :func:`raster_layout` turns the positions into what the ETDRS read-out may use: evenly spaced parallel B-scans
 (their distance, which of them is superior, which way the columns run) or a one-line reason why not. A geometry
@@ -41,16 +47,22 @@ __all__ = [
     "VolumeGeometry",
     "OctVolume",
     "RasterLayout",
+    "VolumeTruth",
+    "bscan_input",
+    "heyex_xml_images",
     "is_volume_file",
     "read_oct_volume",
     "raster_layout",
+    "volume_truth",
     "write_heyex_vol",
 ]
 
 OCT_INSTALL = 'pip install "gctxseg[oct]"'
-EYEPY_SUFFIXES = (".vol", ".e2e", ".xml")
+EYEPY_SUFFIXES = (".vol", ".e2e", ".xml", ".fda")
 VOLUME_FILE_SUFFIXES = EYEPY_SUFFIXES + (".dcm",)  # a .dcm is a volume file when it has several frames
 OPT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.5.4"  # Ophthalmic Tomography Image Storage
+SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"  # Segmentation Storage
+_OP_SOP_PREFIX = "1.2.840.10008.5.1.4.1.1.77.1.5."  # Ophthalmic Photography 8/16 bit (.1/.2), OPT is .4
 _LATERALITY = {"OD": "OD", "R": "OD", "RIGHT": "OD", "OS": "OS", "L": "OS", "LEFT": "OS"}
 # B-scans whose directions differ by more than this are not one raster (radial, mixed, a rotated follow-up)
 PARALLEL_TOLERANCE_DEG = 1.0
@@ -94,7 +106,7 @@ class OctVolume:
     """One OCT volume file: B-scans (``S x H x W`` uint8, file order), geometry, eye, localizer."""
 
     path: Path
-    format: str  # HEYEX VOL | HEYEX E2E | HEYEX XML | DICOM OPT
+    format: str  # HEYEX VOL | HEYEX E2E | HEYEX XML | Topcon FDA | DICOM OPT
     bscans: np.ndarray
     geometry: VolumeGeometry
     eye: str | None  # OD | OS, None where the file does not say
@@ -108,8 +120,8 @@ class OctVolume:
 
 
 def is_volume_file(path: str | Path) -> bool:
-    """True for a file :func:`read_oct_volume` reads: ``.vol``/``.e2e``/``.xml``, or a DICOM of several frames
-    or of the Ophthalmic Tomography class (a single-frame OPT B-scan stays a picture; see io)."""
+    """True for a file :func:`read_oct_volume` reads: ``.vol``/``.e2e``/``.xml``/``.fda``, or a DICOM of several frames
+    that is not a Segmentation (a single-frame OPT B-scan stays a picture; see io)."""
     path = Path(path)
     name = path.name.lower()
     if name.endswith(EYEPY_SUFFIXES):
@@ -120,7 +132,8 @@ def is_volume_file(path: str | Path) -> bool:
         import pydicom
 
         ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["NumberOfFrames", "SOPClassUID"])
-        return int(getattr(ds, "NumberOfFrames", 1) or 1) > 1
+        seg = str(getattr(ds, "SOPClassUID", "")) == SEG_SOP_CLASS  # a SEG beside its source is its truth
+        return int(getattr(ds, "NumberOfFrames", 1) or 1) > 1 and not seg
     except Exception:  # unreadable: the single-file reader names it
         return False
 
@@ -183,7 +196,8 @@ def _eyepy(path: Path):
     try:
         import eyepy
     except ImportError:
-        raise DatasetError(f"{path}: reading HEYEX files needs eyepy; {OCT_INSTALL}") from None
+        what = "Topcon FDA" if path.suffix.lower() == ".fda" else "HEYEX"
+        raise DatasetError(f"{path}: reading {what} files needs eyepy; {OCT_INSTALL}") from None
     return eyepy
 
 
@@ -191,7 +205,8 @@ def _read_with_eyepy(path: Path) -> OctVolume:
     eyepy = _eyepy(path)
     suffix = path.suffix.lower()
     reader, kind = {".vol": (eyepy.import_heyex_vol, "HEYEX VOL"), ".e2e": (eyepy.import_heyex_e2e, "HEYEX E2E"),
-                    ".xml": (eyepy.import_heyex_xml, "HEYEX XML")}[suffix]
+                    ".xml": (eyepy.import_heyex_xml, "HEYEX XML"),
+                    ".fda": (eyepy.import_topcon_fda, "Topcon FDA")}[suffix]
     quiet = logging.getLogger("eyepy")
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # eyepy warns about layer counts the read-out does not use
@@ -201,6 +216,8 @@ def _read_with_eyepy(path: Path) -> OctVolume:
         meta = volume.meta
     except DatasetError:
         raise
+    except ImportError as err:  # eyepy reads .fda through oct-converter, an extra of its own
+        raise DatasetError(f"{path}: reading {kind} files needs {err.name or 'oct-converter'}; {OCT_INSTALL}") from None
     except Exception as err:  # construct's StreamError for a truncated file, ValueError for a radial scan ...
         line = str(err).replace("\n", " ").strip()[:160]
         raise DatasetError(f"{path}: not a readable {kind} file ({type(err).__name__}: {line}); re-export it "
@@ -282,7 +299,52 @@ def _read_dicom_opt(path: Path) -> OctVolume:
     eye, eye_source = _eye(getattr(ds, "ImageLaterality", None), "DICOM ImageLaterality")
     if eye is None:
         eye, eye_source = _eye(getattr(ds, "Laterality", None), "DICOM Laterality")
-    return OctVolume(path, "DICOM OPT", bscans, _dicom_geometry(path, ds, frames), eye, eye_source)
+    return OctVolume(path, "DICOM OPT", bscans, _dicom_geometry(path, ds, frames), eye, eye_source,
+                     *_dicom_localizer(path, ds, frames))
+
+
+def _localizer_uid(ds, frames: int) -> str | None:
+    """The SOP Instance UID of the picture the frame locations are on: the frames' own reference, else the
+    image's ``ReferencedImageSequence`` (its first Ophthalmic Photography item, else its first item)."""
+    item = _frame_item(ds, 0, "OphthalmicFrameLocationSequence")
+    uid = getattr(item, "ReferencedSOPInstanceUID", None) if item is not None else None
+    if uid:
+        return str(uid)
+    referenced = list(getattr(ds, "ReferencedImageSequence", None) or [])
+    photos = [r for r in referenced if str(getattr(r, "ReferencedSOPClassUID", "")).startswith(_OP_SOP_PREFIX)]
+    chosen = (photos or referenced or [None])[0]
+    return str(chosen.ReferencedSOPInstanceUID) if chosen is not None and "ReferencedSOPInstanceUID" in chosen else None
+
+
+def _dicom_localizer(path: Path, ds, frames: int) -> tuple[np.ndarray | None, tuple[float, float] | None]:
+    """The localizer the OPT references, where a DICOM file of that SOP Instance UID lies beside it: its picture
+    (grey; a colour photograph's mean) and its ``PixelSpacing`` (None where it has none or an implausible one)."""
+    import pydicom
+
+    uid = _localizer_uid(ds, frames)
+    if uid is None:
+        return None, None
+    for other in _dicom_files_beside(path):
+        try:
+            head = pydicom.dcmread(other, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
+            if str(getattr(head, "SOPInstanceUID", "")) != uid:
+                continue
+            photo = pydicom.dcmread(other)
+            picture = np.asarray(photo.pixel_array)
+        except Exception:  # an unreadable neighbour is not this volume's problem: the map is then drawn without it
+            continue
+        picture = picture.mean(axis=-1) if picture.ndim == 3 else picture
+        spacing = getattr(photo, "PixelSpacing", None)
+        try:
+            scale = validate_spacing(list(spacing), f"{other}: PixelSpacing", "") if spacing is not None else None
+        except SpacingError:
+            scale = None
+        return _as_uint8(picture), scale
+    return None, None
+
+
+def _dicom_files_beside(path: Path) -> list[Path]:
+    return sorted(p for p in path.parent.iterdir() if p.is_file() and p != path and p.suffix.lower() == ".dcm")
 
 
 def _dicom_geometry(path: Path, ds, frames: int) -> VolumeGeometry:
@@ -425,6 +487,142 @@ def _even_gap(offsets: Sequence[float], path: Path, what: str) -> tuple[float, s
         return median, (f"{path}: B-scans not evenly spaced ({what}: {gaps.min():.4g} to {gaps.max():.4g} mm apart); "
                         "fluid volumes not measured as if they were")
     return median, ""
+
+
+# ---------------------------------------------------------------- B-scans as network inputs, and their truth
+
+
+def bscan_input(intensity, bscan: np.ndarray) -> np.ndarray:
+    """A uint8 B-scan as the network's ``H x W x 1`` input (``intensity``: the checkpoint's
+    :class:`~gctxseg.data.intensity.IntensityMapping`): a picture model reads it as a picture ([0, 1])."""
+    values = bscan[..., None].astype(np.float32)
+    return values / 255.0 if intensity.mode == "as_read" else intensity.apply(values)
+
+
+def heyex_xml_images(path: str | Path) -> set[Path]:
+    """The picture files a HEYEX XML export names (its B-scans and localizer, ``ImageData/ExamURL``), so that a
+    folder listing does not take them for pictures of their own; empty where the XML cannot be parsed (the
+    volume reader then names the file)."""
+    import xml.etree.ElementTree as ElementTree
+
+    path = Path(path)
+    try:
+        root = ElementTree.parse(path).getroot()
+    except (ElementTree.ParseError, OSError):
+        return set()
+    names = (e.text.replace("\\", "/").rsplit("/", 1)[-1] for e in root.iter("ExamURL") if e.text)
+    return {path.parent / name for name in names if name}
+
+
+@dataclass(frozen=True)
+class VolumeTruth:
+    """A volume's true masks: ``labels`` (``S x H x W`` class indices, the file's B-scan order) and ``source``,
+    one line saying where they came from."""
+
+    labels: np.ndarray
+    source: str
+
+
+def volume_truth(volume: OctVolume, masks: str | Path | None, value_map, mask_suffix: str = ".png",
+                 class_names: Sequence[str] = ()) -> VolumeTruth:
+    """Pair each of ``volume``'s B-scans with its true mask: ``masks/NAME_bNNN.png`` (the layout of ``gctxseg
+    convert oct-volumes``: NAME the file's stem, NNN its B-scan in file order, at least 3 digits; values mapped
+    with ``value_map``, the checkpoint's :class:`~gctxseg.data.fingerprint.MaskValueMap`), else a DICOM SEG beside
+    a DICOM source that references its frames (segment number = class, or by segment label where every label is
+    one of ``class_names``).
+
+    Raises:
+        DatasetError: no masks for the volume, some of its B-scans without one, a mask of another size, or a SEG
+            that cannot be decoded (one line naming the file).
+    """
+    from .io import read_mask
+
+    count, rows, cols = volume.bscans.shape
+    width = max(3, len(str(count - 1)))
+    stem = volume.path.stem
+    files = [Path(masks) / f"{stem}_b{k:0{width}d}{mask_suffix}" for k in range(count)] if masks else []
+    found = [f for f in files if f.is_file()]
+    if found:
+        missing = [f for f in files if not f.is_file()]
+        if missing:
+            raise DatasetError(f"{missing[0]}: {len(missing)} of {volume.name}'s {count} B-scans have no mask; "
+                               "annotate every B-scan of a volume (its fluid volumes need all of them)")
+        labels = np.stack([value_map.encode(read_mask(f), source=f) for f in found])
+        if labels.shape != volume.bscans.shape:
+            raise DatasetError(f"{found[0]}: masks of {labels.shape[1]}x{labels.shape[2]} but {volume.name}'s B-scans "
+                               f"are {rows}x{cols}; re-export the masks at the B-scan size")
+        pattern = f"{stem}_b{'N' * width}{mask_suffix}"
+        return VolumeTruth(labels, f"{Path(masks) / pattern} ({count} masks)")
+    seg = _seg_beside(volume)
+    if seg is not None:
+        return _seg_truth(volume, seg, class_names)
+    looked = f"no {files[0]}" if files else "no mask folder"
+    raise DatasetError(f"{volume.path}: no true masks ({looked}, no DICOM SEG beside it that references it); put "
+                       f"its masks in {masks or 'the masks folder'} as gctxseg convert oct-volumes names its B-scans, "
+                       "or its DICOM SEG beside it")
+
+
+def _sop_instance_uid(path: Path) -> str | None:
+    import pydicom
+
+    try:
+        return str(pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).SOPInstanceUID)
+    except Exception:  # not DICOM, or no UID: nothing can reference it
+        return None
+
+
+def _seg_beside(volume: OctVolume) -> Path | None:
+    """The DICOM SEG in the source's folder that references the source (DICOM sources only: a SEG of a ``.vol``
+    references the DICOM image written from it, not the file itself)."""
+    import pydicom
+
+    if volume.format != "DICOM OPT" or (uid := _sop_instance_uid(volume.path)) is None:
+        return None
+    found = []
+    for other in _dicom_files_beside(volume.path):
+        try:
+            head = pydicom.dcmread(other, stop_before_pixels=True,
+                                   specific_tags=["SOPClassUID", "ReferencedSeriesSequence"])
+        except Exception:  # not DICOM: not a SEG either
+            continue
+        if str(getattr(head, "SOPClassUID", "")) != SEG_SOP_CLASS:
+            continue
+        referenced = {str(i.ReferencedSOPInstanceUID) for series in getattr(head, "ReferencedSeriesSequence", [])
+                      for i in getattr(series, "ReferencedInstanceSequence", [])}
+        if uid in referenced:
+            found.append(other)
+    if len(found) > 1:
+        raise DatasetError(f"{volume.path}: {len(found)} DICOM SEGs beside it reference it ({found[0].name}, "
+                           f"{found[1].name}); keep the one that is the truth")
+    return found[0] if found else None
+
+
+def _seg_truth(volume: OctVolume, seg_path: Path, class_names: Sequence[str]) -> VolumeTruth:
+    """Decode ``seg_path`` onto ``volume``'s frames, matched by the SEG's source frame references."""
+    try:
+        import highdicom as hd
+    except ImportError:
+        raise DatasetError(f"{seg_path}: reading a DICOM SEG needs highdicom; pip install \"gctxseg[dicom]\"") from None
+    count = len(volume.bscans)
+    try:
+        seg = hd.seg.segread(seg_path)
+        labels = seg.get_pixels_by_source_frame(_sop_instance_uid(volume.path), list(range(1, count + 1)),
+                                                combine_segments=True, assert_missing_frames_are_empty=True)
+    except Exception as err:  # overlapping segments, frames of another image, a broken file
+        line = f"{type(err).__name__}: {err}".splitlines()[0][:160]
+        raise DatasetError(f"{seg_path}: not a DICOM SEG of {volume.name}'s B-scans ({line}); re-export it") from None
+    names = {int(s.SegmentNumber): str(s.SegmentLabel) for s in seg.SegmentSequence}
+    by_label = bool(class_names) and all(n in class_names for n in names.values())
+    lookup = np.arange(max(names, default=0) + 1)
+    if by_label:
+        for number, label in names.items():
+            lookup[number] = list(class_names).index(label) + 1
+    labels = lookup[np.asarray(labels, np.int64)]
+    if labels.shape != volume.bscans.shape:
+        raise DatasetError(f"{seg_path}: segmentation of shape {labels.shape} but {volume.name}'s B-scans are "
+                           f"{volume.bscans.shape}; re-export it")
+    how = "segments by label" if by_label else "segment number = class"
+    return VolumeTruth(labels, f"DICOM SEG {seg_path} ({how}; frames by their source frame references)")
 
 
 # ---------------------------------------------------------------- writing a VOL (tests and examples)

@@ -43,6 +43,7 @@ from ..visualize.plots import (
     plot_confusion_matrix,
     plot_dice_histogram,
 )
+from .volume_files import evaluate_volume_folder, volume_files_in
 
 __all__ = [
     "CSV_COLUMNS",
@@ -141,6 +142,7 @@ def evaluate_folder(
     worst_k: int = 4,
     measure: MeasurementOptions | None = None,
     out_owned: bool = False,
+    masks: str | Path | None = None,
 ) -> EvaluationResult:
     """Score a trained model on a labelled folder (``data`` = ``.../images``, masks in ``.../masks``).
 
@@ -162,6 +164,9 @@ def evaluate_folder(
         measure: pixel/slice spacing, B-scan grouping and class names of the true-vs-predicted amounts.
         out_owned: ``out`` sits in a folder gctxseg owns (a run folder's ``eval``): taken as an earlier
             evaluation even without the marker of :mod:`gctxseg.core.outputs` (written before markers existed).
+        masks: true masks of OCT volume files: a ``data`` folder holding volume files (``.vol``, ``.dcm`` OPT ...)
+            is evaluated by :func:`gctxseg.evaluation.volume_files.evaluate_volume_folder`, its masks in ``masks``
+            (default: the sibling ``masks`` folder) or DICOM SEGs beside the sources.
 
     Returns:
         the summary, the per-image rows, the pooled confusion matrix.
@@ -173,6 +178,11 @@ def evaluate_folder(
             (:mod:`gctxseg.core.outputs`: the input folders, a folder of other files, one being written now).
         OSError: the disk refused a write (the previous evaluation in ``out`` is then kept).
     """
+    if isinstance(data, (str, Path)) and volume_files_in(data):  # device exports: their own geometry and truth
+        return evaluate_volume_folder(weights, data, out, masks=masks, mask_f=mask_f, device=device, amp=amp, tta=tta,
+                                      tta_vflip=tta_vflip, infer_mode=infer_mode, compile=compile,
+                                      nsd_tolerance=nsd_tolerance, spacing=spacing, worst_k=worst_k, measure=measure,
+                                      out_owned=out_owned)
     spacing = _checked_spacing(spacing)
     # a NIfTI volume is scored slice by slice; ``data`` may also be the file pairs themselves (a CV fold)
     from_folder = isinstance(data, (str, Path))
@@ -282,6 +292,21 @@ class _ScoredPairs:
     seconds: float = 0.0
     kept: dict[Path, np.ndarray] = field(default_factory=dict)  # predicted labels of B-scans of volumes
 
+    def add(self, index: int, file: str, scores: dict, case: tuple, worst_k: int) -> None:
+        """Pool one image's ``scores`` (:func:`gctxseg.metrics.score_image`): its rows of metrics_per_image.csv
+        under ``file``, and ``case`` (image, truth, prediction) among the worst/best ``worst_k``."""
+        self.total += scores["confusion"]
+        self.per_image.append(scores)
+        for c in range(len(scores["dice"])):
+            self.rows.append({"file": file, "class": c + 1,
+                              **{key: scores[key][c] for key in CSV_COLUMNS[2:]}})  # fmt: skip
+        if worst_k > 0:
+            score = _image_score(scores)
+            image, target, pred = case
+            shown = (f"{file} Dice {score:.3f}", image, target.astype(np.uint8), pred.astype(np.uint8))
+            for heap, key in ((self.worst, -score), (self.best, score)):
+                (heapq.heappush if len(heap) < worst_k else heapq.heappushpop)(heap, (key, -index, shown))
+
 
 def _score_pairs(pairs, predictor: Predictor, nsd_tolerance: float, spacing: Spacing, worst_k: int,
                  keep: frozenset | set = frozenset()) -> _ScoredPairs:
@@ -297,20 +322,10 @@ def _score_pairs(pairs, predictor: Predictor, nsd_tolerance: float, spacing: Spa
         scores = score_image(pred, target, k, nsd_tolerance, spacing)
         if pair.image in keep and pair.slice_index is None:
             scored.kept[pair.image] = np.asarray(pred, dtype=np.uint8)
-        scored.total += scores["confusion"]
-        scored.per_image.append(scores)
         for counts, key in ((scored.truth_counts, "truth_pixels"), (scored.pred_counts, "pred_pixels")):
             counts[pair.image] = [a + b for a, b in zip(counts.get(pair.image, [0] * (k - 1)), scores[key])]
         file = pair.image.name if pair.slice_index is None else f"{pair.image.name}:{pair.slice_index}"
-        for c in range(k - 1):
-            scored.rows.append({"file": file, "class": c + 1,
-                                **{key: scores[key][c] for key in CSV_COLUMNS[2:]}})  # fmt: skip
-        if worst_k > 0:
-            score = _image_score(scores)
-            case = (f"{file} Dice {score:.3f}", image, target.astype(np.uint8), pred.astype(np.uint8))
-            for heap, key in ((scored.worst, -score), (scored.best, score)):
-                item = (key, -i, case)
-                (heapq.heappush if len(heap) < worst_k else heapq.heappushpop)(heap, item)
+        scored.add(i, file, scores, (image, target, pred), worst_k)
     return scored
 
 

@@ -12,16 +12,9 @@ from PIL import Image
 
 from ..clinical.volume_readout import VolumeFile, VolumeResult, volume_readout
 from ..data.errors import DatasetError
-from ..data.oct_volumes import OctVolume, raster_layout, read_oct_volume
+from ..data.oct_volumes import OctVolume, bscan_input, raster_layout, read_oct_volume
 
 __all__ = ["predict_volume_files", "say_geometry"]
-
-
-def _bscan_input(predictor, bscan: np.ndarray) -> np.ndarray:
-    """A uint8 B-scan as the network's ``H x W x 1`` input: a picture model reads it as a picture ([0, 1])."""
-    values = bscan[..., None].astype(np.float32)
-    return values / 255.0 if predictor.intensity.mode == "as_read" else predictor.intensity.apply(values)
-
 
 
 def predict_volume_files(
@@ -37,7 +30,7 @@ def predict_volume_files(
     for planned in volumes:
         try:
             volume = read_oct_volume(planned.path)
-            inputs = [_bscan_input(predictor, b) for b in volume.bscans]
+            inputs = [bscan_input(predictor.intensity, b) for b in volume.bscans]
             labels = np.stack([predictor.predict_image(x, f"{planned.path} (B-scan {k})")
                                for k, x in enumerate(inputs)])
             folder = out / "masks" / planned.name
