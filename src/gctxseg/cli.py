@@ -563,17 +563,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pathlib import Path
 
             from .evaluation.evaluate import evaluate_folder
+            from .evaluation.volume_files import evaluate_volume_folder, volume_files_in
             from .reporting.report import format_table
 
             first = Path(args.weights[0])
             split = Path(args.data).resolve().parent.name
             out = args.out or (first if first.is_dir() else first.parent) / f"eval_{split}"
-            result = evaluate_folder(
-                args.weights, args.data, args.img_f, args.mask_f, out, device=args.device, amp=args.amp,
-                tta=args.tta, tta_vflip=args.tta_vflip, infer_mode=args.infer_mode, compile=args.compile,
-                nsd_tolerance=args.nsd_tolerance, spacing=tuple(args.spacing) if args.spacing else None,
-                worst_k=args.worst_k, measure=_measurement_options(args), masks=args.masks,
-            )
+            options = dict(device=args.device, amp=args.amp, tta=args.tta, tta_vflip=args.tta_vflip,
+                           infer_mode=args.infer_mode, compile=args.compile, nsd_tolerance=args.nsd_tolerance,
+                           spacing=tuple(args.spacing) if args.spacing else None, worst_k=args.worst_k,
+                           measure=_measurement_options(args))
+            if volume_files_in(args.data):  # device exports: each file's own geometry, truth from masks or a SEG
+                result = evaluate_volume_folder(args.weights, args.data, out, masks=args.masks, mask_f=args.mask_f,
+                                                **options)
+            elif args.masks is not None:
+                raise ValueError(f"--masks {args.masks}: only for a folder of OCT volume files; the masks of an "
+                                 "images folder are its sibling 'masks' folder")
+            else:
+                result = evaluate_folder(args.weights, args.data, args.img_f, args.mask_f, out, **options)
             s = result.summary
             print(format_table(s["per class"], ["name", "dice", "iou", "precision", "recall", "mean image dice",
                                                 "hd95 mean", "hd95 median", "nsd mean", "missed", "false alarms"]))

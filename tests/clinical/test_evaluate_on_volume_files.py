@@ -60,13 +60,13 @@ def _exams(root: Path, done: dict, data: dict) -> tuple[Path, Path]:
 
 def test_evaluate_reads_truth_from_masks_or_a_seg_and_measures_each_files_geometry(phantom, tmp_path, monkeypatch,  # noqa: F811
                                                                                     capsys):
-    from gctxseg.evaluation import evaluate, volume_files
+    from gctxseg.evaluation import volume_files
 
     _, done, data = phantom
     exams, masks = _exams(tmp_path, done, data)
     monkeypatch.setattr(volume_files, "load_predictor", lambda *a, **k: HoleBlindPredictor(data["eyes"]))
-    result = evaluate.evaluate_folder("unused.pt", exams, out=tmp_path / "eval",
-                                      measure=evaluate.MeasurementOptions(class_names=CLASSES))
+    result = volume_files.evaluate_volume_folder("unused.pt", exams, tmp_path / "eval",
+                                      measure=volume_files.MeasurementOptions(class_names=CLASSES))
     captured = capsys.readouterr()
     s = result.summary
     assert s["volumes"] == 2 and s["images"] == 2 * SHAPE[0] and s["distance unit"] == "mm"
@@ -95,23 +95,27 @@ def test_evaluate_reads_truth_from_masks_or_a_seg_and_measures_each_files_geomet
     assert (tmp_path / "eval" / "enface" / "grader_eye000.vol.png").is_file()
 
 
-def test_evaluate_on_volume_files_refuses_missing_truth_and_spacing_flags(phantom, tmp_path, monkeypatch):  # noqa: F811
-    from gctxseg.evaluation import evaluate, volume_files
+def test_evaluate_on_volume_files_refuses_missing_truth_and_spacing_flags(phantom, tmp_path, monkeypatch, capsys):  # noqa: F811
+    from gctxseg.evaluation import volume_files
 
     _, done, data = phantom
     exams, masks = _exams(tmp_path, done, data)
     monkeypatch.setattr(volume_files, "load_predictor", lambda *a, **k: HoleBlindPredictor(data["eyes"]))
-    with pytest.raises(ValueError, match="^--pixel-spacing: OCT volume files are measured on their own geometry"):
-        evaluate.evaluate_folder("unused.pt", exams, measure=evaluate.MeasurementOptions(pixel_spacing=(0.1, 0.1)))
+    from gctxseg.cli import main
+
+    assert main(["evaluate", "--weights", "unused.pt", "--data", str(exams), "--pixel-spacing", "0.1", "0.1"]) == 2
+    assert "--pixel-spacing: OCT volume files are measured on their own geometry" in capsys.readouterr().err
+    assert main(["evaluate", "--weights", "unused.pt", "--data", str(masks), "--masks", str(masks)]) == 2
+    assert "only for a folder of OCT volume files" in capsys.readouterr().err
     (exams / "eye001_seg.dcm").unlink()
-    options = evaluate.MeasurementOptions(class_names=CLASSES)
+    options = volume_files.MeasurementOptions(class_names=CLASSES)
     with pytest.raises(DatasetError) as err:
-        evaluate.evaluate_folder("unused.pt", exams, measure=options)
+        volume_files.evaluate_volume_folder("unused.pt", exams, None, measure=options)
     assert str(err.value).startswith(f"{exams / 'eye001.dcm'}: no true masks (no {masks / 'eye001_b000.png'}, no "
                                      "DICOM SEG beside it that references it)") and "\n" not in str(err.value)
     (masks / "eye000_b005.png").unlink()
     with pytest.raises(DatasetError) as err:
-        evaluate.evaluate_folder("unused.pt", exams, measure=options)
+        volume_files.evaluate_volume_folder("unused.pt", exams, None, measure=options)
     assert str(err.value).startswith(f"{masks / 'eye000_b005.png'}: 1 of eye000.vol's 32 B-scans have no mask")
     assert str(err.value).endswith("(and 1 more)")  # every volume checked before anything is predicted
     assert not (tmp_path / "eval").exists()

@@ -43,7 +43,6 @@ from ..visualize.plots import (
     plot_confusion_matrix,
     plot_dice_histogram,
 )
-from .volume_files import evaluate_volume_folder, volume_files_in
 
 __all__ = [
     "CSV_COLUMNS",
@@ -142,7 +141,6 @@ def evaluate_folder(
     worst_k: int = 4,
     measure: MeasurementOptions | None = None,
     out_owned: bool = False,
-    masks: str | Path | None = None,
 ) -> EvaluationResult:
     """Score a trained model on a labelled folder (``data`` = ``.../images``, masks in ``.../masks``).
 
@@ -164,9 +162,6 @@ def evaluate_folder(
         measure: pixel/slice spacing, B-scan grouping and class names of the true-vs-predicted amounts.
         out_owned: ``out`` sits in a folder gctxseg owns (a run folder's ``eval``): taken as an earlier
             evaluation even without the marker of :mod:`gctxseg.core.outputs` (written before markers existed).
-        masks: true masks of OCT volume files: a ``data`` folder holding volume files (``.vol``, ``.dcm`` OPT ...)
-            is evaluated by :func:`gctxseg.evaluation.volume_files.evaluate_volume_folder`, its masks in ``masks``
-            (default: the sibling ``masks`` folder) or DICOM SEGs beside the sources.
 
     Returns:
         the summary, the per-image rows, the pooled confusion matrix.
@@ -178,11 +173,6 @@ def evaluate_folder(
             (:mod:`gctxseg.core.outputs`: the input folders, a folder of other files, one being written now).
         OSError: the disk refused a write (the previous evaluation in ``out`` is then kept).
     """
-    if isinstance(data, (str, Path)) and volume_files_in(data):  # device exports: their own geometry and truth
-        return evaluate_volume_folder(weights, data, out, masks=masks, mask_f=mask_f, device=device, amp=amp, tta=tta,
-                                      tta_vflip=tta_vflip, infer_mode=infer_mode, compile=compile,
-                                      nsd_tolerance=nsd_tolerance, spacing=spacing, worst_k=worst_k, measure=measure,
-                                      out_owned=out_owned)
     spacing = _checked_spacing(spacing)
     # a NIfTI volume is scored slice by slice; ``data`` may also be the file pairs themselves (a CV fold)
     from_folder = isinstance(data, (str, Path))

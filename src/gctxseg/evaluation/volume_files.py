@@ -32,6 +32,7 @@ from ..data.errors import DatasetError, raise_collected
 from ..data.oct_volumes import bscan_input, raster_layout, read_oct_volume, volume_truth
 from ..inference.predictor import load_predictor
 from ..metrics import score_image
+from .evaluate import EVALUATION_ENTRIES, EvaluationResult, _pooled_summary, _ScoredPairs, _write_evaluation
 
 __all__ = ["HEYEX_LAYERS_NOT_USED", "volume_files_in", "evaluate_volume_folder"]
 
@@ -60,16 +61,14 @@ def evaluate_volume_folder(weights, data: str | Path, out: str | Path | None, *,
                            tta_vflip: bool = False, infer_mode: str = "resize", compile: bool = False,
                            nsd_tolerance: float = 2.0, spacing=None, worst_k: int = 4,
                            measure: MeasurementOptions | None = None, out_owned: bool = False):
-    """Score a model on the volume files of ``data`` (module docstring); the arguments are
-    :func:`gctxseg.evaluation.evaluate.evaluate_folder`'s, ``masks`` the true masks' folder (default: the sibling
-    ``masks`` folder of ``data``).
+    """Score a model on the volume files of ``data`` (module docstring; ``gctxseg evaluate --data`` takes this path
+    where the folder holds volume files); the arguments are :func:`gctxseg.evaluation.evaluate.evaluate_folder`'s,
+    ``masks`` the true masks' folder (default: the sibling ``masks`` folder of ``data``).
 
     Raises:
         DatasetError: an unreadable volume file, or one without its true masks (all checked first, one error).
         ValueError: a spacing, grouping or eye flag (the files carry their geometry); a bad ``out``.
     """
-    from .evaluate import EVALUATION_ENTRIES, EvaluationResult, _pooled_summary, _ScoredPairs, _write_evaluation
-
     data = Path(data)
     measure = measure or MeasurementOptions()
     _check_options(measure, spacing)
