@@ -27,7 +27,7 @@ def main() -> None:
     for amp in ("bf16", "off"):
         run, wall = train_on_phantom(root, args, f"{args.model}-{amp}", model=args.model, seed=args.seed, amp=amp)
         summary = summarize_run(run)
-        results[amp] = (summary["best val"]["mean dice"], wall)
+        results[amp] = (summary.best_val.mean_dice, wall)
     print(
         f"\n{args.model}, phantom {args.n} B-scans at {args.size[0]}x{args.size[1]}, {args.epochs} epochs, "
         f"batch {args.batch_size}, lr {args.lr}, seed {args.seed}"

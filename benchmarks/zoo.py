@@ -29,7 +29,7 @@ def main() -> None:
         summary = summarize_run(run)
         log = json.loads((run / "log.json").read_text())
         n_train = int(args.n - round(args.n * 0.3))
-        rows.append((name, summary["parameters"] / 1e6, log["model"]["flops"] / 1e9, summary["best val"]["mean dice"],
+        rows.append((name, summary.parameters / 1e6, log["model"]["flops"] / 1e9, summary.best_val.mean_dice,
                      wall, n_train * args.epochs / wall))  # fmt: skip
     print(
         f"\nphantom {args.n} B-scans at {args.size[0]}x{args.size[1]}, {args.epochs} epochs, batch {args.batch_size},"

@@ -581,19 +581,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  "images folder are its sibling 'masks' folder")
             else:
                 result = evaluate_folder(args.weights, args.data, args.img_f, args.mask_f, out, **options)
-            s = result.summary
-            print(format_table(s["per class"], ["name", "dice", "iou", "precision", "recall", "mean image dice",
-                                                "hd95 mean", "hd95 median", "nsd mean", "missed", "false alarms"]))
-            print(f"{s['images']} images: pixel accuracy {s['pixel accuracy']:.4f}, mean dice {s['mean dice']:.4f}, "
-                  f"mean iou {s['mean iou']:.4f}, mean hd95 {s['mean hd95']:.2f} {s['distance unit']}, "
-                  f"mean nsd {s['mean nsd']:.4f}; wrote {out}/summary.json, metrics_per_image.csv and plots")
+            s = result.record
+            print(format_table([c.to_json() for c in s.per_class], ["name", "dice", "iou", "precision", "recall",
+                                                                    "mean image dice", "hd95 mean", "hd95 median",
+                                                                    "nsd mean", "missed", "false alarms"]))
+            print(f"{s.images} images: pixel accuracy {s.pooled.pixel_accuracy:.4f}, mean dice "
+                  f"{s.pooled.mean_dice:.4f}, mean iou {s.pooled.mean_iou:.4f}, mean hd95 {s.mean_hd95:.2f} "
+                  f"{s.distance_unit}, mean nsd {s.mean_nsd:.4f}; wrote {out}/summary.json, metrics_per_image.csv "
+                  "and plots")
             from .clinical.agreement import format_agreement
 
-            print(format_agreement(s["agreement"]) + f"\n(amounts_per_image.csv, bland_altman.png in {out})")
-            if s.get("etdrs agreement"):
+            print(format_agreement(s.agreement) + f"\n(amounts_per_image.csv, bland_altman.png in {out})")
+            if s.etdrs_agreement:
                 from .clinical.etdrs_rows import format_etdrs_agreement
 
-                print(format_etdrs_agreement(s["etdrs agreement"])
+                print(format_etdrs_agreement(s.etdrs_agreement)
                       + f"\n(grader_etdrs.csv, predicted_etdrs.csv, enface/ in {out})")
         elif args.command == "report":
             from .workflows.train_report import write_run_report

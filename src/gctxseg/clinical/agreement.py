@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..core.files import atomic_write_csv
+from ..runs.evalsummary import AmountAgreement
 from .measurements import Measurement
 
 __all__ = ["AMOUNT_COLUMNS", "amount_rows", "agreement_summary", "format_agreement", "write_agreement"]
@@ -76,14 +77,13 @@ def agreement_summary(rows: Sequence[dict], class_names: Sequence[str]) -> list[
             diffs = [r["difference"] for r in kept]
             sd = statistics.stdev(diffs) if len(diffs) > 1 else math.nan
             bias = statistics.fmean(diffs) if diffs else math.nan
-            out.append({
-                "level": level, "class": name, "unit": unit, "n": len(diffs),
-                "mean truth": statistics.fmean(r["truth"] for r in kept) if kept else math.nan,
-                "mean predicted": statistics.fmean(r["predicted"] for r in kept) if kept else math.nan,
-                "mean absolute error": statistics.fmean(abs(d) for d in diffs) if diffs else math.nan,
-                "bias": bias, "sd of differences": sd,
-                "limits of agreement": [bias - 1.96 * sd, bias + 1.96 * sd],
-            })  # fmt: skip
+            out.append(AmountAgreement(
+                level=level, class_name=name, unit=unit, n=len(diffs),
+                mean_truth=statistics.fmean(r["truth"] for r in kept) if kept else math.nan,
+                mean_predicted=statistics.fmean(r["predicted"] for r in kept) if kept else math.nan,
+                mean_absolute_error=statistics.fmean(abs(d) for d in diffs) if diffs else math.nan,
+                bias=bias, sd_of_differences=sd, limits_of_agreement=[bias - 1.96 * sd, bias + 1.96 * sd],
+            ).to_json())  # fmt: skip
     return out
 
 
@@ -95,7 +95,7 @@ def _plot(rows: Sequence[dict], summary: Sequence[dict], class_names: Sequence[s
 
     level = "volume" if any(_level(r["kind"]) == "volume" for r in rows) else "image"
     cases = [r for r in rows if _level(r["kind"]) == level]
-    stats = {a["class"]: a for a in summary if a["level"] == level}
+    stats = {a.class_name: a for a in map(AmountAgreement.from_json, summary) if a.level == level}
     unit = _primary_unit(cases)
     fig, axes = plt.subplots(1, len(class_names), figsize=(4.2 * len(class_names), 3.8), squeeze=False)
     for ax, name in zip(axes[0], class_names):
@@ -103,8 +103,8 @@ def _plot(rows: Sequence[dict], summary: Sequence[dict], class_names: Sequence[s
         t, p = [r["truth"] for r in kept], [r["predicted"] for r in kept]
         if bland_altman:
             ax.scatter([(a + b) / 2 for a, b in zip(t, p)], [r["difference"] for r in kept], s=14, alpha=0.7)
-            if stats[name]["n"] > 1:
-                bias, (low, high) = stats[name]["bias"], stats[name]["limits of agreement"]
+            if stats[name].n > 1:
+                bias, (low, high) = stats[name].bias, stats[name].limits_of_agreement
                 for y, style in ((bias, "-"), (low, "--"), (high, "--")):
                     ax.axhline(y, color="tab:red", linestyle=style, linewidth=1)
                 ax.set_title(f"{name}: bias {bias:.3g}, LoA {low:.3g} to {high:.3g}", fontsize=9)
@@ -138,11 +138,11 @@ def write_agreement(
     return rows, summary
 
 
-def format_agreement(summary: Sequence[dict]) -> str:
+def format_agreement(summary: Sequence[AmountAgreement]) -> str:
     """One line per level and class: mean absolute error and limits of agreement, with units."""
     lines = []
     for a in summary:
-        lo, hi = a["limits of agreement"]
-        lines.append(f"{a['class']} per {a['level']} ({a['n']}): mean absolute error {a['mean absolute error']:.4g} "
-                     f"{a['unit']}, bias {a['bias']:.4g}, limits of agreement {lo:.4g} to {hi:.4g} {a['unit']}")
+        lo, hi = a.limits_of_agreement
+        lines.append(f"{a.class_name} per {a.level} ({a.n}): mean absolute error {a.mean_absolute_error:.4g} "
+                     f"{a.unit}, bias {a.bias:.4g}, limits of agreement {lo:.4g} to {hi:.4g} {a.unit}")
     return "\n".join(lines)

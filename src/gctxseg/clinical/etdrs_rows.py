@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.files import atomic_write_csv
+from ..runs.evalsummary import AmountAgreement
 from . import etdrs
 from .agreement import agreement_summary
 from .enface import plot_enface_map, plot_enface_on_localizer
@@ -217,12 +218,12 @@ def etdrs_agreement(truth: Sequence[VolumeReport], pred: Sequence[VolumeReport],
     return summary
 
 
-def format_etdrs_agreement(summary: Sequence[dict]) -> str:
+def format_etdrs_agreement(summary: Sequence[AmountAgreement]) -> str:
     """The agreement table ``evaluate`` prints: one line per ETDRS column (nL) and hole diameter (µm)."""
     lines = [f"{'volumes vs grader':<28}{'n':>4}{'mean true':>11}{'mean pred':>11}{'MAE':>9}{'bias':>9}"
              f"{'95% limits of agreement':>26}"]
     for a in summary:
-        low, high = a["limits of agreement"]
-        lines.append(f"{a['class']:<28}{a['n']:>4}{a['mean truth']:>11.4g}{a['mean predicted']:>11.4g}"
-                     f"{a['mean absolute error']:>9.3g}{a['bias']:>9.3g}{f'{low:.3g} to {high:.3g}':>26}")
+        low, high = a.limits_of_agreement
+        lines.append(f"{a.class_name:<28}{a.n:>4}{a.mean_truth:>11.4g}{a.mean_predicted:>11.4g}"
+                     f"{a.mean_absolute_error:>9.3g}{a.bias:>9.3g}{f'{low:.3g} to {high:.3g}':>26}")
     return "\n".join(lines)

@@ -38,6 +38,7 @@ from ..data import DatasetError, expand_slices, find_pairs, read_info, read_mask
 from ..data.errors import raise_collected
 from ..inference.predictor import Predictor, load_predictor
 from ..metrics import Spacing, score_image, scores_from_confusion
+from ..runs.evalsummary import ClassScores, EvaluationSummary
 from ..visualize.plots import (
     plot_cases,
     plot_confusion_matrix,
@@ -57,10 +58,15 @@ CSV_COLUMNS = ("file", "class", "dice", "iou", "hd95", "nsd", "truth_pixels", "p
 class EvaluationResult:
     """What :func:`evaluate_folder` computed (and wrote, when it had an output folder)."""
 
-    summary: dict
+    summary: dict  # summary.json as written (EvaluationSummary.from_json reads it)
     rows: list[dict] = field(default_factory=list)  # metrics_per_image.csv, one dict per image and class
     confusion: torch.Tensor | None = None  # K x K pixel counts over all images, rows = truth
     out: Path | None = None
+
+    @property
+    def record(self) -> EvaluationSummary:
+        """The summary as a record (attributes rather than its JSON keys)."""
+        return EvaluationSummary.from_json(self.summary)
 
 
 def _finite(values: Sequence[float]) -> list[float]:
@@ -97,30 +103,21 @@ def _check_masks(pairs, value_map) -> None:
     raise_collected(problems)
 
 
-def _class_summary(k: int, name: str, value: int, pooled: dict, per_image: list[dict]) -> dict:
+def _class_summary(k: int, name: str, value: int, pooled: dict, per_image: list[dict]) -> ClassScores:
     dice = [s["dice"][k] for s in per_image]
     hd95 = [s["hd95"][k] for s in per_image]
     truth = [s["truth_pixels"][k] > 0 for s in per_image]
     predicted = [s["pred_pixels"][k] > 0 for s in per_image]
     finite_hd = _finite(hd95)
-    return {
-        "class": k + 1,
-        "value": value,
-        "name": name,
-        "dice": pooled["Dice"][k],
-        "iou": pooled["IoU"][k],
-        "precision": pooled["Precision"][k],
-        "recall": pooled["Recall"][k],
-        "mean image dice": _mean(dice),
-        "mean image iou": _mean([s["iou"][k] for s in per_image]),
-        "hd95 mean": _mean(finite_hd),
-        "hd95 median": statistics.median(finite_hd) if finite_hd else math.nan,
-        "nsd mean": _mean([s["nsd"][k] for s in per_image]),
-        "images with truth": sum(truth),
-        "images with prediction": sum(predicted),
-        "missed": sum(t and not p for t, p in zip(truth, predicted)),
-        "false alarms": sum(p and not t for t, p in zip(truth, predicted)),
-    }
+    return ClassScores(
+        class_index=k + 1, value=value, name=name, dice=pooled["Dice"][k], iou=pooled["IoU"][k],
+        precision=pooled["Precision"][k], recall=pooled["Recall"][k], mean_image_dice=_mean(dice),
+        mean_image_iou=_mean([s["iou"][k] for s in per_image]), hd95_mean=_mean(finite_hd),
+        hd95_median=statistics.median(finite_hd) if finite_hd else math.nan,
+        nsd_mean=_mean([s["nsd"][k] for s in per_image]), images_with_truth=sum(truth),
+        images_with_prediction=sum(predicted), missed=sum(t and not p for t, p in zip(truth, predicted)),
+        false_alarms=sum(p and not t for t, p in zip(truth, predicted)),
+    )
 
 
 def evaluate_folder(
@@ -325,10 +322,10 @@ def _pooled_summary(scored: _ScoredPairs, names: list[str], values: Sequence[int
                  for c in range(len(names) - 1)]  # fmt: skip
     return {
         **pooled,
-        "mean hd95": _mean([c["hd95 mean"] for c in per_class]),
-        "mean nsd": _mean([c["nsd mean"] for c in per_class]),
-        "mean image dice": _mean([c["mean image dice"] for c in per_class]),
-        "per class": per_class,
+        "mean hd95": _mean([c.hd95_mean for c in per_class]),
+        "mean nsd": _mean([c.nsd_mean for c in per_class]),
+        "mean image dice": _mean([c.mean_image_dice for c in per_class]),
+        "per class": [c.to_json() for c in per_class],
         "confusion matrix": scored.total.tolist(),
     }
 

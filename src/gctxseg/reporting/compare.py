@@ -11,6 +11,7 @@ import torch
 
 from ..core.outputs import check_output_file
 from ..inference.predictor import Predictor
+from ..runs.runlog import RunLog
 from ..visualize.plots import (
     is_gctxseg_plot,
     plot_compare_curves,
@@ -82,17 +83,17 @@ def compare_runs(
         log = json.loads((run_dir / "log.json").read_text())
         label = run_dir.name if run_dir.name not in logs else str(run_dir)
         logs[label] = log
-        best = summary["best val"]
+        best = summary.best_val.scores if summary.best_val is not None else None
         rows.append({
             "run": label,
-            "model": summary["model"],
-            "best epoch": summary["best epoch"] + 1,
-            "epochs": summary["epochs"],
-            "val mean dice": best.get("mean dice"),
-            "val mean iou": best.get("mean iou"),
-            "val pixel acc": best.get("pixel accuracy"),
-            "params (M)": summary["parameters"] / 1e6,
-            "G mult-adds": (log["model"].get("flops") or 0) / 1e9,
+            "model": summary.model,
+            "best epoch": summary.best_epoch + 1,
+            "epochs": summary.epochs,
+            "val mean dice": best.mean_dice if best else None,
+            "val mean iou": best.mean_iou if best else None,
+            "val pixel acc": best.pixel_accuracy if best else None,
+            "params (M)": summary.parameters / 1e6,
+            "G mult-adds": (RunLog.from_json(log).model.flops or 0) / 1e9,
             "input": "x".join(str(s) for s in predictor.base_size),
             "images/s": measure_throughput(predictor, min_seconds=timing_seconds),
         })  # fmt: skip

@@ -13,34 +13,43 @@ import html
 import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.files import atomic_write_text
-from ..visualize.plots import epoch_rows
+from ..core.records import JsonRecord
+from ..runs.evalsummary import EvaluationSummary
+from ..runs.runlog import EpochScores, RunLog, read_run_log
 
 __all__ = [
+    "RunSummary",
     "summarize_run",
     "format_table",
     "write_html_report",
 ]
 
 
-def summarize_run(run_dir: str | Path) -> dict:
+@dataclass(frozen=True)
+class RunSummary(JsonRecord):
+    """A run folder's best epoch (by validation mean Dice) and last epoch, as :func:`summarize_run` reads them."""
+
+    run: str
+    model: str
+    parameters: int
+    epochs: int
+    best_epoch: int  # counted from 0, as log.json's "epoch:N"
+    best_val: EpochScores | None  # None: no epoch was validated
+    last_val: EpochScores | None
+
+
+def summarize_run(run_dir: str | Path) -> RunSummary:
     """Best epoch (by val mean Dice) and last epoch figures of a run folder."""
-    log = json.loads((Path(run_dir) / "log.json").read_text())
-    rows = epoch_rows(log)
-    if not rows:
+    log = read_run_log(run_dir)
+    if not log.epochs:
         raise ValueError(f"{run_dir}/log.json: no epochs logged yet")
-    best = max(rows, key=lambda r: -1.0 if r[2].get("mean dice") is None else r[2]["mean dice"])
-    return {
-        "run": str(run_dir),
-        "model": log["train parameters"]["model"],
-        "parameters": log["model"]["total parameters"],
-        "epochs": len(rows),
-        "best epoch": best[0],
-        "best val": best[2],
-        "last val": rows[-1][2],
-    }
+    best = log.best_epoch()
+    return RunSummary(str(run_dir), log.train_parameters["model"], log.model.total_parameters, len(log.epochs),
+                      best[0], best[2], log.epochs[-1][2])
 
 
 # ---------------------------------------------------------------- evaluation plots
@@ -108,44 +117,42 @@ def _class_names(mask_values: Mapping[str, int]) -> list[str]:
     return [f"class {i} (value {v})" for v, i in sorted(mask_values.items(), key=lambda kv: kv[1])]
 
 
-def _best_epoch_section(log: dict) -> str:
-    rows = epoch_rows(log)
-    if not rows:
+def _best_epoch_section(log: RunLog) -> str:
+    if not log.epochs:
         return "<p>No epoch logged.</p>"
-    epoch, _, val = max(rows, key=lambda r: -1.0 if r[2].get("mean dice") is None else r[2]["mean dice"])
-    names = _class_names(log["train parameters"].get("mask values", {}))[1:] or [
-        f"class {i + 1}" for i in range(len(val["Dice"]))
+    epoch, _, val = log.best_epoch()
+    if val is None:
+        return "<p>No epoch validated.</p>"
+    s = val.scores
+    names = _class_names(log.train_parameters.get("mask values", {}))[1:] or [
+        f"class {i + 1}" for i in range(len(s.dice))
     ]
-    keys = ("Precision", "Recall", "F1 score", "Dice", "IoU")
-    table = [[name] + [val[k][i] for k in keys] for i, name in enumerate(names)]
-    means = ("mean precision", "mean recall", "mean f1 score", "mean dice", "mean iou")
-    table.append(["mean"] + [val[k] for k in means])
+    columns = (s.precision, s.recall, s.f1_score, s.dice, s.iou)
+    table = [[name] + [column[i] for column in columns] for i, name in enumerate(names)]
+    table.append(["mean", s.mean_precision, s.mean_recall, s.mean_f1_score, s.mean_dice, s.mean_iou])
     return (
-        f"<p>Best epoch <b>{epoch + 1}</b> of {len(rows)} (by validation mean Dice, images at the training size): "
-        f"pixel accuracy {_fmt(val.get('pixel accuracy'))}, loss {_fmt(val.get('loss'))}.</p>"
-        + _html_table(["class", *keys], table, "best-epoch")
+        f"<p>Best epoch <b>{epoch + 1}</b> of {len(log.epochs)} (by validation mean Dice, images at the training "
+        f"size): pixel accuracy {_fmt(s.pixel_accuracy)}, loss {_fmt(val.loss)}.</p>"
+        + _html_table(["class", "Precision", "Recall", "F1 score", "Dice", "IoU"], table, "best-epoch")
     )
 
 
 def _evaluation_section(run_dir: Path, eval_dir: Path) -> str:
-    summary = json.loads((eval_dir / "summary.json").read_text())
-    unit = summary.get("distance unit", "px")
+    summary = EvaluationSummary.from_json(json.loads((eval_dir / "summary.json").read_text()))
+    unit = summary.distance_unit
     header = ["class", "Dice (pooled)", "IoU (pooled)", "Precision", "Recall", "mean image Dice",
-              f"HD95 mean ({unit})", f"HD95 median ({unit})", f"NSD@{summary['nsd tolerance']} {unit}",
+              f"HD95 mean ({unit})", f"HD95 median ({unit})", f"NSD@{summary.nsd_tolerance} {unit}",
               "images with truth", "missed", "false alarms"]  # fmt: skip
-    rows = []
-    for c in summary["per class"]:
-        rows.append([c["name"], c["dice"], c["iou"], c["precision"], c["recall"], c["mean image dice"],
-                     c["hd95 mean"], c["hd95 median"], c["nsd mean"], c["images with truth"],
-                     c["missed"], c["false alarms"]])  # fmt: skip
+    rows = [[c.name, c.dice, c.iou, c.precision, c.recall, c.mean_image_dice, c.hd95_mean, c.hd95_median, c.nsd_mean,
+             c.images_with_truth, c.missed, c.false_alarms] for c in summary.per_class]  # fmt: skip
     rel = eval_dir.relative_to(run_dir) if eval_dir.is_relative_to(run_dir) else eval_dir
     parts = [
-        f"<p>{summary['images']} images of <code>{html.escape(str(summary['data']))}</code> at their original size, "
-        f"weights <code>{html.escape(Path(summary['weights']).name)}</code>, inference {summary['infer mode']}, "
-        f"TTA {summary['tta']}; pixel accuracy {_fmt(summary['pixel accuracy'])}, "
-        f"mean Dice {_fmt(summary['mean dice'])}, "
-        f"mean IoU {_fmt(summary['mean iou'])}, mean HD95 {_fmt(summary['mean hd95'])} {unit}, "
-        f"mean NSD {_fmt(summary['mean nsd'])}.</p>",
+        f"<p>{summary.images} images of <code>{html.escape(str(summary.data))}</code> at their original size, "
+        f"weights <code>{html.escape(Path(summary.weights).name)}</code>, inference {summary.infer_mode}, "
+        f"TTA {summary.tta}; pixel accuracy {_fmt(summary.pooled.pixel_accuracy)}, "
+        f"mean Dice {_fmt(summary.pooled.mean_dice)}, "
+        f"mean IoU {_fmt(summary.pooled.mean_iou)}, mean HD95 {_fmt(summary.mean_hd95)} {unit}, "
+        f"mean NSD {_fmt(summary.mean_nsd)}.</p>",
         _html_table(header, rows, "evaluation"),
         '<p class="note">Dice/IoU/precision/recall (pooled) come from pixel counts summed over all images; HD95 '
         "and NSD are per-image values averaged over images where they are defined (see docs/evaluation.md). "
@@ -163,16 +170,14 @@ def _evaluation_section(run_dir: Path, eval_dir: Path) -> str:
     return "\n".join(parts)
 
 
-def _agreement_section(summary: dict, eval_dir: Path, rel: Path) -> str:
+def _agreement_section(summary: EvaluationSummary, eval_dir: Path, rel: Path) -> str:
     """True vs predicted amounts (gctxseg.clinical.agreement): table, Bland-Altman and scatter plots."""
-    agreement = summary.get("agreement") or []
-    if not agreement:
+    if not summary.agreement:
         return ""
     header = ["class", "per", "n", "unit", "mean true", "mean predicted", "mean absolute error", "bias",
               "limits of agreement (95%)"]  # fmt: skip
-    rows = [[a["class"], a["level"], a["n"], a["unit"], a["mean truth"], a["mean predicted"],
-             a["mean absolute error"], a["bias"], " to ".join(_fmt(v) for v in a["limits of agreement"])]
-            for a in agreement]  # fmt: skip
+    rows = [[a.class_name, a.level, a.n, a.unit, a.mean_truth, a.mean_predicted, a.mean_absolute_error, a.bias,
+             " to ".join(_fmt(v) for v in a.limits_of_agreement)] for a in summary.agreement]  # fmt: skip
     parts = ["<h3>Amounts: predicted vs true</h3>", _html_table(header, rows, "agreement"),
              '<p class="note">Area per image (mm² where the pixel spacing is known, else pixels), volume per '
              "volume (mm³, else voxels); difference = predicted - true; limits of agreement = bias ± 1.96 SD. "
@@ -204,9 +209,9 @@ def write_html_report(run_dir: str | Path, eval_dir: str | Path | None = None, o
     run_dir = Path(run_dir)
     if not (run_dir / "log.json").is_file():
         raise ValueError(f"{run_dir}: no log.json; pass a run folder written by 'gctxseg train'")
-    log = json.loads((run_dir / "log.json").read_text())
+    log = read_run_log(run_dir)
     env = json.loads((run_dir / "env.json").read_text()) if (run_dir / "env.json").is_file() else {}
-    params, model = log.get("train parameters", {}), log.get("model", {})
+    params, model = log.train_parameters, log.model
     size = params.get("input size", ["?", "?"])
     sections = [
         f"<h1>gctxseg run {html.escape(run_dir.name)}: {html.escape(str(params.get('model', '?')))}</h1>",
@@ -216,10 +221,10 @@ def write_html_report(run_dir: str | Path, eval_dir: str | Path | None = None, o
         _html_table(["environment", "value"], [[k, v] for k, v in env.items()], "environment") if env else "",
         "<h2>Model</h2>",
         _html_table(["", "value"], [
-            ["parameters", model.get("total parameters")],
-            [f"G multiply-adds at {size[0]}x{size[1]}", (model.get("flops") or 0) / 1e9],
+            ["parameters", model.total_parameters],
+            [f"G multiply-adds at {size[0]}x{size[1]}", (model.flops or 0) / 1e9],
         ], "model"),
-        f'<p class="note">{html.escape(str(model.get("flops note", "")))}</p>',
+        f'<p class="note">{html.escape(str(model.flops_note))}</p>',
         "<h2>Training curves</h2>",
         _img(run_dir / "curves.png", "training curves") if (run_dir / "curves.png").is_file() else "<p>none</p>",
         "<h2>Best epoch (validation, per class)</h2>",

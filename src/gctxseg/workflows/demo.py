@@ -67,16 +67,16 @@ def run_demo(
                                 measure=measure)
 
     summary = summarize_run(run)
-    best = summary["best val"]
+    best = summary.best_val.scores
     print(
         f"\ndemo finished in {time.perf_counter() - start:.0f} s\n"
-        f"  model        {summary['model']} ({summary['parameters'] / 1e6:.2f} M parameters)\n"
+        f"  model        {summary.model} ({summary.parameters / 1e6:.2f} M parameters)\n"
         f"  run folder   {run}  (log.json, curves.png, best.pt, last.pt, samples/)\n"
         f"  predictions  {inference / 'out'} ({len(prediction.written)} masks + overlays, measurements.csv, "
         "index.html)\n"
-        f"  best epoch   {summary['best epoch'] + 1}: val mean Dice {best['mean dice']:.4f}, "
-        f"mean IoU {best['mean iou']:.4f}, per class Dice "
-        + ", ".join(f"{d:.4f}" for d in best["Dice"])
+        f"  best epoch   {summary.best_epoch + 1}: val mean Dice {best.mean_dice:.4f}, "
+        f"mean IoU {best.mean_iou:.4f}, per class Dice "
+        + ", ".join(f"{d:.4f}" for d in best.dice)
     )
     print(predicted_areas(prediction))
     return summary

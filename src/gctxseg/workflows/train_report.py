@@ -6,7 +6,6 @@ imports the evaluation that reports on its result.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Collection
 from pathlib import Path
@@ -17,6 +16,7 @@ from ..data.splits import run_fold_files
 from ..evaluation.evaluate import evaluate_folder
 from ..reporting.report import write_html_report
 from ..runs.checkpoint import load_checkpoint
+from ..runs.runlog import read_run_log
 from ..training import TrainConfig, train
 
 __all__ = ["train_and_report", "write_report_or_warn", "write_run_report"]
@@ -51,7 +51,7 @@ def train_and_report(cfg: TrainConfig, *, given: Collection[str] | None = None) 
 def _trained_amp(run_dir: Path, amp: str) -> str:
     """The ``--amp`` setting of the precision the run trained in (a resumed run keeps its own), from its log."""
     try:
-        trained = json.loads((run_dir / "log.json").read_text())["train parameters"]["amp"]
+        trained = read_run_log(run_dir).train_parameters["amp"]
     except (OSError, ValueError, KeyError):
         return amp
     return {"fp32": "off", "bfloat16": "bf16", "float16": "fp16"}.get(trained, amp)

@@ -1,0 +1,87 @@
+"""The records of a run folder's ``log.json``: the pooled metric block, an epoch's scores, the model's size.
+
+``log.json`` keeps the seed project's format: a ``"train parameters"`` object, a ``"model"`` object
+(:class:`ModelSize`) and one ``"epoch:N"`` entry per epoch whose ``"train log:"`` and ``"val log:"`` hold an
+``"info"`` block (:class:`EpochScores`). :class:`PooledScores` is the block
+:func:`gctxseg.metrics.scores_from_confusion` computes, which ``gctxseg evaluate``'s ``summary.json`` holds too.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..core.records import JsonRecord, inline, key, optional
+
+__all__ = ["PooledScores", "EpochScores", "ModelSize", "RunLog", "read_run_log"]
+
+
+@dataclass(frozen=True)
+class PooledScores(JsonRecord):
+    """Scores from pixel counts summed over a split: per foreground class lists and their NaN-skipping means."""
+
+    pixel_accuracy: float
+    precision: list[float] = key("Precision")
+    recall: list[float] = key("Recall")
+    f1_score: list[float] = key("F1 score")
+    dice: list[float] = key("Dice")
+    iou: list[float] = key("IoU")
+    mean_precision: float = key("mean precision")
+    mean_recall: float = key("mean recall")
+    mean_f1_score: float = key("mean f1 score")
+    mean_dice: float = key("mean dice")
+    mean_iou: float = key("mean iou")
+
+
+@dataclass(frozen=True)
+class EpochScores(JsonRecord):
+    """One epoch's ``info`` block of training or validation: the pooled scores, the loss and the learning rate."""
+
+    scores: PooledScores = inline(PooledScores)
+    loss: float = key("loss")
+    amp_skipped_steps: int | None = optional()  # fp16 runs only: steps the grad scaler skipped
+    lr: float | None = optional()
+
+    @property
+    def mean_dice(self) -> float:
+        return self.scores.mean_dice
+
+
+@dataclass(frozen=True)
+class ModelSize(JsonRecord):
+    """``log.json``'s ``"model"``: parameters and multiply-adds at the input size."""
+
+    total_parameters: int
+    flops: int | None = None
+    flops_note: str = ""
+
+
+@dataclass(frozen=True)
+class RunLog:
+    """A run's ``log.json`` as read back: the parameters as written (every key, for the report's table), the
+    model's size and every logged epoch's training and validation scores (``None``: not validated that epoch)."""
+
+    train_parameters: dict
+    model: ModelSize
+    epochs: list[tuple[int, EpochScores, EpochScores | None]]
+
+    @classmethod
+    def from_json(cls, log: dict) -> RunLog:
+        rows = []
+        for name, entry in log.items():
+            if name.startswith("epoch:"):
+                val = entry.get("val log:", {}).get("info")
+                rows.append((int(name.split(":")[1]), EpochScores.from_json(entry["train log:"]["info"]),
+                             EpochScores.from_json(val) if val else None))
+        return cls(log.get("train parameters", {}), ModelSize.from_json(log.get("model", {"total parameters": None})),
+                   sorted(rows, key=lambda r: r[0]))
+
+    def best_epoch(self) -> tuple[int, EpochScores, EpochScores | None]:
+        """The epoch with the highest validation mean Dice (the first such; an unvalidated epoch counts as -1)."""
+        return max(self.epochs, key=lambda r: -1.0 if r[2] is None or r[2].mean_dice is None else r[2].mean_dice)
+
+
+def read_run_log(run_dir: str | Path) -> RunLog:
+    """``run_dir/log.json`` as a :class:`RunLog`."""
+    return RunLog.from_json(json.loads((Path(run_dir) / "log.json").read_text()))
