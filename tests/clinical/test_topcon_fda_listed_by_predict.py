@@ -17,7 +17,7 @@ pytest.importorskip("eyepy")
 
 def _expected_problem() -> str:
     if importlib.util.find_spec("oct_converter") is None:
-        return 'reading Topcon FDA files needs oct-converter; pip install "gctxseg[oct]"'
+        return 'reading Topcon FDA files needs oct-converter; pip install "gctxseg[fda]"'
     return "not a readable Topcon FDA file"
 
 

@@ -58,6 +58,7 @@ __all__ = [
 ]
 
 OCT_INSTALL = 'pip install "gctxseg[oct]"'
+FDA_INSTALL = 'pip install "gctxseg[fda]"'  # a separate extra: oct-converter pulls opencv and ffmpeg
 EYEPY_SUFFIXES = (".vol", ".e2e", ".xml", ".fda")
 VOLUME_FILE_SUFFIXES = EYEPY_SUFFIXES + (".dcm",)  # a .dcm is a volume file when it has several frames
 OPT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.5.4"  # Ophthalmic Tomography Image Storage
@@ -197,7 +198,8 @@ def _eyepy(path: Path):
         import eyepy
     except ImportError:
         what = "Topcon FDA" if path.suffix.lower() == ".fda" else "HEYEX"
-        raise DatasetError(f"{path}: reading {what} files needs eyepy; {OCT_INSTALL}") from None
+        install = FDA_INSTALL if path.suffix.lower() == ".fda" else OCT_INSTALL
+        raise DatasetError(f"{path}: reading {what} files needs eyepy; {install}") from None
     return eyepy
 
 
@@ -217,7 +219,7 @@ def _read_with_eyepy(path: Path) -> OctVolume:
     except DatasetError:
         raise
     except ImportError as err:  # eyepy reads .fda through oct-converter, an extra of its own
-        raise DatasetError(f"{path}: reading {kind} files needs {err.name or 'oct-converter'}; {OCT_INSTALL}") from None
+        raise DatasetError(f"{path}: reading {kind} files needs {err.name or 'oct-converter'}; {FDA_INSTALL}") from None
     except Exception as err:  # construct's StreamError for a truncated file, ValueError for a radial scan ...
         line = str(err).replace("\n", " ").strip()[:160]
         raise DatasetError(f"{path}: not a readable {kind} file ({type(err).__name__}: {line}); re-export it "
