@@ -361,14 +361,20 @@ def _add_inference_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="score a trained model on a labelled folder (Dice, IoU, HD95, NSD ...)")
-    p.add_argument("--weights", required=True, nargs="+",
-                   help="best.pt or last.pt of a run folder; several, or a 'gctxseg cv' folder = an ensemble")
+    p = sub.add_parser("evaluate", help="score a trained model, or a folder of predicted masks, on a labelled folder "
+                                        "(Dice, IoU, HD95, NSD ...)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--weights", nargs="+",
+                        help="best.pt or last.pt of a run folder; several, or a 'gctxseg cv' folder = an ensemble")
+    source.add_argument("--predictions", default=None, metavar="DIR",
+                        help="score these predicted masks instead of a model's (no model needed): NAME.png per image "
+                             "NAME of --data, with the truth masks' values, as 'gctxseg predict' writes them")
     p.add_argument("--data", required=True, help="images folder; masks in the sibling 'masks' folder")
     p.add_argument("--img_f", default=".jpg", help="image file suffix (default .jpg)")
     p.add_argument("--mask_f", default=".png", help="mask file suffix (default .png)")
     p.add_argument("--out", default=None,
-                   help="output folder (default: eval_<split> beside the weights, e.g. runs/exp/eval_val)")
+                   help="output folder (default: eval_<split> beside the weights, e.g. runs/exp/eval_val; with "
+                        "--predictions DIR, DIR_eval_<split>)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda ... (default auto)")
     p.add_argument("--amp", default="auto", choices=AMP_CHOICES, help="precision (default auto)")
     _add_inference_options(p)
@@ -558,18 +564,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "evaluate":
             from pathlib import Path
 
-            from .evaluation.evaluate import evaluate_folder
+            from .evaluation.evaluate import evaluate_folder, score_prediction_folder
             from .reporting.report import format_table
 
-            first = Path(args.weights[0])
             split = Path(args.data).resolve().parent.name
-            out = args.out or (first if first.is_dir() else first.parent) / f"eval_{split}"
-            result = evaluate_folder(
-                args.weights, args.data, args.img_f, args.mask_f, out, device=args.device, amp=args.amp,
-                tta=args.tta, tta_vflip=args.tta_vflip, infer_mode=args.infer_mode, compile=args.compile,
-                nsd_tolerance=args.nsd_tolerance, spacing=tuple(args.spacing) if args.spacing else None,
-                worst_k=args.worst_k, measure=_measurement_options(args),
-            )
+            scoring = dict(nsd_tolerance=args.nsd_tolerance, spacing=tuple(args.spacing) if args.spacing else None,
+                           worst_k=args.worst_k, measure=_measurement_options(args))
+            if args.predictions:
+                folder = Path(args.predictions)
+                out = args.out or folder.parent / f"{folder.name}_eval_{split}"
+                result = score_prediction_folder(folder, args.data, args.img_f, args.mask_f, out, **scoring)
+            else:
+                first = Path(args.weights[0])
+                out = args.out or (first if first.is_dir() else first.parent) / f"eval_{split}"
+                result = evaluate_folder(
+                    args.weights, args.data, args.img_f, args.mask_f, out, device=args.device, amp=args.amp,
+                    tta=args.tta, tta_vflip=args.tta_vflip, infer_mode=args.infer_mode, compile=args.compile,
+                    **scoring)
             s = result.summary
             print(format_table(s["per class"], ["name", "dice", "iou", "precision", "recall", "mean image dice",
                                                 "hd95 mean", "hd95 median", "nsd mean", "missed", "false alarms"]))
