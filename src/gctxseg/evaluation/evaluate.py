@@ -1,4 +1,4 @@
-"""Scoring a labelled folder with a trained model.
+"""Scoring a labelled folder: a trained model's predictions, or a folder of predicted masks (no model).
 
 ``evaluate_folder`` predicts every image of ``.../images`` at its original size (see
 :class:`gctxseg.inference.predictor.Predictor` for ``resize``/``sliding`` inference and test-time augmentation), maps
@@ -13,6 +13,9 @@ the masks of the sibling ``masks`` folder with the checkpoint's mask-value map, 
 - ``amounts_per_image.csv``, ``bland_altman.png``, ``amount_scatter.png`` and ``summary.json``'s ``agreement``:
   true vs predicted area per image and volume per volume, in mm² / mm³ where the spacing is known
   (:mod:`gctxseg.clinical.agreement`, :mod:`gctxseg.clinical.measurements`).
+
+``score_prediction_folder`` reads each image's prediction from a folder of masks instead (as nnU-Net's
+``compute_metrics_on_folder``) and writes the same files through the same scoring (``_evaluate``).
 
 Per-image scores and their empty cases: :mod:`gctxseg.metrics`.
 """
@@ -281,8 +284,8 @@ def _cases(data, img_f: str, mask_f: str, out: str | Path | None, measure: Measu
     return _Cases(pairs, plan, measure, shown, None if out is None else Path(out), rules)
 
 
-def _evaluate(cases: _Cases, predictions, value_map: MaskValueMap, head: dict, nsd_tolerance: float,
-              spacing: Spacing, worst_k: int) -> EvaluationResult:
+def _evaluate(cases: _Cases, predictions: _ModelPredictions | _FolderPredictions, value_map: MaskValueMap,
+              head: dict, nsd_tolerance: float, spacing: Spacing, worst_k: int) -> EvaluationResult:
     """The one scoring path of a model's and a folder's predictions: score every case, summarise, compare the
     amounts, write ``cases.out``."""
     in_volumes = {m for row in cases.plan if row.kind in ("group", "series") for m in row.members}
@@ -369,8 +372,9 @@ class _ScoredPairs:
     kept: dict[Path, np.ndarray] = field(default_factory=dict)  # predicted labels of B-scans of volumes
 
 
-def _score_pairs(pairs, predictions, value_map: MaskValueMap, nsd_tolerance: float, spacing: Spacing, worst_k: int,
-                 keep: frozenset | set = frozenset()) -> _ScoredPairs:
+def _score_pairs(pairs, predictions: _ModelPredictions | _FolderPredictions, value_map: MaskValueMap,
+                 nsd_tolerance: float, spacing: Spacing, worst_k: int, keep: frozenset | set = frozenset()
+                 ) -> _ScoredPairs:
     """Score every pair's prediction (``predictions(pair)`` gives the image shown and the predicted labels); the
     predictions of the images in ``keep`` (B-scans of volumes) are kept for ETDRS."""
     k = value_map.num_classes
