@@ -153,7 +153,7 @@ def test_splits_json_naming_missing_files_is_one_line(tmp_path, capsys):
 
 
 def test_cv_scores_pool_dice_and_average_surface_metrics_per_image():
-    from gctxseg.crossval.folds import score_predictions
+    from gctxseg.metrics import score_predictions
 
     target = np.zeros((32, 32), np.int64)
     target[8:16, 8:16] = 1

@@ -31,7 +31,7 @@ LAYERS = {
     "data": 2,  # datasets, readers, fingerprint, splits, conversion
     "models": 1,  # architectures and their registry
     "losses": 1,
-    "metrics": 1,
+    "metrics": 1,  # all scoring, on arrays: overlap, surface distances, a set's scores, amounts' agreement
     "core": 1,  # atomic files, output folders, limits, device, seeds, precision
     "__init__": 0,  # gctxseg/__init__.py: the version only; it imports nothing, and reading the version is no arrow
 }

@@ -361,9 +361,14 @@ def _add_inference_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="score a trained model on a labelled folder (Dice, IoU, HD95, NSD ...)")
-    p.add_argument("--weights", required=True, nargs="+",
-                   help="best.pt or last.pt of a run folder; several, or a 'gctxseg cv' folder = an ensemble")
+    p = sub.add_parser("evaluate", help="score a trained model, or a folder of predicted masks, on a labelled folder "
+                                        "(Dice, IoU, HD95, NSD ...)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--weights", nargs="+",
+                        help="best.pt or last.pt of a run folder; several, or a 'gctxseg cv' folder = an ensemble")
+    source.add_argument("--predictions", default=None, metavar="DIR",
+                        help="score these predicted masks instead of a model's (no model needed): NAME.png per image "
+                             "NAME of --data, with the truth masks' values, as 'gctxseg predict' writes them")
     p.add_argument("--data", required=True, help="images folder, masks in the sibling 'masks' folder; or a folder of "
                                                  "OCT volume files (.vol, OPT .dcm, HEYEX .xml: docs/clinic-files.md)")
     p.add_argument("--masks", default=None, metavar="DIR",
@@ -372,7 +377,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--img_f", default=".jpg", help="image file suffix (default .jpg)")
     p.add_argument("--mask_f", default=".png", help="mask file suffix (default .png)")
     p.add_argument("--out", default=None,
-                   help="output folder (default: eval_<split> beside the weights, e.g. runs/exp/eval_val)")
+                   help="output folder (default: eval_<split> beside the weights, e.g. runs/exp/eval_val; with "
+                        "--predictions DIR, DIR_eval_<split>)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda ... (default auto)")
     p.add_argument("--amp", default="auto", choices=AMP_CHOICES, help="precision (default auto)")
     _add_inference_options(p)
@@ -562,25 +568,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "evaluate":
             from pathlib import Path
 
-            from .evaluation.evaluate import evaluate_folder
+            from .evaluation.evaluate import evaluate_folder, score_prediction_folder
             from .evaluation.volume_files import evaluate_volume_folder, volume_files_in
             from .reporting.report import format_table
 
-            first = Path(args.weights[0])
             split = Path(args.data).resolve().parent.name
-            out = args.out or (first if first.is_dir() else first.parent) / f"eval_{split}"
-            options = dict(device=args.device, amp=args.amp, tta=args.tta, tta_vflip=args.tta_vflip,
-                           infer_mode=args.infer_mode, compile=args.compile, nsd_tolerance=args.nsd_tolerance,
-                           spacing=tuple(args.spacing) if args.spacing else None, worst_k=args.worst_k,
-                           measure=_measurement_options(args))
-            if volume_files_in(args.data):  # device exports: each file's own geometry, truth from masks or a SEG
-                result = evaluate_volume_folder(args.weights, args.data, out, masks=args.masks, mask_f=args.mask_f,
-                                                **options)
-            elif args.masks is not None:
+            scoring = dict(nsd_tolerance=args.nsd_tolerance, spacing=tuple(args.spacing) if args.spacing else None,
+                           worst_k=args.worst_k, measure=_measurement_options(args))
+            volumes = bool(volume_files_in(args.data))
+            if args.masks is not None and not volumes:
                 raise ValueError(f"--masks {args.masks}: only for a folder of OCT volume files; the masks of an "
                                  "images folder are its sibling 'masks' folder")
+            if args.predictions:
+                if volumes:
+                    raise ValueError(f"--predictions with --data {args.data}: a folder of OCT volume files is scored "
+                                     "with --weights (its truth is matched to the B-scans the model predicts)")
+                folder = Path(args.predictions)
+                out = args.out or folder.parent / f"{folder.name}_eval_{split}"
+                result = score_prediction_folder(folder, args.data, args.img_f, args.mask_f, out, **scoring)
             else:
-                result = evaluate_folder(args.weights, args.data, args.img_f, args.mask_f, out, **options)
+                first = Path(args.weights[0])
+                out = args.out or (first if first.is_dir() else first.parent) / f"eval_{split}"
+                model = dict(device=args.device, amp=args.amp, tta=args.tta, tta_vflip=args.tta_vflip,
+                             infer_mode=args.infer_mode, compile=args.compile)
+                if volumes:  # device exports: each file's own geometry, truth from masks or a SEG
+                    result = evaluate_volume_folder(args.weights, args.data, out, masks=args.masks,
+                                                    mask_f=args.mask_f, **model, **scoring)
+                else:
+                    result = evaluate_folder(args.weights, args.data, args.img_f, args.mask_f, out, **model, **scoring)
             s = result.record
             print(format_table([c.to_json() for c in s.per_class], ["name", "dice", "iou", "precision", "recall",
                                                                     "mean image dice", "hd95 mean", "hd95 median",

@@ -4,23 +4,22 @@ Per image (area, mm² where the pixel spacing is known, else pixels) and per vol
 group, DICOM series: mm³, else voxels), per foreground class: the true and predicted amount and their
 difference (predicted - true), in ``amounts_per_image.csv``. Over the cases of one level and class:
 mean absolute error, bias (mean difference) and the 95% limits of agreement, bias ± 1.96 SD of the
-differences (Bland & Altman 1986), in ``summary.json``; a Bland-Altman plot (difference against the mean
-of the two) and a predicted-vs-true scatter per class, ``bland_altman.png`` and ``amount_scatter.png``.
+differences (Bland & Altman 1986; :mod:`gctxseg.metrics.agreement`), in ``summary.json``; a Bland-Altman plot
+(difference against the mean of the two) and a predicted-vs-true scatter per class, ``bland_altman.png`` and
+``amount_scatter.png``.
 """
 
 from __future__ import annotations
 
-import math
-import statistics
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..core.files import atomic_write_csv
+from ..metrics.agreement import agreement_summary, level_of, primary_unit
 from ..runs.evalsummary import AmountAgreement
 from .measurements import Measurement
 
-__all__ = ["AMOUNT_COLUMNS", "amount_rows", "agreement_summary", "format_agreement", "write_agreement"]
+__all__ = ["AMOUNT_COLUMNS", "amount_rows", "format_agreement", "write_agreement"]
 
 AMOUNT_COLUMNS = ("file", "kind", "class", "unit", "truth", "predicted", "difference")
 
@@ -52,51 +51,16 @@ def amount_rows(truth: Sequence[Measurement], pred: Sequence[Measurement], class
     return rows
 
 
-def _level(kind: str) -> str:
-    return "image" if kind == "image" else "volume"
-
-
-def _primary_unit(rows: Sequence[dict]) -> str:
-    return Counter(r["unit"] for r in rows).most_common(1)[0][0]
-
-
-def agreement_summary(rows: Sequence[dict], class_names: Sequence[str]) -> list[dict]:
-    """Per level (``image``, ``volume``) and class: n, unit, mean true/predicted, MAE, bias, limits of agreement.
-
-    Cases of a level whose unit differs from the level's most common one (some files without a spacing)
-    are left out, so every figure has one unit.
-    """
-    out = []
-    for level in ("image", "volume"):
-        cases = [r for r in rows if _level(r["kind"]) == level]
-        if not cases:
-            continue
-        unit = _primary_unit(cases)
-        for name in class_names:
-            kept = [r for r in cases if r["class"] == name and r["unit"] == unit]
-            diffs = [r["difference"] for r in kept]
-            sd = statistics.stdev(diffs) if len(diffs) > 1 else math.nan
-            bias = statistics.fmean(diffs) if diffs else math.nan
-            out.append(AmountAgreement(
-                level=level, class_name=name, unit=unit, n=len(diffs),
-                mean_truth=statistics.fmean(r["truth"] for r in kept) if kept else math.nan,
-                mean_predicted=statistics.fmean(r["predicted"] for r in kept) if kept else math.nan,
-                mean_absolute_error=statistics.fmean(abs(d) for d in diffs) if diffs else math.nan,
-                bias=bias, sd_of_differences=sd, limits_of_agreement=[bias - 1.96 * sd, bias + 1.96 * sd],
-            ).to_json())  # fmt: skip
-    return out
-
-
 def _plot(rows: Sequence[dict], summary: Sequence[dict], class_names: Sequence[str], path: Path,
           bland_altman: bool) -> None:
     """One panel per class at the volume level where there are volumes, else per image; the bias and limits of
     agreement drawn are the summary's."""
     from ..visualize.plots import plt, save_figure  # local: matplotlib only when plotting
 
-    level = "volume" if any(_level(r["kind"]) == "volume" for r in rows) else "image"
-    cases = [r for r in rows if _level(r["kind"]) == level]
+    level = "volume" if any(level_of(r["kind"]) == "volume" for r in rows) else "image"
+    cases = [r for r in rows if level_of(r["kind"]) == level]
     stats = {a.class_name: a for a in map(AmountAgreement.from_json, summary) if a.level == level}
-    unit = _primary_unit(cases)
+    unit = primary_unit(cases)
     fig, axes = plt.subplots(1, len(class_names), figsize=(4.2 * len(class_names), 3.8), squeeze=False)
     for ax, name in zip(axes[0], class_names):
         kept = [r for r in cases if r["class"] == name and r["unit"] == unit]

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from ..core.files import atomic_write_csv
+from ..metrics.agreement import agreement_by_unit
 from ..runs.evalsummary import AmountAgreement
 from . import etdrs
-from .agreement import agreement_summary
 from .enface import plot_enface_map, plot_enface_on_localizer
 
 __all__ = ["VolumeReport", "etdrs_agreement", "etdrs_columns", "etdrs_record", "fluid_classes",
@@ -208,14 +208,7 @@ def etdrs_agreement(truth: Sequence[VolumeReport], pred: Sequence[VolumeReport],
                 continue
             rows.append({"file": r.name, "kind": "volume", "class": column, "unit": column.rsplit("_", 1)[1],
                          "truth": float(t), "predicted": float(p), "difference": float(p) - float(t)})
-    by_unit = {}
-    for row in rows:
-        by_unit.setdefault(row["unit"], []).append(row)
-    summary = []
-    for unit_rows in by_unit.values():
-        names = list(dict.fromkeys(row["class"] for row in unit_rows))
-        summary += [s for s in agreement_summary(unit_rows, names) if s["n"]]
-    return summary
+    return agreement_by_unit(rows)
 
 
 def format_etdrs_agreement(summary: Sequence[AmountAgreement]) -> str:

@@ -33,13 +33,14 @@ from ..core.files import atomic_write_json, atomic_write_text
 from ..data import MaskValueMap, find_pairs, read_mask
 from ..data.splits import SPLITS_FINAL, cv_folds, held_out_scans, load_splits
 from ..inference.postprocess import choose_postprocessing
+from ..metrics import score_predictions
 from ..models import resolve_model_name
 from ..runs.checkpoint import load_checkpoint
 from ..runs.cvfolder import choose_cv_folder, cv_identity, missing_folds, start_cv_folder
 from ..runs.runfiles import RunFile
 from ..training import TrainConfig
 from ..training.start import NO_START, check_start_architecture, start_architecture
-from .folds import fold_finished, format_cv_summary, score_predictions, summarize_cv, train_fold
+from .folds import fold_finished, format_cv_summary, summarize_cv, train_fold
 from .lr_probe import (
     ProbePlan,
     ProbeResult,

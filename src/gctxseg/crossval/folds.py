@@ -32,13 +32,12 @@ from ..data import MaskValueMap, read_mask
 from ..data.splits import run_fold_files
 from ..inference.postprocess import choose_postprocessing
 from ..inference.predictor import Predictor
-from ..metrics import score_image, scores_from_confusion
+from ..metrics import pooled_mean_dice, score_predictions
 from ..runs.checkpoint import load_checkpoint
 from ..training import TrainConfig
 from ..workflows.train_report import train_and_report
 
-__all__ = ["fold_dice", "fold_finished", "train_fold", "summarize_cv", "score_predictions", "oof_probabilities",
-           "format_cv_summary"]
+__all__ = ["fold_dice", "fold_finished", "train_fold", "summarize_cv", "oof_probabilities", "format_cv_summary"]
 
 
 def fold_finished(fold_dir: Path) -> bool:
@@ -95,40 +94,19 @@ def oof_probabilities(cv_dir: str | Path, device: str = "auto", amp: str = "auto
     return out
 
 
-def score_predictions(preds: Sequence[np.ndarray], targets: Sequence[np.ndarray], num_classes: int) -> dict:
-    """Pooled (summed confusion) Dice/IoU per class, and per-image HD95 and NSD (2 px) means where defined."""
-    total = torch.zeros(num_classes, num_classes, dtype=torch.int64)
-    surface: dict[str, list[list[float]]] = {m: [[] for _ in range(num_classes - 1)] for m in ("hd95", "nsd")}
-    for pred, target in zip(preds, targets):
-        scores = score_image(pred, target, num_classes)
-        total += scores["confusion"]
-        for metric, per_class in surface.items():
-            for c, value in enumerate(scores[metric]):
-                if math.isfinite(value):
-                    per_class[c].append(value)
-    pooled = scores_from_confusion(total)
-    return {"dice": pooled["Dice"], "iou": pooled["IoU"], **{m: [_mean(v) for v in per_class]
-            for m, per_class in surface.items()}, "images": len(preds)}
-
-
 def fold_dice(cv_dir: str | Path, fold: int, device: str = "auto", amp: str = "auto") -> float:
     """Mean foreground Dice, pooled over one fold's held-out images, of that fold's final weights (0 where no
     class is defined): the figure ``gctxseg cv``'s race compares after fold 0."""
     oof = oof_probabilities(cv_dir, device, amp, folds=[fold])
     names = sorted(oof)
     k = oof[names[0]]["probs"].shape[0]
-    dice = score_predictions([oof[n]["probs"].argmax(0) for n in names], [oof[n]["target"] for n in names], k)["dice"]
-    finite = [d for d in dice if d is not None and math.isfinite(d)]
-    return float(np.mean(finite)) if finite else 0.0
-
-
-def _mean(values: Sequence[float]) -> float:
-    return float(np.mean(values)) if values else float("nan")
+    return pooled_mean_dice([oof[n]["probs"].argmax(0) for n in names], [oof[n]["target"] for n in names], k)
 
 
 def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
     finite = [v for v in values if math.isfinite(v)]
-    return _mean(finite), (statistics.stdev(finite) if len(finite) > 1 else float("nan"))
+    mean = float(np.mean(finite)) if finite else float("nan")
+    return mean, (statistics.stdev(finite) if len(finite) > 1 else float("nan"))
 
 
 def summarize_cv(cv_dir: str | Path, device: str = "auto", amp: str = "auto") -> dict:

@@ -1,4 +1,4 @@
-"""Scoring a labelled folder with a trained model.
+"""Scoring a labelled folder: a trained model's predictions, or a folder of predicted masks (no model).
 
 ``evaluate_folder`` predicts every image of ``.../images`` at its original size (see
 :class:`gctxseg.inference.predictor.Predictor` for ``resize``/``sliding`` inference and test-time augmentation), maps
@@ -13,6 +13,9 @@ the masks of the sibling ``masks`` folder with the checkpoint's mask-value map, 
 - ``amounts_per_image.csv``, ``bland_altman.png``, ``amount_scatter.png`` and ``summary.json``'s ``agreement``:
   true vs predicted area per image and volume per volume, in mm² / mm³ where the spacing is known
   (:mod:`gctxseg.clinical.agreement`, :mod:`gctxseg.clinical.measurements`).
+
+``score_prediction_folder`` reads each image's prediction from a folder of masks instead (as nnU-Net's
+``compute_metrics_on_folder``) and writes the same files through the same scoring (``_evaluate``).
 
 Per-image scores and their empty cases: :mod:`gctxseg.metrics`.
 """
@@ -34,10 +37,21 @@ from ..clinical.agreement import write_agreement
 from ..clinical.measurements import MeasurementOptions, class_names_for, fill_counts, plan_measurements
 from ..core.files import atomic_write_csv, atomic_write_json
 from ..core.outputs import check_output_folder, staged_output
-from ..data import DatasetError, expand_slices, find_pairs, read_info, read_mask
+from ..data import (
+    READABLE_SUFFIXES,
+    DatasetError,
+    ImagePair,
+    MaskValueMap,
+    expand_slices,
+    find_pairs,
+    read_image,
+    read_info,
+    read_mask,
+)
 from ..data.errors import raise_collected
-from ..inference.predictor import Predictor, load_predictor
-from ..metrics import Spacing, score_image, scores_from_confusion
+from ..data.io import file_stem, is_scan
+from ..inference.predictor import EnsemblePredictor, Predictor, load_predictor
+from ..metrics import Spacing, check_spacing, nanmean, score_image, scores_from_confusion
 from ..runs.evalsummary import ClassScores, EvaluationSummary
 from ..visualize.plots import (
     plot_cases,
@@ -49,6 +63,7 @@ __all__ = [
     "CSV_COLUMNS",
     "EvaluationResult",
     "evaluate_folder",
+    "score_prediction_folder",
 ]
 
 CSV_COLUMNS = ("file", "class", "dice", "iou", "hd95", "nsd", "truth_pixels", "pred_pixels")
@@ -73,15 +88,20 @@ def _finite(values: Sequence[float]) -> list[float]:
     return [v for v in values if math.isfinite(v)]
 
 
-def _mean(values: Sequence[float]) -> float:
-    kept = [v for v in values if not math.isnan(v)]
-    return sum(kept) / len(kept) if kept else math.nan
-
-
 def _image_score(scores: dict) -> float:
     """Ranking key of an image: mean foreground Dice over the classes present; 1 when nothing is anywhere."""
     defined = [d for d in scores["dice"] if not math.isnan(d)]
     return sum(defined) / len(defined) if defined else 1.0
+
+
+def _read_truth(pair: ImagePair) -> tuple[np.ndarray, str | None]:
+    """A ground-truth mask as read, and what is wrong with its size (None where it fits its image)."""
+    mask = read_mask(pair.mask, pair.slice_index)
+    h, w = read_info(pair.image).size
+    if mask.shape != (h, w):
+        return mask, (f"{pair.mask}: {mask.shape[0]}x{mask.shape[1]} but its image is {h}x{w}; "
+                      "re-export the mask at the image size")
+    return mask, None
 
 
 def _check_masks(pairs, value_map) -> None:
@@ -89,13 +109,9 @@ def _check_masks(pairs, value_map) -> None:
     problems = []
     for pair in pairs:
         try:
-            mask = read_mask(pair.mask, pair.slice_index)
-            h, w = read_info(pair.image).size
-            if mask.shape != (h, w):
-                problems.append(
-                    f"{pair.mask}: {mask.shape[0]}x{mask.shape[1]} but its image is {h}x{w}; "
-                    "re-export the mask at the image size"
-                )
+            mask, problem = _read_truth(pair)
+            if problem:
+                problems.append(problem)
                 continue
             value_map.encode(mask, source=pair.mask)
         except DatasetError as err:
@@ -111,10 +127,10 @@ def _class_summary(k: int, name: str, value: int, pooled: dict, per_image: list[
     finite_hd = _finite(hd95)
     return ClassScores(
         class_index=k + 1, value=value, name=name, dice=pooled["Dice"][k], iou=pooled["IoU"][k],
-        precision=pooled["Precision"][k], recall=pooled["Recall"][k], mean_image_dice=_mean(dice),
-        mean_image_iou=_mean([s["iou"][k] for s in per_image]), hd95_mean=_mean(finite_hd),
+        precision=pooled["Precision"][k], recall=pooled["Recall"][k], mean_image_dice=nanmean(dice),
+        mean_image_iou=nanmean([s["iou"][k] for s in per_image]), hd95_mean=nanmean(finite_hd),
         hd95_median=statistics.median(finite_hd) if finite_hd else math.nan,
-        nsd_mean=_mean([s["nsd"][k] for s in per_image]), images_with_truth=sum(truth),
+        nsd_mean=nanmean([s["nsd"][k] for s in per_image]), images_with_truth=sum(truth),
         images_with_prediction=sum(predicted), missed=sum(t and not p for t, p in zip(truth, predicted)),
         false_alarms=sum(p and not t for t, p in zip(truth, predicted)),
     )
@@ -122,7 +138,7 @@ def _class_summary(k: int, name: str, value: int, pooled: dict, per_image: list[
 
 def evaluate_folder(
     weights: str | Path | list[str | Path],
-    data: str | Path,
+    data: str | Path | Sequence[ImagePair],
     img_f: str = ".jpg",
     mask_f: str = ".png",
     out: str | Path | None = None,
@@ -143,7 +159,7 @@ def evaluate_folder(
 
     Args:
         weights: ``best.pt`` / ``last.pt``.
-        data: images folder.
+        data: images folder (or its file pairs, e.g. a CV fold's).
         img_f: image file suffix.
         mask_f: mask file suffix.
         out: folder for ``summary.json``, ``metrics_per_image.csv`` and the plots (nothing written if None).
@@ -170,45 +186,126 @@ def evaluate_folder(
             (:mod:`gctxseg.core.outputs`: the input folders, a folder of other files, one being written now).
         OSError: the disk refused a write (the previous evaluation in ``out`` is then kept).
     """
-    spacing = _checked_spacing(spacing)
-    # a NIfTI volume is scored slice by slice; ``data`` may also be the file pairs themselves (a CV fold)
+    spacing = check_spacing(spacing)
+    cases = _cases(data, img_f, mask_f, out, measure, out_owned)  # a wrong --out is refused before the weights are read
+    predictor = load_predictor(weights, device, amp, tta=tta, tta_vflip=tta_vflip, infer_mode=infer_mode,
+                               compile=compile)
+    _check_masks(cases.pairs, predictor.value_map)
+    head = {
+        "weights": str(weights),
+        "data": cases.data,
+        "images": len(cases.pairs),
+        "infer mode": infer_mode,
+        "tta": "hflip+vflip" if tta_vflip else "hflip" if tta else "off",
+    }
+    return _evaluate(cases, _ModelPredictions(predictor), predictor.value_map, head, nsd_tolerance, spacing, worst_k)
+
+
+def score_prediction_folder(
+    predictions: str | Path,
+    data: str | Path | Sequence[ImagePair],
+    img_f: str = ".jpg",
+    mask_f: str = ".png",
+    out: str | Path | None = None,
+    *,
+    nsd_tolerance: float = 2.0,
+    spacing: Spacing = None,
+    worst_k: int = 4,
+    measure: MeasurementOptions | None = None,
+    mask_values: Sequence[int] | None = None,
+) -> EvaluationResult:
+    """Score a folder of predicted masks against the truth of a labelled folder, no model needed (as nnU-Net's
+    ``compute_metrics_on_folder``): the same figures and files as :func:`evaluate_folder`, through its scoring.
+
+    A case's prediction is the file of ``predictions`` with the stem of its image (``NAME.png``, a volume's
+    ``NAME.nii.gz``), holding the truth masks' values, as ``gctxseg predict`` writes them; a ``gctxseg predict``
+    output folder is read from its ``masks/``. Files of other suffixes (``.csv``, ``.json``) are not looked at.
+
+    Args:
+        predictions: folder of predicted masks.
+        data: images folder (truth in the sibling ``masks``), or its file pairs (e.g. a CV fold's).
+        img_f: image file suffix.
+        mask_f: truth mask file suffix.
+        out: folder for ``summary.json``, ``metrics_per_image.csv`` and the plots (nothing written if None).
+        nsd_tolerance: NSD tolerance in pixels (in the unit of ``spacing`` when given), default 2.
+        spacing: pixel size, one number or ``(row, column)``, e.g. in mm; None = pixels.
+        worst_k: images in the worst/best case grids.
+        measure: pixel/slice spacing, B-scan grouping and class names of the true-vs-predicted amounts.
+        mask_values: the mask value of each class, background first (default: the values the truth masks
+            hold; with N ``measure.class_names``, 0..N where the masks hold class numbers and not every class).
+
+    Raises:
+        DatasetError: a truth case without a prediction, a prediction without truth, a prediction or truth
+            mask whose size does not fit, a value outside the classes' (all checked first, one error).
+        ValueError: no ``predictions`` folder, a bad option, an ``out`` that is not evaluate's to write.
+        OSError: the disk refused a write (the previous evaluation in ``out`` is then kept).
+    """
+    spacing = check_spacing(spacing)
+    folder = Path(predictions)
+    cases = _cases(data, img_f, mask_f, out, measure, False, (folder, "the predictions folder"))
+    predicted, problems = _match_predictions(cases.pairs, folder)
+    value_map, more = _check_predictions(cases.pairs, predicted, mask_values, len(cases.measure.class_names))
+    raise_collected(problems + more)
+    head = {"predictions": str(folder), "data": cases.data, "images": len(cases.pairs)}
+    return _evaluate(cases, _FolderPredictions(predicted, value_map), value_map, head, nsd_tolerance, spacing,
+                     worst_k)
+
+
+@dataclass
+class _Cases:
+    """The labelled cases an evaluation scores, their measurement plan, and where (and under which rules) it
+    writes."""
+
+    pairs: list[ImagePair]
+    plan: list
+    measure: MeasurementOptions
+    data: str  # as summary.json names it
+    out: Path | None
+    rules: dict
+
+
+def _cases(data, img_f: str, mask_f: str, out: str | Path | None, measure: MeasurementOptions | None,
+           out_owned: bool, *inputs: tuple[Path, str]) -> _Cases:
+    """Pair the files (a NIfTI volume one slice each), plan the amounts, and check ``out`` against the
+    ``inputs`` and the folders read, before any prediction is read or made."""
     from_folder = isinstance(data, (str, Path))
     pairs = expand_slices(find_pairs(data, img_f, mask_f) if from_folder else list(data))
     measure = measure or MeasurementOptions()
     images = list(dict.fromkeys(p.image for p in pairs))
-    plan = plan_measurements(images, measure, data if from_folder else images[0].parent)  # checked before predicting
-    if out is not None:  # a wrong --out costs nothing: refused before the weights are read
-        rules = _output_rules(pairs, Path(out), out_owned)
+    plan = plan_measurements(images, measure, data if from_folder else images[0].parent)
+    rules = {}
+    if out is not None:
+        rules = _output_rules(pairs, Path(out), out_owned, inputs)
         check_output_folder(out, "evaluate", EVALUATION_ENTRIES, **rules)
-    predictor = load_predictor(weights, device, amp, tta=tta, tta_vflip=tta_vflip, infer_mode=infer_mode,
-                               compile=compile)
-    _check_masks(pairs, predictor.value_map)
-    in_volumes = {m for row in plan if row.kind in ("group", "series") for m in row.members}
-    scored = _score_pairs(pairs, predictor, nsd_tolerance, spacing, worst_k, keep=in_volumes)
-    value_map = predictor.value_map
+    shown = str(data) if from_folder else f"{len(pairs)} listed files"
+    return _Cases(pairs, plan, measure, shown, None if out is None else Path(out), rules)
+
+
+def _evaluate(cases: _Cases, predictions: _ModelPredictions | _FolderPredictions, value_map: MaskValueMap,
+              head: dict, nsd_tolerance: float, spacing: Spacing, worst_k: int) -> EvaluationResult:
+    """The one scoring path of a model's and a folder's predictions: score every case, summarise, compare the
+    amounts, write ``cases.out``."""
+    in_volumes = {m for row in cases.plan if row.kind in ("group", "series") for m in row.members}
+    scored = _score_pairs(cases.pairs, predictions, value_map, nsd_tolerance, spacing, worst_k, keep=in_volumes)
     names = [f"class {c} (value {v})" for c, v in enumerate(value_map.values)]
     summary = {
-        "weights": str(weights),
-        "data": str(data) if from_folder else f"{len(pairs)} listed files",
-        "images": len(pairs),
-        "infer mode": infer_mode,
-        "tta": "hflip+vflip" if tta_vflip else "hflip" if tta else "off",
+        **head,
         "nsd tolerance": nsd_tolerance,
         "spacing": spacing,
         "distance unit": "px" if spacing is None else "spacing unit",
         "mask values": value_map.to_dict(),
         **_pooled_summary(scored, names, value_map.values),
-        "seconds per image": scored.seconds / max(1, len(pairs)),
-        "device": str(predictor.device),
+        **predictions.timing(len(cases.pairs)),
     }
-    class_names = class_names_for(measure, predictor.num_classes)
-    if out is None:
-        _add_agreement(summary, plan, pairs, scored, value_map, class_names, measure, None)
+    class_names = class_names_for(cases.measure, value_map.num_classes)
+    agreement = (summary, cases.plan, cases.pairs, scored, value_map, class_names, cases.measure)
+    if cases.out is None:
+        _add_agreement(*agreement, None)
         return EvaluationResult(summary, scored.rows, scored.total, None)
-    with staged_output(out, "evaluate", EVALUATION_ENTRIES, **rules) as staging:
-        _add_agreement(summary, plan, pairs, scored, value_map, class_names, measure, staging)
+    with staged_output(cases.out, "evaluate", EVALUATION_ENTRIES, **cases.rules) as staging:
+        _add_agreement(*agreement, staging)
         _write_evaluation(staging, summary, scored, names)
-    return EvaluationResult(summary, scored.rows, scored.total, Path(out))
+    return EvaluationResult(summary, scored.rows, scored.total, cases.out)
 
 
 # What `evaluate` writes into --out: a new or empty folder, or a previous evaluation (gctxseg.core.outputs' rule)
@@ -219,10 +316,12 @@ EVALUATION_ENTRIES = frozenset({
 })
 
 
-def _output_rules(pairs, out: Path, adopt_unmarked: bool) -> dict:
-    """The folders ``evaluate`` reads (images, ground-truth masks), never written into; the advice of a refusal."""
+def _output_rules(pairs, out: Path, adopt_unmarked: bool, inputs: Sequence[tuple[Path, str]] = ()) -> dict:
+    """The folders ``evaluate`` reads (images, ground-truth masks, ``inputs``), never written into; the advice of a
+    refusal."""
     protected = {p.image.parent: "the images folder" for p in pairs}
     protected.update({p.mask.parent: "the ground-truth masks folder" for p in pairs})
+    protected.update(dict(inputs))
     return dict(noun="evaluation files", fix=f"pass a new folder, e.g. --out {out.parent / (out.name + '_eval')}",
                 protected=list(protected.items()), adopt_unmarked=adopt_unmarked)
 
@@ -256,15 +355,6 @@ def _volume_agreement(plan, pairs, scored: _ScoredPairs, value_map, class_names,
     return etdrs_agreement(truth, pred, class_names, measure.eye)
 
 
-def _checked_spacing(spacing: Spacing) -> Spacing:
-    if spacing is None:
-        return None
-    spacing = float(spacing) if isinstance(spacing, (int, float)) else tuple(float(s) for s in spacing)
-    if any(s <= 0 for s in np.atleast_1d(spacing)):
-        raise ValueError(f"spacing must be > 0, got {spacing}")
-    return spacing
-
-
 @dataclass
 class _ScoredPairs:
     """What scoring every file pair gathers: pooled counts, per-image scores and rows, amounts, extreme cases."""
@@ -276,8 +366,8 @@ class _ScoredPairs:
     pred_counts: dict[Path, list[int]] = field(default_factory=dict)
     worst: list = field(default_factory=list)  # heaps of (key, index, case): the worst_k lowest / highest scores
     best: list = field(default_factory=list)
-    seconds: float = 0.0
     kept: dict[Path, np.ndarray] = field(default_factory=dict)  # predicted labels of B-scans of volumes
+    seconds: float = 0.0  # forward passes, where the caller times the model itself (volume files)
 
     def add(self, index: int, file: str, scores: dict, case: tuple, worst_k: int) -> None:
         """Pool one image's ``scores`` (:func:`gctxseg.metrics.score_image`): its rows of metrics_per_image.csv
@@ -295,17 +385,16 @@ class _ScoredPairs:
                 (heapq.heappush if len(heap) < worst_k else heapq.heappushpop)(heap, (key, -index, shown))
 
 
-def _score_pairs(pairs, predictor: Predictor, nsd_tolerance: float, spacing: Spacing, worst_k: int,
-                 keep: frozenset | set = frozenset()) -> _ScoredPairs:
-    """Score every pair; the predictions of the images in ``keep`` (B-scans of volumes) are kept for ETDRS."""
-    k = predictor.num_classes
+def _score_pairs(pairs, predictions: _ModelPredictions | _FolderPredictions, value_map: MaskValueMap,
+                 nsd_tolerance: float, spacing: Spacing, worst_k: int, keep: frozenset | set = frozenset()
+                 ) -> _ScoredPairs:
+    """Score every pair's prediction (``predictions(pair)`` gives the image shown and the predicted labels); the
+    predictions of the images in ``keep`` (B-scans of volumes) are kept for ETDRS."""
+    k = value_map.num_classes
     scored = _ScoredPairs(torch.zeros(k, k, dtype=torch.int64))
     for i, pair in enumerate(pairs):
-        image = predictor.read(pair.image, pair.slice_index)  # intensities mapped as in training (CT window)
-        target = predictor.value_map.encode(read_mask(pair.mask, pair.slice_index), source=pair.mask)
-        t0 = time.perf_counter()
-        pred = predictor.predict_image(image, str(pair))
-        scored.seconds += time.perf_counter() - t0
+        target = value_map.encode(read_mask(pair.mask, pair.slice_index), source=pair.mask)
+        image, pred = predictions(pair)
         scores = score_image(pred, target, k, nsd_tolerance, spacing)
         if pair.image in keep and pair.slice_index is None:
             scored.kept[pair.image] = np.asarray(pred, dtype=np.uint8)
@@ -322,9 +411,9 @@ def _pooled_summary(scored: _ScoredPairs, names: list[str], values: Sequence[int
                  for c in range(len(names) - 1)]  # fmt: skip
     return {
         **pooled,
-        "mean hd95": _mean([c.hd95_mean for c in per_class]),
-        "mean nsd": _mean([c.nsd_mean for c in per_class]),
-        "mean image dice": _mean([c.mean_image_dice for c in per_class]),
+        "mean hd95": nanmean([c.hd95_mean for c in per_class]),
+        "mean nsd": nanmean([c.nsd_mean for c in per_class]),
+        "mean image dice": nanmean([c.mean_image_dice for c in per_class]),
         "per class": [c.to_json() for c in per_class],
         "confusion matrix": scored.total.tolist(),
     }
@@ -344,3 +433,129 @@ def _write_evaluation(out: Path, summary: dict, scored: _ScoredPairs, names: lis
 # ---------------------------------------------------------------- comparing runs
 
 
+# ---------------------------------------------------------------- where the predictions come from
+
+
+class _ModelPredictions:
+    """A model's prediction of each case, timed (``summary.json``'s seconds per image are the forward passes)."""
+
+    def __init__(self, predictor: Predictor | EnsemblePredictor) -> None:
+        self.predictor = predictor
+        self.seconds = 0.0
+
+    def __call__(self, pair: ImagePair) -> tuple[np.ndarray, np.ndarray]:
+        image = self.predictor.read(pair.image, pair.slice_index)  # intensities mapped as in training (CT window)
+        t0 = time.perf_counter()
+        pred = self.predictor.predict_image(image, str(pair))
+        self.seconds += time.perf_counter() - t0
+        return image, pred
+
+    def timing(self, images: int) -> dict:
+        return {"seconds per image": self.seconds / max(1, images), "device": str(self.predictor.device)}
+
+
+class _FolderPredictions:
+    """Each case's predicted mask file, read and mapped to classes with the truth's values."""
+
+    def __init__(self, predicted: dict[ImagePair, Path], value_map: MaskValueMap) -> None:
+        self.predicted = predicted
+        self.value_map = value_map
+
+    def __call__(self, pair: ImagePair) -> tuple[np.ndarray, np.ndarray]:
+        path = self.predicted[pair]
+        return _shown_image(pair), self.value_map.encode(read_mask(path, pair.slice_index), source=path)
+
+    def timing(self, images: int) -> dict:
+        return {}
+
+
+def _shown_image(pair: ImagePair) -> np.ndarray:
+    """A case's image as the worst/best grids show it: a picture as read, a scan scaled from its 0.5th to 99.5th
+    percentile (without a model there is no training window to show it in)."""
+    image = read_image(pair.image, pair.slice_index)
+    if is_scan(pair.image):
+        low, high = np.percentile(image, (0.5, 99.5))
+        image = np.clip((image - low) / max(float(high - low), 1e-6), 0, 1)
+    return image
+
+
+def _listed(names: Sequence[str], shown: int = 5) -> str:
+    return ", ".join(names[:shown]) + (f", ... {len(names) - shown} more" if len(names) > shown else "")
+
+
+def _match_predictions(pairs: Sequence[ImagePair], folder: Path) -> tuple[dict[ImagePair, Path], list[str]]:
+    """Each pair's prediction in ``folder`` (the mask file of its image's stem; a ``gctxseg predict`` output
+    folder's ``masks/``), and the cases without one and the predictions without a case, one problem each.
+
+    Raises:
+        ValueError: ``folder`` is not a folder.
+    """
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: --predictions folder not found; pass the folder of predicted masks")
+    files = [f for f in sorted(folder.iterdir()) if f.is_file() and f.name.lower().endswith(READABLE_SUFFIXES)]
+    if not files and (folder / "masks").is_dir():
+        return _match_predictions(pairs, folder / "masks")
+    by_case: dict[str, list[Path]] = {}
+    for file in files:
+        by_case.setdefault(file_stem(file), []).append(file)
+    problems = [f"{found[0]}: {len(found)} predictions of case {case} ({', '.join(f.name for f in found)}); "
+                "keep one" for case, found in by_case.items() if len(found) > 1]
+    cases = list(dict.fromkeys(file_stem(p.image) for p in pairs))
+    missing = [c for c in cases if c not in by_case]
+    if missing:
+        problems.append(f"{folder}: no prediction for {len(missing)} of {len(cases)} truth case(s) "
+                        f"({_listed(missing)}); predict them, or score a folder of the cases predicted")
+    extra = sorted(set(by_case) - set(cases))
+    if extra:
+        problems.append(f"{folder}: {len(extra)} prediction(s) without a truth mask ({_listed(extra)}); move them "
+                        "out, or pass the --data folder they were predicted from")
+    return {p: by_case[file_stem(p.image)][0] for p in pairs if file_stem(p.image) in by_case}, problems
+
+
+def _check_predictions(pairs: Sequence[ImagePair], predicted: dict[ImagePair, Path],
+                       mask_values: Sequence[int] | None, named: int) -> tuple[MaskValueMap | None, list[str]]:
+    """Read every truth mask and prediction before scoring any: sizes, and values against the classes' (see
+    :func:`score_prediction_folder`'s ``mask_values``); the value map and every problem (a volume's once)."""
+    problems, truth_values, found = [], set(), []
+    for pair in pairs:
+        try:
+            truth, problem = _read_truth(pair)
+            problems += [problem] if problem else []
+            truth_values.update(np.unique(truth).tolist())
+            if pair not in predicted:
+                continue
+            where = predicted[pair] if pair.slice_index is None else f"{predicted[pair]} (slice {pair.slice_index})"
+            pred = read_mask(predicted[pair], pair.slice_index)
+            if pred.shape != truth.shape:
+                problems.append(f"{predicted[pair]}: {pred.shape[0]}x{pred.shape[1]} but its truth mask "
+                                f"{pair.mask} is {truth.shape[0]}x{truth.shape[1]}; predict at the image's size")
+            else:
+                found.append((where, set(np.unique(pred).tolist())))
+        except DatasetError as err:
+            problems.append(str(err))
+    value_map, problem = _class_values(truth_values, mask_values, named, pairs)
+    problems += [problem] if problem else []
+    for where, values in found if value_map is not None else ():
+        unknown = sorted(values - set(value_map.values))
+        if unknown:
+            problems.append(f"{where}: value(s) {unknown} not among the classes' mask values {value_map.values}; "
+                            "write the predictions with the truth masks' values, as gctxseg predict does")
+    return value_map, list(dict.fromkeys(problems))
+
+
+def _class_values(truth: set[int], given: Sequence[int] | None, named: int,
+                  pairs: Sequence[ImagePair]) -> tuple[MaskValueMap | None, str | None]:
+    """The classes' mask values: ``given``, else the truth's, widened to 0..``named`` for masks of class numbers
+    that do not hold every named class; and what is wrong with them."""
+    masks = pairs[0].mask.parent if pairs else "the truth masks"
+    if given is not None:
+        unknown = sorted(truth - {int(v) for v in given})
+        problem = f"{masks}: truth value(s) {unknown} not among the mask values {sorted(given)}" if unknown else None
+        return MaskValueMap(given), problem
+    if not truth:
+        return None, None  # no truth mask could be read: each one is a problem already
+    values = set(range(named + 1)) if named and truth <= set(range(named + 1)) else truth
+    if len(values) < 2:
+        return None, (f"{masks}: every truth mask holds only the value {min(values)}: no class to score; pass "
+                      "--class-names to name the classes the values 1..N stand for")
+    return MaskValueMap(values), None

@@ -53,15 +53,17 @@ class AmountAgreement(JsonRecord):
     limits_of_agreement: list[float] = key("limits of agreement")  # bias -/+ 1.96 SD
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EvaluationSummary(JsonRecord):
-    """``summary.json`` of an evaluation folder."""
+    """``summary.json`` of an evaluation folder: a model's (``weights``, its inference settings and timing) or a
+    folder of predicted masks' (``predictions``; ``evaluate --predictions``)."""
 
-    weights: str
+    weights: str | None = optional()
+    predictions: str | None = optional()
     data: str
     images: int
-    infer_mode: str
-    tta: str
+    infer_mode: str | None = optional()
+    tta: str | None = optional()
     nsd_tolerance: float
     spacing: float | list[float] | None
     distance_unit: str
@@ -72,7 +74,7 @@ class EvaluationSummary(JsonRecord):
     mean_image_dice: float = key("mean image dice")
     per_class: list[ClassScores] = records("per class", ClassScores)
     confusion_matrix: list[list[int]] = key("confusion matrix")
-    seconds_per_image: float = key("seconds per image")
-    device: str = key("device")
+    seconds_per_image: float | None = optional("seconds per image")
+    device: str | None = optional("device")
     agreement: list[AmountAgreement] = records(None, AmountAgreement, default_factory=list)
     etdrs_agreement: list[AmountAgreement] | None = optional(None, AmountAgreement)
