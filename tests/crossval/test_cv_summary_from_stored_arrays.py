@@ -42,6 +42,14 @@ def _figures(cv):
     return top["ranking"], top["chosen"], config
 
 
+def _arrays(cv):
+    arrays = {}
+    for path in (cv / "unet" / "oof").glob("*.npz"):
+        with np.load(path) as stored:
+            arrays[path.name] = stored["probabilities"]
+    return arrays
+
+
 def test_each_fold_writes_its_held_out_scans_arrays_and_the_summary_reads_them(trained_cv):
     _, cv = trained_cv
     splits = json.loads((cv / "splits_final.json").read_text())
@@ -58,6 +66,7 @@ def test_each_fold_writes_its_held_out_scans_arrays_and_the_summary_reads_them(t
 def test_the_summary_from_arrays_equals_the_one_from_predicting_again(trained_cv, tmp_path, capsys):
     images, cv = _copy(trained_cv, tmp_path)
     before = _figures(cv)
+    stored = _arrays(cv)
     shutil.rmtree(cv / "unet" / "oof")
     assert main(["cv", str(images), "--summary-only", "--results", str(cv.parent), "--name", "cv", "--device", "cpu",
                  "--amp", "off"]) == 0
@@ -65,6 +74,10 @@ def test_the_summary_from_arrays_equals_the_one_from_predicting_again(trained_cv
     assert out.count("is missing); predicting them again") == 2  # each fold, once
     assert "summary: " in out and "(2 fold(s) predicted again, the others from arrays;" in out
     assert _figures(cv) == before  # the same figures, every one: Dice, HD95, NSD, post-processing, ranking
+    again = _arrays(cv)
+    assert again.keys() == stored.keys() and len(stored) == 12
+    assert all(np.array_equal(again[n], stored[n]) for n in stored)  # what the folds stored is what predicting gives
+    assert any(0 < a.max() and a.min() < 255 for a in stored.values())  # probabilities, not a constant
 
 
 def test_a_resumed_cv_does_not_predict_again(trained_cv, tmp_path, monkeypatch, capsys):
