@@ -59,7 +59,7 @@ def test_summary_only_scores_each_fold_on_the_scans_it_held_out_when_new_scans_w
     assert {fold: s["images"] for fold, s in summary["per fold"].items()} == {"0": len(splits[0]["val"]),
                                                                           "1": len(splits[1]["val"])}
     assert summary["images"] == 12
-    scored = sorted(p.stem for p in (cv / "unet" / "oof").glob("*.npy"))
+    scored = sorted(p.stem for p in (cv / "unet" / "oof").glob("*.npz"))
     assert scored == sorted(n for s in splits for n in s["val"])  # p04 was trained on by no fold: not scored
 
 
@@ -77,8 +77,8 @@ def test_ensembles_are_scored_on_exactly_the_held_out_scans(grown_cv):
     from gctxseg.crossval.configurations import choose_configuration
 
     images, cv = grown_cv
-    stale = cv / "unet" / "oof" / "p04_b00.npy"  # left by an earlier summary: in no fold of this cv
-    np.save(stale, np.load(next((cv / "unet" / "oof").glob("p00_*.npy"))))
+    stale = cv / "unet" / "oof" / "p04_b00.npz"  # left by an earlier summary: in no fold of this cv
+    stale.write_bytes(next((cv / "unet" / "oof").glob("p00_*.npz")).read_bytes())
     try:
         summary = choose_configuration(cv, ["unet"])
     finally:

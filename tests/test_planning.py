@@ -86,7 +86,7 @@ def test_cv_writes_out_of_fold_summary_and_an_ensemble_predicts_at_the_original_
     assert json.loads((cv / "cv_summary.json").read_text())["chosen"]["members"] == ["unet"]  # --model: one
     config = cv / "unet"
     summary = json.loads((config / "cv_summary.json").read_text())
-    assert summary["folds"] == 2 and summary["images"] == 12 and len(list((config / "oof").glob("*.npy"))) == 12
+    assert summary["folds"] == 2 and summary["images"] == 12 and len(list((config / "oof").glob("*.npz"))) == 12
     assert set(summary["per fold"]) == {"0", "1"} and len(summary["pooled out-of-fold"]["dice"]) == 1
     assert len(summary["pooled out-of-fold"]["nsd"]) == 1 and len(summary["fold mean"]["nsd"]) == 1
     assert (config / "postprocessing.json").is_file() and (cv / "cv_report.html").is_file()

@@ -51,7 +51,9 @@ from .lr_probe import (
     read_record,
     skip_probe,
 )
+from .oof import OOF_FOLDER, predict_fold_oof, stored_probabilities
 from .race import RACE_RECORD, format_race, race_after_first_fold, read_race
+from .topup import PRE_RACE_FOLD, fold_steps, plan_top_ups, prepare_top_up
 
 __all__ = ["DEFAULT_CONFIGURATIONS", "TIE_DICE", "choose_configuration", "cv_models", "format_ranking", "run_cv",
            "summarize_folder", "write_splits"]
@@ -135,13 +137,18 @@ class _CvClock:
 
     def __init__(self, minutes: float | None, spent_s: float = 0.0) -> None:
         self.ends_at = None if not minutes else time.perf_counter() + minutes * 60 * (1 - SUMMARY_SHARE) - spent_s
+        self.after_s = 0.0  # what a fold spent after training (its out-of-fold arrays), last measured
 
     def share(self, units_left: int) -> float | None:
-        """Minutes for the next unit of ``units_left`` (itself included); None without a budget."""
+        """Training minutes for the next unit of ``units_left`` (itself included): its share less what it will
+        spend after training, as the last fold did; None without a budget."""
         if self.ends_at is None:
             return None
-        left_s = self.ends_at - time.perf_counter()
-        return max(left_s / max(units_left, 1), MIN_UNIT_S) / 60
+        return max(self.left_s() / max(units_left, 1) - self.after_s, MIN_UNIT_S) / 60
+
+    def left_s(self) -> float:
+        """Seconds of training left to the deadline (0 without a budget)."""
+        return self.ends_at - time.perf_counter() if self.ends_at is not None else 0.0
 
 
 def _training_spent_s(cv_dir: Path, models: list[str]) -> float:
@@ -163,33 +170,77 @@ def _train_configuration(cfg: TrainConfig, cv_dir: Path, model: str, clock: _CvC
     folds."""
     config_dir = cv_dir / model
     config_dir.mkdir(parents=True, exist_ok=True)
-    timing_path = config_dir / "timing.json"
-    timing = _read_timing(config_dir)
-    cfg = replace(cfg, model=model, init_weights=_start_for(cfg, model))
     units = _units_left(cv_dir, model, folds, probe) + units_after
-
-    def timed(key: str, work, done: bool) -> object:
-        """``work()``, its wall and CPU time added to ``timing[key]`` unless it was ``done`` (kept, not run)."""
-        wall, cpu = time.perf_counter(), _cpu_seconds()
-        out = work()
-        if not done:
-            spent = timing.get(key, {"wall s": 0.0, "cpu s": 0.0})
-            timing[key] = {"wall s": spent["wall s"] + time.perf_counter() - wall,
-                           "cpu s": spent["cpu s"] + _cpu_seconds() - cpu}
-            atomic_write_json(timing_path, timing)
-        return out
-
     if isinstance(probe, ProbePlan):  # its steps were planned from one fold's share, before the folds
-        probe = timed("lr probe", partial(probe_learning_rate, cfg, config_dir, probe), done=False)
+        probe = _timed(config_dir, "lr probe", partial(probe_learning_rate, _configuration_config(cfg, model, None),
+                                                        config_dir, probe))
         units -= 1
-    if probe is not None:
-        cfg = replace(cfg, lr=probe.lr, lr_reason=probe_reason(probe))
+    cfg = _configuration_config(cfg, model, probe)
     for fold in folds:
         done = fold_finished(config_dir / f"fold_{fold}")
         fold_cfg = cfg if done else replace(cfg, time_budget=clock.share(units) or cfg.time_budget)
-        timed(str(fold), partial(train_fold, fold_cfg, config_dir, fold), done=done)
+        _timed(config_dir, str(fold), partial(_train_fold_and_oof, fold_cfg, config_dir, fold, clock), done=done)
         units -= not done
     return probe
+
+
+def _timed(config_dir: Path, key: str, work, done: bool = False) -> object:
+    """``work()``, its wall and CPU time added to ``timing.json[key]`` unless it was ``done`` (kept, not run)."""
+    wall, cpu = time.perf_counter(), _cpu_seconds()
+    out = work()
+    if not done:
+        timing = _read_timing(config_dir)
+        spent = timing.get(key, {"wall s": 0.0, "cpu s": 0.0})
+        timing[key] = {"wall s": spent["wall s"] + time.perf_counter() - wall,
+                       "cpu s": spent["cpu s"] + _cpu_seconds() - cpu}
+        atomic_write_json(config_dir / "timing.json", timing)
+    return out
+
+
+def _train_fold_and_oof(cfg: TrainConfig, config_dir: Path, fold: int, clock: _CvClock) -> None:
+    """Train ``fold``, then write its out-of-fold arrays (:mod:`gctxseg.crossval.oof`) as it ends (rank 0); their
+    seconds are what the clock keeps back from the next fold's training."""
+    fold_dir = train_fold(cfg, config_dir, fold)
+    not_main = torch.distributed.is_initialized() and torch.distributed.get_rank() != 0
+    if not_main or not (fold_dir / "last.pt").is_file():
+        return
+    started = time.perf_counter()
+    predict_fold_oof(config_dir, fold, cfg.device, cfg.amp)
+    clock.after_s = time.perf_counter() - started
+
+
+def _top_up_first_folds(cfg: TrainConfig, cv_dir: Path, kept: list[str], clock: _CvClock, probes: dict,
+                        race: dict) -> None:
+    """After the race, train each kept configuration's fold 0 again from its weights for the share the dropped
+    ones freed (:mod:`gctxseg.crossval.topup`); what each got is recorded in ``race.json`` under ``top-up``. Not
+    with a schedule the user fixed (``--epochs``/``--steps``), and once: a cv resumed during a top-up finishes it as
+    it resumes any fold; not under torchrun, where every rank would move the folder."""
+    fixed = cfg.epochs is not None or cfg.steps is not None
+    if clock.ends_at is None or fixed or "top-up" in race or torch.distributed.is_initialized():
+        return
+    later = sum(_units_left(cv_dir, m, range(1, cfg.folds), None) for m in kept)
+    spent = {m: _read_timing(cv_dir / m).get("0", {}).get("wall s", 0.0) for m in kept}
+    seconds, why_not = plan_top_ups(spent, clock.left_s(), later, MIN_UNIT_S)
+    race["top-up"] = {m: {"minutes": seconds[m] / 60} if m in seconds else {"skipped": why_not[m]} for m in kept}
+    atomic_write_json(cv_dir / RACE_RECORD, race)  # decided once: a cv resumed during a top-up does not plan again
+    for model in kept:
+        config_dir, record = cv_dir / model, race["top-up"][model]
+        if model not in seconds:
+            print(f"top-up after the race: {model}: {why_not[model]}", flush=True)
+            continue
+        record["steps before"] = fold_steps(config_dir / "fold_0")[0]
+        print(f"top-up after the race: {model} fold 0 trains {record['minutes']:.2f} min more from the weights it "
+              f"raced with ({record['steps before']} steps; that run moves to {model}/{PRE_RACE_FOLD})", flush=True)
+        top_up = prepare_top_up(_configuration_config(cfg, model, probes.get(model)), config_dir, seconds[model])
+        _timed(config_dir, "0 top-up", partial(_train_fold_and_oof, top_up, config_dir, 0, clock))
+        record["steps"] = fold_steps(config_dir / "fold_0")[0]
+        atomic_write_json(cv_dir / RACE_RECORD, race)
+
+
+def _configuration_config(cfg: TrainConfig, model: str, probe) -> TrainConfig:
+    """``cfg`` as one configuration's folds train: its model, its start, the learning rate its probe chose."""
+    cfg = replace(cfg, model=model, init_weights=_start_for(cfg, model))
+    return replace(cfg, lr=probe.lr, lr_reason=probe_reason(probe)) if probe is not None else cfg
 
 
 def _races(cfg: TrainConfig, cv_dir: Path, models: list[str], race: bool) -> bool:
@@ -246,16 +297,32 @@ def run_cv(cfg: TrainConfig, models: list[str] | tuple[str, ...] = DEFAULT_CONFI
         record = race_after_first_fold(cv_dir, models, fold_budget, cfg.folds, device or cfg.device, amp or cfg.amp)
         print(format_race(record), flush=True)
         models = record["kept"]
+        _top_up_first_folds(cfg, cv_dir, models, clock, probes, record)
         later = range(1, cfg.folds)
         for i, model in enumerate(models):
             after = sum(_units_left(cv_dir, m, later, None) for m in models[i + 1:])
             _train_configuration(cfg, cv_dir, model, clock, probes.get(model), later, after)
     if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
         return cv_dir
-    for model in models:
-        summarize_cv(cv_dir / model, device=device or cfg.device, amp=amp or cfg.amp)
-    choose_configuration(cv_dir, models, race=record)
+    kept_s = cfg.time_budget * 60 * SUMMARY_SHARE if cfg.time_budget else None
+    _summarize(cv_dir, models, record, device or cfg.device, amp or cfg.amp, kept_s)
     return cv_dir
+
+
+def _summarize(cv_dir: Path, models: list[str], race: dict | None, device: str, amp: str,
+               kept_s: float | None = None) -> dict:
+    """Each configuration's summary, then the choice among them, from the folds' stored out-of-fold arrays; one
+    line says what it took (against the ``kept_s`` seconds of the budget kept for it) and how it was scored."""
+    started = time.perf_counter()
+    summaries = [summarize_cv(cv_dir / model, device=device, amp=amp) for model in models]
+    chosen = choose_configuration(cv_dir, models, race=race)
+    again = sum(len(s["out-of-fold"]["predicted again"]) for s in summaries)
+    source = f"{again} fold(s) predicted again, the others from arrays" if again else "out-of-fold from arrays"
+    share = f" of the {kept_s:.0f} s kept for it" if kept_s else ""
+    print(f"summary: {time.perf_counter() - started:.1f} s{share} ({source}; surface metrics on each "
+          f"configuration's {chosen['images']} held-out scans at their own size, once, none for the ensembles)",
+          flush=True)
+    return chosen
 
 
 def _read_timing(config_dir: Path) -> dict[str, dict[str, float]]:
@@ -275,21 +342,17 @@ def _read_timing(config_dir: Path) -> dict[str, dict[str, float]]:
 def _configuration_cost(config_dir: Path) -> dict:
     """Training CPU / wall seconds (timing.json), optimiser steps and epochs per fold (the final checkpoints)."""
     timing = _read_timing(config_dir)
-    steps, epochs = [], []
-    for last in sorted(config_dir.glob("fold_*/last.pt")):
-        ckpt = load_checkpoint(last, mmap=True)  # two counters wanted: the weights stay on disk
-        steps.append(int(ckpt["scheduler"]["last_epoch"]))
-        epochs.append(int(ckpt["epoch"]) + 1)
+    runs = [last.parent for last in sorted(config_dir.glob("fold_*/last.pt"))]
+    steps, epochs = (list(c) for c in zip(*map(fold_steps, runs))) if runs else ([], [])
+    if runs and (config_dir / PRE_RACE_FOLD / "last.pt").is_file():  # fold 0 topped up: both runs trained it
+        before = fold_steps(config_dir / PRE_RACE_FOLD)
+        steps[0], epochs[0] = steps[0] + before[0], epochs[0] + before[1]
     return {"cpu s": sum(t["cpu s"] for t in timing.values()), "wall s": sum(t["wall s"] for t in timing.values()),
             "steps per fold": steps, "epochs per fold": epochs}
 
 
 def _load_oof(config_dir: Path, names: list[str]) -> list[np.ndarray]:
-    missing = [n for n in names if not (config_dir / "oof" / f"{n}.npy").is_file()]
-    if missing:
-        raise ValueError(f"{config_dir}/oof: no out-of-fold prediction for {missing[0]} (and {len(missing) - 1} "
-                         "more); run gctxseg cv again to finish its folds")
-    return [np.load(config_dir / "oof" / f"{n}.npy", allow_pickle=False) for n in names]
+    return stored_probabilities(config_dir, names)
 
 
 def _score_candidate(members: tuple[str, ...], oof: dict[str, list[np.ndarray]], targets, k: int) -> dict:
@@ -297,7 +360,9 @@ def _score_candidate(members: tuple[str, ...], oof: dict[str, list[np.ndarray]],
     probs = [np.mean([oof[m][i].astype(np.float32) for m in members], axis=0) for i in range(len(targets))]
     preds = [p.argmax(0) for p in probs]
     post = choose_postprocessing(preds, targets, k)
-    raw, processed = score_predictions(preds, targets, k), score_predictions([post(p) for p in preds], targets, k)
+    # the ranking is by Dice: the surface metrics of every candidate are not paid for (the summaries have them)
+    raw = score_predictions(preds, targets, k, surface=False)
+    processed = score_predictions([post(p) for p in preds], targets, k, surface=False)
     return {"members": list(members), "dice": raw["dice"], "post-processed dice": processed["dice"],
             "mean dice": float(np.nanmean(processed["dice"])), "postprocessing": post}
 
@@ -327,7 +392,7 @@ def choose_configuration(cv_dir: str | Path, models: list[str], race: dict | Non
     summaries = {m: json.loads((cv_dir / m / "cv_summary.json").read_text()) for m in models}
     folds_file = cv_dir / SPLITS_FINAL  # ensembles are scored on exactly the held-out scans, not stale oof files
     names = held_out_scans(load_splits(folds_file)) if folds_file.is_file() else \
-        sorted(p.stem for p in (cv_dir / models[0] / "oof").glob("*.npy"))
+        sorted(p.stem for p in (cv_dir / models[0] / OOF_FOLDER).glob("*.npz"))
     k, classes, targets = _targets(cv_dir, models[0], names)
     oof = {m: _load_oof(cv_dir / m, names) for m in models}
     costs = {m: _configuration_cost(cv_dir / m) for m in models}
@@ -423,9 +488,7 @@ def summarize_folder(cv_dir: str | Path, device: str = "auto", amp: str = "auto"
     if race is not None:  # the configurations dropped after fold 0 have one fold: not candidates
         models = [m for m in models if m in race["kept"]]
     _complete_folds(cv_dir, [cv_dir / m for m in models], race)
-    for model in models:
-        summarize_cv(cv_dir / model, device=device, amp=amp)
-    choose_configuration(cv_dir, models, race=race)
+    _summarize(cv_dir, models, race, device, amp)
 
 
 def _complete_folds(cv_dir: Path, config_dirs: list[Path], race: dict | None) -> None:

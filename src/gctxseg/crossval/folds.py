@@ -5,8 +5,9 @@ among them. A configuration's folder holds ``fold_0`` ... ``fold_{K-1}`` (ordina
 after another here; any fold can also be trained on its own machine or under torchrun with ``gctxseg train
 --folds K --fold k --results CV --name fold_k``), then
 
-- ``oof/NAME.npy``: each held-out image's class probabilities from the fold that did not train on it
-  (uint8, probability x 255, ``K x H x W`` at the image's size) — what configuration ensembles average;
+- ``oof/NAME.npz``: each held-out image's class probabilities from the fold that did not train on it
+  (uint8, probability x 255, ``K x H x W`` at the image's size), written as the fold ends
+  (:mod:`gctxseg.crossval.oof`) — what the summary scores and configuration ensembles average;
 Scores use each fold's final weights (``last.pt``): ``best.pt`` is chosen on the held-out images themselves.
 
 - ``postprocessing.json``: per class the connected-component rule that raised the pooled out-of-fold Dice
@@ -25,17 +26,15 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..core.files import atomic_write_json, atomic_write_text
-from ..data import MaskValueMap, read_mask
-from ..data.splits import run_fold_files
+from ..data import MaskValueMap
 from ..inference.postprocess import choose_postprocessing
-from ..inference.predictor import Predictor
-from ..metrics import pooled_mean_dice, score_predictions
+from ..metrics import pool_image_scores, pooled_mean_dice, score_image
 from ..runs.checkpoint import load_checkpoint
 from ..training import TrainConfig
 from ..workflows.train_report import train_and_report
+from .oof import oof_probabilities
 
 __all__ = ["fold_dice", "fold_finished", "train_fold", "summarize_cv", "oof_probabilities", "format_cv_summary"]
 
@@ -60,38 +59,6 @@ def train_fold(cfg: TrainConfig, cv_dir: str | Path, fold: int) -> Path:
     return train_and_report(replace(cfg, fold=fold, results=str(cv_dir), name=f"fold_{fold}", exist_ok=True))
 
 
-def _quantise(probs: torch.Tensor) -> np.ndarray:
-    return (probs.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-
-
-def oof_probabilities(cv_dir: str | Path, device: str = "auto", amp: str = "auto",
-                      folds: Sequence[int] | None = None) -> dict[str, dict]:
-    """Predict each fold's (or only ``folds``') held-out images with that fold's final weights; write
-    ``oof/NAME.npy``.
-
-    The final (``last.pt``) weights, as nnU-Net scores ``checkpoint_final``: ``best.pt`` was chosen on these
-    same held-out images, so its score would be optimistic.
-
-    Returns:
-        name -> {"fold", "target" (class indices), "probs" (uint8 K x H x W)}.
-    """
-    cv_dir = Path(cv_dir)
-    trained = sorted(cv_dir.glob("fold_*/last.pt"), key=lambda p: int(p.parent.name.split("_")[1]))
-    trained = [w for w in trained if folds is None or int(w.parent.name.split("_")[1]) in folds]
-    if not trained:
-        raise ValueError(f"{cv_dir}: no fold_*/last.pt; train the folds first (gctxseg cv DATA --folds K)")
-    (cv_dir / "oof").mkdir(exist_ok=True)  # only into a folder of folds: a run folder named by mistake stays as it was
-    out: dict[str, dict] = {}
-    for weights in trained:
-        predictor = Predictor(weights, device, amp)
-        cfg = predictor.config
-        _, val, _ = run_fold_files(cfg, weights.parent)
-        for pair in val:
-            probs = _quantise(predictor.predict_proba(predictor.read(pair.image), str(pair.image)))
-            np.save(cv_dir / "oof" / f"{pair.name}.npy", probs)
-            target = predictor.value_map.encode(read_mask(pair.mask), source=pair.mask)
-            out[pair.name] = {"fold": cfg["fold"], "target": target, "probs": probs}
-    return out
 
 
 def fold_dice(cv_dir: str | Path, fold: int, device: str = "auto", amp: str = "auto") -> float:
@@ -119,12 +86,15 @@ def summarize_cv(cv_dir: str | Path, device: str = "auto", amp: str = "auto") ->
     names = sorted(oof)
     preds = [oof[n]["probs"].argmax(0) for n in names]
     targets = [oof[n]["target"] for n in names]
+    scores = [score_image(p, t, k) for p, t in zip(preds, targets)]  # each scan's surface metrics once
     per_fold = {}
     for fold in sorted({oof[n]["fold"] for n in names}):
-        idx = [i for i, n in enumerate(names) if oof[n]["fold"] == fold]
-        per_fold[str(fold)] = score_predictions([preds[i] for i in idx], [targets[i] for i in idx], k)
+        per_fold[str(fold)] = pool_image_scores([s for s, n in zip(scores, names) if oof[n]["fold"] == fold], k)
     postprocess = choose_postprocessing(preds, targets, k)
     postprocess.save(cv_dir / "postprocessing.json")
+    processed = [postprocess(p) for p in preds]  # a scan the rules leave as it was keeps its scores
+    processed_scores = [s if np.array_equal(q, p) else score_image(q, t, k)
+                        for s, p, q, t in zip(scores, preds, processed, targets)]
     summary = {
         "folds": len(per_fold),
         "images": len(names),
@@ -133,9 +103,11 @@ def summarize_cv(cv_dir: str | Path, device: str = "auto", amp: str = "auto") ->
         "per fold": per_fold,
         "fold mean": {m: [_mean_sd([f[m][c] for f in per_fold.values()]) for c in range(k - 1)]
                       for m in ("dice", "iou", "hd95", "nsd")},
-        "pooled out-of-fold": score_predictions(preds, targets, k),
+        "pooled out-of-fold": pool_image_scores(scores, k),
         "postprocessing": postprocess.to_dict(),
-        "pooled out-of-fold post-processed": score_predictions([postprocess(p) for p in preds], targets, k),
+        "pooled out-of-fold post-processed": pool_image_scores(processed_scores, k),
+        "out-of-fold": {"from arrays": sorted({oof[n]["fold"] for n in names if not oof[n]["predicted"]}),
+                        "predicted again": sorted({oof[n]["fold"] for n in names if oof[n]["predicted"]})},
     }
     atomic_write_json(cv_dir / "cv_summary.json", summary)
     atomic_write_text(cv_dir / "cv_report.html", cv_report_html(summary, cv_dir.name))

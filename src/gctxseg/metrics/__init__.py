@@ -28,7 +28,7 @@ empty, and we want a false alarm on a healthy scan to score 0.
 
 from .agreement import agreement_by_unit, agreement_summary, level_of, primary_unit
 from .overlap import ConfusionMatrix, confusion_matrix, nanmean, scores_from_confusion
-from .predictions import pooled_mean_dice, score_image, score_predictions
+from .predictions import pool_image_scores, pooled_mean_dice, score_image, score_predictions
 from .surface import Spacing, check_spacing, surface_metrics
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "confusion_matrix",
     "level_of",
     "nanmean",
+    "pool_image_scores",
     "pooled_mean_dice",
     "primary_unit",
     "score_image",
