@@ -34,7 +34,7 @@ from .distributed import agree_across_ranks
 from .loop import install_stop_handlers, restore_handlers
 from .schedule import StepSchedule, now
 
-__all__ = ["EpochEnd", "EpochRun", "BudgetShare", "drive_epochs", "VALIDATION_SHARE"]
+__all__ = ["EpochEnd", "EpochRun", "BudgetShare", "drive_epochs", "budget_record", "VALIDATION_SHARE"]
 
 # At most this share of a clocked run's seconds goes to validations between epochs (with the log and checkpoints
 # written after them); the validation after the last step always runs.
@@ -51,6 +51,7 @@ class EpochEnd:
     steps: int  # optimiser steps of the pass (fewer than an epoch's where the schedule ended inside it)
     pass_s: float  # wall seconds of the training pass
     started: float  # ``time.perf_counter()`` when the pass began (the seconds an epoch line shows)
+    training_s: float = 0.0  # a clocked run's seconds in the pass, on the schedule's clock (the budget's share)
     validated: dict | None = None  # the validation's metrics, None where none ran
     draw: bool = True  # redraw the run's figures (a clocked run draws only after a validation)
 
@@ -118,6 +119,7 @@ def drive_epochs(run: EpochRun, *, first_epoch: int, seed: int, rank: int, devic
         while not schedule.finished:
             # ---- step: one pass over the loader, or the steps of it the schedule has left
             started, done = time.perf_counter(), schedule.done
+            pass_at = now() if schedule.clocked else None
             seed_everything(sample_seed(seed, epoch, rank))
             run.sampler.set_epoch(epoch)
             end = EpochEnd(epoch, run.scheduler.get_last_lr()[0], None, 0, 0.0, started)
@@ -130,6 +132,7 @@ def drive_epochs(run: EpochRun, *, first_epoch: int, seed: int, rank: int, devic
                 end.steps, end.pass_s = schedule.done - done, time.perf_counter() - started
                 # ---- validate: on the cadence (within its share of a clocked run), and after the last step
                 trained_at = now() if schedule.clocked else None
+                end.training_s = trained_at - pass_at if schedule.clocked else 0.0
                 if _validation_due(schedule, epoch, val_every, validation, trained_at):
                     end.validated = run.validate()
             except NonFiniteLossError as err:
@@ -149,6 +152,16 @@ def drive_epochs(run: EpochRun, *, first_epoch: int, seed: int, rank: int, devic
         run.close()
         restore_handlers(previous_handlers)
     return stop["signal"]
+
+
+def budget_record(schedule: StepSchedule, before: dict | None, training_s: float) -> dict:
+    """A clocked run's ``"time budget"`` record after a pass of ``training_s`` seconds: the budget, what is spent,
+    the seconds spent in training passes (``before``'s, the record so far, plus this pass's) and the reserve kept
+    for the last step. ``training s / budget s`` is the share of the budget that trained."""
+    deadline = schedule.deadline
+    training = (before or {}).get("training s", 0.0) + training_s
+    return {"budget s": deadline.budget_s, "spent s": round(deadline.spent(), 2), "training s": round(training, 2),
+            "reserve s": round(deadline.reserve(schedule.step_seconds() or 0.0), 2)}
 
 
 def _save_start(run: EpochRun, schedule: StepSchedule) -> None:

@@ -48,7 +48,7 @@ from ..runs.checkpoint import load_checkpoint, model_options_problem, save_check
 from .config import TrainingInterrupted
 from .data import EpochTaggedSampler, SeededAugmentDataset, num_workers, sample_seed, shutdown_workers
 from .distributed import Distributed, bare, setup_distributed
-from .driver import EpochEnd, drive_epochs
+from .driver import EpochEnd, budget_record, drive_epochs
 from .loop import (
     adamw,
     cpu_model,
@@ -372,8 +372,10 @@ class _PretrainEpochs:
         self.cfg = replace(self.cfg, epochs=self.schedule.epochs)
         if not self.ddp.is_main:
             return
-        log["pretrain parameters"].update(epochs=self.cfg.epochs, steps=self.schedule.done,
-                                          schedule=self.schedule.revisions)
+        header = log["pretrain parameters"]
+        header.update(epochs=self.cfg.epochs, steps=self.schedule.done, schedule=self.schedule.revisions)
+        if self.schedule.clocked:
+            header["time budget"] = budget_record(self.schedule, header.get("time budget"), end.training_s)
         atomic_write_json(self.out / "log.json", log)
         save_checkpoint(_state(self.cfg, self.run, end.epoch, log), self.out / "last.pt")
         print(f"pretrain epoch {end.epoch + 1}/{self.cfg.epochs}  lr {end.lr:.2e}  loss {totals.loss:.4f}  "

@@ -56,7 +56,7 @@ from .data import (
     shutdown_workers,
 )
 from .distributed import Distributed, bare, broadcast_buffers, setup_distributed
-from .driver import EpochEnd, drive_epochs
+from .driver import EpochEnd, budget_record, drive_epochs
 from .loop import (
     adamw,
     ddp_wrapped,
@@ -519,7 +519,7 @@ class _SegmentationEpochs:
     def record(self, end: EpochEnd) -> None:
         self.cfg = replace(self.cfg, epochs=self.schedule.epochs)  # the schedule's epochs so far (a clock revises)
         improved = _log_epoch(self.state, end.epoch, end.lr, end.trained, end.validated, self.schedule, end.steps,
-                              end.pass_s)
+                              end.training_s)
         if not self.ddp.is_main:
             return
         atomic_write_json(self.run_dir / "log.json", self.state.log)
@@ -541,8 +541,9 @@ class _SegmentationEpochs:
 
 def _log_epoch(state: _Progress, epoch: int, lr: float, train_info: dict, val_info: dict | None,
                schedule: StepSchedule, steps: int, trained_s: float) -> bool:
-    """Record the epoch (a partial one with its ``steps``), the schedule's steps and revisions and the seconds
-    spent training in the log; returns whether its validation Dice is the best so far."""
+    """Record the epoch (a partial one with its ``steps``), the schedule's steps and revisions and, in a clocked
+    run, the ``trained_s`` seconds of its training pass in the log; returns whether its validation Dice is the best
+    so far."""
     train_info["lr"] = lr
     entry = {"train log:": {"info": train_info}}
     if val_info is not None:  # epochs between validations (planned val_every) log training only
@@ -553,12 +554,8 @@ def _log_epoch(state: _Progress, epoch: int, lr: float, train_info: dict, val_in
     state.log[f"epoch:{epoch}"] = entry
     header = state.log["train parameters"]
     header.update(epochs=schedule.epochs, steps=schedule.done, schedule=schedule.revisions)
-    deadline = schedule.deadline
-    if deadline is not None:  # clock readings: only a budgeted run's log holds them (a seed gives the same log)
-        training = header.get("time budget", {}).get("training s", 0.0) + trained_s
-        header["time budget"] = {"budget s": deadline.budget_s, "spent s": round(deadline.spent(), 2),
-                                 "training s": round(training, 2),
-                                 "reserve s": round(deadline.reserve(schedule.step_seconds() or 0.0), 2)}
+    if schedule.clocked:  # clock readings: only a budgeted run's log holds them (a seed gives the same log)
+        header["time budget"] = budget_record(schedule, header.get("time budget"), trained_s)
     dice = val_info["mean dice"] if val_info is not None else float("nan")
     improved = not math.isnan(dice) and dice > state.best_dice
     state.best_dice = dice if improved else state.best_dice
