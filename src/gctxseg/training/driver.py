@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import torch
+import torch.distributed as dist
 
 from ..core.runtime import seed_everything
 from .config import NonFiniteLossError
@@ -49,9 +50,9 @@ class EpochEnd:
     lr: float  # the learning rate the pass began with
     trained: object  # what :meth:`EpochRun.train_pass` returned
     steps: int  # optimiser steps of the pass (fewer than an epoch's where the schedule ended inside it)
-    pass_s: float  # wall seconds of the training pass
+    pass_s: float  # wall seconds of the training pass (a budget's training share adds them up)
     started: float  # ``time.perf_counter()`` when the pass began (the seconds an epoch line shows)
-    training_s: float = 0.0  # a clocked run's seconds in the pass, on the schedule's clock (the budget's share)
+    trained_at: float | None = None  # a clocked run's clock reading when the pass ended
     validated: dict | None = None  # the validation's metrics, None where none ran
     draw: bool = True  # redraw the run's figures (a clocked run draws only after a validation)
 
@@ -119,7 +120,6 @@ def drive_epochs(run: EpochRun, *, first_epoch: int, seed: int, rank: int, devic
         while not schedule.finished:
             # ---- step: one pass over the loader, or the steps of it the schedule has left
             started, done = time.perf_counter(), schedule.done
-            pass_at = now() if schedule.clocked else None
             seed_everything(sample_seed(seed, epoch, rank))
             run.sampler.set_epoch(epoch)
             end = EpochEnd(epoch, run.scheduler.get_last_lr()[0], None, 0, 0.0, started)
@@ -131,9 +131,11 @@ def drive_epochs(run: EpochRun, *, first_epoch: int, seed: int, rank: int, devic
                     break  # a partial epoch is not logged: last.pt holds the last complete one
                 end.steps, end.pass_s = schedule.done - done, time.perf_counter() - started
                 # ---- validate: on the cadence (within its share of a clocked run), and after the last step
-                trained_at = now() if schedule.clocked else None
-                end.training_s = trained_at - pass_at if schedule.clocked else 0.0
-                if _validation_due(schedule, epoch, val_every, validation, trained_at):
+                end.trained_at = trained_at = now() if schedule.clocked else None
+                due = _validation_due(schedule, epoch, val_every, validation, trained_at)
+                if schedule.clocked:
+                    due = _rank_0_decides(due, device)
+                if due:
                     end.validated = run.validate()
             except NonFiniteLossError as err:
                 raise NonFiniteLossError(f"{run.what} {epoch + 1}: {err}{run.nonfinite_advice(epoch == 0)}") from None
@@ -154,14 +156,25 @@ def drive_epochs(run: EpochRun, *, first_epoch: int, seed: int, rank: int, devic
     return stop["signal"]
 
 
-def budget_record(schedule: StepSchedule, before: dict | None, training_s: float) -> dict:
-    """A clocked run's ``"time budget"`` record after a pass of ``training_s`` seconds: the budget, what is spent,
-    the seconds spent in training passes (``before``'s, the record so far, plus this pass's) and the reserve kept
-    for the last step. ``training s / budget s`` is the share of the budget that trained."""
+def budget_record(schedule: StepSchedule, before: dict | None, training_s: float, at: float | None = None) -> dict:
+    """A clocked run's ``"time budget"`` record after a pass of ``training_s`` seconds: the budget, what is spent
+    (by clock time ``at``; None: now), the seconds spent in training passes (``before``'s, the record so far, plus
+    this pass's) and the reserve kept for the last step. ``training s / budget s`` is the share that trained."""
     deadline = schedule.deadline
+    spent = deadline.spent() if at is None else at - deadline.started
     training = (before or {}).get("training s", 0.0) + training_s
-    return {"budget s": deadline.budget_s, "spent s": round(deadline.spent(), 2), "training s": round(training, 2),
+    return {"budget s": deadline.budget_s, "spent s": round(spent, 2), "training s": round(training, 2),
             "reserve s": round(deadline.reserve(schedule.step_seconds() or 0.0), 2)}
+
+
+def _rank_0_decides(flag: bool, device: torch.device) -> bool:
+    """Rank 0's ``flag`` on every rank: a decision read off each rank's own clock must be one (a validation's
+    counts are all-reduced, so a rank that skipped it would leave the others waiting)."""
+    if not dist.is_initialized():
+        return flag
+    box = torch.tensor([int(flag)], device=device)
+    dist.broadcast(box, src=0)
+    return bool(box.item())
 
 
 def _save_start(run: EpochRun, schedule: StepSchedule) -> None:

@@ -375,7 +375,9 @@ class _PretrainEpochs:
         header = log["pretrain parameters"]
         header.update(epochs=self.cfg.epochs, steps=self.schedule.done, schedule=self.schedule.revisions)
         if self.schedule.clocked:
-            header["time budget"] = budget_record(self.schedule, header.get("time budget"), end.training_s)
+            # nothing but the log runs after the pass: its end is the time spent (no clock reading of its own)
+            header["time budget"] = budget_record(self.schedule, header.get("time budget"), end.pass_s,
+                                                  end.trained_at)
         atomic_write_json(self.out / "log.json", log)
         save_checkpoint(_state(self.cfg, self.run, end.epoch, log), self.out / "last.pt")
         print(f"pretrain epoch {end.epoch + 1}/{self.cfg.epochs}  lr {end.lr:.2e}  loss {totals.loss:.4f}  "

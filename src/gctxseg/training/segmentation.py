@@ -519,7 +519,7 @@ class _SegmentationEpochs:
     def record(self, end: EpochEnd) -> None:
         self.cfg = replace(self.cfg, epochs=self.schedule.epochs)  # the schedule's epochs so far (a clock revises)
         improved = _log_epoch(self.state, end.epoch, end.lr, end.trained, end.validated, self.schedule, end.steps,
-                              end.training_s)
+                              end.pass_s)
         if not self.ddp.is_main:
             return
         atomic_write_json(self.run_dir / "log.json", self.state.log)
