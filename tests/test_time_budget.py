@@ -16,7 +16,7 @@ import torch
 from conftest import tiny_config
 
 from gctxseg.runs.checkpoint import load_checkpoint
-from gctxseg.training import TrainingInterrupted, planning, segmentation, train
+from gctxseg.training import TrainingInterrupted, driver, planning, segmentation, train
 from gctxseg.training import pretrain as pretrain_module
 from gctxseg.training import schedule as schedule_module
 from gctxseg.training.schedule import Deadline, StepSchedule
@@ -29,7 +29,7 @@ def tick_clock(monkeypatch):
     """Every clock reading is one second later than the one before: a step costs a few 'seconds'."""
     ticks = count()
     fake = lambda: float(next(ticks))  # noqa: E731
-    for module in (schedule_module, segmentation, pretrain_module):
+    for module in (schedule_module, driver, segmentation, pretrain_module):
         monkeypatch.setattr(module, "now", fake)
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 import os
 import sys
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -46,18 +45,17 @@ from ..losses import DiceCELoss, training_loss
 from ..models import create_model, resolve_model_name
 from ..models.complexity import count_parameters
 from ..runs.checkpoint import load_checkpoint, model_options_problem, save_checkpoint
-from .config import NonFiniteLossError, TrainingInterrupted
+from .config import TrainingInterrupted
 from .data import EpochTaggedSampler, SeededAugmentDataset, num_workers, sample_seed, shutdown_workers
-from .distributed import Distributed, agree_across_ranks, bare, setup_distributed
+from .distributed import Distributed, bare, setup_distributed
+from .driver import EpochEnd, budget_record, drive_epochs
 from .loop import (
     adamw,
     cpu_model,
     ddp_wrapped,
     env_info,
     grad_scaler,
-    install_stop_handlers,
     nonfinite_advice,
-    restore_handlers,
     run_steps,
     train_loader,
 )
@@ -341,6 +339,57 @@ def _resume(cfg: PretrainConfig) -> tuple[PretrainConfig, dict | None]:
     return PretrainConfig(**saved), ckpt
 
 
+class _PretrainEpochs:
+    """Pre-training as the epoch driver runs it (training/driver.py): a pass of the task's loss, no validation,
+    ``log.json`` and ``last.pt`` after each epoch (rank 0 writes)."""
+
+    what = "pretrain epoch"
+    reserve_scale = 1.0  # never measured: a run without validations keeps the reserve of two checkpoint writes
+
+    def __init__(self, cfg: PretrainConfig, ddp: Distributed, device, amp_dtype, run: _Pretraining, out: Path,
+                 log: dict) -> None:
+        self.cfg, self.ddp, self.device, self.amp_dtype, self.run, self.out, self.log = \
+            cfg, ddp, device, amp_dtype, run, out, log
+        self.schedule, self.sampler, self.scheduler = run.schedule, run.sampler, run.scheduler
+        self.step_loss, self.names = _step_loss(cfg), [f"scan {i}" for i in range(len(run.loader.dataset))]
+
+    def save_start(self) -> None:
+        save_checkpoint(_state(self.cfg, self.run, -1, self.log), self.out / "last.pt")
+
+    def train_pass(self, stop: dict):
+        run, cfg = self.run, self.cfg
+        return run_steps(run.model, run.loader, self.step_loss, run.optimizer, run.scheduler, run.scaler,
+                         self.amp_dtype, self.device, cfg.grad_clip, stop, self.names, cfg.grad_accum,
+                         schedule=self.schedule)
+
+    def validate(self) -> None:
+        return None
+
+    def record(self, end: EpochEnd) -> None:
+        totals, log = end.trained, self.log
+        log[f"epoch:{end.epoch}"] = {"loss": totals.loss, "lr": end.lr, "steps": totals.steps,
+                                     "images": totals.seen * self.ddp.world, "seconds": end.pass_s}
+        self.cfg = replace(self.cfg, epochs=self.schedule.epochs)
+        if not self.ddp.is_main:
+            return
+        header = log["pretrain parameters"]
+        header.update(epochs=self.cfg.epochs, steps=self.schedule.done, schedule=self.schedule.revisions)
+        if self.schedule.clocked:
+            # nothing but the log runs after the pass: its end is the time spent (no clock reading of its own)
+            header["time budget"] = budget_record(self.schedule, header.get("time budget"), end.pass_s,
+                                                  end.trained_at)
+        atomic_write_json(self.out / "log.json", log)
+        save_checkpoint(_state(self.cfg, self.run, end.epoch, log), self.out / "last.pt")
+        print(f"pretrain epoch {end.epoch + 1}/{self.cfg.epochs}  lr {end.lr:.2e}  loss {totals.loss:.4f}  "
+              f"{end.pass_s:.1f}s", flush=True)
+
+    def nonfinite_advice(self, first_epoch: bool) -> str:
+        return nonfinite_advice(first_epoch, self.out / "last.pt", self.cfg.init)
+
+    def close(self) -> None:
+        shutdown_workers(self.run.loader)
+
+
 def pretrain(cfg: PretrainConfig) -> Path:
     """Run one pre-training task; returns the path of its ``pretrained.pt``.
 
@@ -378,9 +427,14 @@ def pretrain(cfg: PretrainConfig) -> Path:
         print(f"pretrain {cfg.task}: {resolve_model_name(cfg.model)} {count_parameters(run.raw_model) / 1e6:.2f} M "
               f"params at {cfg.base_size[0]}x{cfg.base_size[1]}, {len(run.loader.dataset)} scans an epoch, "
               f"batch {cfg.batch_size}, epochs {first + 1}-{cfg.epochs}; {out}", flush=True)
-    stopped = _run_epochs(cfg, ddp, device, amp_dtype, run, out, log, first)
+    epochs = _PretrainEpochs(cfg, ddp, device, amp_dtype, run, out, log)
+    stopped = drive_epochs(epochs, first_epoch=first, seed=cfg.seed, rank=ddp.rank, device=device,
+                           is_main=ddp.is_main, fresh=first == 0)
     cfg = replace(cfg, epochs=run.schedule.epochs)
     if stopped is not None:
+        if ddp.is_main:
+            print(f"stopped by signal {stopped}; resume with: gctxseg pretrain --resume {out / 'last.pt'}",
+                  file=sys.stderr)
         raise TrainingInterrupted(f"pre-training stopped by signal {stopped}; resume with: gctxseg pretrain "
                                   f"--resume {out / 'last.pt'}")
     weights = out / "pretrained.pt"
@@ -393,56 +447,6 @@ def pretrain(cfg: PretrainConfig) -> Path:
     if dist.is_initialized():
         dist.barrier()
     return weights
-
-
-def _run_epochs(cfg: PretrainConfig, ddp: Distributed, device, amp_dtype, run: _Pretraining, out: Path, log: dict,
-                first: int) -> int | None:
-    """Epoch by epoch until the schedule ends (a deadline may end it mid-epoch), ``last.pt`` and ``log.json``
-    after each (rank 0); returns the agreed stop signal."""
-    stop, previous = install_stop_handlers()
-    step_loss, schedule = _step_loss(cfg), run.schedule
-    names = [f"scan {i}" for i in range(len(run.loader.dataset))]
-    if ddp.is_main and first == 0:
-        written = now()
-        save_checkpoint(_state(cfg, run, -1, log), out / "last.pt")  # a stop in the first epoch resumes too
-        if schedule.deadline is not None:  # after the last step: last.pt and pretrained.pt
-            schedule.deadline.write_s = now() - written
-    try:
-        epoch = first
-        while not schedule.finished:
-            # ---- train: one pass, or the steps of it the schedule has left
-            t0 = time.perf_counter()
-            seed_everything(sample_seed(cfg.seed, epoch, ddp.rank))
-            run.sampler.set_epoch(epoch)
-            lr = run.scheduler.get_last_lr()[0]
-            try:
-                totals = run_steps(run.model, run.loader, step_loss, run.optimizer, run.scheduler, run.scaler,
-                                   amp_dtype, device, cfg.grad_clip, stop, names, cfg.grad_accum, schedule=schedule)
-            except NonFiniteLossError as err:
-                advice = nonfinite_advice(epoch == 0, out / "last.pt", cfg.init)
-                raise NonFiniteLossError(f"pretrain epoch {epoch + 1}: {err}{advice}") from None
-            agree_across_ranks(stop, True, device)
-            if stop["signal"] is not None:
-                break  # a partial epoch is not logged: last.pt holds the last complete one
-            # ---- log and checkpoint
-            seconds = time.perf_counter() - t0
-            log[f"epoch:{epoch}"] = {"loss": totals.loss, "lr": lr, "steps": totals.steps,
-                                     "images": totals.seen * ddp.world, "seconds": seconds}
-            cfg = replace(cfg, epochs=schedule.epochs)
-            if ddp.is_main:
-                log["pretrain parameters"].update(epochs=cfg.epochs, steps=schedule.done, schedule=schedule.revisions)
-                atomic_write_json(out / "log.json", log)
-                save_checkpoint(_state(cfg, run, epoch, log), out / "last.pt")
-                print(f"pretrain epoch {epoch + 1}/{cfg.epochs}  lr {lr:.2e}  loss {totals.loss:.4f}  {seconds:.1f}s",
-                      flush=True)
-            epoch += 1
-    finally:
-        shutdown_workers(run.loader)
-        restore_handlers(previous)
-    if stop["signal"] is not None and ddp.is_main:
-        print(f"stopped by signal {stop['signal']}; resume with: gctxseg pretrain --resume {out / 'last.pt'}",
-              file=sys.stderr)
-    return stop["signal"]
 
 
 def pretrain_sequence(cfg: PretrainConfig, tasks: list[str]) -> Path:

@@ -172,7 +172,8 @@ class StepSchedule:
     def step_taken(self) -> bool:
         """Count an optimiser step; True when the run ends after it."""
         self.done += 1
-        self._marks.append((self.done, now()))
+        if self.clocked:  # a fixed schedule never reads the clock: its steps cannot depend on the machine
+            self._marks.append((self.done, now()))
         if self._end_after_step and self.done < self.total:
             self.clock_ended = True
         self._end_after_step = False
@@ -181,7 +182,7 @@ class StepSchedule:
     def pass_started(self) -> None:
         """A pass over the loader begins: the first one's first step is timed from here (later passes are timed
         from the step before them, so the validation and checkpoints between passes count in the step time)."""
-        if not self._marks:
+        if self.clocked and not self._marks:
             self._marks.append((self.done, now()))
 
     def step_seconds(self, at: float | None = None) -> float | None:

@@ -42,7 +42,6 @@ from ..visualize.colors import colorize, overlay, save_rows, to_uint8_rgb
 from ..visualize.plots import plot_curves
 from .config import (
     PLANNED_SETTINGS,
-    NonFiniteLossError,
     TrainConfig,
     TrainingInterrupted,
     absolute_data_paths,
@@ -54,18 +53,16 @@ from .data import (
     ShardSampler,
     loader_options,
     num_workers,
-    sample_seed,
     shutdown_workers,
 )
-from .distributed import Distributed, agree_across_ranks, bare, broadcast_buffers, setup_distributed
+from .distributed import Distributed, bare, broadcast_buffers, setup_distributed
+from .driver import EpochEnd, budget_record, drive_epochs
 from .loop import (
     adamw,
     ddp_wrapped,
     env_info,
     grad_scaler,
-    install_stop_handlers,
     nonfinite_advice,
-    restore_handlers,
     run_steps,
 )
 from .loop import train_loader as make_train_loader
@@ -483,84 +480,70 @@ class _Progress:
     log: dict
 
 
-def _run_epochs(
-    cfg: TrainConfig, ddp: Distributed, device: torch.device, amp_dtype, data: _TrainingData, trainer: _Trainer,
-    run_dir: Path, state: _Progress,
-) -> int | None:  # fmt: skip
-    """Train and validate epoch by epoch until the schedule ends (its steps taken, or its deadline reached: then
-    mid-epoch), writing log and checkpoints (rank 0); returns the agreed stop signal."""
-    schedule, deadline = trainer.schedule, trainer.schedule.deadline
+class _SegmentationEpochs:
+    """Segmentation training as the epoch driver runs it (training/driver.py): a pass of ``train_one_epoch``,
+    validation on the held-out images, ``log.json``, ``last.pt``/``best.pt`` and the curves (rank 0 writes)."""
 
-    def save(name: str, epoch: int) -> None:
-        save_checkpoint(_checkpoint(trainer, epoch, state.best_dice, cfg, data.fingerprint, state.log), run_dir / name)
+    what = "epoch"
 
-    if ddp.is_main and state.start_epoch == 0 and not cfg.resume:
-        written = now()
-        save("last.pt", -1)  # a stop during the first epoch can still be resumed
-        if deadline is not None:  # the reserve's first measure: a checkpoint write
-            deadline.write_s = now() - written
-    stop, previous_handlers = install_stop_handlers()
-    pairs = data.train_pairs
-    names = [p.image.name if p.slice_index is None else f"{p.image.name} (slice {p.slice_index})" for p in pairs]
-    epoch = state.start_epoch
-    try:
-        while not schedule.finished:
-            # ---- train: one pass over the loader, or the steps of it the schedule has left
-            t0 = time.perf_counter()
-            # randomness of this epoch is a function of (seed, epoch, rank) only: resumable exactly
-            seed_everything(sample_seed(cfg.seed, epoch, ddp.rank))
-            trainer.train_sampler.set_epoch(epoch)
-            lr = trainer.scheduler.get_last_lr()[0]
-            try:
-                done = schedule.done
-                train_info = train_one_epoch(
-                    trainer.model, trainer.train_loader, trainer.loss_fn, trainer.optimizer, trainer.scheduler,
-                    trainer.scaler, amp_dtype, device, data.num_classes, cfg.grad_clip, stop, names, cfg.grad_accum,
-                    schedule,
-                )  # fmt: skip
-                agree_across_ranks(stop, True, device)  # a signal after the epoch's last step, on one rank
-                if stop["signal"] is not None:
-                    break  # a partial epoch is not logged: last.pt holds the last complete one
-                trained_s, steps = time.perf_counter() - t0, schedule.done - done
-                # ---- validate: on the planned cadence, and after the last step
-                trained = now()
-                validate = (epoch + 1) % cfg.val_every == 0 or schedule.finished
-                val_info = None
-                if validate:
-                    broadcast_buffers(trainer.net)
-                    val_info, _ = evaluate(trainer.net, trainer.val_loader, trainer.loss_fn, amp_dtype, device,
-                                           data.num_classes)  # fmt: skip
-            except NonFiniteLossError as err:
-                start = cfg.init_weights if cfg.init_weights != NO_START else None
-                kept = nonfinite_advice(epoch == 0, run_dir / "last.pt", start) if ddp.is_main else ""
-                raise NonFiniteLossError(f"epoch {epoch + 1}: {err}{kept}") from None
-            # ---- log and checkpoint
-            cfg = replace(cfg, epochs=schedule.epochs)  # the schedule's epochs so far (a clock revises them)
-            improved = _log_epoch(state, epoch, lr, train_info, val_info, schedule, steps, trained_s)
-            if ddp.is_main:
-                atomic_write_json(run_dir / "log.json", state.log)
-                save("last.pt", epoch)
-                if improved:
-                    save("best.pt", epoch)
-                plot_curves(state.log, run_dir / "curves.png")
-                _print_epoch(epoch, lr, train_info, val_info, schedule, steps, cfg.val_every,
-                             time.perf_counter() - t0, improved)
-            if deadline is not None and val_info is not None:  # the reserve, measured: what the last step needs
-                after = now() - trained
-                deadline.after_s = after * (1 + cfg.num_samples / max(len(data.val_set), 1))
-            epoch += 1
-        else:
-            agree_across_ranks(stop, True, device)  # every rank ends the same way, stopped or done
-    finally:
-        shutdown_workers(trainer.train_loader, trainer.val_loader)
-        restore_handlers(previous_handlers)
-    return stop["signal"]
+    def __init__(self, cfg: TrainConfig, ddp: Distributed, device: torch.device, amp_dtype, data: _TrainingData,
+                 trainer: _Trainer, run_dir: Path, state: _Progress) -> None:
+        self.cfg, self.ddp, self.device, self.amp_dtype = cfg, ddp, device, amp_dtype
+        self.data, self.trainer, self.run_dir, self.state = data, trainer, run_dir, state
+        self.schedule, self.sampler, self.scheduler = trainer.schedule, trainer.train_sampler, trainer.scheduler
+        # after the last step: the final validation with its log and checkpoints, then the sample predictions
+        self.reserve_scale = 1 + cfg.num_samples / max(len(data.val_set), 1)
+        pairs = data.train_pairs
+        self.names = [p.image.name if p.slice_index is None else f"{p.image.name} (slice {p.slice_index})"
+                      for p in pairs]
+
+    def save(self, name: str, epoch: int) -> None:
+        state, trainer = self.state, self.trainer
+        save_checkpoint(_checkpoint(trainer, epoch, state.best_dice, self.cfg, self.data.fingerprint, state.log),
+                        self.run_dir / name)
+
+    def save_start(self) -> None:
+        self.save("last.pt", -1)
+
+    def train_pass(self, stop: dict) -> dict:
+        t, cfg = self.trainer, self.cfg
+        return train_one_epoch(t.model, t.train_loader, t.loss_fn, t.optimizer, t.scheduler, t.scaler,
+                               self.amp_dtype, self.device, self.data.num_classes, cfg.grad_clip, stop, self.names,
+                               cfg.grad_accum, self.schedule)
+
+    def validate(self) -> dict:
+        broadcast_buffers(self.trainer.net)
+        return evaluate(self.trainer.net, self.trainer.val_loader, self.trainer.loss_fn, self.amp_dtype, self.device,
+                        self.data.num_classes)[0]
+
+    def record(self, end: EpochEnd) -> None:
+        self.cfg = replace(self.cfg, epochs=self.schedule.epochs)  # the schedule's epochs so far (a clock revises)
+        improved = _log_epoch(self.state, end.epoch, end.lr, end.trained, end.validated, self.schedule, end.steps,
+                              end.pass_s)
+        if not self.ddp.is_main:
+            return
+        atomic_write_json(self.run_dir / "log.json", self.state.log)
+        self.save("last.pt", end.epoch)
+        if improved:
+            self.save("best.pt", end.epoch)
+        if end.draw:
+            plot_curves(self.state.log, self.run_dir / "curves.png")
+        _print_epoch(end.epoch, end.lr, end.trained, end.validated, self.schedule, end.steps, self.cfg.val_every,
+                     time.perf_counter() - end.started, improved)
+
+    def nonfinite_advice(self, first_epoch: bool) -> str:
+        start = self.cfg.init_weights if self.cfg.init_weights != NO_START else None
+        return nonfinite_advice(first_epoch, self.run_dir / "last.pt", start) if self.ddp.is_main else ""
+
+    def close(self) -> None:
+        shutdown_workers(self.trainer.train_loader, self.trainer.val_loader)
 
 
 def _log_epoch(state: _Progress, epoch: int, lr: float, train_info: dict, val_info: dict | None,
                schedule: StepSchedule, steps: int, trained_s: float) -> bool:
-    """Record the epoch (a partial one with its ``steps``), the schedule's steps and revisions and the seconds
-    spent training in the log; returns whether its validation Dice is the best so far."""
+    """Record the epoch (a partial one with its ``steps``), the schedule's steps and revisions and, in a clocked
+    run, the ``trained_s`` seconds of its training pass in the log; returns whether its validation Dice is the best
+    so far."""
     train_info["lr"] = lr
     entry = {"train log:": {"info": train_info}}
     if val_info is not None:  # epochs between validations (planned val_every) log training only
@@ -571,12 +554,8 @@ def _log_epoch(state: _Progress, epoch: int, lr: float, train_info: dict, val_in
     state.log[f"epoch:{epoch}"] = entry
     header = state.log["train parameters"]
     header.update(epochs=schedule.epochs, steps=schedule.done, schedule=schedule.revisions)
-    deadline = schedule.deadline
-    if deadline is not None:  # clock readings: only a budgeted run's log holds them (a seed gives the same log)
-        training = header.get("time budget", {}).get("training s", 0.0) + trained_s
-        header["time budget"] = {"budget s": deadline.budget_s, "spent s": round(deadline.spent(), 2),
-                                 "training s": round(training, 2),
-                                 "reserve s": round(deadline.reserve(schedule.step_seconds() or 0.0), 2)}
+    if schedule.clocked:  # clock readings: only a budgeted run's log holds them (a seed gives the same log)
+        header["time budget"] = budget_record(schedule, header.get("time budget"), trained_s)
     dice = val_info["mean dice"] if val_info is not None else float("nan")
     improved = not math.isnan(dice) and dice > state.best_dice
     state.best_dice = dice if improved else state.best_dice
@@ -698,7 +677,10 @@ def train(cfg: TrainConfig, *, given: Collection[str] | None = None) -> Path:
             f"{state.log['train parameters']['amp']}, {trainer.workers} loader workers"
         )
 
-    stopped_by = _run_epochs(cfg, ddp, device, amp_dtype, data, trainer, run_dir, state)
+    epochs = _SegmentationEpochs(cfg, ddp, device, amp_dtype, data, trainer, run_dir, state)
+    stopped_by = drive_epochs(epochs, first_epoch=state.start_epoch, seed=cfg.seed, rank=ddp.rank, device=device,
+                              is_main=ddp.is_main, fresh=state.start_epoch == 0 and not cfg.resume,
+                              val_every=cfg.val_every)
     if stopped_by is not None:
         if dist.is_initialized():  # every rank agreed to stop: they leave together, as at the end of a run
             dist.barrier()

@@ -1,0 +1,87 @@
+"""How a time budget's seconds are shared (training/driver.py): validations between epochs stay within
+``VALIDATION_SHARE`` of a clocked run's seconds, none runs just before the last (partial) pass, the last step is
+always validated, and the log's ``"time budget"`` record adds up the seconds spent in training passes."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import tiny_config
+
+from gctxseg.training import driver, planning, segmentation, train
+from gctxseg.training import schedule as schedule_module
+from gctxseg.training.driver import VALIDATION_SHARE, BudgetShare, _validation_due, budget_record
+from gctxseg.training.schedule import Deadline, StepSchedule
+
+VALIDATION_S = 20.0  # what one validation costs on the fake clock
+
+
+def test_a_phase_is_due_while_its_cost_stays_within_its_share():
+    share = BudgetShare(0.05)
+    assert share.due(0.0)  # nothing spent yet: the first one runs
+    share.spent(2.0)
+    assert not share.due(60.0)  # 2 s spent + 2 s more > 5% of 60 s
+    assert share.due(80.0)  # 4 s <= 5% of 80 s
+    share.spent(3.0)
+    assert share.spent_s == 5.0 and not share.due(150.0) and share.due(160.0)  # 5 + 3 <= 8
+
+
+def _clocked(total: int, done: int, budget_s: float = 100.0) -> StepSchedule:
+    schedule = StepSchedule(total, 10, 0.0, 0.01, deadline=Deadline(budget_s, started=0.0))
+    schedule.done = done
+    return schedule
+
+
+def test_a_clocked_run_validates_within_its_share_and_not_just_before_its_last_pass():
+    plenty = BudgetShare(VALIDATION_SHARE)
+    assert _validation_due(_clocked(total=50, done=20), 1, 1, plenty, at=50.0)
+    assert not _validation_due(_clocked(total=25, done=20), 1, 1, plenty, at=50.0)  # the last pass is next
+    assert not _validation_due(_clocked(total=50, done=20), 0, 2, plenty, at=50.0)  # off the cadence
+    spent = BudgetShare(VALIDATION_SHARE)
+    spent.spent(2.0)
+    assert not _validation_due(_clocked(total=50, done=20), 1, 1, spent, at=50.0)  # 4 s > 3% of 50 s
+    assert _validation_due(_clocked(total=20, done=20), 0, 7, spent, at=50.0)  # the last step: always
+    fixed = StepSchedule(50, 10, 0.0, 0.01)
+    fixed.done = 40
+    assert _validation_due(fixed, 1, 1, spent, at=None)  # a fixed run: its cadence only, even before its last pass
+    assert not _validation_due(_clocked(total=50, done=20), 1, None, plenty, at=50.0)  # a run that never validates
+
+
+def test_the_time_budget_record_adds_the_seconds_of_each_training_pass(monkeypatch):
+    monkeypatch.setattr(schedule_module, "now", lambda: 40.0)
+    schedule = _clocked(total=50, done=20, budget_s=120.0)
+    schedule.deadline.after_s = 1.5
+    first = budget_record(schedule, None, 12.25)
+    assert first == {"budget s": 120.0, "spent s": 40.0, "training s": 12.25, "reserve s": 1.5}
+    assert budget_record(schedule, first, 7.5)["training s"] == 19.75
+
+
+def test_expensive_validations_stay_within_their_share_of_a_budgeted_run(phantom_dir, tmp_path, monkeypatch,
+                                                                         one_thread):
+    clock = [0.0]
+
+    def tick() -> float:
+        clock[0] += 1.0
+        return clock[0]
+
+    for module in (schedule_module, driver, segmentation):
+        monkeypatch.setattr(module, "now", tick)
+    real_evaluate = segmentation.evaluate
+
+    def slow_evaluate(*args, **kwargs):
+        clock[0] += VALIDATION_S
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(segmentation, "evaluate", slow_evaluate)
+    monkeypatch.setattr(planning, "_seconds_per_step", lambda *args: 5.0)
+    run = train(tiny_config(phantom_dir, tmp_path, epochs=None, batch_size=2, time_budget=3, num_samples=0,
+                            val_every=1))
+    log = json.loads((run / "log.json").read_text())
+    epochs = [log[k] for k in log if k.startswith("epoch:")]
+    validated = ["val log:" in e for e in epochs]
+    budget = log["train parameters"]["time budget"]
+    assert len(epochs) >= 4 and validated[-1]  # several epochs; the last step is always validated
+    between = sum(validated[:-1])
+    # every validation between epochs was due: the ones before it plus one more within the share of the seconds
+    assert 1 <= between <= 1 + VALIDATION_SHARE * budget["spent s"] / VALIDATION_S
+    assert budget["spent s"] <= budget["budget s"] and budget["training s"] > 0
