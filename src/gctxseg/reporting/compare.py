@@ -40,6 +40,25 @@ def measure_throughput(predictor: Predictor, batch: int = 1, min_seconds: float 
 
 
 
+def _run_row(label: str, summary: dict, log: dict, predictor: Predictor, timing_seconds: float) -> dict:
+    """One run's row: its best validation figures (``summary``: :func:`summarize_run`), size and the inference
+    speed measured now."""
+    best = summary["best val"]
+    return {
+        "run": label,
+        "model": summary["model"],
+        "best epoch": summary["best epoch"] + 1,
+        "epochs": summary["epochs"],
+        "val mean dice": best.get("mean dice"),
+        "val mean iou": best.get("mean iou"),
+        "val pixel acc": best.get("pixel accuracy"),
+        "params (M)": summary["parameters"] / 1e6,
+        "G mult-adds": (log["model"].get("flops") or 0) / 1e9,
+        "input": "x".join(str(s) for s in predictor.base_size),
+        "images/s": measure_throughput(predictor, min_seconds=timing_seconds),
+    }  # fmt: skip
+
+
 def compare_runs(
     run_dirs: Sequence[str | Path],
     out: str | Path | None = "compare.png",
@@ -79,23 +98,9 @@ def compare_runs(
         summary = summarize_run(run_dir)
         weights = run_dir / "best.pt" if (run_dir / "best.pt").is_file() else run_dir / "last.pt"
         predictor = Predictor(weights, device, amp)
-        log = json.loads((run_dir / "log.json").read_text())
         label = run_dir.name if run_dir.name not in logs else str(run_dir)
-        logs[label] = log
-        best = summary["best val"]
-        rows.append({
-            "run": label,
-            "model": summary["model"],
-            "best epoch": summary["best epoch"] + 1,
-            "epochs": summary["epochs"],
-            "val mean dice": best.get("mean dice"),
-            "val mean iou": best.get("mean iou"),
-            "val pixel acc": best.get("pixel accuracy"),
-            "params (M)": summary["parameters"] / 1e6,
-            "G mult-adds": (log["model"].get("flops") or 0) / 1e9,
-            "input": "x".join(str(s) for s in predictor.base_size),
-            "images/s": measure_throughput(predictor, min_seconds=timing_seconds),
-        })  # fmt: skip
+        logs[label] = json.loads((run_dir / "log.json").read_text())
+        rows.append(_run_row(label, summary, logs[label], predictor, timing_seconds))
     if out is not None and logs:
         plot_compare_curves(logs, out)
     device_name = str(predictor.device) if rows else device
