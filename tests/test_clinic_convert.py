@@ -70,10 +70,11 @@ def test_convert_refuses_a_corrupt_file_or_two_files_of_one_name_before_writing(
 def test_enface_map_is_drawn_on_the_localizer_where_the_bscans_lie(phantom, tmp_path, monkeypatch):  # noqa: F811
     """Issue 33 item 2's last sentence: the ETDRS grid lands on the localizer where the file's B-scan positions put
     the fovea (a VOL written with a 7.68 mm localizer and its B-scans from (0.5, 1.0) mm)."""
+    from conftest import write_heyex_vol
     from test_clinic_files import CLASSES, TruthLookupPredictor
 
     from gctxseg.clinical.volume_readout import volume_readout
-    from gctxseg.data.oct_volumes import raster_layout, read_oct_volume, write_heyex_vol
+    from gctxseg.data.oct_volumes import raster_layout, read_oct_volume
     from gctxseg.workflows import predict_folder as predict
 
     _, done, data = phantom

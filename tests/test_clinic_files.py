@@ -43,7 +43,7 @@ def phantom(tmp_path_factory) -> tuple[Path, dict, dict]:
 
 def write_vol(path: Path, images: np.ndarray, done: dict, eye: str) -> Path:
     """A HEYEX VOL as Spectralis writes one: B-scan 0 inferior (the phantom's stack reversed), positions in mm."""
-    from gctxseg.data.oct_volumes import write_heyex_vol
+    from conftest import write_heyex_vol
 
     count, _, width = images.shape
     top, left = 1.0, 0.5

@@ -43,14 +43,6 @@ def test_given_settings_win_and_the_seed_flags_are_reproduced(monkeypatch):
     assert given.augment == "standard" and "augment" in given.given
 
 
-def test_a_run_from_before_planned_augmentation_resumes_with_the_standard_one():
-    from gctxseg.training.config import resume_config
-
-    old = {"config": {"model": "gctx_unet", "epochs": 3, "lr": 1e-4}}  # no "augment": such runs used standard
-    resumed = resume_config(TrainConfig(resume="last.pt"), old, given=set())
-    assert resumed.augment == "standard" and resumed.lr == 1e-4
-
-
 def _fold_config(images, results, **overrides):
     base = dict(data_train=str(images), img_f=".png", mask_f=".png", folds=2, fold=0, group_regex=r"^(p\d+)_",
                 model="unet", model_options={"base_width": 4}, epochs=1, batch_size=2, lr=0.01, workers=0,

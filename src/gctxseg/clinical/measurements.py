@@ -335,6 +335,28 @@ def _series_slice_mm(members: Sequence[tuple[Path, Geometry]], fallback: float |
     return members[0][1].slice_mm or fallback
 
 
+def _volume_rows(groups: dict, series: dict, slice_spacing: float | None) -> list[Measurement]:
+    """One row per B-scan group (``--group-regex``: key -> (path, geometry, B-scan number)) and per DICOM series of
+    two slices or more (uid -> (path, geometry)), its members in order and checked."""
+    rows = []
+    for key, numbered in groups.items():
+        members = _order_bscans(key, numbered)
+        _check_equal_sizes(key, members)
+        first = members[0][1]
+        geo = replace(first, slices=len(members), slice_mm=slice_spacing, series=None, position=None)
+        rows.append(Measurement(key, "group", geo, tuple(p for p, _ in members)))
+    for uid, members in series.items():
+        if len(members) < 2:
+            continue  # a lone slice is an image, not a volume
+        _check_equal_sizes(f"DICOM series {uid}", members)
+        members = sorted(members, key=lambda m: (m[1].position is None, m[1].position or 0.0, m[0].name))
+        _check_distinct_positions(uid, members)
+        slice_mm = _series_slice_mm(members, slice_spacing)
+        geo = replace(members[0][1], slices=len(members), slice_mm=slice_mm, position=None)
+        rows.append(Measurement(f"series {uid}", "series", geo, tuple(p for p, _ in members)))
+    return rows
+
+
 def plan_measurements(
     files: Sequence[str | Path], options: MeasurementOptions, folder: str | Path | None = None
 ) -> list[Measurement]:
@@ -383,21 +405,7 @@ def plan_measurements(
     if options.slice_spacing is not None and pattern is None and not series:
         raise ValueError(f"--slice-spacing {options.slice_spacing:g} is used for B-scans joined by --group-regex or "
                          "DICOM series without positions, and there are neither; add --group-regex or drop it")
-    for key, numbered in groups.items():
-        members = _order_bscans(key, numbered)
-        _check_equal_sizes(key, members)
-        first = members[0][1]
-        geo = replace(first, slices=len(members), slice_mm=options.slice_spacing, series=None, position=None)
-        rows.append(Measurement(key, "group", geo, tuple(p for p, _ in members)))
-    for uid, members in series.items():
-        if len(members) < 2:
-            continue  # a lone slice is an image, not a volume
-        _check_equal_sizes(f"DICOM series {uid}", members)
-        members = sorted(members, key=lambda m: (m[1].position is None, m[1].position or 0.0, m[0].name))
-        _check_distinct_positions(uid, members)
-        slice_mm = _series_slice_mm(members, options.slice_spacing)
-        geo = replace(members[0][1], slices=len(members), slice_mm=slice_mm, position=None)
-        rows.append(Measurement(f"series {uid}", "series", geo, tuple(p for p, _ in members)))
+    rows += _volume_rows(groups, series, options.slice_spacing)
     _check_grid_options(options, rows)
     if options.fovea is not None:  # a grid centre outside a volume stops here, before anything is predicted
         for row in rows:

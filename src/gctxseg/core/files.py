@@ -123,8 +123,7 @@ def next_run_dir(results: str | Path, name: str = "exp", exist_ok: bool = False)
 
 # glibc serves large blocks (above a threshold of at most 32 MiB) with mmap and returns them to the kernel when freed,
 # and trims the heap's top above 64 MiB: on a CPU each training step then faults its activations in page by page
-# again (measured on Duke DME training in a 2-core EPYC VM: ~50,000 minor page faults per second, half the CPU time
-# in the kernel). Serving every block from the heap and not trimming it lets the next step reuse the memory
-# (benchmarks/allocator.py measures both ways).
+# again, with much of the CPU time in the kernel. Serving every block from the heap and not trimming it lets the
+# next step reuse the memory (benchmarks/allocator.py measures both ways; docs/real-oct.md, run 1 of the cv).
 
 

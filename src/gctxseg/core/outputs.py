@@ -1,4 +1,4 @@
-"""What a gctxseg command may write, and how: the one rule of every writer (docs/reliability.md, issue 30).
+"""What a gctxseg command may write, and how: the one rule of every writer (docs/reliability.md).
 
 - **Owned folders.** A folder output (``predict``/``evaluate``/``synth --out``) is written into a new or empty
   folder, or over a previous output of the same command, known by the marker file :data:`MARKER` inside it

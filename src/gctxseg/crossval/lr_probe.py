@@ -1,7 +1,7 @@
 """``gctxseg cv``'s learning-rate probe: a family whose best rate differs between real sets gets it from the data.
 
 GCtx-UNet from scratch wants AdamW 1e-4 on Duke DME (2e-3 collapses to background) and 2e-3 on DRIVE's vessels
-(0.648 against 0.546 at 1e-4; docs/real-oct.md), so one planned rate is not a rule for the transformer family.
+(docs/real-oct.md, "Learning rate, measured"), so one planned rate is not a rule for the transformer family.
 Before its folds, ``gctxseg cv`` trains each candidate rate briefly on fold 0 (its training patients, at the size,
 batch and start the folds will have, warm-up and cosine decay shortened to the probe) and scores fold 0's held-out
 images; every fold then trains at the best rate. The planned rate wins unless a candidate beats it by more than
@@ -30,23 +30,21 @@ __all__ = ["PROBE_CANDIDATES", "PROBE_IMAGES", "PROBE_MIN_IMAGES", "PROBE_TIE_DI
            "needs_probe", "plan_probe", "probe_steps", "probe_learning_rate", "probe_reason", "read_record",
            "skip_probe"]
 
-# Candidate peak AdamW rates per probed family: the grid measured on Duke DME and DRIVE (planning.py). The
-# U-Net families are not probed: their planned rates held on both sets (5e-4 was best or within 0.005 of it).
+# Candidate peak AdamW rates per probed family: the grid of benchmarks/lr_probe.py. The U-Net families are not
+# probed: their planned rates held on both real sets it was run on. The evidence for this and the image counts
+# below is in docs/real-oct.md ("What the planner's rules rest on").
 PROBE_CANDIDATES = {"transformer": (1e-4, 5e-4, 2e-3)}
 # Images each candidate trains on (optimiser steps x batch). Without a time budget: PROBE_IMAGES (the full run is
 # about 50,000 steps; this is cheap beside it). With one, the probe takes one fold's share, and is skipped (the
-# planned rate kept, said, and the share given back to the folds) when that buys fewer than PROBE_MIN_IMAGES.
-# Measured on Duke DME fold 0, GCtx-UNet from scratch: after 352 images per candidate (88 steps of 4, 128x224) the
-# rate best on Duke, 1e-4, was still at 0.000 held-out Dice; 704 (140 steps of 5, 192x288) separated the rates
-# (0.519 / 0.067 / 0.000); fold 0 at 1e-4 was at 0.23 after 440 images. DRIVE's vessels separated at 300-304
-# (1e-4 0.493 / 2e-3 0.579 on fold 0, docs/real-oct.md).
+# planned rate kept, said, and the share given back to the folds) when that buys fewer than PROBE_MIN_IMAGES: below
+# about that many images the transformer had learnt nothing at any rate yet, so the probe could not choose.
 PROBE_IMAGES = 1000
 PROBE_MIN_IMAGES = 600
 PROBE_TIE_DICE = 0.02
 # A real step (loading, augmenting and sampling data on the same cores; validation; checkpoints) against the
-# planner's bare-model step: 1.3-1.5x on Duke DME (planning.py), and a probe run's first epoch on a 2-core Xeon was
-# 2.4x (31 s for a planned 13 s). The probe's optimiser steps are fixed from this up front (``--steps``: every
-# candidate trains the same steps, the last epoch partial where the share holds less than a whole one).
+# planner's bare-model step, which it outlasts on a CPU. The probe's optimiser steps are fixed from this up front
+# (``--steps``: every candidate trains the same steps, the last epoch partial where the share holds less than a
+# whole one).
 REAL_STEP_FACTOR = 1.5
 PROBE_RECORD = "lr_probe.json"
 
@@ -207,7 +205,7 @@ def _train_candidate(cfg: TrainConfig, probe: ProbePlan, lr: float, config_dir: 
     run_dir = config_dir / "lr_probe" / f"lr_{lr:g}"
     if fold_finished(run_dir):
         return run_dir
-    # the schedule's warm-up is capped at a tenth of its steps (schedule.lr_lambda): a probe reaches its peak
+    # the schedule's warm-up is capped at a tenth of its steps (schedule.StepSchedule): a probe reaches its peak
     return train(replace(
         cfg, model=probe.model, fold=0, lr=lr, base_size=probe.plan.base_size, batch_size=probe.plan.batch_size,
         epochs=None, steps=probe.steps, time_budget=None, results=str(run_dir.parent), name=run_dir.name, exist_ok=True,

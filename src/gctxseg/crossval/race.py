@@ -7,12 +7,10 @@ out-of-fold scores are). One whose Dice trails the best by more than ``RACE_MARG
 folds and is not a candidate of the ranking. The dropped configurations' unspent shares are split evenly over the
 later folds of the kept ones, so on a short budget the configuration that will be chosen gets the steps.
 
-Why 0.10, measured on Duke's default cv (docs/real-oct.md): in run 5 the configurations the race drops there
-(fold 0: unet 0.685, gctx_unet 0.559, nnunet 0.000) trailed unet on *every* fold, by 0.13-0.29 (gctx_unet) and
-0.13-0.73 (nnunet), so fold 0 foretold the other four; and in runs 4 and 5 the ensembles with a member that far
-behind scored below the better member alone (unet+gctx_unet 0.619 < unet 0.648; unet+nnunet 0.691 < unet
-0.7025), so dropping it loses no candidate that could win. Configurations within 0.10 of each other stay in:
-the race never decides what only the pooled ranking can. ``gctxseg cv --no-race`` trains them all.
+Why 0.10 (the runs are in docs/real-oct.md, "The race"): on Duke DME's default cv the configurations that trailed by
+more than that on fold 0 trailed on every fold, and the ensembles with a member that far behind scored below the
+better member alone, so dropping it loses no candidate that could win. Configurations within 0.10 of each other
+stay in: the race never decides what only the pooled ranking can. ``gctxseg cv --no-race`` trains them all.
 """
 
 from __future__ import annotations

@@ -33,7 +33,8 @@ from .io import (
     turned_by_exif,
 )
 
-__all__ = ["MaskValueMap", "DatasetFingerprint", "fingerprint_dataset", "MAX_CLASSES"]
+__all__ = ["CaseAnalysis", "DatasetFingerprint", "MAX_CLASSES", "MaskValueMap", "aggregate_cases", "analyze_case",
+           "fingerprint_dataset"]
 
 MAX_CLASSES = 256  # class indices are stored as uint8 (dataset, disk cache): more would wrap around
 # "many values, most rare": what anti-aliasing, resizing or JPEG leaves in a picture mask (measured on the
@@ -153,6 +154,103 @@ def _check_label_values(value_counts: dict[int, int], richest_mask: tuple[int, o
         )
 
 
+@dataclass
+class CaseAnalysis:
+    """What one image/mask pair (one slice of a volume) contributes to the fingerprint (:func:`analyze_case`)."""
+
+    where: str  # the mask, and the slice of a volume
+    mask: object  # the mask's path
+    size: str  # "HxW"
+    kind: str  # natural / ct / scan
+    spacing: tuple[float, float] | None  # (row, column) mm, where the file states it
+    channels: int  # as read
+    value_counts: dict[int, int]  # raw mask value -> pixels
+    encoding: str | None  # how the mask states its classes (palette index, grey value)
+    picture_mask: bool  # the mask is a picture file (not a scan), where anti-aliasing can add values
+    background: int  # smallest mask value seen so far, this case's included
+    structure_width: float | None  # None: no foreground
+    sample: np.ndarray  # sampled pixels as read, ``N x channels`` float32
+    foreground_values: np.ndarray | None  # sampled foreground pixels as read (None: no foreground)
+    foreground_labels: np.ndarray | None  # their mask values
+    sums: tuple | None  # (pixels, sum, sum of squares) of the mapped values per channel (None: no mapping yet)
+
+
+def analyze_case(
+    pair: ImagePair,
+    *,
+    mapping: IntensityMapping | None,
+    known: set[int] | None,
+    known_channels: int | None,
+    background: int | None,
+    sample_pixels: int,
+    rng: np.random.Generator,
+    infos: dict[Path, ImageInfo | None],
+) -> CaseAnalysis:
+    """Read one pair, check it and measure it (nnU-Net's per-case fingerprint step).
+
+    Args:
+        pair: the image/mask pair (a slice of a volume when ``pair.slice_index`` is set).
+        mapping: the intensity mapping when known before the scan (checked against the file, its sums taken).
+        known: the training set's mask values (validation sets), else None.
+        known_channels: the training set's input channels (validation sets), else None.
+        background: smallest mask value seen in the cases before this one (or the known set's), or None.
+        sample_pixels: pixels sampled per image file (per volume: spread over its slices).
+        rng: the generator the pixels are sampled with (shared by the cases, in order, so a set samples the same
+            pixels every time).
+        infos: image path -> its header (volumes are read once for all their slices); filled in here.
+
+    Raises:
+        DatasetError: an unreadable file, a file of the wrong kind for the mapping, an image that does not fit
+            ``known_channels``, a mask of another size than its image or with values outside ``known``.
+    """
+    image, mask, encoding, info = _read_pair(pair, mapping, known_channels, infos)
+    where = pair.mask if pair.slice_index is None else f"{pair.mask} (slice {pair.slice_index})"
+    if image.shape[:2] != mask.shape:
+        raise DatasetError(_size_problem(where, mask.shape, image.shape, pair.image))
+    values, counts = np.unique(mask, return_counts=True)
+    if known is not None and not set(values.tolist()) <= known:
+        unseen = sorted(set(values.tolist()) - known)
+        raise DatasetError(f"{where}: value(s) {unseen} never seen in the training masks {sorted(known)}; fix the mask")
+    background = int(values[0]) if background is None else min(background, int(values[0]))
+    budget = max(1, sample_pixels // (info.depth or 1) if info is not None else sample_pixels)
+    flat = image.reshape(-1, image.shape[2])
+    sample = flat[rng.integers(0, flat.shape[0], min(budget, flat.shape[0]))].astype(np.float32)
+    width = fg_values = fg_labels = None
+    fg = np.flatnonzero(mask.ravel() != background)  # labels kept: the background may still go down
+    if fg.size:
+        width = _structure_width(mask != background)
+        picked = fg[rng.integers(0, fg.size, min(budget, fg.size))]
+        fg_values, fg_labels = flat[picked].astype(np.float32), mask.ravel()[picked]
+    sums = None
+    if mapping is not None:
+        mapped = mapping.apply(image).reshape(-1, mapping.channels(image.shape[2])).astype(np.float64)
+        sums = (mapped.shape[0], mapped.sum(0), (mapped**2).sum(0))
+    return CaseAnalysis(
+        where=where, mask=pair.mask, size=f"{image.shape[0]}x{image.shape[1]}",
+        kind=info.kind if info is not None else "natural",
+        spacing=info.spacing if info is not None else None, channels=image.shape[2],
+        value_counts=dict(zip(values.tolist(), counts.tolist())), encoding=encoding,
+        picture_mask=not is_scan(pair.mask), background=background, structure_width=width, sample=sample,
+        foreground_values=fg_values, foreground_labels=fg_labels, sums=sums,
+    )
+
+
+def _read_pair(pair: ImagePair, mapping: IntensityMapping | None, known_channels: int | None,
+               infos: dict[Path, ImageInfo | None]) -> tuple[np.ndarray, np.ndarray, str | None, ImageInfo | None]:
+    """(image ``H x W x C`` as read, mask, how the mask states its classes, the image's header or None)."""
+    if mapping is not None:
+        mapping.check(pair.image)
+    if pair.image not in infos:
+        infos[pair.image] = read_info(pair.image) if is_scan(pair.image) else None
+    image = read_image(pair.image, pair.slice_index)
+    if is_grey_colour(image):
+        image = image[..., :1]  # a grey scan saved as RGB: one channel (the model is then grey)
+    if known_channels is not None:
+        fit_channels(image, known_channels, pair.image)
+    mask, encoding = read_mask_with_encoding(pair.mask, pair.slice_index)
+    return image, mask, encoding, infos[pair.image]
+
+
 def fingerprint_dataset(
     pairs: Sequence[ImagePair],
     known_values: Sequence[int] | None = None,
@@ -163,7 +261,7 @@ def fingerprint_dataset(
     windows: Sequence[CTWindow | str] = (AUTO,),
     intensity: IntensityMapping | None = None,
 ) -> DatasetFingerprint:
-    """Read every pair once, check it, and summarise it.
+    """Read every pair once (:func:`analyze_case`), check it, and summarise the set (:func:`aggregate_cases`).
 
     The intensity mapping is ``intensity`` when given (validation sets: the training set's), else
     chosen by :func:`~gctxseg.data.intensity.choose_intensity` from what was read: pictures as read,
@@ -196,83 +294,91 @@ def fingerprint_dataset(
     mapping = intensity
     if mapping is None and (not any(is_scan(f) for f in files) or (ct and AUTO not in windows)):
         mapping = choose_intensity(files, ct, windows, (0.0, 1.0), None)  # nothing to derive: decide now
-    problems: list[str] = []
-    sizes: dict[str, int] = {}
-    kinds: dict[str, int] = {}
-    spacings: list[tuple[float, float]] = []
-    value_counts: dict[int, int] = {}
-    value_images: dict[int, int] = {}
-    richest_mask: tuple[int, object, bool] = (0, None, False)  # most distinct values: (count, mask, is a picture)
-    widths: list[float] = []
-    encodings: dict[str, object] = {}  # how masks state their classes (palette index, grey value) -> first mask
-    infos: dict[Path, ImageInfo | None] = {}
-    channels = 0
-    sums = []  # per image: (pixels, sum, sum of squares) of the mapped values, per channel
-    samples, fg_values, fg_labels = [], [], []  # values as read (and mask labels) of sampled pixels
-    rng = np.random.default_rng(0)
     known = set(int(v) for v in known_values) if known_values is not None else None
     background = min(known) if known else None
+    rng = np.random.default_rng(0)
+    infos: dict[Path, ImageInfo | None] = {}
+    cases: list[CaseAnalysis] = []
+    problems: list[str] = []
     for pair in pairs:
         try:
-            if mapping is not None:
-                mapping.check(pair.image)
-            if pair.image not in infos:
-                infos[pair.image] = read_info(pair.image) if is_scan(pair.image) else None
-            info = infos[pair.image]
-            image = read_image(pair.image, pair.slice_index)
-            if is_grey_colour(image):
-                image = image[..., :1]  # a grey scan saved as RGB: one channel (the model is then grey)
-            if known_channels is not None:
-                fit_channels(image, known_channels, pair.image)
-            mask, encoding = read_mask_with_encoding(pair.mask, pair.slice_index)
+            case = analyze_case(pair, mapping=mapping, known=known, known_channels=known_channels,
+                                background=background, sample_pixels=sample_pixels, rng=rng, infos=infos)
         except DatasetError as err:
             problems.append(str(err))
             continue
-        where = pair.mask if pair.slice_index is None else f"{pair.mask} (slice {pair.slice_index})"
-        if image.shape[:2] != mask.shape:
-            problems.append(_size_problem(where, mask.shape, image.shape, pair.image))
-            continue
-        if encoding is not None:
-            encodings.setdefault(encoding, pair.mask)
-        values, counts = np.unique(mask, return_counts=True)
-        if known is not None and not set(values.tolist()) <= known:
-            unseen = sorted(set(values.tolist()) - known)
-            problems.append(
-                f"{where}: value(s) {unseen} never seen in the training masks {sorted(known)}; fix the mask"
-            )
-            continue
-        for v, c in zip(values.tolist(), counts.tolist()):
+        background = case.background
+        cases.append(case)
+    raise_collected(problems)
+    return aggregate_cases(cases, files, mapping, ct=ct, windows=windows, check_labels=known is None)
+
+
+def aggregate_cases(
+    cases: Sequence[CaseAnalysis],
+    files: Sequence[Path],
+    mapping: IntensityMapping | None,
+    *,
+    ct: bool = False,
+    windows: Sequence[CTWindow | str] = (AUTO,),
+    check_labels: bool = True,
+) -> DatasetFingerprint:
+    """The fingerprint of a set from its cases (in the order they were read): sizes, classes, statistics.
+
+    ``mapping`` None: the intensity mapping is chosen here from the sampled pixels (``files``, ``ct`` and
+    ``windows`` as for :func:`fingerprint_dataset`). ``check_labels``: refuse mask values that cannot be class
+    labels (a training set; a validation set was checked against its training set's values case by case).
+
+    Raises:
+        DatasetError: palette and greyscale masks mixed; mask values that look like anti-aliasing or exceed the
+            uint8 classes (``check_labels``).
+    """
+    value_counts: dict[int, int] = {}
+    value_images: dict[int, int] = {}
+    sizes: dict[str, int] = {}
+    kinds: dict[str, int] = {}
+    encodings: dict[str, object] = {}  # how masks state their classes -> first mask
+    richest_mask: tuple[int, object, bool] = (0, None, False)  # most distinct values: (count, mask, is a picture)
+    for case in cases:
+        if case.encoding is not None:
+            encodings.setdefault(case.encoding, case.mask)
+        for v, c in case.value_counts.items():
             value_counts[v] = value_counts.get(v, 0) + c
             value_images[v] = value_images.get(v, 0) + 1
-        if len(values) > richest_mask[0]:
-            richest_mask = (len(values), where, not is_scan(pair.mask))
-        background = int(values[0]) if background is None else min(background, int(values[0]))
-        key = f"{image.shape[0]}x{image.shape[1]}"
-        sizes[key] = sizes.get(key, 0) + 1
-        kind = info.kind if info is not None else "natural"
-        kinds[kind] = kinds.get(kind, 0) + 1
-        if info is not None and info.spacing is not None:
-            spacings.append(info.spacing)
-        channels = max(channels, image.shape[2])
-        budget = max(1, sample_pixels // (info.depth or 1) if info is not None else sample_pixels)
-        flat = image.reshape(-1, image.shape[2])
-        samples.append(flat[rng.integers(0, flat.shape[0], min(budget, flat.shape[0]))].astype(np.float32))
-        fg = np.flatnonzero(mask.ravel() != background)  # labels kept: the background may still go down
-        if fg.size:
-            widths.append(_structure_width(mask != background))
-            picked = fg[rng.integers(0, fg.size, min(budget, fg.size))]
-            fg_values.append(flat[picked].astype(np.float32))
-            fg_labels.append(mask.ravel()[picked])
-        if mapping is not None:
-            mapped = mapping.apply(image).reshape(-1, mapping.channels(image.shape[2])).astype(np.float64)
-            sums.append((mapped.shape[0], mapped.sum(0), (mapped**2).sum(0)))
-    raise_collected(problems)
+        if len(case.value_counts) > richest_mask[0]:
+            richest_mask = (len(case.value_counts), case.where, case.picture_mask)
+        sizes[case.size] = sizes.get(case.size, 0) + 1
+        kinds[case.kind] = kinds.get(case.kind, 0) + 1
     _check_one_encoding(encodings)
-    if known is None:
+    if check_labels:
         _check_label_values(value_counts, richest_mask)
-    pooled = _broadcast_pool(samples, channels)
+    channels = max((case.channels for case in cases), default=0)
+    background = cases[-1].background if cases else None
+    spacings = [case.spacing for case in cases if case.spacing is not None]
+    widths = [case.structure_width for case in cases if case.structure_width is not None]
+    mapping, stats = _intensity_statistics(cases, files, mapping, channels, background, ct, windows)
+    return DatasetFingerprint(
+        num_cases=len(cases),
+        channels=mapping.channels(channels),
+        sizes=sizes,
+        mask_values={str(v): c for v, c in sorted(value_counts.items())},
+        **stats,
+        kinds=kinds,
+        spacing=np.median(np.asarray(spacings), axis=0).round(6).tolist() if spacings else None,
+        intensity=mapping.to_dict(),
+        mask_value_images={str(v): n for v, n in sorted(value_images.items())},
+        structure_width=round(float(np.median(widths)), 3) if widths else None,
+    )
+
+
+def _intensity_statistics(cases, files, mapping, channels, background, ct, windows) -> tuple[IntensityMapping, dict]:
+    """(the mapping, chosen here when None; the fingerprint's mean, std and percentile fields) from the cases."""
+    pooled = _broadcast_pool([case.sample for case in cases], channels)
     low, high = np.percentile(pooled, [0.5, 99.5], axis=0)
-    fg_pooled = _broadcast_pool(fg_values, channels)[np.concatenate(fg_labels) > background] if fg_values else None
+    with_fg = [case for case in cases if case.foreground_values is not None]
+    fg_pooled = None
+    if with_fg:
+        labels = np.concatenate([case.foreground_labels for case in with_fg])
+        fg_pooled = _broadcast_pool([case.foreground_values for case in with_fg], channels)[labels > background]
     fg_low = fg_high = np.zeros(0)
     if fg_pooled is not None and fg_pooled.size:
         fg_low, fg_high = np.percentile(fg_pooled, [0.5, 99.5], axis=0)
@@ -283,26 +389,18 @@ def fingerprint_dataset(
         mean, std = mapped.mean(0), np.sqrt(np.maximum(mapped.var(0), 1e-12))
     else:
         input_channels = mapping.channels(channels)
+        sums = [case.sums for case in cases]
         total = sum(n for n, *_ in sums)
         mean = sum(np.broadcast_to(s, (input_channels,)) for _, s, _ in sums) / total
         sq_mean = sum(np.broadcast_to(q, (input_channels,)) for _, _, q in sums) / total
         std = np.sqrt(np.maximum(sq_mean - mean**2, 1e-12))
-    return DatasetFingerprint(
-        num_cases=len(pairs),
-        channels=mapping.channels(channels),
-        sizes=sizes,
-        mask_values={str(v): c for v, c in sorted(value_counts.items())},
+    return mapping, dict(
         mean=mean.round(6).tolist(),
         std=std.round(6).tolist(),
         percentile_00_5=low.round(6).tolist(),
         percentile_99_5=high.round(6).tolist(),
         foreground_percentile_00_5=fg_low.round(6).tolist(),
         foreground_percentile_99_5=fg_high.round(6).tolist(),
-        kinds=kinds,
-        spacing=np.median(np.asarray(spacings), axis=0).round(6).tolist() if spacings else None,
-        intensity=mapping.to_dict(),
-        mask_value_images={str(v): n for v, n in sorted(value_images.items())},
-        structure_width=round(float(np.median(widths)), 3) if widths else None,
     )
 
 

@@ -54,7 +54,6 @@ __all__ = [
     "read_oct_volume",
     "raster_layout",
     "volume_truth",
-    "write_heyex_vol",
 ]
 
 OCT_INSTALL = 'pip install "gctxseg[oct]"'
@@ -625,39 +624,3 @@ def _seg_truth(volume: OctVolume, seg_path: Path, class_names: Sequence[str]) ->
                            f"{volume.bscans.shape}; re-export it")
     how = "segments by label" if by_label else "segment number = class"
     return VolumeTruth(labels, f"DICOM SEG {seg_path} ({how}; frames by their source frame references)")
-
-
-# ---------------------------------------------------------------- writing a VOL (tests and examples)
-
-
-def write_heyex_vol(path: str | Path, bscans: np.ndarray, ascan_mm: float, axial_mm: float, distance_mm: float,
-                    eye: str, positions: Sequence[tuple[float, float, float, float]],
-                    localizer: np.ndarray | None = None, localizer_mm: float = 0.01) -> Path:
-    """Write ``bscans`` (``S x H x W`` uint8) as a HEYEX VOL file with eyepy's own VOL structure.
-
-    eyepy 0.21's ``HeVolWriter`` cannot encode the header's dates on Python 3.11 (its date adapter wants ISO text
-    and a float for a 64-bit integer), so its ``vol_format`` is built here with fixed dates; every other field is
-    written as ``HeVolWriter`` writes it (intensities through ``to_vol_intensity``).
-    """
-    import construct as cs
-    from eyepy.core.utils import to_vol_intensity
-    from eyepy.io.he.vol_reader import vol_format
-
-    count, height, width = bscans.shape
-    localizer = np.zeros((256, 256), np.uint8) if localizer is None else localizer
-    date = "2000-01-01T00:00:00"
-    fmt = cs.Struct(*[("exam_time" / cs.Int64ul) if sc.name == "exam_time" else sc for sc in vol_format.subcons])
-    items = [dict(bscan_hdr_size=256 + 17 * 4 * width, start_x=p[0], start_y=p[1], end_x=p[2], end_y=p[3],
-                  num_seg=0, quality=30.0, shift=0, iv_transformation=[0.0] * 6,
-                  layer_segmentations=np.zeros((0, width), np.float32),
-                  data=to_vol_intensity(b.astype(np.float32) / 255.0)) for b, p in zip(bscans, positions)]
-    header = dict(size_x=width, size_y=height, n_bscans=count, scale_x=ascan_mm, scale_y=axial_mm, distance=distance_mm,
-                  size_x_slo=localizer.shape[1], size_y_slo=localizer.shape[0], scale_x_slo=localizer_mm,
-                  scale_y_slo=localizer_mm, field_size_slo=30, scan_focus=0.0, scan_position=eye, exam_time=0,
-                  scan_pattern=3, id="1", reference_id="", pid=0, patient_id="phantom", dob=date, vid=0, visit_id="",
-                  visit_date=date, grid_type=0, grid_offset=0, grid_type1=0, grid_offset1=0, prog_id="",
-                  localizer=localizer.astype(np.uint8), bscans=items)
-    path = Path(path)
-    path.write_bytes(fmt.build(header))
-    return path
-

@@ -260,6 +260,33 @@ def _hole_wall(hole: _Hole, height: np.ndarray) -> np.ndarray:
     return hole.narrow + (hole.base - hole.narrow) * (1 - s) ** hole.taper + (hole.peak - hole.narrow) * flare
 
 
+def _swelling(rng: np.random.Generator, w: int, u: np.ndarray, reference: float, cysts: list[_Cyst],
+              hole: _Hole | None) -> dict[str, np.ndarray]:
+    """Extra thickness of the inner and outer nuclear layers per column: around cysts, the macula, a hole's edges.
+
+    Each cyst pushes its host layer open by about its own height; overlapping swellings take the max, not the sum,
+    so a cluster of cysts does not balloon the retina."""
+    x = np.arange(w, dtype=np.float32)
+    swelling = {"inl": np.zeros(w, np.float32), "onl": np.zeros(w, np.float32)}
+    for cyst in cysts:
+        lateral = np.exp(-0.5 * ((x - cyst.cx) / (1.6 * cyst.rx + 4.0 * w / 224)) ** 2)
+        gain = 2.0 * cyst.ry + 2.0 if cyst.host == "inl" else 2.0 * cyst.ry * rng.uniform(0.8, 1.1)
+        swelling[cyst.host] = np.maximum(swelling[cyst.host], gain * lateral)
+    if cysts:  # diffuse thickening of the macula around the cystoid spaces
+        diffuse = reference * rng.uniform(0.03, 0.15) * np.exp(-((u / 0.12) ** 2))
+        swelling["onl"] += diffuse
+        swelling["inl"] += 0.5 * diffuse
+    if hole is not None:  # elevated, thickened edges, flat over the lumen (which is cut out later)
+        distance = np.abs(x - hole.xc)
+        rise = reference * rng.uniform(0.25, 0.5)
+        spread = w * rng.uniform(0.035, 0.07)
+        shoulder = hole.peak + rng.uniform(2.0, 6.0) * w / 224  # flat top beyond the lip: rounded, not a horn
+        edge = rise * np.where(distance <= shoulder, 1.0, np.exp(-0.5 * ((distance - shoulder) / spread) ** 2))
+        swelling["inl"] += 0.35 * edge
+        swelling["onl"] += 0.65 * edge
+    return swelling
+
+
 def _layer_boundaries(
     rng: np.random.Generator,
     shape: tuple[int, int],
@@ -293,25 +320,7 @@ def _layer_boundaries(
     thickness["onl"] = thickness["onl"] * (1 + rng.uniform(0.3, 0.6) * np.exp(-((u / (1.3 * pit_halfwidth)) ** 2)))
     thickness["os"] = thickness["os"] * (1 + 0.5 * np.exp(-((u / (0.6 * pit_halfwidth)) ** 2)))
 
-    # Swelling: each cyst pushes its host layer open by about its own height; overlapping swellings take
-    # the max, not the sum, so a cluster of cysts does not balloon the retina.
-    swelling = {"inl": np.zeros(w, np.float32), "onl": np.zeros(w, np.float32)}
-    for cyst in cysts:
-        lateral = np.exp(-0.5 * ((x - cyst.cx) / (1.6 * cyst.rx + 4.0 * w / 224)) ** 2)
-        gain = 2.0 * cyst.ry + 2.0 if cyst.host == "inl" else 2.0 * cyst.ry * rng.uniform(0.8, 1.1)
-        swelling[cyst.host] = np.maximum(swelling[cyst.host], gain * lateral)
-    if cysts:  # diffuse thickening of the macula around the cystoid spaces
-        diffuse = reference * rng.uniform(0.03, 0.15) * np.exp(-((u / 0.12) ** 2))
-        swelling["onl"] += diffuse
-        swelling["inl"] += 0.5 * diffuse
-    if hole is not None:  # elevated, thickened edges, flat over the lumen (which is cut out later)
-        distance = np.abs(x - hole.xc)
-        rise = reference * rng.uniform(0.25, 0.5)
-        spread = w * rng.uniform(0.035, 0.07)
-        shoulder = hole.peak + rng.uniform(2.0, 6.0) * w / 224  # flat top beyond the lip: rounded, not a horn
-        edge = rise * np.where(distance <= shoulder, 1.0, np.exp(-0.5 * ((distance - shoulder) / spread) ** 2))
-        swelling["inl"] += 0.35 * edge
-        swelling["onl"] += 0.65 * edge
+    swelling = _swelling(rng, w, u, reference, cysts, hole)
     thickness["inl"] = thickness["inl"] + swelling["inl"]
     thickness["onl"] = thickness["onl"] + swelling["onl"]
     thickness["srf"] = srf_height
@@ -388,30 +397,52 @@ def render_oct_bscan(
         raise ValueError(f"size must be (height, width) with both >= 32, got {size!r}")
     h, w = int(size[0]), int(size[1])
     shape = (h, w)
-    sy, sx = h / 224, w / 224
     if edema is None:
         edema = bool(rng.random() < _EDEMA_RATE)
     if hole is None:
         hole = bool(rng.random() < _HOLE_RATE)
 
-    # --- lesion geometry -------------------------------------------------------------------------------
+    xc, macular_hole, cysts, srf_height = _sample_lesions(rng, shape, edema, hole)
+    boundaries = _layer_boundaries(rng, shape, cysts, macular_hole, srf_height, xc)
+    rows = np.arange(h, dtype=np.float32)[:, None]
+    region = (rows[None] >= boundaries[:, None, :]).sum(axis=0, dtype=np.uint8)  # (H, W), 0 = vitreous
+    mask, removed, top_line = _label_mask(rng, shape, boundaries, region, cysts, macular_hole)
+    level = _backscatter_db(rng, shape, boundaries, region, macular_hole, xc)
+    signal = np.power(10.0, level / 10.0, dtype=np.float32)
+    signal[(region == 0) | removed] = 0.0
+    _add_vitreous(rng, signal, boundaries[0], macular_hole, top_line)
+    signal[mask > 0] = 0.0  # last, so nothing drawn above leaks into a lesion: labelled means signal-free
+    return PhantomSample(image=_acquire(rng, signal), mask=mask)
+
+
+def _sample_lesions(rng: np.random.Generator, shape: tuple[int, int], edema: bool, hole: bool) -> tuple:
+    """(foveal centre column, the hole or None, the cysts, the subretinal fluid's height per column)."""
+    h, w = shape
+    sy, sx = h / 224, w / 224
     xc = w * (0.5 + rng.uniform(-0.08, 0.08))
     x = np.arange(w, dtype=np.float32)
     macular_hole = _sample_hole(rng, xc, sx) if hole else None
-    clearance = max(macular_hole.base, macular_hole.peak) if macular_hole else 0.0
-    cysts = _sample_cysts(rng, w, xc, sy, sx, clearance) if edema else []
+    cysts = _sample_cysts(rng, w, xc, sy, sx, _clearance(macular_hole)) if edema else []
     srf_height = np.zeros(w, np.float32)
     if edema and not hole and rng.random() < 0.35:  # subretinal fluid dome; never mixed with a hole's base
         centre, half = xc + rng.normal(0, 0.04 * w), rng.uniform(15.0, 40.0) * sx
         dome = np.clip(1 - ((x - centre) / half) ** 2, 0, 1) ** 0.6
         srf_height = (rng.uniform(5.0, 14.0) * sy * dome).astype(np.float32)
+    return xc, macular_hole, cysts, srf_height
 
-    boundaries = _layer_boundaries(rng, shape, cysts, macular_hole, srf_height, xc)
-    ilm, elm, rpe_top, bruch = (boundaries[i] for i in (0, _REGION["onl"], _REGION["rpe"] - 1, -1))
+
+def _clearance(macular_hole: _Hole | None) -> float:
+    """Half-width around the fovea that the hole takes (0 without one)."""
+    return max(macular_hole.base, macular_hole.peak) if macular_hole else 0.0
+
+
+def _label_mask(rng: np.random.Generator, shape: tuple[int, int], boundaries: np.ndarray, region: np.ndarray,
+                cysts: list[_Cyst], macular_hole: _Hole | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(class-index mask, tissue cut away by the hole, the line joining the hole's edge tops or None)."""
+    h, w = shape
+    x = np.arange(w, dtype=np.float32)
     rows = np.arange(h, dtype=np.float32)[:, None]
-    region = (rows[None] >= boundaries[:, None, :]).sum(axis=0, dtype=np.uint8)  # (H, W), 0 = vitreous
-
-    # --- labels ----------------------------------------------------------------------------------------
+    ilm, elm, rpe_top = (boundaries[i] for i in (0, _REGION["onl"], _REGION["rpe"] - 1))
     mask = np.zeros(shape, np.uint8)
     neural = (region >= 1) & (region < _REGION["srf"])  # ILM down to the photoreceptor tips
     for cyst in cysts:
@@ -423,25 +454,34 @@ def render_oct_bscan(
         box, radius = _ellipse(shape, cy, cyst.cx, cyst.ry, cyst.rx, cyst.angle)
         mask[box][(radius <= 1.0) & neural[box]] = 1
     mask[region == _REGION["srf"]] = 1
-
     removed = np.zeros(shape, bool)  # tissue cut away by the hole (lumen and above it)
-    if macular_hole is not None:
-        left, right = macular_hole.xc - macular_hole.peak, macular_hole.xc + macular_hole.peak
-        cols = np.clip(np.array([left, right]), 0, w - 1)
-        edge_tops = np.interp(cols, x, ilm)
-        top_line = np.interp(x, cols, edge_tops)  # straight line joining the two edge tops
-        height = (rpe_top - rows) / np.maximum(rpe_top - top_line, 1.0)  # (H, W), 1 at the edge tops
-        off_centre = np.abs(x - macular_hole.xc)
-        between = off_centre < macular_hole.peak
-        lumen = (height > 0) & (height <= 1) & (off_centre < _hole_wall(macular_hole, height))
-        removed = lumen | ((height > 1) & between)
-        empty_inside = (height > 0) & (height <= 1) & between & ((region == 0) | removed)
-        mask[empty_inside] = 2
-        # Keep a septum of tissue between the lumen and edge cysts so the two classes never touch.
-        near_lumen = (height > 0) & (height <= 1) & (off_centre < _hole_wall(macular_hole, height) + 2)
-        mask[(mask == 1) & near_lumen] = 0
+    if macular_hole is None:
+        return mask, removed, None
+    left, right = macular_hole.xc - macular_hole.peak, macular_hole.xc + macular_hole.peak
+    cols = np.clip(np.array([left, right]), 0, w - 1)
+    edge_tops = np.interp(cols, x, ilm)
+    top_line = np.interp(x, cols, edge_tops)  # straight line joining the two edge tops
+    height = (rpe_top - rows) / np.maximum(rpe_top - top_line, 1.0)  # (H, W), 1 at the edge tops
+    off_centre = np.abs(x - macular_hole.xc)
+    between = off_centre < macular_hole.peak
+    lumen = (height > 0) & (height <= 1) & (off_centre < _hole_wall(macular_hole, height))
+    removed = lumen | ((height > 1) & between)
+    empty_inside = (height > 0) & (height <= 1) & between & ((region == 0) | removed)
+    mask[empty_inside] = 2
+    # Keep a septum of tissue between the lumen and edge cysts so the two classes never touch.
+    near_lumen = (height > 0) & (height <= 1) & (off_centre < _hole_wall(macular_hole, height) + 2)
+    mask[(mask == 1) & near_lumen] = 0
+    return mask, removed, top_line
 
-    # --- backscatter (dB above the noise floor) ---------------------------------------------------------
+
+def _backscatter_db(rng: np.random.Generator, shape: tuple[int, int], boundaries: np.ndarray, region: np.ndarray,
+                    macular_hole: _Hole | None, xc: float) -> np.ndarray:
+    """Backscatter in dB above the noise floor: layers, texture, choroid, superficial vessels, depth roll-off."""
+    h, w = shape
+    sy, sx = h / 224, w / 224
+    x = np.arange(w, dtype=np.float32)
+    rows = np.arange(h, dtype=np.float32)[:, None]
+    bruch = boundaries[-1]
     layer_db = np.array([0.0, *(_REFLECTIVITY_DB[n] + rng.normal(0, 1.0) for n in _LAYERS), 0.0], np.float32)
     level = layer_db[region]
     texture = smooth_noise_2d(rng, shape, 2.5 * sy, 10.0 * sx)
@@ -450,8 +490,22 @@ def render_oct_bscan(
     level[below] = _choroid_db(rng, shape, rows - bruch[None, :], bruch, (sy, sx))[below]
     if macular_hole is not None:  # more light reaches the choroid where no retina sits above it
         level += (below * 3.0 * np.exp(-(((x - macular_hole.xc) / macular_hole.base) ** 4))).astype(np.float32)
+    _add_superficial_vessels(rng, level, boundaries, xc, _clearance(macular_hole))
+    # Depth roll-off and, sometimes, a vignetted scan edge.
+    level -= rng.uniform(2.0, 8.0) * rows / h
+    if rng.random() < 0.3:
+        ramp = np.clip(1 - x / (0.12 * w), 0, 1) ** 1.5
+        level -= rng.uniform(6.0, 14.0) * (ramp if rng.random() < 0.5 else ramp[::-1])[None, :]
+    return level
 
-    # Superficial vessels: bright dots in the inner retina, each casting a shadow straight down.
+
+def _add_superficial_vessels(rng: np.random.Generator, level: np.ndarray, boundaries: np.ndarray, xc: float,
+                             clearance: float) -> None:
+    """Bright dots in the inner retina of ``level`` (dB), each casting a shadow straight down; none at the fovea."""
+    h, w = level.shape
+    sy, sx = h / 224, w / 224
+    x = np.arange(w, dtype=np.float32)
+    rows = np.arange(h, dtype=np.float32)[:, None]
     fovea_free = 1.3 * 0.1 * w + clearance
     for _ in range(int(rng.integers(2, 6) * max(1.0, sx) ** 0.5)):
         vx = rng.uniform(0, w)
@@ -463,19 +517,16 @@ def render_oct_bscan(
         shadow_db = rng.uniform(3.0, 7.0)
         lateral = np.exp(-0.5 * ((x - vx) / (0.9 * radius_v)) ** 2)
         level -= shadow_db * (rows > vy + radius_v) * lateral[None, :]
-        box, radius = _ellipse(shape, vy, vx, radius_v, radius_v)
+        box, radius = _ellipse(level.shape, vy, vx, radius_v, radius_v)
         level[box] = np.where(radius <= 1.0, np.maximum(level[box], 25.0), level[box])
 
-    # Depth roll-off and, sometimes, a vignetted scan edge.
-    level -= rng.uniform(2.0, 8.0) * rows / h
-    if rng.random() < 0.3:
-        ramp = np.clip(1 - x / (0.12 * w), 0, 1) ** 1.5
-        level -= rng.uniform(6.0, 14.0) * (ramp if rng.random() < 0.5 else ramp[::-1])[None, :]
 
-    signal = np.power(10.0, level / 10.0, dtype=np.float32)
-    signal[(region == 0) | removed] = 0.0
-
-    # Faint posterior hyaloid in the vitreous, and sometimes an operculum floating over a hole.
+def _add_vitreous(rng: np.random.Generator, signal: np.ndarray, ilm: np.ndarray, macular_hole: _Hole | None,
+                  top_line: np.ndarray | None) -> None:
+    """A faint posterior hyaloid in the vitreous, and sometimes an operculum floating over a hole."""
+    h, w = signal.shape
+    sy = h / 224
+    rows = np.arange(h, dtype=np.float32)[:, None]
     if rng.random() < 0.4:
         gap = h * (0.06 + 0.02 * _smooth_noise_1d(rng, w, 0.4 * w)).clip(0.03, None)
         presence = np.clip(_smooth_noise_1d(rng, w, 0.2 * w), 0, 1)
@@ -485,19 +536,21 @@ def render_oct_bscan(
         col = int(np.clip(macular_hole.xc, 0, w - 1))
         ry = max(1.0, rng.uniform(1.5, 3.5) * sy)
         cy = top_line[col] - ry - rng.uniform(4.0, 12.0) * sy
-        box, radius = _ellipse(shape, cy, macular_hole.xc, ry, macular_hole.peak * rng.uniform(0.6, 1.1))
+        box, radius = _ellipse(signal.shape, cy, macular_hole.xc, ry, macular_hole.peak * rng.uniform(0.6, 1.1))
         signal[box] = np.where(radius <= 1.0, 10 ** (rng.uniform(16.0, 20.0) / 10), signal[box])
-    signal[mask > 0] = 0.0  # last, so nothing drawn above leaks into a lesion: labelled means signal-free
 
-    # --- acquisition: speckle, noise floor, log compression, blur, display window ----------------------
+
+def _acquire(rng: np.random.Generator, signal: np.ndarray) -> np.ndarray:
+    """The scanner's side: speckle, noise floor, log compression, blur and display window -> uint8 image."""
+    h, w = signal.shape
+    sy, sx = h / 224, w / 224
     grain = (0.9 * sx**0.5, 0.5 * sy**0.5)
-    intensity = signal * speckle(rng, shape, grain[1], grain[0]) + speckle(rng, shape, grain[1], grain[0])
+    intensity = signal * speckle(rng, signal.shape, grain[1], grain[0]) + speckle(rng, signal.shape, grain[1], grain[0])
     log_image = 10 * np.log10(intensity + 1e-3)
     log_image = blur(log_image, 0.45 * sy**0.5, 0.6 * sx**0.5)
     low, high = rng.uniform(-4.0, 1.0), rng.uniform(31.0, 37.0)
     display = np.clip((log_image - low) / (high - low), 0, 1) ** rng.uniform(0.85, 1.2)
-    image = np.round(255 * display).astype(np.uint8)
-    return PhantomSample(image=image, mask=mask)
+    return np.round(255 * display).astype(np.uint8)
 
 
 # ---------------------------------------------------------------------------------------------------------

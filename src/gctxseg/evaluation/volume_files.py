@@ -98,18 +98,9 @@ def evaluate_volume_folder(weights, data: str | Path, out: str | Path | None, *,
         row, report = volume_readout(volume, pred, class_names, columns_eye, name, fovea=report.fovea)
         pred_rows.append(row)
         pred_reports.append(report)
-    value_map = predictor.value_map
-    names = [f"class {c} (value {v})" for c, v in enumerate(value_map.values)]
-    count = len(scored.per_image)
-    summary = {
-        "weights": str(weights), "data": str(data), "images": count, "volumes": len(files),
-        "truth": {p.name: line for p, (line, *_) in sources.items()},
-        "infer mode": infer_mode, "tta": "hflip+vflip" if tta_vflip else "hflip" if tta else "off",
-        "nsd tolerance": nsd_tolerance, "spacing": "each file's own" if in_mm else None,
-        "distance unit": "mm" if in_mm else "px", "mask values": value_map.to_dict(),
-        **_pooled_summary(scored, names, value_map.values),
-        "seconds per image": scored.seconds / max(1, count), "device": str(predictor.device),
-    }  # fmt: skip
+    names = [f"class {c} (value {v})" for c, v in enumerate(predictor.value_map.values)]
+    summary = _volume_summary(weights, data, files, sources, scored, names, predictor, infer_mode, tta, tta_vflip,
+                              nsd_tolerance, in_mm)
     if not in_mm:
         summary["note"] = "a volume file without a pixel spacing: HD95 and NSD of every file in pixels"
     writing = staged_output(out, "evaluate", EVALUATION_ENTRIES, **rules) if out is not None else nullcontext()
@@ -121,6 +112,22 @@ def evaluate_volume_folder(weights, data: str | Path, out: str | Path | None, *,
             write_volume_reports(pred_reports, staging, class_names, columns_eye, "predicted_", say=False)
             _write_evaluation(staging, summary, scored, names)
     return EvaluationResult(summary, scored.rows, scored.total, Path(out) if out is not None else None)
+
+
+def _volume_summary(weights, data: Path, files: Sequence[Path], sources: dict, scored: _ScoredPairs, names: list[str],
+                    predictor, infer_mode: str, tta: bool, tta_vflip: bool, nsd_tolerance: float, in_mm: bool) -> dict:
+    """``summary.json``'s scores of a volume folder (the read-outs' agreement is added while writing)."""
+    value_map = predictor.value_map
+    count = len(scored.per_image)
+    return {
+        "weights": str(weights), "data": str(data), "images": count, "volumes": len(files),
+        "truth": {p.name: line for p, (line, *_) in sources.items()},
+        "infer mode": infer_mode, "tta": "hflip+vflip" if tta_vflip else "hflip" if tta else "off",
+        "nsd tolerance": nsd_tolerance, "spacing": "each file's own" if in_mm else None,
+        "distance unit": "mm" if in_mm else "px", "mask values": value_map.to_dict(),
+        **_pooled_summary(scored, names, value_map.values),
+        "seconds per image": scored.seconds / max(1, count), "device": str(predictor.device),
+    }  # fmt: skip
 
 
 def _check_truth(files: Sequence[Path], masks: Path, value_map, mask_f: str,

@@ -39,8 +39,8 @@ under a non-commercial licence, is used):
 * **Attention** is batched over all windows through ``F.scaled_dot_product_attention``, except when training
   on CPU: there PyTorch's fused CPU kernel cannot return the gradient of the relative position bias (passed as
   ``attn_mask``), so SDPA falls back to its unfused math path plus NaN guards; the explicit ``q @ k^T + bias
-  -> softmax -> @ v`` is the same computation without the guards (measured 10% faster in bf16 training on an
-  AVX512-BF16 CPU, 2-6x on an AMX one). CPU inference runs the fused kernel.
+  -> softmax -> @ v`` is the same computation without the guards, and faster (docs/speed.md). CPU inference runs
+  the fused kernel.
 * **The deepest stage's global-query generator** (encoder and decoder, depth 1, so only a local-attention
   block) is never used by the network: the authors compute and discard it (26 M multiply-adds at 224), we skip
   it. Its 0.8 M parameters are kept (they are part of the published 12.34 M and of ImageNet checkpoints) but

@@ -16,7 +16,7 @@ from ..visualize.plots import (
     is_gctxseg_plot,
     plot_compare_curves,
 )
-from .report import format_table, summarize_run
+from .report import RunSummary, format_table, summarize_run
 
 __all__ = ["measure_throughput", "compare_runs"]
 
@@ -39,6 +39,25 @@ def measure_throughput(predictor: Predictor, batch: int = 1, min_seconds: float 
         repeats += 1
     return batch * repeats / (time.perf_counter() - start)
 
+
+
+def _run_row(label: str, summary: RunSummary, log: dict, predictor: Predictor, timing_seconds: float) -> dict:
+    """One run's row: its best validation figures (``summary``: :func:`summarize_run`), size and the inference
+    speed measured now."""
+    best = summary.best_val.scores if summary.best_val is not None else None
+    return {
+        "run": label,
+        "model": summary.model,
+        "best epoch": summary.best_epoch + 1,
+        "epochs": summary.epochs,
+        "val mean dice": best.mean_dice if best else None,
+        "val mean iou": best.mean_iou if best else None,
+        "val pixel acc": best.pixel_accuracy if best else None,
+        "params (M)": summary.parameters / 1e6,
+        "G mult-adds": (RunLog.from_json(log).model.flops or 0) / 1e9,
+        "input": "x".join(str(s) for s in predictor.base_size),
+        "images/s": measure_throughput(predictor, min_seconds=timing_seconds),
+    }  # fmt: skip
 
 
 def compare_runs(
@@ -80,23 +99,9 @@ def compare_runs(
         summary = summarize_run(run_dir)
         weights = run_dir / "best.pt" if (run_dir / "best.pt").is_file() else run_dir / "last.pt"
         predictor = Predictor(weights, device, amp)
-        log = json.loads((run_dir / "log.json").read_text())
         label = run_dir.name if run_dir.name not in logs else str(run_dir)
-        logs[label] = log
-        best = summary.best_val.scores if summary.best_val is not None else None
-        rows.append({
-            "run": label,
-            "model": summary.model,
-            "best epoch": summary.best_epoch + 1,
-            "epochs": summary.epochs,
-            "val mean dice": best.mean_dice if best else None,
-            "val mean iou": best.mean_iou if best else None,
-            "val pixel acc": best.pixel_accuracy if best else None,
-            "params (M)": summary.parameters / 1e6,
-            "G mult-adds": (RunLog.from_json(log).model.flops or 0) / 1e9,
-            "input": "x".join(str(s) for s in predictor.base_size),
-            "images/s": measure_throughput(predictor, min_seconds=timing_seconds),
-        })  # fmt: skip
+        logs[label] = json.loads((run_dir / "log.json").read_text())
+        rows.append(_run_row(label, summary, logs[label], predictor, timing_seconds))
     if out is not None and logs:
         plot_compare_curves(logs, out)
     device_name = str(predictor.device) if rows else device

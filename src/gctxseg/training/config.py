@@ -168,8 +168,6 @@ def resume_config(cfg: TrainConfig, ckpt: dict, given: Collection[str] | None) -
             file=sys.stderr,
         )
     saved = {f.name: ckpt["config"][f.name] for f in fields(TrainConfig) if f.name in ckpt["config"]}
-    saved.setdefault("augment", "standard")  # runs from before augmentation was planned trained with this one
-    saved.setdefault("val_every", 1)  # runs from before the validation cadence was planned validated every epoch
     overrides = {k: getattr(cfg, k) for k in ("device", "workers", "resume")}
     if "epochs" in given:  # an explicit --epochs or --steps always wins: it extends or shortens the schedule
         overrides.update(epochs=cfg.epochs, steps=None)

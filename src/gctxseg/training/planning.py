@@ -38,24 +38,20 @@ __all__ = [
     "size_options",
 ]
 
-# Pixel budget of one training input. 256x512 = 131,072 px keeps a 496x1024 B-scan at half resolution (the
-# smallest cysts graders draw are tens of pixels wide at full resolution); the seed's 224x224 squashed such a
-# scan 2.2x horizontally. A time budget can lower it (see ``planned_size``).
+# The rules' evidence (the runs, their machines and figures) is in docs/real-oct.md, "What the planner's rules rest
+# on"; each comment here says what a constant does.
+# Pixel budget of one training input: 256x512 keeps a 496x1024 B-scan at half resolution, where the smallest cysts
+# graders draw are still a few pixels wide. A time budget can lower it (``planned_size``).
 PIXEL_BUDGET = 256 * 512
 MIN_SHORT_SIDE = 128  # below this a B-scan's layers are a few pixels thick
 # Thin structures keep their resolution: where the median foreground structure (the fingerprint's structure_width)
 # is narrower than this, neither the pixel budget nor a time budget shrinks the input below the images' own size.
-# Issue 16: on a set of thin structures (vessels) a planned 384x352 from 584x565 scored 0.58 Dice where the seed's
-# 512x512 scored 0.72. Duke DME's fluid measures 6.3 px (2 x median distance to background, 110 scans), and
-# there shrinking to fit steps is what the 4-minute budget needs (a floor at half its width cut gctx_unet to 110
-# steps), so the threshold sits between the two; no vessel set was at hand to measure it on.
+# It sits between vessels (about 2 px, which shrinking hurts) and OCT fluid (about 6 px, which needs the steps that
+# shrinking buys).
 THIN_STRUCTURE_PX = 4.0
 # With a time budget, the input shrinks (aspect kept) until the schedule shows the network at least this many
-# training images (steps x batch). Counted in images, not steps, since on a CPU the batch is planned small: the
-# earlier floor of 250 steps, met at batch 5 on Duke DME (~1,250 images, 144x208 for unet: pooled OOF 0.677,
-# 128x224 for gctx_unet: 0.511), let batch-2 plans keep 288x448 with 220-264 steps (~500 images) at 4 CPU-minutes
-# per fold, and they scored 0.61 (unet) and 0.33 (gctx_unet) (docs/real-oct.md). At 8 minutes per fold, ~300 steps
-# at 192x320 and ~650 at 128x224 scored the same for gctx_unet, so beyond the floor resolution is kept.
+# training images (steps x batch). Counted in images, not steps, since on a CPU the batch is planned small; beyond
+# the floor, resolution is kept.
 MIN_PLANNED_IMAGES = 1250
 # Without a time budget: about this many optimiser steps (nnU-Net trains 2D for 250k at batch 12 on a GPU;
 # a fifth of that here, as 2D slices of a few hundred images saturate sooner), within these epoch bounds.
@@ -72,9 +68,7 @@ BATCH_GAIN = 0.15
 VAL_SHARE = 0.1
 # Share of a time budget given to the epochs; the rest is start-up, checkpoints and the final report.
 BUDGET_SHARE = 0.9
-# AdamW peak lr of the nnunet family (instance norm, residual blocks): benchmarks/lr_probe.py on Duke DME, 1e-3
-# over 3e-4 (see FAMILY_OPTIMISER).
-NNUNET_LR = 1e-3
+NNUNET_LR = 1e-3  # AdamW peak lr of the nnunet family (instance norm, residual blocks; see FAMILY_OPTIMISER)
 
 
 @dataclass(frozen=True)
@@ -85,28 +79,17 @@ class FamilyOptimiser:
     why: str
 
 
-# AdamW peak learning rates per family, measured with benchmarks/lr_probe.py on Duke DME fold 0 (88 train / 22
-# held-out scans of other patients, 192x288, batch 5, 8 epochs, planned rest; best held-out fluid Dice):
-#   gctx_unet  1e-4: 0.519   5e-4: 0.067   2e-3: 0.000  (collapses to background, as the seed's 2e-3 did on AMD)
-#   unet (32)  1e-4: 0.649   5e-4: 0.694   2e-3: 0.160
-# The transformer from scratch needs the authors' 1e-4; the U-Nets with BatchNorm take 5x that.
-# nnunet (instance norm, residual blocks; same probe, fold 0 at 192x288, batch 2, 4 epochs = 176 steps, AMD EPYC,
-# bf16):  3e-4: 0.674   1e-3: 0.688   (3e-3 not run). nnU-Net itself trains SGD 1e-2 with Nesterov momentum; the
-# loop here is AdamW for every family, at the rate its probe chose.
-# Off Duke, DRIVE (vessels; trained on its 20 training photographs, scored on its 20 test ones, 576x544, batch 2,
-# 15 epochs = 150 steps; docs/real-oct.md):
-#   gctx_unet  1e-4: 0.546   2e-3: 0.648           (the transformer's best rate differs between the two sets)
-#   unet (32)  1e-4: 0.712   5e-4: 0.762   2e-3: 0.767  (5e-4 holds on both)
+# AdamW settings per family, each family's rate the best of benchmarks/lr_probe.py's grid on Duke DME: the
+# transformer from scratch needs its authors' 1e-4, the U-Nets with BatchNorm take 5x that, the instance-norm nnunet
+# 1e-3 (nnU-Net itself trains SGD 1e-2 with Nesterov momentum; the loop here is AdamW for every family). The
+# transformer's best rate differs between data sets, so ``gctxseg cv`` probes it (crossval/lr_probe.py).
 FAMILY_OPTIMISER = {
     "transformer": FamilyOptimiser(1e-4, 0.05, 2.0, "GC ViT from scratch: lr probe on Duke DME (planning.py)"),
     "cnn": FamilyOptimiser(5e-4, 1e-4, 1.0, "U-Nets with BatchNorm: lr probe on Duke DME (planning.py)"),
     "nnunet": FamilyOptimiser(NNUNET_LR, 3e-5, 1.0, "nnU-Net (instance norm): lr probe on Duke DME (planning.py)"),
 }
-# Augmentation strength per family (data.transforms.AUGMENTATIONS), measured with benchmarks/real_oct.py on Duke
-# DME (5 folds by patient, 4 CPU-minutes per fold, planned rest; pooled out-of-fold fluid Dice, docs/real-oct.md).
-#   gctx_unet  standard 0.469  strong 0.511 (fluid area r 0.60 -> 0.77)
-#   unet (32)  standard 0.677  strong 0.672
-# The transformer from scratch gains from more varied scans; the U-Net does not, so it keeps the standard one.
+# Augmentation strength per family (data.transforms.AUGMENTATIONS), chosen with benchmarks/real_oct.py on Duke DME:
+# the transformer from scratch gains from more varied scans; the U-Net does not, so it keeps the standard one.
 FAMILY_AUGMENT = {
     "nnunet": ("strong", "nnU-Net's own scheme is the strong one (rotation, scaling, intensity, blur, noise)"),
     "transformer": ("strong", "GC ViT from scratch: strong beat standard on Duke DME (docs/real-oct.md)"),
@@ -231,7 +214,7 @@ def _memory_budget(device: torch.device) -> int:
 
 def _available_memory() -> int:
     """Bytes the kernel can hand out now, page cache included (Linux MemAvailable). "Free" pages alone are a
-    fraction of that on a machine that has read files (a 24 GiB build machine: 5.6 GiB free, 22.7 GiB available)."""
+    fraction of that on a machine that has read files."""
     try:
         with open("/proc/meminfo") as meminfo:
             for line in meminfo:
@@ -296,8 +279,7 @@ def _cpu_batch(step_time, memory_batch: int) -> tuple[int, float, str]:
     that batch's (``step_time(batch)`` measures one step), at most ``memory_batch``.
 
     A GPU is idle at small batches, a CPU is not: an image costs about the same in any batch there, so a larger
-    batch buys fewer optimiser steps in the same time and little else (issue 16: a 22-minute budget gave the
-    planned U-Net 117 steps of batch 12, a peer 1,026 of batch 2). Returns (batch, seconds per step, reason).
+    batch buys fewer optimiser steps in the same time and little else. Returns (batch, seconds per step, reason).
     """
     batch = min(MIN_BATCH, memory_batch)
     seconds = step_time(batch)
@@ -318,8 +300,8 @@ def planned_val_every(step_s: float, batch: int, steps_per_epoch: int, n_val: in
     """Validate every N epochs so that validation costs at most ``VAL_SHARE`` of the training time.
 
     A forward pass costs about a third of a training step per image; with many held-out images and short
-    epochs, validating every epoch spent a third of a 22-minute budget (issue 16). The last epoch is always
-    validated, so the final weights are always scored.
+    epochs, validating every epoch can take a third of a short budget. The last epoch is always validated, so
+    the final weights are always scored.
     """
     val_s = n_val * step_s / batch / 3
     train_s = max(steps_per_epoch * step_s, 1e-9)
@@ -372,52 +354,103 @@ def plan_training(
             planned run's clock revises it, training/schedule.py) from a measured step time and may shrink the
             planned size so that the network sees at least ``MIN_PLANNED_IMAGES`` training images.
         amp_dtype: autocast dtype of training (the step time is measured under it).
-        structure_width: the fingerprint's median foreground width in pixels (``MIN_STRUCTURE_PX``).
+        structure_width: the fingerprint's median foreground width in pixels (``THIN_STRUCTURE_PX``).
     """
     user_options = dict(model_options or {})
-    options = dict(user_options)
-    reasons: dict[str, str] = {}
-    if resolve_model_name(model_name) in _PLANNED_WIDTH and "base_width" not in options:
-        options["base_width"] = CNN_BASE_WIDTH
-        reasons["model_options"] = f"base_width {CNN_BASE_WIDTH}: nnU-Net's 2D first-stage width"
-    # the model is built only for what needs it (its stride, its activation memory): a run given every setting,
-    # such as a resumed one, builds none here
-    needs_model = "base_size" not in given or "batch_size" not in given
-    model = create_model(model_name, channels, num_classes, **options) if needs_model else None
-    multiple = int(getattr(model, "size_multiple", 16))
-    median = _median_size(sizes)
-    min_pixels, pixel_budget = _resolution_floor(median, structure_width)
-    size = tuple(given["base_size"]) if "base_size" in given else planned_size(median, multiple, pixel_budget)
-    reasons["base_size"] = (f"median image {median[0]}x{median[1]}, aspect kept within {pixel_budget:,} px, "
-                            f"multiples of {multiple}")
-    if min_pixels:
-        reasons["base_size"] += (f"; structures {structure_width:g} px wide (median, < {THIN_STRUCTURE_PX:g}): "
-                                 "kept at the images' resolution")
-    sized = _sized_options(model_name, options, size, user_options)
-    if needs_model and sized != options:  # built again for its planned topology
-        model = create_model(model_name, channels, num_classes, **sized)
-    options = sized
-
-    def step_time(at_size, batch_size) -> float:
-        sized = _sized_options(model_name, options, at_size, user_options)
-        return _seconds_per_step(model_name, sized, channels, num_classes, at_size, batch_size * grad_accum, device,
-                                 amp_dtype) / grad_accum
-
+    options, reasons = _planned_width(model_name, user_options)
+    # the model as planned so far, built and timed at any size the plan tries
+    clock = _StepClock(model_name, options, user_options, channels, num_classes, device, amp_dtype, grad_accum)
+    size, model, multiple, min_pixels, reasons["base_size"] = _planned_base_size(clock, sizes, given, structure_width)
     step_s = None
     if "batch_size" in given:
         batch = int(given["batch_size"])
     else:
-        batch, reasons["batch_size"] = _planned_batch(model, channels, size, n_train, device)
-        if device.type == "cpu":
-            memory = reasons["batch_size"]
-            batch, step_s, reasons["batch_size"] = _cpu_batch(lambda b: step_time(size, b), batch)
-            reasons["batch_size"] += f" ({memory.split(';')[0]})"
-    family_name = model_family(model_name)
-    family = FAMILY_OPTIMISER[family_name]
-    for key in ("lr", "weight_decay", "warmup_epochs"):
-        reasons[key] = f"{family_name} family: {family.why}"
-    augment, reasons["augment"] = FAMILY_AUGMENT[family_name]
+        batch, step_s, reasons["batch_size"] = _planned_batch_size(clock, model, size, n_train)
+    family = _planned_family(model_name, given, reasons)
     steps_per_epoch = math.ceil(max(1, n_train // batch) / grad_accum)
+    size, epochs, step_s, val_every = _planned_schedule(
+        clock, size, step_s, batch, steps_per_epoch, n_val, time_budget_s, given, multiple, min_pixels, reasons)
+    options = clock.sized(size)
+    if "patch_size" in options and "patch_size" not in user_options:
+        reasons["model_options"] = "patch_size: nnU-Net's topology (kernels, strides) planned for the input size"
+    return TrainingPlan(
+        base_size=(int(size[0]), int(size[1])), batch_size=batch, epochs=epochs, val_every=val_every, **family,
+        foreground_share=float(given.get("foreground_share", 0.0)), median_size=_median_size(sizes),
+        model_options=options, reasons=reasons, given=sorted(given), seconds_per_step=step_s,
+    )
+
+
+def _planned_width(model_name: str, user_options: Mapping[str, object]) -> tuple[dict, dict[str, str]]:
+    """(the model options: the user's plus the planned first-stage width of the U-Nets, the reasons so far)."""
+    options, reasons = dict(user_options), {}
+    if resolve_model_name(model_name) in _PLANNED_WIDTH and "base_width" not in options:
+        options["base_width"] = CNN_BASE_WIDTH
+        reasons["model_options"] = f"base_width {CNN_BASE_WIDTH}: nnU-Net's 2D first-stage width"
+    return options, reasons
+
+
+@dataclass(frozen=True)
+class _StepClock:
+    """The model a plan is for, built and timed at any input size (``options``: without the planned size)."""
+
+    model_name: str
+    options: dict
+    user_options: dict
+    channels: int
+    classes: int
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    grad_accum: int
+
+    def sized(self, size) -> dict:
+        """The options of the model at ``size`` (``patch_size`` for architectures planned from it)."""
+        return _sized_options(self.model_name, self.options, size, self.user_options)
+
+    def build(self, size=None) -> torch.nn.Module:
+        """A throw-away model, at ``size`` (None: before the size is known)."""
+        options = self.options if size is None else self.sized(size)
+        return create_model(self.model_name, self.channels, self.classes, **options)
+
+    def __call__(self, size, batch: int) -> float:
+        """Seconds per optimiser step at ``size`` and ``batch`` (measured over its ``grad_accum`` micro-batches)."""
+        return _seconds_per_step(self.model_name, self.sized(size), self.channels, self.classes, size,
+                                 batch * self.grad_accum, self.device, self.amp_dtype) / self.grad_accum
+
+
+def _planned_base_size(clock: _StepClock, sizes: Mapping[str, int], given: Mapping[str, object],
+                       structure_width: float | None) -> tuple:
+    """(input size, the model built for it or None, its size multiple, fewest pixels the input may shrink to, reason).
+
+    The model is built only for what needs it (its stride, its activation memory): a run given every setting,
+    such as a resumed one, builds none here."""
+    needs_model = "base_size" not in given or "batch_size" not in given
+    model = clock.build() if needs_model else None
+    multiple = int(getattr(model, "size_multiple", 16))
+    median = _median_size(sizes)
+    min_pixels, pixel_budget = _resolution_floor(median, structure_width)
+    size = tuple(given["base_size"]) if "base_size" in given else planned_input_size(sizes, multiple, structure_width)
+    why = f"median image {median[0]}x{median[1]}, aspect kept within {pixel_budget:,} px, multiples of {multiple}"
+    if min_pixels:
+        why += (f"; structures {structure_width:g} px wide (median, < {THIN_STRUCTURE_PX:g}): kept at the images' "
+                "resolution")
+    if needs_model and clock.sized(size) != clock.options:  # built again for its planned topology
+        model = clock.build(size)
+    return size, model, multiple, min_pixels, why
+
+
+def _planned_batch_size(clock: _StepClock, model: torch.nn.Module, size, n_train: int) -> tuple[int, float | None, str]:
+    """(batch, seconds per step where measured, reason): what memory allows, on a CPU the cheapest per image."""
+    batch, why = _planned_batch(model, clock.channels, size, n_train, clock.device)
+    if clock.device.type != "cpu":
+        return batch, None, why
+    batch, step_s, cpu_why = _cpu_batch(lambda b: clock(size, b), batch)
+    return batch, step_s, f"{cpu_why} ({why.split(';')[0]})"
+
+
+def _planned_schedule(clock: _StepClock, size, step_s, batch, steps_per_epoch, n_val, time_budget_s, given,
+                      multiple, min_pixels, reasons: dict[str, str]) -> tuple:
+    """(size, epochs, seconds per step, validation cadence): given, from ``--steps``, fitted to a time budget
+    (which may shrink the size) or about ``PLANNED_STEPS``; ``reasons`` gets the reasons of what was planned."""
     val_every = int(given.get("val_every", 1))
     if "epochs" in given:
         epochs = int(given["epochs"])
@@ -426,33 +459,28 @@ def plan_training(
         reasons["epochs"] = f"{given['steps']} optimiser steps given (--steps), {steps_per_epoch} per epoch"
     elif time_budget_s:
         size, epochs, step_s, val_every, reasons["epochs"] = _fit_budget(
-            step_time, size, step_s, batch, steps_per_epoch, n_val, time_budget_s, given, multiple, min_pixels)
+            clock, size, step_s, batch, steps_per_epoch, n_val, time_budget_s, given, multiple, min_pixels)
         reasons["base_size"] += f"; {reasons['epochs'].split(';')[0]}"
-        options = _sized_options(model_name, options, size, user_options)
     else:
         epochs = min(EPOCH_RANGE[1], max(EPOCH_RANGE[0], round(PLANNED_STEPS / steps_per_epoch)))
         reasons["epochs"] = (f"about {PLANNED_STEPS:,} optimiser steps of {steps_per_epoch} per epoch, "
                              f"within {EPOCH_RANGE}")
     if "val_every" not in given and step_s is not None:
         val_every, reasons["val_every"] = planned_val_every(step_s, batch, steps_per_epoch, n_val, epochs)
-    if "patch_size" in options and "patch_size" not in user_options:
-        reasons["model_options"] = "patch_size: nnU-Net's topology (kernels, strides) planned for the input size"
-    return TrainingPlan(
-        base_size=(int(size[0]), int(size[1])),
-        batch_size=batch,
-        lr=float(given.get("lr", family.lr)),
-        weight_decay=float(given.get("weight_decay", family.weight_decay)),
-        warmup_epochs=float(given.get("warmup_epochs", family.warmup_epochs)),
-        epochs=epochs,
-        foreground_share=float(given.get("foreground_share", 0.0)),
-        median_size=median,
-        augment=str(given.get("augment", augment)),
-        val_every=val_every,
-        model_options=options,
-        reasons=reasons,
-        given=sorted(given),
-        seconds_per_step=step_s,
-    )
+    return size, epochs, step_s, val_every
+
+
+def _planned_family(model_name: str, given: Mapping[str, object], reasons: dict[str, str]) -> dict:
+    """lr, weight_decay, warmup_epochs and augment: given, else the model family's (with its reasons)."""
+    family_name = model_family(model_name)
+    family = FAMILY_OPTIMISER[family_name]
+    for key in ("lr", "weight_decay", "warmup_epochs"):
+        reasons[key] = f"{family_name} family: {family.why}"
+    augment, reasons["augment"] = FAMILY_AUGMENT[family_name]
+    return dict(lr=float(given.get("lr", family.lr)),
+                weight_decay=float(given.get("weight_decay", family.weight_decay)),
+                warmup_epochs=float(given.get("warmup_epochs", family.warmup_epochs)),
+                augment=str(given.get("augment", augment)))
 
 
 def planned_input_size(sizes: Mapping[str, int], multiple: int, structure_width: float | None) -> tuple[int, int]:
@@ -470,7 +498,7 @@ def _resolution_floor(median: tuple[int, int], structure_width: float | None) ->
     return 0, PIXEL_BUDGET
 
 
-def _fit_budget(step_time, size, step_s, batch, steps_per_epoch, n_val, budget_s, given,
+def _fit_budget(step_time: _StepClock, size, step_s, batch, steps_per_epoch, n_val, budget_s, given,
                 multiple, min_pixels: int = 0) -> tuple[tuple[int, int], int, float, int, str]:
     """(size, epochs, seconds per step, validation cadence, reason) so that the schedule fits ``budget_s``.
 

@@ -19,9 +19,8 @@ import math
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Protocol
 
-__all__ = ["ScheduleSettings", "Deadline", "StepSchedule", "lr_at", "lr_lambda", "now", "replay_settings",
+__all__ = ["Deadline", "StepSchedule", "lr_at", "now", "replay_settings",
            "steps_per_epoch", "REVISE_EVERY", "REVISE_TOLERANCE", "RATE_WINDOW"]
 
 # The total is re-estimated every this many optimiser steps (sooner at the start: after 1, 2, 4, 8 steps; and at each
@@ -40,28 +39,12 @@ def now() -> float:
     return time.perf_counter()
 
 
-class ScheduleSettings(Protocol):
-    """What a schedule reads from a run's settings (training's and pre-training's configurations both hold it)."""
-
-    epochs: int
-    warmup_epochs: float
-    lrf: float
-    grad_accum: int
-
-
 def lr_at(step: int, total_steps: int, warmup_steps: int, lrf: float) -> float:
     """Learning-rate factor at ``step``: linear warm-up to 1, then cosine decay to ``lrf``."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return lrf + (1 - lrf) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def lr_lambda(cfg: ScheduleSettings, batches_per_epoch: int):
-    """The learning-rate factor per optimiser step of ``cfg``'s fixed schedule (warm-up capped at 10% of it)."""
-    schedule = StepSchedule(cfg.epochs * steps_per_epoch(batches_per_epoch, cfg.grad_accum),
-                            steps_per_epoch(batches_per_epoch, cfg.grad_accum), cfg.warmup_epochs, cfg.lrf)
-    return schedule.lr_factor
 
 
 def steps_per_epoch(batches_per_epoch: int, grad_accum: int) -> int:

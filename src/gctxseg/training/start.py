@@ -29,10 +29,10 @@ __all__ = ["NO_START", "PLANNED_STARTS", "StartReport", "adapt_input_channels", 
            "start_architecture", "start_cache"]
 
 START_CACHE_ENV = "GCTXSEG_CACHE"
-# The architectures whose runs, with none installed, say that gctxseg pretrain --install would build one: measured
-# on Duke DME, 5 folds by patient, 4 min per fold, the phantom start raised gctx_unet's pooled out-of-fold fluid
-# Dice from 0.413 to 0.601 (docs/real-oct.md, "Pre-training GCtx-UNet offline"). The convolutional networks were
-# not measured with one; a start the user installed for one is used all the same (installing is asking for it).
+# The architectures whose runs, with none installed, say that gctxseg pretrain --install would build one: on Duke
+# DME the phantom start raised gctx_unet's pooled out-of-fold fluid Dice clearly (docs/real-oct.md, "Pre-training
+# GCtx-UNet offline"). The convolutional networks were not measured with one; a start the user installed for one is
+# used all the same (installing is asking for it).
 PLANNED_STARTS = ("gctx_unet",)
 
 

@@ -20,9 +20,9 @@ __all__ = ["run_demo", "DEMO_SETTINGS", "DEMO_TRAIN_MINUTES"]
 # transformer family's); the foreground share is left to the planner
 DEMO_SETTINGS = dict(batch_size=8, lr=0.002, lrf=0.01, weight_decay=1e-4, warmup_epochs=1.0, augment="standard")
 # The training time, not an epoch count: the planner fits the epochs (and, where fewer than its 1,250 images would
-# fit, a smaller input than the phantom's 224x224) to a measured step time. Six fixed epochs at 224x224 took
-# 5.5 min on a 2-core CPU with bf16 but about 14 min on an AMD EPYC with AVX2 only (fp32, issue 16); 6 minutes
-# of training leaves the whole demo (phantom, training, report, prediction) under 10 minutes on either.
+# fit, a smaller input than the phantom's 224x224) to a measured step time, since fixed epochs take 2-3 times longer
+# on a CPU without native bf16 (docs/speed.md); 6 minutes of training leaves the whole demo (phantom, training,
+# report, prediction) under 10 minutes on either.
 DEMO_TRAIN_MINUTES = 6.0
 DEMO_SIZE = (224, 224)  # the input size of a demo given --epochs (the schedule measured before)
 

@@ -67,6 +67,23 @@ def _predict_volume(predictor: Predictor, path: Path, out: Path, name: str) -> P
 
 
 
+def _source_files(source: Path, suffixes: tuple[str, ...]) -> tuple[list[Path], list[str]]:
+    """(the files of ``source`` to segment, sorted: pictures of ``suffixes`` and OCT volume files; one failure line
+    for each file whose name cannot be written).
+
+    Raises:
+        DatasetError: no file to segment.
+    """
+    suffixes = tuple(suffixes) + LISTED_VOLUME_SUFFIXES  # OCT volume files (.vol, .e2e) beside the pictures
+    listed = sorted(p for p in source.iterdir() if p.is_file() and p.name.lower().endswith(suffixes))
+    unnamed = [_undecodable_name(p) for p in listed if not _is_text_name(p)]  # each fails alone, in one line
+    files = [p for p in listed if _is_text_name(p)]
+    if not files:
+        raise DatasetError(unnamed[0] if unnamed else
+                           f"{source}: no images ({', '.join(suffixes)}); put images there or pass --source DIR")
+    return files, unnamed
+
+
 def predict_folder(
     weights: str | Path | list[str | Path],
     source: str | Path = "inference/img",
@@ -106,13 +123,7 @@ def predict_folder(
     if not source.is_dir():
         raise DatasetError(f"{source}: folder not found; pass --source DIR with images to segment")
     check_output_folder(source, out)  # before the weights are read: a wrong --out costs nothing
-    suffixes = tuple(suffixes) + LISTED_VOLUME_SUFFIXES  # OCT volume files (.vol, .e2e) beside the pictures
-    listed = sorted(p for p in source.iterdir() if p.is_file() and p.name.lower().endswith(suffixes))
-    unnamed = [_undecodable_name(p) for p in listed if not _is_text_name(p)]  # each fails alone, in one line
-    files = [p for p in listed if _is_text_name(p)]
-    if not files:
-        raise DatasetError(unnamed[0] if unnamed else
-                           f"{source}: no images ({', '.join(suffixes)}); put images there or pass --source DIR")
+    files, unnamed = _source_files(source, suffixes)
     names = output_names(files)
     files, volume_files = split_volume_files(files)  # each volume file is measured on its own geometry
     measure = measure or MeasurementOptions()
