@@ -41,6 +41,16 @@ def progress(items: Iterable[T], desc: str, *, show: bool = True, every_percent:
 
 
 
+# the TrainConfig settings whose flag is not "--" + the name with dashes: the seed project's suffix flags, a short one,
+# and the repeatable flag that adds one entry to model_options
+_FLAG_SPELLINGS = {"img_f": "--img_f", "mask_f": "--mask_f", "foreground_share": "--fg-share",
+                   "model_options": "--model-option"}
+
+
 def flag_name(name: str) -> str:
-    """The command-line flag of a TrainConfig setting (``img_f`` -> ``--img_f``, ``base_size`` -> ``--base-size``)."""
-    return "--img_f" if name == "img_f" else "--mask_f" if name == "mask_f" else "--" + name.replace("_", "-")
+    """The command-line flag of a TrainConfig setting (``img_f`` -> ``--img_f``, ``base_size`` -> ``--base-size``).
+
+    ``gctxseg train`` names its flags with it, and messages about settings (a resumed run's ignored flags, a cv
+    folder's differing settings) spell them as a user types them.
+    """
+    return _FLAG_SPELLINGS.get(name) or "--" + name.replace("_", "-")

@@ -266,6 +266,8 @@ def run_cv(cfg: TrainConfig, models: list[str] | tuple[str, ...] = DEFAULT_CONFI
     passed.
     Returns the CV folder.
     """
+    for other in models[1:]:  # every configuration's model options checked before any fold trains
+        replace(cfg, model=other)
     if not cfg.folds:
         raise ValueError("gctxseg cv needs --folds K (K >= 2)")
     models = list(dict.fromkeys(models))

@@ -450,7 +450,13 @@ def pretrain(cfg: PretrainConfig) -> Path:
 
 
 def pretrain_sequence(cfg: PretrainConfig, tasks: list[str]) -> Path:
-    """Tasks one after the other, each starting from the one before, in ``out/<task>``; the last's weights."""
+    """Tasks one after the other, each starting from the one before, in ``out/<task>``; the last's weights.
+
+    Raises:
+        ValueError: ``mim`` among the tasks but no ``cfg.images`` (before any task trains).
+    """
+    if "mim" in tasks and not cfg.images:
+        raise ValueError("--task mim rebuilds your own scans: give --images DIR (and --unlabeled DIR)")
     weights, init = None, cfg.init
     for task in tasks:
         weights = pretrain(replace(cfg, task=task, init=init, out=os.path.join(cfg.out, task)))
