@@ -115,3 +115,33 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory):
+    """Two phantom eyes of known geometry and their truth (tests/helpers_clinic_files.py); eyepy needed."""
+    from helpers_clinic_files import phantom_eyes
+
+    return phantom_eyes(tmp_path_factory.mktemp("eyes"))
+
+
+def one_line(err) -> str:
+    """The message of a raised error (a pytest.ExceptionInfo) or a command's stderr (a str), asserted to be one line
+    with no blanks around it."""
+    text = err.strip() if isinstance(err, str) else str(err.value)
+    assert "\n" not in text and text.strip() == text, text
+    return text
+
+
+TINY_TRAIN_FLAGS = ["--model", "unet", "--model-option", "base_width=4", "--base-size", "32", "32", "--batch-size",
+                    "4", "--workers", "0", "--amp", "off", "--device", "cpu"]  # fmt: skip
+
+
+def fold_config(images: Path, results: Path, **overrides):
+    """A tiny 2-fold training config (fold 0, patients by ``p<N>_``) on ``images``."""
+    from gctxseg.training import TrainConfig
+
+    base = dict(data_train=str(images), img_f=".png", mask_f=".png", folds=2, fold=0, group_regex=r"^(p\d+)_",
+                model="unet", model_options={"base_width": 4}, epochs=1, batch_size=2, lr=0.01, workers=0,
+                amp="off", device="cpu", results=str(results), num_samples=1)
+    return TrainConfig(**{**base, **overrides})
