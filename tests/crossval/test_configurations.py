@@ -170,6 +170,7 @@ def test_a_probe_too_short_to_separate_the_rates_gives_its_share_back(tmp_path, 
     assert configurations._plan_probes(replace(cfg, lr=1e-3), tmp_path / "other", models)[1] == {}  # --lr given
 
 
+@pytest.mark.slow
 def test_under_a_budget_a_configuration_far_behind_after_fold_0_stops_and_its_time_goes_to_the_others(
         tmp_path, monkeypatch, capsys):
     from gctxseg.crossval import configurations, race

@@ -182,6 +182,7 @@ def _race(kept, dropped: dict) -> dict:
     (_race(["unet", "unet_b", "nnunet"], {}), "'kept' names 'nnunet', not one of unet, unet_b"),
     ("{not json", "not JSON"),
 ])
+@pytest.mark.slow
 def test_summary_only_refuses_a_race_json_that_would_choose_an_incomplete_or_unknown_configuration(
         cv_copy, capsys, race, wrong):
     images, cv = cv_copy

@@ -199,6 +199,7 @@ def test_load_nvlabs_checkpoint_and_mirror_decoder(tmp_path):
             assert torch.equal(dec[key.replace(f"stages.{i}.", f"stages.{3 - i}.", 1)], enc[key]), key
 
 
+@pytest.mark.slow
 def test_adamw_steps_lower_dice_ce():
     torch.manual_seed(0)
     model = GCtxUNet(1, 3, drop_path_rate=0.0)

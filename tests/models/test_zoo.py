@@ -137,6 +137,7 @@ def test_bad_options_raise(name: str, options: dict, got: str) -> None:
         create_model(name, 1, 3, **options)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_adam_steps_lower_loss(name: str) -> None:
     torch.manual_seed(0)
