@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' file builders
-from test_clinic_files import write_opt_dicom, write_vol  # the tests' builders
+from helpers_clinic_files import write_opt_dicom, write_vol  # the tests' builders
 
 from gctxseg.clinical.volume_readout import describe_volume, volume_readout
 from gctxseg.data import MaskValueMap

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -118,33 +117,31 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def write_heyex_vol(path: str | Path, bscans: np.ndarray, ascan_mm: float, axial_mm: float, distance_mm: float,
-                    eye: str, positions: Sequence[tuple[float, float, float, float]],
-                    localizer: np.ndarray | None = None, localizer_mm: float = 0.01) -> Path:
-    """Write ``bscans`` (``S x H x W`` uint8) as a HEYEX VOL file with eyepy's own VOL structure.
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory):
+    """Two phantom eyes of known geometry and their truth (tests/helpers_clinic_files.py); eyepy needed."""
+    from helpers_clinic_files import phantom_eyes
 
-    eyepy 0.21's ``HeVolWriter`` cannot encode the header's dates on Python 3.11 (its date adapter wants ISO text
-    and a float for a 64-bit integer), so its ``vol_format`` is built here with fixed dates; every other field is
-    written as ``HeVolWriter`` writes it (intensities through ``to_vol_intensity``).
-    """
-    import construct as cs
-    from eyepy.core.utils import to_vol_intensity
-    from eyepy.io.he.vol_reader import vol_format
+    return phantom_eyes(tmp_path_factory.mktemp("eyes"))
 
-    count, height, width = bscans.shape
-    localizer = np.zeros((256, 256), np.uint8) if localizer is None else localizer
-    date = "2000-01-01T00:00:00"
-    fmt = cs.Struct(*[("exam_time" / cs.Int64ul) if sc.name == "exam_time" else sc for sc in vol_format.subcons])
-    items = [dict(bscan_hdr_size=256 + 17 * 4 * width, start_x=p[0], start_y=p[1], end_x=p[2], end_y=p[3],
-                  num_seg=0, quality=30.0, shift=0, iv_transformation=[0.0] * 6,
-                  layer_segmentations=np.zeros((0, width), np.float32),
-                  data=to_vol_intensity(b.astype(np.float32) / 255.0)) for b, p in zip(bscans, positions)]
-    header = dict(size_x=width, size_y=height, n_bscans=count, scale_x=ascan_mm, scale_y=axial_mm, distance=distance_mm,
-                  size_x_slo=localizer.shape[1], size_y_slo=localizer.shape[0], scale_x_slo=localizer_mm,
-                  scale_y_slo=localizer_mm, field_size_slo=30, scan_focus=0.0, scan_position=eye, exam_time=0,
-                  scan_pattern=3, id="1", reference_id="", pid=0, patient_id="phantom", dob=date, vid=0, visit_id="",
-                  visit_date=date, grid_type=0, grid_offset=0, grid_type1=0, grid_offset1=0, prog_id="",
-                  localizer=localizer.astype(np.uint8), bscans=items)
-    path = Path(path)
-    path.write_bytes(fmt.build(header))
-    return path
+
+def one_line(err) -> str:
+    """The message of a raised error (a pytest.ExceptionInfo) or a command's stderr (a str), asserted to be one line
+    with no blanks around it."""
+    text = err.strip() if isinstance(err, str) else str(err.value)
+    assert "\n" not in text and text.strip() == text, text
+    return text
+
+
+TINY_TRAIN_FLAGS = ["--model", "unet", "--model-option", "base_width=4", "--base-size", "32", "32", "--batch-size",
+                    "4", "--workers", "0", "--amp", "off", "--device", "cpu"]  # fmt: skip
+
+
+def fold_config(images: Path, results: Path, **overrides):
+    """A tiny 2-fold training config (fold 0, patients by ``p<N>_``) on ``images``."""
+    from gctxseg.training import TrainConfig
+
+    base = dict(data_train=str(images), img_f=".png", mask_f=".png", folds=2, fold=0, group_regex=r"^(p\d+)_",
+                model="unet", model_options={"base_width": 4}, epochs=1, batch_size=2, lr=0.01, workers=0,
+                amp="off", device="cpu", results=str(results), num_samples=1)
+    return TrainConfig(**{**base, **overrides})

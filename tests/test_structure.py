@@ -62,30 +62,80 @@ def _targets(node: ast.ImportFrom | ast.Import, package: tuple[str, ...]) -> lis
     return [(*base, alias.name) for alias in node.names]  # from . import a, b: modules or names of the package
 
 
-@cache
-def import_graph() -> dict[str, set[str]]:
-    """unit -> the other units it imports anywhere in its files (also inside functions)."""
-    units = {p.stem if p.is_file() else p.name for p in PACKAGE.iterdir() if p.suffix == ".py" or
+def import_sites(root: Path = PACKAGE) -> dict[tuple[str, str], str]:
+    """(unit, unit it imports) -> the first import statement that makes the arrow, as ``path:line`` under ``root``
+    (every import counts, also those inside functions)."""
+    units = {p.stem if p.is_file() else p.name for p in root.iterdir() if p.suffix == ".py" or
              (p / "__init__.py").is_file()}
-    graph: dict[str, set[str]] = {}
-    for path in PACKAGE.rglob("*.py"):
-        parts = path.relative_to(PACKAGE).with_suffix("").parts
+    sites: dict[tuple[str, str], str] = {}
+    for path in sorted(root.rglob("*.py")):
+        parts = path.relative_to(root).with_suffix("").parts
         package, here = parts[:-1], _unit_of(parts) if parts != ("__init__",) else "__init__"
-        graph.setdefault(here, set())
+        sites.setdefault((here, here), "")  # every unit is a node of the graph, importing or not
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import | ast.ImportFrom):
                 for target in _targets(node, package):
                     unit = target[0] if target and target[0] in units else "__init__"
                     if unit not in (here, "__init__"):
-                        graph[here].add(unit)
+                        sites.setdefault((here, unit), f"{path.relative_to(root.parent)}:{node.lineno}")
+    return sites
+
+
+def graph_of(sites: dict[tuple[str, str], str]) -> dict[str, set[str]]:
+    """unit -> the other units it imports."""
+    graph: dict[str, set[str]] = {}
+    for a, b in sites:
+        graph.setdefault(a, set())
+        if a != b:
+            graph[a].add(b)
     return graph
 
 
-def chain_length(graph: dict[str, set[str]], unit: str, seen: tuple[str, ...] = ()) -> int:
-    """Units on the longest chain of imports from ``unit`` (a circle is reported by its own test)."""
-    if unit in seen:
-        return 0
-    return 1 + max((chain_length(graph, nxt, (*seen, unit)) for nxt in graph.get(unit, ())), default=0)
+@cache
+def import_graph() -> dict[str, set[str]]:
+    """gctxseg's units -> the other units each imports anywhere in its files."""
+    return graph_of(import_sites())
+
+
+def layer_violations(sites: dict[tuple[str, str], str], layers: dict[str, int]) -> list[str]:
+    """Every import that does not go down a layer (up, or sideways within one layer), named where it is."""
+    out = []
+    for (a, b), where in sorted(sites.items()):
+        if a == b or a not in layers or b not in layers or layers[a] > layers[b]:
+            continue
+        way = "sideways (one layer)" if layers[a] == layers[b] else "up"
+        out.append(f"{where}: {a} (layer {layers[a]}) imports {b} (layer {layers[b]}), {way}")
+    return out
+
+
+def find_circle(graph: dict[str, set[str]]) -> list[str]:
+    """One circle of imports as its units (first unit repeated at the end), or [] when there is none."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(unit: str, path: list[str]) -> list[str]:
+        state[unit] = 1
+        for nxt in sorted(graph.get(unit, ())):
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt):], unit, nxt] if nxt in path else [unit, nxt]
+            if nxt not in state and (found := visit(nxt, [*path, unit])):
+                return found
+        state[unit] = 2
+        return []
+
+    for unit in sorted(graph):
+        if unit not in state and (found := visit(unit, [])):
+            return found
+    return []
+
+
+def longest_chain(graph: dict[str, set[str]]) -> list[str]:
+    """The units on the longest chain of imports (the graph must have no circle)."""
+
+    @cache
+    def from_(unit: str) -> tuple[str, ...]:
+        return (unit, *max((from_(nxt) for nxt in sorted(graph.get(unit, ()))), key=len, default=()))
+
+    return list(max((from_(u) for u in sorted(graph)), key=len, default=()))
 
 
 def test_every_unit_has_a_layer():
@@ -94,28 +144,69 @@ def test_every_unit_has_a_layer():
 
 
 def test_imports_go_only_to_lower_layers():
-    graph = import_graph()
-    upward = sorted(f"{a} (layer {LAYERS.get(a)}) -> {b} (layer {LAYERS.get(b)})" for a, nexts in graph.items()
-                    for b in nexts if LAYERS.get(a, -1) <= LAYERS.get(b, -1))
-    assert not upward, "imports that do not go down a layer:\n" + "\n".join(upward)
-
-
-def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
-    seen, todo = set(), [start]
-    while todo:
-        for nxt in graph.get(todo.pop(), ()):
-            if nxt not in seen:
-                seen.add(nxt)
-                todo.append(nxt)
-    return seen
+    wrong = layer_violations(import_sites(), LAYERS)
+    assert not wrong, "imports that do not go down a layer:\n" + "\n".join(wrong)
 
 
 def test_no_circle_and_at_most_ten_levels():
     graph = import_graph()
-    circles = sorted(u for u in graph if u in _reachable(graph, u))
-    assert not circles, f"import circle through {circles}"
-    depth = max(chain_length(graph, u) for u in graph)
-    assert depth <= MAX_DEPTH, f"{depth} levels of imports (at most {MAX_DEPTH})"
+    circle = find_circle(graph)
+    assert not circle, "import circle: " + " -> ".join(circle)
+    chain = longest_chain(graph)
+    assert len(chain) <= MAX_DEPTH, f"{len(chain)} levels of imports (at most {MAX_DEPTH}): " + " -> ".join(chain)
+
+
+def test_the_layer_table_itself_has_at_most_ten_levels():
+    """Imports only go down a layer, so the table's height bounds every chain of imports."""
+    assert max(LAYERS.values()) - min(LAYERS.values()) + 1 <= MAX_DEPTH
+
+
+def _write_package(root: Path, files: dict[str, str]) -> Path:
+    """A package ``root/gctxseg`` of ``files`` (path -> source), each package folder with its __init__.py."""
+    package = root / "gctxseg"
+    for name, source in {"__init__.py": "", **files}.items():
+        path = package / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for folder in path.relative_to(package).parents:
+            (package / folder / "__init__.py").touch()
+        path.write_text(source)
+    return package
+
+
+# the 0.1.0 chain of loose modules, 15 floors from cli down (each module imported the next)
+OLD_CHAIN = ["cli", "configurations", "lr_probe", "crossval", "workflow", "evaluate", "predict", "gallery",
+             "clinical", "agreement", "measurements", "report", "visualize", "checkpoint", "utils"]
+
+
+def test_the_rule_catches_the_old_fifteen_floor_chain(tmp_path):
+    """The checks above, fed the 0.1.0 layout read from files: the chain is too deep and is named whole."""
+    files = {f"{a}.py": f"from gctxseg.{b} import something\n" for a, b in zip(OLD_CHAIN, OLD_CHAIN[1:])}
+    files["utils.py"] = "import os\n"
+    graph = graph_of(import_sites(_write_package(tmp_path, files)))
+    assert not find_circle(graph)
+    assert longest_chain(graph) == OLD_CHAIN and len(OLD_CHAIN) > MAX_DEPTH
+    assert set(graph) - set(LAYERS), "its loose modules have no layer, which test_every_unit_has_a_layer refuses"
+
+
+def test_the_rule_names_an_upward_a_sideways_import_and_a_circle(tmp_path):
+    """predict importing the gallery (the arrow that made the chain), training importing inference (one layer), and
+    a circle: each reported with the file and line of the import."""
+    package = _write_package(tmp_path, {
+        "inference/predictor.py": "import numpy\nfrom gctxseg.reporting.gallery import write_gallery\n",
+        "reporting/gallery.py": "from ..visualize import colors\n",
+        "visualize/colors.py": "",
+        "training/loop.py": "def f():\n    from gctxseg.inference import predictor\n",
+        "data/io.py": "from gctxseg.core import files\n",
+        "core/files.py": "from gctxseg.data.io import read_image\n",
+    })
+    sites = import_sites(package)
+    assert layer_violations(sites, LAYERS) == [
+        "gctxseg/core/files.py:1: core (layer 1) imports data (layer 2), up",
+        "gctxseg/inference/predictor.py:2: inference (layer 4) imports reporting (layer 5), up",
+        "gctxseg/training/loop.py:2: training (layer 4) imports inference (layer 4), sideways (one layer)",
+    ]
+    assert find_circle(graph_of(sites)) == ["core", "data", "core"]
+    assert longest_chain({"a": {"b"}, "b": {"c"}, "c": set(), "d": {"c"}}) == ["a", "b", "c"]
 
 
 def test_no_module_circle_inside_a_package():
@@ -143,6 +234,16 @@ def test_no_module_circle_inside_a_package():
                 todo.extend(edges.get(nxt, ()))
 
 
+def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for nxt in graph.get(todo.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
 def test_training_never_imports_what_reports_on_it():
     """The engine and the predictor stay apart: neither training nor inference reaches the other or anything above
     them (their layer already says so; this names the promise)."""
@@ -152,34 +253,14 @@ def test_training_never_imports_what_reports_on_it():
         assert not _reachable(graph, unit) & above, unit
 
 
-def test_training_loop_has_no_architecture_specific_loss():
-    """UNet3+'s classification term belongs to the architecture (auxiliary_loss), not to the generic loop."""
-    import inspect
-
-    import torch
-
-    from gctxseg.losses import DiceCELoss, training_loss
-    from gctxseg.models import create_model
-    from gctxseg.training import loop, segmentation
-
-    assert not any("cls_logit" in inspect.getsource(m) for m in (loop, segmentation))
-    options = dict(width=0.0625, cgm=True, cgm_dropout_rate=0.0, deep_supervision=False)
-    model = create_model("unet3_plus", 1, 3, **options).train()
-    masks = torch.zeros(2, 32, 32, dtype=torch.long)
-    masks[0, 4:9, 4:9] = 1  # image 0 holds foreground, image 1 none
-    outputs = model(torch.randn(2, 1, 32, 32))
-    plain = DiceCELoss()(outputs, masks)
-    bce = torch.nn.functional.binary_cross_entropy_with_logits(model.last_cls_logit, torch.tensor([[1.0], [0.0]]))
-    assert torch.allclose(training_loss(DiceCELoss(), model, outputs, masks), plain + bce)
-
-
-def test_the_declared_python_has_what_the_code_uses():
-    """data/cache.py hashes with hashlib.file_digest (3.11): pyproject, ruff and CI must not claim 3.10."""
+def test_pyproject_ruff_and_ci_declare_one_python():
+    """requires-python is the Python CI checks for and ruff's target: raising one without the others fails here."""
+    import re
     import tomllib
 
     root = PACKAGE.parent.parent
     project = tomllib.loads((root / "pyproject.toml").read_text())
-    assert "file_digest" in (PACKAGE / "data" / "cache.py").read_text()
-    assert project["project"]["requires-python"] == ">=3.11"
-    assert project["tool"]["ruff"]["target-version"] == "py311"
-    assert "(3, 11)" in (root / ".ci" / "run").read_text() and "Python 3.11+" in (root / "README.md").read_text()
+    declared = tuple(int(n) for n in re.fullmatch(r">=(\d+)\.(\d+)", project["project"]["requires-python"]).groups())
+    checked = re.search(r"sys\.version_info >= \((\d+), (\d+)\)", (root / ".ci" / "run").read_text())
+    assert checked and tuple(map(int, checked.groups())) == declared
+    assert project["tool"]["ruff"]["target-version"] == "py{}{}".format(*declared)

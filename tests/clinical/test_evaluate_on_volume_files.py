@@ -9,16 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-from test_clinic_files import (  # noqa: F401
+from helpers_clinic_files import (  # noqa: F401
     CLASSES,
     SHAPE,
     TruthLookupPredictor,
-    _assert_within_5_percent,
-    phantom,
+    assert_within_5_percent,
     write_opt_dicom,
     write_vol,
 )
+from PIL import Image
 
 from gctxseg.data import DatasetError
 
@@ -80,7 +79,7 @@ def test_evaluate_reads_truth_from_masks_or_a_seg_and_measures_each_files_geomet
     with open(tmp_path / "eval" / "grader_etdrs.csv", newline="") as f:
         grader = {r["file"]: r for r in csv.DictReader(f)}
     for name, eye in (("eye000", "OD"), ("eye001", "OS")):
-        _assert_within_5_percent(grader[f"{name}.{'vol' if eye == 'OD' else 'dcm'}"], data["truth"][name]["fluid_nl"],
+        assert_within_5_percent(grader[f"{name}.{'vol' if eye == 'OD' else 'dcm'}"], data["truth"][name]["fluid_nl"],
                                  eye)
     with open(tmp_path / "eval" / "predicted_etdrs.csv", newline="") as f:
         predicted = {r["file"]: r for r in csv.DictReader(f)}

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers_clinic_files import CLASSES, SHAPE, TruthLookupPredictor, assert_within_5_percent
 from PIL import Image
-from test_clinic_files import CLASSES, SHAPE, TruthLookupPredictor, _assert_within_5_percent, phantom  # noqa: F401
 
 from gctxseg.data.oct_volumes import raster_layout, read_oct_volume
 
@@ -96,5 +96,5 @@ def test_predict_reads_a_heyex_xml_export_on_its_own_geometry(phantom, tmp_path,
     with open(tmp_path / "out" / "etdrs.csv", newline="") as f:
         (row,) = csv.DictReader(f)
     assert row["file"] == "exam" and row["eye"] == "OD"
-    _assert_within_5_percent(row, data["truth"]["eye001"]["fluid_nl"], "OD")
+    assert_within_5_percent(row, data["truth"]["eye001"]["fluid_nl"], "OD")
     assert (tmp_path / "out" / "enface" / "exam_localizer.png").is_file()

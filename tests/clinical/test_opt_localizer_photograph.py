@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers_clinic_files import CLASSES, LOCALIZER_MM, SHAPE, write_opt_dicom
 from PIL import Image
-from test_clinic_files import CLASSES, LOCALIZER_MM, SHAPE, phantom, write_opt_dicom  # noqa: F401
 
 from gctxseg.clinical.etdrs_rows import write_volume_reports
 from gctxseg.clinical.volume_readout import volume_readout

@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-from test_clinic_files import TruthLookupPredictor
+from helpers_clinic_files import TruthLookupPredictor
 
 from gctxseg.data import DatasetError
 from gctxseg.data.oct_volumes import is_volume_file, read_oct_volume

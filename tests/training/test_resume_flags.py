@@ -1,0 +1,36 @@
+"""Resuming a run: the flags it ignores are named, and an explicit --epochs wins."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import pytest
+from conftest import TINY_TRAIN_FLAGS, tiny_config
+
+from gctxseg.cli import _given_train_settings, main
+from gctxseg.training import TrainConfig
+from gctxseg.training.config import resume_config
+
+pytestmark = pytest.mark.slow  # every test here trains a model
+
+
+def test_resume_names_the_ignored_flags_and_an_explicit_epochs_wins(phantom_dir, tmp_path, capsys):
+    args = ["train", *TINY_TRAIN_FLAGS, "--epochs", "1", "--results", str(tmp_path / "runs"),
+            "--data-train", str(phantom_dir / "train" / "images"), "--data-val", str(phantom_dir / "val" / "images")]
+    assert main(args) == 0
+    last = tmp_path / "runs" / "exp" / "last.pt"
+    first_lr = json.loads((last.parent / "log.json").read_text())["train parameters"]["lr"]  # planned: not given
+    capsys.readouterr()
+    assert main(["train", "--resume", str(last), "--epochs", "2", "--lr", "0.5", "--batch-size", "2"]) == 0
+    err = capsys.readouterr().err
+    ignored = [line for line in err.splitlines() if line.startswith("--resume: ignoring")]
+    assert ignored == [ignored[0]] and "--batch-size, --lr" in ignored[0]
+    log = json.loads((last.parent / "log.json").read_text())
+    assert [k for k in log if k.startswith("epoch:")] == ["epoch:0", "epoch:1"]
+    assert log["train parameters"]["lr"] == first_lr != 0.5 and log["train parameters"]["batch size"] == 4
+    # an explicit --epochs equal to the default still counts (a 400-epoch run shortened to 300)
+    assert {"epochs", "resume"} <= _given_train_settings(["train", "--resume", "x.pt", "--epochs", "300"])
+    saved = {"config": asdict(tiny_config(phantom_dir, tmp_path, epochs=400))}
+    assert resume_config(TrainConfig(resume="x.pt", epochs=300), saved, {"epochs", "resume"}).epochs == 300
+    assert resume_config(TrainConfig(resume="x.pt"), saved, {"resume"}).epochs == 400
