@@ -83,7 +83,7 @@ def test_ensembles_are_scored_on_exactly_the_held_out_scans(grown_cv):
         summary = choose_configuration(cv, ["unet"])
     finally:
         stale.unlink()
-    assert summary["images"] == 12
+    assert summary.images == 12
 
 
 def test_a_fold_report_is_evaluated_on_the_scans_the_cv_held_out(grown_cv):
