@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from ..core.files import atomic_write_json
-from ..core.records import JsonRecord, optional
+from ..core.records import JsonRecord, key, optional
 from ..runs.runfiles import RunFile
 from .folds import fold_dice
 
@@ -49,7 +49,7 @@ class RaceRecord(JsonRecord):
     minutes of a fold before and after, and, once planned, each kept configuration's :class:`TopUp`."""
 
     fold: int
-    held_out_dice: dict[str, float]
+    held_out_dice: dict[str, float] = key("held-out dice")
     margin: float
     kept: list[str]
     dropped: dict[str, str]
