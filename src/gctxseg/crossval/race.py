@@ -87,8 +87,8 @@ def read_race(cv_dir: Path, configurations: Collection[str] | None = None,
         left = sorted(set(dice) - set(kept) - set(dropped))
         raise file.refuse("dropped", f"leaves {', '.join(left)} neither kept nor dropped")
     file.number(file.item(record, "margin"), "margin", 0.0, 1.0)
-    for key in ("minutes per fold", "minutes per later fold"):
-        file.number(file.item(record, key), key, 0.0, optional=True)
+    for name in ("minutes per fold", "minutes per later fold"):
+        file.number(file.item(record, name), name, 0.0, optional=True)
     race_folds = file.number(file.item(record, "folds"), "folds", 2, integer=True)
     if folds is not None and race_folds != folds:
         raise file.refuse("folds", f"is {race_folds}, but this cv has {folds} folds")
