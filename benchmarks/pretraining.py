@@ -123,23 +123,19 @@ def main() -> None:
     print_table(rows, args)
 
 
-def _dice(summary: dict, key: str) -> float:
-    return summary[key]["dice"][0]
-
-
 def print_table(rows, args) -> None:
     print(f"\n{'start':<14}{'pooled OOF':>11}{'post-proc':>11}  {'folds':<36}{'fine-tune steps':<26}"
           f"{'pretrain steps':>15}{'images':>9}{'wall min':>10}{'cpu min':>9}")
     for start, records, result in rows:
         s = result["summary"]
-        folds = " ".join(f"{fold['dice'][0]:.3f}" for fold in s["per fold"].values())
+        folds = " ".join(f"{fold['dice'][0]:.3f}" for fold in s.per_fold.values())
         done = [r for r in records if r] + [r["after"] for r in records if r and r.get("after")]
         unique = list({r["weights"]: r for r in done}.values())
         steps = sum(r["optimizer steps"] for r in unique) if unique else 0
         images = sum(r["images seen"] for r in unique) if unique else 0
         wall = sum(r["wall s"] for r in unique) / 60 if unique else 0.0
         cpu = sum(r["cpu s"] for r in unique) / 60 if unique else 0.0
-        raw, processed = _dice(s, "pooled out-of-fold"), _dice(s, "pooled out-of-fold post-processed")
+        raw, processed = s.pooled_out_of_fold["dice"][0], s.pooled_out_of_fold_post_processed["dice"][0]
         print(f"{start:<14}{raw:>11.4f}{processed:>11.4f}"
               f"  {folds:<36}{'/'.join(map(str, result['steps'])):<26}{steps:>15}{images:>9}{wall:>10.1f}{cpu:>9.1f}")
     if args.cv:

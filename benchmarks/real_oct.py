@@ -233,7 +233,7 @@ def report(args, out: Path, timings: dict[str, list[dict]]) -> None:
         extra = {}
         if recipe != "peer":
             summary = summarize_cv(out / recipe)
-            extra["post-processed"] = summary["pooled out-of-fold post-processed"]["dice"][0]
+            extra["post-processed"] = summary.pooled_out_of_fold_post_processed["dice"][0]
         probs[recipe] = _oof(out / recipe, names)
         rows.append(_row(recipe, scoring(recipe, probs[recipe]), args.folds, times, extra))
     if args.cv:

@@ -17,17 +17,17 @@ PACKAGE = Path(gctxseg.__file__).parent
 # unit (a package of src/gctxseg, or a loose module) -> its layer; a unit may import only units of LOWER layers, so
 # units on one layer never import each other. A new package or loose module must be given a layer here.
 LAYERS = {
-    "__main__": 9,  # python -m gctxseg
-    "cli": 8,  # parsing the command line
-    "crossval": 7,  # gctxseg cv: folds, the configuration choice, the race, the lr probe
-    "workflows": 6,  # train-then-report, predict-then-measure, the demo
-    "evaluation": 5,  # scoring a labelled folder with a model
-    "reporting": 5,  # report.html, the gallery, runs compared
-    "training": 4,  # the planner, the training loop, pre-training
-    "inference": 4,  # predictor, ensembles, post-processing, export
-    "clinical": 4,  # measurements, ETDRS, en-face, agreement, OCT volume read-out, DICOM out
-    "runs": 3,  # checkpoints, run files, cv folders, finding weights
-    "visualize": 3,  # colours, overlays, figures
+    "__main__": 10,  # python -m gctxseg
+    "cli": 9,  # parsing the command line
+    "crossval": 8,  # gctxseg cv: folds, the configuration choice, the race, the lr probe
+    "workflows": 7,  # train-then-report, predict-then-measure, the demo
+    "evaluation": 6,  # scoring a labelled folder with a model
+    "reporting": 6,  # report.html, the gallery, runs compared
+    "training": 5,  # the planner, the training loop, pre-training
+    "inference": 5,  # predictor, ensembles, post-processing, export
+    "clinical": 5,  # measurements, ETDRS, en-face, agreement, OCT volume read-out, DICOM out
+    "visualize": 4,  # colours, overlays, figures (a run's curves from its log.json records)
+    "runs": 3,  # checkpoints, run files, log.json records, cv folders, finding weights
     "data": 2,  # datasets, readers, fingerprint, splits, conversion
     "models": 1,  # architectures and their registry
     "losses": 1,

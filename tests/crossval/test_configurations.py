@@ -56,19 +56,18 @@ def test_cv_compares_configurations_on_the_same_folds_and_predict_uses_the_choic
                  "--device", "cpu", "--amp", "off"]) == 0
     # the same choice is made again from the folder alone, and a forced tie goes to the cheaper candidate
     again = choose_configuration(cv, ["unet", "nnunet"])
-    assert again["chosen"] == summary["chosen"]
+    assert again.chosen.to_json() == summary["chosen"]
 
 
 def test_the_tie_rule_takes_the_cheaper_candidate(tmp_path, monkeypatch):
     from gctxseg.crossval import configurations
 
     scores = {("a",): 0.700, ("b",): 0.703, ("a", "b"): 0.704}
-    monkeypatch.setattr(configurations, "_score_candidate", lambda c, *_: {
-        "members": list(c), "dice": [scores[c]], "post-processed dice": [scores[c]], "mean dice": scores[c],
-        "postprocessing": configurations.choose_postprocessing([], [], 2)})
+    monkeypatch.setattr(configurations, "_score_candidate", lambda c, *_: configurations._Candidate(
+        c, [scores[c]], [scores[c]], scores[c], configurations.choose_postprocessing([], [], 2)))
     costs = {"a": 100.0, "b": 50.0}
     monkeypatch.setattr(configurations, "_configuration_cost", lambda d: {
-        "cpu s": costs[d.name], "wall s": 1.0, "steps per fold": [1], "epochs per fold": [1]})
+        "cpu_s": costs[d.name], "wall_s": 1.0, "steps_per_fold": [1], "epochs_per_fold": [1]})
     monkeypatch.setattr(configurations, "_load_oof", lambda d, names: [])
     for model in ("a", "b"):
         (tmp_path / model / "oof").mkdir(parents=True)
@@ -79,7 +78,7 @@ def test_the_tie_rule_takes_the_cheaper_candidate(tmp_path, monkeypatch):
     monkeypatch.setattr(configurations, "_targets", lambda cv_dir, model, names: (2, {"0": 0, "255": 1}, []))
     summary = configurations.choose_configuration(tmp_path, ["a", "b"])
     # all three are within TIE_DICE of the best (0.704): one member beats two, then the cheaper CPU time
-    assert summary["chosen"]["name"] == "b"
+    assert summary.chosen.name == "b"
 
 
 @pytest.mark.slow
@@ -227,6 +226,6 @@ def test_the_race_scores_fold_0_on_its_held_out_scans_with_the_final_weights(tmp
                  "--batch-size", "2", "--lr", "0.01", "--workers", "0", "--amp", "off", "--device", "cpu",
                  "--results", str(tmp_path / "runs"), "--name", "cv"]) == 0
     config = tmp_path / "runs" / "cv" / "unet"
-    per_fold = summarize_cv(config, device="cpu", amp="off")["per fold"]
+    per_fold = summarize_cv(config, device="cpu", amp="off").per_fold
     for fold in (0, 1):  # the figure the summary gives that fold, from that fold's weights alone
         assert fold_dice(config, fold, "cpu", "off") == pytest.approx(per_fold[str(fold)]["dice"][0])

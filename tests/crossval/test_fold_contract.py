@@ -86,7 +86,7 @@ def test_ensembles_are_scored_on_exactly_the_held_out_scans(grown_cv):
         summary = choose_configuration(cv, ["unet"])
     finally:
         stale.unlink()
-    assert summary["images"] == 12
+    assert summary.images == 12
 
 
 @pytest.mark.slow

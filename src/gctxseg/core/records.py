@@ -24,10 +24,10 @@ def key(name: str, **kwargs: Any) -> Any:
     return field(metadata={"key": name}, **kwargs)
 
 
-def optional(name: str | None = None, record: type[JsonRecord] | None = None) -> Any:
+def optional(name: str | None = None, record: type[JsonRecord] | None = None, *, mapping: bool = False) -> Any:
     """A field written only when it is not None (a key that only some runs' files hold), None by default;
-    ``record``: what it holds, as for :func:`records`."""
-    return field(default=None, metadata={"key": name, "optional": True, "record": record})
+    ``record`` and ``mapping``: what it holds, as for :func:`records`."""
+    return field(default=None, metadata={"key": name, "optional": True, "record": record, "mapping": mapping})
 
 
 def inline(record: type[JsonRecord]) -> Any:
@@ -35,9 +35,10 @@ def inline(record: type[JsonRecord]) -> Any:
     return field(metadata={"record": record, "inline": True})
 
 
-def records(name: str | None, record: type[JsonRecord], **kwargs: Any) -> Any:
-    """A field holding a ``record`` or a list of them, read back as such (``name``: its key, None for the rule)."""
-    return field(metadata={"key": name, "record": record}, **kwargs)
+def records(name: str | None, record: type[JsonRecord], *, mapping: bool = False, **kwargs: Any) -> Any:
+    """A field holding a ``record`` or a list of them, or with ``mapping`` a dict of name -> ``record``, read back
+    as such (``name``: its key, None for the rule)."""
+    return field(metadata={"key": name, "record": record, "mapping": mapping}, **kwargs)
 
 
 def _key(f: Field) -> str:
@@ -53,6 +54,13 @@ def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     return value
+
+
+def _records_of(record: type[JsonRecord], value: Any, mapping: bool) -> Any:
+    """``value`` (one record's dict, a list of them, or with ``mapping`` a dict of them) read back as records."""
+    if mapping:
+        return {k: record.from_json(v) for k, v in value.items()}
+    return [record.from_json(v) for v in value] if isinstance(value, list) else record.from_json(value)
 
 
 class JsonRecord:
@@ -84,7 +92,7 @@ class JsonRecord:
             elif name in data:
                 value = data[name]
                 if record is not None and value is not None:
-                    value = [record.from_json(v) for v in value] if isinstance(value, list) else record.from_json(value)
+                    value = _records_of(record, value, f.metadata.get("mapping", False))
                 values[f.name] = value
             elif f.default is MISSING and f.default_factory is MISSING:
                 raise KeyError(name)

@@ -22,7 +22,7 @@ import itertools
 import json
 import resource
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from ..core.files import atomic_write_json, atomic_write_text
+from ..core.records import JsonRecord, key, records
 from ..data import MaskValueMap, find_pairs, read_mask
 from ..data.splits import SPLITS_FINAL, cv_folds, held_out_scans, load_splits
 from ..inference.postprocess import choose_postprocessing
@@ -40,9 +41,10 @@ from ..runs.cvfolder import choose_cv_folder, cv_identity, missing_folds, start_
 from ..runs.runfiles import RunFile
 from ..training import TrainConfig
 from ..training.start import NO_START, check_start_architecture, start_architecture
-from .folds import fold_finished, format_cv_summary, summarize_cv, train_fold
+from .folds import CvSummary, fold_finished, format_cv_summary, summarize_cv, train_fold
 from .lr_probe import (
     ProbePlan,
+    ProbeRecord,
     ProbeResult,
     needs_probe,
     plan_probe,
@@ -52,10 +54,11 @@ from .lr_probe import (
     skip_probe,
 )
 from .oof import OOF_FOLDER, predict_fold_oof, stored_probabilities
-from .race import RACE_RECORD, format_race, race_after_first_fold, read_race
+from .race import RACE_RECORD, RaceRecord, TopUp, format_race, race_after_first_fold, read_race
 from .topup import PRE_RACE_FOLD, fold_steps, plan_top_ups, prepare_top_up
 
-__all__ = ["DEFAULT_CONFIGURATIONS", "TIE_DICE", "choose_configuration", "cv_models", "format_ranking", "run_cv",
+__all__ = ["DEFAULT_CONFIGURATIONS", "TIE_DICE", "ChosenCandidate", "ConfigurationResult", "CvChoice",
+           "RankedCandidate", "UnitTime", "choose_configuration", "cv_models", "format_ranking", "run_cv",
            "summarize_folder", "write_splits"]
 
 # The architectures `gctxseg cv` compares when none are named: the default transformer, the planned U-Net and
@@ -64,6 +67,86 @@ DEFAULT_CONFIGURATIONS = ("gctx_unet", "unet", "nnunet")
 TIE_DICE = 0.005
 SUMMARY_SHARE = 0.05  # of a whole-cv time budget kept for out-of-fold prediction and the summaries
 MIN_UNIT_S = 6.0  # a fold started past the cv's deadline still trains a few steps, so every fold has weights
+
+
+@dataclass(frozen=True)
+class UnitTime(JsonRecord):
+    """One unit's entry of a configuration's ``timing.json`` (a fold, ``"0 top-up"``, ``"lr probe"``): the wall
+    and CPU seconds it trained, summed over the runs that trained it."""
+
+    wall_s: float
+    cpu_s: float
+
+
+@dataclass(frozen=True)
+class ConfigurationResult(JsonRecord):
+    """One configuration in the cv's ``cv_summary.json``: its training cost, its pooled out-of-fold scores before
+    and after its post-processing (from its own ``cv_summary.json``) and its lr probe (None: not probed)."""
+
+    cpu_s: float
+    wall_s: float
+    steps_per_fold: list[int]
+    epochs_per_fold: list[int]
+    pooled_out_of_fold: dict = key("pooled out-of-fold")
+    pooled_out_of_fold_post_processed: dict = key("pooled out-of-fold post-processed")
+    lr_probe: ProbeRecord | None = records(None, ProbeRecord, default=None)
+
+
+@dataclass(frozen=True)
+class RankedCandidate(JsonRecord):
+    """A configuration or ensemble in the ranking: its pooled out-of-fold Dice per class before and after its
+    post-processing, their mean (after), the margin to the best, the members' training CPU seconds."""
+
+    name: str
+    members: list[str]
+    dice: list[float]
+    post_processed_dice: list[float] = key("post-processed dice")
+    mean_dice: float = key("mean dice")
+    margin_to_best: float = key("margin to best")
+    cpu_s: float = key("cpu s")
+    postprocessing: dict = key("postprocessing")  # PostProcessing.to_dict
+
+
+@dataclass(frozen=True)
+class ChosenCandidate(JsonRecord):
+    """The candidate chosen; its post-processing is in the file ``postprocessing`` names."""
+
+    name: str
+    members: list[str]
+    mean_dice: float
+    post_processed_dice: list[float] = key("post-processed dice")
+    postprocessing: str = key("postprocessing")
+
+
+@dataclass(frozen=True)
+class CvChoice(JsonRecord):
+    """The cv folder's ``cv_summary.json``: every configuration, the ranking of every candidate, the race (None:
+    none was run), the tie rule and the candidate chosen."""
+
+    folds: int
+    images: int
+    classes: dict
+    configurations: dict[str, ConfigurationResult] = records(None, ConfigurationResult, mapping=True)
+    ranking: list[RankedCandidate] = records(None, RankedCandidate)
+    race: RaceRecord | None = records(None, RaceRecord, default=None)
+    tie_rule: str = ""
+    chosen: ChosenCandidate | None = records(None, ChosenCandidate, default=None)
+
+
+@dataclass
+class _Candidate:
+    """A configuration or ensemble as it is scored: its Dice before and after the post-processing chosen on it."""
+
+    members: tuple[str, ...]
+    dice: list[float]
+    post_processed_dice: list[float]
+    mean_dice: float
+    postprocessing: object  # gctxseg.inference.postprocess.PostProcessing
+    cpu_s: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return "+".join(self.members)
 
 
 def _cpu_seconds() -> float:
@@ -106,7 +189,7 @@ def _plan_probes(cfg: TrainConfig, cv_dir: Path, models: list[str]) -> tuple[flo
     for m in models:
         record = read_record(cv_dir / m)
         if record is not None:
-            probes[m] = ProbeResult(record["chosen"], record)
+            probes[m] = ProbeResult(record.chosen, record)
         elif needs_probe(m, cfg) and not (cv_dir / m / "fold_0").exists():
             probes[m] = None
     while True:
@@ -124,7 +207,7 @@ def _plan_probes(cfg: TrainConfig, cv_dir: Path, models: list[str]) -> tuple[flo
 
 
 def _skipped(probe) -> bool:
-    return isinstance(probe, ProbeResult) and "skipped" in probe.record
+    return isinstance(probe, ProbeResult) and probe.record.skipped is not None
 
 
 class _CvClock:
@@ -153,7 +236,7 @@ class _CvClock:
 
 def _training_spent_s(cv_dir: Path, models: list[str]) -> float:
     """Wall seconds of training the cv folder already holds (its folds and lr probes, from ``timing.json``)."""
-    return sum(t["wall s"] for m in models for t in _read_timing(cv_dir / m).values())
+    return sum(t.wall_s for m in models for t in _read_timing(cv_dir / m).values())
 
 
 def _units_left(cv_dir: Path, model: str, folds: range, probe) -> int:
@@ -190,10 +273,9 @@ def _timed(config_dir: Path, key: str, work, done: bool = False) -> object:
     out = work()
     if not done:
         timing = _read_timing(config_dir)
-        spent = timing.get(key, {"wall s": 0.0, "cpu s": 0.0})
-        timing[key] = {"wall s": spent["wall s"] + time.perf_counter() - wall,
-                       "cpu s": spent["cpu s"] + _cpu_seconds() - cpu}
-        atomic_write_json(config_dir / "timing.json", timing)
+        spent = timing.get(key, UnitTime(0.0, 0.0))
+        timing[key] = UnitTime(spent.wall_s + time.perf_counter() - wall, spent.cpu_s + _cpu_seconds() - cpu)
+        atomic_write_json(config_dir / "timing.json", {unit: t.to_json() for unit, t in timing.items()})
     return out
 
 
@@ -210,31 +292,32 @@ def _train_fold_and_oof(cfg: TrainConfig, config_dir: Path, fold: int, clock: _C
 
 
 def _top_up_first_folds(cfg: TrainConfig, cv_dir: Path, kept: list[str], clock: _CvClock, probes: dict,
-                        race: dict) -> None:
+                        race: RaceRecord) -> None:
     """After the race, train each kept configuration's fold 0 again from its weights for the share the dropped
     ones freed (:mod:`gctxseg.crossval.topup`); what each got is recorded in ``race.json`` under ``top-up``. Not
     with a schedule the user fixed (``--epochs``/``--steps``), and once: a cv resumed during a top-up finishes it as
     it resumes any fold; not under torchrun, where every rank would move the folder."""
     fixed = cfg.epochs is not None or cfg.steps is not None
-    if clock.ends_at is None or fixed or "top-up" in race or torch.distributed.is_initialized():
+    if clock.ends_at is None or fixed or race.top_up is not None or torch.distributed.is_initialized():
         return
     later = sum(_units_left(cv_dir, m, range(1, cfg.folds), None) for m in kept)
-    spent = {m: _read_timing(cv_dir / m).get("0", {}).get("wall s", 0.0) for m in kept}
+    spent = {m: t.wall_s if (t := _read_timing(cv_dir / m).get("0")) else 0.0 for m in kept}
     seconds, why_not = plan_top_ups(spent, clock.left_s(), later, MIN_UNIT_S)
-    race["top-up"] = {m: {"minutes": seconds[m] / 60} if m in seconds else {"skipped": why_not[m]} for m in kept}
-    atomic_write_json(cv_dir / RACE_RECORD, race)  # decided once: a cv resumed during a top-up does not plan again
+    race.top_up = {m: TopUp(minutes=seconds[m] / 60) if m in seconds else TopUp(skipped=why_not[m]) for m in kept}
+    # decided once: a cv resumed during a top-up does not plan again
+    atomic_write_json(cv_dir / RACE_RECORD, race.to_json())
     for model in kept:
-        config_dir, record = cv_dir / model, race["top-up"][model]
+        config_dir, record = cv_dir / model, race.top_up[model]
         if model not in seconds:
             print(f"top-up after the race: {model}: {why_not[model]}", flush=True)
             continue
-        record["steps before"] = fold_steps(config_dir / "fold_0")[0]
-        print(f"top-up after the race: {model} fold 0 trains {record['minutes']:.2f} min more from the weights it "
-              f"raced with ({record['steps before']} steps; that run moves to {model}/{PRE_RACE_FOLD})", flush=True)
+        record.steps_before = fold_steps(config_dir / "fold_0")[0]
+        print(f"top-up after the race: {model} fold 0 trains {record.minutes:.2f} min more from the weights it "
+              f"raced with ({record.steps_before} steps; that run moves to {model}/{PRE_RACE_FOLD})", flush=True)
         top_up = prepare_top_up(_configuration_config(cfg, model, probes.get(model)), config_dir, seconds[model])
         _timed(config_dir, "0 top-up", partial(_train_fold_and_oof, top_up, config_dir, 0, clock))
-        record["steps"] = fold_steps(config_dir / "fold_0")[0]
-        atomic_write_json(cv_dir / RACE_RECORD, race)
+        record.steps = fold_steps(config_dir / "fold_0")[0]
+        atomic_write_json(cv_dir / RACE_RECORD, race.to_json())
 
 
 def _configuration_config(cfg: TrainConfig, model: str, probe) -> TrainConfig:
@@ -298,7 +381,7 @@ def run_cv(cfg: TrainConfig, models: list[str] | tuple[str, ...] = DEFAULT_CONFI
     if racing:
         record = race_after_first_fold(cv_dir, models, fold_budget, cfg.folds, device or cfg.device, amp or cfg.amp)
         print(format_race(record), flush=True)
-        models = record["kept"]
+        models = record.kept
         _top_up_first_folds(cfg, cv_dir, models, clock, probes, record)
         later = range(1, cfg.folds)
         for i, model in enumerate(models):
@@ -311,53 +394,54 @@ def run_cv(cfg: TrainConfig, models: list[str] | tuple[str, ...] = DEFAULT_CONFI
     return cv_dir
 
 
-def _summarize(cv_dir: Path, models: list[str], race: dict | None, device: str, amp: str,
-               kept_s: float | None = None) -> dict:
+def _summarize(cv_dir: Path, models: list[str], race: RaceRecord | None, device: str, amp: str,
+               kept_s: float | None = None) -> CvChoice:
     """Each configuration's summary, then the choice among them, from the folds' stored out-of-fold arrays; one
     line says what it took (against the ``kept_s`` seconds of the budget kept for it) and how it was scored."""
     started = time.perf_counter()
     summaries = [summarize_cv(cv_dir / model, device=device, amp=amp) for model in models]
     chosen = choose_configuration(cv_dir, models, race=race)
-    again = sum(len(s["out-of-fold"]["predicted again"]) for s in summaries)
+    again = sum(len(s.out_of_fold.predicted_again) for s in summaries)
     source = f"{again} fold(s) predicted again, the others from arrays" if again else "out-of-fold from arrays"
     share = f" of the {kept_s:.0f} s kept for it" if kept_s else ""
     print(f"summary: {time.perf_counter() - started:.1f} s{share} ({source}; surface metrics on each "
-          f"configuration's {chosen['images']} held-out scans at their own size, once, none for the ensembles)",
+          f"configuration's {chosen.images} held-out scans at their own size, once, none for the ensembles)",
           flush=True)
     return chosen
 
 
-def _read_timing(config_dir: Path) -> dict[str, dict[str, float]]:
+def _read_timing(config_dir: Path) -> dict[str, UnitTime]:
     """``timing.json``: per fold (and the lr probe) its training wall and CPU seconds, checked ({} when none)."""
     path = config_dir / "timing.json"
     if not path.is_file():
         return {}
     file = RunFile(path, "remove it to count the times afresh (the folds are kept)")
     timing = file.mapping(file.read())
-    for key, spent in timing.items():
-        file.mapping(spent, key)
+    for name, spent in timing.items():
+        file.mapping(spent, name)
         for unit in ("wall s", "cpu s"):
-            file.number(file.item(spent, unit, key), f"{key}.{unit}", 0.0)
-    return timing
+            file.number(file.item(spent, unit, name), f"{name}.{unit}", 0.0)
+    return {name: UnitTime.from_json(spent) for name, spent in timing.items()}
 
 
 def _configuration_cost(config_dir: Path) -> dict:
-    """Training CPU / wall seconds (timing.json), optimiser steps and epochs per fold (the final checkpoints)."""
+    """Training CPU / wall seconds (timing.json), optimiser steps and epochs per fold (the final checkpoints), as
+    :class:`ConfigurationResult`'s keyword arguments."""
     timing = _read_timing(config_dir)
     runs = [last.parent for last in sorted(config_dir.glob("fold_*/last.pt"))]
     steps, epochs = (list(c) for c in zip(*map(fold_steps, runs))) if runs else ([], [])
     if runs and (config_dir / PRE_RACE_FOLD / "last.pt").is_file():  # fold 0 topped up: both runs trained it
         before = fold_steps(config_dir / PRE_RACE_FOLD)
         steps[0], epochs[0] = steps[0] + before[0], epochs[0] + before[1]
-    return {"cpu s": sum(t["cpu s"] for t in timing.values()), "wall s": sum(t["wall s"] for t in timing.values()),
-            "steps per fold": steps, "epochs per fold": epochs}
+    return {"cpu_s": sum(t.cpu_s for t in timing.values()), "wall_s": sum(t.wall_s for t in timing.values()),
+            "steps_per_fold": steps, "epochs_per_fold": epochs}
 
 
 def _load_oof(config_dir: Path, names: list[str]) -> list[np.ndarray]:
     return stored_probabilities(config_dir, names)
 
 
-def _score_candidate(members: tuple[str, ...], oof: dict[str, list[np.ndarray]], targets, k: int) -> dict:
+def _score_candidate(members: tuple[str, ...], oof: dict[str, list[np.ndarray]], targets, k: int) -> _Candidate:
     """Pooled out-of-fold Dice of ``members`` averaged, before and after the post-processing chosen on it."""
     probs = [np.mean([oof[m][i].astype(np.float32) for m in members], axis=0) for i in range(len(targets))]
     preds = [p.argmax(0) for p in probs]
@@ -365,8 +449,7 @@ def _score_candidate(members: tuple[str, ...], oof: dict[str, list[np.ndarray]],
     # the ranking is by Dice: the surface metrics of every candidate are not paid for (the summaries have them)
     raw = score_predictions(preds, targets, k, surface=False)
     processed = score_predictions([post(p) for p in preds], targets, k, surface=False)
-    return {"members": list(members), "dice": raw["dice"], "post-processed dice": processed["dice"],
-            "mean dice": float(np.nanmean(processed["dice"])), "postprocessing": post}
+    return _Candidate(members, raw["dice"], processed["dice"], float(np.nanmean(processed["dice"])), post)
 
 
 def _targets(cv_dir: Path, model: str, names: list[str]) -> tuple[int, dict, list[np.ndarray]]:
@@ -379,19 +462,19 @@ def _targets(cv_dir: Path, model: str, names: list[str]) -> tuple[int, dict, lis
         value_map.encode(read_mask(masks[n]), source=masks[n]) for n in names]
 
 
-def _choose(scored: list[dict]) -> dict:
+def _choose(scored: list[_Candidate]) -> _Candidate:
     """The best candidate by pooled Dice; among those within ``TIE_DICE`` of it, the cheapest."""
-    best = max(s["mean dice"] for s in scored)
-    tied = [s for s in scored if s["mean dice"] >= best - TIE_DICE]
-    return min(tied, key=lambda s: (len(s["members"]), s["cpu s"]))
+    best = max(s.mean_dice for s in scored)
+    tied = [s for s in scored if s.mean_dice >= best - TIE_DICE]
+    return min(tied, key=lambda s: (len(s.members), s.cpu_s))
 
 
-def choose_configuration(cv_dir: str | Path, models: list[str], race: dict | None = None) -> dict:
+def choose_configuration(cv_dir: str | Path, models: list[str], race: RaceRecord | None = None) -> CvChoice:
     """Score every configuration and ensemble of ``CV/<model>`` folders on their out-of-fold predictions, choose
     the best (ties: the cheaper), write ``cv_summary.json``, ``postprocessing.json`` and ``cv_report.html``;
     ``race`` (the record of :mod:`gctxseg.crossval.race`) is written beside the ranking."""
     cv_dir = Path(cv_dir)
-    summaries = {m: json.loads((cv_dir / m / "cv_summary.json").read_text()) for m in models}
+    summaries = {m: CvSummary.from_json(json.loads((cv_dir / m / "cv_summary.json").read_text())) for m in models}
     folds_file = cv_dir / SPLITS_FINAL  # ensembles are scored on exactly the held-out scans, not stale oof files
     names = held_out_scans(load_splits(folds_file)) if folds_file.is_file() else \
         sorted(p.stem for p in (cv_dir / models[0] / OOF_FOLDER).glob("*.npz"))
@@ -401,30 +484,27 @@ def choose_configuration(cv_dir: str | Path, models: list[str], race: dict | Non
     candidates = [c for r in range(1, len(models) + 1) for c in itertools.combinations(models, r)]
     scored = [_score_candidate(c, oof, targets, k) for c in candidates]
     for s in scored:
-        s["name"] = "+".join(s["members"])
-        s["cpu s"] = sum(costs[m]["cpu s"] for m in s["members"])
+        s.cpu_s = sum(costs[m]["cpu_s"] for m in s.members)
     chosen = _choose(scored)
-    best = max(s["mean dice"] for s in scored)
-    ranking = sorted(scored, key=lambda s: -s["mean dice"])
-    chosen["postprocessing"].save(cv_dir / "postprocessing.json")
-    summary = {
-        "folds": summaries[models[0]]["folds"],
-        "images": len(names),
-        "classes": classes,
-        "configurations": {m: {**costs[m], "pooled out-of-fold": summaries[m]["pooled out-of-fold"],
-                               "pooled out-of-fold post-processed":
-                                   summaries[m]["pooled out-of-fold post-processed"],
-                               "lr probe": read_record(cv_dir / m)} for m in models},
-        "ranking": [{"name": s["name"], "members": s["members"], "dice": s["dice"],
-                     "post-processed dice": s["post-processed dice"], "mean dice": s["mean dice"],
-                     "margin to best": s["mean dice"] - best, "cpu s": s["cpu s"],
-                     "postprocessing": s["postprocessing"].to_dict()} for s in ranking],
-        "race": race,
-        "tie rule": f"within {TIE_DICE} pooled Dice of the best: fewest members, then least training CPU time",
-        "chosen": {"name": chosen["name"], "members": chosen["members"], "mean dice": chosen["mean dice"],
-                   "post-processed dice": chosen["post-processed dice"], "postprocessing": "postprocessing.json"},
-    }
-    atomic_write_json(cv_dir / "cv_summary.json", summary)
+    best = max(s.mean_dice for s in scored)
+    ranking = sorted(scored, key=lambda s: -s.mean_dice)
+    chosen.postprocessing.save(cv_dir / "postprocessing.json")
+    summary = CvChoice(
+        folds=summaries[models[0]].folds,
+        images=len(names),
+        classes=classes,
+        configurations={m: ConfigurationResult(
+            **costs[m], pooled_out_of_fold=summaries[m].pooled_out_of_fold,
+            pooled_out_of_fold_post_processed=summaries[m].pooled_out_of_fold_post_processed,
+            lr_probe=read_record(cv_dir / m)) for m in models},
+        ranking=[RankedCandidate(s.name, list(s.members), s.dice, s.post_processed_dice, s.mean_dice,
+                                 s.mean_dice - best, s.cpu_s, s.postprocessing.to_dict()) for s in ranking],
+        race=race,
+        tie_rule=f"within {TIE_DICE} pooled Dice of the best: fewest members, then least training CPU time",
+        chosen=ChosenCandidate(chosen.name, list(chosen.members), chosen.mean_dice, chosen.post_processed_dice,
+                               "postprocessing.json"),
+    )
+    atomic_write_json(cv_dir / "cv_summary.json", summary.to_json())
     text = format_ranking(summary)
     per_config = "\n\n".join(f"{m}:\n{format_cv_summary(summaries[m])}" for m in models)
     atomic_write_text(cv_dir / "cv_report.html", _report_html(cv_dir.name, text, per_config))
@@ -432,25 +512,25 @@ def choose_configuration(cv_dir: str | Path, models: list[str], race: dict | Non
     return summary
 
 
-def format_ranking(summary: dict) -> str:
+def format_ranking(summary: CvChoice) -> str:
     """The candidates, best first, with their margin to the best, CPU time and steps; the chosen one last."""
     lines = [f"{'configuration':<28}{'pooled OOF Dice':>16}{'margin':>9}{'train CPU min':>15}  steps per fold"]
-    for row in summary["ranking"]:
-        steps = [summary["configurations"][m]["steps per fold"] for m in row["members"]]
+    for row in summary.ranking:
+        steps = [summary.configurations[m].steps_per_fold for m in row.members]
         shown = " | ".join("/".join(map(str, s)) for s in steps)
-        lines.append(f"{row['name']:<28}{row['mean dice']:>16.4f}{row['margin to best']:>+9.4f}"
-                     f"{row['cpu s'] / 60:>15.1f}  {shown}")
-    for model, config in summary["configurations"].items():
-        probe = config.get("lr probe")
+        lines.append(f"{row.name:<28}{row.mean_dice:>16.4f}{row.margin_to_best:>+9.4f}"
+                     f"{row.cpu_s / 60:>15.1f}  {shown}")
+    for model, config in summary.configurations.items():
+        probe = config.lr_probe
         if probe:
-            dice = ", ".join(f"{lr} {d:.3f}" for lr, d in probe.get("held-out dice", {}).items())
-            lines.append(f"{model} lr probe: " + (probe["skipped"] if "skipped" in probe else
-                                                  f"fold 0 held-out Dice {dice}; chosen {probe['chosen']:g}"))
-    if summary.get("race"):
-        lines.append(format_race(summary["race"]))
-    chosen = summary["chosen"]
-    lines.append(f"chosen: {chosen['name']} (pooled out-of-fold Dice {chosen['mean dice']:.4f} after its "
-                 f"post-processing; {summary['tie rule']})")
+            dice = ", ".join(f"{lr} {d:.3f}" for lr, d in (probe.held_out_dice or {}).items())
+            lines.append(f"{model} lr probe: " + (probe.skipped if probe.skipped is not None else
+                                                  f"fold 0 held-out Dice {dice}; chosen {probe.chosen:g}"))
+    if summary.race:
+        lines.append(format_race(summary.race))
+    chosen = summary.chosen
+    lines.append(f"chosen: {chosen.name} (pooled out-of-fold Dice {chosen.mean_dice:.4f} after its "
+                 f"post-processing; {summary.tie_rule})")
     return "\n".join(lines)
 
 
@@ -488,12 +568,12 @@ def summarize_folder(cv_dir: str | Path, device: str = "auto", amp: str = "auto"
         return
     race = read_race(cv_dir, models)
     if race is not None:  # the configurations dropped after fold 0 have one fold: not candidates
-        models = [m for m in models if m in race["kept"]]
+        models = [m for m in models if m in race.kept]
     _complete_folds(cv_dir, [cv_dir / m for m in models], race)
     _summarize(cv_dir, models, race, device, amp)
 
 
-def _complete_folds(cv_dir: Path, config_dirs: list[Path], race: dict | None) -> None:
+def _complete_folds(cv_dir: Path, config_dirs: list[Path], race: RaceRecord | None) -> None:
     """Every configuration to summarise trained every fold of one K (the race's, where one is on record).
 
     Raises:
@@ -513,6 +593,6 @@ def _complete_folds(cv_dir: Path, config_dirs: list[Path], race: dict | None) ->
     if len(set(counts.values())) > 1:
         raise ValueError(f"{cv_dir}: its configurations were trained on different fold counts "
                          f"({', '.join(f'{m} {k}' for m, k in counts.items())}); summarise folders of one cv run")
-    if race is not None and race["folds"] not in counts.values():
-        raise race_file.refuse("folds", f"is {race['folds']}, but the configurations trained {counts.popitem()[1]} "
+    if race is not None and race.folds not in counts.values():
+        raise race_file.refuse("folds", f"is {race.folds}, but the configurations trained {counts.popitem()[1]} "
                                         "folds")

@@ -22,12 +22,13 @@ import html
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from ..core.files import atomic_write_json, atomic_write_text
+from ..core.records import JsonRecord, key, optional
 from ..data import MaskValueMap
 from ..inference.postprocess import choose_postprocessing
 from ..metrics import pool_image_scores, pooled_mean_dice, score_image
@@ -36,7 +37,35 @@ from ..training import TrainConfig
 from ..workflows.train_report import train_and_report
 from .oof import oof_probabilities
 
-__all__ = ["fold_dice", "fold_finished", "train_fold", "summarize_cv", "oof_probabilities", "format_cv_summary"]
+__all__ = ["CvSummary", "OutOfFoldSource", "fold_dice", "fold_finished", "train_fold", "summarize_cv",
+           "oof_probabilities", "format_cv_summary"]
+
+
+@dataclass(frozen=True)
+class OutOfFoldSource(JsonRecord):
+    """The folds whose out-of-fold arrays a summary read back, and those it predicted again."""
+
+    from_arrays: list[int]
+    predicted_again: list[int]
+
+
+@dataclass(frozen=True)
+class CvSummary(JsonRecord):
+    """A configuration's ``cv_summary.json``: per fold and pooled out-of-fold scores (the metric blocks of
+    :func:`gctxseg.metrics.pool_image_scores`: ``"dice"``, ``"iou"``, ``"hd95"``, ``"nsd"`` per foreground class),
+    their mean and sd over folds, and the post-processing chosen on them. Read back from the file, an undefined
+    score is None (JSON null)."""
+
+    folds: int
+    images: int
+    classes: dict
+    model: str
+    per_fold: dict[str, dict]  # fold ("0", "1" ...) -> its pooled scores
+    fold_mean: dict[str, list]  # metric -> per class (mean, sd) over folds
+    pooled_out_of_fold: dict = key("pooled out-of-fold")
+    postprocessing: dict = key("postprocessing")  # the rules and their evidence (PostProcessing.to_dict)
+    pooled_out_of_fold_post_processed: dict = key("pooled out-of-fold post-processed")
+    out_of_fold: OutOfFoldSource | None = optional("out-of-fold", OutOfFoldSource)  # older summaries lack it
 
 
 def fold_finished(fold_dir: Path) -> bool:
@@ -76,7 +105,7 @@ def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
     return mean, (statistics.stdev(finite) if len(finite) > 1 else float("nan"))
 
 
-def summarize_cv(cv_dir: str | Path, device: str = "auto", amp: str = "auto") -> dict:
+def summarize_cv(cv_dir: str | Path, device: str = "auto", amp: str = "auto") -> CvSummary:
     """Out-of-fold scores of a CV folder, the post-processing chosen on them, written as JSON and HTML."""
     cv_dir = Path(cv_dir)
     oof = oof_probabilities(cv_dir, device, amp)
@@ -95,21 +124,21 @@ def summarize_cv(cv_dir: str | Path, device: str = "auto", amp: str = "auto") ->
     processed = [postprocess(p) for p in preds]  # a scan the rules leave as it was keeps its scores
     processed_scores = [s if np.array_equal(q, p) else score_image(q, t, k)
                         for s, p, q, t in zip(scores, preds, processed, targets)]
-    summary = {
-        "folds": len(per_fold),
-        "images": len(names),
-        "classes": value_map.to_dict(),
-        "model": first["model_name"],
-        "per fold": per_fold,
-        "fold mean": {m: [_mean_sd([f[m][c] for f in per_fold.values()]) for c in range(k - 1)]
-                      for m in ("dice", "iou", "hd95", "nsd")},
-        "pooled out-of-fold": pool_image_scores(scores, k),
-        "postprocessing": postprocess.to_dict(),
-        "pooled out-of-fold post-processed": pool_image_scores(processed_scores, k),
-        "out-of-fold": {"from arrays": sorted({oof[n]["fold"] for n in names if not oof[n]["predicted"]}),
-                        "predicted again": sorted({oof[n]["fold"] for n in names if oof[n]["predicted"]})},
-    }
-    atomic_write_json(cv_dir / "cv_summary.json", summary)
+    summary = CvSummary(
+        folds=len(per_fold),
+        images=len(names),
+        classes=value_map.to_dict(),
+        model=first["model_name"],
+        per_fold=per_fold,
+        fold_mean={m: [_mean_sd([f[m][c] for f in per_fold.values()]) for c in range(k - 1)]
+                   for m in ("dice", "iou", "hd95", "nsd")},
+        pooled_out_of_fold=pool_image_scores(scores, k),
+        postprocessing=postprocess.to_dict(),
+        pooled_out_of_fold_post_processed=pool_image_scores(processed_scores, k),
+        out_of_fold=OutOfFoldSource(sorted({oof[n]["fold"] for n in names if not oof[n]["predicted"]}),
+                                    sorted({oof[n]["fold"] for n in names if oof[n]["predicted"]})),
+    )
+    atomic_write_json(cv_dir / "cv_summary.json", summary.to_json())
     atomic_write_text(cv_dir / "cv_report.html", cv_report_html(summary, cv_dir.name))
     print(format_cv_summary(summary))
     return summary
@@ -125,40 +154,39 @@ def _none_as_nan(value):
     return value
 
 
-def format_cv_summary(summary: dict) -> str:
+def format_cv_summary(summary: CvSummary) -> str:
     """Plain-text table of a CV summary: per fold, mean ± sd, pooled out-of-fold (before/after post-processing).
 
     A summary read back from ``cv_summary.json`` holds null where a score was undefined: shown as nan."""
-    summary = _none_as_nan(summary)
-    k = len(summary["classes"])
+    k = len(summary.classes)
     columns = "".join(f"{'class ' + str(c) + ' Dice':>16}{'IoU':>8}{'HD95':>8}{'NSD':>8}" for c in range(1, k))
     lines = [f"{'':<24}" + columns]
-    for fold, scores in summary["per fold"].items():
+    for fold, scores in _none_as_nan(summary.per_fold).items():
         lines.append(f"{'fold ' + fold + ' (' + str(scores['images']) + ' images)':<24}" + "".join(
             f"{scores['dice'][c]:>16.4f}{scores['iou'][c]:>8.4f}{scores['hd95'][c]:>8.1f}{scores['nsd'][c]:>8.4f}"
             for c in range(k - 1)))
-    means = summary["fold mean"]
+    means = _none_as_nan(summary.fold_mean)
     lines.append(f"{'mean ± sd over folds':<24}" + "".join(
         f"{means['dice'][c][0]:>10.4f}±{means['dice'][c][1]:<5.3f}{means['iou'][c][0]:>8.4f}"
         f"{means['hd95'][c][0]:>8.1f}{means['nsd'][c][0]:>8.4f}" for c in range(k - 1)))
-    for label, key in (("pooled out-of-fold", "pooled out-of-fold"),
-                       ("  post-processed", "pooled out-of-fold post-processed")):
-        s = summary[key]
+    for label, pooled in (("pooled out-of-fold", summary.pooled_out_of_fold),
+                          ("  post-processed", summary.pooled_out_of_fold_post_processed)):
+        s = _none_as_nan(pooled)
         lines.append(f"{label:<24}" + "".join(
             f"{s['dice'][c]:>16.4f}{s['iou'][c]:>8.4f}{s['hd95'][c]:>8.1f}{s['nsd'][c]:>8.4f}" for c in range(k - 1)))
-    rules = summary["postprocessing"]["evidence"] or {}
+    rules = summary.postprocessing["evidence"] or {}
     lines.append("post-processing: " + ", ".join(f"class {c}: {e['chosen']}" for c, e in rules.items()))
     return "\n".join(lines)
 
 
-def cv_report_html(summary: dict, title: str) -> str:
+def cv_report_html(summary: CvSummary, title: str) -> str:
     """A self-contained HTML page of the CV summary (the run report's look, no network)."""
     text = html.escape(format_cv_summary(summary))
-    evidence = html.escape(str(summary["postprocessing"]["evidence"]))
+    evidence = html.escape(str(summary.postprocessing["evidence"]))
     return (f"<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' "
             f"content='width=device-width, initial-scale=1'><title>{html.escape(title)} cross-validation</title>"
             "<style>body{font-family:system-ui,sans-serif;margin:1.5em}pre{overflow-x:auto}</style></head><body>"
-            f"<h1>{html.escape(title)}: {summary['folds']}-fold cross-validation ({summary['model']})</h1>"
-            f"<p>{summary['images']} held-out images; Dice and IoU pooled over images (summed confusion), HD95 "
+            f"<h1>{html.escape(title)}: {summary.folds}-fold cross-validation ({summary.model})</h1>"
+            f"<p>{summary.images} held-out images; Dice and IoU pooled over images (summed confusion), HD95 "
             f"in pixels and NSD at 2 pixels, means over images where defined.</p><pre>{text}</pre>"
             f"<h2>Post-processing candidates (pooled out-of-fold Dice)</h2><pre>{evidence}</pre></body></html>")

@@ -21,14 +21,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..core.files import atomic_write_json
+from ..core.records import JsonRecord, optional
 from ..runs.runfiles import RunFile
 from ..training import TrainConfig
 from ..training.planning import BUDGET_SHARE, TrainingPlan, model_family
 from ..training.segmentation import plan_run
 
-__all__ = ["PROBE_CANDIDATES", "PROBE_IMAGES", "PROBE_MIN_IMAGES", "PROBE_TIE_DICE", "ProbePlan", "ProbeResult",
-           "needs_probe", "plan_probe", "probe_steps", "probe_learning_rate", "probe_reason", "read_record",
-           "skip_probe"]
+__all__ = ["PROBE_CANDIDATES", "PROBE_IMAGES", "PROBE_MIN_IMAGES", "PROBE_TIE_DICE", "ProbePlan", "ProbeRecord",
+           "ProbeResult", "needs_probe", "plan_probe", "probe_steps", "probe_learning_rate", "probe_reason",
+           "read_record", "skip_probe"]
 
 # Candidate peak AdamW rates per probed family: the grid of benchmarks/lr_probe.py. The U-Net families are not
 # probed: their planned rates held on both real sets it was run on. The evidence for this and the image counts
@@ -49,10 +50,31 @@ REAL_STEP_FACTOR = 1.5
 PROBE_RECORD = "lr_probe.json"
 
 
+@dataclass(frozen=True, kw_only=True)
+class ProbeRecord(JsonRecord):
+    """``lr_probe.json``: what the probe trained (fold 0, size, batch, steps and images per candidate, its share of
+    the budget), each candidate's held-out Dice and steps, the rate chosen, or why the probe was skipped. A record
+    of an older gctxseg may lack the descriptive keys (it is read back, and written again, without them)."""
+
+    family: str | None = optional()
+    planned_lr: float | None = optional()
+    fold: int | None = optional()
+    base_size: list[int] | None = optional()
+    batch_size: int | None = optional()
+    steps_per_candidate: int | None = optional()
+    images_per_candidate: int | None = optional()
+    minutes: float | None = None  # the probe's share of the budget; null without one
+    held_out_dice: dict[str, float] | None = optional("held-out dice")  # candidate rate (as "%g") -> Dice
+    steps: dict[str, int] | None = optional()
+    chosen: float
+    skipped: str | None = optional()  # why the probe did not train: the planned rate kept
+    rule: str | None = optional()
+
+
 @dataclass
 class ProbeResult:
     lr: float
-    record: dict
+    record: ProbeRecord
 
 
 @dataclass
@@ -77,7 +99,7 @@ def needs_probe(model: str, cfg: TrainConfig) -> bool:
     return cfg.lr is None and model_family(model) in PROBE_CANDIDATES
 
 
-def read_record(config_dir: Path) -> dict | None:
+def read_record(config_dir: Path) -> ProbeRecord | None:
     """A configuration's probe record (``lr_probe.json``), or None when it was not probed; its chosen rate (every
     fold trains at it) a positive number, its scores numbers in 0..1."""
     path = config_dir / PROBE_RECORD
@@ -91,7 +113,7 @@ def read_record(config_dir: Path) -> dict | None:
         raise file.refuse("chosen", f"is {record['chosen']:g}, not a learning rate > 0")
     for lr, dice in file.mapping(record.get("held-out dice", {}), "held-out dice").items():
         file.number(dice, f"held-out dice.{lr}", 0.0, 1.0)
-    return record
+    return ProbeRecord.from_json(record)
 
 
 def probe_steps(step_s: float | None, minutes: float | None, candidates: int, batch: int,
@@ -145,23 +167,24 @@ def _pick(scores: dict[float, float], planned: float) -> float:
     return best if scores[best] > scores[planned] + PROBE_TIE_DICE else planned
 
 
-def _record(probe: ProbePlan) -> dict:
+def _record(probe: ProbePlan, **outcome) -> ProbeRecord:
+    """The record of ``probe``: what it trains, and its ``outcome`` (the rate chosen, and the scores or why not)."""
     plan = probe.plan
-    return {"family": model_family(probe.model), "planned lr": plan.lr, "fold": 0, "base size": list(plan.base_size),
-            "batch size": plan.batch_size, "steps per candidate": probe.steps, "images per candidate": probe.images,
-            "minutes": probe.minutes}
+    return ProbeRecord(family=model_family(probe.model), planned_lr=plan.lr, fold=0, base_size=list(plan.base_size),
+                       batch_size=plan.batch_size, steps_per_candidate=probe.steps, images_per_candidate=probe.images,
+                       minutes=probe.minutes, **outcome)
 
 
 def skip_probe(config_dir: Path, probe: ProbePlan) -> ProbeResult:
     """Record (and say) that ``probe`` is too short to separate the rates: the planned lr is kept."""
     within = (f"the schedule you fixed ({probe.fixed})" if probe.fixed and probe.minutes is None else
               f"one fold's share ({probe.minutes:.1f} min)" + (f" and {probe.fixed}" if probe.fixed else ""))
-    record = {**_record(probe), "chosen": probe.plan.lr, "skipped": (
+    record = _record(probe, chosen=probe.plan.lr, skipped=(
         f"{probe.images} images ({probe.steps} steps) per candidate fit {within}, fewer than {PROBE_MIN_IMAGES}: "
-        f"the planned lr {probe.plan.lr:g} is kept" + (" and the share goes to the folds" if probe.minutes else ""))}
-    print(f"{probe.model} lr probe: {record['skipped']}")
+        f"the planned lr {probe.plan.lr:g} is kept" + (" and the share goes to the folds" if probe.minutes else "")))
+    print(f"{probe.model} lr probe: {record.skipped}")
     config_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(config_dir / PROBE_RECORD, record)
+    atomic_write_json(config_dir / PROBE_RECORD, record.to_json())
     return ProbeResult(probe.plan.lr, record)
 
 
@@ -175,10 +198,10 @@ def probe_learning_rate(cfg: TrainConfig, config_dir: Path, probe: ProbePlan) ->
               f"{scores[lr]:.4f}", flush=True)
     chosen = _pick(scores, probe.plan.lr)
     nothing = " (nothing learnt at any rate: the planned one)" if max(scores.values()) == 0 else ""
-    record = {**_record(probe), "held-out dice": {f"{lr:g}": d for lr, d in scores.items()},
-              "steps": {f"{lr:g}": n for lr, n in trained.items()}, "chosen": chosen,
-              "rule": f"the planned lr unless another beats it by more than {PROBE_TIE_DICE} Dice"}
-    atomic_write_json(config_dir / PROBE_RECORD, record)
+    record = _record(probe, held_out_dice={f"{lr:g}": d for lr, d in scores.items()},
+                     steps={f"{lr:g}": n for lr, n in trained.items()}, chosen=chosen,
+                     rule=f"the planned lr unless another beats it by more than {PROBE_TIE_DICE} Dice")
+    atomic_write_json(config_dir / PROBE_RECORD, record.to_json())
     print(f"{probe.model} lr probe: chosen lr {chosen:g} for every fold{nothing}")
     return ProbeResult(chosen, record)
 
@@ -186,9 +209,9 @@ def probe_learning_rate(cfg: TrainConfig, config_dir: Path, probe: ProbePlan) ->
 def probe_reason(probe: ProbeResult) -> str:
     """The lr's reason in each fold's plan.json: chosen by the probe, or planned with the probe skipped."""
     record = probe.record
-    if "skipped" in record:
-        return f"{record['family']} family, planned; gctxseg cv's lr probe was skipped (lr_probe.json)"
-    dice = ", ".join(f"{lr} {d:.3f}" for lr, d in record.get("held-out dice", {}).items())
+    if record.skipped is not None:
+        return f"{record.family} family, planned; gctxseg cv's lr probe was skipped (lr_probe.json)"
+    dice = ", ".join(f"{lr} {d:.3f}" for lr, d in (record.held_out_dice or {}).items())
     return f"gctxseg cv's lr probe on fold 0 (lr_probe.json): held-out Dice {dice}"
 
 

@@ -16,21 +16,52 @@ stay in: the race never decides what only the pooled ranking can. ``gctxseg cv -
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..core.files import atomic_write_json
+from ..core.records import JsonRecord, key, optional
 from ..runs.runfiles import RunFile
 from .folds import fold_dice
 
-__all__ = ["RACE_MARGIN", "RACE_RECORD", "format_race", "race_after_first_fold", "read_race"]
+__all__ = ["RACE_MARGIN", "RACE_RECORD", "RaceRecord", "TopUp", "format_race", "race_after_first_fold", "read_race"]
 
 RACE_MARGIN = 0.10
 RACE_RECORD = "race.json"
 
 
-def read_race(cv_dir: Path, configurations: Collection[str] | None = None, folds: int | None = None) -> dict | None:
+@dataclass
+class TopUp(JsonRecord):
+    """What a kept configuration's fold 0 got after the race (:mod:`gctxseg.crossval.topup`): its minutes and
+    optimiser steps before and after, or why it got none."""
+
+    minutes: float | None = optional()
+    skipped: str | None = optional()
+    steps_before: int | None = optional()
+    steps: int | None = optional()
+
+
+@dataclass
+class RaceRecord(JsonRecord):
+    """``race.json``: fold 0's held-out Dice of each configuration, those kept and those dropped (with why), the
+    minutes of a fold before and after, and, once planned, each kept configuration's :class:`TopUp`."""
+
+    fold: int
+    held_out_dice: dict[str, float] = key("held-out dice")
+    margin: float
+    kept: list[str]
+    dropped: dict[str, str]
+    minutes_per_fold: float | None
+    minutes_per_later_fold: float | None
+    folds: int
+    rule: str | None = optional()
+    top_up: dict[str, TopUp] | None = optional("top-up", TopUp, mapping=True)
+
+
+def read_race(cv_dir: Path, configurations: Collection[str] | None = None,
+              folds: int | None = None) -> RaceRecord | None:
     """The race of a cv folder already run (its decision holds when the cv resumes), or None.
 
     Checked before it decides anything: ``kept`` a non-empty list of configurations, every configuration either
@@ -56,16 +87,16 @@ def read_race(cv_dir: Path, configurations: Collection[str] | None = None, folds
         left = sorted(set(dice) - set(kept) - set(dropped))
         raise file.refuse("dropped", f"leaves {', '.join(left)} neither kept nor dropped")
     file.number(file.item(record, "margin"), "margin", 0.0, 1.0)
-    for key in ("minutes per fold", "minutes per later fold"):
-        file.number(file.item(record, key), key, 0.0, optional=True)
+    for name in ("minutes per fold", "minutes per later fold"):
+        file.number(file.item(record, name), name, 0.0, optional=True)
     race_folds = file.number(file.item(record, "folds"), "folds", 2, integer=True)
     if folds is not None and race_folds != folds:
         raise file.refuse("folds", f"is {race_folds}, but this cv has {folds} folds")
-    return record
+    return RaceRecord.from_json({"fold": 0, **record})
 
 
 def race_after_first_fold(cv_dir: Path, models: list[str], fold_minutes: float | None, folds: int,
-                          device: str = "auto", amp: str = "auto") -> dict:
+                          device: str = "auto", amp: str = "auto") -> RaceRecord:
     """Score fold 0 of every configuration, keep those within ``RACE_MARGIN`` of the best, and give the later
     folds of the kept ones the dropped ones' shares; written to ``CV/race.json`` (read back when it exists)."""
     record = read_race(cv_dir, models, folds)
@@ -77,23 +108,24 @@ def race_after_first_fold(cv_dir: Path, models: list[str], fold_minutes: float |
     dropped = {m: f"fold 0 held-out Dice {dice[m]:.3f}, {dice[leader] - dice[m]:.3f} below {leader}'s "
                   f"{dice[leader]:.3f}" for m in models if m not in kept}
     later = fold_minutes * len(models) / len(kept) if fold_minutes else None
-    record = {"fold": 0, "held-out dice": dice, "margin": RACE_MARGIN, "kept": kept, "dropped": dropped,
-              "minutes per fold": fold_minutes, "minutes per later fold": later, "folds": folds,
-              "rule": f"a configuration more than {RACE_MARGIN} fold-0 Dice below the best trains no more folds; "
-                      "its shares go to the later folds of those kept"}
+    record = RaceRecord(
+        fold=0, held_out_dice=dice, margin=RACE_MARGIN, kept=kept, dropped=dropped, minutes_per_fold=fold_minutes,
+        minutes_per_later_fold=later, folds=folds,
+        rule=f"a configuration more than {RACE_MARGIN} fold-0 Dice below the best trains no more folds; its shares "
+             "go to the later folds of those kept")
     if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
-        atomic_write_json(cv_dir / RACE_RECORD, record)
+        atomic_write_json(cv_dir / RACE_RECORD, record.to_json())
     return record
 
 
-def format_race(record: dict) -> str:
+def format_race(record: RaceRecord) -> str:
     """One line: fold 0's Dice of each configuration, what was dropped and what the kept ones' later folds get."""
-    dice = ", ".join(f"{m} {d:.3f}" for m, d in record["held-out dice"].items())
-    line = f"race after fold 0 (held-out Dice {dice}; margin {record['margin']:g}): "
-    if not record["dropped"]:
+    dice = ", ".join(f"{m} {d:.3f}" for m, d in record.held_out_dice.items())
+    line = f"race after fold 0 (held-out Dice {dice}; margin {record.margin:g}): "
+    if not record.dropped:
         return line + "every configuration is kept"
-    line += "dropped " + "; ".join(f"{m} ({why})" for m, why in record["dropped"].items())
-    if record["minutes per later fold"]:
-        line += (f"; folds 1-{record['folds'] - 1} of {', '.join(record['kept'])} get "
-                 f"{record['minutes per later fold']:.2f} min each instead of {record['minutes per fold']:.2f}")
+    line += "dropped " + "; ".join(f"{m} ({why})" for m, why in record.dropped.items())
+    if record.minutes_per_later_fold:
+        line += (f"; folds 1-{record.folds - 1} of {', '.join(record.kept)} get "
+                 f"{record.minutes_per_later_fold:.2f} min each instead of {record.minutes_per_fold:.2f}")
     return line

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..core.records import JsonRecord, inline, key, optional
 
-__all__ = ["PooledScores", "EpochScores", "ModelSize", "RunLog", "read_run_log"]
+__all__ = ["PooledScores", "EpochScores", "ModelSize", "RunLog", "epoch_rows", "read_run_log"]
 
 
 @dataclass(frozen=True)
@@ -68,18 +68,24 @@ class RunLog:
 
     @classmethod
     def from_json(cls, log: dict) -> RunLog:
-        rows = []
-        for name, entry in log.items():
-            if name.startswith("epoch:"):
-                val = entry.get("val log:", {}).get("info")
-                rows.append((int(name.split(":")[1]), EpochScores.from_json(entry["train log:"]["info"]),
-                             EpochScores.from_json(val) if val else None))
         return cls(log.get("train parameters", {}), ModelSize.from_json(log.get("model", {"total parameters": None})),
-                   sorted(rows, key=lambda r: r[0]))
+                   epoch_rows(log))
 
     def best_epoch(self) -> tuple[int, EpochScores, EpochScores | None]:
         """The epoch with the highest validation mean Dice (the first such; an unvalidated epoch counts as -1)."""
         return max(self.epochs, key=lambda r: -1.0 if r[2] is None or r[2].mean_dice is None else r[2].mean_dice)
+
+
+def epoch_rows(log: dict) -> list[tuple[int, EpochScores, EpochScores | None]]:
+    """``(epoch, train scores, val scores)`` of every ``"epoch:N"`` entry of a ``log.json`` (also of one still being
+    written), by epoch; val scores None on an epoch that was not validated (a planned ``val_every`` > 1)."""
+    rows = []
+    for name, entry in log.items():
+        if name.startswith("epoch:"):
+            val = entry.get("val log:", {}).get("info")
+            rows.append((int(name.split(":")[1]), EpochScores.from_json(entry["train log:"]["info"]),
+                         EpochScores.from_json(val) if val else None))
+    return sorted(rows, key=lambda r: r[0])
 
 
 def read_run_log(run_dir: str | Path) -> RunLog:

@@ -17,21 +17,26 @@ matplotlib.use("Agg")  # no display on training machines; the only place gctxseg
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ..core.files import atomic_write_bytes  # noqa: E402
+from ..runs.runlog import EpochScores, epoch_rows  # noqa: E402
 from .colors import overlay, to_uint8_rgb  # noqa: E402
 
-__all__ = ["PLOT_SOFTWARE", "epoch_rows", "is_gctxseg_plot", "plot_cases", "plot_compare_curves",
+__all__ = ["PLOT_SOFTWARE", "is_gctxseg_plot", "plot_cases", "plot_compare_curves",
            "plot_confusion_matrix", "plot_curves", "plot_dice_histogram", "save_figure"]
 
 
-def epoch_rows(log: dict) -> list[tuple[int, dict, dict]]:
-    """``(epoch, train info, val info)`` for every ``"epoch:N"`` entry of a seed-format log (val info ``{}`` on an
-    epoch that was not validated: a planned ``val_every`` > 1)."""
-    rows = []
-    for key, entry in log.items():
-        if key.startswith("epoch:"):
-            val = entry.get("val log:", {}).get("info", {})
-            rows.append((int(key.split(":")[1]), entry["train log:"]["info"], val))
-    return sorted(rows, key=lambda r: r[0])
+# the curves drawn from an epoch's scores: title -> its figure (None where the epoch was not validated)
+_CURVES = {
+    "loss": lambda s: s.loss,
+    "learning rate": lambda s: s.lr,
+    "mean Dice": lambda s: s.scores.mean_dice,
+    "mean IoU": lambda s: s.scores.mean_iou,
+}
+
+
+def _curve(scores: list[EpochScores | None], title: str) -> list[float]:
+    """One curve's figures per epoch, NaN (a gap) where an epoch was not validated or the figure is undefined."""
+    values = [None if s is None else _CURVES[title](s) for s in scores]
+    return [math.nan if v is None else v for v in values]
 
 
 
@@ -40,19 +45,16 @@ def plot_curves(log: dict, path: str | Path) -> None:
     rows = epoch_rows(log)
     epochs = [e for e, _, _ in rows]
     fig, axes = plt.subplots(2, 2, figsize=(10, 7))
-    panels = [("loss", "loss"), ("lr", "learning rate"), ("mean dice", "mean Dice"), ("mean iou", "mean IoU")]
-    for ax, (key, title) in zip(axes.flat, panels):
+    for ax, title in zip(axes.flat, _CURVES):
         for split, idx, style in (("train", 1, "-"), ("val", 2, "--")):
-            values = [r[idx].get(key) for r in rows]
-            values = [float("nan") if v is None else v for v in values]
-            if key == "lr" and split == "val":
+            if title == "learning rate" and split == "val":
                 continue  # one learning rate per epoch
-            ax.plot(epochs, values, style, marker="o", markersize=3, label=split)
+            ax.plot(epochs, _curve([r[idx] for r in rows], title), style, marker="o", markersize=3, label=split)
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.legend()
-    if rows and any(r[1].get("lr") for r in rows):
+    if rows and any(r[1].lr for r in rows):
         axes[0, 1].set_yscale("log")
     fig.tight_layout()
     save_figure(fig, path)
@@ -172,12 +174,9 @@ def plot_compare_curves(logs: Mapping[str, dict], path: str | Path) -> None:
         rows = epoch_rows(log)
         epochs = [e for e, _, _ in rows]
         colour = f"C{i % 10}"
-        dice = [r[2].get("mean dice") for r in rows]
-        ax_dice.plot(epochs, [math.nan if v is None else v for v in dice], "-o", ms=3, color=colour, label=label)
-        ax_loss.plot(epochs, [r[1].get("loss") for r in rows], "-", color=colour, label=f"{label} train")
-        val_loss = [r[2].get("loss") for r in rows]  # None on epochs that were not validated
-        ax_loss.plot(epochs, [math.nan if v is None else v for v in val_loss], "--o", ms=2, color=colour,
-                     label=f"{label} val")
+        ax_dice.plot(epochs, _curve([r[2] for r in rows], "mean Dice"), "-o", ms=3, color=colour, label=label)
+        ax_loss.plot(epochs, _curve([r[1] for r in rows], "loss"), "-", color=colour, label=f"{label} train")
+        ax_loss.plot(epochs, _curve([r[2] for r in rows], "loss"), "--o", ms=2, color=colour, label=f"{label} val")
     ax_dice.set_title("val mean Dice")
     ax_loss.set_title("loss (train solid, val dashed)")
     for ax in (ax_dice, ax_loss):
