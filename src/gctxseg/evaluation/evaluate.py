@@ -130,7 +130,8 @@ def evaluate_folder(
         worst_k: images in the worst/best case grids.
         measure: pixel/slice spacing, B-scan grouping and class names of the true-vs-predicted amounts.
         out_owned: ``out`` sits in a folder gctxseg owns (a run folder's ``eval``): taken as an earlier
-            evaluation even without the marker of :mod:`gctxseg.core.outputs` (written before markers existed).
+            evaluation even without the marker of :mod:`gctxseg.core.outputs`, as gctxseg 0.1.0 builds wrote it
+            before output folders were marked (``gctxseg report`` evaluates into it and has no ``--out``).
 
     Returns:
         the summary, the per-image rows, the pooled confusion matrix.
