@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..clinical.agreement import write_agreement
+from ..clinical.agreement import etdrs_agreement, write_agreement
 from ..clinical.measurements import MeasurementOptions, class_names_for, fill_counts, plan_measurements
 from ..core.outputs import check_output_folder, staged_output
 from ..data import (
@@ -287,7 +287,7 @@ def _add_agreement(summary: dict, plan, pairs, scored: ScoredImages, value_map, 
 def _volume_agreement(plan, pairs, scored: ScoredImages, value_map, class_names, measure, out: Path | None) -> list:
     """The grader's and the predicted ETDRS rows and en-face maps of every volume (``grader_etdrs.csv``,
     ``predicted_etdrs.csv``, ``enface/``), the predictions on the grader's grid; their agreement per column."""
-    from ..clinical.etdrs_rows import etdrs_agreement, grey_image, volume_reports, write_volume_reports
+    from ..clinical.etdrs_rows import grey_image, volume_reports, write_volume_reports
 
     mask_of = {p.image: p.mask for p in pairs if p.slice_index is None}
     rows = fill_counts(plan, scored.truth_counts)

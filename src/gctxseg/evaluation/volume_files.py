@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..clinical.agreement import write_agreement
-from ..clinical.etdrs_rows import etdrs_agreement, write_volume_reports
+from ..clinical.agreement import etdrs_agreement, write_agreement
+from ..clinical.etdrs_rows import write_volume_reports
 from ..clinical.measurements import MeasurementOptions, class_names_for
 from ..clinical.volume_readout import describe_volume, split_volume_files, volume_readout
 from ..core.outputs import check_output_folder, staged_output
