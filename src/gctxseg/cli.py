@@ -1,4 +1,5 @@
-"""Command line: ``gctxseg train|predict|evaluate|report|compare|export|convert-checkpoint|synth|demo|models``.
+"""Command line: ``gctxseg train|cv|pretrain|plan|convert|predict|evaluate|report|compare|export|convert-checkpoint|
+synth|demo|models``.
 
 Parsing only. Each command has an ``_add_<command>`` that builds its parser and a ``run_<command>`` that turns the
 parsed arguments into the typed call of the function doing the work (in the stage packages) and prints what it
