@@ -1,4 +1,5 @@
-"""Command line: ``gctxseg train|predict|evaluate|report|compare|export|convert-checkpoint|synth|demo|models``.
+"""Command line: ``gctxseg train|cv|pretrain|plan|convert|predict|evaluate|report|compare|export|convert-checkpoint|
+synth|demo|models``.
 
 Parsing only. Each command has an ``_add_<command>`` that builds its parser and a ``run_<command>`` that turns the
 parsed arguments into the typed call of the function doing the work (in the stage packages) and prints what it
@@ -645,7 +646,7 @@ def _print_evaluation(s: EvaluationSummary, out: str | Path) -> None:
           f"mean nsd {s.mean_nsd:.4f}; wrote {out}/summary.json, metrics_per_image.csv and plots")
     print(format_agreement(s.agreement) + f"\n(amounts_per_image.csv, bland_altman.png in {out})")
     if s.etdrs_agreement:
-        from .clinical.etdrs_rows import format_etdrs_agreement
+        from .clinical.agreement import format_etdrs_agreement
 
         print(format_etdrs_agreement(s.etdrs_agreement)
               + f"\n(grader_etdrs.csv, predicted_etdrs.csv, enface/ in {out})")

@@ -87,7 +87,8 @@ def test_predict_cli_writes_etdrs_and_maps_and_evaluate_adds_the_agreement(volum
 
 
 def test_agreement_of_the_graders_volumes_with_themselves_is_exact(volumes):
-    from gctxseg.clinical.etdrs_rows import etdrs_agreement, volume_reports
+    from gctxseg.clinical.agreement import etdrs_agreement
+    from gctxseg.clinical.etdrs_rows import volume_reports
     from gctxseg.data import read_mask
 
     root, done = volumes

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gctxseg.clinical import etdrs
+from gctxseg.clinical import etdrs, macular_hole
 from gctxseg.data import DatasetError
 from gctxseg.data.phantom_volume import render_oct_volume
 
@@ -38,7 +38,7 @@ def test_hole_mld_and_base_within_one_pixel(seed):
     eye = _eye(seed, edema=True, hole=True)
     slice_mm, row_mm, col_mm = eye.spacing
     hole = eye.truth["hole"]
-    per_bscan = [etdrs.hole_diameters_mm(eye.masks[s] == 2, row_mm, col_mm) for s in range(SHAPE[0])]
+    per_bscan = [macular_hole.hole_diameters_mm(eye.masks[s] == 2, row_mm, col_mm) for s in range(SHAPE[0])]
     mld, base = per_bscan[eye.fovea[0]]  # the B-scan through the axis
     assert abs(mld * 1000 - hole["mld_um"]) <= col_mm * 1000
     assert abs(base * 1000 - hole["base_um"]) <= col_mm * 1000
@@ -99,7 +99,7 @@ def test_inner_surface_finds_the_pit_of_a_dry_eye():
 
 
 def test_size_class_thresholds():
-    assert [etdrs.hole_size_class(v) for v in (None, 250, 251, 400, 401)] == ["", "small", "medium", "medium",
+    assert [macular_hole.hole_size_class(v) for v in (None, 250, 251, 400, 401)] == ["", "small", "medium", "medium",
                                                                                "large"]
 
 

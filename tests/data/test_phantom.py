@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gctxseg.data.phantom import MASK_VALUES, PhantomSample, render_oct_bscan, save_preview_grid, synthesize_dataset
+from gctxseg.data.phantom import MASK_VALUES, PhantomSample, render_oct_bscan, synthesize_dataset
 
 SIZE = (64, 64)
 
@@ -102,9 +102,3 @@ def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="lossless"):
         synthesize_dataset("unused", n=4, mask_suffix=".jpg")
 
-
-def test_preview_grid_is_written(tmp_path):
-    samples = [render_oct_bscan(np.random.default_rng(i), SIZE) for i in range(3)]
-    save_preview_grid(samples, tmp_path / "grid.png", columns=2)
-    grid = Image.open(tmp_path / "grid.png")
-    assert grid.mode == "RGB" and grid.width > 2 * SIZE[1] and grid.height > 4 * SIZE[0]

@@ -7,6 +7,10 @@ mean absolute error, bias (mean difference) and the 95% limits of agreement, bia
 differences (Bland & Altman 1986; :mod:`gctxseg.metrics.agreement`), in ``summary.json``; a Bland-Altman plot
 (difference against the mean of the two) and a predicted-vs-true scatter per class, ``bland_altman.png`` and
 ``amount_scatter.png``.
+
+Per volume of B-scans with a fovea, also per ETDRS subfield (nL) and hole diameter (µm) of the grader's and the
+predicted read-out (:mod:`gctxseg.clinical.etdrs_rows`): :func:`etdrs_agreement`, ``summary.json``'s ``etdrs
+agreement``.
 """
 
 from __future__ import annotations
@@ -15,11 +19,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..core.files import atomic_write_csv
-from ..metrics.agreement import agreement_summary, level_of, primary_unit
+from ..metrics.agreement import agreement_by_unit, agreement_summary, level_of, primary_unit
 from ..runs.evalsummary import AmountAgreement
+from .etdrs_rows import VolumeReport, etdrs_columns
 from .measurements import Measurement
 
-__all__ = ["AMOUNT_COLUMNS", "amount_rows", "format_agreement", "write_agreement"]
+__all__ = ["AMOUNT_COLUMNS", "amount_rows", "etdrs_agreement", "format_agreement", "format_etdrs_agreement",
+           "write_agreement"]
 
 AMOUNT_COLUMNS = ("file", "kind", "class", "unit", "truth", "predicted", "difference")
 
@@ -109,4 +115,36 @@ def format_agreement(summary: Sequence[AmountAgreement]) -> str:
         lo, hi = a.limits_of_agreement
         lines.append(f"{a.class_name} per {a.level} ({a.n}): mean absolute error {a.mean_absolute_error:.4g} "
                      f"{a.unit}, bias {a.bias:.4g}, limits of agreement {lo:.4g} to {hi:.4g} {a.unit}")
+    return "\n".join(lines)
+
+
+def etdrs_agreement(truth: Sequence[VolumeReport], pred: Sequence[VolumeReport], class_names: Sequence[str],
+                    eye: str | None) -> list[dict]:
+    """Agreement of predicted with true subfield volumes (nL) and hole diameters (µm) over the volumes both have
+    numbers for: per column n, mean true/predicted, MAE, bias and 95% limits of agreement (Bland-Altman)."""
+    predicted = {r.name: r.record for r in pred}
+    columns = [c for c in etdrs_columns(class_names, eye) if c.endswith("_nl") or c in ("hole_mld_um", "hole_base_um")]
+    rows = []
+    for r in truth:
+        if r.name not in predicted:
+            continue
+        for column in columns:
+            t, p = r.record.get(column, ""), predicted[r.name].get(column, "")
+            if column.startswith("hole_") and (t == "") != (p == ""):
+                t, p = t or "0", p or "0"  # a hole missed or invented: its diameter counts as 0 on that side
+            if t == "" or p == "":
+                continue
+            rows.append({"file": r.name, "kind": "volume", "class": column, "unit": column.rsplit("_", 1)[1],
+                         "truth": float(t), "predicted": float(p), "difference": float(p) - float(t)})
+    return agreement_by_unit(rows)
+
+
+def format_etdrs_agreement(summary: Sequence[AmountAgreement]) -> str:
+    """The agreement table ``evaluate`` prints: one line per ETDRS column (nL) and hole diameter (µm)."""
+    lines = [f"{'volumes vs grader':<28}{'n':>4}{'mean true':>11}{'mean pred':>11}{'MAE':>9}{'bias':>9}"
+             f"{'95% limits of agreement':>26}"]
+    for a in summary:
+        low, high = a.limits_of_agreement
+        lines.append(f"{a.class_name:<28}{a.n:>4}{a.mean_truth:>11.4g}{a.mean_predicted:>11.4g}"
+                     f"{a.mean_absolute_error:>9.3g}{a.bias:>9.3g}{f'{low:.3g} to {high:.3g}':>26}")
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""What a retina clinic reads from a B-scan stack: fluid in the ETDRS grid, the en-face fluid map, the hole's size.
+"""What a retina clinic reads from a B-scan stack: fluid in the ETDRS grid and the en-face fluid map, around the fovea.
 
 Pure numpy; every function takes label stacks ``S x H x W`` (B-scan, row = depth, column = lateral) and
 spacings in mm: ``slice_mm`` between B-scans, ``row_mm`` axial, ``col_mm`` lateral.
@@ -14,9 +14,8 @@ Conventions (docs/measurements.md):
   subfield, and the inner (1-3 mm) and outer (3-6 mm) rings split at 45 degrees into superior, nasal, inferior
   and temporal quadrants. Nasal is the image right of a right eye (OD) and the image left of a left eye (OS),
   as fundus images and OCT B-scans are displayed; without the eye the quadrants are named ``left``/``right``.
-- Macular hole (Duker et al. 2013, IVTS): the minimum linear diameter (MLD) is the narrowest width of the hole
-  parallel to the RPE, the base diameter its width at the RPE; size class small <= 250 µm < medium <= 400 µm <
-  large.
+
+The macular hole's size: :mod:`gctxseg.clinical.macular_hole`.
 """
 
 from __future__ import annotations
@@ -40,8 +39,6 @@ __all__ = [
     "inner_surface_rows",
     "find_fovea",
     "check_fovea",
-    "hole_diameters_mm",
-    "hole_size_class",
 ]
 
 RADII_MM = (0.5, 1.5, 3.0)  # the ETDRS circles: 1, 3 and 6 mm across
@@ -252,36 +249,3 @@ def check_fovea(fovea: tuple[int, int], shape: tuple[int, int], name: str) -> Fo
                            f"columns); give SLICE 0..{shape[0] - 1} and COLUMN 0..{shape[1] - 1}")
     return Fovea(float(s), float(c), "given")
 
-
-# ---------------------------------------------------------------- the macular hole
-
-
-def hole_diameters_mm(hole: np.ndarray, row_mm: float, col_mm: float) -> tuple[float, float] | None:
-    """(MLD, base diameter) in mm of the hole in one B-scan (``H x W`` bool), or None without a hole.
-
-    Each row of the hole is measured edge to edge (leftmost to rightmost hole pixel, each a full pixel wide);
-    the RPE's direction is the line fitted through the hole's lowest pixel per column, and widths are taken
-    parallel to it (times the cosine of its angle, in mm). MLD is the narrowest row, base diameter the
-    lowest row (at the RPE). A ragged top row of a predicted mask can make the MLD too small.
-    """
-    rows = np.nonzero(hole.any(axis=1))[0]
-    if rows.size == 0:
-        return None
-    cols_any = np.nonzero(hole.any(axis=0))[0]
-    bottoms = hole.shape[0] - 1 - np.argmax(hole[::-1, cols_any], axis=0)  # lowest hole row per column
-    cosine = 1.0
-    if cols_any.size >= 2 and np.ptp(bottoms) > 0:
-        slope = np.polyfit(cols_any * col_mm, bottoms * row_mm, 1)[0]
-        cosine = 1.0 / math.sqrt(1.0 + slope * slope)
-    widths = []
-    for r in rows:
-        c = np.nonzero(hole[r])[0]
-        widths.append((c[-1] - c[0] + 1) * col_mm * cosine)
-    return float(min(widths)), float(widths[-1])
-
-
-def hole_size_class(mld_um: float | None) -> str:
-    """IVTS size class of a full-thickness macular hole by its MLD (Duker et al. 2013)."""
-    if mld_um is None:
-        return ""
-    return "small" if mld_um <= 250 else "medium" if mld_um <= 400 else "large"

@@ -4,7 +4,8 @@ Built from a label stack with :mod:`gctxseg.clinical.etdrs`; blank cells where t
 partial sectors named in ``partial`` and said in ``note``. ``predict`` writes ``etdrs.csv`` and an en-face map
 per volume (``enface/NAME.png``, shown in ``index.html``) for every B-scan group (``--group-regex``) and DICOM
 series; ``evaluate`` does the same for the grader's masks and the predictions and adds their agreement (MAE,
-bias, limits of agreement per subfield and hole diameter) to ``summary.json``.
+bias, limits of agreement per subfield and hole diameter: :func:`gctxseg.clinical.agreement.etdrs_agreement`) to
+``summary.json``.
 """
 
 from __future__ import annotations
@@ -18,14 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from ..core.files import atomic_write_csv
-from ..metrics.agreement import agreement_by_unit
-from ..runs.evalsummary import AmountAgreement
 from . import etdrs
 from .enface import plot_enface_map, plot_enface_on_localizer
+from .macular_hole import hole_diameters_mm, hole_size_class
 
-__all__ = ["VolumeReport", "etdrs_agreement", "etdrs_columns", "etdrs_record", "fluid_classes",
-           "format_etdrs_agreement", "grey_image", "hole_classes", "locate_fovea", "volume_reports", "write_etdrs_csv",
-           "write_volume_reports"]
+__all__ = ["VolumeReport", "etdrs_columns", "etdrs_record", "fluid_classes", "grey_image", "hole_classes",
+           "locate_fovea", "volume_reports", "write_etdrs_csv", "write_volume_reports"]
 
 _HOLE = ("mld_um", "mld_bscan", "base_um", "base_bscan", "size_class")
 
@@ -79,14 +78,14 @@ def etdrs_record(name: str, labels: np.ndarray, spacing: tuple[float | None, flo
     for c, n in fluids:
         volumes = etdrs.subfield_volumes_nl(etdrs.fluid_thickness_px(labels, (c,)), where, spacing, eye)
         record.update({f"{n}_{a}_nl": format(v, ".6g") for a, v in volumes.items()})
-    per_bscan = [etdrs.hole_diameters_mm(np.isin(b, holes), row_mm, col_mm) if holes else None for b in labels]
+    per_bscan = [hole_diameters_mm(np.isin(b, holes), row_mm, col_mm) if holes else None for b in labels]
     measured = [(d, s) for s, d in enumerate(per_bscan) if d is not None]
     if measured:
         (mld, _), mld_s = max(measured, key=lambda m: m[0][0])
         (_, base), base_s = max(measured, key=lambda m: m[0][1])
         record.update(hole_mld_um=format(mld * 1000, ".4g"), hole_mld_bscan=str(mld_s),
                       hole_base_um=format(base * 1000, ".4g"), hole_base_bscan=str(base_s),
-                      hole_size_class=etdrs.hole_size_class(mld * 1000))
+                      hole_size_class=hole_size_class(mld * 1000))
     return record
 
 
@@ -189,34 +188,3 @@ def write_volume_reports(reports: Sequence[VolumeReport], out: str | Path, class
                                      out / "enface" / f"{prefix}{_file_name(r.name)}_localizer.png", title)
     return maps
 
-
-def etdrs_agreement(truth: Sequence[VolumeReport], pred: Sequence[VolumeReport], class_names: Sequence[str],
-                    eye: str | None) -> list[dict]:
-    """Agreement of predicted with true subfield volumes (nL) and hole diameters (µm) over the volumes both have
-    numbers for: per column n, mean true/predicted, MAE, bias and 95% limits of agreement (Bland-Altman)."""
-    predicted = {r.name: r.record for r in pred}
-    columns = [c for c in etdrs_columns(class_names, eye) if c.endswith("_nl") or c in ("hole_mld_um", "hole_base_um")]
-    rows = []
-    for r in truth:
-        if r.name not in predicted:
-            continue
-        for column in columns:
-            t, p = r.record.get(column, ""), predicted[r.name].get(column, "")
-            if column.startswith("hole_") and (t == "") != (p == ""):
-                t, p = t or "0", p or "0"  # a hole missed or invented: its diameter counts as 0 on that side
-            if t == "" or p == "":
-                continue
-            rows.append({"file": r.name, "kind": "volume", "class": column, "unit": column.rsplit("_", 1)[1],
-                         "truth": float(t), "predicted": float(p), "difference": float(p) - float(t)})
-    return agreement_by_unit(rows)
-
-
-def format_etdrs_agreement(summary: Sequence[AmountAgreement]) -> str:
-    """The agreement table ``evaluate`` prints: one line per ETDRS column (nL) and hole diameter (µm)."""
-    lines = [f"{'volumes vs grader':<28}{'n':>4}{'mean true':>11}{'mean pred':>11}{'MAE':>9}{'bias':>9}"
-             f"{'95% limits of agreement':>26}"]
-    for a in summary:
-        low, high = a.limits_of_agreement
-        lines.append(f"{a.class_name:<28}{a.n:>4}{a.mean_truth:>11.4g}{a.mean_predicted:>11.4g}"
-                     f"{a.mean_absolute_error:>9.3g}{a.bias:>9.3g}{f'{low:.3g} to {high:.3g}':>26}")
-    return "\n".join(lines)

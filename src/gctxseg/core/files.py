@@ -1,4 +1,5 @@
-"""Small leaf helpers shared by training, predict and report: atomic writes, seeding, devices, run folders."""
+"""Files written whole or not at all (JSON, CSV, checkpoints; a crash never leaves half a file), and a new run
+folder's name."""
 
 from __future__ import annotations
 
@@ -119,11 +120,3 @@ def next_run_dir(results: str | Path, name: str = "exp", exist_ok: bool = False)
         candidate = results / f"{name}{k}"
         k += 1
     return candidate
-
-
-# glibc serves large blocks (above a threshold of at most 32 MiB) with mmap and returns them to the kernel when freed,
-# and trims the heap's top above 64 MiB: on a CPU each training step then faults its activations in page by page
-# again, with much of the CPU time in the kernel. Serving every block from the heap and not trimming it lets the
-# next step reuse the memory (benchmarks/allocator.py measures both ways; docs/real-oct.md, run 1 of the cv).
-
-

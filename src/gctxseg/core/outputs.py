@@ -112,7 +112,8 @@ def check_output_folder(
         protected: ``(folder, what)`` of the inputs never to write into (``(src, "the source folder")``).
         flag: the flag that named ``out``.
         adopt_unmarked: take a folder without a marker holding only ``entries`` as the command's own (a folder
-            gctxseg owns by its place, e.g. the ``eval/`` of a run folder written before markers existed).
+            gctxseg owns by its place: the ``eval/`` of a run folder that gctxseg 0.1.0 builds wrote before
+            output folders were marked, which ``gctxseg report`` rewrites and has no ``--out`` to move).
 
     Raises:
         ValueError: one line naming the folder, what is wrong and ``fix``.

@@ -82,10 +82,12 @@ def compile_model(model: torch.nn.Module, device: torch.device, *, freeze: bool 
         return model
 
 
-
+# glibc serves large blocks (above a threshold of at most 32 MiB) with mmap and returns them to the kernel when freed,
+# and trims the heap's top above 64 MiB: on a CPU each training step then faults its activations in page by page
+# again, with much of the CPU time in the kernel. Serving every block from the heap and not trimming it lets the
+# next step reuse the memory (benchmarks/allocator.py measures both ways; docs/real-oct.md, run 1 of the cv).
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameter numbers (malloc.h)
 HEAP_TRIM_BYTES = 2**31 - 1  # mallopt takes a C int: freed memory is kept up to 2 GiB above what is in use
-
 
 
 def keep_freed_memory() -> bool:

@@ -106,7 +106,9 @@ class SegmentationDataset(Dataset):
         pair = self.pairs[index]
         return self._volume_items[pair.image] if pair.slice_index is not None else [index]
 
-    def _load(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def load_untransformed(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sample ``index`` decoded and resized but not augmented (image ``C x H x W`` float32, mask ``H x W``
+        uint8), from the cache when it is there: what a preview, a class count or a sampler reads."""
         if self.disk_cache is not None:
             loaded = self.disk_cache.load(self.pairs[index])
             if loaded is None:
@@ -126,12 +128,14 @@ class SegmentationDataset(Dataset):
         image, mask = self.cache[index]
         return image.float(), mask
 
+    _load = load_untransformed  # training/segmentation.py's name for it until its two calls are renamed
+
     def _decode(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, mask = load_resized(self.pairs[index], self.value_map, self.size, self.channels, self.intensity)
         return image.half(), mask  # the cached precision, also on first use, so every epoch sees the same input
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        image, mask = self._load(index)
+        image, mask = self.load_untransformed(index)
         image, mask = tv_tensors.Image(image), tv_tensors.Mask(mask)
         if self.transform is not None:
             image, mask = self.transform(image, mask)

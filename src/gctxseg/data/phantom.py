@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from ..core.outputs import staged_output
 
@@ -41,7 +41,6 @@ __all__ = [
     "PhantomSample",
     "render_oct_bscan",
     "synthesize_dataset",
-    "save_preview_grid",
 ]
 
 CLASS_NAMES = ("background", "edema", "hole")
@@ -640,39 +639,3 @@ def _write_bscans(root: Path, n: int, n_train: int, size: tuple[int, int], seed:
     note = f"synthetic macular B-scan {BSCAN_WIDTH_MM:g} mm wide, {BSCAN_DEPTH_MM:g} mm deep, {size[0]}x{size[1]} px"
     write_spacing_file(root, *phantom_pixel_spacing(size), note=note)  # found from root/{train,val}/images too
 
-
-def save_preview_grid(samples: list[PhantomSample], path: str | Path, columns: int = 4) -> None:
-    """Save a grid of B-scans, each above its label overlay (edema orange-red, hole cyan).
-
-    Args:
-        samples: Samples to show, all of the same size.
-        path: Output image file (PNG recommended).
-        columns: Samples per grid row.
-
-    Raises:
-        ValueError: If ``samples`` is empty, sizes differ, or ``columns`` < 1.
-    """
-    if not samples:
-        raise ValueError("samples is empty")
-    if columns < 1:
-        raise ValueError(f"columns must be >= 1, got {columns}")
-    h, w = samples[0].image.shape
-    if any(s.image.shape != (h, w) for s in samples):
-        raise ValueError(f"all samples must be {h}x{w}, got {sorted({s.image.shape for s in samples})}")
-    colors = np.array([[0, 0, 0], [255, 90, 40], [0, 210, 255]], np.float32)
-    pad, caption = 4, 12
-    rows = (len(samples) + columns - 1) // columns
-    cell_h, cell_w = 2 * h + caption + pad, w + pad
-    canvas = Image.new("RGB", (columns * cell_w + pad, rows * cell_h + pad), (255, 255, 255))
-    draw = ImageDraw.Draw(canvas)
-    for k, sample in enumerate(samples):
-        top, left = pad + (k // columns) * cell_h, pad + (k % columns) * cell_w
-        gray = np.repeat(sample.image[..., None].astype(np.float32), 3, axis=2)
-        alpha = np.where(sample.mask > 0, 0.55, 0.0)[..., None]
-        overlay = (1 - alpha) * gray + alpha * colors[sample.mask]
-        canvas.paste(Image.fromarray(sample.image, mode="L").convert("RGB"), (left, top + caption))
-        canvas.paste(Image.fromarray(overlay.astype(np.uint8), mode="RGB"), (left, top + caption + h))
-        found = [name for c, name in ((1, "edema"), (2, "hole")) if (sample.mask == c).any()]
-        draw.text((left, top), f"#{k} " + (" + ".join(found) or "normal"), fill=(0, 0, 0))
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)

@@ -23,7 +23,7 @@ def class_presence(dataset, num_classes: int) -> np.ndarray:
     """``N x num_classes`` booleans: which classes each sample's (decoded, resized) mask holds."""
     presence = np.zeros((len(dataset), num_classes), dtype=bool)
     for i in range(len(dataset)):
-        _, mask = dataset._load(i)
+        _, mask = dataset.load_untransformed(i)
         counts = torch.bincount(mask.flatten().long(), minlength=num_classes)[:num_classes]
         presence[i] = (counts > 0).numpy()
     return presence

@@ -336,11 +336,10 @@ def cv_folds(
 
 
 def cv_splits_file(fold_dir: str | Path) -> Path | None:
-    """The ``splits_final.json`` of the ``gctxseg cv`` folder a fold folder sits in (``CV/<model>/fold_k``, or
-    ``CV/fold_k`` as older gctxseg wrote), or None for a fold trained on its own."""
-    fold_dir = Path(fold_dir)
-    return next((d / SPLITS_FINAL for d in (fold_dir.parent, fold_dir.parent.parent) if (d / SPLITS_FINAL).is_file()),
-                None)
+    """The ``splits_final.json`` of the ``gctxseg cv`` folder a fold folder sits in (``CV/<model>/fold_k``), or None
+    for a fold trained on its own (also a fold of the first cv layout, ``CV/fold_k``, which wrote no such file)."""
+    recorded = Path(fold_dir).parent.parent / SPLITS_FINAL
+    return recorded if recorded.is_file() else None
 
 
 def fold_files(

@@ -17,25 +17,22 @@ the masks of the sibling ``masks`` folder with the checkpoint's mask-value map, 
 ``score_prediction_folder`` reads each image's prediction from a folder of masks instead (as nnU-Net's
 ``compute_metrics_on_folder``) and writes the same files through the same scoring (``_evaluate``).
 
-Per-image scores and their empty cases: :mod:`gctxseg.metrics`.
+Per-image scores and their empty cases: :mod:`gctxseg.metrics`; what an evaluation pools and writes (also of OCT
+volume files, :mod:`gctxseg.evaluation.volume_files`): :mod:`gctxseg.evaluation.results`.
 """
 
 from __future__ import annotations
 
-import heapq
-import math
-import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..clinical.agreement import write_agreement
+from ..clinical.agreement import etdrs_agreement, write_agreement
 from ..clinical.measurements import MeasurementOptions, class_names_for, fill_counts, plan_measurements
-from ..core.files import atomic_write_csv, atomic_write_json
 from ..core.outputs import check_output_folder, staged_output
 from ..data import (
     READABLE_SUFFIXES,
@@ -51,12 +48,15 @@ from ..data import (
 from ..data.errors import raise_collected
 from ..data.io import file_stem, is_scan
 from ..inference.predictor import EnsemblePredictor, Predictor, load_predictor
-from ..metrics import Spacing, check_spacing, nanmean, score_image, scores_from_confusion
-from ..runs.evalsummary import ClassScores, EvaluationSummary
-from ..visualize.plots import (
-    plot_cases,
-    plot_confusion_matrix,
-    plot_dice_histogram,
+from ..metrics import Spacing, check_spacing, score_image
+from .results import (
+    CSV_COLUMNS,
+    EVALUATION_ENTRIES,
+    EvaluationResult,
+    ScoredImages,
+    pooled_summary,
+    tta_name,
+    write_evaluation_files,
 )
 
 __all__ = [
@@ -65,33 +65,6 @@ __all__ = [
     "evaluate_folder",
     "score_prediction_folder",
 ]
-
-CSV_COLUMNS = ("file", "class", "dice", "iou", "hd95", "nsd", "truth_pixels", "pred_pixels")
-
-
-@dataclass
-class EvaluationResult:
-    """What :func:`evaluate_folder` computed (and wrote, when it had an output folder)."""
-
-    summary: dict  # summary.json as written (EvaluationSummary.from_json reads it)
-    rows: list[dict] = field(default_factory=list)  # metrics_per_image.csv, one dict per image and class
-    confusion: torch.Tensor | None = None  # K x K pixel counts over all images, rows = truth
-    out: Path | None = None
-
-    @property
-    def record(self) -> EvaluationSummary:
-        """The summary as a record (attributes rather than its JSON keys)."""
-        return EvaluationSummary.from_json(self.summary)
-
-
-def _finite(values: Sequence[float]) -> list[float]:
-    return [v for v in values if math.isfinite(v)]
-
-
-def _image_score(scores: dict) -> float:
-    """Ranking key of an image: mean foreground Dice over the classes present; 1 when nothing is anywhere."""
-    defined = [d for d in scores["dice"] if not math.isnan(d)]
-    return sum(defined) / len(defined) if defined else 1.0
 
 
 def _read_truth(pair: ImagePair) -> tuple[np.ndarray, str | None]:
@@ -117,23 +90,6 @@ def _check_masks(pairs, value_map) -> None:
         except DatasetError as err:
             problems.append(str(err))
     raise_collected(problems)
-
-
-def _class_summary(k: int, name: str, value: int, pooled: dict, per_image: list[dict]) -> ClassScores:
-    dice = [s["dice"][k] for s in per_image]
-    hd95 = [s["hd95"][k] for s in per_image]
-    truth = [s["truth_pixels"][k] > 0 for s in per_image]
-    predicted = [s["pred_pixels"][k] > 0 for s in per_image]
-    finite_hd = _finite(hd95)
-    return ClassScores(
-        class_index=k + 1, value=value, name=name, dice=pooled["Dice"][k], iou=pooled["IoU"][k],
-        precision=pooled["Precision"][k], recall=pooled["Recall"][k], mean_image_dice=nanmean(dice),
-        mean_image_iou=nanmean([s["iou"][k] for s in per_image]), hd95_mean=nanmean(finite_hd),
-        hd95_median=statistics.median(finite_hd) if finite_hd else math.nan,
-        nsd_mean=nanmean([s["nsd"][k] for s in per_image]), images_with_truth=sum(truth),
-        images_with_prediction=sum(predicted), missed=sum(t and not p for t, p in zip(truth, predicted)),
-        false_alarms=sum(p and not t for t, p in zip(truth, predicted)),
-    )
 
 
 def evaluate_folder(
@@ -174,7 +130,8 @@ def evaluate_folder(
         worst_k: images in the worst/best case grids.
         measure: pixel/slice spacing, B-scan grouping and class names of the true-vs-predicted amounts.
         out_owned: ``out`` sits in a folder gctxseg owns (a run folder's ``eval``): taken as an earlier
-            evaluation even without the marker of :mod:`gctxseg.core.outputs` (written before markers existed).
+            evaluation even without the marker of :mod:`gctxseg.core.outputs`, as gctxseg 0.1.0 builds wrote it
+            before output folders were marked (``gctxseg report`` evaluates into it and has no ``--out``).
 
     Returns:
         the summary, the per-image rows, the pooled confusion matrix.
@@ -191,14 +148,14 @@ def evaluate_folder(
     predictor = load_predictor(weights, device, amp, tta=tta, tta_vflip=tta_vflip, infer_mode=infer_mode,
                                compile=compile)
     _check_masks(cases.pairs, predictor.value_map)
-    head = {
-        "weights": str(weights),
-        "data": cases.data,
-        "images": len(cases.pairs),
-        "infer mode": infer_mode,
-        "tta": "hflip+vflip" if tta_vflip else "hflip" if tta else "off",
-    }
+    head = _model_head(weights, cases, infer_mode, tta, tta_vflip)
     return _evaluate(cases, _ModelPredictions(predictor), predictor.value_map, head, nsd_tolerance, spacing, worst_k)
+
+
+def _model_head(weights, cases: _Cases, infer_mode: str, tta: bool, tta_vflip: bool) -> dict:
+    """``summary.json``'s first keys for a model's predictions: the weights, the cases, how they were predicted."""
+    return {"weights": str(weights), "data": cases.data, "images": len(cases.pairs), "infer mode": infer_mode,
+            "tta": tta_name(tta, tta_vflip)}
 
 
 def score_prediction_folder(
@@ -294,7 +251,7 @@ def _evaluate(cases: _Cases, predictions: _ModelPredictions | _FolderPredictions
         "spacing": spacing,
         "distance unit": "px" if spacing is None else "spacing unit",
         "mask values": value_map.to_dict(),
-        **_pooled_summary(scored, names, value_map.values),
+        **pooled_summary(scored, names, value_map.values),
         **predictions.timing(len(cases.pairs)),
     }
     class_names = class_names_for(cases.measure, value_map.num_classes)
@@ -304,16 +261,8 @@ def _evaluate(cases: _Cases, predictions: _ModelPredictions | _FolderPredictions
         return EvaluationResult(summary, scored.rows, scored.total, None)
     with staged_output(cases.out, "evaluate", EVALUATION_ENTRIES, **cases.rules) as staging:
         _add_agreement(*agreement, staging)
-        _write_evaluation(staging, summary, scored, names)
+        write_evaluation_files(staging, summary, scored, names)
     return EvaluationResult(summary, scored.rows, scored.total, cases.out)
-
-
-# What `evaluate` writes into --out: a new or empty folder, or a previous evaluation (gctxseg.core.outputs' rule)
-EVALUATION_ENTRIES = frozenset({
-    "summary.json", "metrics_per_image.csv", "confusion_matrix.png", "dice_histogram.png", "worst_cases.png",
-    "best_cases.png", "amounts_per_image.csv", "bland_altman.png", "amount_scatter.png", "grader_etdrs.csv",
-    "predicted_etdrs.csv", "enface",
-})
 
 
 def _output_rules(pairs, out: Path, adopt_unmarked: bool, inputs: Sequence[tuple[Path, str]] = ()) -> dict:
@@ -326,7 +275,7 @@ def _output_rules(pairs, out: Path, adopt_unmarked: bool, inputs: Sequence[tuple
                 protected=list(protected.items()), adopt_unmarked=adopt_unmarked)
 
 
-def _add_agreement(summary: dict, plan, pairs, scored: _ScoredPairs, value_map, class_names, measure,
+def _add_agreement(summary: dict, plan, pairs, scored: ScoredImages, value_map, class_names, measure,
                    out: Path | None) -> None:
     """True vs predicted amounts (and ETDRS grids of volumes) into ``summary``, their files into ``out``."""
     _, summary["agreement"] = write_agreement(fill_counts(plan, scored.truth_counts),
@@ -335,10 +284,10 @@ def _add_agreement(summary: dict, plan, pairs, scored: _ScoredPairs, value_map, 
         summary["etdrs agreement"] = _volume_agreement(plan, pairs, scored, value_map, class_names, measure, out)
 
 
-def _volume_agreement(plan, pairs, scored: _ScoredPairs, value_map, class_names, measure, out: Path | None) -> list:
+def _volume_agreement(plan, pairs, scored: ScoredImages, value_map, class_names, measure, out: Path | None) -> list:
     """The grader's and the predicted ETDRS rows and en-face maps of every volume (``grader_etdrs.csv``,
     ``predicted_etdrs.csv``, ``enface/``), the predictions on the grader's grid; their agreement per column."""
-    from ..clinical.etdrs_rows import etdrs_agreement, grey_image, volume_reports, write_volume_reports
+    from ..clinical.etdrs_rows import grey_image, volume_reports, write_volume_reports
 
     mask_of = {p.image: p.mask for p in pairs if p.slice_index is None}
     rows = fill_counts(plan, scored.truth_counts)
@@ -355,43 +304,13 @@ def _volume_agreement(plan, pairs, scored: _ScoredPairs, value_map, class_names,
     return etdrs_agreement(truth, pred, class_names, measure.eye)
 
 
-@dataclass
-class _ScoredPairs:
-    """What scoring every file pair gathers: pooled counts, per-image scores and rows, amounts, extreme cases."""
-
-    total: torch.Tensor
-    per_image: list[dict] = field(default_factory=list)
-    rows: list[dict] = field(default_factory=list)
-    truth_counts: dict[Path, list[int]] = field(default_factory=dict)  # per image file (a volume's slices summed)
-    pred_counts: dict[Path, list[int]] = field(default_factory=dict)
-    worst: list = field(default_factory=list)  # heaps of (key, index, case): the worst_k lowest / highest scores
-    best: list = field(default_factory=list)
-    kept: dict[Path, np.ndarray] = field(default_factory=dict)  # predicted labels of B-scans of volumes
-    seconds: float = 0.0  # forward passes, where the caller times the model itself (volume files)
-
-    def add(self, index: int, file: str, scores: dict, case: tuple, worst_k: int) -> None:
-        """Pool one image's ``scores`` (:func:`gctxseg.metrics.score_image`): its rows of metrics_per_image.csv
-        under ``file``, and ``case`` (image, truth, prediction) among the worst/best ``worst_k``."""
-        self.total += scores["confusion"]
-        self.per_image.append(scores)
-        for c in range(len(scores["dice"])):
-            self.rows.append({"file": file, "class": c + 1,
-                              **{key: scores[key][c] for key in CSV_COLUMNS[2:]}})  # fmt: skip
-        if worst_k > 0:
-            score = _image_score(scores)
-            image, target, pred = case
-            shown = (f"{file} Dice {score:.3f}", image, target.astype(np.uint8), pred.astype(np.uint8))
-            for heap, key in ((self.worst, -score), (self.best, score)):
-                (heapq.heappush if len(heap) < worst_k else heapq.heappushpop)(heap, (key, -index, shown))
-
-
 def _score_pairs(pairs, predictions: _ModelPredictions | _FolderPredictions, value_map: MaskValueMap,
                  nsd_tolerance: float, spacing: Spacing, worst_k: int, keep: frozenset | set = frozenset()
-                 ) -> _ScoredPairs:
+                 ) -> ScoredImages:
     """Score every pair's prediction (``predictions(pair)`` gives the image shown and the predicted labels); the
     predictions of the images in ``keep`` (B-scans of volumes) are kept for ETDRS."""
     k = value_map.num_classes
-    scored = _ScoredPairs(torch.zeros(k, k, dtype=torch.int64))
+    scored = ScoredImages(torch.zeros(k, k, dtype=torch.int64))
     for i, pair in enumerate(pairs):
         target = value_map.encode(read_mask(pair.mask, pair.slice_index), source=pair.mask)
         image, pred = predictions(pair)
@@ -403,34 +322,6 @@ def _score_pairs(pairs, predictions: _ModelPredictions | _FolderPredictions, val
         file = pair.image.name if pair.slice_index is None else f"{pair.image.name}:{pair.slice_index}"
         scored.add(i, file, scores, (image, target, pred), worst_k)
     return scored
-
-
-def _pooled_summary(scored: _ScoredPairs, names: list[str], values: Sequence[int]) -> dict:
-    pooled = scores_from_confusion(scored.total)
-    per_class = [_class_summary(c, names[c + 1], values[c + 1], pooled, scored.per_image)
-                 for c in range(len(names) - 1)]  # fmt: skip
-    return {
-        **pooled,
-        "mean hd95": nanmean([c.hd95_mean for c in per_class]),
-        "mean nsd": nanmean([c.nsd_mean for c in per_class]),
-        "mean image dice": nanmean([c.mean_image_dice for c in per_class]),
-        "per class": [c.to_json() for c in per_class],
-        "confusion matrix": scored.total.tolist(),
-    }
-
-
-def _write_evaluation(out: Path, summary: dict, scored: _ScoredPairs, names: list[str]) -> None:
-    atomic_write_json(out / "summary.json", summary)
-    atomic_write_csv(out / "metrics_per_image.csv", CSV_COLUMNS, scored.rows)
-    plot_confusion_matrix(scored.total.numpy(), names, out / "confusion_matrix.png")
-    per_class_dice = {names[c + 1]: [s["dice"][c] for s in scored.per_image] for c in range(len(names) - 1)}
-    plot_dice_histogram(per_class_dice, out / "dice_histogram.png")
-    if scored.worst:
-        plot_cases([c for *_, c in sorted(scored.worst, reverse=True)], out / "worst_cases.png", "worst cases")
-        plot_cases([c for *_, c in sorted(scored.best, reverse=True)], out / "best_cases.png", "best cases")
-
-
-# ---------------------------------------------------------------- comparing runs
 
 
 # ---------------------------------------------------------------- where the predictions come from

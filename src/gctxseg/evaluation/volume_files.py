@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..clinical.agreement import write_agreement
-from ..clinical.etdrs_rows import etdrs_agreement, write_volume_reports
+from ..clinical.agreement import etdrs_agreement, write_agreement
+from ..clinical.etdrs_rows import write_volume_reports
 from ..clinical.measurements import MeasurementOptions, class_names_for
 from ..clinical.volume_readout import describe_volume, split_volume_files, volume_readout
 from ..core.outputs import check_output_folder, staged_output
@@ -32,7 +32,14 @@ from ..data.errors import DatasetError, raise_collected
 from ..data.oct_volumes import bscan_input, raster_layout, read_oct_volume, volume_truth
 from ..inference.predictor import load_predictor
 from ..metrics import score_image
-from .evaluate import EVALUATION_ENTRIES, EvaluationResult, _pooled_summary, _ScoredPairs, _write_evaluation
+from .results import (
+    EVALUATION_ENTRIES,
+    EvaluationResult,
+    ScoredImages,
+    pooled_summary,
+    tta_name,
+    write_evaluation_files,
+)
 
 __all__ = ["HEYEX_LAYERS_NOT_USED", "volume_files_in", "evaluate_volume_folder"]
 
@@ -84,7 +91,7 @@ def evaluate_volume_folder(weights, data: str | Path, out: str | Path | None, *,
     sources = _check_truth(files, masks, predictor.value_map, mask_f, class_names)
     columns_eye = "OD" if all(eye for _, eye, _ in sources.values()) else None
     in_mm = all(ruler is not None for *_, ruler in sources.values())  # one unit for every HD95 and NSD
-    scored = _ScoredPairs(torch.zeros(predictor.num_classes, predictor.num_classes, dtype=torch.int64))
+    scored = ScoredImages(torch.zeros(predictor.num_classes, predictor.num_classes, dtype=torch.int64))
     truth_rows, pred_rows, truth_reports, pred_reports = [], [], [], []
     for path in files:  # one volume in memory at a time
         volume = read_oct_volume(path)
@@ -110,11 +117,11 @@ def evaluate_volume_folder(weights, data: str | Path, out: str | Path | None, *,
         if staging is not None:
             write_volume_reports(truth_reports, staging, class_names, columns_eye, "grader_")
             write_volume_reports(pred_reports, staging, class_names, columns_eye, "predicted_", say=False)
-            _write_evaluation(staging, summary, scored, names)
+            write_evaluation_files(staging, summary, scored, names)
     return EvaluationResult(summary, scored.rows, scored.total, Path(out) if out is not None else None)
 
 
-def _volume_summary(weights, data: Path, files: Sequence[Path], sources: dict, scored: _ScoredPairs, names: list[str],
+def _volume_summary(weights, data: Path, files: Sequence[Path], sources: dict, scored: ScoredImages, names: list[str],
                     predictor, infer_mode: str, tta: bool, tta_vflip: bool, nsd_tolerance: float, in_mm: bool) -> dict:
     """``summary.json``'s scores of a volume folder (the read-outs' agreement is added while writing)."""
     value_map = predictor.value_map
@@ -122,10 +129,10 @@ def _volume_summary(weights, data: Path, files: Sequence[Path], sources: dict, s
     return {
         "weights": str(weights), "data": str(data), "images": count, "volumes": len(files),
         "truth": {p.name: line for p, (line, *_) in sources.items()},
-        "infer mode": infer_mode, "tta": "hflip+vflip" if tta_vflip else "hflip" if tta else "off",
+        "infer mode": infer_mode, "tta": tta_name(tta, tta_vflip),
         "nsd tolerance": nsd_tolerance, "spacing": "each file's own" if in_mm else None,
         "distance unit": "mm" if in_mm else "px", "mask values": value_map.to_dict(),
-        **_pooled_summary(scored, names, value_map.values),
+        **pooled_summary(scored, names, value_map.values),
         "seconds per image": scored.seconds / max(1, count), "device": str(predictor.device),
     }  # fmt: skip
 

@@ -287,7 +287,7 @@ def _chosen_configuration(cv_dir: Path) -> tuple[list[Path], Path | None] | None
     _check_fold_counts(folds, counted, f"{summary_path}: 'folds' is {str(counted)[:20]}",
                        "write it again with gctxseg cv --summary-only")
     recorded = cv_dir / SPLITS_FINAL  # the split its out-of-fold score and post-processing were measured on
-    if recorded.is_file():  # (a cv folder of an older gctxseg has none: its summary's count was checked above)
+    if recorded.is_file():  # every cv folder with a choice has one; one removed by hand: the count checked above
         k = len(load_splits(recorded))
         _check_fold_counts(folds, k, f"{recorded}: holds {k} folds",
                            "finish or retrain its folds with the same gctxseg cv command")

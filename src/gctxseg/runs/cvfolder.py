@@ -72,6 +72,11 @@ def _read_identity(cv_dir: Path) -> dict:
 def choose_cv_folder(cfg: TrainConfig, identity: dict) -> Path:
     """``results/name`` when it is new, empty, or holds this very run (then it continues); nothing is written.
 
+    A folder with a ``splits_final.json`` but no ``cv_run.json`` is a cv run of a gctxseg 0.1.0 build from before
+    cv folders recorded their run (their folds, out-of-fold arrays and summaries are those of today's layout,
+    ``CV/<model>/fold_k``): it is refused with that said, and ``--exist-ok`` continues it as this run, so that days
+    of trained folds stay usable; the record is written then and the folder is an ordinary one from there on.
+
     Raises:
         ValueError: the folder holds a cv run of other data or settings (what differs is named), or files but
             no ``cv_run.json`` (a train run, or a cv of an older gctxseg: ``--exist-ok`` continues that one).
