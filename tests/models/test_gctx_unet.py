@@ -39,16 +39,28 @@ def _dice_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, target) + 1 - dice.mean()
 
 
-def test_published_size_at_224():
+def _upsize_in_published_order(block, x):
+    """The paper's UpSize: x2 bicubic, then the 1x1 conv (ours convolves first, on a quarter of the pixels)."""
+    y = block.conv_block(block.norm1(x))
+    return block.norm2(block.expansion(F.interpolate(y, scale_factor=2.0, mode="bicubic", align_corners=False)))
+
+
+def test_published_size_at_224(monkeypatch):
+    from gctxseg.models.gctx_unet import UpSize
+
     model = GCtxUNet(3, 3)
     params = count_parameters(model)
     macs = count_macs(model, 3, (224, 224))
+    with monkeypatch.context() as patch:  # the published order (its interpolation is not counted, as published)
+        patch.setattr(UpSize, "forward", _upsize_in_published_order)
+        published_order_macs = count_macs(model, 3, (224, 224))
     print(
         f"\nGCtx-UNet 224x224, 3 in, 3 classes: {params / 1e6:.3f} M params (published 12.34), "
-        f"{macs / 1e9:.3f} G multiply-adds (published 3.02)"
+        f"{macs / 1e9:.3f} G multiply-adds ({published_order_macs / 1e9:.3f} in the published order, published 3.02)"
     )
     assert abs(params / PUBLISHED_PARAMS - 1) < 0.02
-    assert abs(macs / PUBLISHED_MACS - 1) < 0.02  # ours also counts the bicubic up-sampling (a transposed conv)
+    assert abs(published_order_macs / PUBLISHED_MACS - 1) < 0.02
+    assert macs < 0.95 * published_order_macs  # the 1x1 convs run before the up-sampling
     assert count_parameters(model.encoder) == count_parameters(_timm_gcvit())  # 6,589,324
 
 
@@ -60,8 +72,7 @@ def test_upsize_is_the_published_block():
     block = UpSize(16, 8).eval()
     x = torch.randn(2, 16, 7, 9, requires_grad=True)
     ours = block(x)
-    y = block.conv_block(block.norm1(x))
-    published = block.norm2(block.expansion(F.interpolate(y, scale_factor=2.0, mode="bicubic", align_corners=False)))
+    published = _upsize_in_published_order(block, x)
     assert ours.shape == (2, 8, 14, 18)
     assert torch.allclose(ours, published, atol=1e-5)
     g_ours, g_pub = (torch.autograd.grad(out.square().sum(), x)[0] for out in (ours, published))

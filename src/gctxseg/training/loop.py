@@ -209,8 +209,10 @@ def ddp_wrapped(net: torch.nn.Module, device: torch.device, world: int) -> torch
 
 
 def adamw(raw_model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.AdamW:
-    """AdamW over timm's weight-decay groups (:func:`optimizer_param_groups`), fused on GPUs."""
-    return torch.optim.AdamW(optimizer_param_groups(raw_model, weight_decay), lr=lr, fused=device.type == "cuda")
+    """AdamW over timm's weight-decay groups (:func:`optimizer_param_groups`), fused on GPUs and CPUs (one kernel
+    per parameter instead of a dozen element-wise ops; the same update to rounding)."""
+    fused = device.type in ("cuda", "cpu")
+    return torch.optim.AdamW(optimizer_param_groups(raw_model, weight_decay), lr=lr, fused=fused)
 
 
 def grad_scaler(amp: str, device: torch.device) -> torch.amp.GradScaler:

@@ -232,10 +232,11 @@ def _seconds_per_step(model_name, options, channels, classes, size, batch, devic
     """Measured time of one AdamW training step (forward, loss, backward, update) at this size and batch."""
     from ..core.precision import autocast_context
     from ..losses import DiceCELoss, training_loss
+    from .loop import adamw
 
     model = create_model(model_name, channels, classes, **options).to(device, memory_format=torch.channels_last)
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    optimizer = adamw(model, 1e-4, 0.0, device)  # as training builds it
     loss_fn = DiceCELoss()
     x = torch.randn(batch, channels, *size, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, classes, (batch, *size), device=device)
