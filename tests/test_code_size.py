@@ -20,7 +20,6 @@ PENDING_OTHER_HELPERS = {
     "cli.main",
     "cli._add_train_arguments",
     "evaluation.evaluate.evaluate_folder",
-    "training.segmentation.train",
 }
 
 

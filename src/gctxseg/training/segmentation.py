@@ -637,27 +637,16 @@ def train(cfg: TrainConfig, *, given: Collection[str] | None = None) -> Path:
     started = now()
     keep_freed_memory()  # a CPU step reuses the last one's memory instead of faulting it in again (utils.py)
     ckpt = load_checkpoint(cfg.resume) if cfg.resume else None
-    fixed = {"epochs", "steps"} & set(given if given is not None else
-                                      [k for k in ("epochs", "steps") if getattr(cfg, k) is not None])
-    if ckpt is None and cfg.steps is not None and cfg.epochs is not None:
-        raise ValueError(f"--epochs {cfg.epochs} and --steps {cfg.steps}: give one (the other is derived)")
-    if cfg.schedule_from and ckpt is None:
-        cfg = _replayed(cfg)
-    cfg = resume_config(cfg, ckpt, given) if ckpt is not None else absolute_data_paths(cfg)
+    cfg, fixed = _settled_config(cfg, ckpt, given)
     ddp, device = setup_distributed(cfg.device)
     seed_everything(cfg.seed + ddp.rank)
     amp_dtype = autocast_dtype(cfg.amp, device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
-
-    if ckpt is None and cfg.init_weights is None:  # planned: the installed offline start where there is one
-        path, why = planned_start(cfg.model, cfg.model_options, cfg.encoder_weights)
-        if why and ddp.is_main:
-            print(f"init weights: {why}" if path else why)
-        cfg = replace(cfg, init_weights=path or NO_START)
+    if ckpt is None and cfg.init_weights is None:
+        cfg = _planned_init_weights(cfg, ddp)
     data, cfg = _prepare_data(cfg, ckpt, ddp, device, amp_dtype)
-    deadline = _deadline(cfg, ckpt, started, clocked=not fixed and cfg.steps is None and (
-        "epochs" not in data.plan.given if ckpt is None else (ckpt.get("schedule") or {}).get("budget s") is not None))
+    deadline = _deadline(cfg, ckpt, started, clocked=_follows_clock(cfg, ckpt, fixed, data.plan))
     # the model first: a start that does not fit fails before a run folder is made
     trainer = _build_trainer(cfg, ddp, device, data, resuming=ckpt is not None, deadline=deadline)
     run_dir = _make_run_folder(cfg, ddp, device, data, trainer.start)
@@ -665,30 +654,68 @@ def train(cfg: TrainConfig, *, given: Collection[str] | None = None) -> Path:
     if ckpt is not None:
         state = _Progress(*_restore(trainer, ckpt, cfg))
     if ddp.is_main:
-        if ckpt is not None:
-            print(f"resuming {run_dir} at epoch {state.start_epoch}/{cfg.epochs}")
-        else:
-            print(data.plan.format())
-        print(
-            f"run {run_dir}: {resolve_model_name(cfg.model)} {trainer.params / 1e6:.2f} M params, "
-            f"{trainer.macs / 1e9:.2f} G mult-adds at {cfg.base_size[0]}x{cfg.base_size[1]}; "
-            f"{len(data.train_set)} train / {len(data.val_set)} val images; classes "
-            f"{data.fingerprint.value_map.to_dict()}; device {device}, precision "
-            f"{state.log['train parameters']['amp']}, {trainer.workers} loader workers"
-        )
+        _announce(cfg, device, data, trainer, run_dir, state, resumed=ckpt is not None)
 
     epochs = _SegmentationEpochs(cfg, ddp, device, amp_dtype, data, trainer, run_dir, state)
     stopped_by = drive_epochs(epochs, first_epoch=state.start_epoch, seed=cfg.seed, rank=ddp.rank, device=device,
                               is_main=ddp.is_main, fresh=state.start_epoch == 0 and not cfg.resume,
                               val_every=cfg.val_every)
     if stopped_by is not None:
-        if dist.is_initialized():  # every rank agreed to stop: they leave together, as at the end of a run
-            dist.barrier()
-        if ddp.is_main:
-            print(
-                f"stopped by signal {stopped_by}; resume with: gctxseg train --resume {run_dir / 'last.pt'}",
-                file=sys.stderr,
-            )
-        raise TrainingInterrupted(f"training stopped by signal {stopped_by}; resume from {run_dir / 'last.pt'}")
+        _leave_stopped(stopped_by, ddp, run_dir)
     _finish(cfg, ddp, device, amp_dtype, data, trainer, run_dir, state.best_dice)
     return run_dir
+
+
+def _settled_config(cfg: TrainConfig, ckpt: dict | None, given: Collection[str] | None) -> tuple[TrainConfig, set]:
+    """(``cfg`` with a replay's record, a resumed run's settings or absolute data paths; which of ``epochs`` and
+    ``steps`` the caller fixed). Refuses ``--epochs`` with ``--steps``."""
+    fixed = {"epochs", "steps"} & set(given if given is not None else
+                                      [k for k in ("epochs", "steps") if getattr(cfg, k) is not None])
+    if ckpt is None and cfg.steps is not None and cfg.epochs is not None:
+        raise ValueError(f"--epochs {cfg.epochs} and --steps {cfg.steps}: give one (the other is derived)")
+    if cfg.schedule_from and ckpt is None:
+        cfg = _replayed(cfg)
+    return (resume_config(cfg, ckpt, given) if ckpt is not None else absolute_data_paths(cfg)), fixed
+
+
+def _planned_init_weights(cfg: TrainConfig, ddp: Distributed) -> TrainConfig:
+    """``cfg`` starting from the installed offline start where there is one (planned: no ``--init-weights``)."""
+    path, why = planned_start(cfg.model, cfg.model_options, cfg.encoder_weights)
+    if why and ddp.is_main:
+        print(f"init weights: {why}" if path else why)
+    return replace(cfg, init_weights=path or NO_START)
+
+
+def _follows_clock(cfg: TrainConfig, ckpt: dict | None, fixed: set, plan: TrainingPlan) -> bool:
+    """Whether the schedule follows the clock: nothing fixed its length (``--epochs``, ``--steps``, a replay), and a
+    resumed run was a budgeted one."""
+    if fixed or cfg.steps is not None:
+        return False
+    if ckpt is None:
+        return "epochs" not in plan.given
+    return (ckpt.get("schedule") or {}).get("budget s") is not None
+
+
+def _announce(cfg: TrainConfig, device: torch.device, data: _TrainingData, trainer: _Trainer, run_dir: Path,
+              state: _Progress, resumed: bool) -> None:
+    """The plan (or where a resumed run goes on), then one line on the run: model, size, data, device."""
+    if resumed:
+        print(f"resuming {run_dir} at epoch {state.start_epoch}/{cfg.epochs}")
+    else:
+        print(data.plan.format())
+    print(
+        f"run {run_dir}: {resolve_model_name(cfg.model)} {trainer.params / 1e6:.2f} M params, "
+        f"{trainer.macs / 1e9:.2f} G mult-adds at {cfg.base_size[0]}x{cfg.base_size[1]}; "
+        f"{len(data.train_set)} train / {len(data.val_set)} val images; classes "
+        f"{data.fingerprint.value_map.to_dict()}; device {device}, precision "
+        f"{state.log['train parameters']['amp']}, {trainer.workers} loader workers"
+    )
+
+
+def _leave_stopped(signal: int, ddp: Distributed, run_dir: Path) -> None:
+    """Every rank agreed to stop on ``signal``: they leave together, rank 0 says how to resume."""
+    if dist.is_initialized():
+        dist.barrier()
+    if ddp.is_main:
+        print(f"stopped by signal {signal}; resume with: gctxseg train --resume {run_dir / 'last.pt'}", file=sys.stderr)
+    raise TrainingInterrupted(f"training stopped by signal {signal}; resume from {run_dir / 'last.pt'}")
