@@ -153,7 +153,7 @@ class StepSchedule:
 
     def _shortest_tail(self) -> int:
         """Steps a last pass must hold to be worth its start, log and validation (``MIN_TAIL_SHARE``)."""
-        return max(1, int(min(MIN_TAIL_SHARE * self.per_epoch, REVISE_TOLERANCE * self.total)))
+        return int(min(MIN_TAIL_SHARE * self.per_epoch, REVISE_TOLERANCE * self.total))
 
     def revise(self, total: int, end: int) -> None:
         """Take the agreed ``(total, end)``; from step ``done + 1`` on the lr follows ``total``."""

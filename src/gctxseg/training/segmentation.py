@@ -75,7 +75,7 @@ __all__ = ["train", "train_one_epoch", "evaluate", "REPORT_DRAWS"]
 # The report written after a budgeted run (workflows/train_report.py: best.pt evaluated on the validation images, its
 # figures, report.html) is kept inside the budget as a validation's seconds plus this many curve draws: its forward
 # passes are the validation's, its figures and pages cost about this many draws (docs/time-budget.md, measured).
-REPORT_DRAWS = 3
+REPORT_DRAWS = 2
 
 
 def train_one_epoch(
@@ -496,10 +496,11 @@ class _SegmentationEpochs:
         self.cfg, self.ddp, self.device, self.amp_dtype = cfg, ddp, device, amp_dtype
         self.data, self.trainer, self.run_dir, self.state = data, trainer, run_dir, state
         self.schedule, self.sampler, self.scheduler = trainer.schedule, trainer.train_sampler, trainer.scheduler
-        # after the last step: the final validation with its log and checkpoints, then the sample predictions
-        self.reserve_scale = 1 + cfg.num_samples / max(len(data.val_set), 1)
-        # a clocked run's last validation and curve draw in wall seconds: the report after train() (on the wall clock,
-        # outside the deadline's) is estimated from them
+        # after the last step: the final validation with its log and checkpoints, then the sample predictions (a
+        # validation's forward passes for that share of its images)
+        self.samples_share = cfg.num_samples / max(len(data.val_set), 1)
+        # the last validation and curve draw in wall seconds: the samples and the report after train() (the report on
+        # the wall clock, outside the deadline's) are estimated from them
         self.then_report, self.validate_s, self.draw_s = then_report and trainer.schedule.clocked, 0.0, 0.0
         pairs = data.train_pairs
         self.names = [p.image.name if p.slice_index is None else f"{p.image.name} (slice {p.slice_index})"
@@ -519,7 +520,7 @@ class _SegmentationEpochs:
 
     def reserve_s(self, after_s: float) -> float:
         report_s = self.validate_s + REPORT_DRAWS * self.draw_s if self.then_report else 0.0
-        return after_s * self.reserve_scale + report_s
+        return after_s + self.validate_s * self.samples_share + report_s
 
     def train_pass(self, stop: dict) -> dict:
         t, cfg = self.trainer, self.cfg
