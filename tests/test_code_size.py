@@ -15,10 +15,6 @@ import gctxseg
 PACKAGE = Path(gctxseg.__file__).parent
 MAX_LINES = 60
 REASON = "Long because"
-# Long definitions in modules other helpers are rewriting now (issue 31): the lead empties this set after merging.
-PENDING_OTHER_HELPERS = {
-    "training.segmentation.train",
-}
 
 
 def long_definitions(source: str, max_lines: int = MAX_LINES) -> list[tuple[str, int]]:
@@ -50,12 +46,9 @@ def test_no_definition_over_60_lines_without_a_reason():
         module = ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
         for name, lines in long_definitions(path.read_text()):
             long[f"{module}.{name}"] = lines
-    unexplained = {name: lines for name, lines in long.items() if name not in PENDING_OTHER_HELPERS}
-    assert not unexplained, (
+    assert not long, (
         f"definitions over {MAX_LINES} lines without a '{REASON} ...' line in their docstring (split them, or say "
-        f"why they are one piece): " + ", ".join(f"{n} ({k} lines)" for n, k in sorted(unexplained.items())))
-    stale = PENDING_OTHER_HELPERS - set(long)
-    assert not stale, f"no longer long (take them out of PENDING_OTHER_HELPERS): {sorted(stale)}"
+        f"why they are one piece): " + ", ".join(f"{n} ({k} lines)" for n, k in sorted(long.items())))
 
 
 def test_the_checker_counts_lines_and_reads_the_reason():

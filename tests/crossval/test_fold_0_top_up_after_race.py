@@ -26,6 +26,7 @@ def test_a_raced_cv_tops_up_the_kept_fold_0_and_records_its_steps(tmp_path, monk
     monkeypatch.setattr(race, "fold_dice", lambda config_dir, *_: {"unet": 0.8, "nnunet": 0.1}[config_dir.name])
     plan = configurations.plan_top_ups  # a clock that leaves 16 s to share, whatever this machine's speed
     monkeypatch.setattr(topup, "MIN_TOP_UP_SHARE", 0.0)  # 8 s is worth it here, however long fold 0 took
+    monkeypatch.setattr(configurations, "MIN_FOLD_STEPS", 0)  # both race on this short budget
     monkeypatch.setattr(configurations, "plan_top_ups",
                         lambda spent, left, later, min_s: plan(spent, sum(spent.values()) + 16.0, later, min_s))
     assert main(["cv", str(images), "--folds", "2", "--group-regex", r"^(p\d+)_", "--img_f", ".png", "--models",

@@ -40,6 +40,8 @@ from ..runs.checkpoint import load_checkpoint
 from ..runs.cvfolder import choose_cv_folder, cv_identity, missing_folds, start_cv_folder
 from ..runs.runfiles import RunFile
 from ..training import TrainConfig
+from ..training.planning import BUDGET_SHARE
+from ..training.segmentation import plan_run
 from ..training.start import NO_START, check_start_architecture, start_architecture
 from .folds import CvSummary, fold_finished, format_cv_summary, summarize_cv, train_fold
 from .lr_probe import (
@@ -67,6 +69,10 @@ DEFAULT_CONFIGURATIONS = ("gctx_unet", "unet", "nnunet")
 TIE_DICE = 0.005
 SUMMARY_SHARE = 0.05  # of a whole-cv time budget kept for out-of-fold prediction and the summaries
 MIN_UNIT_S = 6.0  # a fold started past the cv's deadline still trains a few steps, so every fold has weights
+# Under a time budget, a configuration whose fold share holds fewer optimiser steps than this (at its planned step
+# time) is not trained: on Duke DME folds of 44-132 steps left nnU-Net's network at a pooled Dice of 0.14 and 132-176
+# gave 0.54, where the U-Net's 176-352 gave 0.65 and 264-660 0.70 (docs/real-oct.md). Its minutes go to the others.
+MIN_FOLD_STEPS = 150
 
 
 @dataclass(frozen=True)
@@ -204,6 +210,46 @@ def _plan_probes(cfg: TrainConfig, cv_dir: Path, models: list[str]) -> tuple[flo
             probes[m] = skip_probe(cv_dir / m, planned[m])
         if not too_short:
             return fold_budget, probes
+
+
+def _affordable_configurations(cfg: TrainConfig, cv_dir: Path, models: list[str]) -> list[str]:
+    """``models`` less those whose fold share would hold fewer than ``MIN_FOLD_STEPS`` optimiser steps, one line
+    each: the fewest-steps one goes first, and the shares of the rest grow with each one dropped. At least one is
+    kept (the one that fits the most steps), and so is one with a fold begun; nothing is dropped without a time
+    budget, under a schedule the user fixed (``--epochs``/``--steps``) or where no step time was measured (a GPU).
+
+    Why fewer configurations, not fewer folds or a smaller input: the planner already shrinks the input to show
+    each fold ``MIN_PLANNED_IMAGES`` images down to its resolution floor, fewer folds change what the
+    cross-validation estimates (fewer held-out patients per fold, a noisier choice), and a configuration trained
+    below the floor only ranks last and is left out of the chosen ensemble after costing its share."""
+    if not cfg.time_budget or cfg.epochs is not None or cfg.steps is not None or len(models) < 2:
+        return models
+    share_s = cfg.time_budget * 60 * (1 - SUMMARY_SHARE) / (len(models) * cfg.folds)
+    step_s = {}
+    for m in models:
+        plan = plan_run(replace(cfg, model=m, fold=0, time_budget=share_s / 60, init_weights=_start_for(cfg, m)))[0]
+        step_s[m] = plan.seconds_per_step
+    if any(s is None for s in step_s.values()):
+        return models
+    kept = list(models)
+    begun = {m for m in models if any((cv_dir / m / f"fold_{f}").exists() for f in range(cfg.folds))}
+    while len(kept) > 1:
+        fold_s = cfg.time_budget * 60 * (1 - SUMMARY_SHARE) / (len(kept) * cfg.folds) * BUDGET_SHARE
+        steps = {m: int(fold_s / step_s[m]) for m in kept}
+        starved = sorted((m for m in kept if steps[m] < MIN_FOLD_STEPS and m not in begun), key=steps.get)
+        if not starved:
+            break
+        dropped = starved[0]
+        kept.remove(dropped)
+        print(f"{dropped}: not trained: a fold's share of the time budget ({fold_s / 60:.2f} min) holds about "
+              f"{steps[dropped]} optimiser steps at {step_s[dropped]:.2f} s each, fewer than {MIN_FOLD_STEPS} (on Duke "
+              f"DME fewer gave unusable models); its minutes go to {', '.join(kept)}", flush=True)
+    last_s = cfg.time_budget * 60 * (1 - SUMMARY_SHARE) / cfg.folds * BUDGET_SHARE
+    if len(kept) == 1 and last_s / step_s[kept[0]] < MIN_FOLD_STEPS:
+        print(f"{kept[0]}: trained although a fold's share holds only about {int(last_s / step_s[kept[0]])} steps "
+              f"(fewer than {MIN_FOLD_STEPS}): the configuration that fits the most; a longer --time-budget or "
+              "fewer --folds gives each fold more", flush=True)
+    return kept
 
 
 def _skipped(probe) -> bool:
@@ -362,6 +408,7 @@ def run_cv(cfg: TrainConfig, models: list[str] | tuple[str, ...] = DEFAULT_CONFI
     # every fold (and its resume, summary and report) reads the folds back from the file, never the folder
     cfg = replace(cfg, splits=str(write_splits(cfg, cv_dir, identity).resolve()))
     clock = _CvClock(cfg.time_budget, _training_spent_s(cv_dir, models))
+    models = _affordable_configurations(cfg, cv_dir, models)
     fold_budget, probes = _plan_probes(cfg, cv_dir, models)
     if fold_budget:
         probed = [m for m, p in probes.items() if not _skipped(p)]

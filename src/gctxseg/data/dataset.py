@@ -128,7 +128,6 @@ class SegmentationDataset(Dataset):
         image, mask = self.cache[index]
         return image.float(), mask
 
-    _load = load_untransformed  # training/segmentation.py's name for it until its two calls are renamed
 
     def _decode(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, mask = load_resized(self.pairs[index], self.value_map, self.size, self.channels, self.intensity)

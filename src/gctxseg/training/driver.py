@@ -15,8 +15,11 @@ time budget are spent and measured, and how a run stops are the driver's.
 A run whose schedule follows the clock (a time budget: training/schedule.py) keeps what is not training within a
 small share of its budget: a validation between epochs is skipped when the ones so far have cost more than
 ``VALIDATION_SHARE`` of the seconds run, or when the next pass is the last one (its own validation follows it), and
-its figures are redrawn only after a validation. A run of fixed length (``--epochs``, ``--steps``, a replay, no
-budget) never reads the clock here: it validates on its cadence and draws after every epoch.
+its figures are redrawn only after a validation, and the log and checkpoints of an epoch that was not validated are
+written only while such writes have cost at most ``WRITE_SHARE`` of the seconds run (every epoch's entry is in the
+log written next; a stop resumes from the last ``last.pt`` written). A run of fixed length (``--epochs``,
+``--steps``, a replay, no budget) never reads the clock here: it validates on its cadence, writes and draws after
+every epoch.
 """
 
 from __future__ import annotations
@@ -35,11 +38,14 @@ from .distributed import agree_across_ranks
 from .loop import install_stop_handlers, restore_handlers
 from .schedule import StepSchedule, now
 
-__all__ = ["EpochEnd", "EpochRun", "BudgetShare", "drive_epochs", "budget_record", "VALIDATION_SHARE"]
+__all__ = ["EpochEnd", "EpochRun", "BudgetShare", "drive_epochs", "budget_record", "VALIDATION_SHARE", "WRITE_SHARE"]
 
 # At most this share of a clocked run's seconds goes to validations between epochs (with the log and checkpoints
 # written after them); the validation after the last step always runs.
 VALIDATION_SHARE = 0.03
+# At most this share of a clocked run's seconds goes to writing the log and ``last.pt`` after epochs that were not
+# validated: with epochs of a second or less, writing both after each would cost more than the validations.
+WRITE_SHARE = 0.02
 
 
 @dataclass
@@ -55,6 +61,7 @@ class EpochEnd:
     trained_at: float | None = None  # a clocked run's clock reading when the pass ended
     validated: dict | None = None  # the validation's metrics, None where none ran
     draw: bool = True  # redraw the run's figures (a clocked run draws only after a validation)
+    write: bool = True  # write the log and checkpoints (a clocked run: after a validation, or within WRITE_SHARE)
 
 
 class EpochRun(Protocol):
@@ -64,10 +71,17 @@ class EpochRun(Protocol):
     sampler: EpochTaggedSampler
     scheduler: torch.optim.lr_scheduler.LRScheduler
     what: str  # how its messages name an epoch ("epoch", "pretrain epoch")
-    reserve_scale: float  # the work after the last step, as a multiple of a validated epoch's end
 
     def save_start(self) -> None:
         """Write the first ``last.pt`` (rank 0), so a stop during the first epoch can be resumed."""
+
+    def warm_up(self) -> None:
+        """Pay, before the first step of a clocked run, a one-time cost the first validated epoch's end would
+        otherwise carry into the reserve (a figure library's first draw)."""
+
+    def reserve_s(self, after_s: float) -> float:
+        """Seconds the run needs after its last step, where a validated epoch's end (validation, log, checkpoints,
+        figures) took ``after_s`` (the run's own work after the last step scales it)."""
 
     def train_pass(self, stop: dict) -> object:
         """One pass of optimiser steps (:func:`~gctxseg.training.loop.run_steps`); returns its totals."""
@@ -113,7 +127,7 @@ def drive_epochs(run: EpochRun, *, first_epoch: int, seed: int, rank: int, devic
     schedule = run.schedule
     if fresh and is_main:
         _save_start(run, schedule)
-    validation = BudgetShare(VALIDATION_SHARE)
+    validation, writes = BudgetShare(VALIDATION_SHARE), BudgetShare(WRITE_SHARE)
     stop, previous_handlers = install_stop_handlers()
     epoch = first_epoch
     try:
@@ -140,13 +154,18 @@ def drive_epochs(run: EpochRun, *, first_epoch: int, seed: int, rank: int, devic
             except NonFiniteLossError as err:
                 raise NonFiniteLossError(f"{run.what} {epoch + 1}: {err}{run.nonfinite_advice(epoch == 0)}") from None
             # ---- checkpoint: the log, last.pt/best.pt; a clocked run redraws its figures only after a validation
+            # and writes an unvalidated epoch's only within its share
             end.draw = not schedule.clocked or end.validated is not None
+            end.write = end.draw or schedule.finished or writes.due(trained_at - schedule.deadline.started)
+            written = now() if trained_at is not None and end.write and not end.draw else None
             run.record(end)
+            if written is not None:
+                writes.spent(now() - written)
             # ---- deadline check: what ran after this pass is what the last step needs (the reserve)
             if trained_at is not None and end.validated is not None:
                 after_s = now() - trained_at
                 validation.spent(after_s)
-                schedule.deadline.after_s = after_s * run.reserve_scale
+                schedule.deadline.after_s = run.reserve_s(after_s)
             epoch += 1
         else:
             agree_across_ranks(stop, True, device)  # every rank ends the same way, stopped or done
@@ -178,10 +197,12 @@ def _rank_0_decides(flag: bool, device: torch.device) -> bool:
 
 
 def _save_start(run: EpochRun, schedule: StepSchedule) -> None:
-    """The first ``last.pt``; a clocked run times it: the reserve's first measure, before any validation."""
+    """The first ``last.pt``; a clocked run warms up first, then times it: the reserve's first measure, before any
+    validation."""
     if not schedule.clocked:
         run.save_start()
         return
+    run.warm_up()
     written = now()
     run.save_start()
     schedule.deadline.write_s = now() - written

@@ -68,6 +68,9 @@ BATCH_GAIN = 0.15
 VAL_SHARE = 0.1
 # Share of a time budget given to the epochs; the rest is start-up, checkpoints and the final report.
 BUDGET_SHARE = 0.9
+# With a time budget, the planner's step timings (steps of throw-away models, no training) stop once they have cost
+# this share of it: the batch stops doubling and the input stops shrinking there, and the plan's reasons say so.
+TIMING_SHARE = 0.02
 NNUNET_LR = 1e-3  # AdamW peak lr of the nnunet family (instance norm, residual blocks; see FAMILY_OPTIMISER)
 
 
@@ -275,17 +278,22 @@ def _planned_batch(model: torch.nn.Module, channels: int, size: tuple[int, int],
     return batch, why
 
 
-def _cpu_batch(step_time, memory_batch: int) -> tuple[int, float, str]:
+def _cpu_batch(step_time, memory_batch: int, may_time=lambda: True) -> tuple[int, float, str]:
     """On a CPU: the smallest batch from ``MIN_BATCH`` whose cost per image is within ``BATCH_GAIN`` of twice
     that batch's (``step_time(batch)`` measures one step), at most ``memory_batch``.
 
     A GPU is idle at small batches, a CPU is not: an image costs about the same in any batch there, so a larger
-    batch buys fewer optimiser steps in the same time and little else. Returns (batch, seconds per step, reason).
+    batch buys fewer optimiser steps in the same time and little else. ``may_time()`` False stops the doubling (the
+    timings' share of a time budget is spent). Returns (batch, seconds per step, reason).
     """
     batch = min(MIN_BATCH, memory_batch)
     seconds = step_time(batch)
     tried = [f"{batch}: {seconds / batch:.3f}"]
+    stopped = ""
     while batch * 2 <= memory_batch:
+        if not may_time():
+            stopped = f"; timing stopped at {TIMING_SHARE:.0%} of the time budget"
+            break
         doubled = step_time(batch * 2)
         tried.append(f"{batch * 2}: {doubled / (batch * 2):.3f}")
         if doubled / (batch * 2) > (1 - BATCH_GAIN) * seconds / batch:
@@ -293,7 +301,7 @@ def _cpu_batch(step_time, memory_batch: int) -> tuple[int, float, str]:
         batch, seconds = batch * 2, doubled
     why = (f"CPU: s per image by batch {', '.join(tried)} (measured); the smallest batch within "
            f"{BATCH_GAIN:.0%} of the next one's cost per image, so the budget buys steps; memory allows "
-           f"{memory_batch}")
+           f"{memory_batch}{stopped}")
     return batch, seconds, why
 
 
@@ -360,7 +368,8 @@ def plan_training(
     user_options = dict(model_options or {})
     options, reasons = _planned_width(model_name, user_options)
     # the model as planned so far, built and timed at any size the plan tries
-    clock = _StepClock(model_name, options, user_options, channels, num_classes, device, amp_dtype, grad_accum)
+    clock = _StepClock(model_name, options, user_options, channels, num_classes, device, amp_dtype, grad_accum,
+                       TIMING_SHARE * time_budget_s if time_budget_s else None)
     size, model, multiple, min_pixels, reasons["base_size"] = _planned_base_size(clock, sizes, given, structure_width)
     step_s = None
     if "batch_size" in given:
@@ -390,9 +399,10 @@ def _planned_width(model_name: str, user_options: Mapping[str, object]) -> tuple
     return options, reasons
 
 
-@dataclass(frozen=True)
+@dataclass
 class _StepClock:
-    """The model a plan is for, built and timed at any input size (``options``: without the planned size)."""
+    """The model a plan is for, built and timed at any input size (``options``: without the planned size), and the
+    seconds its timings have cost against the share of a time budget they may (``limit_s``; None: no limit)."""
 
     model_name: str
     options: dict
@@ -402,6 +412,13 @@ class _StepClock:
     device: torch.device
     amp_dtype: torch.dtype | None
     grad_accum: int
+    limit_s: float | None = None
+    spent_s: float = 0.0
+
+    @property
+    def may_time(self) -> bool:
+        """Whether another timing fits the share of the time budget the timings may cost."""
+        return self.limit_s is None or self.spent_s < self.limit_s
 
     def sized(self, size) -> dict:
         """The options of the model at ``size`` (``patch_size`` for architectures planned from it)."""
@@ -414,8 +431,11 @@ class _StepClock:
 
     def __call__(self, size, batch: int) -> float:
         """Seconds per optimiser step at ``size`` and ``batch`` (measured over its ``grad_accum`` micro-batches)."""
-        return _seconds_per_step(self.model_name, self.sized(size), self.channels, self.classes, size,
-                                 batch * self.grad_accum, self.device, self.amp_dtype) / self.grad_accum
+        started = time.perf_counter()
+        seconds = _seconds_per_step(self.model_name, self.sized(size), self.channels, self.classes, size,
+                                    batch * self.grad_accum, self.device, self.amp_dtype) / self.grad_accum
+        self.spent_s += time.perf_counter() - started
+        return seconds
 
 
 def _planned_base_size(clock: _StepClock, sizes: Mapping[str, int], given: Mapping[str, object],
@@ -444,7 +464,7 @@ def _planned_batch_size(clock: _StepClock, model: torch.nn.Module, size, n_train
     batch, why = _planned_batch(model, clock.channels, size, n_train, clock.device)
     if clock.device.type != "cpu":
         return batch, None, why
-    batch, step_s, cpu_why = _cpu_batch(lambda b: clock(size, b), batch)
+    batch, step_s, cpu_why = _cpu_batch(lambda b: clock(size, b), batch, lambda: clock.may_time)
     return batch, step_s, f"{cpu_why} ({why.split(';')[0]})"
 
 
@@ -504,7 +524,7 @@ def _fit_budget(step_time: _StepClock, size, step_s, batch, steps_per_epoch, n_v
     """(size, epochs, seconds per step, validation cadence, reason) so that the schedule fits ``budget_s``.
 
     ``step_s`` is the step time already measured at ``size`` (or None)."""
-    shrink = "base_size" not in given
+    shrink, stopped = "base_size" not in given, ""
     while True:
         step_s = step_s if step_s is not None else step_time(size, batch)
         val_s = n_val * step_s / batch / 3  # a forward pass per image: about a third of a training step's cost
@@ -517,13 +537,16 @@ def _fit_budget(step_time: _StepClock, size, step_s, batch, steps_per_epoch, n_v
         seen = epochs * steps_per_epoch * batch
         if not shrink or seen >= MIN_PLANNED_IMAGES or min(size) <= MIN_SHORT_SIDE:
             break
+        if not step_time.may_time:  # the timings' share of the budget is spent: the size stays
+            stopped = f"; shrinking stopped at {TIMING_SHARE:.0%} of the time budget spent timing steps"
+            break
         smaller = planned_size(size, multiple, int(pixels * 0.7))
         if smaller == tuple(size) or min(smaller) < MIN_SHORT_SIDE or smaller[0] * smaller[1] < min_pixels:
             break
         size, step_s = smaller, None
     epochs = max(1, epochs)
     why = (f"{epochs} epochs x {steps_per_epoch} steps fit {budget_s / 60:.1f} min at {step_s:.2f} s per step "
-           f"(measured)")
+           f"(measured){stopped}")
     return tuple(size), epochs, step_s, val_every, why
 
 

@@ -341,10 +341,10 @@ def _resume(cfg: PretrainConfig) -> tuple[PretrainConfig, dict | None]:
 
 class _PretrainEpochs:
     """Pre-training as the epoch driver runs it (training/driver.py): a pass of the task's loss, no validation,
-    ``log.json`` and ``last.pt`` after each epoch (rank 0 writes)."""
+    ``log.json`` and ``last.pt`` after each epoch (a clocked run: within the driver's ``WRITE_SHARE``; rank 0
+    writes)."""
 
     what = "pretrain epoch"
-    reserve_scale = 1.0  # never measured: a run without validations keeps the reserve of two checkpoint writes
 
     def __init__(self, cfg: PretrainConfig, ddp: Distributed, device, amp_dtype, run: _Pretraining, out: Path,
                  log: dict) -> None:
@@ -355,6 +355,12 @@ class _PretrainEpochs:
 
     def save_start(self) -> None:
         save_checkpoint(_state(self.cfg, self.run, -1, self.log), self.out / "last.pt")
+
+    def warm_up(self) -> None:
+        return None  # nothing is drawn
+
+    def reserve_s(self, after_s: float) -> float:
+        return after_s  # never asked: a run without validations keeps the reserve of two checkpoint writes
 
     def train_pass(self, stop: dict):
         run, cfg = self.run, self.cfg
@@ -378,8 +384,9 @@ class _PretrainEpochs:
             # nothing but the log runs after the pass: its end is the time spent (no clock reading of its own)
             header["time budget"] = budget_record(self.schedule, header.get("time budget"), end.pass_s,
                                                   end.trained_at)
-        atomic_write_json(self.out / "log.json", log)
-        save_checkpoint(_state(self.cfg, self.run, end.epoch, log), self.out / "last.pt")
+        if end.write:  # a clocked run writes an unvalidated epoch's within a share of its seconds (driver.py)
+            atomic_write_json(self.out / "log.json", log)
+            save_checkpoint(_state(self.cfg, self.run, end.epoch, log), self.out / "last.pt")
         print(f"pretrain epoch {end.epoch + 1}/{self.cfg.epochs}  lr {end.lr:.2e}  loss {totals.loss:.4f}  "
               f"{end.pass_s:.1f}s", flush=True)
 

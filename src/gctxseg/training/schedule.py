@@ -21,7 +21,7 @@ from collections import deque
 from dataclasses import dataclass
 
 __all__ = ["Deadline", "StepSchedule", "lr_at", "now", "replay_settings",
-           "steps_per_epoch", "REVISE_EVERY", "REVISE_TOLERANCE", "RATE_WINDOW"]
+           "steps_per_epoch", "REVISE_EVERY", "REVISE_TOLERANCE", "RATE_WINDOW", "MIN_TAIL_SHARE"]
 
 # The total is re-estimated every this many optimiser steps (sooner at the start: after 1, 2, 4, 8 steps; and at each
 # epoch's last step): a one-epoch run adapts too, and a revision costs one clock reading.
@@ -32,6 +32,10 @@ REVISE_TOLERANCE = 0.01
 # The step time is measured over up to this many recent optimiser steps (wall time between them: data loading,
 # validations and checkpoints in between count, as they will again).
 RATE_WINDOW = 40
+# At an epoch's last step, a clock schedule whose re-estimate leaves a last pass shorter than this share of an epoch
+# (and than REVISE_TOLERANCE of its total) ends at this epoch instead: that pass's start, log and final validation
+# would cost as much as its few steps, and score weights barely moved from this epoch's.
+MIN_TAIL_SHARE = 0.25
 
 
 def now() -> float:
@@ -136,6 +140,8 @@ class StepSchedule:
         if step_s is None:  # no step measured yet
             return self.total, 0
         fit = self.done + max(1, int(self.deadline.left(step_s, at) / step_s))  # this step counts among them
+        if epoch_end and fit - (self.done + 1) <= self._shortest_tail():  # no last pass of a few steps
+            fit = self.done + 1
         total = self.total
         # after 1, 2, 4, 8 steps, then every REVISE_EVERY: a run of a few steps adapts too
         due = epoch_end or self.done - self._revised_at >= min(REVISE_EVERY, max(1, self._revised_at))
@@ -144,6 +150,10 @@ class StepSchedule:
         if due:
             self._revised_at = self.done
         return total, int(fit <= self.done + 1)
+
+    def _shortest_tail(self) -> int:
+        """Steps a last pass must hold to be worth its start, log and validation (``MIN_TAIL_SHARE``)."""
+        return int(min(MIN_TAIL_SHARE * self.per_epoch, REVISE_TOLERANCE * self.total))
 
     def revise(self, total: int, end: int) -> None:
         """Take the agreed ``(total, end)``; from step ``done + 1`` on the lr follows ``total``."""

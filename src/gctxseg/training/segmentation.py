@@ -39,7 +39,7 @@ from ..models import create_model, resolve_model_name
 from ..models.complexity import count_macs, count_parameters
 from ..runs.checkpoint import load_checkpoint, save_checkpoint
 from ..visualize.colors import colorize, overlay, save_rows, to_uint8_rgb
-from ..visualize.plots import plot_curves
+from ..visualize.plots import plot_curves, warm_up_figures
 from .config import (
     PLANNED_SETTINGS,
     TrainConfig,
@@ -70,7 +70,12 @@ from .planning import TrainingPlan, plan_training, planned_foreground_share
 from .schedule import Deadline, StepSchedule, now, replay_settings, steps_per_epoch
 from .start import NO_START, load_start, planned_start
 
-__all__ = ["train", "train_one_epoch", "evaluate"]
+__all__ = ["train", "train_one_epoch", "evaluate", "REPORT_DRAWS"]
+
+# The report written after a budgeted run (workflows/train_report.py: best.pt evaluated on the validation images, its
+# figures, report.html) is kept inside the budget as a validation's seconds plus this many curve draws: its forward
+# passes are the validation's, its figures and pages cost about this many draws (docs/time-budget.md, measured).
+REPORT_DRAWS = 2
 
 
 def train_one_epoch(
@@ -200,7 +205,7 @@ def _epoch_info(cm: ConfusionMatrix, loss_sum: torch.Tensor, seen: int) -> dict:
 def _save_preview(dataset: SegmentationDataset, path: Path, count: int = 4) -> None:
     rows = []
     for i in range(min(count, len(dataset))):
-        image, mask = dataset._load(i)
+        image, mask = dataset.load_untransformed(i)
         img = to_uint8_rgb(image.permute(1, 2, 0).numpy())
         rows.append([img, colorize(mask.numpy()), overlay(img, mask.numpy())])
     save_rows(rows, path)
@@ -214,7 +219,7 @@ def _save_sample_predictions(
     model.eval()
     rows = []
     for i in range(min(count, len(dataset))):
-        image, mask = dataset._load(i)
+        image, mask = dataset.load_untransformed(i)
         with autocast_context(device, amp_dtype):
             pred = model(normalize(image)[None].to(device)).argmax(1)[0].cpu().numpy()
         img = to_uint8_rgb(image.permute(1, 2, 0).numpy())
@@ -332,7 +337,7 @@ def _make_run_folder(
 
 def _build_trainer(
     cfg: TrainConfig, ddp: Distributed, device: torch.device, data: _TrainingData, resuming: bool,
-    deadline: Deadline | None = None,
+    deadline: Deadline | None = None, then_report: bool = False,
 ) -> _Trainer:
     """Model (compiled, DDP-wrapped as asked), loss, AdamW, loaders, schedule (on ``deadline``'s clock, where
     given) and grad scaler."""
@@ -369,8 +374,8 @@ def _build_trainer(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.lr_factor)
     scaler = grad_scaler(cfg.amp, device)
     loss_fn = DiceCELoss(cfg.lambda_dice, cfg.lambda_ce, include_background=cfg.dice_background)
-    if deadline is not None:  # after the last step: the final validation and the sample predictions
-        deadline.forward_batches = len(val_loader) + math.ceil(cfg.num_samples / cfg.batch_size)
+    if deadline is not None:  # after the last step: the final validation, the sample predictions (and the report's)
+        deadline.forward_batches = len(val_loader) * (1 + then_report) + math.ceil(cfg.num_samples / cfg.batch_size)
     return _Trainer(
         model, net, raw_model, loss_fn, optimizer, scheduler, scaler, train_sampler, train_loader, val_loader,
         workers, params, macs, schedule, start,
@@ -487,12 +492,16 @@ class _SegmentationEpochs:
     what = "epoch"
 
     def __init__(self, cfg: TrainConfig, ddp: Distributed, device: torch.device, amp_dtype, data: _TrainingData,
-                 trainer: _Trainer, run_dir: Path, state: _Progress) -> None:
+                 trainer: _Trainer, run_dir: Path, state: _Progress, then_report: bool = False) -> None:
         self.cfg, self.ddp, self.device, self.amp_dtype = cfg, ddp, device, amp_dtype
         self.data, self.trainer, self.run_dir, self.state = data, trainer, run_dir, state
         self.schedule, self.sampler, self.scheduler = trainer.schedule, trainer.train_sampler, trainer.scheduler
-        # after the last step: the final validation with its log and checkpoints, then the sample predictions
-        self.reserve_scale = 1 + cfg.num_samples / max(len(data.val_set), 1)
+        # after the last step: the final validation with its log and checkpoints, then the sample predictions (a
+        # validation's forward passes for that share of its images)
+        self.samples_share = cfg.num_samples / max(len(data.val_set), 1)
+        # the last validation and curve draw in wall seconds: the samples and the report after train() (the report on
+        # the wall clock, outside the deadline's) are estimated from them
+        self.then_report, self.validate_s, self.draw_s = then_report and trainer.schedule.clocked, 0.0, 0.0
         pairs = data.train_pairs
         self.names = [p.image.name if p.slice_index is None else f"{p.image.name} (slice {p.slice_index})"
                       for p in pairs]
@@ -505,6 +514,14 @@ class _SegmentationEpochs:
     def save_start(self) -> None:
         self.save("last.pt", -1)
 
+    def warm_up(self) -> None:
+        if self.ddp.is_main:  # rank 0 draws the curves
+            warm_up_figures()
+
+    def reserve_s(self, after_s: float) -> float:
+        report_s = self.validate_s + REPORT_DRAWS * self.draw_s if self.then_report else 0.0
+        return after_s + self.validate_s * self.samples_share + report_s
+
     def train_pass(self, stop: dict) -> dict:
         t, cfg = self.trainer, self.cfg
         return train_one_epoch(t.model, t.train_loader, t.loss_fn, t.optimizer, t.scheduler, t.scaler,
@@ -512,9 +529,12 @@ class _SegmentationEpochs:
                                cfg.grad_accum, self.schedule)
 
     def validate(self) -> dict:
+        started = time.perf_counter()
         broadcast_buffers(self.trainer.net)
-        return evaluate(self.trainer.net, self.trainer.val_loader, self.trainer.loss_fn, self.amp_dtype, self.device,
-                        self.data.num_classes)[0]
+        scores = evaluate(self.trainer.net, self.trainer.val_loader, self.trainer.loss_fn, self.amp_dtype,
+                          self.device, self.data.num_classes)[0]
+        self.validate_s = time.perf_counter() - started
+        return scores
 
     def record(self, end: EpochEnd) -> None:
         self.cfg = replace(self.cfg, epochs=self.schedule.epochs)  # the schedule's epochs so far (a clock revises)
@@ -522,12 +542,15 @@ class _SegmentationEpochs:
                               end.pass_s)
         if not self.ddp.is_main:
             return
-        atomic_write_json(self.run_dir / "log.json", self.state.log)
-        self.save("last.pt", end.epoch)
+        if end.write:  # a clocked run writes an unvalidated epoch's within a share of its seconds (driver.py)
+            atomic_write_json(self.run_dir / "log.json", self.state.log)
+            self.save("last.pt", end.epoch)
         if improved:
             self.save("best.pt", end.epoch)
         if end.draw:
+            drawn = time.perf_counter()
             plot_curves(self.state.log, self.run_dir / "curves.png")
+            self.draw_s = time.perf_counter() - drawn
         _print_epoch(end.epoch, end.lr, end.trained, end.validated, self.schedule, end.steps, self.cfg.val_every,
                      time.perf_counter() - end.started, improved)
 
@@ -620,7 +643,7 @@ def _replayed(cfg: TrainConfig) -> TrainConfig:
                    time_budget=None)
 
 
-def train(cfg: TrainConfig, *, given: Collection[str] | None = None) -> Path:
+def train(cfg: TrainConfig, *, given: Collection[str] | None = None, then_report: bool = False) -> Path:
     """Train a model as ``cfg`` says and return the run folder (``report.html`` is
     :mod:`gctxseg.workflows.train_report`'s).
 
@@ -628,6 +651,8 @@ def train(cfg: TrainConfig, *, given: Collection[str] | None = None) -> Path:
         cfg: the run's settings; with ``cfg.resume`` the checkpoint's settings win except ``RESUME_SETTINGS``.
         given: with ``cfg.resume``, the settings the caller set explicitly (the CLI's flags): an explicit
             ``epochs`` always wins, the others are named on one line as ignored. None = those not at their default.
+        then_report: the caller writes the report after this returns (``train_and_report``): a budgeted run
+            ends early enough for it (``REPORT_DRAWS``).
 
     Raises:
         TrainingInterrupted: SIGINT/SIGTERM (on any rank); the run folder is consistent and resumable.
@@ -637,58 +662,86 @@ def train(cfg: TrainConfig, *, given: Collection[str] | None = None) -> Path:
     started = now()
     keep_freed_memory()  # a CPU step reuses the last one's memory instead of faulting it in again (utils.py)
     ckpt = load_checkpoint(cfg.resume) if cfg.resume else None
+    cfg, fixed = _settled_config(cfg, ckpt, given)
+    ddp, device = setup_distributed(cfg.device)
+    seed_everything(cfg.seed + ddp.rank)
+    amp_dtype = autocast_dtype(cfg.amp, device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
+    if ckpt is None and cfg.init_weights is None:
+        cfg = _planned_init_weights(cfg, ddp)
+    data, cfg = _prepare_data(cfg, ckpt, ddp, device, amp_dtype)
+    deadline = _deadline(cfg, ckpt, started, clocked=_follows_clock(cfg, ckpt, fixed, data.plan))
+    # the model first: a start that does not fit fails before a run folder is made
+    trainer = _build_trainer(cfg, ddp, device, data, resuming=ckpt is not None, deadline=deadline,
+                             then_report=then_report)
+    run_dir = _make_run_folder(cfg, ddp, device, data, trainer.start)
+    state = _Progress(0, -1.0, _new_log(cfg, ddp, data, trainer, amp_dtype))
+    if ckpt is not None:
+        state = _Progress(*_restore(trainer, ckpt, cfg))
+    if ddp.is_main:
+        _announce(cfg, device, data, trainer, run_dir, state, resumed=ckpt is not None)
+
+    epochs = _SegmentationEpochs(cfg, ddp, device, amp_dtype, data, trainer, run_dir, state, then_report)
+    stopped_by = drive_epochs(epochs, first_epoch=state.start_epoch, seed=cfg.seed, rank=ddp.rank, device=device,
+                              is_main=ddp.is_main, fresh=state.start_epoch == 0 and not cfg.resume,
+                              val_every=cfg.val_every)
+    if stopped_by is not None:
+        _leave_stopped(stopped_by, ddp, run_dir)
+    _finish(cfg, ddp, device, amp_dtype, data, trainer, run_dir, state.best_dice)
+    return run_dir
+
+
+def _settled_config(cfg: TrainConfig, ckpt: dict | None, given: Collection[str] | None) -> tuple[TrainConfig, set]:
+    """(``cfg`` with a replay's record, a resumed run's settings or absolute data paths; which of ``epochs`` and
+    ``steps`` the caller fixed). Refuses ``--epochs`` with ``--steps``."""
     fixed = {"epochs", "steps"} & set(given if given is not None else
                                       [k for k in ("epochs", "steps") if getattr(cfg, k) is not None])
     if ckpt is None and cfg.steps is not None and cfg.epochs is not None:
         raise ValueError(f"--epochs {cfg.epochs} and --steps {cfg.steps}: give one (the other is derived)")
     if cfg.schedule_from and ckpt is None:
         cfg = _replayed(cfg)
-    cfg = resume_config(cfg, ckpt, given) if ckpt is not None else absolute_data_paths(cfg)
-    ddp, device = setup_distributed(cfg.device)
-    seed_everything(cfg.seed + ddp.rank)
-    amp_dtype = autocast_dtype(cfg.amp, device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
+    return (resume_config(cfg, ckpt, given) if ckpt is not None else absolute_data_paths(cfg)), fixed
 
-    if ckpt is None and cfg.init_weights is None:  # planned: the installed offline start where there is one
-        path, why = planned_start(cfg.model, cfg.model_options, cfg.encoder_weights)
-        if why and ddp.is_main:
-            print(f"init weights: {why}" if path else why)
-        cfg = replace(cfg, init_weights=path or NO_START)
-    data, cfg = _prepare_data(cfg, ckpt, ddp, device, amp_dtype)
-    deadline = _deadline(cfg, ckpt, started, clocked=not fixed and cfg.steps is None and (
-        "epochs" not in data.plan.given if ckpt is None else (ckpt.get("schedule") or {}).get("budget s") is not None))
-    # the model first: a start that does not fit fails before a run folder is made
-    trainer = _build_trainer(cfg, ddp, device, data, resuming=ckpt is not None, deadline=deadline)
-    run_dir = _make_run_folder(cfg, ddp, device, data, trainer.start)
-    state = _Progress(0, -1.0, _new_log(cfg, ddp, data, trainer, amp_dtype))
-    if ckpt is not None:
-        state = _Progress(*_restore(trainer, ckpt, cfg))
+
+def _planned_init_weights(cfg: TrainConfig, ddp: Distributed) -> TrainConfig:
+    """``cfg`` starting from the installed offline start where there is one (planned: no ``--init-weights``)."""
+    path, why = planned_start(cfg.model, cfg.model_options, cfg.encoder_weights)
+    if why and ddp.is_main:
+        print(f"init weights: {why}" if path else why)
+    return replace(cfg, init_weights=path or NO_START)
+
+
+def _follows_clock(cfg: TrainConfig, ckpt: dict | None, fixed: set, plan: TrainingPlan) -> bool:
+    """Whether the schedule follows the clock: nothing fixed its length (``--epochs``, ``--steps``, a replay), and a
+    resumed run was a budgeted one."""
+    if fixed or cfg.steps is not None:
+        return False
+    if ckpt is None:
+        return "epochs" not in plan.given
+    return (ckpt.get("schedule") or {}).get("budget s") is not None
+
+
+def _announce(cfg: TrainConfig, device: torch.device, data: _TrainingData, trainer: _Trainer, run_dir: Path,
+              state: _Progress, resumed: bool) -> None:
+    """The plan (or where a resumed run goes on), then one line on the run: model, size, data, device."""
+    if resumed:
+        print(f"resuming {run_dir} at epoch {state.start_epoch}/{cfg.epochs}")
+    else:
+        print(data.plan.format())
+    print(
+        f"run {run_dir}: {resolve_model_name(cfg.model)} {trainer.params / 1e6:.2f} M params, "
+        f"{trainer.macs / 1e9:.2f} G mult-adds at {cfg.base_size[0]}x{cfg.base_size[1]}; "
+        f"{len(data.train_set)} train / {len(data.val_set)} val images; classes "
+        f"{data.fingerprint.value_map.to_dict()}; device {device}, precision "
+        f"{state.log['train parameters']['amp']}, {trainer.workers} loader workers"
+    )
+
+
+def _leave_stopped(signal: int, ddp: Distributed, run_dir: Path) -> None:
+    """Every rank agreed to stop on ``signal``: they leave together, rank 0 says how to resume."""
+    if dist.is_initialized():
+        dist.barrier()
     if ddp.is_main:
-        if ckpt is not None:
-            print(f"resuming {run_dir} at epoch {state.start_epoch}/{cfg.epochs}")
-        else:
-            print(data.plan.format())
-        print(
-            f"run {run_dir}: {resolve_model_name(cfg.model)} {trainer.params / 1e6:.2f} M params, "
-            f"{trainer.macs / 1e9:.2f} G mult-adds at {cfg.base_size[0]}x{cfg.base_size[1]}; "
-            f"{len(data.train_set)} train / {len(data.val_set)} val images; classes "
-            f"{data.fingerprint.value_map.to_dict()}; device {device}, precision "
-            f"{state.log['train parameters']['amp']}, {trainer.workers} loader workers"
-        )
-
-    epochs = _SegmentationEpochs(cfg, ddp, device, amp_dtype, data, trainer, run_dir, state)
-    stopped_by = drive_epochs(epochs, first_epoch=state.start_epoch, seed=cfg.seed, rank=ddp.rank, device=device,
-                              is_main=ddp.is_main, fresh=state.start_epoch == 0 and not cfg.resume,
-                              val_every=cfg.val_every)
-    if stopped_by is not None:
-        if dist.is_initialized():  # every rank agreed to stop: they leave together, as at the end of a run
-            dist.barrier()
-        if ddp.is_main:
-            print(
-                f"stopped by signal {stopped_by}; resume with: gctxseg train --resume {run_dir / 'last.pt'}",
-                file=sys.stderr,
-            )
-        raise TrainingInterrupted(f"training stopped by signal {stopped_by}; resume from {run_dir / 'last.pt'}")
-    _finish(cfg, ddp, device, amp_dtype, data, trainer, run_dir, state.best_dice)
-    return run_dir
+        print(f"stopped by signal {signal}; resume with: gctxseg train --resume {run_dir / 'last.pt'}", file=sys.stderr)
+    raise TrainingInterrupted(f"training stopped by signal {signal}; resume from {run_dir / 'last.pt'}")

@@ -21,7 +21,7 @@ from ..runs.runlog import EpochScores, epoch_rows  # noqa: E402
 from .colors import overlay, to_uint8_rgb  # noqa: E402
 
 __all__ = ["PLOT_SOFTWARE", "is_gctxseg_plot", "plot_cases", "plot_compare_curves",
-           "plot_confusion_matrix", "plot_curves", "plot_dice_histogram", "save_figure"]
+           "plot_confusion_matrix", "plot_curves", "plot_dice_histogram", "save_figure", "warm_up_figures"]
 
 
 # the curves drawn from an epoch's scores: title -> its figure (None where the epoch was not validated)
@@ -38,6 +38,16 @@ def _curve(scores: list[EpochScores | None], title: str) -> list[float]:
     values = [None if s is None else _CURVES[title](s) for s in scores]
     return [math.nan if v is None else v for v in values]
 
+
+
+def warm_up_figures() -> None:
+    """Draw a tiny figure in memory: the first figure a process draws loads fonts and sets the renderer up, a cost a
+    timed draw should not carry (a budgeted run warms up before its clock measures what comes after its last step)."""
+    fig, ax = plt.subplots(figsize=(1, 1))
+    ax.plot([0, 1], [0, 1], label="0")
+    ax.legend()
+    fig.canvas.draw()
+    plt.close(fig)
 
 
 def plot_curves(log: dict, path: str | Path) -> None:

@@ -42,7 +42,7 @@ def write_report_or_warn(run_dir: str | Path, device: str = "auto", amp: str = "
 
 def train_and_report(cfg: TrainConfig, *, given: Collection[str] | None = None) -> Path:
     """:func:`gctxseg.training.train`, then (rank 0 only) ``report.html`` of the best weights; the run folder."""
-    run_dir = train(cfg, given=given)
+    run_dir = train(cfg, given=given, then_report=True)  # a budgeted run keeps time for the report
     if not dist.is_initialized() or dist.get_rank() == 0:
         write_report_or_warn(run_dir, cfg.device, _trained_amp(run_dir, cfg.amp))
     return run_dir
