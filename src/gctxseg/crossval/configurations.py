@@ -63,8 +63,8 @@ __all__ = ["DEFAULT_CONFIGURATIONS", "TIE_DICE", "ChosenCandidate", "Configurati
            "RankedCandidate", "UnitTime", "choose_configuration", "cv_models", "format_ranking", "run_cv",
            "summarize_folder", "write_splits"]
 
-# The architectures `gctxseg cv` compares when none are named: the default transformer, the planned U-Net and
-# nnU-Net's own network (issue 16); `--models` picks others.
+# The architectures `gctxseg cv` compares when none are named: the default transformer against the two baselines
+# a reader expects, the planned U-Net and nnU-Net's own 2D network; `--models` picks others.
 DEFAULT_CONFIGURATIONS = ("gctx_unet", "unet", "nnunet")
 TIE_DICE = 0.005
 SUMMARY_SHARE = 0.05  # of a whole-cv time budget kept for out-of-fold prediction and the summaries
@@ -259,7 +259,7 @@ def _skipped(probe) -> bool:
 class _CvClock:
     """The whole cv's training minutes, handed out one unit (a fold, an lr probe) at a time: each unit gets an
     equal share of what is left when it starts, so a fold that ends early gives its minutes to the later ones and
-    one that ran over takes them from them, and the cv ends by its deadline (docs/time-budget.md, issue 32).
+    one that ran over takes them from them, and the cv ends by its deadline (docs/time-budget.md, rule 13).
 
     The deadline counts the training the folder already holds (``timing.json``), so a cv stopped and run again
     keeps the budget it was given, not a fresh one."""
