@@ -21,7 +21,7 @@ LAYERS = {
     "cli": 9,  # parsing the command line
     "crossval": 8,  # gctxseg cv: folds, the configuration choice, the race, the lr probe
     "workflows": 7,  # train-then-report, predict-then-measure, the demo
-    "evaluation": 6,  # scoring a labelled folder with a model
+    "evaluation": 6,  # scoring a labelled folder: a model's predictions or a folder of masks
     "reporting": 6,  # report.html, the gallery, runs compared
     "training": 5,  # the planner, the training loop, pre-training
     "inference": 5,  # predictor, ensembles, post-processing, export
