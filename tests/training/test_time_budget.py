@@ -129,7 +129,7 @@ def test_a_resumed_budgeted_run_has_what_its_budget_did_not_spend(phantom_dir, t
                                       100.0, clocked=True)
     assert deadline.started == 87.5 and deadline.budget_s == BUDGET_MIN * 60
     fixed = StepSchedule(21, 7, 1.0, 0.01)
-    fixed.load_state_dict(done)
+    fixed.load_state(ScheduleState.from_json(done), steps_done=0)
     assert fixed.total == 21 and fixed.revisions[-1] == [done["done"] + 1, 21] and not fixed.finished
 
 
