@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from gctxseg.runs.runlog import TimeBudget
+
 MARGIN_SHARE, MARGIN_S = 0.05, 30.0  # the overrun a budget allows: the larger of the two
 DEMO_PROMISE_MIN = 10.0  # README: the demo ends in under 10 minutes
 
@@ -55,8 +57,8 @@ def _training_seconds(root: Path) -> float:
     """Seconds spent in training passes, summed over every budgeted run's log.json under ``root``."""
     total = 0.0
     for log in root.rglob("log.json"):
-        header = json.loads(log.read_text()).get("train parameters", {})
-        total += header.get("time budget", {}).get("training s", 0.0)
+        budget = TimeBudget.of(json.loads(log.read_text()).get("train parameters", {}))
+        total += budget.training_s if budget is not None else 0.0
     return total
 
 

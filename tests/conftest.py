@@ -117,6 +117,25 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def fake_clock(monkeypatch) -> list[float]:
+    """The clock a time budget is measured on (``training.schedule.now``, as the epoch driver and segmentation
+    training read it), replaced: every reading is a second after the one before, so a budgeted run ends at the same
+    step on any CPU. Returns the list holding the time: a test makes a phase cost seconds by adding to ``[0]``."""
+    from gctxseg.training import driver, segmentation
+    from gctxseg.training import schedule as schedule_module
+
+    clock = [0.0]
+
+    def tick() -> float:
+        clock[0] += 1.0
+        return clock[0]
+
+    for module in (schedule_module, driver, segmentation):
+        monkeypatch.setattr(module, "now", tick)
+    return clock
+
+
 @pytest.fixture(scope="module")
 def phantom(tmp_path_factory):
     """Two phantom eyes of known geometry and their truth (tests/helpers_clinic_files.py); eyepy needed."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from conftest import tiny_config
 
-from gctxseg.training import driver, planning, segmentation, train
+from gctxseg.training import planning, segmentation, train
 from gctxseg.training import schedule as schedule_module
 from gctxseg.training.driver import WRITE_SHARE
 from gctxseg.training.planning import TIMING_SHARE, plan_training
@@ -21,26 +21,15 @@ from gctxseg.workflows import train_report
 WRITE_S = 4.0  # what one checkpoint write costs on the tick clock
 
 
-def _tick_clock(monkeypatch) -> list[float]:
-    clock = [0.0]
-
-    def tick() -> float:
-        clock[0] += 1.0
-        return clock[0]
-
-    for module in (schedule_module, driver, segmentation):
-        monkeypatch.setattr(module, "now", tick)
-    monkeypatch.setattr(planning, "_seconds_per_step", lambda *args: 5.0)  # 1 epoch planned: the clock lengthens it
-    return clock
-
-
 def test_unvalidated_epochs_are_written_within_their_share_and_every_epoch_is_logged(phantom_dir, tmp_path,
-                                                                                    monkeypatch, one_thread):
-    clock, written, real_save = _tick_clock(monkeypatch), [], segmentation.save_checkpoint
+                                                                                    monkeypatch, one_thread,
+                                                                                    fake_clock):
+    monkeypatch.setattr(planning, "_seconds_per_step", lambda *args: 5.0)  # 1 epoch planned: the clock lengthens it
+    written, real_save = [], segmentation.save_checkpoint
 
     def slow_save(state: dict, path) -> None:
         written.append((Path(path).name, state["epoch"]))
-        clock[0] += WRITE_S
+        fake_clock[0] += WRITE_S
         real_save(state, path)
 
     monkeypatch.setattr(segmentation, "save_checkpoint", slow_save)
@@ -78,8 +67,9 @@ def test_a_last_pass_of_a_few_steps_is_not_started(monkeypatch):
     assert enough.done == 1008 and enough.epochs == 51
 
 
-def test_a_budgeted_run_followed_by_its_report_keeps_time_for_it(phantom_dir, tmp_path, monkeypatch, one_thread):
-    _tick_clock(monkeypatch)
+def test_a_budgeted_run_followed_by_its_report_keeps_time_for_it(phantom_dir, tmp_path, monkeypatch, one_thread,
+                                                                 fake_clock):
+    monkeypatch.setattr(planning, "_seconds_per_step", lambda *args: 5.0)  # 1 epoch planned: the clock lengthens it
     warmed = []
     monkeypatch.setattr(segmentation, "warm_up_figures", lambda: warmed.append(1))
     reserves = {}

@@ -19,7 +19,7 @@ from gctxseg.runs.checkpoint import load_checkpoint
 from gctxseg.training import TrainingInterrupted, driver, planning, segmentation, train
 from gctxseg.training import pretrain as pretrain_module
 from gctxseg.training import schedule as schedule_module
-from gctxseg.training.schedule import Deadline, StepSchedule
+from gctxseg.training.schedule import Deadline, ScheduleState, StepSchedule
 
 BUDGET_MIN = 0.5  # 30 ticks of the tick clock
 
@@ -124,11 +124,12 @@ def test_a_resumed_budgeted_run_has_what_its_budget_did_not_spend(phantom_dir, t
     assert spent_before < header["time budget"]["spent s"] <= BUDGET_MIN * 60
     assert done["done"] > stopped["schedule"]["done"] and header["schedule"][:1] == stopped["schedule"]["revisions"][:1]
     # unit: the deadline starts earlier by what was spent; --epochs on resume fixes the schedule (no clock)
-    deadline = segmentation._deadline(replace(_budgeted(phantom_dir, tmp_path)), {"schedule": {"spent s": 12.5}},
+    saved = ScheduleState(done=3, total=7, revisions=[[0, 7]], budget_s=30.0, spent_s=12.5)
+    deadline = segmentation._deadline(replace(_budgeted(phantom_dir, tmp_path)), {"schedule": saved.to_json()},
                                       100.0, clocked=True)
     assert deadline.started == 87.5 and deadline.budget_s == BUDGET_MIN * 60
     fixed = StepSchedule(21, 7, 1.0, 0.01)
-    fixed.load_state_dict(done)
+    fixed.load_state(ScheduleState.from_json(done), steps_done=0)
     assert fixed.total == 21 and fixed.revisions[-1] == [done["done"] + 1, 21] and not fixed.finished
 
 

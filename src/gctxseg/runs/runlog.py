@@ -1,20 +1,25 @@
-"""The records of a run folder's ``log.json``: the pooled metric block, an epoch's scores, the model's size.
+"""The records of a run folder's ``log.json``: the pooled metric block, an epoch's scores, the model's size, a
+budgeted run's seconds.
 
 ``log.json`` keeps the seed project's format: a ``"train parameters"`` object, a ``"model"`` object
 (:class:`ModelSize`) and one ``"epoch:N"`` entry per epoch whose ``"train log:"`` and ``"val log:"`` hold an
 ``"info"`` block (:class:`EpochScores`). :class:`PooledScores` is the block
 :func:`gctxseg.metrics.scores_from_confusion` computes, which ``gctxseg evaluate``'s ``summary.json`` holds too.
+``"train parameters"`` stays a plain dict: it is free-form (the run's settings and what the run adds as it goes),
+and the report shows every key it holds in the file's order; code reads the one record inside it that it needs,
+a budgeted run's ``"time budget"`` (:class:`TimeBudget`, also under pre-training's ``"pretrain parameters"``).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.records import JsonRecord, inline, key, optional
 
-__all__ = ["PooledScores", "EpochScores", "ModelSize", "RunLog", "epoch_rows", "read_run_log"]
+__all__ = ["PooledScores", "EpochScores", "ModelSize", "TimeBudget", "RunLog", "epoch_rows", "read_run_log"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,25 @@ class ModelSize(JsonRecord):
     total_parameters: int
     flops: int | None = None
     flops_note: str = ""
+
+
+@dataclass(frozen=True)
+class TimeBudget(JsonRecord):
+    """A budgeted run's ``"time budget"`` among its log's parameters, rewritten after every pass: the budget, the
+    seconds spent, those spent in training passes and the reserve kept for what runs after the last step
+    (``training_s / budget_s``: the share of the budget that trained)."""
+
+    budget_s: float
+    spent_s: float
+    training_s: float
+    reserve_s: float
+
+    @classmethod
+    def of(cls, parameters: Mapping) -> TimeBudget | None:
+        """The record among a log's ``parameters`` (its ``"train parameters"`` or ``"pretrain parameters"``); None
+        for a run without a time budget."""
+        record = parameters.get("time budget")
+        return None if record is None else cls.from_json(record)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ import torch
 import torch.distributed as dist
 
 from ..core.runtime import seed_everything
+from ..runs.runlog import TimeBudget
 from .config import NonFiniteLossError
 from .data import EpochTaggedSampler, sample_seed
 from .distributed import agree_across_ranks
@@ -59,7 +60,7 @@ class EpochEnd:
     pass_s: float  # wall seconds of the training pass (a budget's training share adds them up)
     started: float  # ``time.perf_counter()`` when the pass began (the seconds an epoch line shows)
     trained_at: float | None = None  # a clocked run's clock reading when the pass ended
-    validated: dict | None = None  # the validation's metrics, None where none ran
+    validated: object | None = None  # what :meth:`EpochRun.validate` returned, None where none ran
     draw: bool = True  # redraw the run's figures (a clocked run draws only after a validation)
     write: bool = True  # write the log and checkpoints (a clocked run: after a validation, or within WRITE_SHARE)
 
@@ -86,7 +87,7 @@ class EpochRun(Protocol):
     def train_pass(self, stop: dict) -> object:
         """One pass of optimiser steps (:func:`~gctxseg.training.loop.run_steps`); returns its totals."""
 
-    def validate(self) -> dict | None:
+    def validate(self) -> object | None:
         """Score the current weights (every rank), or None for a run that never validates."""
 
     def record(self, end: EpochEnd) -> None:
@@ -175,15 +176,16 @@ def drive_epochs(run: EpochRun, *, first_epoch: int, seed: int, rank: int, devic
     return stop["signal"]
 
 
-def budget_record(schedule: StepSchedule, before: dict | None, training_s: float, at: float | None = None) -> dict:
+def budget_record(schedule: StepSchedule, before: TimeBudget | None, training_s: float,
+                  at: float | None = None) -> TimeBudget:
     """A clocked run's ``"time budget"`` record after a pass of ``training_s`` seconds: the budget, what is spent
     (by clock time ``at``; None: now), the seconds spent in training passes (``before``'s, the record so far, plus
-    this pass's) and the reserve kept for the last step. ``training s / budget s`` is the share that trained."""
+    this pass's) and the reserve kept for the last step."""
     deadline = schedule.deadline
     spent = deadline.spent() if at is None else at - deadline.started
-    training = (before or {}).get("training s", 0.0) + training_s
-    return {"budget s": deadline.budget_s, "spent s": round(spent, 2), "training s": round(training, 2),
-            "reserve s": round(deadline.reserve(schedule.step_seconds() or 0.0), 2)}
+    training = (before.training_s if before is not None else 0.0) + training_s
+    return TimeBudget(budget_s=deadline.budget_s, spent_s=round(spent, 2), training_s=round(training, 2),
+                      reserve_s=round(deadline.reserve(schedule.step_seconds() or 0.0), 2))
 
 
 def _rank_0_decides(flag: bool, device: torch.device) -> bool:

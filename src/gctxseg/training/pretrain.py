@@ -45,6 +45,7 @@ from ..losses import DiceCELoss, training_loss
 from ..models import create_model, resolve_model_name
 from ..models.complexity import count_parameters
 from ..runs.checkpoint import load_checkpoint, model_options_problem, save_checkpoint
+from ..runs.runlog import TimeBudget
 from .config import TrainingInterrupted
 from .data import EpochTaggedSampler, SeededAugmentDataset, num_workers, sample_seed, shutdown_workers
 from .distributed import Distributed, bare, setup_distributed
@@ -59,7 +60,7 @@ from .loop import (
     run_steps,
     train_loader,
 )
-from .schedule import Deadline, StepSchedule, now, steps_per_epoch
+from .schedule import Deadline, ScheduleState, StepSchedule, now, steps_per_epoch
 from .start import load_start
 
 __all__ = ["PRETRAIN_TASKS", "PretrainConfig", "pretrain", "PhantomStream", "MaskedImages"]
@@ -301,7 +302,7 @@ def _state(cfg: PretrainConfig, run: _Pretraining, epoch: int, log: dict) -> dic
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(),
         "scaler": run.scaler.state_dict(),
-        "schedule": run.schedule.state_dict(),
+        "schedule": run.schedule.state().to_json(),
         "epoch": epoch,
         "pretrain_config": asdict(cfg),
         "normalization": run.normalization,
@@ -382,8 +383,8 @@ class _PretrainEpochs:
         header.update(epochs=self.cfg.epochs, steps=self.schedule.done, schedule=self.schedule.revisions)
         if self.schedule.clocked:
             # nothing but the log runs after the pass: its end is the time spent (no clock reading of its own)
-            header["time budget"] = budget_record(self.schedule, header.get("time budget"), end.pass_s,
-                                                  end.trained_at)
+            header["time budget"] = budget_record(self.schedule, TimeBudget.of(header), end.pass_s,
+                                                  end.trained_at).to_json()
         if end.write:  # a clocked run writes an unvalidated epoch's within a share of its seconds (driver.py)
             atomic_write_json(self.out / "log.json", log)
             save_checkpoint(_state(self.cfg, self.run, end.epoch, log), self.out / "last.pt")
@@ -414,16 +415,14 @@ def pretrain(cfg: PretrainConfig) -> Path:
     if ckpt is None and ddp.is_main and out.exists() and any(out.iterdir()):  # before anything is built
         raise ValueError(f"{out}: not empty; pre-train into a new --out, or --resume {out / 'last.pt'}")
     # a budget is for the whole pre-training: a resumed one has what its checkpoint did not spend
-    spent = float(((ckpt or {}).get("schedule") or {}).get("spent s") or 0.0)
-    deadline = Deadline(cfg.time_budget * 60, started - spent) if cfg.time_budget else None
+    deadline = Deadline(cfg.time_budget * 60, started - ScheduleState.spent_in(ckpt)) if cfg.time_budget else None
     run = _build(cfg, ddp, device, resuming=ckpt is not None, deadline=deadline)
     if ckpt is not None:
         run.raw_model.load_state_dict(ckpt["model"])
         run.optimizer.load_state_dict(ckpt["optimizer"])
         run.scheduler.load_state_dict(ckpt["scheduler"])
         run.scaler.load_state_dict(ckpt["scaler"])
-        run.schedule.load_state_dict(ckpt.get("schedule") or {"done": run.scheduler.last_epoch, "total":
-                                     run.schedule.total, "revisions": [[0, run.schedule.total]]})
+        run.schedule.load_state(ScheduleState.saved_in(ckpt), run.scheduler.last_epoch)
         log, first, run.start = ckpt["log"], ckpt["epoch"] + 1, ckpt["log"].get("start")
     elif ddp.is_main:
         out.mkdir(parents=True, exist_ok=True)

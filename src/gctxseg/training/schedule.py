@@ -18,9 +18,12 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["Deadline", "StepSchedule", "lr_at", "now", "replay_settings",
+from ..core.records import JsonRecord
+
+__all__ = ["Deadline", "StepSchedule", "ScheduleState", "lr_at", "now", "replay_settings",
            "steps_per_epoch", "REVISE_EVERY", "REVISE_TOLERANCE", "RATE_WINDOW", "MIN_TAIL_SHARE"]
 
 # The total is re-estimated every this many optimiser steps (sooner at the start: after 1, 2, 4, 8 steps; and at each
@@ -82,6 +85,34 @@ class Deadline:
     def spent(self) -> float:
         """Seconds of the budget spent so far."""
         return now() - self.started
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScheduleState(JsonRecord):
+    """A checkpoint's ``"schedule"`` (:meth:`StepSchedule.state`): the optimiser steps taken, the total and its
+    ``[step, total]`` revisions, a ``--steps`` or replay limit, whether the deadline ended the run, and a clocked
+    run's budget and the seconds of it spent (None in a run without one: a resumed run follows the clock again
+    only where its budget is recorded)."""
+
+    done: int
+    total: int
+    limit: int | None = None
+    revisions: list
+    clock_ended: bool = False
+    budget_s: float | None = None
+    spent_s: float | None = None
+
+    @classmethod
+    def saved_in(cls, ckpt: Mapping | None) -> ScheduleState | None:
+        """The schedule ``ckpt`` saved; None without a checkpoint, or in one from before step schedules."""
+        saved = (ckpt or {}).get("schedule")
+        return cls.from_json(saved) if saved else None
+
+    @classmethod
+    def spent_in(cls, ckpt: Mapping | None) -> float:
+        """Seconds of its time budget the run of ``ckpt`` spent (0: no checkpoint, or a run without a budget)."""
+        saved = cls.saved_in(ckpt)
+        return float(saved.spent_s or 0.0) if saved is not None else 0.0
 
 
 class StepSchedule:
@@ -187,12 +218,12 @@ class StepSchedule:
 
     # ---------------------------------------------------------------- the record
 
-    def state_dict(self) -> dict:
-        """Plain data for the checkpoint: steps, totals, and the budget spent so far."""
-        return {"done": self.done, "total": self.total, "limit": self.limit, "revisions": self.revisions,
-                "clock ended": self.clock_ended,
-                "budget s": self.deadline.budget_s if self.deadline else None,
-                "spent s": self.deadline.spent() if self.deadline else None}
+    def state(self) -> ScheduleState:
+        """What a checkpoint keeps (its ``"schedule"``: ``state().to_json()``): steps, totals, the budget spent."""
+        deadline = self.deadline
+        return ScheduleState(done=self.done, total=self.total, limit=self.limit, revisions=self.revisions,
+                             clock_ended=self.clock_ended, budget_s=deadline.budget_s if deadline else None,
+                             spent_s=deadline.spent() if deadline else None)
 
     def continue_epochs(self, epochs_left: int) -> None:
         """A fixed epoch schedule resumed: ``epochs_left`` whole epochs after the steps done, at this process's
@@ -205,16 +236,19 @@ class StepSchedule:
             self.total = total
             self.revisions.append([self.done + 1, total])
 
-    def load_state_dict(self, state: dict) -> None:
-        """Continue a checkpoint's schedule (a clock schedule keeps its own, new deadline)."""
-        self.done, self.revisions = int(state["done"]), [list(r) for r in state["revisions"]]
+    def load_state(self, saved: ScheduleState | None, steps_done: int) -> None:
+        """Continue a checkpoint's schedule (a clock schedule keeps its own, new deadline); ``saved`` None: a
+        checkpoint from before step schedules, whose lr scheduler counted ``steps_done`` (its complete epochs')."""
+        if saved is None:
+            saved = ScheduleState(done=steps_done, total=self.total, revisions=[[0, self.total]])
+        self.done, self.revisions = int(saved.done), [list(r) for r in saved.revisions]
         if self.followed:  # a replay follows its record
             self.total = [t for s, t in sorted(self.followed.items()) if s <= self.done][-1]
         elif self.clocked:  # a fixed one keeps its (possibly new: --resume --epochs) total
-            self.total = int(state["total"])
+            self.total = int(saved.total)
         if self.total != self.revisions[-1][1]:  # the lr of the next step on follows it
             self.revisions.append([self.done + 1, self.total])
-        self.clock_ended = self.clocked and bool(state.get("clock ended", False))
+        self.clock_ended = self.clocked and bool(saved.clock_ended)
         self._revised_at = self.done
 
 

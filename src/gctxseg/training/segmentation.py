@@ -38,6 +38,7 @@ from ..metrics import ConfusionMatrix
 from ..models import create_model, resolve_model_name
 from ..models.complexity import count_macs, count_parameters
 from ..runs.checkpoint import load_checkpoint, save_checkpoint
+from ..runs.runlog import EpochScores, TimeBudget
 from ..visualize.colors import colorize, overlay, save_rows, to_uint8_rgb
 from ..visualize.plots import plot_curves, warm_up_figures
 from .config import (
@@ -67,7 +68,7 @@ from .loop import (
 )
 from .loop import train_loader as make_train_loader
 from .planning import TrainingPlan, plan_training, planned_foreground_share
-from .schedule import Deadline, StepSchedule, now, replay_settings, steps_per_epoch
+from .schedule import Deadline, ScheduleState, StepSchedule, now, replay_settings, steps_per_epoch
 from .start import NO_START, load_start, planned_start
 
 __all__ = ["train", "train_one_epoch", "evaluate", "REPORT_DRAWS"]
@@ -441,10 +442,7 @@ def _restore(trainer: _Trainer, ckpt: dict, cfg: TrainConfig) -> tuple[int, floa
         ) from None
     trainer.scheduler.load_state_dict(ckpt["scheduler"])
     trainer.scaler.load_state_dict(ckpt["scaler"])
-    # a run from before step schedules: the steps of its complete epochs
-    saved = ckpt.get("schedule") or {"done": trainer.scheduler.last_epoch, "total": trainer.schedule.total,
-                                     "revisions": [[0, trainer.schedule.total]]}
-    trainer.schedule.load_state_dict(saved)
+    trainer.schedule.load_state(ScheduleState.saved_in(ckpt), trainer.scheduler.last_epoch)
     trainer.schedule.continue_epochs(cfg.epochs - (ckpt["epoch"] + 1))
     log = {**ckpt["log"], "train parameters": {**ckpt["log"]["train parameters"],
                                                 "epochs": trainer.schedule.epochs}}
@@ -470,7 +468,7 @@ def _checkpoint(trainer: _Trainer, epoch: int, best_dice: float, cfg: TrainConfi
         "intensity": fingerprint.intensity,  # values as read -> [0, 1] (CT windows): prediction applies the same
         "base_size": list(cfg.base_size),
         "log": log,
-        "schedule": trainer.schedule.state_dict(),
+        "schedule": trainer.schedule.state().to_json(),
         # numpy's and Python's states are not kept (they are pickled objects): every epoch reseeds all three
         "rng": {"torch": torch.get_rng_state()},
     }
@@ -522,19 +520,19 @@ class _SegmentationEpochs:
         report_s = self.validate_s + REPORT_DRAWS * self.draw_s if self.then_report else 0.0
         return after_s + self.validate_s * self.samples_share + report_s
 
-    def train_pass(self, stop: dict) -> dict:
+    def train_pass(self, stop: dict) -> EpochScores:
         t, cfg = self.trainer, self.cfg
-        return train_one_epoch(t.model, t.train_loader, t.loss_fn, t.optimizer, t.scheduler, t.scaler,
-                               self.amp_dtype, self.device, self.data.num_classes, cfg.grad_clip, stop, self.names,
-                               cfg.grad_accum, self.schedule)
+        return EpochScores.from_json(train_one_epoch(
+            t.model, t.train_loader, t.loss_fn, t.optimizer, t.scheduler, t.scaler, self.amp_dtype, self.device,
+            self.data.num_classes, cfg.grad_clip, stop, self.names, cfg.grad_accum, self.schedule))
 
-    def validate(self) -> dict:
+    def validate(self) -> EpochScores:
         started = time.perf_counter()
         broadcast_buffers(self.trainer.net)
         scores = evaluate(self.trainer.net, self.trainer.val_loader, self.trainer.loss_fn, self.amp_dtype,
                           self.device, self.data.num_classes)[0]
         self.validate_s = time.perf_counter() - started
-        return scores
+        return EpochScores.from_json(scores)
 
     def record(self, end: EpochEnd) -> None:
         self.cfg = replace(self.cfg, epochs=self.schedule.epochs)  # the schedule's epochs so far (a clock revises)
@@ -562,37 +560,35 @@ class _SegmentationEpochs:
         shutdown_workers(self.trainer.train_loader, self.trainer.val_loader)
 
 
-def _log_epoch(state: _Progress, epoch: int, lr: float, train_info: dict, val_info: dict | None,
+def _log_epoch(state: _Progress, epoch: int, lr: float, train: EpochScores, val: EpochScores | None,
                schedule: StepSchedule, steps: int, trained_s: float) -> bool:
-    """Record the epoch (a partial one with its ``steps``), the schedule's steps and revisions and, in a clocked
-    run, the ``trained_s`` seconds of its training pass in the log; returns whether its validation Dice is the best
-    so far."""
-    train_info["lr"] = lr
-    entry = {"train log:": {"info": train_info}}
-    if val_info is not None:  # epochs between validations (planned val_every) log training only
-        val_info["lr"] = lr
-        entry["val log:"] = {"info": val_info}
+    """Record the epoch's scores at learning rate ``lr`` (a partial epoch with its ``steps``), the schedule's steps
+    and revisions and, in a clocked run, the ``trained_s`` seconds of its training pass in the log; returns whether
+    its validation Dice is the best so far."""
+    entry = {"train log:": {"info": replace(train, lr=lr).to_json()}}
+    if val is not None:  # epochs between validations (planned val_every) log training only
+        entry["val log:"] = {"info": replace(val, lr=lr).to_json()}
     if steps < schedule.per_epoch:  # the schedule ended inside it (a whole epoch keeps the seed's format)
         entry["steps"] = steps
     state.log[f"epoch:{epoch}"] = entry
     header = state.log["train parameters"]
     header.update(epochs=schedule.epochs, steps=schedule.done, schedule=schedule.revisions)
     if schedule.clocked:  # clock readings: only a budgeted run's log holds them (a seed gives the same log)
-        header["time budget"] = budget_record(schedule, header.get("time budget"), trained_s)
-    dice = val_info["mean dice"] if val_info is not None else float("nan")
+        header["time budget"] = budget_record(schedule, TimeBudget.of(header), trained_s).to_json()
+    dice = val.mean_dice if val is not None else float("nan")
     improved = not math.isnan(dice) and dice > state.best_dice
     state.best_dice = dice if improved else state.best_dice
     return improved
 
 
-def _print_epoch(epoch: int, lr: float, train_info: dict, val_info: dict | None, schedule: StepSchedule,
+def _print_epoch(epoch: int, lr: float, train: EpochScores, val: EpochScores | None, schedule: StepSchedule,
                  steps: int, val_every: int, seconds: float, improved: bool) -> None:
     partial = f" ({steps} of {schedule.per_epoch} steps)" if steps < schedule.per_epoch else ""
-    shown = (f"val loss {val_info['loss']:.4f} dice {val_info['mean dice']:.4f} iou {val_info['mean iou']:.4f}"
-             if val_info is not None else f"(validated every {val_every} epochs)")
+    shown = (f"val loss {val.loss:.4f} dice {val.mean_dice:.4f} iou {val.scores.mean_iou:.4f}"
+             if val is not None else f"(validated every {val_every} epochs)")
     print(
-        f"epoch {epoch + 1}/{schedule.epochs}{partial}  lr {lr:.2e}  train loss {train_info['loss']:.4f} "
-        f"dice {train_info['mean dice']:.4f}  {shown}  {seconds:.1f}s" + ("  *best" if improved else ""),
+        f"epoch {epoch + 1}/{schedule.epochs}{partial}  lr {lr:.2e}  train loss {train.loss:.4f} "
+        f"dice {train.mean_dice:.4f}  {shown}  {seconds:.1f}s" + ("  *best" if improved else ""),
         flush=True,
     )
 
@@ -627,8 +623,7 @@ def _deadline(cfg: TrainConfig, ckpt: dict | None, started: float, clocked: bool
     ``--steps``). A resumed run keeps its budget: what the checkpoint says was spent is subtracted from it."""
     if not clocked or not cfg.time_budget:
         return None
-    spent = float((ckpt or {}).get("schedule", {}).get("spent s") or 0.0)
-    return Deadline(cfg.time_budget * 60, started - spent)
+    return Deadline(cfg.time_budget * 60, started - ScheduleState.spent_in(ckpt))
 
 
 def _replayed(cfg: TrainConfig) -> TrainConfig:
@@ -719,7 +714,8 @@ def _follows_clock(cfg: TrainConfig, ckpt: dict | None, fixed: set, plan: Traini
         return False
     if ckpt is None:
         return "epochs" not in plan.given
-    return (ckpt.get("schedule") or {}).get("budget s") is not None
+    saved = ScheduleState.saved_in(ckpt)
+    return saved is not None and saved.budget_s is not None
 
 
 def _announce(cfg: TrainConfig, device: torch.device, data: _TrainingData, trainer: _Trainer, run_dir: Path,
