@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 
 from gctxseg.core.files import atomic_write_json
@@ -61,3 +62,23 @@ def test_no_budget_gives_no_share(tmp_path, monkeypatch):
     configurations._train_configuration(TrainConfig(model="unet", lr=1e-3, epochs=3), tmp_path, "unet",
                                         configurations._CvClock(None), None, range(2))
     assert given == [None, None]
+
+
+def test_the_summary_keeps_what_its_measured_scoring_needs_not_a_flat_share():
+    clock = configurations._CvClock(10.0)
+    assert clock.summary_s() == pytest.approx(30.0)  # SUMMARY_SHARE of 600 s until a scan's scoring is measured
+    before = clock.ends_at
+    rng = np.random.default_rng(0)
+    target = (rng.random((4, 64, 64)) > 0.7).astype(np.int64)
+    probs = np.stack([1 - target, target], axis=1).astype(np.uint8) * 255
+    clock.scans, clock.configurations = 100, 1
+    clock.measure_scoring({f"s{i}": {"probs": probs[i], "target": target[i]} for i in range(4)})
+    assert clock.scoring_s > 0
+    one = configurations.SUMMARY_SAFETY * clock.scoring_s * 100 * configurations.SUMMARY_SCORINGS \
+        + configurations.SUMMARY_FIXED_S
+    assert clock.summary_s() == pytest.approx(min(one, 30.0))
+    assert clock.ends_at == pytest.approx(before + 30.0 - clock.summary_s(), abs=1e-6)  # the rest trains
+    clock.configurations = 3  # three configurations and their four ensembles: 17 scorings of each scan
+    assert clock.summary_s() == pytest.approx(min(30.0, (one - 5.0) * 17 / 3 + 5.0))
+    clock.scoring_s = 10.0  # a slow scoring: never more than the share
+    assert clock.summary_s() == pytest.approx(30.0)

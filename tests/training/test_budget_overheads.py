@@ -105,3 +105,22 @@ def test_the_planners_step_timings_stop_at_their_share_of_a_time_budget(monkeypa
     assert short.batch_size == 2 and f"timing stopped at {TIMING_SHARE:.0%}" in short.reasons["batch_size"]
     long = plan(600.0)
     assert long.batch_size == 16 and "timing stopped" not in long.reasons["batch_size"]
+
+
+def test_a_spent_timing_share_still_shrinks_the_input_by_the_pixels(monkeypatch, one_thread):
+    def timed_step(model_name, options, channels, classes, size, batch, *rest) -> float:
+        time.sleep(0.01)
+        return 0.1 * size[0] * size[1] * batch / (256 * 512 * 2)  # a step's cost in proportion to its pixels
+
+    monkeypatch.setattr(planning, "_seconds_per_step", timed_step)
+
+    def plan(timing_share: float):
+        monkeypatch.setattr(planning, "TIMING_SHARE", timing_share)
+        return plan_training("unet", {"256x512": 400}, 400, 40, 1, 2, planning.torch.device("cpu"),
+                             given={"batch_size": 2}, model_options={"base_width": 4}, time_budget_s=60.0)
+
+    timed, untimed = plan(1.0), plan(1e-6)  # every size timed / only the first, the rest estimated
+    assert timed.base_size == untimed.base_size
+    assert timed.base_size[0] * timed.base_size[1] < 256 * 512 // 2  # shrunk twice or more to fit the images
+    assert "(measured)" in timed.reasons["epochs"]
+    assert "estimated by pixels from the step measured at 256x512" in untimed.reasons["epochs"]

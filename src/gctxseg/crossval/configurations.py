@@ -67,7 +67,11 @@ __all__ = ["DEFAULT_CONFIGURATIONS", "TIE_DICE", "ChosenCandidate", "Configurati
 # a reader expects, the planned U-Net and nnU-Net's own 2D network; `--models` picks others.
 DEFAULT_CONFIGURATIONS = ("gctx_unet", "unet", "nnunet")
 TIE_DICE = 0.005
-SUMMARY_SHARE = 0.05  # of a whole-cv time budget kept for out-of-fold prediction and the summaries
+SUMMARY_SHARE = 0.05  # of a whole-cv time budget kept for the summary at most, and until its cost is measured
+# The summary kept once a fold's held-out scans have been scored: SUMMARY_SCORINGS scorings of every scan per
+# configuration and 2 per ensemble candidate, at the measured seconds a scan, x SUMMARY_SAFETY, + SUMMARY_FIXED_S
+# (docs/time-budget.md, rule 13)
+SUMMARY_SCORINGS, SUMMARY_SAFETY, SUMMARY_FIXED_S = 3, 1.5, 5.0
 MIN_UNIT_S = 6.0  # a fold started past the cv's deadline still trains a few steps, so every fold has weights
 # Under a time budget, a configuration whose fold share holds fewer optimiser steps than this (at its planned step
 # time) is not trained: on Duke DME folds of 44-132 steps left nnU-Net's network at a pooled Dice of 0.14 and 132-176
@@ -265,8 +269,34 @@ class _CvClock:
     keeps the budget it was given, not a fresh one."""
 
     def __init__(self, minutes: float | None, spent_s: float = 0.0) -> None:
-        self.ends_at = None if not minutes else time.perf_counter() + minutes * 60 * (1 - SUMMARY_SHARE) - spent_s
+        self.budget_s, self.started, self.spent_s = (minutes or 0.0) * 60, time.perf_counter(), spent_s
         self.after_s = 0.0  # what a fold spent after training (its out-of-fold arrays), last measured
+        self.scans, self.configurations = 0, 1  # the summary's work: held-out scans, configurations still run
+        self.scoring_s: float | None = None  # seconds to score one held-out scan, once measured
+
+    @property
+    def ends_at(self) -> float | None:
+        """When training must end: the budget less the training of earlier runs and the summary's seconds."""
+        return self.started + self.budget_s - self.spent_s - self.summary_s() if self.budget_s else None
+
+    def summary_s(self) -> float:
+        """Seconds kept for the summary: ``SUMMARY_SHARE`` of the budget until a scan's scoring is measured, then
+        the estimate of the summary's scorings, within that share."""
+        kept = SUMMARY_SHARE * self.budget_s
+        if self.scoring_s is None:
+            return kept
+        c = self.configurations
+        scorings = SUMMARY_SCORINGS * c + 2 * (2**c - 1 - c)
+        return min(kept, SUMMARY_SAFETY * self.scoring_s * self.scans * scorings + SUMMARY_FIXED_S)
+
+    def measure_scoring(self, oof: dict[str, dict]) -> None:
+        """Time the scoring of a fold's held-out scans (Dice and surface metrics, as the summary scores them), once."""
+        if self.scoring_s is not None or not oof or not self.budget_s:
+            return
+        started = time.perf_counter()
+        k = next(iter(oof.values()))["probs"].shape[0]
+        score_predictions([o["probs"].argmax(0) for o in oof.values()], [o["target"] for o in oof.values()], k)
+        self.scoring_s = (time.perf_counter() - started) / len(oof)
 
     def share(self, units_left: int) -> float | None:
         """Training minutes for the next unit of ``units_left`` (itself included): its share less what it will
@@ -333,8 +363,9 @@ def _train_fold_and_oof(cfg: TrainConfig, config_dir: Path, fold: int, clock: _C
     if not_main or not (fold_dir / "last.pt").is_file():
         return
     started = time.perf_counter()
-    predict_fold_oof(config_dir, fold, cfg.device, cfg.amp)
+    oof = predict_fold_oof(config_dir, fold, cfg.device, cfg.amp)
     clock.after_s = time.perf_counter() - started
+    clock.measure_scoring(oof)
 
 
 def _top_up_first_folds(cfg: TrainConfig, cv_dir: Path, kept: list[str], clock: _CvClock, probes: dict,
@@ -409,6 +440,8 @@ def run_cv(cfg: TrainConfig, models: list[str] | tuple[str, ...] = DEFAULT_CONFI
     cfg = replace(cfg, splits=str(write_splits(cfg, cv_dir, identity).resolve()))
     clock = _CvClock(cfg.time_budget, _training_spent_s(cv_dir, models))
     models = _affordable_configurations(cfg, cv_dir, models)
+    clock.scans = sum(len(fold["val"]) for fold in json.loads(Path(cfg.splits).read_text()))
+    clock.configurations = len(models)
     fold_budget, probes = _plan_probes(cfg, cv_dir, models)
     if fold_budget:
         probed = [m for m, p in probes.items() if not _skipped(p)]
@@ -429,6 +462,7 @@ def run_cv(cfg: TrainConfig, models: list[str] | tuple[str, ...] = DEFAULT_CONFI
         record = race_after_first_fold(cv_dir, models, fold_budget, cfg.folds, device or cfg.device, amp or cfg.amp)
         print(format_race(record), flush=True)
         models = record.kept
+        clock.configurations = len(models)
         _top_up_first_folds(cfg, cv_dir, models, clock, probes, record)
         later = range(1, cfg.folds)
         for i, model in enumerate(models):
@@ -436,7 +470,7 @@ def run_cv(cfg: TrainConfig, models: list[str] | tuple[str, ...] = DEFAULT_CONFI
             _train_configuration(cfg, cv_dir, model, clock, probes.get(model), later, after)
     if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
         return cv_dir
-    kept_s = cfg.time_budget * 60 * SUMMARY_SHARE if cfg.time_budget else None
+    kept_s = clock.summary_s() if cfg.time_budget else None
     _summarize(cv_dir, models, record, device or cfg.device, amp or cfg.amp, kept_s)
     return cv_dir
 

@@ -524,7 +524,7 @@ def _fit_budget(step_time: _StepClock, size, step_s, batch, steps_per_epoch, n_v
     """(size, epochs, seconds per step, validation cadence, reason) so that the schedule fits ``budget_s``.
 
     ``step_s`` is the step time already measured at ``size`` (or None)."""
-    shrink, stopped = "base_size" not in given, ""
+    shrink, estimated = "base_size" not in given, ""
     while True:
         step_s = step_s if step_s is not None else step_time(size, batch)
         val_s = n_val * step_s / batch / 3  # a forward pass per image: about a third of a training step's cost
@@ -537,16 +537,19 @@ def _fit_budget(step_time: _StepClock, size, step_s, batch, steps_per_epoch, n_v
         seen = epochs * steps_per_epoch * batch
         if not shrink or seen >= MIN_PLANNED_IMAGES or min(size) <= MIN_SHORT_SIDE:
             break
-        if not step_time.may_time:  # the timings' share of the budget is spent: the size stays
-            stopped = f"; shrinking stopped at {TIMING_SHARE:.0%} of the time budget spent timing steps"
-            break
         smaller = planned_size(size, multiple, int(pixels * 0.7))
         if smaller == tuple(size) or min(smaller) < MIN_SHORT_SIDE or smaller[0] * smaller[1] < min_pixels:
             break
-        size, step_s = smaller, None
+        if step_time.may_time:
+            step_s = None
+        else:  # the timings' share of the budget is spent: the step scales with the pixels, untimed
+            estimated = estimated or f"{size[0]}x{size[1]}"
+            step_s *= smaller[0] * smaller[1] / pixels
+        size = smaller
     epochs = max(1, epochs)
-    why = (f"{epochs} epochs x {steps_per_epoch} steps fit {budget_s / 60:.1f} min at {step_s:.2f} s per step "
-           f"(measured){stopped}")
+    how = (f"estimated by pixels from the step measured at {estimated}: timing stopped at {TIMING_SHARE:.0%} of "
+           "the time budget") if estimated else "measured"
+    why = f"{epochs} epochs x {steps_per_epoch} steps fit {budget_s / 60:.1f} min at {step_s:.2f} s per step ({how})"
     return tuple(size), epochs, step_s, val_every, why
 
 
