@@ -53,13 +53,17 @@ def _busy(kind: str) -> subprocess.Popen | None:
     return proc
 
 
-def _training_seconds(root: Path) -> float:
-    """Seconds spent in training passes, summed over every budgeted run's log.json under ``root``."""
-    total = 0.0
+def _trained(root: Path) -> tuple[float, int, str]:
+    """(seconds spent in training passes, optimiser steps, the CPU threads trained on), over every budgeted run's
+    log.json under ``root``."""
+    seconds, steps, threads = 0.0, 0, set()
     for log in root.rglob("log.json"):
-        budget = TimeBudget.of(json.loads(log.read_text()).get("train parameters", {}))
-        total += budget.training_s if budget is not None else 0.0
-    return total
+        parameters = json.loads(log.read_text()).get("train parameters", {})
+        budget = TimeBudget.of(parameters)
+        if budget is not None:
+            seconds, steps = seconds + budget.training_s, steps + int(parameters.get("steps") or 0)
+            threads.add(str(parameters.get("cpu threads", "?")))
+    return seconds, steps, "/".join(sorted(threads)) or "-"
 
 
 def _jobs(args, work: Path) -> dict[str, tuple[list[str], float, float, Path]]:
@@ -101,9 +105,10 @@ def _run(name: str, command: list[str], minutes: float, training_minutes: float,
     if done.returncode != 0:
         print(done.stdout[-2000:], done.stderr[-2000:], sep="\n", file=sys.stderr)
     budget = minutes * 60
+    trained_s, steps, threads = _trained(out)
     return {"run": name, "load": load, "rc": done.returncode, "budget s": budget, "wall s": wall,
-            "margin s": max(MARGIN_SHARE * budget, MARGIN_S), "training s": _training_seconds(out),
-            "training budget s": training_minutes * 60}
+            "margin s": max(MARGIN_SHARE * budget, MARGIN_S), "training s": trained_s,
+            "training budget s": training_minutes * 60, "steps": steps, "threads": threads}
 
 
 def main() -> None:
@@ -146,10 +151,12 @@ def main() -> None:
     for r in results:
         print(_row(r))
     print("training: seconds in training passes (log.json) over the training budget (the demo's: its training "
-          "minutes; the others': the whole budget)")
+          "minutes; the others': the whole budget); steps: optimiser steps of every run (a cv: all folds); threads: "
+          "the CPU threads they trained on (planned)")
 
 
-_HEADER = f"{'run':<6} {'load':<7} {'budget s':>9} {'wall s':>8} {'over s':>8} {'within':>7} {'training':>9}"
+_HEADER = (f"{'run':<6} {'load':<7} {'budget s':>9} {'wall s':>8} {'over s':>8} {'within':>7} {'training':>9} "
+           f"{'steps':>6} {'threads':>7}")
 
 
 def _row(r: dict) -> str:
@@ -157,7 +164,7 @@ def _row(r: dict) -> str:
     within = "yes" if over <= r["margin s"] and r["rc"] == 0 else "NO"
     share = r["training s"] / r["training budget s"]
     return (f"{r['run']:<6} {r['load']:<7} {r['budget s']:>9.0f} {r['wall s']:>8.1f} {over:>+8.1f} {within:>7} "
-            f"{share:>8.0%}")
+            f"{share:>8.0%} {r['steps']:>6} {r['threads']:>7}")
 
 
 if __name__ == "__main__":

@@ -117,6 +117,9 @@ TRAIN_FLAGS: dict[str, dict] = {
     "data_val": dict(help="validation images (default %(default)s)"),
     "seed": dict(type=int, help="random seed (default %(default)s)"),
     "workers": dict(type=int, help="data loader processes (default: min(4, cpus/2))"),
+    "cpu_threads": dict(type=int, metavar="N",
+                        help="torch's CPU threads (default: the machine's; under --time-budget on a CPU, planned: "
+                             "fewer when a step measures faster with fewer, as beside another busy program)"),
     "cache_dir": dict(metavar="DIR",
                       help="keep decoded samples as memory-mapped .npy files in DIR, shared by loader workers, ranks "
                            "and later runs on the same data (default: in memory, per worker)"),

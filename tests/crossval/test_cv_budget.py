@@ -82,3 +82,21 @@ def test_the_summary_keeps_what_its_measured_scoring_needs_not_a_flat_share():
     assert clock.summary_s() == pytest.approx(min(30.0, (one - 5.0) * 17 / 3 + 5.0))
     clock.scoring_s = 10.0  # a slow scoring: never more than the share
     assert clock.summary_s() == pytest.approx(30.0)
+
+
+def test_before_a_race_every_configurations_fold_0_gets_the_same_share(tmp_path, monkeypatch):
+    taken = _record_budgets(monkeypatch, {})
+    spent = [0.0]  # each fold takes exactly the minutes it was given, on the clock the cv reads
+
+    def fold(cfg: TrainConfig, config_dir, k: int):
+        taken.append(cfg.time_budget)
+        spent[0] += cfg.time_budget * 60
+        return config_dir / f"fold_{k}"
+
+    monkeypatch.setattr(configurations, "train_fold", fold)
+    monkeypatch.setattr(configurations.time, "perf_counter", lambda: spent[0])
+    clock = configurations._CvClock(15 / 0.95)  # 15 min of training: one for each of 3 x 5 folds
+    models = ["gctx_unet", "unet", "nnunet"]
+    configurations._train_first_folds(TrainConfig(model="unet", lr=1e-3, folds=5), tmp_path, models, clock,
+                                      dict.fromkeys(models), range(1))
+    assert taken == pytest.approx([1.0, 1.0, 1.0], rel=1e-6)  # before the fix: 1.0, 1.4 and 2.52 minutes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -11,7 +12,8 @@ import sys
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "resolve_device", "cxx_compiler", "compile_model", "HEAP_TRIM_BYTES", "keep_freed_memory"]
+__all__ = ["seed_everything", "resolve_device", "cxx_compiler", "compile_model", "HEAP_TRIM_BYTES", "keep_freed_memory",
+           "cpu_threads"]
 
 
 def seed_everything(seed: int) -> None:
@@ -20,6 +22,18 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
 
+
+
+@contextlib.contextmanager
+def cpu_threads(threads: int | None):
+    """torch's CPU threads set to ``threads`` inside the block (None: left as they are), restored after it."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def resolve_device(device: str = "auto") -> torch.device:

@@ -31,6 +31,7 @@ import torch
 
 from ..core.files import atomic_write_json, atomic_write_text
 from ..core.records import JsonRecord, key, records
+from ..core.runtime import cpu_threads
 from ..data import MaskValueMap, find_pairs, read_mask
 from ..data.splits import SPLITS_FINAL, cv_folds, held_out_scans, load_splits
 from ..inference.postprocess import choose_postprocessing
@@ -43,6 +44,7 @@ from ..training import TrainConfig
 from ..training.planning import BUDGET_SHARE
 from ..training.segmentation import plan_run
 from ..training.start import NO_START, check_start_architecture, start_architecture
+from ..workflows.train_report import trained_threads
 from .folds import CvSummary, fold_finished, format_cv_summary, summarize_cv, train_fold
 from .lr_probe import (
     ProbePlan,
@@ -70,7 +72,7 @@ TIE_DICE = 0.005
 SUMMARY_SHARE = 0.05  # of a whole-cv time budget kept for the summary at most, and until its cost is measured
 # The summary kept once a fold's held-out scans have been scored: SUMMARY_SCORINGS scorings of every scan per
 # configuration and 2 per ensemble candidate, at the measured seconds a scan, x SUMMARY_SAFETY, + SUMMARY_FIXED_S
-# (docs/time-budget.md, rule 13)
+# (docs/time-budget.md, rule 14)
 SUMMARY_SCORINGS, SUMMARY_SAFETY, SUMMARY_FIXED_S = 3, 1.5, 5.0
 MIN_UNIT_S = 6.0  # a fold started past the cv's deadline still trains a few steps, so every fold has weights
 # Under a time budget, a configuration whose fold share holds fewer optimiser steps than this (at its planned step
@@ -363,7 +365,8 @@ def _train_fold_and_oof(cfg: TrainConfig, config_dir: Path, fold: int, clock: _C
     if not_main or not (fold_dir / "last.pt").is_file():
         return
     started = time.perf_counter()
-    oof = predict_fold_oof(config_dir, fold, cfg.device, cfg.amp)
+    with cpu_threads(trained_threads(fold_dir)):
+        oof = predict_fold_oof(config_dir, fold, cfg.device, cfg.amp)
     clock.after_s = time.perf_counter() - started
     clock.measure_scoring(oof)
 
@@ -395,6 +398,18 @@ def _top_up_first_folds(cfg: TrainConfig, cv_dir: Path, kept: list[str], clock: 
         _timed(config_dir, "0 top-up", partial(_train_fold_and_oof, top_up, config_dir, 0, clock))
         record.steps = fold_steps(config_dir / "fold_0")[0]
         atomic_write_json(cv_dir / RACE_RECORD, race.to_json())
+
+
+def _train_first_folds(cfg: TrainConfig, cv_dir: Path, models: list[str], clock: _CvClock, probes: dict,
+                       first: range) -> None:
+    """Train the ``first`` folds (fold 0 before a race, else every fold) of each configuration in turn, each unit
+    on an equal share of the minutes left over every unit still to train: in a race, every configuration's later
+    folds count too, so each configuration's fold 0 gets the same share and the race compares equals."""
+    planned = {m: _units_left(cv_dir, m, range(cfg.folds), probes.get(m)) for m in models}
+    now = {m: _units_left(cv_dir, m, first, probes.get(m)) for m in models}
+    for i, model in enumerate(models):
+        after = sum(planned.values()) - sum(now[m] for m in models[:i + 1])
+        probes[model] = _train_configuration(cfg, cv_dir, model, clock, probes.get(model), first, after)
 
 
 def _configuration_config(cfg: TrainConfig, model: str, probe) -> TrainConfig:
@@ -451,12 +466,7 @@ def run_cv(cfg: TrainConfig, models: list[str] | tuple[str, ...] = DEFAULT_CONFI
               "the minutes left when it starts", flush=True)
     racing = _races(cfg, cv_dir, models, race)
     first = range(1) if racing else range(cfg.folds)
-    # every unit still to train counts, the later folds of a race too: fold 0 is not given their minutes
-    planned = {m: _units_left(cv_dir, m, range(cfg.folds), probes.get(m)) for m in models}
-    for i, model in enumerate(models):
-        after = sum(planned[m] for m in models[i + 1:]) + planned[model] \
-            - _units_left(cv_dir, model, first, probes.get(model))
-        probes[model] = _train_configuration(cfg, cv_dir, model, clock, probes.get(model), first, after)
+    _train_first_folds(cfg, cv_dir, models, clock, probes, first)
     record = None
     if racing:
         record = race_after_first_fold(cv_dir, models, fold_budget, cfg.folds, device or cfg.device, amp or cfg.amp)

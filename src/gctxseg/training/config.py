@@ -21,7 +21,7 @@ __all__ = ["TrainConfig", "TrainingInterrupted", "NonFiniteLossError", "PLANNED_
 
 # the settings the planner fills in when a run leaves them open (planning.py)
 PLANNED_SETTINGS = ("base_size", "batch_size", "lr", "weight_decay", "warmup_epochs", "epochs", "foreground_share",
-                    "augment", "val_every")
+                    "augment", "val_every", "cpu_threads")
 
 
 def _default_model() -> str:
@@ -84,6 +84,7 @@ class TrainConfig:
     device: str = "auto"
     amp: str = "auto"  # auto | bf16 | fp16 | off
     workers: int = -1  # loader processes; -1 = min(4, cpus // 2)
+    cpu_threads: int | None = None  # torch's CPU threads; None = the machine's, or planned under a time budget
     seed: int = 0
     sync_bn: bool = False  # SyncBatchNorm under DDP
     compile: bool = False  # torch.compile the model (falls back to eager, with a message, where it cannot)
@@ -97,7 +98,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.base_size is not None:
             self.base_size = check_input_size(self.base_size)
-        for name in ("epochs", "steps", "batch_size", "grad_accum", "val_every"):
+        for name in ("epochs", "steps", "batch_size", "grad_accum", "val_every", "cpu_threads"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.folds is not None and not 0 <= self.fold < max(self.folds, 1):

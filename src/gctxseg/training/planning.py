@@ -23,6 +23,7 @@ import torch
 
 from ..core.files import atomic_write_json
 from ..core.limits import check_time_budget
+from ..core.runtime import cpu_threads
 from ..models import create_model, resolve_model_name
 
 __all__ = [
@@ -71,6 +72,10 @@ BUDGET_SHARE = 0.9
 # With a time budget, the planner's step timings (steps of throw-away models, no training) stop once they have cost
 # this share of it: the batch stops doubling and the input stops shrinking there, and the plan's reasons say so.
 TIMING_SHARE = 0.02
+# CPU threads under a time budget (``_planned_threads``): a step is timed at the machine's threads and at half as many,
+# and fewer are planned when they make it at least this much faster (another program busy on a core: a step's
+# threads wait for the one that shares it; docs/time-budget.md).
+THREADS_GAIN = 0.1
 NNUNET_LR = 1e-3  # AdamW peak lr of the nnunet family (instance norm, residual blocks; see FAMILY_OPTIMISER)
 
 
@@ -144,6 +149,7 @@ class TrainingPlan:
     reasons: dict[str, str] = field(default_factory=dict)
     given: list[str] = field(default_factory=list)
     seconds_per_step: float | None = None
+    cpu_threads: int | None = None  # None: the machine's (not planned)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -153,8 +159,9 @@ class TrainingPlan:
 
     def format(self) -> str:
         rows = []
-        for key in ("base_size", "batch_size", "lr", "weight_decay", "warmup_epochs", "epochs", "foreground_share",
-                    "augment", "val_every"):
+        keys = ["base_size", "batch_size", "lr", "weight_decay", "warmup_epochs", "epochs", "foreground_share",
+                "augment", "val_every"] + ["cpu_threads"] * (self.cpu_threads is not None)
+        for key in keys:
             value = getattr(self, key)
             if isinstance(value, tuple):
                 shown = "x".join(map(str, value))
@@ -371,23 +378,49 @@ def plan_training(
     clock = _StepClock(model_name, options, user_options, channels, num_classes, device, amp_dtype, grad_accum,
                        TIMING_SHARE * time_budget_s if time_budget_s else None)
     size, model, multiple, min_pixels, reasons["base_size"] = _planned_base_size(clock, sizes, given, structure_width)
-    step_s = None
-    if "batch_size" in given:
-        batch = int(given["batch_size"])
-    else:
-        batch, step_s, reasons["batch_size"] = _planned_batch_size(clock, model, size, n_train)
-    family = _planned_family(model_name, given, reasons)
-    steps_per_epoch = math.ceil(max(1, n_train // batch) / grad_accum)
-    size, epochs, step_s, val_every = _planned_schedule(
-        clock, size, step_s, batch, steps_per_epoch, n_val, time_budget_s, given, multiple, min_pixels, reasons)
+    threads = _planned_threads(clock, size, given, time_budget_s, reasons)
+    with cpu_threads(threads):  # the batch and the size are timed as the run will train
+        step_s = None
+        if "batch_size" in given:
+            batch = int(given["batch_size"])
+        else:
+            batch, step_s, reasons["batch_size"] = _planned_batch_size(clock, model, size, n_train)
+        family = _planned_family(model_name, given, reasons)
+        steps_per_epoch = math.ceil(max(1, n_train // batch) / grad_accum)
+        size, epochs, step_s, val_every = _planned_schedule(
+            clock, size, step_s, batch, steps_per_epoch, n_val, time_budget_s, given, multiple, min_pixels, reasons)
     options = clock.sized(size)
     if "patch_size" in options and "patch_size" not in user_options:
         reasons["model_options"] = "patch_size: nnU-Net's topology (kernels, strides) planned for the input size"
     return TrainingPlan(
         base_size=(int(size[0]), int(size[1])), batch_size=batch, epochs=epochs, val_every=val_every, **family,
         foreground_share=float(given.get("foreground_share", 0.0)), median_size=_median_size(sizes),
-        model_options=options, reasons=reasons, given=sorted(given), seconds_per_step=step_s,
+        model_options=options, reasons=reasons, given=sorted(given), seconds_per_step=step_s, cpu_threads=threads,
     )
+
+
+def _planned_threads(clock: _StepClock, size, given: Mapping[str, object], time_budget_s: float | None,
+                     reasons: dict[str, str]) -> int | None:
+    """torch's CPU threads for the run: given, or under a time budget on a CPU the fewest (halving from the
+    machine's) that make a step at least ``THREADS_GAIN`` faster; None where not planned (the machine's)."""
+    if "cpu_threads" in given:
+        return int(given["cpu_threads"])
+    threads = torch.get_num_threads()
+    if clock.device.type != "cpu" or not time_budget_s or threads < 2 or torch.distributed.is_initialized():
+        return None
+    batch = int(given.get("batch_size", MIN_BATCH))
+    seconds = clock(size, batch)
+    tried = [f"{threads}: {seconds:.3f}"]
+    while threads > 1 and clock.may_time:
+        with cpu_threads(threads // 2):
+            fewer = clock(size, batch)
+        tried.append(f"{threads // 2}: {fewer:.3f}")
+        if fewer > (1 - THREADS_GAIN) * seconds:
+            break
+        threads, seconds = threads // 2, fewer
+    reasons["cpu_threads"] = (f"CPU: s per step of batch {batch} by threads {', '.join(tried)} (measured); fewer "
+                              f"threads only where at least {THREADS_GAIN:.0%} faster (another program busy on a core)")
+    return threads
 
 
 def _planned_width(model_name: str, user_options: Mapping[str, object]) -> tuple[dict, dict[str, str]]:
@@ -414,6 +447,7 @@ class _StepClock:
     grad_accum: int
     limit_s: float | None = None
     spent_s: float = 0.0
+    measured: dict = field(default_factory=dict)
 
     @property
     def may_time(self) -> bool:
@@ -430,11 +464,16 @@ class _StepClock:
         return create_model(self.model_name, self.channels, self.classes, **options)
 
     def __call__(self, size, batch: int) -> float:
-        """Seconds per optimiser step at ``size`` and ``batch`` (measured over its ``grad_accum`` micro-batches)."""
+        """Seconds per optimiser step at ``size`` and ``batch`` (measured over its ``grad_accum`` micro-batches,
+        once for each size, batch and thread count)."""
+        key = (tuple(size), batch, torch.get_num_threads())
+        if key in self.measured:
+            return self.measured[key]
         started = time.perf_counter()
         seconds = _seconds_per_step(self.model_name, self.sized(size), self.channels, self.classes, size,
                                     batch * self.grad_accum, self.device, self.amp_dtype) / self.grad_accum
         self.spent_s += time.perf_counter() - started
+        self.measured[key] = seconds
         return seconds
 
 

@@ -28,7 +28,7 @@ from .. import __version__
 from ..core.console import progress
 from ..core.files import atomic_write_json, next_run_dir
 from ..core.precision import autocast_context, autocast_dtype
-from ..core.runtime import compile_model, keep_freed_memory, resolve_device, seed_everything
+from ..core.runtime import compile_model, cpu_threads, keep_freed_memory, resolve_device, seed_everything
 from ..data import DatasetFingerprint, ImagePair, SegmentationDataset, expand_slices, find_pairs, fingerprint_dataset
 from ..data.sampling import ForegroundTopUpSampler, class_presence
 from ..data.splits import ONE_GROUP_PER_IMAGE, check_fold_classes, fold_files
@@ -410,7 +410,8 @@ def _new_log(cfg: TrainConfig, ddp: Distributed, data: _TrainingData, trainer: _
             "foreground share": cfg.foreground_share,
             "weight decay": cfg.weight_decay,
             "fold": None if cfg.folds is None else {"fold": cfg.fold, "folds": cfg.folds, "splits": data.split_source},
-            "planned": [k for k in PLANNED_SETTINGS if k not in data.plan.given],
+            "planned": [k for k in PLANNED_SETTINGS if k not in data.plan.given
+                        and (k != "cpu_threads" or data.plan.cpu_threads is not None)],
             "epochs": cfg.epochs,
             "num classes": data.num_classes,
             "in channels": fingerprint.channels,
@@ -418,6 +419,7 @@ def _new_log(cfg: TrainConfig, ddp: Distributed, data: _TrainingData, trainer: _
             "seed": cfg.seed,
             "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32",
             "world size": ddp.world,
+            "cpu threads": torch.get_num_threads(),  # planned under a time budget (training/planning.py)
             "compile": cfg.compile,
             "sample cache": cfg.cache_dir or "memory",
             "init weights": trainer.start,
@@ -666,6 +668,13 @@ def train(cfg: TrainConfig, *, given: Collection[str] | None = None, then_report
     if ckpt is None and cfg.init_weights is None:
         cfg = _planned_init_weights(cfg, ddp)
     data, cfg = _prepare_data(cfg, ckpt, ddp, device, amp_dtype)
+    with cpu_threads(cfg.cpu_threads if device.type == "cpu" else None):  # the planned threads, this run only
+        return _train_planned(cfg, ckpt, fixed, started, ddp, device, amp_dtype, data, then_report)
+
+
+def _train_planned(cfg: TrainConfig, ckpt: dict | None, fixed: set, started: float, ddp: Distributed,
+                   device: torch.device, amp_dtype, data: _TrainingData, then_report: bool) -> Path:
+    """:func:`train` once its settings are planned and its data read: build, train, finish; the run folder."""
     deadline = _deadline(cfg, ckpt, started, clocked=_follows_clock(cfg, ckpt, fixed, data.plan))
     # the model first: a start that does not fit fails before a run folder is made
     trainer = _build_trainer(cfg, ddp, device, data, resuming=ckpt is not None, deadline=deadline,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch.distributed as dist
 
+from ..core.runtime import cpu_threads
 from ..data.splits import run_fold_files
 from ..evaluation.evaluate import evaluate_folder
 from ..reporting.report import write_html_report
@@ -19,7 +20,7 @@ from ..runs.checkpoint import load_checkpoint
 from ..runs.runlog import read_run_log
 from ..training import TrainConfig, train
 
-__all__ = ["train_and_report", "write_report_or_warn", "write_run_report"]
+__all__ = ["train_and_report", "trained_threads", "write_report_or_warn", "write_run_report"]
 
 
 def write_report_or_warn(run_dir: str | Path, device: str = "auto", amp: str = "auto") -> Path | None:
@@ -44,8 +45,18 @@ def train_and_report(cfg: TrainConfig, *, given: Collection[str] | None = None) 
     """:func:`gctxseg.training.train`, then (rank 0 only) ``report.html`` of the best weights; the run folder."""
     run_dir = train(cfg, given=given, then_report=True)  # a budgeted run keeps time for the report
     if not dist.is_initialized() or dist.get_rank() == 0:
-        write_report_or_warn(run_dir, cfg.device, _trained_amp(run_dir, cfg.amp))
+        with cpu_threads(trained_threads(run_dir)):  # as fast as its training was on this machine's load
+            write_report_or_warn(run_dir, cfg.device, _trained_amp(run_dir, cfg.amp))
     return run_dir
+
+
+def trained_threads(run_dir: Path) -> int | None:
+    """The CPU threads a run trained with (its log's ``cpu threads``; planned under a time budget), or None."""
+    try:
+        threads = read_run_log(run_dir).train_parameters.get("cpu threads")
+    except (OSError, ValueError):
+        return None
+    return threads if isinstance(threads, int) and not isinstance(threads, bool) and threads > 0 else None
 
 
 def _trained_amp(run_dir: Path, amp: str) -> str:
