@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from conftest import write_patients
@@ -11,6 +12,7 @@ from gctxseg.cli import main
 from gctxseg.crossval import configurations, race, topup
 from gctxseg.crossval.topup import plan_top_ups
 from gctxseg.runs.checkpoint import load_checkpoint
+from gctxseg.training import TrainConfig
 
 
 def test_each_fold_0_is_brought_to_the_share_of_the_later_folds():
@@ -48,3 +50,13 @@ def test_a_raced_cv_tops_up_the_kept_fold_0_and_records_its_steps(tmp_path, monk
     assert summary["race"]["top-up"] == record["top-up"]
     # fold 0's arrays are the topped-up weights': the summary read them, none was predicted again
     assert json.loads((cv / "unet" / "cv_summary.json").read_text())["out-of-fold"]["predicted again"] == []
+
+
+def test_a_top_up_keeps_the_raced_runs_input_size_and_batch(tiny_run, tmp_path):
+    shutil.copytree(tiny_run, tmp_path / "unet" / "fold_0")
+    raced = load_checkpoint(tiny_run / "last.pt", mmap=True)["config"]
+    top_up = topup.prepare_top_up(TrainConfig(model="unet", lr=1e-3, folds=2), tmp_path / "unet", 30.0)
+    # left open, a plan on the top-up's shorter share would shrink the input under the raced weights
+    assert top_up.base_size == tuple(raced["base_size"]) and top_up.batch_size == raced["batch_size"]
+    assert top_up.time_budget == pytest.approx(0.5) and not (tmp_path / "unet" / "fold_0").exists()
+    assert top_up.init_weights == str((tmp_path / "unet" / "race_fold_0" / "last.pt").resolve())

@@ -50,10 +50,13 @@ def plan_top_ups(spent_s: dict[str, float], left_s: float, later_units: int,
 
 def prepare_top_up(cfg: TrainConfig, config_dir: Path, seconds: float) -> TrainConfig:
     """Move fold 0's run to ``race_fold_0`` and return the settings that train fold 0 again from its weights for
-    ``seconds`` (the configuration's ``cfg``: the same plan, learning rate and seed)."""
+    ``seconds`` (the configuration's ``cfg``: its learning rate and seed; the raced run's input size and batch,
+    which a replan on the shorter share would shrink under the weights)."""
     pre_race = config_dir / PRE_RACE_FOLD
     (config_dir / "fold_0").rename(pre_race)
-    return replace(cfg, time_budget=seconds / 60, init_weights=str((pre_race / "last.pt").resolve()))
+    raced = load_checkpoint(pre_race / "last.pt", mmap=True)["config"]
+    return replace(cfg, time_budget=seconds / 60, init_weights=str((pre_race / "last.pt").resolve()),
+                   base_size=tuple(raced["base_size"]), batch_size=int(raced["batch_size"]))
 
 
 def fold_steps(run_dir: Path) -> tuple[int, int]:
