@@ -455,7 +455,7 @@ def run_cv(cfg: TrainConfig, models: list[str] | tuple[str, ...] = DEFAULT_CONFI
     cfg = replace(cfg, splits=str(write_splits(cfg, cv_dir, identity).resolve()))
     clock = _CvClock(cfg.time_budget, _training_spent_s(cv_dir, models))
     models = _affordable_configurations(cfg, cv_dir, models)
-    clock.scans = sum(len(fold["val"]) for fold in json.loads(Path(cfg.splits).read_text()))
+    clock.scans = len(held_out_scans(load_splits(cfg.splits)))
     clock.configurations = len(models)
     fold_budget, probes = _plan_probes(cfg, cv_dir, models)
     if fold_budget:

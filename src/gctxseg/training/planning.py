@@ -70,7 +70,8 @@ VAL_SHARE = 0.1
 # Share of a time budget given to the epochs; the rest is start-up, checkpoints and the final report.
 BUDGET_SHARE = 0.9
 # With a time budget, the planner's step timings (steps of throw-away models, no training) stop once they have cost
-# this share of it: the batch stops doubling and the input stops shrinking there, and the plan's reasons say so.
+# this share of it: the batch stops doubling there, smaller inputs' steps are estimated by their pixels, and the
+# plan's reasons say so.
 TIMING_SHARE = 0.02
 # CPU threads under a time budget (``_planned_threads``): a step is timed at the machine's threads and at half as many,
 # and fewer are planned when they make it at least this much faster (another program busy on a core: a step's
