@@ -31,6 +31,13 @@ def test_cv_writes_out_of_fold_summary_and_an_ensemble_predicts_at_the_original_
     assert len(summary["pooled out-of-fold"]["nsd"]) == 1 and len(summary["fold mean"]["nsd"]) == 1
     assert (config / "postprocessing.json").is_file() and (cv / "cv_report.html").is_file()
     assert "pooled out-of-fold" in capsys.readouterr().out
+    # each fold's report scores the weights the cv scores (last.pt), from the arrays: its figures are the summary's
+    for fold in ("0", "1"):
+        evaluation = json.loads((config / f"fold_{fold}" / "eval" / "summary.json").read_text())
+        assert evaluation["weights"].endswith("last.pt") and evaluation["images"] == summary["per fold"][fold]["images"]
+        dice = [c["dice"] for c in evaluation["per class"]]
+        assert dice == pytest.approx(summary["per fold"][fold]["dice"])
+        assert "<h2>Evaluation of last.pt</h2>" in (config / f"fold_{fold}" / "report.html").read_text()
     # the CV folder is an ensemble for predict: masks come back at the images' own size
     source = tmp_path / "new"
     source.mkdir()

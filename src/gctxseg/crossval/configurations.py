@@ -45,7 +45,7 @@ from ..training.planning import BUDGET_SHARE
 from ..training.segmentation import plan_run
 from ..training.start import NO_START, check_start_architecture, start_architecture
 from ..workflows.train_report import trained_threads
-from .folds import CvSummary, fold_finished, format_cv_summary, summarize_cv, train_fold
+from .folds import CvSummary, fold_finished, format_cv_summary, summarize_cv, train_fold, write_fold_report
 from .lr_probe import (
     ProbePlan,
     ProbeRecord,
@@ -337,12 +337,35 @@ def _train_configuration(cfg: TrainConfig, cv_dir: Path, model: str, clock: _CvC
                                                         config_dir, probe))
         units -= 1
     cfg = _configuration_config(cfg, model, probe)
+    planned: dict = {}  # the first fold trained here plans; the later ones keep its size, batch and threads
     for fold in folds:
         done = fold_finished(config_dir / f"fold_{fold}")
-        fold_cfg = cfg if done else replace(cfg, time_budget=clock.share(units) or cfg.time_budget)
+        fold_cfg = cfg if done else replace(cfg, time_budget=clock.share(units) or cfg.time_budget, **planned)
         _timed(config_dir, str(fold), partial(_train_fold_and_oof, fold_cfg, config_dir, fold, clock), done=done)
         units -= not done
+        if not done and not planned:
+            planned = _kept_plan(cfg, config_dir, fold)
     return probe
+
+
+# What a configuration's later folds keep of the first one's plan (docs/time-budget.md, rule 19).
+KEPT_SETTINGS = ("base_size", "batch_size", "cpu_threads")
+
+
+def _kept_plan(cfg: TrainConfig, config_dir: Path, fold: int) -> dict:
+    """The settings of ``fold``'s plan (``KEPT_SETTINGS`` the user left open) as ``TrainConfig`` fields for the
+    configuration's later folds, with the reason their ``plan.json`` gives: one configuration, one plan, as
+    nnU-Net's folds share their plans; and the later folds are not timed again. Empty where the fold left no
+    checkpoint (another rank's, a failed run)."""
+    last = config_dir / f"fold_{fold}" / "last.pt"
+    if not last.is_file():
+        return {}
+    trained = load_checkpoint(last, mmap=True)["config"]
+    kept = {k: trained[k] for k in KEPT_SETTINGS if getattr(cfg, k) is None and trained.get(k) is not None}
+    if "base_size" in kept:
+        kept["base_size"] = tuple(kept["base_size"])
+    why = f"fold {fold}'s plan: a configuration's folds train at one size, batch and thread count"
+    return {**kept, "plan_reasons": {**cfg.plan_reasons, **dict.fromkeys(kept, why)}} if kept else {}
 
 
 def _timed(config_dir: Path, key: str, work, done: bool = False) -> object:
@@ -358,15 +381,16 @@ def _timed(config_dir: Path, key: str, work, done: bool = False) -> object:
 
 
 def _train_fold_and_oof(cfg: TrainConfig, config_dir: Path, fold: int, clock: _CvClock) -> None:
-    """Train ``fold``, then write its out-of-fold arrays (:mod:`gctxseg.crossval.oof`) as it ends (rank 0); their
-    seconds are what the clock keeps back from the next fold's training."""
+    """Train ``fold``, then write its out-of-fold arrays (:mod:`gctxseg.crossval.oof`) as it ends and its report
+    from them (rank 0); their seconds are what the clock keeps back from the next fold's training."""
     fold_dir = train_fold(cfg, config_dir, fold)
     not_main = torch.distributed.is_initialized() and torch.distributed.get_rank() != 0
     if not_main or not (fold_dir / "last.pt").is_file():
         return
     started = time.perf_counter()
-    with cpu_threads(trained_threads(fold_dir)):
+    with cpu_threads(trained_threads(fold_dir)):  # as fast as its training was on this machine's load
         oof = predict_fold_oof(config_dir, fold, cfg.device, cfg.amp)
+        write_fold_report(config_dir, fold, oof, cfg.device, cfg.amp)
     clock.after_s = time.perf_counter() - started
     clock.measure_scoring(oof)
 

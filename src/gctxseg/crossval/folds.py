@@ -21,6 +21,7 @@ from __future__ import annotations
 import html
 import math
 import statistics
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,15 +31,17 @@ import numpy as np
 from ..core.files import atomic_write_json, atomic_write_text
 from ..core.records import JsonRecord, key, optional
 from ..data import MaskValueMap
+from ..evaluation.evaluate import score_labels
 from ..inference.postprocess import choose_postprocessing
 from ..metrics import pool_image_scores, pooled_mean_dice, score_image
+from ..reporting.report import write_html_report
 from ..runs.checkpoint import load_checkpoint
-from ..training import TrainConfig
-from ..workflows.train_report import train_and_report
-from .oof import oof_probabilities
+from ..training import TrainConfig, train
+from ..workflows.train_report import write_report_or_warn
+from .oof import fold_scans, oof_probabilities
 
-__all__ = ["CvSummary", "OutOfFoldSource", "fold_dice", "fold_finished", "train_fold", "summarize_cv",
-           "oof_probabilities", "format_cv_summary"]
+__all__ = ["CvSummary", "OutOfFoldSource", "fold_dice", "fold_finished", "train_fold", "write_fold_report",
+           "summarize_cv", "oof_probabilities", "format_cv_summary"]
 
 
 @dataclass(frozen=True)
@@ -77,17 +80,41 @@ def fold_finished(fold_dir: Path) -> bool:
 
 
 def train_fold(cfg: TrainConfig, cv_dir: str | Path, fold: int) -> Path:
-    """Train ``fold`` into ``cv_dir/fold_<fold>``: kept when finished, resumed when stopped, else trained."""
+    """Train ``fold`` into ``cv_dir/fold_<fold>``: kept when finished, resumed when stopped, else trained.
+
+    Its ``report.html`` is :func:`write_fold_report`'s, from the out-of-fold arrays written after it (under a time
+    budget the fold trains until its own deadline: the cv keeps back what those arrays and the report took)."""
     fold_dir = Path(cv_dir) / f"fold_{fold}"
     if fold_finished(fold_dir):
         print(f"fold {fold}: finished in {fold_dir}; kept")
         return fold_dir
     if (fold_dir / "last.pt").is_file():
         resumed = TrainConfig(resume=str(fold_dir / "last.pt"), device=cfg.device, workers=cfg.workers)
-        return train_and_report(resumed, given={"device", "workers"})
-    return train_and_report(replace(cfg, fold=fold, results=str(cv_dir), name=f"fold_{fold}", exist_ok=True))
+        return train(resumed, given={"device", "workers"})
+    return train(replace(cfg, fold=fold, results=str(cv_dir), name=f"fold_{fold}", exist_ok=True))
 
 
+def write_fold_report(cv_dir: str | Path, fold: int, oof: dict[str, dict], device: str = "auto",
+                      amp: str = "auto") -> Path | None:
+    """``fold_<fold>/report.html`` with its evaluation (``eval/``) scored from the fold's out-of-fold arrays
+    (``oof``, as :func:`~gctxseg.crossval.oof.predict_fold_oof` returns them): the weights the cv scores
+    (``last.pt``), predicted once. A fold of volume slices is evaluated as any run is (its ``best.pt``, predicted
+    again). A failure only warns, as :func:`~gctxseg.workflows.train_report.write_report_or_warn`'s."""
+    fold_dir = Path(cv_dir) / f"fold_{fold}"
+    weights, ckpt, pairs = fold_scans(Path(cv_dir), fold)
+    if not pairs or any(p.slice_index is not None for p in pairs) or any(p.name not in oof for p in pairs):
+        return write_report_or_warn(fold_dir, device, amp)
+    labels = {p.name: oof[p.name]["probs"].argmax(0) for p in pairs}
+    try:
+        score_labels(labels, pairs, MaskValueMap.from_dict(ckpt["value_map"]), fold_dir / "eval",
+                     weights=str(weights), out_owned=True)
+        path = write_html_report(fold_dir, fold_dir / "eval")
+    except Exception as err:  # as a run's report: a finished fold never fails on it
+        print(f"warning: {fold_dir / 'report.html'} not written ({type(err).__name__}: {err}); retry with: gctxseg "
+              f"report {fold_dir}", file=sys.stderr)
+        return None
+    print(f"report: {path}")
+    return path
 
 
 def fold_dice(cv_dir: str | Path, fold: int, device: str = "auto", amp: str = "auto") -> float:

@@ -32,8 +32,8 @@ from ..data.splits import run_fold_files
 from ..inference.predictor import Predictor
 from ..runs.checkpoint import load_checkpoint
 
-__all__ = ["OOF_FOLDER", "fold_oof", "oof_probabilities", "predict_fold_oof", "read_fold_oof", "stored_probabilities",
-           "weights_digest"]
+__all__ = ["OOF_FOLDER", "fold_oof", "fold_scans", "oof_probabilities", "predict_fold_oof", "read_fold_oof",
+           "stored_probabilities", "weights_digest"]
 
 OOF_FOLDER = "oof"
 
@@ -55,7 +55,7 @@ def _quantise(probs: torch.Tensor) -> np.ndarray:
     return (probs.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
 
 
-def _fold_scans(config_dir: Path, fold: int) -> tuple[Path, dict, list]:
+def fold_scans(config_dir: Path, fold: int) -> tuple[Path, dict, list]:
     """(the fold's ``last.pt``, the checkpoint, its held-out pairs)."""
     weights = config_dir / f"fold_{fold}" / "last.pt"
     ckpt = load_checkpoint(weights, mmap=True)  # its config and classes are wanted: the weights stay on disk
@@ -72,7 +72,7 @@ def predict_fold_oof(config_dir: str | Path, fold: int, device: str = "auto", am
         name -> {"fold", "target" (class indices), "probs" (uint8 K x H x W)}.
     """
     config_dir = Path(config_dir)
-    weights, _, val = _fold_scans(config_dir, fold)
+    weights, _, val = fold_scans(config_dir, fold)
     digest = weights_digest(weights)
     predictor = Predictor(weights, device, amp)
     (config_dir / OOF_FOLDER).mkdir(exist_ok=True)
@@ -95,7 +95,7 @@ def read_fold_oof(config_dir: str | Path, fold: int) -> dict[str, dict]:
             that does not fit its mask.
     """
     config_dir = Path(config_dir)
-    weights, ckpt, val = _fold_scans(config_dir, fold)
+    weights, ckpt, val = fold_scans(config_dir, fold)
     digest = weights_digest(weights)
     value_map = MaskValueMap.from_dict(ckpt["value_map"])
     out: dict[str, dict] = {}

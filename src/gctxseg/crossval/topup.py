@@ -55,8 +55,11 @@ def prepare_top_up(cfg: TrainConfig, config_dir: Path, seconds: float) -> TrainC
     pre_race = config_dir / PRE_RACE_FOLD
     (config_dir / "fold_0").rename(pre_race)
     raced = load_checkpoint(pre_race / "last.pt", mmap=True)["config"]
-    return replace(cfg, time_budget=seconds / 60, init_weights=str((pre_race / "last.pt").resolve()),
-                   base_size=tuple(raced["base_size"]), batch_size=int(raced["batch_size"]))
+    why = "the raced run's: the top-up trains on from its weights"
+    kept = {k: v for k, v in {"base_size": tuple(raced["base_size"]), "batch_size": int(raced["batch_size"]),
+                              "cpu_threads": raced.get("cpu_threads")}.items() if getattr(cfg, k) is None}
+    return replace(cfg, time_budget=seconds / 60, init_weights=str((pre_race / "last.pt").resolve()), **kept,
+                   plan_reasons={**cfg.plan_reasons, **dict.fromkeys(kept, why)})
 
 
 def fold_steps(run_dir: Path) -> tuple[int, int]:

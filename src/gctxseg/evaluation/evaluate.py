@@ -24,7 +24,7 @@ volume files, :mod:`gctxseg.evaluation.volume_files`): :mod:`gctxseg.evaluation.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +63,7 @@ __all__ = [
     "CSV_COLUMNS",
     "EvaluationResult",
     "evaluate_folder",
+    "score_labels",
     "score_prediction_folder",
 ]
 
@@ -208,6 +209,44 @@ def score_prediction_folder(
                      worst_k)
 
 
+def score_labels(
+    labels: Mapping[str, np.ndarray],
+    pairs: Sequence[ImagePair],
+    value_map: MaskValueMap,
+    out: str | Path | None,
+    *,
+    weights: str,
+    nsd_tolerance: float = 2.0,
+    out_owned: bool = False,
+) -> EvaluationResult:
+    """Score class labels already predicted (``gctxseg cv``'s out-of-fold arrays, argmaxed) against the truth of
+    ``pairs``: the same figures and files as :func:`evaluate_folder` makes of ``weights``, without predicting again.
+
+    Args:
+        labels: each pair's ``name`` -> its predicted class indices at the image's size.
+        pairs: the labelled 2D images (no volume slices).
+        value_map: the mask values of the classes the labels index.
+        out: folder for ``summary.json``, ``metrics_per_image.csv`` and the plots (nothing written if None).
+        weights: the weights that predicted ``labels``, as ``summary.json`` names them.
+        nsd_tolerance: NSD tolerance in pixels.
+        out_owned: as :func:`evaluate_folder`'s.
+
+    Raises:
+        DatasetError: a pair without labels, labels of another size than the pair's mask, masks not fitting (all
+            checked first, one error).
+    """
+    cases = _cases(list(pairs), "", "", out, None, out_owned)
+    _check_masks(cases.pairs, value_map)
+    problems = [f"{p.image}: no predicted labels" if p.name not in labels else
+                f"{p.image}: labels of {labels[p.name].shape} but its image is {read_info(p.image).size}"
+                for p in cases.pairs
+                if p.name not in labels or tuple(labels[p.name].shape) != tuple(read_info(p.image).size)]
+    raise_collected(problems)
+    head = {"weights": str(weights), "data": cases.data, "images": len(cases.pairs), "infer mode": "resize",
+            "tta": tta_name(False, False)}
+    return _evaluate(cases, _LabelPredictions(labels), value_map, head, nsd_tolerance, None, 4)
+
+
 @dataclass
 class _Cases:
     """The labelled cases an evaluation scores, their measurement plan, and where (and under which rules) it
@@ -238,8 +277,8 @@ def _cases(data, img_f: str, mask_f: str, out: str | Path | None, measure: Measu
     return _Cases(pairs, plan, measure, shown, None if out is None else Path(out), rules)
 
 
-def _evaluate(cases: _Cases, predictions: _ModelPredictions | _FolderPredictions, value_map: MaskValueMap,
-              head: dict, nsd_tolerance: float, spacing: Spacing, worst_k: int) -> EvaluationResult:
+def _evaluate(cases: _Cases, predictions: _Predictions, value_map: MaskValueMap, head: dict,
+              nsd_tolerance: float, spacing: Spacing, worst_k: int) -> EvaluationResult:
     """The one scoring path of a model's and a folder's predictions: score every case, summarise, compare the
     amounts, write ``cases.out``."""
     in_volumes = {m for row in cases.plan if row.kind in ("group", "series") for m in row.members}
@@ -304,7 +343,7 @@ def _volume_agreement(plan, pairs, scored: ScoredImages, value_map, class_names,
     return etdrs_agreement(truth, pred, class_names, measure.eye)
 
 
-def _score_pairs(pairs, predictions: _ModelPredictions | _FolderPredictions, value_map: MaskValueMap,
+def _score_pairs(pairs, predictions: _Predictions, value_map: MaskValueMap,
                  nsd_tolerance: float, spacing: Spacing, worst_k: int, keep: frozenset | set = frozenset()
                  ) -> ScoredImages:
     """Score every pair's prediction (``predictions(pair)`` gives the image shown and the predicted labels); the
@@ -325,6 +364,7 @@ def _score_pairs(pairs, predictions: _ModelPredictions | _FolderPredictions, val
 
 
 # ---------------------------------------------------------------- where the predictions come from
+# (a source is called with a case and gives the image shown and the predicted labels; ``timing`` adds its seconds)
 
 
 class _ModelPredictions:
@@ -358,6 +398,22 @@ class _FolderPredictions:
 
     def timing(self, images: int) -> dict:
         return {}
+
+
+class _LabelPredictions:
+    """Each case's labels, predicted before (:func:`score_labels`)."""
+
+    def __init__(self, labels: Mapping[str, np.ndarray]) -> None:
+        self.labels = labels
+
+    def __call__(self, pair: ImagePair) -> tuple[np.ndarray, np.ndarray]:
+        return _shown_image(pair), np.asarray(self.labels[pair.name])
+
+    def timing(self, images: int) -> dict:
+        return {}
+
+
+_Predictions = _ModelPredictions | _FolderPredictions | _LabelPredictions
 
 
 def _shown_image(pair: ImagePair) -> np.ndarray:

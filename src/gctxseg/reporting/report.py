@@ -138,6 +138,8 @@ def _best_epoch_section(log: RunLog) -> str:
 
 
 def _evaluation_section(run_dir: Path, eval_dir: Path) -> str:
+    """The evaluation's heading (the weights it scored: a run's ``best.pt``, a cv fold's ``last.pt``), table and
+    files."""
     summary = EvaluationSummary.from_json(json.loads((eval_dir / "summary.json").read_text()))
     unit = summary.distance_unit
     header = ["class", "Dice (pooled)", "IoU (pooled)", "Precision", "Recall", "mean image Dice",
@@ -146,9 +148,11 @@ def _evaluation_section(run_dir: Path, eval_dir: Path) -> str:
     rows = [[c.name, c.dice, c.iou, c.precision, c.recall, c.mean_image_dice, c.hd95_mean, c.hd95_median, c.nsd_mean,
              c.images_with_truth, c.missed, c.false_alarms] for c in summary.per_class]  # fmt: skip
     rel = eval_dir.relative_to(run_dir) if eval_dir.is_relative_to(run_dir) else eval_dir
+    weights = html.escape(Path(summary.weights).name if summary.weights else "predictions")
     parts = [
+        f"<h2>Evaluation of {weights}</h2>",
         f"<p>{summary.images} images of <code>{html.escape(str(summary.data))}</code> at their original size, "
-        f"weights <code>{html.escape(Path(summary.weights).name)}</code>, inference {summary.infer_mode}, "
+        f"weights <code>{weights}</code>, inference {summary.infer_mode}, "
         f"TTA {summary.tta}; pixel accuracy {_fmt(summary.pooled.pixel_accuracy)}, "
         f"mean Dice {_fmt(summary.pooled.mean_dice)}, "
         f"mean IoU {_fmt(summary.pooled.mean_iou)}, mean HD95 {_fmt(summary.mean_hd95)} {unit}, "
@@ -231,7 +235,7 @@ def write_html_report(run_dir: str | Path, eval_dir: str | Path | None = None, o
         _best_epoch_section(log),
     ]
     if eval_dir is not None and (Path(eval_dir) / "summary.json").is_file():
-        sections += ["<h2>Evaluation of best.pt</h2>", _evaluation_section(run_dir, Path(eval_dir))]
+        sections += [_evaluation_section(run_dir, Path(eval_dir))]
     samples = run_dir / "samples" / "val_predictions.png"
     if samples.is_file():
         sections += ["<h2>Validation samples (image | truth | prediction)</h2>", _img(samples, "samples")]

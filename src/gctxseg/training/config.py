@@ -65,6 +65,7 @@ class TrainConfig:
     grad_accum: int = 1  # micro-batches summed per optimiser step: effective batch = batch_size * grad_accum
     lr: float | None = None  # peak learning rate (AdamW)
     lr_reason: str | None = None  # why a caller (gctxseg cv's lr probe) set lr: plan.json says so, not "given"
+    plan_reasons: dict = field(default_factory=dict)  # planned settings a caller (gctxseg cv) set -> why
     lrf: float = 0.002  # final lr = lr * lrf (cosine decay)
     warmup_epochs: float | None = None  # linear warm-up, capped at 10% of the schedule
     weight_decay: float | None = None

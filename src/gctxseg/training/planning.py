@@ -14,6 +14,7 @@ import functools
 import json
 import math
 import os
+import statistics
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -77,6 +78,9 @@ TIMING_SHARE = 0.02
 # and fewer are planned when they make it at least this much faster (another program busy on a core: a step's
 # threads wait for the one that shares it; docs/time-budget.md).
 THREADS_GAIN = 0.1
+# Steps timed at each thread count, their medians compared: beside a busy core a step's time varies with how the
+# other program's time slices fall; the fastest of two steps each way chose 2 threads in 3 of 10 such folds.
+THREADS_TIMED_STEPS = 4
 NNUNET_LR = 1e-3  # AdamW peak lr of the nnunet family (instance norm, residual blocks; see FAMILY_OPTIMISER)
 
 
@@ -239,8 +243,10 @@ def _available_memory() -> int:
         return 16 << 30
 
 
-def _seconds_per_step(model_name, options, channels, classes, size, batch, device, amp_dtype) -> float:
-    """Measured time of one AdamW training step (forward, loss, backward, update) at this size and batch."""
+def _seconds_per_step(model_name, options, channels, classes, size, batch, device, amp_dtype,
+                      timed_steps: int = 2) -> float:
+    """Measured time of one AdamW training step (forward, loss, backward, update) at this size and batch: the
+    fastest of ``timed_steps`` after a warm-up step, or their median where more than two are timed."""
     from ..core.precision import autocast_context
     from ..losses import DiceCELoss, training_loss
     from .loop import adamw
@@ -252,7 +258,7 @@ def _seconds_per_step(model_name, options, channels, classes, size, batch, devic
     x = torch.randn(batch, channels, *size, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, classes, (batch, *size), device=device)
     times = []
-    for _ in range(3):  # the first step warms up allocators and kernels
+    for _ in range(1 + timed_steps):  # the first step warms up allocators and kernels
         t0 = time.perf_counter()
         with autocast_context(device, amp_dtype):
             loss = training_loss(loss_fn, model, model(x), y)
@@ -262,7 +268,7 @@ def _seconds_per_step(model_name, options, channels, classes, size, batch, devic
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - t0)
-    return min(times[1:])
+    return min(times[1:]) if timed_steps <= 2 else float(statistics.median(times[1:]))
 
 
 def planned_foreground_share(presence: list[float]) -> tuple[float, str]:
@@ -410,16 +416,17 @@ def _planned_threads(clock: _StepClock, size, given: Mapping[str, object], time_
     if clock.device.type != "cpu" or not time_budget_s or threads < 2 or torch.distributed.is_initialized():
         return None
     batch = int(given.get("batch_size", MIN_BATCH))
-    seconds = clock(size, batch)
+    seconds = clock(size, batch, THREADS_TIMED_STEPS)
     tried = [f"{threads}: {seconds:.3f}"]
     while threads > 1 and clock.may_time:
         with cpu_threads(threads // 2):
-            fewer = clock(size, batch)
+            fewer = clock(size, batch, THREADS_TIMED_STEPS)
         tried.append(f"{threads // 2}: {fewer:.3f}")
         if fewer > (1 - THREADS_GAIN) * seconds:
             break
         threads, seconds = threads // 2, fewer
-    reasons["cpu_threads"] = (f"CPU: s per step of batch {batch} by threads {', '.join(tried)} (measured); fewer "
+    reasons["cpu_threads"] = (f"CPU: s per step of batch {batch} by threads {', '.join(tried)} (median of "
+                              f"{THREADS_TIMED_STEPS} steps, measured); fewer "
                               f"threads only where at least {THREADS_GAIN:.0%} faster (another program busy on a core)")
     return threads
 
@@ -464,15 +471,16 @@ class _StepClock:
         options = self.options if size is None else self.sized(size)
         return create_model(self.model_name, self.channels, self.classes, **options)
 
-    def __call__(self, size, batch: int) -> float:
+    def __call__(self, size, batch: int, timed_steps: int = 2) -> float:
         """Seconds per optimiser step at ``size`` and ``batch`` (measured over its ``grad_accum`` micro-batches,
-        once for each size, batch and thread count)."""
+        once for each size, batch and thread count; ``timed_steps``: see :func:`_seconds_per_step`)."""
         key = (tuple(size), batch, torch.get_num_threads())
         if key in self.measured:
             return self.measured[key]
         started = time.perf_counter()
         seconds = _seconds_per_step(self.model_name, self.sized(size), self.channels, self.classes, size,
-                                    batch * self.grad_accum, self.device, self.amp_dtype) / self.grad_accum
+                                    batch * self.grad_accum, self.device, self.amp_dtype,
+                                    timed_steps) / self.grad_accum
         self.spent_s += time.perf_counter() - started
         self.measured[key] = seconds
         return seconds

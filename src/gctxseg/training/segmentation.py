@@ -145,9 +145,11 @@ def _plan(cfg: TrainConfig, fingerprint, n_train: int, n_val: int, device, amp_d
         box = [plan]
         dist.broadcast_object_list(box, src=0)  # among this job's own ranks: not data from a file
         plan = box[0]
-    if cfg.lr_reason and "lr" in plan.given:  # set by gctxseg cv from the data, not by the user
-        plan.given.remove("lr")
-        plan.reasons["lr"] = cfg.lr_reason
+    caller = {**cfg.plan_reasons, **({"lr": cfg.lr_reason} if cfg.lr_reason else {})}
+    for name, reason in caller.items():  # set by gctxseg cv from the data or another fold's plan, not by the user
+        if name in plan.given:
+            plan.given.remove(name)
+            plan.reasons[name] = reason
     settings = {k: getattr(plan, k) for k in PLANNED_SETTINGS if k != "foreground_share"}
     return replace(cfg, model_options=plan.model_options, **settings), plan
 

@@ -1,0 +1,51 @@
+"""A configuration's folds train on one plan: the first fold trained plans its size, batch and threads, the later
+ones keep them (and say so in plan.json) instead of timing steps again."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import write_patients
+
+from gctxseg.crossval import configurations
+from gctxseg.training import TrainConfig
+
+
+def _cv_config(images, results, **settings) -> TrainConfig:
+    return TrainConfig(data_train=str(images), img_f=".png", folds=3, group_regex=r"^(p\d+)_", model="unet",
+                       model_options={"base_width": 4}, epochs=1, lr=1e-3, workers=0, amp="off", device="cpu",
+                       results=str(results), **settings)
+
+
+@pytest.mark.slow
+def test_later_folds_keep_the_first_folds_size_batch_and_threads(tmp_path, monkeypatch):
+    images = write_patients(tmp_path / "data", patients=6)
+    seen: list[TrainConfig] = []
+    train_fold = configurations.train_fold
+
+    def recorded(cfg, config_dir, fold):
+        seen.append(cfg)
+        return train_fold(cfg, config_dir, fold)
+
+    monkeypatch.setattr(configurations, "train_fold", recorded)
+    cfg = _cv_config(images, tmp_path / "cv", cpu_threads=None)
+    configurations._train_configuration(cfg, tmp_path / "cv", "unet", configurations._CvClock(None), None, range(3))
+    plans = [json.loads((tmp_path / "cv" / "unet" / f"fold_{k}" / "plan.json").read_text()) for k in range(3)]
+    assert seen[0].base_size is None and seen[0].batch_size is None  # the first fold plans
+    for later in plans[1:]:
+        assert later["base_size"] == plans[0]["base_size"] and later["batch_size"] == plans[0]["batch_size"]
+        assert later["reasons"]["base_size"].startswith("fold 0's plan") and "base_size" not in later["given"]
+    assert "fold 0's plan" not in plans[0]["reasons"]["base_size"]
+
+
+@pytest.mark.slow
+def test_settings_the_user_gave_stay_given(tmp_path):
+    images = write_patients(tmp_path / "data", patients=6)
+    cfg = _cv_config(images, tmp_path / "cv", base_size=(32, 64))
+    config_dir = tmp_path / "cv" / "unet"
+    configurations._train_configuration(cfg, tmp_path / "cv", "unet", configurations._CvClock(None), None, range(1))
+    kept = configurations._kept_plan(cfg, config_dir, 0)
+    assert "base_size" not in kept and kept["batch_size"] >= 1  # the user's size is theirs, the planned batch kept
+    assert set(kept["plan_reasons"]) == {"batch_size"}
+    assert configurations._kept_plan(cfg, config_dir, 1) == {}  # a fold with no checkpoint gives nothing
