@@ -44,13 +44,16 @@ def test_a_budgeted_plan_takes_fewer_threads_only_where_a_step_measures_faster(m
         assert planning._seconds_per_step.steps[:2] == [planning.THREADS_TIMED_STEPS] * 2
         assert planning.THREADS_TIMED_STEPS > 2
         assert busy.cpu_threads == 1
-        assert "by threads 2: 1.000, 1: 0.600 (median of 4 steps, measured)" in busy.reasons["cpu_threads"]
+        assert "by threads 2: 1.000, 1: 0.600 (median of 3 steps, measured)" in busy.reasons["cpu_threads"]
         assert set(timed[2:]) == {1}  # the batch and the size are timed on the threads the run will use
         assert "cpu_threads" in busy.format()
         _steps_by_threads(monkeypatch, {2: 1.0, 1: 0.95})  # alone: half the threads, nearly twice the time
         assert _plan(600.0).cpu_threads == 2
         assert _plan(None).cpu_threads is None  # a run without a budget keeps torch's threads, unmeasured
         assert _plan(600.0, cpu_threads=1).cpu_threads == 1
+        _steps_by_threads(monkeypatch, {2: 1.0, 1: 0.6})
+        monkeypatch.setattr(planning, "TIMING_SHARE", 0.0)  # a share the first timing already spends
+        assert _plan(600.0).cpu_threads == 1  # half the threads still timed: a choice needs both
 
 
 @pytest.mark.slow

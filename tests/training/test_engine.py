@@ -169,3 +169,13 @@ def test_compile_falls_back_to_eager_without_a_compiler(monkeypatch, capsys):
     model = torch.nn.Conv2d(1, 1, 1)
     assert runtime.compile_model(model, torch.device("cpu")) is model
     assert "needs a C++ compiler" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_best_pt_holds_the_weights_without_the_optimiser_and_is_not_resumed(tiny_run):
+    best, last = load_checkpoint(tiny_run / "best.pt"), load_checkpoint(tiny_run / "last.pt")
+    assert best["optimizer"] is None and best["scaler"] is None and last["optimizer"] is not None
+    assert all(torch.equal(best["model"][k], last["model"][k]) for k in last["model"])  # one epoch: the same weights
+    assert (tiny_run / "best.pt").stat().st_size < 0.6 * (tiny_run / "last.pt").stat().st_size
+    with pytest.raises(ValueError, match="resume from the run's last.pt"):
+        train(TrainConfig(resume=str(tiny_run / "best.pt"), device="cpu"))

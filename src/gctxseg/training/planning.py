@@ -79,8 +79,10 @@ TIMING_SHARE = 0.02
 # threads wait for the one that shares it; docs/time-budget.md).
 THREADS_GAIN = 0.1
 # Steps timed at each thread count, their medians compared: beside a busy core a step's time varies with how the
-# other program's time slices fall; the fastest of two steps each way chose 2 threads in 3 of 10 such folds.
-THREADS_TIMED_STEPS = 4
+# other program's time slices fall; the fastest of two steps each way chose 2 threads in 3 of 10 such folds. The
+# machine's count and half of it are always timed, even past the timing share: a short share had stopped the timing
+# after the first, and the run then kept the machine's threads beside the busy core.
+THREADS_TIMED_STEPS = 3
 NNUNET_LR = 1e-3  # AdamW peak lr of the nnunet family (instance norm, residual blocks; see FAMILY_OPTIMISER)
 
 
@@ -418,7 +420,7 @@ def _planned_threads(clock: _StepClock, size, given: Mapping[str, object], time_
     batch = int(given.get("batch_size", MIN_BATCH))
     seconds = clock(size, batch, THREADS_TIMED_STEPS)
     tried = [f"{threads}: {seconds:.3f}"]
-    while threads > 1 and clock.may_time:
+    while threads > 1 and (len(tried) == 1 or clock.may_time):  # half as many always timed: a choice needs two
         with cpu_threads(threads // 2):
             fewer = clock(size, batch, THREADS_TIMED_STEPS)
         tried.append(f"{threads // 2}: {fewer:.3f}")

@@ -510,8 +510,10 @@ class _SegmentationEpochs:
 
     def save(self, name: str, epoch: int) -> None:
         state, trainer = self.state, self.trainer
-        save_checkpoint(_checkpoint(trainer, epoch, state.best_dice, self.cfg, self.data.fingerprint, state.log),
-                        self.run_dir / name)
+        ckpt = _checkpoint(trainer, epoch, state.best_dice, self.cfg, self.data.fingerprint, state.log)
+        if name == "best.pt":  # weights to predict with: the optimiser's moments (twice the weights) are last.pt's
+            ckpt.update(optimizer=None, scaler=None)
+        save_checkpoint(ckpt, self.run_dir / name)
 
     def save_start(self) -> None:
         self.save("last.pt", -1)
@@ -661,6 +663,9 @@ def train(cfg: TrainConfig, *, given: Collection[str] | None = None, then_report
     started = now()
     keep_freed_memory()  # a CPU step reuses the last one's memory instead of faulting it in again (utils.py)
     ckpt = load_checkpoint(cfg.resume) if cfg.resume else None
+    if ckpt is not None and ckpt.get("optimizer") is None:
+        raise ValueError(f"--resume {cfg.resume}: holds weights without the optimiser's state (a best.pt); resume "
+                         "from the run's last.pt, or start a new run from these weights with --init-weights")
     cfg, fixed = _settled_config(cfg, ckpt, given)
     ddp, device = setup_distributed(cfg.device)
     seed_everything(cfg.seed + ddp.rank)
