@@ -75,12 +75,14 @@ def test_a_rerun_after_a_kill_continues_the_same_folder_keeps_fold_0_and_resumes
     assert fold_0.is_file() and (cv / "unet" / "fold_1" / "last.pt").is_file()
     assert not (cv / "unet" / "fold_1" / "best.pt").exists()
     kept = (fold_0.read_bytes(), fold_0.stat().st_mtime_ns)
+    report = (cv / "unet" / "fold_0" / "report.html").stat().st_mtime_ns
     capsys.readouterr()
     monkeypatch.setattr(segmentation, "train_one_epoch", real_epoch)
     assert main(cv_args(images, runs)) == 0  # the same command again
     out = capsys.readouterr().out
     assert sorted(p.name for p in runs.iterdir()) == ["cv"]  # no cv2
     assert (fold_0.read_bytes(), fold_0.stat().st_mtime_ns) == kept and "fold 0: finished" in out
+    assert (cv / "unet" / "fold_0" / "report.html").stat().st_mtime_ns == report  # a kept fold keeps its report
     assert f"resuming {cv / 'unet' / 'fold_1'} at epoch 0/1" in out
     assert (cv / "unet" / "fold_1" / "best.pt").is_file() and (cv / "cv_summary.json").is_file()
     assert json.loads((cv / "cv_run.json").read_text())["models"] == ["unet"]

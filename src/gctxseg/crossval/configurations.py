@@ -383,6 +383,7 @@ def _timed(config_dir: Path, key: str, work, done: bool = False) -> object:
 def _train_fold_and_oof(cfg: TrainConfig, config_dir: Path, fold: int, clock: _CvClock) -> None:
     """Train ``fold``, then write its out-of-fold arrays (:mod:`gctxseg.crossval.oof`) as it ends and its report
     from them (rank 0); their seconds are what the clock keeps back from the next fold's training."""
+    reported = fold_finished(config_dir / f"fold_{fold}") and (config_dir / f"fold_{fold}" / "report.html").is_file()
     fold_dir = train_fold(cfg, config_dir, fold)
     not_main = torch.distributed.is_initialized() and torch.distributed.get_rank() != 0
     if not_main or not (fold_dir / "last.pt").is_file():
@@ -390,7 +391,8 @@ def _train_fold_and_oof(cfg: TrainConfig, config_dir: Path, fold: int, clock: _C
     started = time.perf_counter()
     with cpu_threads(trained_threads(fold_dir)):  # as fast as its training was on this machine's load
         oof = predict_fold_oof(config_dir, fold, cfg.device, cfg.amp)
-        write_fold_report(config_dir, fold, oof, cfg.device, cfg.amp)
+        if not reported:  # a fold kept from an earlier run keeps its report
+            write_fold_report(config_dir, fold, oof, cfg.device, cfg.amp)
     clock.after_s = time.perf_counter() - started
     clock.measure_scoring(oof)
 
