@@ -177,8 +177,8 @@ TRAIN_FLAGS: dict[str, dict] = {
 }
 
 # the TrainConfig settings no flag sets: loss weights and clipping fixed by the recipe, the validation samples drawn,
-# and what callers other than a user set (cv's lr probe says why it chose lr, its later folds whose plan they keep; a
-# come from --schedule-from)
+# and what callers other than a user set (cv's lr probe says why it chose lr, its later folds whose plan they keep;
+# a replayed run's schedule revisions come from --schedule-from)
 INTERNAL_SETTINGS = ("lambda_dice", "lambda_ce", "dice_background", "grad_clip", "num_samples", "lr_reason",
                      "schedule", "plan_reasons")
 
