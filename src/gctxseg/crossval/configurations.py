@@ -59,7 +59,7 @@ from .lr_probe import (
 )
 from .oof import OOF_FOLDER, predict_fold_oof, stored_probabilities
 from .race import RACE_RECORD, RaceRecord, TopUp, format_race, race_after_first_fold, read_race
-from .topup import PRE_RACE_FOLD, fold_steps, plan_top_ups, prepare_top_up
+from .topup import PRE_RACE_FOLD, fold_steps, kept_plan, plan_top_ups, prepare_top_up
 
 __all__ = ["DEFAULT_CONFIGURATIONS", "TIE_DICE", "ChosenCandidate", "ConfigurationResult", "CvChoice",
            "RankedCandidate", "UnitTime", "choose_configuration", "cv_models", "format_ranking", "run_cv",
@@ -348,24 +348,11 @@ def _train_configuration(cfg: TrainConfig, cv_dir: Path, model: str, clock: _CvC
     return probe
 
 
-# What a configuration's later folds keep of the first one's plan (docs/time-budget.md, rule 19).
-KEPT_SETTINGS = ("base_size", "batch_size", "cpu_threads")
-
-
 def _kept_plan(cfg: TrainConfig, config_dir: Path, fold: int) -> dict:
-    """The settings of ``fold``'s plan (``KEPT_SETTINGS`` the user left open) as ``TrainConfig`` fields for the
-    configuration's later folds, with the reason their ``plan.json`` gives: one configuration, one plan, as
-    nnU-Net's folds share their plans; and the later folds are not timed again. Empty where the fold left no
-    checkpoint (another rank's, a failed run)."""
-    last = config_dir / f"fold_{fold}" / "last.pt"
-    if not last.is_file():
-        return {}
-    trained = load_checkpoint(last, mmap=True)["config"]
-    kept = {k: trained[k] for k in KEPT_SETTINGS if getattr(cfg, k) is None and trained.get(k) is not None}
-    if "base_size" in kept:
-        kept["base_size"] = tuple(kept["base_size"])
-    why = f"fold {fold}'s plan: a configuration's folds train at one size, batch and thread count"
-    return {**kept, "plan_reasons": {**cfg.plan_reasons, **dict.fromkeys(kept, why)}} if kept else {}
+    """``fold``'s planned size, batch and threads for the configuration's later folds (:func:`kept_plan`): one
+    configuration, one plan, as nnU-Net's folds share their plans, and the later folds are not timed again."""
+    return kept_plan(cfg, config_dir / f"fold_{fold}",
+                     f"fold {fold}'s plan: a configuration's folds train at one size, batch and thread count")
 
 
 def _timed(config_dir: Path, key: str, work, done: bool = False) -> object:

@@ -18,7 +18,7 @@ from pathlib import Path
 from ..runs.checkpoint import load_checkpoint
 from ..training import TrainConfig
 
-__all__ = ["PRE_RACE_FOLD", "fold_steps", "plan_top_ups", "prepare_top_up"]
+__all__ = ["KEPT_SETTINGS", "PRE_RACE_FOLD", "fold_steps", "kept_plan", "plan_top_ups", "prepare_top_up"]
 
 PRE_RACE_FOLD = "race_fold_0"  # fold 0's run before the race, once topped up
 # a top-up shorter than this share of fold 0's own training buys too few steps to be worth a restart's warm-up
@@ -54,12 +54,27 @@ def prepare_top_up(cfg: TrainConfig, config_dir: Path, seconds: float) -> TrainC
     which a replan on the shorter share would shrink under the weights)."""
     pre_race = config_dir / PRE_RACE_FOLD
     (config_dir / "fold_0").rename(pre_race)
-    raced = load_checkpoint(pre_race / "last.pt", mmap=True)["config"]
-    why = "the raced run's: the top-up trains on from its weights"
-    kept = {k: v for k, v in {"base_size": tuple(raced["base_size"]), "batch_size": int(raced["batch_size"]),
-                              "cpu_threads": raced.get("cpu_threads")}.items() if getattr(cfg, k) is None}
-    return replace(cfg, time_budget=seconds / 60, init_weights=str((pre_race / "last.pt").resolve()), **kept,
-                   plan_reasons={**cfg.plan_reasons, **dict.fromkeys(kept, why)})
+    kept = kept_plan(cfg, pre_race, "the raced run's: the top-up trains on from its weights")
+    return replace(cfg, time_budget=seconds / 60, init_weights=str((pre_race / "last.pt").resolve()), **kept)
+
+
+# What a run that follows another keeps of its plan (a configuration's later folds, a top-up; docs/time-budget.md,
+# rules 16 and 19).
+KEPT_SETTINGS = ("base_size", "batch_size", "cpu_threads")
+
+
+def kept_plan(cfg: TrainConfig, run_dir: Path, why: str) -> dict:
+    """Those of ``KEPT_SETTINGS`` that ``cfg`` leaves open, at the values ``run_dir``'s ``last.pt`` trained with, as
+    ``TrainConfig`` fields with ``why`` as their reason in ``plan.json`` (``plan_reasons``); empty where the run left
+    no checkpoint (another rank's, a failed run) or nothing is kept."""
+    last = run_dir / "last.pt"
+    if not last.is_file():
+        return {}
+    trained = load_checkpoint(last, mmap=True)["config"]  # the settings are wanted: the weights stay on disk
+    kept = {k: trained[k] for k in KEPT_SETTINGS if getattr(cfg, k) is None and trained.get(k) is not None}
+    if "base_size" in kept:
+        kept["base_size"] = tuple(kept["base_size"])
+    return {**kept, "plan_reasons": {**cfg.plan_reasons, **dict.fromkeys(kept, why)}} if kept else {}
 
 
 def fold_steps(run_dir: Path) -> tuple[int, int]:

@@ -237,14 +237,18 @@ def score_labels(
     """
     cases = _cases(list(pairs), "", "", out, None, out_owned)
     _check_masks(cases.pairs, value_map)
-    problems = [f"{p.image}: no predicted labels" if p.name not in labels else
-                f"{p.image}: labels of {labels[p.name].shape} but its image is {read_info(p.image).size}"
-                for p in cases.pairs
-                if p.name not in labels or tuple(labels[p.name].shape) != tuple(read_info(p.image).size)]
-    raise_collected(problems)
-    head = {"weights": str(weights), "data": cases.data, "images": len(cases.pairs), "infer mode": "resize",
-            "tta": tta_name(False, False)}
+    raise_collected([problem for p in cases.pairs if (problem := _labels_problem(p, labels)) is not None])
+    head = _model_head(weights, cases, "resize", False, False)
     return _evaluate(cases, _LabelPredictions(labels), value_map, head, nsd_tolerance, None, 4)
+
+
+def _labels_problem(pair: ImagePair, labels: Mapping[str, np.ndarray]) -> str | None:
+    """What is wrong with ``pair``'s predicted labels (missing, or not at its image's size), None where nothing."""
+    if pair.name not in labels:
+        return f"{pair.image}: no predicted labels"
+    size = tuple(read_info(pair.image).size)
+    shape = tuple(labels[pair.name].shape)
+    return None if shape == size else f"{pair.image}: labels of {shape} but its image is {size}"
 
 
 @dataclass
