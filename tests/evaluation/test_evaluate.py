@@ -159,6 +159,18 @@ def test_sliding_and_resize_modes_predict_at_the_image_size(run, tmp_path):
 
 
 @pytest.mark.slow
+def test_images_predicted_in_one_batch_get_what_each_gets_alone(run):
+    rng = np.random.default_rng(2)
+    images = [rng.random(size, dtype=np.float32) for size in ((48, 56, 1), (64, 40, 1), (48, 56, 1))]
+    for mode, tta in (("resize", False), ("resize", True), ("sliding", False)):
+        predictor = Predictor(run / "best.pt", "cpu", "off", infer_mode=mode, tta=tta)
+        batched = predictor.predict_proba_many(images, ["a", "b", "c"])
+        assert [tuple(p.shape) for p in batched] == [(3, 48, 56), (3, 64, 40), (3, 48, 56)]
+        for image, probs in zip(images, batched):
+            assert torch.allclose(probs, predictor.predict_proba(image), atol=1e-5)
+
+
+@pytest.mark.slow
 def test_tta_averages_the_image_and_its_mirror(run):
     image = np.random.default_rng(1).random((48, 56, 1), dtype=np.float32)
     plain = Predictor(run / "best.pt", "cpu", "off")

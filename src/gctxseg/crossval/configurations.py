@@ -33,6 +33,7 @@ from ..core.files import atomic_write_json, atomic_write_text
 from ..core.records import JsonRecord, key, records
 from ..core.runtime import cpu_threads
 from ..data import MaskValueMap, find_pairs, read_mask
+from ..data.fingerprint import remembered_fingerprints
 from ..data.splits import SPLITS_FINAL, cv_folds, held_out_scans, load_splits
 from ..inference.postprocess import choose_postprocessing
 from ..metrics import score_predictions
@@ -41,7 +42,7 @@ from ..runs.checkpoint import load_checkpoint
 from ..runs.cvfolder import choose_cv_folder, cv_identity, missing_folds, start_cv_folder
 from ..runs.runfiles import RunFile
 from ..training import TrainConfig
-from ..training.planning import BUDGET_SHARE
+from ..training.planning import BUDGET_SHARE, remembered_step_times
 from ..training.segmentation import plan_run
 from ..training.start import NO_START, check_start_architecture, start_architecture
 from ..workflows.train_report import trained_threads
@@ -454,6 +455,13 @@ def run_cv(cfg: TrainConfig, models: list[str] | tuple[str, ...] = DEFAULT_CONFI
     passed.
     Returns the CV folder.
     """
+    # the configurations' plans and folds scan the same files and time the same steps: once each
+    with remembered_step_times(), remembered_fingerprints():
+        return _run_cv(cfg, models, device, amp, race)
+
+
+def _run_cv(cfg: TrainConfig, models: list[str] | tuple[str, ...], device: str | None, amp: str | None,
+            race: bool) -> Path:
     for other in models[1:]:  # every configuration's model options checked before any fold trains
         replace(cfg, model=other)
     if not cfg.folds:

@@ -75,7 +75,7 @@ def fold_finished(fold_dir: Path) -> bool:
     last = fold_dir / "last.pt"
     if not (fold_dir / "best.pt").is_file() or not last.is_file():
         return False
-    ckpt = load_checkpoint(last)
+    ckpt = load_checkpoint(last, mmap=True)  # its epoch and config: the weights stay on disk
     return ckpt["epoch"] + 1 >= ckpt["config"]["epochs"]
 
 

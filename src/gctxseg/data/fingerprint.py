@@ -10,8 +10,11 @@ problems are collected and raised once.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -34,7 +37,7 @@ from .io import (
 )
 
 __all__ = ["CaseAnalysis", "DatasetFingerprint", "MAX_CLASSES", "MaskValueMap", "aggregate_cases", "analyze_case",
-           "fingerprint_dataset"]
+           "fingerprint_dataset", "remembered_fingerprints"]
 
 MAX_CLASSES = 256  # class indices are stored as uint8 (dataset, disk cache): more would wrap around
 # "many values, most rare": what anti-aliasing, resizing or JPEG leaves in a picture mask (measured on the
@@ -290,6 +293,53 @@ def fingerprint_dataset(
     """
     if not pairs:
         raise DatasetError("no image/mask pairs to scan; check the data folders")
+    key = _remembered_key(pairs, known_values, sample_pixels, known_channels, ct, windows, intensity)
+    if key is not None and key in _REMEMBERED:
+        return copy.deepcopy(_REMEMBERED[key])
+    fingerprint = _scan_pairs(pairs, known_values, sample_pixels, known_channels, ct, windows, intensity)
+    if key is not None:
+        _REMEMBERED[key] = copy.deepcopy(fingerprint)
+    return fingerprint
+
+
+# Fingerprints taken inside a ``remembered_fingerprints`` block, by what was scanned (None: outside one).
+_REMEMBERED: dict | None = None
+
+
+@contextlib.contextmanager
+def remembered_fingerprints() -> Iterator[None]:
+    """Inside, a set of pairs scanned again with the same settings, its files unchanged (path, size and modification
+    time), gives the fingerprint taken the first time: ``gctxseg cv`` scans each fold's images for every
+    configuration (and a fold's training images for the planning before it), always the same files."""
+    global _REMEMBERED
+    outer, _REMEMBERED = _REMEMBERED, {} if _REMEMBERED is None else _REMEMBERED
+    try:
+        yield
+    finally:
+        _REMEMBERED = outer
+
+
+def _remembered_key(pairs, *settings) -> tuple | None:
+    """What a fingerprint is taken from: the pairs, their files' sizes and modification times, and the settings;
+    None outside a :func:`remembered_fingerprints` block or where a file cannot be read (the scan then says so)."""
+    if _REMEMBERED is None:
+        return None
+    try:
+        files = tuple((str(p.image), str(p.mask), p.slice_index, *_stamp(p.image), *_stamp(p.mask)) for p in pairs)
+    except OSError:
+        return None
+    known_values, sample_pixels, known_channels, ct, windows, intensity = settings
+    return (files, None if known_values is None else tuple(int(v) for v in known_values), sample_pixels,
+            known_channels, ct, repr(list(windows)), None if intensity is None else repr(intensity.to_dict()))
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    stat = os.stat(path)
+    return stat.st_size, stat.st_mtime_ns
+
+
+def _scan_pairs(pairs, known_values, sample_pixels, known_channels, ct, windows, intensity) -> DatasetFingerprint:
+    """:func:`fingerprint_dataset`'s scan: every pair read, checked and summarised."""
     files = list(dict.fromkeys(p.image for p in pairs))
     mapping = intensity
     if mapping is None and (not any(is_scan(f) for f in files) or (ct and AUTO not in windows)):

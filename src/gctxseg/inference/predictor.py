@@ -177,6 +177,18 @@ class Predictor:
             probs = F.interpolate(probs, size=size, mode="bilinear", align_corners=False)
         return torch.as_tensor(probs)[0].float().cpu()
 
+    @torch.no_grad()
+    def predict_proba_many(self, images: Sequence[np.ndarray], sources: Sequence[str | Path]) -> list[torch.Tensor]:
+        """:meth:`predict_proba` of each image, those of ``resize`` mode in one forward pass (a batch computes the
+        same as one image at a time, to rounding, in a fraction of the time on a CPU; ``sliding`` windows are
+        already batched)."""
+        if self.infer_mode == "sliding" or not isinstance(self.model, torch.nn.Module) or len(images) < 2:
+            return [self.predict_proba(image, source) for image, source in zip(images, sources)]
+        batch = torch.stack([self._to_input(image, source) for image, source in zip(images, sources)])
+        probs = self.batch_probabilities(batch.to(self.device)).float().cpu()
+        return [F.interpolate(p[None], size=tuple(image.shape[:2]), mode="bilinear", align_corners=False)[0]
+                for p, image in zip(probs, images)]
+
     def predict_image(self, image: np.ndarray, source: str | Path = "image") -> np.ndarray:
         """Class indices (``H x W`` int64) at the image's own size (post-processed where a rule was chosen)."""
         return _labels(self.predict_proba(image, source), self.postprocess)
