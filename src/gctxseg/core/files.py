@@ -3,14 +3,14 @@ folder's name."""
 
 from __future__ import annotations
 
-import io
+import contextlib
 import json
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -25,22 +25,29 @@ __all__ = [
 ]
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder, fsync and rename.
-
-    A reader (or a crash) sees either the old file or the complete new one, never half of it.
-    """
+@contextlib.contextmanager
+def _atomic_file(path: str | Path) -> Iterator[BinaryIO]:
+    """A temp file in ``path``'s folder to write; on leaving, fsynced and renamed to ``path`` (removed on error)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same folder, fsync and rename.
+
+    A reader (or a crash) sees either the old file or the complete new one, never half of it.
+    """
+    with _atomic_file(path) as f:
+        f.write(data)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -106,9 +113,10 @@ def atomic_write_csv(path: str | Path, columns: Sequence[str], rows: Iterable[di
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    """``torch.save`` of ``obj`` to ``path``, atomically as :func:`atomic_write_bytes`; straight into the temp file:
+    a copy in memory first would fault in a buffer as large as the checkpoint on every save."""
+    with _atomic_file(path) as f:
+        torch.save(obj, f)
 
 
 def next_run_dir(results: str | Path, name: str = "exp", exist_ok: bool = False) -> Path:
