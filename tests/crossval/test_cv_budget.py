@@ -79,7 +79,8 @@ def test_the_summary_keeps_what_its_measured_scoring_needs_not_a_flat_share():
     assert clock.summary_s() == pytest.approx(min(one, 30.0))
     assert clock.ends_at == pytest.approx(before + 30.0 - clock.summary_s(), abs=1e-6)  # the rest trains
     clock.configurations = 3  # three configurations and their four ensembles: 17 scorings of each scan
-    assert clock.summary_s() == pytest.approx(min(30.0, (one - 5.0) * 17 / 3 + 5.0))
+    fixed = configurations.SUMMARY_FIXED_S
+    assert clock.summary_s() == pytest.approx(min(30.0, (one - fixed) * 17 / 3 + fixed))
     clock.scoring_s = 10.0  # a slow scoring: never more than the share
     assert clock.summary_s() == pytest.approx(30.0)
 

@@ -16,7 +16,7 @@ from gctxseg.cli import main
 from gctxseg.core.runtime import cxx_compiler
 from gctxseg.data import DatasetError, read_image, read_mask
 from gctxseg.evaluation.evaluate import CSV_COLUMNS, evaluate_folder
-from gctxseg.inference.predictor import Predictor
+from gctxseg.inference.predictor import EnsemblePredictor, Predictor
 from gctxseg.metrics import score_image, surface_metrics
 from gctxseg.workflows.predict_folder import predict_folder
 
@@ -168,6 +168,10 @@ def test_images_predicted_in_one_batch_get_what_each_gets_alone(run):
         assert [tuple(p.shape) for p in batched] == [(3, 48, 56), (3, 64, 40), (3, 48, 56)]
         for image, probs in zip(images, batched):
             assert torch.allclose(probs, predictor.predict_proba(image), atol=1e-5)
+    members = [Predictor(run / "best.pt", "cpu", "off"), Predictor(run / "best.pt", "cpu", "off", tta=True)]
+    ensemble = EnsemblePredictor(members, ["plain", "tta"])
+    labels = ensemble.predict_images(images, ["a", "b", "c"])
+    assert all(np.array_equal(got, ensemble.predict_image(image)) for got, image in zip(labels, images))
 
 
 @pytest.mark.slow

@@ -74,7 +74,7 @@ SUMMARY_SHARE = 0.05  # of a whole-cv time budget kept for the summary at most, 
 # The summary kept once a fold's held-out scans have been scored: SUMMARY_SCORINGS scorings of every scan per
 # configuration and 2 per ensemble candidate, at the measured seconds a scan, x SUMMARY_SAFETY, + SUMMARY_FIXED_S
 # (docs/time-budget.md, rule 14)
-SUMMARY_SCORINGS, SUMMARY_SAFETY, SUMMARY_FIXED_S = 3, 1.5, 5.0
+SUMMARY_SCORINGS, SUMMARY_SAFETY, SUMMARY_FIXED_S = 3, 1.25, 3.0
 MIN_UNIT_S = 6.0  # a fold started past the cv's deadline still trains a few steps, so every fold has weights
 # Under a time budget, a configuration whose fold share holds fewer optimiser steps than this (at its planned step
 # time) is not trained: on Duke DME folds of 44-132 steps left nnU-Net's network at a pooled Dice of 0.14 and 132-176

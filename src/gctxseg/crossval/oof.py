@@ -29,14 +29,13 @@ import torch
 from ..core.files import atomic_write_bytes
 from ..data import MaskValueMap, read_mask
 from ..data.splits import run_fold_files
-from ..inference.predictor import Predictor
+from ..inference.predictor import PREDICT_BATCH, Predictor
 from ..runs.checkpoint import load_checkpoint
 
 __all__ = ["OOF_FOLDER", "fold_oof", "fold_scans", "oof_probabilities", "predict_fold_oof", "read_fold_oof",
            "stored_probabilities", "weights_digest"]
 
 OOF_FOLDER = "oof"
-OOF_BATCH = 8  # held-out scans predicted in one forward pass: faster per scan than one at a time (docs/speed.md)
 
 
 class _Unreadable(ValueError):
@@ -79,8 +78,8 @@ def predict_fold_oof(config_dir: str | Path, fold: int, device: str = "auto", am
     digest = weights_digest(weights)
     (config_dir / OOF_FOLDER).mkdir(exist_ok=True)
     out: dict[str, dict] = {}
-    for first in range(0, len(val), OOF_BATCH):
-        pairs = val[first:first + OOF_BATCH]
+    for first in range(0, len(val), PREDICT_BATCH):
+        pairs = val[first:first + PREDICT_BATCH]
         images = [predictor.read(pair.image) for pair in pairs]
         for pair, probs in zip(pairs, predictor.predict_proba_many(images, [str(p.image) for p in pairs])):
             probs = _quantise(probs)

@@ -47,7 +47,7 @@ from ..data import (
 )
 from ..data.errors import raise_collected
 from ..data.io import file_stem, is_scan
-from ..inference.predictor import EnsemblePredictor, Predictor, load_predictor
+from ..inference.predictor import PREDICT_BATCH, EnsemblePredictor, Predictor, load_predictor
 from ..metrics import Spacing, check_spacing, score_image
 from .results import (
     CSV_COLUMNS,
@@ -150,7 +150,8 @@ def evaluate_folder(
                                compile=compile)
     _check_masks(cases.pairs, predictor.value_map)
     head = _model_head(weights, cases, infer_mode, tta, tta_vflip)
-    return _evaluate(cases, _ModelPredictions(predictor), predictor.value_map, head, nsd_tolerance, spacing, worst_k)
+    predictions = _ModelPredictions(predictor, cases.pairs)
+    return _evaluate(cases, predictions, predictor.value_map, head, nsd_tolerance, spacing, worst_k)
 
 
 def _model_head(weights, cases: _Cases, infer_mode: str, tta: bool, tta_vflip: bool) -> dict:
@@ -372,18 +373,27 @@ def _score_pairs(pairs, predictions: _Predictions, value_map: MaskValueMap,
 
 
 class _ModelPredictions:
-    """A model's prediction of each case, timed (``summary.json``'s seconds per image are the forward passes)."""
+    """A model's prediction of each case, timed (``summary.json``'s seconds per image are the forward passes).
 
-    def __init__(self, predictor: Predictor | EnsemblePredictor) -> None:
-        self.predictor = predictor
+    The cases are predicted ``PREDICT_BATCH`` at a time, in the order they are scored (``pairs``)."""
+
+    def __init__(self, predictor: Predictor | EnsemblePredictor, pairs: Sequence[ImagePair]) -> None:
+        self.predictor, self.pairs = predictor, list(pairs)
+        self.position = {pair: i for i, pair in enumerate(self.pairs)}
         self.seconds = 0.0
+        self.ready: dict[ImagePair, tuple[np.ndarray, np.ndarray]] = {}
 
     def __call__(self, pair: ImagePair) -> tuple[np.ndarray, np.ndarray]:
-        image = self.predictor.read(pair.image, pair.slice_index)  # intensities mapped as in training (CT window)
-        t0 = time.perf_counter()
-        pred = self.predictor.predict_image(image, str(pair))
-        self.seconds += time.perf_counter() - t0
-        return image, pred
+        if pair not in self.ready:
+            first = self.position[pair]
+            chunk = [p for p in self.pairs[first:first + PREDICT_BATCH] if p not in self.ready]
+            # intensities mapped as in training (CT window)
+            images = [self.predictor.read(p.image, p.slice_index) for p in chunk]
+            t0 = time.perf_counter()
+            preds = self.predictor.predict_images(images, [str(p) for p in chunk])
+            self.seconds += time.perf_counter() - t0
+            self.ready.update(zip(chunk, zip(images, preds)))
+        return self.ready.pop(pair)
 
     def timing(self, images: int) -> dict:
         return {"seconds per image": self.seconds / max(1, images), "device": str(self.predictor.device)}

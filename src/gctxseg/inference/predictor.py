@@ -26,12 +26,13 @@ from ..runs.checkpoint import check_inference_fields, checkpoint_channels, load_
 from ..runs.cvfolder import fold_weights
 from .postprocess import PostProcessing
 
-__all__ = ["INFER_MODES", "Predictor",
+__all__ = ["INFER_MODES", "PREDICT_BATCH", "Predictor",
            "EnsemblePredictor", "load_predictor",
            "ensemble_members"]
 
 
 INFER_MODES = ("resize", "sliding")
+PREDICT_BATCH = 8  # images predicted in one forward pass where many are: faster per image on a CPU (docs/speed.md)
 
 
 class Predictor:
@@ -193,6 +194,10 @@ class Predictor:
         """Class indices (``H x W`` int64) at the image's own size (post-processed where a rule was chosen)."""
         return _labels(self.predict_proba(image, source), self.postprocess)
 
+    def predict_images(self, images: Sequence[np.ndarray], sources: Sequence[str | Path]) -> list[np.ndarray]:
+        """:meth:`predict_image` of each image, through :meth:`predict_proba_many`."""
+        return [_labels(probs, self.postprocess) for probs in self.predict_proba_many(images, sources)]
+
 
 def _labels(probs: torch.Tensor, postprocess: PostProcessing | None) -> np.ndarray:
     """Class probabilities ``K x H x W`` -> class indices, post-processed where a rule was chosen."""
@@ -242,6 +247,13 @@ class EnsemblePredictor:
 
     def predict_image(self, image: np.ndarray, source: str | Path = "image") -> np.ndarray:
         return _labels(self.predict_proba(image, source), self.postprocess)
+
+    def predict_images(self, images: Sequence[np.ndarray], sources: Sequence[str | Path]) -> list[np.ndarray]:
+        """Each image's labels: every member's batched probabilities, averaged."""
+        totals = self.members[0].predict_proba_many(images, sources)
+        for member in self.members[1:]:
+            totals = [t + p for t, p in zip(totals, member.predict_proba_many(images, sources))]
+        return [_labels(t / len(self.members), self.postprocess) for t in totals]
 
 
 def ensemble_members(weights: str | Path | Sequence[str | Path]) -> tuple[list[Path], Path | None]:
