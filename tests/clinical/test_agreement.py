@@ -44,7 +44,8 @@ def evaluated(tiny_run, tmp_path_factory):
     options = MeasurementOptions(pixel_spacing=(0.1, 0.2), slice_spacing=0.5, group_regex=r"^(case)_\d+$",
                                  class_names=("edema", "hole"))  # fmt: skip
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(Predictor, "predict_image", predict_image)
+        patch.setattr(Predictor, "predict_images",
+                      lambda self, images, sources: [predict_image(self, x, s) for x, s in zip(images, sources)])
         result = evaluate_folder(tiny_run / "best.pt", tmp_path / "val" / "images", ".png", ".png", tmp_path / "eval",
                                  device="cpu", amp="off", measure=options, worst_k=0)  # fmt: skip
     return result, tmp_path / "eval"
