@@ -10,17 +10,17 @@ problems are collected and raised once.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..core.files import atomic_write_text
+from ..core.remembered import Remembered
 from .ct import AUTO, CTWindow
 from .errors import DatasetError, raise_collected
 from .folder import ImagePair
@@ -294,35 +294,25 @@ def fingerprint_dataset(
     if not pairs:
         raise DatasetError("no image/mask pairs to scan; check the data folders")
     key = _remembered_key(pairs, known_values, sample_pixels, known_channels, ct, windows, intensity)
-    if key is not None and key in _REMEMBERED:
-        return copy.deepcopy(_REMEMBERED[key])
+    if key is not None and (kept := _FINGERPRINTS.get(key)) is not None:
+        return copy.deepcopy(kept)
     fingerprint = _scan_pairs(pairs, known_values, sample_pixels, known_channels, ct, windows, intensity)
     if key is not None:
-        _REMEMBERED[key] = copy.deepcopy(fingerprint)
+        _FINGERPRINTS.keep(key, copy.deepcopy(fingerprint))
     return fingerprint
 
 
-# Fingerprints taken inside a ``remembered_fingerprints`` block, by what was scanned (None: outside one).
-_REMEMBERED: dict | None = None
-
-
-@contextlib.contextmanager
-def remembered_fingerprints() -> Iterator[None]:
-    """Inside, a set of pairs scanned again with the same settings, its files unchanged (path, size and modification
-    time), gives the fingerprint taken the first time: ``gctxseg cv`` scans each fold's images for every
-    configuration (and a fold's training images for the planning before it), always the same files."""
-    global _REMEMBERED
-    outer, _REMEMBERED = _REMEMBERED, {} if _REMEMBERED is None else _REMEMBERED
-    try:
-        yield
-    finally:
-        _REMEMBERED = outer
+# Fingerprints taken inside ``remembered_fingerprints()``: a set of pairs scanned again with the same settings, its
+# files unchanged (path, size and modification time), gives the fingerprint taken the first time. ``gctxseg cv``
+# scans each fold's images for every configuration (and a fold's training images for the planning before it).
+_FINGERPRINTS = Remembered()
+remembered_fingerprints = _FINGERPRINTS.block
 
 
 def _remembered_key(pairs, *settings) -> tuple | None:
     """What a fingerprint is taken from: the pairs, their files' sizes and modification times, and the settings;
-    None outside a :func:`remembered_fingerprints` block or where a file cannot be read (the scan then says so)."""
-    if _REMEMBERED is None:
+    None outside ``remembered_fingerprints()`` or where a file cannot be read (the scan then says so)."""
+    if not _FINGERPRINTS.open:
         return None
     try:
         files = tuple((str(p.image), str(p.mask), p.slice_index, *_stamp(p.image), *_stamp(p.mask)) for p in pairs)

@@ -10,14 +10,13 @@ How each rule was chosen is said beside it; the measurements behind them are in 
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import math
 import os
 import statistics
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import torch
 
 from ..core.files import atomic_write_json
 from ..core.limits import check_time_budget
+from ..core.remembered import Remembered
 from ..core.runtime import cpu_threads
 from ..models import create_model, resolve_model_name
 
@@ -477,43 +477,31 @@ class _StepClock:
 
     def __call__(self, size, batch: int, timed_steps: int = 2) -> float:
         """Seconds per optimiser step at ``size`` and ``batch`` (measured over its ``grad_accum`` micro-batches,
-        once for each size, batch and thread count, or once in a :func:`remembered_step_times` block; ``timed_steps``:
+        once for each size, batch and thread count, or once inside ``remembered_step_times()``; ``timed_steps``:
         see :func:`_seconds_per_step`)."""
         key = (tuple(size), batch, torch.get_num_threads())
         remembered_key = (self.model_name, repr(sorted(self.sized(size).items())), self.channels, self.classes,
                           str(self.device), self.amp_dtype, self.grad_accum, *key)
         if key in self.measured:
             return self.measured[key]
-        if _REMEMBERED is not None and remembered_key in _REMEMBERED:
-            self.measured[key] = _REMEMBERED[remembered_key]
-            return self.measured[key]
+        if (kept := _STEP_TIMES.get(remembered_key)) is not None:
+            self.measured[key] = kept
+            return kept
         started = time.perf_counter()
         seconds = _seconds_per_step(self.model_name, self.sized(size), self.channels, self.classes, size,
                                     batch * self.grad_accum, self.device, self.amp_dtype,
                                     timed_steps) / self.grad_accum
         self.spent_s += time.perf_counter() - started
         self.measured[key] = seconds
-        if _REMEMBERED is not None:
-            _REMEMBERED[remembered_key] = seconds
+        _STEP_TIMES.keep(remembered_key, seconds)
         return seconds
 
 
-# Step times measured by the plans made inside a ``remembered_step_times`` block (None: outside one).
-_REMEMBERED: dict | None = None
-
-
-@contextlib.contextmanager
-def remembered_step_times() -> Iterator[None]:
-    """Plans made inside share their step timings: a model at one size, batch and thread count is timed once.
-
-    ``gctxseg cv`` plans each configuration for its affordability check, its learning-rate probe and its first
-    fold, seconds apart on the same machine; timing the same steps three times only took minutes from training."""
-    global _REMEMBERED
-    outer, _REMEMBERED = _REMEMBERED, {} if _REMEMBERED is None else _REMEMBERED
-    try:
-        yield
-    finally:
-        _REMEMBERED = outer
+# Step times of the plans made inside ``remembered_step_times()``: ``gctxseg cv`` plans each configuration for its
+# affordability check, its learning-rate probe and its first fold, seconds apart on the same machine; timing the same
+# steps three times only took minutes from training. A model at one size, batch and thread count is timed once there.
+_STEP_TIMES = Remembered()
+remembered_step_times = _STEP_TIMES.block
 
 
 def _planned_base_size(clock: _StepClock, sizes: Mapping[str, int], given: Mapping[str, object],
