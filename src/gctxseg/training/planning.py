@@ -480,10 +480,10 @@ class _StepClock:
         once for each size, batch and thread count, or once inside ``remembered_step_times()``; ``timed_steps``:
         see :func:`_seconds_per_step`)."""
         key = (tuple(size), batch, torch.get_num_threads())
-        remembered_key = (self.model_name, repr(sorted(self.sized(size).items())), self.channels, self.classes,
-                          str(self.device), self.amp_dtype, self.grad_accum, *key)
         if key in self.measured:
             return self.measured[key]
+        remembered_key = (self.model_name, repr(sorted(self.sized(size).items())), self.channels, self.classes,
+                          str(self.device), self.amp_dtype, self.grad_accum, *key)
         if (kept := _STEP_TIMES.get(remembered_key)) is not None:
             self.measured[key] = kept
             return kept
