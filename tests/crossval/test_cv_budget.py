@@ -64,24 +64,34 @@ def test_no_budget_gives_no_share(tmp_path, monkeypatch):
     assert given == [None, None]
 
 
-def test_the_summary_keeps_what_its_measured_scoring_needs_not_a_flat_share():
+def test_the_summary_keeps_what_its_measured_work_needs_not_a_flat_share(tmp_path, monkeypatch):
     clock = configurations._CvClock(10.0)
-    assert clock.summary_s() == pytest.approx(30.0)  # SUMMARY_SHARE of 600 s until a scan's scoring is measured
+    assert clock.summary_s() == pytest.approx(30.0)  # SUMMARY_SHARE of 600 s until the summary's work is measured
     before = clock.ends_at
     rng = np.random.default_rng(0)
     target = (rng.random((4, 64, 64)) > 0.7).astype(np.int64)
     probs = np.stack([1 - target, target], axis=1).astype(np.uint8) * 255
+    oof = {f"s{i}": {"probs": probs[i], "target": target[i]} for i in range(4)}
+    read = []
+    monkeypatch.setattr(configurations, "read_fold_oof", lambda config_dir, fold: read.append(fold) or oof)
     clock.scans, clock.configurations = 100, 1
-    clock.measure_scoring({f"s{i}": {"probs": probs[i], "target": target[i]} for i in range(4)})
-    assert clock.scoring_s > 0
-    one = configurations.SUMMARY_SAFETY * clock.scoring_s * 100 * configurations.SUMMARY_SCORINGS \
-        + configurations.SUMMARY_FIXED_S
-    assert clock.summary_s() == pytest.approx(min(one, 30.0))
+    clock.measure_summary(tmp_path, 3, oof)
+    assert read == [3]  # the fold's arrays were read back, as the summary reads them
+    cost = clock.summary_cost
+    assert min(cost.read_s, cost.surface_s, cost.choice_s) > 0
+    one = cost.read_s + cost.surface_s + 2 * cost.choice_s  # its own summary, then ranked as the only candidate
+    assert clock.summary_s() == pytest.approx(
+        min(30.0, configurations.SUMMARY_SAFETY * 100 * one + configurations.SUMMARY_FIXED_S))
     assert clock.ends_at == pytest.approx(before + 30.0 - clock.summary_s(), abs=1e-6)  # the rest trains
-    clock.configurations = 3  # three configurations and their four ensembles: 17 scorings of each scan
-    fixed = configurations.SUMMARY_FIXED_S
-    assert clock.summary_s() == pytest.approx(min(30.0, (one - fixed) * 17 / 3 + fixed))
-    clock.scoring_s = 10.0  # a slow scoring: never more than the share
+    clock.measure_summary(tmp_path, 4, oof)
+    assert read == [3] and clock.summary_cost is cost  # measured once
+    # three configurations: three own summaries, then 7 candidates (3 alone, 4 ensembles) ranked
+    three = 3 * (cost.read_s + cost.surface_s + cost.choice_s) + 7 * cost.choice_s
+    assert cost.seconds(100, 3) == pytest.approx(100 * three)
+    clock.configurations = 3
+    assert clock.summary_s() == pytest.approx(
+        min(30.0, configurations.SUMMARY_SAFETY * 100 * three + configurations.SUMMARY_FIXED_S))
+    clock.summary_cost = configurations.SummaryCost(1.0, 1.0, 1.0)  # a slow summary: never more than the share
     assert clock.summary_s() == pytest.approx(30.0)
 
 

@@ -48,6 +48,15 @@ def test_a_clocked_run_validates_within_its_share_and_not_just_before_its_last_p
     assert not _validation_due(_clocked(total=50, done=20), 1, None, plenty, at=50.0)  # a run that never validates
 
 
+def test_a_clocked_cross_validation_fold_validates_after_its_last_step_only():
+    plenty = BudgetShare(VALIDATION_SHARE)
+    assert not _validation_due(_clocked(total=50, done=20), 1, 1, plenty, at=50.0, clocked_between=False)
+    assert _validation_due(_clocked(total=20, done=20), 1, 1, plenty, at=50.0, clocked_between=False)
+    fixed = StepSchedule(50, 10, 0.0, 0.01)
+    fixed.done = 20
+    assert _validation_due(fixed, 1, 1, plenty, at=None, clocked_between=False)  # a fixed run keeps its cadence
+
+
 def test_the_time_budget_record_adds_the_seconds_of_each_training_pass(monkeypatch):
     monkeypatch.setattr(schedule_module, "now", lambda: 40.0)
     schedule = _clocked(total=50, done=20, budget_s=120.0)
@@ -81,3 +90,17 @@ def test_expensive_validations_stay_within_their_share_of_a_budgeted_run(phantom
     # every validation between epochs was due: the ones before it plus one more within the share of the seconds
     assert 1 <= between <= 1 + VALIDATION_SHARE * budget["spent s"] / VALIDATION_S
     assert budget["spent s"] <= budget["budget s"] and budget["training s"] > 0
+
+
+def test_a_budgeted_fold_of_a_cross_validation_is_validated_once_after_its_last_step(tmp_path, monkeypatch,
+                                                                                      one_thread, fake_clock):
+    from gctxseg.data.phantom import synthesize_dataset
+
+    synthesize_dataset(tmp_path / "data", n=40, size=(32, 32), seed=0)  # each class in both folds
+    monkeypatch.setattr(planning, "_seconds_per_step", lambda *args: 5.0)
+    run = train(tiny_config(tmp_path / "data", tmp_path, epochs=None, batch_size=2, time_budget=3, num_samples=0,
+                            val_every=1, folds=2, fold=0))
+    log = json.loads((run / "log.json").read_text())
+    validated = ["val log:" in log[k] for k in log if k.startswith("epoch:")]
+    assert len(validated) >= 4 and validated[-1] and not any(validated[:-1])  # its final weights are scored
+    assert (run / "best.pt").is_file() and (run / "curves.png").is_file()

@@ -96,3 +96,32 @@ def test_a_set_is_scanned_once_inside_the_block_and_again_when_a_file_changes(tm
         assert asdict(changed) != asdict(first)
     fingerprint_dataset(pairs)
     assert len(scans) == 5  # outside the block every call scans
+
+
+def test_a_checkpoint_mapped_inside_the_block_is_read_once_until_it_is_replaced(tiny_run, tmp_path, monkeypatch):
+    import shutil
+
+    from gctxseg.runs import checkpoint
+    from gctxseg.runs.checkpoint import load_checkpoint, remembered_checkpoints, save_checkpoint
+
+    last = tmp_path / "last.pt"
+    shutil.copy(tiny_run / "last.pt", last)
+    reads = []
+    real_load = torch.load
+    monkeypatch.setattr(checkpoint.torch, "load", lambda path, **kw: reads.append(path) or real_load(path, **kw))
+    load_checkpoint(last, mmap=True)
+    load_checkpoint(last, mmap=True)
+    assert len(reads) == 2  # outside a block every read reads the file
+    with remembered_checkpoints():
+        first = load_checkpoint(last, mmap=True)
+        assert load_checkpoint(last, mmap=True) is first and len(reads) == 3
+        load_checkpoint(last)  # a full read (weights wanted) is never taken from the block
+        assert len(reads) == 4
+        ckpt = load_checkpoint(tiny_run / "last.pt")
+        ckpt["epoch"] = first["epoch"] + 7
+        save_checkpoint(ckpt, last)  # replaced: written atomically, a new file
+        reads.clear()
+        again = load_checkpoint(last, mmap=True)
+        assert len(reads) == 1 and again["epoch"] == first["epoch"] + 7
+    load_checkpoint(last, mmap=True)
+    assert len(reads) == 2  # the block's reads are gone after it

@@ -36,9 +36,9 @@ from ..data import MaskValueMap, find_pairs, read_mask
 from ..data.fingerprint import remembered_fingerprints
 from ..data.splits import SPLITS_FINAL, cv_folds, held_out_scans, load_splits
 from ..inference.postprocess import choose_postprocessing
-from ..metrics import score_predictions
+from ..metrics import score_image, score_predictions
 from ..models import resolve_model_name
-from ..runs.checkpoint import load_checkpoint
+from ..runs.checkpoint import load_checkpoint, remembered_checkpoints
 from ..runs.cvfolder import choose_cv_folder, cv_identity, missing_folds, start_cv_folder
 from ..runs.runfiles import RunFile
 from ..training import TrainConfig
@@ -58,7 +58,7 @@ from .lr_probe import (
     read_record,
     skip_probe,
 )
-from .oof import OOF_FOLDER, predict_fold_oof, stored_probabilities
+from .oof import OOF_FOLDER, predict_fold_oof, read_fold_oof, stored_probabilities
 from .race import RACE_RECORD, RaceRecord, TopUp, format_race, race_after_first_fold, read_race
 from .topup import PRE_RACE_FOLD, fold_steps, kept_plan, plan_top_ups, prepare_top_up
 
@@ -71,10 +71,10 @@ __all__ = ["DEFAULT_CONFIGURATIONS", "TIE_DICE", "ChosenCandidate", "Configurati
 DEFAULT_CONFIGURATIONS = ("gctx_unet", "unet", "nnunet")
 TIE_DICE = 0.005
 SUMMARY_SHARE = 0.05  # of a whole-cv time budget kept for the summary at most, and until its cost is measured
-# The summary kept once a fold's held-out scans have been scored: SUMMARY_SCORINGS scorings of every scan per
-# configuration and 2 per ensemble candidate, at the measured seconds a scan, x SUMMARY_SAFETY, + SUMMARY_FIXED_S
+# The summary kept once a fold's held-out scans have been scored: its work per scan, timed on that fold as the
+# summary does it (SummaryCost), for every scan, configuration and ensemble, x SUMMARY_SAFETY, + SUMMARY_FIXED_S
 # (docs/time-budget.md, rule 14)
-SUMMARY_SCORINGS, SUMMARY_SAFETY, SUMMARY_FIXED_S = 3, 1.25, 3.0
+SUMMARY_SAFETY, SUMMARY_FIXED_S = 1.15, 3.0
 MIN_UNIT_S = 6.0  # a fold started past the cv's deadline still trains a few steps, so every fold has weights
 # Under a time budget, a configuration whose fold share holds fewer optimiser steps than this (at its planned step
 # time) is not trained: on Duke DME folds of 44-132 steps left nnU-Net's network at a pooled Dice of 0.14 and 132-176
@@ -89,6 +89,44 @@ class UnitTime(JsonRecord):
 
     wall_s: float
     cpu_s: float
+
+
+@dataclass(frozen=True)
+class SummaryCost:
+    """Seconds per held-out scan of the summary's three kinds of work, timed on one fold's arrays as the summary
+    does them (:func:`measure_summary_cost`)."""
+
+    read_s: float  # reading a scan's stored array and mask back, checked
+    surface_s: float  # scoring its labels with the surface metrics
+    choice_s: float  # choosing post-processing on it, Dice before and after
+
+    def seconds(self, scans: int, configurations: int) -> float:
+        """The summary's seconds for ``scans`` held-out scans of ``configurations`` configurations: each one's
+        own summary (read, scored, post-processing chosen), then every configuration and ensemble of them ranked
+        (chosen again, on arrays read back at a tenth of the first read's cost, not counted)."""
+        own = self.read_s + self.surface_s + self.choice_s
+        return scans * (configurations * own + (2**configurations - 1) * self.choice_s)
+
+
+def measure_summary_cost(config_dir: Path, fold: int, oof: dict[str, dict]) -> SummaryCost:
+    """Time, on ``fold``'s held-out scans just written (``oof``), what the summary does with each scan: read its
+    array back (:func:`read_fold_oof`), score it with surface metrics as :func:`summarize_cv` does, and rank it as
+    :func:`choose_configuration` ranks a candidate."""
+    names = sorted(oof)
+    k = oof[names[0]]["probs"].shape[0]
+    targets = [oof[n]["target"] for n in names]
+    # one scan first, untimed: a first call pays once for what the summary's thousands of calls do not (imports)
+    score_image(oof[names[0]]["probs"].argmax(0), targets[0], k)
+    _score_candidate(("fold",), {"fold": [oof[names[0]]["probs"]]}, targets[:1], k)
+    started = time.perf_counter()
+    read_fold_oof(config_dir, fold)
+    read = time.perf_counter()
+    for name, target in zip(names, targets):
+        score_image(oof[name]["probs"].argmax(0), target, k)
+    scored = time.perf_counter()
+    _score_candidate(("fold",), {"fold": [oof[n]["probs"] for n in names]}, targets, k)
+    n = len(names)
+    return SummaryCost((read - started) / n, (scored - read) / n, (time.perf_counter() - scored) / n)
 
 
 @dataclass(frozen=True)
@@ -275,7 +313,7 @@ class _CvClock:
         self.budget_s, self.started, self.spent_s = (minutes or 0.0) * 60, time.perf_counter(), spent_s
         self.after_s = 0.0  # what a fold spent after training (its out-of-fold arrays), last measured
         self.scans, self.configurations = 0, 1  # the summary's work: held-out scans, configurations still run
-        self.scoring_s: float | None = None  # seconds to score one held-out scan, once measured
+        self.summary_cost: SummaryCost | None = None  # the summary's seconds per scan, once measured
 
     @property
     def ends_at(self) -> float | None:
@@ -283,23 +321,18 @@ class _CvClock:
         return self.started + self.budget_s - self.spent_s - self.summary_s() if self.budget_s else None
 
     def summary_s(self) -> float:
-        """Seconds kept for the summary: ``SUMMARY_SHARE`` of the budget until a scan's scoring is measured, then
-        the estimate of the summary's scorings, within that share."""
+        """Seconds kept for the summary: ``SUMMARY_SHARE`` of the budget until its work per scan is measured, then
+        the estimate from that measure, within that share."""
         kept = SUMMARY_SHARE * self.budget_s
-        if self.scoring_s is None:
+        if self.summary_cost is None:
             return kept
-        c = self.configurations
-        scorings = SUMMARY_SCORINGS * c + 2 * (2**c - 1 - c)
-        return min(kept, SUMMARY_SAFETY * self.scoring_s * self.scans * scorings + SUMMARY_FIXED_S)
+        estimate = self.summary_cost.seconds(self.scans, self.configurations)
+        return min(kept, SUMMARY_SAFETY * estimate + SUMMARY_FIXED_S)
 
-    def measure_scoring(self, oof: dict[str, dict]) -> None:
-        """Time the scoring of a fold's held-out scans (Dice and surface metrics, as the summary scores them), once."""
-        if self.scoring_s is not None or not oof or not self.budget_s:
-            return
-        started = time.perf_counter()
-        k = next(iter(oof.values()))["probs"].shape[0]
-        score_predictions([o["probs"].argmax(0) for o in oof.values()], [o["target"] for o in oof.values()], k)
-        self.scoring_s = (time.perf_counter() - started) / len(oof)
+    def measure_summary(self, config_dir: Path, fold: int, oof: dict[str, dict]) -> None:
+        """Time the summary's work on ``fold``'s held-out scans (:func:`measure_summary_cost`), once."""
+        if self.summary_cost is None and oof and self.budget_s:
+            self.summary_cost = measure_summary_cost(config_dir, fold, oof)
 
     def share(self, units_left: int) -> float | None:
         """Training minutes for the next unit of ``units_left`` (itself included): its share less what it will
@@ -382,7 +415,7 @@ def _train_fold_and_oof(cfg: TrainConfig, config_dir: Path, fold: int, clock: _C
         if not reported:  # a fold kept from an earlier run keeps its report
             write_fold_report(config_dir, fold, oof, cfg.device, cfg.amp)
     clock.after_s = time.perf_counter() - started
-    clock.measure_scoring(oof)
+    clock.measure_summary(config_dir, fold, oof)
 
 
 def _top_up_first_folds(cfg: TrainConfig, cv_dir: Path, kept: list[str], clock: _CvClock, probes: dict,
@@ -455,8 +488,9 @@ def run_cv(cfg: TrainConfig, models: list[str] | tuple[str, ...] = DEFAULT_CONFI
     passed.
     Returns the CV folder.
     """
-    # the configurations' plans and folds scan the same files and time the same steps: once each
-    with remembered_step_times(), remembered_fingerprints():
+    # the configurations' plans and folds scan the same files, time the same steps and read the same checkpoints:
+    # once each
+    with remembered_step_times(), remembered_fingerprints(), remembered_checkpoints():
         return _run_cv(cfg, models, device, amp, race)
 
 
@@ -566,7 +600,7 @@ def _score_candidate(members: tuple[str, ...], oof: dict[str, list[np.ndarray]],
 
 def _targets(cv_dir: Path, model: str, names: list[str]) -> tuple[int, dict, list[np.ndarray]]:
     """(classes, value map, each named scan's ground truth as class indices) from one configuration's folds."""
-    ckpt = load_checkpoint(next(iter(sorted((cv_dir / model).glob("fold_*/last.pt")))))
+    ckpt = load_checkpoint(next(iter(sorted((cv_dir / model).glob("fold_*/last.pt")))), mmap=True)  # classes, data
     value_map = MaskValueMap.from_dict(ckpt["value_map"])
     cfg = ckpt["config"]
     masks = {p.name: p.mask for p in find_pairs(cfg["data_train"], cfg["img_f"], cfg["mask_f"])}
@@ -666,7 +700,11 @@ def summarize_folder(cv_dir: str | Path, device: str = "auto", amp: str = "auto"
     """``gctxseg cv --summary-only``: summarise each configuration of a CV folder again and choose among them
     (a folder of one configuration's folds, as older gctxseg wrote, is summarised as it is). Only configurations
     that trained every fold are summarised; a folder that holds none is refused before anything is written."""
-    cv_dir = Path(cv_dir)
+    with remembered_checkpoints():  # each fold's last.pt is read for its steps, classes and scans: once
+        _summarize_folder(Path(cv_dir), device, amp)
+
+
+def _summarize_folder(cv_dir: Path, device: str, amp: str) -> None:
     if not cv_dir.is_dir():
         raise ValueError(f"{cv_dir}: no such folder, so no cv run to summarise; pass the --results and --name of "
                          "a gctxseg cv run")

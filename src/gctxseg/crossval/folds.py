@@ -136,7 +136,7 @@ def summarize_cv(cv_dir: str | Path, device: str = "auto", amp: str = "auto") ->
     """Out-of-fold scores of a CV folder, the post-processing chosen on them, written as JSON and HTML."""
     cv_dir = Path(cv_dir)
     oof = oof_probabilities(cv_dir, device, amp)
-    first = load_checkpoint(next(iter(sorted(cv_dir.glob("fold_*/last.pt")))))
+    first = load_checkpoint(next(iter(sorted(cv_dir.glob("fold_*/last.pt")))), mmap=True)  # classes, model name
     value_map = MaskValueMap.from_dict(first["value_map"])
     k = value_map.num_classes
     names = sorted(oof)

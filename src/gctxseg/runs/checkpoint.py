@@ -32,11 +32,13 @@ from torch.overrides import TorchFunctionMode
 
 from ..core.files import atomic_torch_save
 from ..core.limits import input_size_problem
+from ..core.remembered import Remembered
 from ..data import MaskValueMap
 from ..models import create_model, resolve_model_name
 from ..models.registry import model_options
 
 __all__ = [
+    "remembered_checkpoints",
     "save_checkpoint",
     "load_checkpoint",
     "load_model_start",
@@ -119,6 +121,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: checkpoint not found; pass the run folder's best.pt or last.pt")
+    known = _remembered_key(path, map_location) if mmap else None
+    if known is not None and (ckpt := _CHECKPOINTS.get(known)) is not None:
+        return ckpt
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError:  # the weights-only unpickler met an object it will not build
@@ -130,7 +135,29 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
         raise ValueError(f"{path}: not a readable checkpoint ({type(err).__name__}); it may be truncated") from None
     _require_gctxseg(ckpt, path)
     check_checkpoint(ckpt, path)
+    if known is not None:
+        _CHECKPOINTS.keep(known, ckpt)
     return ckpt
+
+
+# Checkpoints mapped for their small fields (``mmap=True``) inside ``remembered_checkpoints()``: the same file,
+# unchanged (inode, size, modification time), gives what its first read gave, checked then. ``gctxseg cv`` reads
+# each fold's ``last.pt`` for its epoch, settings, classes or steps several times (finished? plan kept, arrays,
+# report, summary), and unpickling a checkpoint's hundreds of tensor records costs tens of ms each time.
+_CHECKPOINTS = Remembered()
+remembered_checkpoints = _CHECKPOINTS.block
+
+
+def _remembered_key(path: Path, map_location) -> tuple | None:
+    """What a mapped read is kept under; None outside ``remembered_checkpoints()`` or where the file cannot be
+    stat'ed (the read then says why)."""
+    if not _CHECKPOINTS.open:
+        return None
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns, str(map_location)
 
 
 def load_model_start(path: str | Path) -> dict:

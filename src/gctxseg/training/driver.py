@@ -14,7 +14,8 @@ time budget are spent and measured, and how a run stops are the driver's.
 
 A run whose schedule follows the clock (a time budget: training/schedule.py) keeps what is not training within a
 small share of its budget: a validation between epochs is skipped when the ones so far have cost more than
-``VALIDATION_SHARE`` of the seconds run, or when the next pass is the last one (its own validation follows it), and
+``VALIDATION_SHARE`` of the seconds run, or when the next pass is the last one (its own validation follows it), or
+always where the run says so (a cross-validation fold: its final weights are what is scored), and
 its figures are redrawn only after a validation, and the log and checkpoints of an epoch that was not validated are
 written only while such writes have cost at most ``WRITE_SHARE`` of the seconds run (every epoch's entry is in the
 log written next; a stop resumes from the last ``last.pt`` written). A run of fixed length (``--epochs``,
@@ -115,7 +116,7 @@ class BudgetShare:
 
 
 def drive_epochs(run: EpochRun, *, first_epoch: int, seed: int, rank: int, device: torch.device, is_main: bool,
-                 fresh: bool, val_every: int | None = None) -> int | None:
+                 fresh: bool, val_every: int | None = None, clocked_between: bool = True) -> int | None:
     """Train ``run`` epoch by epoch until its schedule ends (its steps taken, or its deadline reached: then
     mid-epoch); returns the stop signal the ranks agreed on, None when the schedule ended.
 
@@ -123,7 +124,8 @@ def drive_epochs(run: EpochRun, *, first_epoch: int, seed: int, rank: int, devic
         first_epoch: the epoch to start at (a resumed run's next one).
         seed, rank: every random choice of an epoch is a function of ``(seed, epoch, rank)``: resumable exactly.
         fresh: a new run (rank 0 writes the first ``last.pt``, timed for the deadline's reserve).
-        val_every: validate every this many epochs and after the last step (None: never; see the module).
+        val_every, clocked_between: validate every ``val_every`` epochs (None: never) and after the last step; a
+            clocked run validates between epochs only where ``clocked_between`` (see the module).
     """
     schedule = run.schedule
     if fresh and is_main:
@@ -147,9 +149,8 @@ def drive_epochs(run: EpochRun, *, first_epoch: int, seed: int, rank: int, devic
                 end.steps, end.pass_s = schedule.done - done, time.perf_counter() - started
                 # ---- validate: on the cadence (within its share of a clocked run), and after the last step
                 end.trained_at = trained_at = now() if schedule.clocked else None
-                due = _validation_due(schedule, epoch, val_every, validation, trained_at)
-                if schedule.clocked:
-                    due = _rank_0_decides(due, device)
+                due = _validation_due(schedule, epoch, val_every, validation, trained_at, clocked_between)
+                due = _rank_0_decides(due, device) if schedule.clocked else due
                 if due:
                     end.validated = run.validate()
             except NonFiniteLossError as err:
@@ -211,9 +212,10 @@ def _save_start(run: EpochRun, schedule: StepSchedule) -> None:
 
 
 def _validation_due(schedule: StepSchedule, epoch: int, val_every: int | None, share: BudgetShare,
-                    at: float | None) -> bool:
+                    at: float | None, clocked_between: bool = True) -> bool:
     """Whether the epoch that just ended is validated: always after the last step; between epochs on the
-    cadence, and in a clocked run only within its share and not just before the last (partial) pass."""
+    cadence, and in a clocked run only where it validates between epochs, within its share and not just before
+    the last (partial) pass."""
     if val_every is None:
         return False
     if schedule.finished:
@@ -222,5 +224,7 @@ def _validation_due(schedule: StepSchedule, epoch: int, val_every: int | None, s
         return False
     if not schedule.clocked:
         return True
+    if not clocked_between:
+        return False
     last_pass_next = schedule.total - schedule.done <= schedule.per_epoch
     return not last_pass_next and share.due(at - schedule.deadline.started)

@@ -694,9 +694,11 @@ def _train_planned(cfg: TrainConfig, ckpt: dict | None, fixed: set, started: flo
         _announce(cfg, device, data, trainer, run_dir, state, resumed=ckpt is not None)
 
     epochs = _SegmentationEpochs(cfg, ddp, device, amp_dtype, data, trainer, run_dir, state, then_report)
+    # a fold of a cross-validation is scored by its final weights on its held-out scans (crossval/folds.py): under a
+    # budget, the validations between its epochs would only pick a best.pt nothing scores, out of its seconds
     stopped_by = drive_epochs(epochs, first_epoch=state.start_epoch, seed=cfg.seed, rank=ddp.rank, device=device,
                               is_main=ddp.is_main, fresh=state.start_epoch == 0 and not cfg.resume,
-                              val_every=cfg.val_every)
+                              val_every=cfg.val_every, clocked_between=not cfg.folds)
     if stopped_by is not None:
         _leave_stopped(stopped_by, ddp, run_dir)
     _finish(cfg, ddp, device, amp_dtype, data, trainer, run_dir, state.best_dice)
