@@ -37,6 +37,7 @@ from ..data.fingerprint import remembered_fingerprints
 from ..data.splits import SPLITS_FINAL, cv_folds, held_out_scans, load_splits
 from ..inference.postprocess import choose_postprocessing
 from ..metrics import score_image, score_predictions
+from ..metrics.predictions import remembered_image_scores
 from ..models import resolve_model_name
 from ..runs.checkpoint import load_checkpoint, remembered_checkpoints
 from ..runs.cvfolder import choose_cv_folder, cv_identity, missing_folds, start_cv_folder
@@ -488,9 +489,9 @@ def run_cv(cfg: TrainConfig, models: list[str] | tuple[str, ...] = DEFAULT_CONFI
     passed.
     Returns the CV folder.
     """
-    # the configurations' plans and folds scan the same files, time the same steps and read the same checkpoints:
-    # once each
-    with remembered_step_times(), remembered_fingerprints(), remembered_checkpoints():
+    # the configurations' plans and folds scan the same files, time the same steps, read the same checkpoints, and
+    # a fold's report and its summary score the same scans: once each
+    with remembered_step_times(), remembered_fingerprints(), remembered_checkpoints(), remembered_image_scores():
         return _run_cv(cfg, models, device, amp, race)
 
 
