@@ -102,6 +102,7 @@ def _run(name: str, command: list[str], minutes: float, training_minutes: float,
         if busy is not None:
             busy.kill()
             busy.wait()
+    (cwd / f"{name}.log").write_text(done.stdout + done.stderr)  # the run's own lines (kept with --out)
     if done.returncode != 0:
         print(done.stdout[-2000:], done.stderr[-2000:], sep="\n", file=sys.stderr)
     budget = minutes * 60
