@@ -35,9 +35,9 @@ from ..core.runtime import cpu_threads
 from ..data import MaskValueMap, find_pairs, read_mask
 from ..data.fingerprint import remembered_fingerprints
 from ..data.splits import SPLITS_FINAL, cv_folds, held_out_scans, load_splits
+from ..evaluation.image_scores import remembered_image_scores, scored_image
 from ..inference.postprocess import choose_postprocessing
-from ..metrics import score_image, score_predictions
-from ..metrics.predictions import remembered_image_scores
+from ..metrics import score_predictions
 from ..models import resolve_model_name
 from ..runs.checkpoint import load_checkpoint, remembered_checkpoints
 from ..runs.cvfolder import choose_cv_folder, cv_identity, missing_folds, start_cv_folder
@@ -117,13 +117,13 @@ def measure_summary_cost(config_dir: Path, fold: int, oof: dict[str, dict]) -> S
     k = oof[names[0]]["probs"].shape[0]
     targets = [oof[n]["target"] for n in names]
     # one scan first, untimed: a first call pays once for what the summary's thousands of calls do not (imports)
-    score_image(oof[names[0]]["probs"].argmax(0), targets[0], k)
+    scored_image(oof[names[0]]["probs"].argmax(0), targets[0], k)
     _score_candidate(("fold",), {"fold": [oof[names[0]]["probs"]]}, targets[:1], k)
     started = time.perf_counter()
     read_fold_oof(config_dir, fold)
     read = time.perf_counter()
     for name, target in zip(names, targets):
-        score_image(oof[name]["probs"].argmax(0), target, k)
+        scored_image(oof[name]["probs"].argmax(0), target, k)
     scored = time.perf_counter()
     _score_candidate(("fold",), {"fold": [oof[n]["probs"] for n in names]}, targets, k)
     n = len(names)

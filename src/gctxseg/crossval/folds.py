@@ -32,8 +32,9 @@ from ..core.files import atomic_write_json, atomic_write_text
 from ..core.records import JsonRecord, key, optional
 from ..data import MaskValueMap
 from ..evaluation.evaluate import score_labels
+from ..evaluation.image_scores import scored_image
 from ..inference.postprocess import choose_postprocessing
-from ..metrics import pool_image_scores, pooled_mean_dice, score_image
+from ..metrics import pool_image_scores, pooled_mean_dice
 from ..reporting.report import write_html_report
 from ..runs.checkpoint import load_checkpoint
 from ..training import TrainConfig, train
@@ -142,14 +143,14 @@ def summarize_cv(cv_dir: str | Path, device: str = "auto", amp: str = "auto") ->
     names = sorted(oof)
     preds = [oof[n]["probs"].argmax(0) for n in names]
     targets = [oof[n]["target"] for n in names]
-    scores = [score_image(p, t, k) for p, t in zip(preds, targets)]  # each scan's surface metrics once
+    scores = [scored_image(p, t, k) for p, t in zip(preds, targets)]  # each scan's surface metrics once
     per_fold = {}
     for fold in sorted({oof[n]["fold"] for n in names}):
         per_fold[str(fold)] = pool_image_scores([s for s, n in zip(scores, names) if oof[n]["fold"] == fold], k)
     postprocess = choose_postprocessing(preds, targets, k)
     postprocess.save(cv_dir / "postprocessing.json")
     processed = [postprocess(p) for p in preds]  # a scan the rules leave as it was keeps its scores
-    processed_scores = [s if np.array_equal(q, p) else score_image(q, t, k)
+    processed_scores = [s if np.array_equal(q, p) else scored_image(q, t, k)
                         for s, p, q, t in zip(scores, preds, processed, targets)]
     summary = CvSummary(
         folds=len(per_fold),

@@ -48,7 +48,8 @@ from ..data import (
 from ..data.errors import raise_collected
 from ..data.io import file_stem, is_scan
 from ..inference.predictor import PREDICT_BATCH, EnsemblePredictor, Predictor, load_predictor
-from ..metrics import Spacing, check_spacing, score_image
+from ..metrics import Spacing, check_spacing
+from .image_scores import scored_image
 from .results import (
     CSV_COLUMNS,
     EVALUATION_ENTRIES,
@@ -358,7 +359,7 @@ def _score_pairs(pairs, predictions: _Predictions, value_map: MaskValueMap,
     for i, pair in enumerate(pairs):
         target = value_map.encode(read_mask(pair.mask, pair.slice_index), source=pair.mask)
         image, pred = predictions(pair)
-        scores = score_image(pred, target, k, nsd_tolerance, spacing)
+        scores = scored_image(pred, target, k, nsd_tolerance, spacing)
         if pair.image in keep and pair.slice_index is None:
             scored.kept[pair.image] = np.asarray(pred, dtype=np.uint8)
         for counts, key in ((scored.truth_counts, "truth_pixels"), (scored.pred_counts, "pred_pixels")):

@@ -6,25 +6,16 @@ over its images; HD95 and NSD are per image, averaged over the images where they
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from ..core.remembered import Remembered
 from .overlap import confusion_matrix, scores_from_confusion
 from .surface import Spacing, surface_metrics
 
-__all__ = ["pool_image_scores", "pooled_mean_dice", "remembered_image_scores", "score_image", "score_predictions"]
-
-# Scores taken inside ``remembered_image_scores()``: the same labels against the same truth (their bytes, shape and
-# type) at the same tolerance and spacing give the scores taken the first time. ``gctxseg cv`` scores each held-out
-# scan in its fold's report and again in its configuration's summary, and the surface metrics cost milliseconds a
-# scan where the digests cost a tenth of that.
-_SCORES = Remembered()
-remembered_image_scores = _SCORES.block
+__all__ = ["pool_image_scores", "pooled_mean_dice", "score_image", "score_predictions"]
 
 
 def score_image(
@@ -38,24 +29,6 @@ def score_image(
     """
     if pred.shape != target.shape:
         raise ValueError(f"pred and target shapes differ: {pred.shape} vs {target.shape}")
-    known = _scores_key(pred, target, num_classes, nsd_tolerance, spacing) if _SCORES.open else None
-    if known is not None and (kept := _SCORES.get(known)) is not None:
-        return {**kept, "confusion": kept["confusion"].clone()}
-    scores = _score_image(pred, target, num_classes, nsd_tolerance, spacing)
-    if known is not None:
-        _SCORES.keep(known, {**scores, "confusion": scores["confusion"].clone()})
-    return scores
-
-
-def _scores_key(pred: np.ndarray, target: np.ndarray, *settings) -> tuple:
-    """What one image's scores are taken from: both label maps' digests, shapes and types, and the settings."""
-    arrays = [np.ascontiguousarray(np.asarray(a)) for a in (pred, target)]
-    return (*((hashlib.blake2b(a.data, digest_size=16).digest(), a.shape, a.dtype.str) for a in arrays),
-            repr(settings))
-
-
-def _score_image(pred: np.ndarray, target: np.ndarray, num_classes: int, nsd_tolerance: float,
-                 spacing: Spacing) -> dict[str, object]:
     cm = confusion_matrix(torch.as_tensor(pred), torch.as_tensor(target), num_classes)
     scores = scores_from_confusion(cm)
     hd95, nsd = surface_metrics(pred, target, num_classes, nsd_tolerance, spacing)

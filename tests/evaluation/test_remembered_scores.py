@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from gctxseg.evaluation.image_scores import remembered_image_scores
+from gctxseg.evaluation.image_scores import scored_image as score_image
 from gctxseg.metrics import predictions
-from gctxseg.metrics.predictions import remembered_image_scores, score_image
 
 
 def test_the_same_labels_are_scored_once_inside_the_block_and_a_change_is_scored_again(monkeypatch):
