@@ -99,8 +99,10 @@ def test_a_budgeted_fold_of_a_cross_validation_is_validated_once_after_its_last_
     synthesize_dataset(tmp_path / "data", n=40, size=(32, 32), seed=0)  # each class in both folds
     monkeypatch.setattr(planning, "_seconds_per_step", lambda *args: 5.0)
     run = train(tiny_config(tmp_path / "data", tmp_path, epochs=None, batch_size=2, time_budget=3, num_samples=0,
-                            val_every=1, folds=2, fold=0))
+                            folds=2, fold=0))  # its validation cadence planned
     log = json.loads((run / "log.json").read_text())
     validated = ["val log:" in log[k] for k in log if k.startswith("epoch:")]
     assert len(validated) >= 4 and validated[-1] and not any(validated[:-1])  # its final weights are scored
     assert (run / "best.pt").is_file() and (run / "curves.png").is_file()
+    plan = json.loads((run / "plan.json").read_text())
+    assert "after its last step only" in plan["reasons"]["val_every"]  # the plan says what the run does

@@ -150,6 +150,8 @@ def _plan(cfg: TrainConfig, fingerprint, n_train: int, n_val: int, device, amp_d
         if name in plan.given:
             plan.given.remove(name)
             plan.reasons[name] = reason
+    if cfg.folds and cfg.time_budget and cfg.epochs is None and cfg.steps is None and "val_every" in plan.reasons:
+        plan.reasons["val_every"] = "a cv fold under a time budget validates after its last step only (driver.py)"
     settings = {k: getattr(plan, k) for k in PLANNED_SETTINGS if k != "foreground_share"}
     return replace(cfg, model_options=plan.model_options, **settings), plan
 
