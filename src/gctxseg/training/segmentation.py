@@ -150,8 +150,6 @@ def _plan(cfg: TrainConfig, fingerprint, n_train: int, n_val: int, device, amp_d
         if name in plan.given:
             plan.given.remove(name)
             plan.reasons[name] = reason
-    if cfg.folds and cfg.time_budget and cfg.epochs is None and cfg.steps is None and "val_every" in plan.reasons:
-        plan.reasons["val_every"] = "a cv fold under a time budget validates after its last step only (driver.py)"
     settings = {k: getattr(plan, k) for k in PLANNED_SETTINGS if k != "foreground_share"}
     return replace(cfg, model_options=plan.model_options, **settings), plan
 
@@ -685,6 +683,8 @@ def _train_planned(cfg: TrainConfig, ckpt: dict | None, fixed: set, started: flo
                    device: torch.device, amp_dtype, data: _TrainingData, then_report: bool) -> Path:
     """:func:`train` once its settings are planned and its data read: build, train, finish; the run folder."""
     deadline = _deadline(cfg, ckpt, started, clocked=_follows_clock(cfg, ckpt, fixed, data.plan))
+    if deadline is not None and cfg.folds and "val_every" in data.plan.reasons:  # as drive_epochs is told below
+        data.plan.reasons["val_every"] = "a cv fold under a time budget validates after its last step only (driver.py)"
     # the model first: a start that does not fit fails before a run folder is made
     trainer = _build_trainer(cfg, ddp, device, data, resuming=ckpt is not None, deadline=deadline,
                              then_report=then_report)
