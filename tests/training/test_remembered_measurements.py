@@ -125,3 +125,28 @@ def test_a_checkpoint_mapped_inside_the_block_is_read_once_until_it_is_replaced(
         assert len(reads) == 1 and again["epoch"] == first["epoch"] + 7
     load_checkpoint(last, mmap=True)
     assert len(reads) == 2  # the block's reads are gone after it
+
+
+def test_a_fold_scanning_its_own_set_measures_each_mask_structure_once(tmp_path, monkeypatch):
+    """Each fold of a cv scans another set of the same files: a mask's structure width (a distance transform) is
+    measured once inside the block, again when the mask changed, and the fingerprint is the one a lone scan takes."""
+    pairs = _write_pairs(tmp_path)
+    widths = []
+    width = fp._structure_width
+    monkeypatch.setattr(fp, "_structure_width", lambda fg: widths.append(1) or width(fg))
+    alone = fingerprint_dataset(pairs[1:])
+    widths.clear()
+    with remembered_fingerprints():
+        fingerprint_dataset(pairs[:-1])
+        measured = len(widths)
+        assert measured > 0
+        in_block = fingerprint_dataset(pairs[1:])  # one new mask: one new measure
+        assert len(widths) == measured + 1
+        assert asdict(in_block) == asdict(alone)
+        mask = np.asarray(Image.open(pairs[1].mask)).copy()
+        mask[:4, :4] = mask.max()
+        Image.fromarray(mask).save(pairs[1].mask)
+        os.utime(pairs[1].mask, ns=(2, 2))
+        before = len(widths)
+        fingerprint_dataset(pairs[1:3])
+        assert len(widths) == before + 1  # the rewritten mask is measured again

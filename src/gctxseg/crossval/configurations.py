@@ -596,7 +596,9 @@ def _score_candidate(members: tuple[str, ...], oof: dict[str, list[np.ndarray]],
     # the ranking is by Dice: the surface metrics of every candidate are not paid for (the summaries have them)
     raw = score_predictions(preds, targets, k, surface=False)
     processed = score_predictions([post(p) for p in preds], targets, k, surface=False)
-    return _Candidate(members, raw["dice"], processed["dice"], float(np.nanmean(processed["dice"])), post)
+    dice = np.asarray(processed["dice"], dtype=np.float64)  # NaN: a class absent from truth and prediction
+    mean = float(np.nanmean(dice)) if np.isfinite(dice).any() else float("nan")
+    return _Candidate(members, raw["dice"], processed["dice"], mean, post)
 
 
 def _targets(cv_dir: Path, model: str, names: list[str]) -> tuple[int, dict, list[np.ndarray]]:

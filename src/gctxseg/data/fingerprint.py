@@ -221,7 +221,7 @@ def analyze_case(
     width = fg_values = fg_labels = None
     fg = np.flatnonzero(mask.ravel() != background)  # labels kept: the background may still go down
     if fg.size:
-        width = _structure_width(mask != background)
+        width = _remembered_width(pair, mask, background)
         picked = fg[rng.integers(0, fg.size, min(budget, fg.size))]
         fg_values, fg_labels = flat[picked].astype(np.float32), mask.ravel()[picked]
     sums = None
@@ -321,6 +321,21 @@ def _remembered_key(pairs, *settings) -> tuple | None:
     known_values, sample_pixels, known_channels, ct, windows, intensity = settings
     return (files, None if known_values is None else tuple(int(v) for v in known_values), sample_pixels,
             known_channels, ct, repr(list(windows)), None if intensity is None else repr(intensity.to_dict()))
+
+
+def _remembered_width(pair: ImagePair, mask: np.ndarray, background: int) -> float:
+    """The mask's structure width, kept inside ``remembered_fingerprints()``: each fold of a cv scans its own set of
+    pairs, and the distance transform is most of a scan's time."""
+    try:
+        key = ("structure width", str(pair.mask), pair.slice_index, *_stamp(pair.mask), background)
+    except OSError:
+        key = None
+    if key is not None and (kept := _FINGERPRINTS.get(key)) is not None:
+        return kept
+    width = _structure_width(mask != background)
+    if key is not None:
+        _FINGERPRINTS.keep(key, width)
+    return width
 
 
 def _stamp(path: Path) -> tuple[int, int]:

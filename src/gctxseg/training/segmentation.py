@@ -504,6 +504,7 @@ class _SegmentationEpochs:
         # the last validation and curve draw in wall seconds: the samples and the report after train() (the report on
         # the wall clock, outside the deadline's) are estimated from them
         self.then_report, self.validate_s, self.draw_s = then_report and trainer.schedule.clocked, 0.0, 0.0
+        self.best_is_current = False  # the model holds best.pt's weights (the last epoch recorded was the best)
         pairs = data.train_pairs
         self.names = [p.image.name if p.slice_index is None else f"{p.image.name} (slice {p.slice_index})"
                       for p in pairs]
@@ -551,6 +552,7 @@ class _SegmentationEpochs:
             self.save("last.pt", end.epoch)
         if improved:
             self.save("best.pt", end.epoch)
+        self.best_is_current = improved
         if end.draw:
             drawn = time.perf_counter()
             plot_curves(self.state.log, self.run_dir / "curves.png")
@@ -601,11 +603,13 @@ def _print_epoch(epoch: int, lr: float, train: EpochScores, val: EpochScores | N
 
 def _finish(
     cfg: TrainConfig, ddp: Distributed, device: torch.device, amp_dtype, data: _TrainingData, trainer: _Trainer,
-    run_dir: Path, best_dice: float,
+    run_dir: Path, best_dice: float, best_is_current: bool = False,
 ) -> None:  # fmt: skip
-    """Sample predictions drawn with the best weights (rank 0), then every rank waits for the others."""
+    """Sample predictions drawn with the best weights (rank 0; read back from best.pt unless the model holds them:
+    ``best_is_current``), then every rank waits for the others."""
     if ddp.is_main and (run_dir / "best.pt").exists():
-        trainer.raw_model.load_state_dict(load_checkpoint(run_dir / "best.pt", map_location=device)["model"])
+        if not best_is_current:
+            trainer.raw_model.load_state_dict(load_checkpoint(run_dir / "best.pt", map_location=device)["model"])
         (run_dir / "samples").mkdir(exist_ok=True)
         _save_sample_predictions(
             trainer.raw_model,
@@ -703,7 +707,7 @@ def _train_planned(cfg: TrainConfig, ckpt: dict | None, fixed: set, started: flo
                               val_every=cfg.val_every, clocked_between=not cfg.folds)
     if stopped_by is not None:
         _leave_stopped(stopped_by, ddp, run_dir)
-    _finish(cfg, ddp, device, amp_dtype, data, trainer, run_dir, state.best_dice)
+    _finish(cfg, ddp, device, amp_dtype, data, trainer, run_dir, state.best_dice, epochs.best_is_current)
     return run_dir
 
 

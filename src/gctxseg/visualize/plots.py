@@ -80,7 +80,8 @@ def save_figure(fig, path: str | Path, dpi: int = 100) -> None:
     """``fig`` as a PNG marked as gctxseg's (:data:`PLOT_SOFTWARE`), written atomically (a temp file of a unique
     name, then renamed: never a file of the user's beside it)."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": PLOT_SOFTWARE})
+    # zlib level 3: smaller than PIL's default (6) on these figures and faster to write
+    fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": PLOT_SOFTWARE}, pil_kwargs={"compress_level": 3})
     plt.close(fig)
     atomic_write_bytes(path, buffer.getvalue())
 
