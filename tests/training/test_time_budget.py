@@ -161,6 +161,30 @@ def test_the_schedule_follows_the_clock_both_ways_and_replays(monkeypatch):
     assert replay.revisions == schedule.revisions and replay.done == schedule.done
 
 
+def test_warm_up_follows_the_first_total_not_early_re_estimates(monkeypatch):
+    """The first steps pay for the loader's first batches and the kernels' set-up: a re-estimate after two slow
+    steps may put the total at a fraction of the plan's. The warm-up keeps its planned length (capped at a tenth of
+    the first total), so the learning rate rises step by step instead of jumping to its peak and back."""
+    clock = [0.0]
+    monkeypatch.setattr(schedule_module, "now", lambda: clock[0])
+    schedule = StepSchedule(490, 35, 1.0, 0.01, deadline=Deadline(budget_s=360.0, started=0.0))
+    schedule.pass_started()
+    factors = []
+    for seconds in [5.0, 5.0] + [0.7] * 40:  # two slow first steps, then the machine's pace
+        schedule.revise(*schedule.propose(False))
+        factors.append(schedule.lr_factor(schedule.done))
+        clock[0] += seconds
+        schedule.step_taken()
+    assert min(t for _, t in schedule.revisions) < 100  # the clock's early estimate was far below the plan's
+    assert factors[:35] == [(s + 1) / 35 for s in range(35)]  # rising, never at the peak before step 35
+    assert schedule.warmup_steps == 35
+    # a replay of the record warms up the same
+    replay = StepSchedule(490, 35, 1.0, 0.01, limit=schedule.done, revisions=schedule.revisions)
+    assert replay.warmup_steps == 35
+    # a plan of few steps still caps its warm-up at a tenth of them
+    assert StepSchedule(60, 35, 1.0, 0.01).warmup_steps == 6
+
+
 def test_rank_0_decides_the_schedule_in_the_stop_agreement(tmp_path):
     import torch.distributed as dist
 

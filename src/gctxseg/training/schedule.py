@@ -121,7 +121,7 @@ class StepSchedule:
     Args:
         total: the steps planned (a clock schedule's first estimate).
         per_epoch: optimiser steps per pass over the loader.
-        warmup_epochs, lrf: the warm-up (capped at a tenth of the current total) and the final lr factor.
+        warmup_epochs, lrf: the warm-up (capped at a tenth of the first total) and the final lr factor.
         limit: at most this many steps (``--steps``, a replay): the run ends there even if the total is larger.
         revisions: ``[step, total]`` pairs to follow (a replay); the first is ``[0, total]``.
         deadline: a clock schedule's deadline (None: fixed or replayed).
@@ -144,8 +144,15 @@ class StepSchedule:
 
     def lr_factor(self, step: int) -> float:
         """The learning-rate factor of optimiser step ``step`` on the current total (``LambdaLR``'s function)."""
-        warmup = min(int(self.warmup_epochs * self.per_epoch), self.total // 10)
-        return lr_at(step, self.total, warmup, self.lrf)
+        return lr_at(step, self.total, self.warmup_steps, self.lrf)
+
+    @property
+    def warmup_steps(self) -> int:
+        """The warm-up, capped at a tenth of the first total (the record's step 0: the plan's estimate), not of the
+        current one: the clock's first re-estimates come from a step or two that pay for the loader's first batches
+        and the kernels' set-up, and once cut the warm-up short (a total of 33 at step 2 of a 490-step demo put
+        the full learning rate on step 3; the next re-estimates put it back into warm-up)."""
+        return min(int(self.warmup_epochs * self.per_epoch), self.revisions[0][1] // 10)
 
     @property
     def clocked(self) -> bool:
