@@ -150,8 +150,7 @@ class StepSchedule:
     def warmup_steps(self) -> int:
         """The warm-up, capped at a tenth of the first total (the record's step 0: the plan's estimate), not of the
         current one: the clock's first re-estimates come from a step or two that pay for the loader's first batches
-        and the kernels' set-up, and once cut the warm-up short (a total of 33 at step 2 of a 490-step demo put
-        the full learning rate on step 3; the next re-estimates put it back into warm-up)."""
+        and the kernels' set-up, and capping on them cut the warm-up short and back (docs/time-budget.md, rule 4)."""
         return min(int(self.warmup_epochs * self.per_epoch), self.revisions[0][1] // 10)
 
     @property
