@@ -37,7 +37,7 @@ from ..data.fingerprint import remembered_fingerprints
 from ..data.splits import SPLITS_FINAL, cv_folds, held_out_scans, load_splits
 from ..evaluation.image_scores import remembered_image_scores, scored_image
 from ..inference.postprocess import choose_postprocessing
-from ..metrics import score_predictions
+from ..metrics import nanmean, score_predictions
 from ..models import resolve_model_name
 from ..runs.checkpoint import load_checkpoint, remembered_checkpoints
 from ..runs.cvfolder import choose_cv_folder, cv_identity, missing_folds, start_cv_folder
@@ -596,9 +596,7 @@ def _score_candidate(members: tuple[str, ...], oof: dict[str, list[np.ndarray]],
     # the ranking is by Dice: the surface metrics of every candidate are not paid for (the summaries have them)
     raw = score_predictions(preds, targets, k, surface=False)
     processed = score_predictions([post(p) for p in preds], targets, k, surface=False)
-    dice = np.asarray(processed["dice"], dtype=np.float64)  # NaN: a class absent from truth and prediction
-    mean = float(np.nanmean(dice)) if np.isfinite(dice).any() else float("nan")
-    return _Candidate(members, raw["dice"], processed["dice"], mean, post)
+    return _Candidate(members, raw["dice"], processed["dice"], nanmean(processed["dice"]), post)
 
 
 def _targets(cv_dir: Path, model: str, names: list[str]) -> tuple[int, dict, list[np.ndarray]]:

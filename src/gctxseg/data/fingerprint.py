@@ -326,10 +326,12 @@ def _remembered_key(pairs, *settings) -> tuple | None:
 def _remembered_width(pair: ImagePair, mask: np.ndarray, background: int) -> float:
     """The mask's structure width, kept inside ``remembered_fingerprints()``: each fold of a cv scans its own set of
     pairs, and the distance transform is most of a scan's time."""
-    try:
-        key = ("structure width", str(pair.mask), pair.slice_index, *_stamp(pair.mask), background)
-    except OSError:
-        key = None
+    key = None
+    if _FINGERPRINTS.open:  # outside a block nothing is kept: no stat of the mask either
+        try:
+            key = ("structure width", str(pair.mask), pair.slice_index, *_stamp(pair.mask), background)
+        except OSError:
+            pass
     if key is not None and (kept := _FINGERPRINTS.get(key)) is not None:
         return kept
     width = _structure_width(mask != background)
