@@ -38,6 +38,8 @@ def test_cv_writes_out_of_fold_summary_and_an_ensemble_predicts_at_the_original_
         dice = [c["dice"] for c in evaluation["per class"]]
         assert dice == pytest.approx(summary["per fold"][fold]["dice"])
         assert "<h2>Evaluation of last.pt</h2>" in (config / f"fold_{fold}" / "report.html").read_text()
+        assert (config / f"fold_{fold}" / "eval" / "worst_cases.png").is_file()
+        assert not (config / f"fold_{fold}" / "samples").exists()  # the report's cases show what samples would
     # the CV folder is an ensemble for predict: masks come back at the images' own size
     source = tmp_path / "new"
     source.mkdir()

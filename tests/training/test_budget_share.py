@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from conftest import tiny_config
 
 from gctxseg.runs.runlog import TimeBudget
@@ -69,8 +70,9 @@ def test_the_time_budget_record_adds_the_seconds_of_each_training_pass(monkeypat
     assert budget_record(schedule, first, 7.5).training_s == 19.75
 
 
+@pytest.mark.parametrize("minutes", [3, 30])
 def test_expensive_validations_stay_within_their_share_of_a_budgeted_run(phantom_dir, tmp_path, monkeypatch,
-                                                                         one_thread, fake_clock):
+                                                                         one_thread, fake_clock, minutes):
     real_evaluate = segmentation.evaluate
 
     def slow_evaluate(*args, **kwargs):
@@ -78,8 +80,11 @@ def test_expensive_validations_stay_within_their_share_of_a_budgeted_run(phantom
         return real_evaluate(*args, **kwargs)
 
     monkeypatch.setattr(segmentation, "evaluate", slow_evaluate)
+    # the forward pass timed before the first step is as slow: the reserve's estimate is the validation's cost
+    monkeypatch.setattr(segmentation._SegmentationEpochs, "_forward_s",
+                        lambda self: VALIDATION_S / len(self.trainer.val_loader))
     monkeypatch.setattr(planning, "_seconds_per_step", lambda *args: 5.0)
-    run = train(tiny_config(phantom_dir, tmp_path, epochs=None, batch_size=2, time_budget=3, num_samples=0,
+    run = train(tiny_config(phantom_dir, tmp_path, epochs=None, batch_size=2, time_budget=minutes, num_samples=0,
                             val_every=1))
     log = json.loads((run / "log.json").read_text())
     epochs = [log[k] for k in log if k.startswith("epoch:")]
@@ -87,9 +92,27 @@ def test_expensive_validations_stay_within_their_share_of_a_budgeted_run(phantom
     budget = log["train parameters"]["time budget"]
     assert len(epochs) >= 4 and validated[-1]  # several epochs; the last step is always validated
     between = sum(validated[:-1])
-    # every validation between epochs was due: the ones before it plus one more within the share of the seconds
-    assert 1 <= between <= 1 + VALIDATION_SHARE * budget["spent s"] / VALIDATION_S
+    # each validation between epochs was due: the ones before it, it and the final one within the share of the
+    # seconds; a short run validates after its last step only, a long one between epochs too
+    assert (between + 1) * VALIDATION_S <= VALIDATION_SHARE * budget["spent s"] + VALIDATION_S
+    assert (between > 0) == (minutes == 30)
     assert budget["spent s"] <= budget["budget s"] and budget["training s"] > 0
+
+
+def test_the_first_validation_is_estimated_from_a_forward_pass_timed_before_the_first_step():
+    deadline = Deadline(600.0, started=0.0, write_s=0.5, forward_batches=7, validation_batches=3, draws=3,
+                        draw_s=0.25)
+    assert deadline.reserve(step_s=3.0) == 2 * 0.5 + 7 * 1.0 + 3 * 0.25  # no forward timed: a third of a step
+    assert deadline.validation_s(step_s=3.0) == 3 * 1.0 + 2 * 0.5 + 0.25
+    deadline.forward_s = 0.2
+    assert deadline.reserve(step_s=3.0) == 2 * 0.5 + 7 * 0.2 + 3 * 0.25
+    deadline.after_s = 4.0
+    assert deadline.reserve(step_s=3.0) == 4.0  # measured once a validation ran
+    schedule = StepSchedule(500, 10, 0.0, 0.01, deadline=Deadline(600.0, started=0.0, write_s=0.5,
+                                                                  validation_batches=10, forward_s=0.1))
+    schedule.done = 20
+    share = BudgetShare(VALIDATION_SHARE)  # one validation: 1 + 1 + 0 s, counted twice (it and the final one)
+    assert not _validation_due(schedule, 1, 1, share, at=133.0) and _validation_due(schedule, 1, 1, share, at=134.0)
 
 
 def test_a_budgeted_fold_of_a_cross_validation_is_validated_once_after_its_last_step(tmp_path, monkeypatch,

@@ -21,7 +21,7 @@ from gctxseg.training import pretrain as pretrain_module
 from gctxseg.training import schedule as schedule_module
 from gctxseg.training.schedule import Deadline, ScheduleState, StepSchedule
 
-BUDGET_MIN = 0.5  # 30 ticks of the tick clock
+BUDGET_MIN = 0.75  # 45 ticks of the tick clock
 
 
 @pytest.fixture

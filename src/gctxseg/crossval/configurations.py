@@ -461,8 +461,9 @@ def _train_first_folds(cfg: TrainConfig, cv_dir: Path, models: list[str], clock:
 
 
 def _configuration_config(cfg: TrainConfig, model: str, probe) -> TrainConfig:
-    """``cfg`` as one configuration's folds train: its model, its start, the learning rate its probe chose."""
-    cfg = replace(cfg, model=model, init_weights=_start_for(cfg, model))
+    """``cfg`` as one configuration's folds train: its model, its start, the learning rate its probe chose, and no
+    sample predictions drawn (a fold's report shows its best and worst held-out scans, with the weights scored)."""
+    cfg = replace(cfg, model=model, init_weights=_start_for(cfg, model), num_samples=0)
     return replace(cfg, lr=probe.lr, lr_reason=probe_reason(probe)) if probe is not None else cfg
 
 

@@ -13,8 +13,10 @@ What a kind of run computes and writes is its own (:class:`EpochRun`); when to v
 time budget are spent and measured, and how a run stops are the driver's.
 
 A run whose schedule follows the clock (a time budget: training/schedule.py) keeps what is not training within a
-small share of its budget: a validation between epochs is skipped when the ones so far have cost more than
-``VALIDATION_SHARE`` of the seconds run, or when the next pass is the last one (its own validation follows it), or
+small share of its budget: a validation between epochs is skipped when the ones so far, it and the one after the
+last step would cost more than ``VALIDATION_SHARE`` of the seconds run (before any has run, their cost is estimated
+from a validation batch's forward pass timed before the first step), or when the next pass is the last one (its own
+validation follows it), or
 always where the run says so (a cross-validation fold: its final weights are what is scored), and
 its figures are redrawn only after a validation, and the log and checkpoints of an epoch that was not validated are
 written only while such writes have cost at most ``WRITE_SHARE`` of the seconds run (every epoch's entry is in the
@@ -42,8 +44,8 @@ from .schedule import StepSchedule, now
 
 __all__ = ["EpochEnd", "EpochRun", "BudgetShare", "drive_epochs", "budget_record", "VALIDATION_SHARE", "WRITE_SHARE"]
 
-# At most this share of a clocked run's seconds goes to validations between epochs (with the log and checkpoints
-# written after them); the validation after the last step always runs.
+# At most this share of a clocked run's seconds goes to its validations (with the log, checkpoints and curves written
+# after them): those between epochs run only while they and the one after the last step, which always runs, fit.
 VALIDATION_SHARE = 0.03
 # At most this share of a clocked run's seconds goes to writing the log and ``last.pt`` after epochs that were not
 # validated: with epochs of a second or less, writing both after each would cost more than the validations.
@@ -108,8 +110,11 @@ class BudgetShare:
     def __init__(self, share: float) -> None:
         self.share, self.spent_s, self.last_s = share, 0.0, 0.0
 
-    def due(self, elapsed_s: float) -> bool:
-        return self.spent_s + self.last_s <= self.share * elapsed_s
+    def due(self, elapsed_s: float, next_s: float | None = None, kept_s: float = 0.0) -> bool:
+        """``next_s``: what the phase will cost (default: what it cost last time); ``kept_s``: what the run will
+        spend on it later whatever is decided now (a clocked run's validation after its last step)."""
+        cost = self.last_s if next_s is None else next_s
+        return self.spent_s + cost + kept_s <= self.share * elapsed_s
 
     def spent(self, seconds: float) -> None:
         self.spent_s, self.last_s = self.spent_s + seconds, seconds
@@ -227,4 +232,6 @@ def _validation_due(schedule: StepSchedule, epoch: int, val_every: int | None, s
     if not clocked_between:
         return False
     last_pass_next = schedule.total - schedule.done <= schedule.per_epoch
-    return not last_pass_next and share.due(at - schedule.deadline.started)
+    # one validation's cost: the last one's, or before any its estimate; the one after the last step counts too
+    cost = share.last_s or schedule.deadline.validation_s(schedule.step_seconds() or 0.0)
+    return not last_pass_next and share.due(at - schedule.deadline.started, next_s=cost, kept_s=cost)

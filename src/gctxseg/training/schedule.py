@@ -65,18 +65,33 @@ class Deadline:
 
     ``started`` is the clock time the budget began (a resumed run's earlier time is subtracted from it). The reserve
     is what runs after the last step: measured (``after_s``, the last validation with its log and checkpoints) once
-    a validation ran, before that two checkpoint writes (``write_s``, measured on the first) and
-    ``forward_batches`` forward passes at a third of a training step each (the planner's rule)."""
+    a validation ran, before that estimated from what the run timed before its first step: two checkpoint writes
+    (``write_s``, the first ``last.pt``), ``forward_batches`` forward passes (``forward_s`` each, one validation
+    batch's; where none was timed, a third of a training step: the planner's rule) and ``draws`` figure draws
+    (``draw_s`` each, one curves draw)."""
 
     budget_s: float
     started: float
     write_s: float = 0.0
     forward_batches: int = 0
     after_s: float | None = None
+    forward_s: float | None = None
+    draws: int = 0
+    draw_s: float = 0.0
+    validation_batches: int = 0  # the forward passes of one validation (of the ``forward_batches``)
 
     def reserve(self, step_s: float) -> float:
         """Seconds the run needs after its last step."""
-        return self.after_s if self.after_s is not None else 2 * self.write_s + self.forward_batches * step_s / 3
+        if self.after_s is not None:
+            return self.after_s
+        return 2 * self.write_s + self.forward_batches * self._forward_s(step_s) + self.draws * self.draw_s
+
+    def validation_s(self, step_s: float) -> float:
+        """A validation with its log, checkpoints and curves, as estimated before one has run."""
+        return self.validation_batches * self._forward_s(step_s) + 2 * self.write_s + self.draw_s
+
+    def _forward_s(self, step_s: float) -> float:
+        return self.forward_s if self.forward_s is not None else step_s / 3
 
     def left(self, step_s: float, at: float) -> float:
         """Seconds left at clock time ``at`` for optimiser steps, the reserve kept."""

@@ -379,6 +379,7 @@ def _build_trainer(
     loss_fn = DiceCELoss(cfg.lambda_dice, cfg.lambda_ce, include_background=cfg.dice_background)
     if deadline is not None:  # after the last step: the final validation, the sample predictions (and the report's)
         deadline.forward_batches = len(val_loader) * (1 + then_report) + math.ceil(cfg.num_samples / cfg.batch_size)
+        deadline.validation_batches, deadline.draws = len(val_loader), 1 + REPORT_DRAWS * then_report
     return _Trainer(
         model, net, raw_model, loss_fn, optimizer, scheduler, scaler, train_sampler, train_loader, val_loader,
         workers, params, macs, schedule, start,
@@ -520,8 +521,40 @@ class _SegmentationEpochs:
         self.save("last.pt", -1)
 
     def warm_up(self) -> None:
-        if self.ddp.is_main:  # rank 0 draws the curves
-            warm_up_figures()
+        """Before a clocked run times its first write: the figures warmed up (rank 0 draws them), then what the
+        reserve and the validations between epochs are estimated from until a validation has run: one curves draw
+        and one validation batch's forward pass. Not in a fold of a cross-validation, which validates after its last
+        step only: its reserve keeps the planner's estimate rather than pay for both in every fold."""
+        if not self.ddp.is_main:
+            return
+        warm_up_figures()
+        if self.cfg.folds:
+            return
+        deadline, drawn = self.schedule.deadline, now()
+        plot_curves(self.state.log, self.run_dir / "curves.png")  # no epoch yet: the axes of the curves to come
+        deadline.draw_s = now() - drawn
+        deadline.forward_s = self._forward_s()
+
+    @torch.no_grad()
+    def _forward_s(self) -> float | None:
+        """Seconds of one validation batch, read and through the model with its loss, timed on a second pass (the
+        first pays for the kernels' set-up); None without validation images."""
+        val_set, net, count = self.data.val_set, self.trainer.net, min(self.cfg.batch_size, len(self.data.val_set))
+        if count == 0:
+            return None
+        training, started = net.training, 0.0
+        net.eval()
+        try:
+            for second in (False, True):
+                started = now() if second else started
+                images, masks, _ = zip(*(val_set[i] for i in range(count)))
+                images = torch.stack(images).to(self.device).contiguous(memory_format=torch.channels_last)
+                with autocast_context(self.device, self.amp_dtype):
+                    loss = self.trainer.loss_fn(net(images), torch.stack(masks).to(self.device))
+                loss.item()  # the device has finished
+        finally:
+            net.train(training)
+        return now() - started
 
     def reserve_s(self, after_s: float) -> float:
         report_s = self.validate_s + REPORT_DRAWS * self.draw_s if self.then_report else 0.0
@@ -608,6 +641,16 @@ def _finish(
     """Sample predictions drawn with the best weights (rank 0; read back from best.pt unless the model holds them:
     ``best_is_current``), then every rank waits for the others."""
     if ddp.is_main and (run_dir / "best.pt").exists():
+        _draw_samples(cfg, device, amp_dtype, data, trainer, run_dir, best_is_current)
+        print(f"done: best val mean dice {best_dice:.4f}; run folder {run_dir}")
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def _draw_samples(cfg: TrainConfig, device: torch.device, amp_dtype, data: _TrainingData, trainer: _Trainer,
+                  run_dir: Path, best_is_current: bool) -> None:
+    """``samples/val_predictions.png`` with best.pt's weights (none asked: ``num_samples`` 0)."""
+    if cfg.num_samples > 0:
         if not best_is_current:
             trainer.raw_model.load_state_dict(load_checkpoint(run_dir / "best.pt", map_location=device)["model"])
         (run_dir / "samples").mkdir(exist_ok=True)
@@ -620,9 +663,6 @@ def _finish(
             run_dir / "samples" / "val_predictions.png",
             cfg.num_samples,
         )
-        print(f"done: best val mean dice {best_dice:.4f}; run folder {run_dir}")
-    if dist.is_initialized():
-        dist.barrier()
 
 
 # ---------------------------------------------------------------- the run
