@@ -16,7 +16,7 @@ def _record_budgets(monkeypatch, seconds_per_fold: dict[int, float]) -> list[flo
     """Replace fold training by a stand-in that records the minutes it was given and takes the given seconds."""
     given: list[float] = []
 
-    def fold(cfg: TrainConfig, config_dir, k: int):
+    def fold(cfg: TrainConfig, config_dir, k: int, final=None):
         given.append(cfg.time_budget)
         time.sleep(seconds_per_fold.get(k, 0.0))
         return config_dir / f"fold_{k}"
@@ -99,7 +99,7 @@ def test_before_a_race_every_configurations_fold_0_gets_the_same_share(tmp_path,
     taken = _record_budgets(monkeypatch, {})
     spent = [0.0]  # each fold takes exactly the minutes it was given, on the clock the cv reads
 
-    def fold(cfg: TrainConfig, config_dir, k: int):
+    def fold(cfg: TrainConfig, config_dir, k: int, final=None):
         taken.append(cfg.time_budget)
         spent[0] += cfg.time_budget * 60
         return config_dir / f"fold_{k}"

@@ -107,3 +107,21 @@ def test_a_corrupt_array_is_named_and_its_fold_predicted_again(trained_cv, tmp_p
     assert _figures(cv) == before
     with np.load(cv / "unet" / "oof" / f"{name}.npz") as stored:
         assert stored["probabilities"].shape == (2, 48, 64)
+
+
+def test_a_fold_predicts_its_held_out_scans_once_in_its_final_validation(tmp_path, monkeypatch):
+    from gctxseg.crossval import configurations
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a fold's held-out scans were predicted again after its final validation")
+
+    monkeypatch.setattr(configurations, "predict_fold_oof", refuse)
+    images = write_patients(tmp_path / "data", patients=4, scans=3, size=(48, 64))
+    assert main(_cv(images, tmp_path / "runs")) == 0
+    cv = tmp_path / "runs" / "cv"
+    summary = json.loads((cv / "unet" / "cv_summary.json").read_text())
+    assert summary["out-of-fold"] == {"from arrays": [0, 1], "predicted again": []}  # last.pt's, checked
+    for fold in (0, 1):
+        log = json.loads((cv / "unet" / f"fold_{fold}" / "log.json").read_text())
+        last = log[[k for k in log if k.startswith("epoch:")][-1]]
+        assert "val log:" in last  # the final validation is what was predicted

@@ -24,9 +24,9 @@ def test_later_folds_keep_the_first_folds_size_batch_and_threads(tmp_path, monke
     seen: list[TrainConfig] = []
     train_fold = configurations.train_fold
 
-    def recorded(cfg, config_dir, fold):
+    def recorded(cfg, config_dir, fold, final=None):
         seen.append(cfg)
-        return train_fold(cfg, config_dir, fold)
+        return train_fold(cfg, config_dir, fold, final)
 
     monkeypatch.setattr(configurations, "train_fold", recorded)
     cfg = _cv_config(images, tmp_path / "cv", cpu_threads=None)

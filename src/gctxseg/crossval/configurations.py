@@ -59,7 +59,7 @@ from .lr_probe import (
     read_record,
     skip_probe,
 )
-from .oof import OOF_FOLDER, predict_fold_oof, read_fold_oof, stored_probabilities
+from .oof import OOF_FOLDER, HeldOutPrediction, predict_fold_oof, read_fold_oof, stored_probabilities
 from .race import RACE_RECORD, RaceRecord, TopUp, format_race, race_after_first_fold, read_race
 from .topup import PRE_RACE_FOLD, fold_steps, kept_plan, plan_top_ups, prepare_top_up
 
@@ -406,13 +406,16 @@ def _train_fold_and_oof(cfg: TrainConfig, config_dir: Path, fold: int, clock: _C
     """Train ``fold``, then write its out-of-fold arrays (:mod:`gctxseg.crossval.oof`) as it ends and its report
     from them (rank 0); their seconds are what the clock keeps back from the next fold's training."""
     reported = fold_finished(config_dir / f"fold_{fold}") and (config_dir / f"fold_{fold}" / "report.html").is_file()
-    fold_dir = train_fold(cfg, config_dir, fold)
+    final = HeldOutPrediction(cfg.device, cfg.amp)  # the fold's final validation predicts its arrays
+    fold_dir = train_fold(cfg, config_dir, fold, final)
     not_main = torch.distributed.is_initialized() and torch.distributed.get_rank() != 0
     if not_main or not (fold_dir / "last.pt").is_file():
         return
     started = time.perf_counter()
     with cpu_threads(trained_threads(fold_dir)):  # as fast as its training was on this machine's load
-        oof = predict_fold_oof(config_dir, fold, cfg.device, cfg.amp)
+        oof = final.write(config_dir, fold)
+        if oof is None:  # a fold kept, or one validated otherwise (DDP, volume slices): predicted here
+            oof = predict_fold_oof(config_dir, fold, cfg.device, cfg.amp)
         if not reported:  # a fold kept from an earlier run keeps its report
             write_fold_report(config_dir, fold, oof, cfg.device, cfg.amp)
     clock.after_s = time.perf_counter() - started

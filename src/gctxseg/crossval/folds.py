@@ -39,7 +39,7 @@ from ..reporting.report import write_html_report
 from ..runs.checkpoint import load_checkpoint
 from ..training import TrainConfig, train
 from ..workflows.train_report import write_report_or_warn
-from .oof import fold_scans, oof_probabilities
+from .oof import HeldOutPrediction, fold_scans, oof_probabilities
 
 __all__ = ["CvSummary", "OutOfFoldSource", "fold_dice", "fold_finished", "train_fold", "write_fold_report",
            "summarize_cv", "oof_probabilities", "format_cv_summary"]
@@ -80,19 +80,22 @@ def fold_finished(fold_dir: Path) -> bool:
     return ckpt["epoch"] + 1 >= ckpt["config"]["epochs"]
 
 
-def train_fold(cfg: TrainConfig, cv_dir: str | Path, fold: int) -> Path:
+def train_fold(cfg: TrainConfig, cv_dir: str | Path, fold: int,
+               final_prediction: HeldOutPrediction | None = None) -> Path:
     """Train ``fold`` into ``cv_dir/fold_<fold>``: kept when finished, resumed when stopped, else trained.
 
     Its ``report.html`` is :func:`write_fold_report`'s, from the out-of-fold arrays written after it (under a time
-    budget the fold trains until its own deadline: the cv keeps back what those arrays and the report took)."""
+    budget the fold trains until its own deadline: the cv keeps back what those arrays and the report took); with
+    ``final_prediction`` its final validation predicts them (``train``'s)."""
     fold_dir = Path(cv_dir) / f"fold_{fold}"
     if fold_finished(fold_dir):
         print(f"fold {fold}: finished in {fold_dir}; kept")
         return fold_dir
     if (fold_dir / "last.pt").is_file():
         resumed = TrainConfig(resume=str(fold_dir / "last.pt"), device=cfg.device, workers=cfg.workers)
-        return train(resumed, given={"device", "workers"})
-    return train(replace(cfg, fold=fold, results=str(cv_dir), name=f"fold_{fold}", exist_ok=True))
+        return train(resumed, given={"device", "workers"}, final_prediction=final_prediction)
+    return train(replace(cfg, fold=fold, results=str(cv_dir), name=f"fold_{fold}", exist_ok=True),
+                 final_prediction=final_prediction)
 
 
 def write_fold_report(cv_dir: str | Path, fold: int, oof: dict[str, dict], device: str = "auto",

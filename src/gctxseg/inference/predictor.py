@@ -8,7 +8,7 @@ gives a :class:`Predictor`; several, or a ``gctxseg cv`` folder (its folds' fina
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,7 @@ from ..runs.checkpoint import check_inference_fields, checkpoint_channels, load_
 from ..runs.cvfolder import fold_weights
 from .postprocess import PostProcessing
 
-__all__ = ["INFER_MODES", "PREDICT_BATCH", "Predictor",
+__all__ = ["INFER_MODES", "PREDICT_BATCH", "Predictor", "at_own_size",
            "EnsemblePredictor", "load_predictor",
            "ensemble_members"]
 
@@ -62,6 +62,10 @@ class Predictor:
         overlap: sliding-window overlap fraction in [0, 1) (default 0.5).
         sw_batch_size: windows per forward pass in ``sliding`` mode.
         compile: ``torch.compile`` the model with frozen weights (one-off compile time; eager where it cannot).
+        model: the network as it is in memory, weights and all (a training run's, set to eval mode by its caller),
+            instead of the one ``weights`` holds; ``weights`` is then the checkpoint's fields as a mapping (what
+            its ``last.pt`` will hold but the weights), so a fold's final validation predicts what its ``last.pt``
+            predicts without reading it back.
 
     Raises:
         ValueError: unreadable checkpoint, weights not fitting the architecture, unknown ``infer_mode``.
@@ -69,7 +73,7 @@ class Predictor:
 
     def __init__(
         self,
-        weights: str | Path,
+        weights: str | Path | Mapping,
         device: str = "auto",
         amp: str = "auto",
         *,
@@ -79,13 +83,16 @@ class Predictor:
         overlap: float = 0.5,
         sw_batch_size: int = 4,
         compile: bool = False,
+        model: torch.nn.Module | None = None,
     ) -> None:
         if infer_mode not in INFER_MODES:
             raise ValueError(f"infer_mode must be one of {', '.join(INFER_MODES)}, got {infer_mode!r}")
         if not 0 <= overlap < 1:
             raise ValueError(f"overlap must be in [0, 1), got {overlap}")
         onnx_model = None
-        if Path(weights).suffix.lower() == ".onnx":  # exported model: ONNX Runtime on the CPU, metadata in the file
+        if model is not None:
+            ckpt, weights = dict(weights), "the model in memory"
+        elif Path(weights).suffix.lower() == ".onnx":  # exported model: ONNX Runtime on the CPU, metadata in the file
             from .export import OnnxModel  # local: onnxruntime is an optional extra
 
             onnx_model = OnnxModel(weights)
@@ -110,8 +117,8 @@ class Predictor:
         self.flips: list[tuple[int, ...]] = [(3,)] if tta or tta_vflip else []
         if tta_vflip:
             self.flips += [(2,), (2, 3)]
-        if onnx_model is not None:
-            self.model = onnx_model
+        if onnx_model is not None or model is not None:
+            self.model = onnx_model if model is None else model
             return
         model = model_from_checkpoint(ckpt, weights)
         model = model.to(self.device, memory_format=torch.channels_last)  # oneDNN/cuDNN's fast layout
@@ -185,10 +192,16 @@ class Predictor:
         already batched)."""
         if self.infer_mode == "sliding" or not isinstance(self.model, torch.nn.Module) or len(images) < 2:
             return [self.predict_proba(image, source) for image, source in zip(images, sources)]
+        probs = self.probabilities_at_training_size(images, sources)
+        return [at_own_size(p, tuple(image.shape[:2])) for p, image in zip(probs, images)]
+
+    @torch.no_grad()
+    def probabilities_at_training_size(self, images: Sequence[np.ndarray],
+                                       sources: Sequence[str | Path]) -> torch.Tensor:
+        """Class probabilities ``N x K x h x w`` (float32, on the CPU) of ``images`` resized to the training size,
+        in one forward pass: ``resize`` mode before :func:`at_own_size` brings each back to its image's size."""
         batch = torch.stack([self._to_input(image, source) for image, source in zip(images, sources)])
-        probs = self.batch_probabilities(batch.to(self.device)).float().cpu()
-        return [F.interpolate(p[None], size=tuple(image.shape[:2]), mode="bilinear", align_corners=False)[0]
-                for p, image in zip(probs, images)]
+        return self.batch_probabilities(batch.to(self.device)).float().cpu()
 
     def predict_image(self, image: np.ndarray, source: str | Path = "image") -> np.ndarray:
         """Class indices (``H x W`` int64) at the image's own size (post-processed where a rule was chosen)."""
@@ -197,6 +210,12 @@ class Predictor:
     def predict_images(self, images: Sequence[np.ndarray], sources: Sequence[str | Path]) -> list[np.ndarray]:
         """:meth:`predict_image` of each image, through :meth:`predict_proba_many`."""
         return [_labels(probs, self.postprocess) for probs in self.predict_proba_many(images, sources)]
+
+
+def at_own_size(probs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Class probabilities ``K x h x w`` at the training size resized (bilinear) to an image's own ``size``:
+    probabilities rather than labels, so class borders are interpolated smoothly."""
+    return F.interpolate(probs[None], size=size, mode="bilinear", align_corners=False)[0]
 
 
 def _labels(probs: torch.Tensor, postprocess: PostProcessing | None) -> np.ndarray:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -77,6 +77,9 @@ __all__ = ["train", "train_one_epoch", "evaluate", "REPORT_DRAWS"]
 # figures, report.html) is kept inside the budget as a validation's seconds plus this many curve draws: its forward
 # passes are the validation's, its figures and pages cost about this many draws (docs/time-budget.md, measured).
 REPORT_DRAWS = 2
+# a cv fold's final validation predicted as its out-of-fold arrays are: (model, its checkpoint's fields but the weights,
+# the held-out pairs) -> (indices into them, probabilities at the training size) batches
+FinalPrediction = Callable[[torch.nn.Module, dict, Sequence[ImagePair]], Iterable[tuple[list[int], torch.Tensor]]]
 
 
 def train_one_epoch(
@@ -190,6 +193,22 @@ def evaluate(model, loader, loss_fn, amp_dtype, device, num_classes) -> tuple[di
         loss_sum += loss.double().cpu() * images.shape[0]
         seen += images.shape[0]
     return _epoch_info(cm, loss_sum, seen), cm
+
+
+def evaluate_probabilities(batches: Iterable[tuple[list[int], torch.Tensor]], dataset: SegmentationDataset, loss_fn,
+                           num_classes: int, device: torch.device) -> dict:
+    """:func:`evaluate`'s loss and metrics from class probabilities already predicted: ``(indices into dataset,
+    N x K x h x w at the training size)`` batches, scored against the dataset's masks at that size; the loss is
+    taken on their logarithm, which the softmax maps back to them."""
+    cm = ConfusionMatrix(num_classes)
+    loss_sum, seen = torch.zeros((), dtype=torch.float64), 0
+    for indices, probs in batches:
+        masks = torch.stack([dataset.load_untransformed(i)[1] for i in indices]).long().to(device)
+        probs = probs.to(device)
+        cm.update(probs.argmax(1), masks)
+        loss_sum += loss_fn(probs.clamp_min(1e-12).log(), masks).double().cpu() * len(indices)
+        seen += len(indices)
+    return _epoch_info(cm, loss_sum, seen)
 
 
 def _epoch_info(cm: ConfusionMatrix, loss_sum: torch.Tensor, seen: int) -> dict:
@@ -458,24 +477,32 @@ def _checkpoint(trainer: _Trainer, epoch: int, best_dice: float, cfg: TrainConfi
     """Everything to resume the run and to predict with it, as plain data (loads with ``weights_only``)."""
     return {
         "gctxseg": __version__,
-        "model_name": resolve_model_name(cfg.model),
-        "model_kwargs": dict(cfg.model_options),
+        **_inference_fields(cfg, fingerprint),
         "model": trainer.raw_model.state_dict(),
         "optimizer": trainer.optimizer.state_dict(),
         "scheduler": trainer.scheduler.state_dict(),
         "scaler": trainer.scaler.state_dict(),
         "epoch": epoch,
         "best_dice": best_dice,
+        "log": log,
+        "schedule": trainer.schedule.state().to_json(),
+        # numpy's and Python's states are not kept (they are pickled objects): every epoch reseeds all three
+        "rng": {"torch": torch.get_rng_state()},
+    }
+
+
+def _inference_fields(cfg: TrainConfig, fingerprint: DatasetFingerprint) -> dict:
+    """What a checkpoint holds to predict with, but the weights: the architecture, the run's settings and data,
+    the classes, the input's normalisation and intensity mapping, the training size."""
+    return {
+        "model_name": resolve_model_name(cfg.model),
+        "model_kwargs": dict(cfg.model_options),
         "config": asdict(cfg),
         "fingerprint": asdict(fingerprint),
         "value_map": fingerprint.value_map.to_dict(),
         "normalization": {"mean": fingerprint.mean, "std": fingerprint.std},
         "intensity": fingerprint.intensity,  # values as read -> [0, 1] (CT windows): prediction applies the same
         "base_size": list(cfg.base_size),
-        "log": log,
-        "schedule": trainer.schedule.state().to_json(),
-        # numpy's and Python's states are not kept (they are pickled objects): every epoch reseeds all three
-        "rng": {"torch": torch.get_rng_state()},
     }
 
 
@@ -495,7 +522,8 @@ class _SegmentationEpochs:
     what = "epoch"
 
     def __init__(self, cfg: TrainConfig, ddp: Distributed, device: torch.device, amp_dtype, data: _TrainingData,
-                 trainer: _Trainer, run_dir: Path, state: _Progress, then_report: bool = False) -> None:
+                 trainer: _Trainer, run_dir: Path, state: _Progress, then_report: bool = False,
+                 final_prediction: FinalPrediction | None = None) -> None:
         self.cfg, self.ddp, self.device, self.amp_dtype = cfg, ddp, device, amp_dtype
         self.data, self.trainer, self.run_dir, self.state = data, trainer, run_dir, state
         self.schedule, self.sampler, self.scheduler = trainer.schedule, trainer.train_sampler, trainer.scheduler
@@ -506,6 +534,7 @@ class _SegmentationEpochs:
         # the wall clock, outside the deadline's) are estimated from them
         self.then_report, self.validate_s, self.draw_s = then_report and trainer.schedule.clocked, 0.0, 0.0
         self.best_is_current = False  # the model holds best.pt's weights (the last epoch recorded was the best)
+        self.final_prediction = final_prediction
         pairs = data.train_pairs
         self.names = [p.image.name if p.slice_index is None else f"{p.image.name} (slice {p.slice_index})"
                       for p in pairs]
@@ -569,10 +598,34 @@ class _SegmentationEpochs:
     def validate(self) -> EpochScores:
         started = time.perf_counter()
         broadcast_buffers(self.trainer.net)
-        scores = evaluate(self.trainer.net, self.trainer.val_loader, self.trainer.loss_fn, self.amp_dtype,
-                          self.device, self.data.num_classes)[0]
+        if self._predicts_final():
+            scores = self._validate_predicted()
+        else:
+            scores = evaluate(self.trainer.net, self.trainer.val_loader, self.trainer.loss_fn, self.amp_dtype,
+                              self.device, self.data.num_classes)[0]
         self.validate_s = time.perf_counter() - started
         return EpochScores.from_json(scores)
+
+    def _predicts_final(self) -> bool:
+        """Whether this is the validation after the last step that ``final_prediction`` predicts: on one process
+        (under DDP each rank validates its shard) and of whole images (the arrays are kept per image file)."""
+        return (self.final_prediction is not None and self.schedule.finished and not dist.is_initialized()
+                and all(pair.slice_index is None for pair in self.data.val_set.pairs))
+
+    @torch.no_grad()
+    def _validate_predicted(self) -> dict:
+        """The validation scored from ``final_prediction``'s probabilities of the held-out images, predicted by the
+        model in memory as its ``last.pt`` predicts them (the images read and resized in float32, not the training
+        cache's float16: its scores differ from a cache pass by that rounding)."""
+        model, fields = self.trainer.raw_model, _inference_fields(self.cfg, self.data.fingerprint)
+        training = model.training
+        model.eval()
+        try:
+            batches = self.final_prediction(model, fields, self.data.val_set.pairs)
+            return evaluate_probabilities(batches, self.data.val_set, self.trainer.loss_fn, self.data.num_classes,
+                                          self.device)
+        finally:
+            model.train(training)
 
     def record(self, end: EpochEnd) -> None:
         self.cfg = replace(self.cfg, epochs=self.schedule.epochs)  # the schedule's epochs so far (a clock revises)
@@ -688,7 +741,8 @@ def _replayed(cfg: TrainConfig) -> TrainConfig:
                    time_budget=None)
 
 
-def train(cfg: TrainConfig, *, given: Collection[str] | None = None, then_report: bool = False) -> Path:
+def train(cfg: TrainConfig, *, given: Collection[str] | None = None, then_report: bool = False,
+          final_prediction: FinalPrediction | None = None) -> Path:
     """Train a model as ``cfg`` says and return the run folder (``report.html`` is
     :mod:`gctxseg.workflows.train_report`'s).
 
@@ -698,6 +752,9 @@ def train(cfg: TrainConfig, *, given: Collection[str] | None = None, then_report
             ``epochs`` always wins, the others are named on one line as ignored. None = those not at their default.
         then_report: the caller writes the report after this returns (``train_and_report``): a budgeted run
             ends early enough for it (``REPORT_DRAWS``).
+        final_prediction: predicts the validation after the last step instead of the training cache's pass (a cv
+            fold: :class:`gctxseg.crossval.oof.HeldOutPrediction`, whose probabilities become the fold's
+            out-of-fold arrays); on one process, of whole images only (:meth:`_SegmentationEpochs.validate`).
 
     Raises:
         TrainingInterrupted: SIGINT/SIGTERM (on any rank); the run folder is consistent and resumable.
@@ -720,11 +777,13 @@ def train(cfg: TrainConfig, *, given: Collection[str] | None = None, then_report
         cfg = _planned_init_weights(cfg, ddp)
     data, cfg = _prepare_data(cfg, ckpt, ddp, device, amp_dtype)
     with cpu_threads(cfg.cpu_threads if device.type == "cpu" else None):  # the planned threads, this run only
-        return _train_planned(cfg, ckpt, fixed, started, ddp, device, amp_dtype, data, then_report)
+        return _train_planned(cfg, ckpt, fixed, started, ddp, device, amp_dtype, data, then_report,
+                              final_prediction)
 
 
 def _train_planned(cfg: TrainConfig, ckpt: dict | None, fixed: set, started: float, ddp: Distributed,
-                   device: torch.device, amp_dtype, data: _TrainingData, then_report: bool) -> Path:
+                   device: torch.device, amp_dtype, data: _TrainingData, then_report: bool,
+                   final_prediction: FinalPrediction | None) -> Path:
     """:func:`train` once its settings are planned and its data read: build, train, finish; the run folder."""
     deadline = _deadline(cfg, ckpt, started, clocked=_follows_clock(cfg, ckpt, fixed, data.plan))
     if deadline is not None and cfg.folds and "val_every" in data.plan.reasons:  # as drive_epochs is told below
@@ -739,7 +798,8 @@ def _train_planned(cfg: TrainConfig, ckpt: dict | None, fixed: set, started: flo
     if ddp.is_main:
         _announce(cfg, device, data, trainer, run_dir, state, resumed=ckpt is not None)
 
-    epochs = _SegmentationEpochs(cfg, ddp, device, amp_dtype, data, trainer, run_dir, state, then_report)
+    epochs = _SegmentationEpochs(cfg, ddp, device, amp_dtype, data, trainer, run_dir, state, then_report,
+                                 final_prediction)
     # a fold of a cross-validation is scored by its final weights on its held-out scans (crossval/folds.py): under a
     # budget, the validations between its epochs would only pick a best.pt nothing scores, out of its seconds
     stopped_by = drive_epochs(epochs, first_epoch=state.start_epoch, seed=cfg.seed, rank=ddp.rank, device=device,
