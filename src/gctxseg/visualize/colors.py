@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from ..core.files import atomic_write_bytes
 
 __all__ = ["PALETTE", "colorize", "overlay", "to_uint8_rgb", "save_rows"]
 
@@ -58,11 +61,14 @@ def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndar
 
 
 def save_rows(rows: Sequence[Sequence[np.ndarray]], path: str | Path, gap: int = 4) -> None:
-    """Save a grid of ``H x W x 3`` uint8 tiles (one list per row, all tiles the same size) as PNG."""
+    """Save a grid of ``H x W x 3`` uint8 tiles (one list per row, all tiles the same size) as PNG, written
+    atomically (a run folder never holds half a figure)."""
     h, w = rows[0][0].shape[:2]
     cols = max(len(r) for r in rows)
     canvas = np.full((len(rows) * (h + gap) - gap, cols * (w + gap) - gap, 3), 255, np.uint8)
     for i, row in enumerate(rows):
         for j, tile in enumerate(row):
             canvas[i * (h + gap) : i * (h + gap) + h, j * (w + gap) : j * (w + gap) + w] = tile
-    Image.fromarray(canvas).save(path)
+    buffer = io.BytesIO()
+    Image.fromarray(canvas).save(buffer, format="png")
+    atomic_write_bytes(path, buffer.getvalue())
