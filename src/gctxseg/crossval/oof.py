@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +75,7 @@ def predict_fold_oof(config_dir: str | Path, fold: int, device: str = "auto", am
     weights = config_dir / f"fold_{fold}" / "last.pt"
     predictor = Predictor(weights, device, amp)
     val = run_fold_files(predictor.config, weights.parent)[1]
-    return _store_fold(config_dir, fold, predictor.value_map, list(_predicted(predictor, val)))
+    return _store_fold(config_dir, fold, predictor.value_map, _predicted(predictor, val))  # written as predicted
 
 
 class HeldOutPrediction:
@@ -123,7 +123,7 @@ def _predicted(predictor: Predictor, pairs: Sequence) -> Iterator[tuple[list, li
         yield batch, [tuple(image.shape[:2]) for image in images], probs
 
 
-def _store_fold(config_dir: Path, fold: int, value_map: MaskValueMap, batches: list) -> dict[str, dict]:
+def _store_fold(config_dir: Path, fold: int, value_map: MaskValueMap, batches: Iterable) -> dict[str, dict]:
     """Write each scan's array of ``batches`` (:func:`_predicted`'s) at its own size, marked with the fold and the
     digest of its ``last.pt``; returns :func:`predict_fold_oof`'s form."""
     digest = weights_digest(config_dir / f"fold_{fold}" / "last.pt")

@@ -574,8 +574,9 @@ class _SegmentationEpochs:
         training, started = net.training, 0.0
         net.eval()
         try:
-            for second in (False, True):
-                started = now() if second else started
+            for timed in (False, True):
+                if timed:
+                    started = now()
                 images, masks, _ = zip(*(val_set[i] for i in range(count)))
                 images = torch.stack(images).to(self.device).contiguous(memory_format=torch.channels_last)
                 with autocast_context(self.device, self.amp_dtype):
