@@ -1,10 +1,12 @@
 """Training steps with glibc's default allocator behaviour against ``utils.keep_freed_memory`` (heap only, no trim).
 
 Each mode runs in a fresh process (mallopt must come before the allocations it governs): ``--steps`` AdamW steps
-of ``--model`` at ``--size`` and ``--batch`` under the precision gctxseg picks, after 3 warm-up steps. Prints the
-seconds per step, the minor page faults per step and the share of CPU time spent in the kernel. Example::
+of ``--model`` at ``--size`` and ``--batch`` under the precision gctxseg picks, after 3 warm-up steps (with
+``--infer``: batches predicted as ``gctxseg predict`` does, eval mode, no gradients). Prints the seconds per step,
+the minor page faults per step and the share of CPU time spent in the kernel. Example::
 
     python benchmarks/allocator.py --model unet --size 224 384 --batch 2 --steps 20
+    python benchmarks/allocator.py --model gctx_unet --size 224 224 --batch 8 --steps 10 --infer
 """
 
 from __future__ import annotations
@@ -43,6 +45,14 @@ def _run(args) -> dict:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
+    def predict() -> None:
+        with torch.no_grad(), autocast_context(device, dtype):
+            model(x)
+
+    if args.infer:
+        model.eval()
+        step = predict
+
     for _ in range(3):
         step()
     before, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
@@ -61,18 +71,21 @@ def main() -> None:
     parser.add_argument("--size", type=int, nargs=2, default=[224, 384])
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--infer", action="store_true", help="time batch inference instead of training steps")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(_run(args)))
         return
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
-    print(f"{args.model} {args.size[0]}x{args.size[1]} batch {args.batch}, {args.steps} steps; CPU {cpu}")
+    what = "inference batches" if args.infer else "training steps"
+    print(f"{args.model} {args.size[0]}x{args.size[1]} batch {args.batch}, {args.steps} {what}; CPU {cpu}")
     rows = {}
     for label, keep in (("glibc default", "0"), ("keep_freed_memory", "1")):
         env = {**os.environ, "GCTXSEG_KEEP_FREED_MEMORY": keep}
         out = subprocess.run([sys.executable, __file__, "--child", "--model", args.model, "--size",
-                              *map(str, args.size), "--batch", str(args.batch), "--steps", str(args.steps)],
+                              *map(str, args.size), "--batch", str(args.batch), "--steps", str(args.steps),
+                              *(["--infer"] if args.infer else [])],
                              env=env, capture_output=True, text=True, check=True).stdout
         rows[label] = json.loads(out.strip().splitlines()[-1])
     for label, r in rows.items():

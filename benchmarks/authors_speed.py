@@ -6,8 +6,12 @@ under a non-commercial licence and is not part of gctxseg) and ours at 224x224 f
 checks that the eval-mode fp32 logits agree to 5e-6 (3-channel input, and 1-channel input where their network
 repeats the channel and ours sums the stem's weights), then times, alternating the two models call by call:
 training steps (forward, Dice+CE, backward, AdamW) and batch-8 inference, under bf16 autocast where the CPU has
-native bf16 (else fp32); ours channels-last with the engine's AdamW groups, theirs as their trainer runs it.
-Also prints the CPU, the machine's matmul rate and the share of it our training step reaches. Asserts nothing
+native bf16 (else fp32); ours channels-last with the engine's AdamW groups, theirs with plain AdamW as their
+trainer runs it. Where the CPU has bf16, theirs is also timed as published ("theirs fp32": their trainer has no
+autocast), so both comparisons come from one run: the product against their code as shipped, and the two
+networks under the same precision.
+The process keeps freed memory in glibc's heap as ``gctxseg train`` does (``keep_freed_memory``; both models run
+under it). Also prints the CPU, the machine's matmul rate and the share of it our training step reaches. Asserts nothing
 beyond the 5e-6 check. Example::
 
     git clone https://github.com/Kalrfou/GCtx-UNet /tmp/GCtx-UNet
@@ -33,6 +37,7 @@ import yaml
 from timing import amp_context
 
 from gctxseg.core.precision import autocast_dtype
+from gctxseg.core.runtime import keep_freed_memory
 from gctxseg.losses import DiceCELoss
 from gctxseg.models import create_model
 from gctxseg.models.complexity import count_macs
@@ -200,9 +205,9 @@ def published_upsize_order(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def speed_rows(models: dict[str, tuple[torch.nn.Module, torch.optim.Optimizer, bool]], args, ctx):
+def speed_rows(models: dict[str, tuple[torch.nn.Module, torch.optim.Optimizer, bool, Callable]], args):
     """{what: {name: [ms per call, one per round]}} for training and batch-8 inference; ``models`` maps a name to
-    (model, optimizer, channels-last input)."""
+    (model, optimizer, channels-last input, autocast context factory)."""
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(args.train_batch, args.in_channels, SIZE, SIZE, generator=gen)
     y = torch.randint(0, args.num_classes, (args.train_batch, SIZE, SIZE), generator=gen)
@@ -211,20 +216,22 @@ def speed_rows(models: dict[str, tuple[torch.nn.Module, torch.optim.Optimizer, b
     def layout(t, channels_last):
         return t.contiguous(memory_format=torch.channels_last) if channels_last else t
 
-    for model, _, _ in models.values():
+    for model, *_ in models.values():
         model.train()
-    calls = {name: train_step(m, opt, layout(x, cl), y, ctx) for name, (m, opt, cl) in models.items()}
+    calls = {name: train_step(m, opt, layout(x, cl), y, ctx) for name, (m, opt, cl, ctx) in models.items()}
     rows = {f"train b{args.train_batch}": alternate(calls, args.rounds, args.repeats)}
-    for model, _, _ in models.values():
+    for model, *_ in models.values():
         model.eval()
-    calls = {name: inference(m, layout(x8, cl), ctx) for name, (m, _, cl) in models.items()}
+    calls = {name: inference(m, layout(x8, cl), ctx) for name, (m, _, cl, ctx) in models.items()}
     rows["infer b8"] = alternate(calls, args.rounds, args.repeats)
     return rows
 
 
 def print_table(rows: dict[str, dict[str, list[float]]]) -> None:
     names = list(next(iter(rows.values())))
-    pairs = [("theirs", name) for name in names[1:]] + ([(names[1], names[2])] if len(names) > 2 else [])
+    theirs = [n for n in names if n.startswith("theirs")]
+    mine = [n for n in names if n not in theirs]
+    pairs = [(a, b) for a in theirs for b in mine] + ([(mine[0], mine[1])] if len(mine) > 1 else [])
     print("\n| | " + " | ".join(f"{n} ms" for n in names) + " | "
           + " | ".join(f"{b} vs {a}: speed-up (per round)" for a, b in pairs) + " |")
     print("|---|" + "---:|" * len(names) + "---|" * len(pairs))
@@ -250,6 +257,7 @@ def main() -> None:
                         help="also time gctx_unet as it was before: UpSize in the published order, unfused AdamW")
     parser.add_argument("--amp", default="auto", choices=["auto", "off"], help="auto: bf16 where the CPU has it")
     args = parser.parse_args()
+    kept = keep_freed_memory()  # as `gctxseg train` runs (process-wide: both models run under it)
     torch.manual_seed(0)
     theirs, config = load_authors(args.authors, args.num_classes)
     for channels in (3, 1):
@@ -259,19 +267,25 @@ def main() -> None:
         if diff > TOLERANCE:
             sys.exit(1)
     cpu = torch.device("cpu")
+    bf16 = autocast_dtype(args.amp, cpu) == torch.bfloat16
+    ctx, fp32_ctx = amp_context("auto" if bf16 else "off", cpu), amp_context("off", cpu)
     ours = build_ours(config, args.in_channels, args.num_classes).to(memory_format=torch.channels_last)
-    models = {"theirs": (theirs, torch.optim.AdamW(theirs.parameters(), lr=1e-4, weight_decay=1e-4), False)}
+    models = {}
+    if bf16:  # their code as published: their trainer.py has no autocast, it trains in fp32
+        optimizer = torch.optim.AdamW(theirs.parameters(), lr=1e-4, weight_decay=1e-4)
+        models["theirs fp32"] = (theirs, optimizer, False, fp32_ctx)
+    optimizer = torch.optim.AdamW(theirs.parameters(), lr=1e-4, weight_decay=1e-4)  # as their trainer.py
+    models["theirs"] = (theirs, optimizer, False, ctx)
     if args.before:  # same weights, published UpSize order, single-tensor AdamW
         before = published_upsize_order(copy.deepcopy(ours))
-        models["before"] = (before, torch.optim.AdamW(optimizer_param_groups(before, 1e-4), lr=1e-4), True)
-    models["ours"] = (ours, adamw(ours, 1e-4, 1e-4, cpu), True)  # theirs: as their trainer.py
-    bf16 = autocast_dtype(args.amp, cpu) == torch.bfloat16
-    ctx = amp_context("auto" if bf16 else "off", cpu)
+        models["before"] = (before, torch.optim.AdamW(optimizer_param_groups(before, 1e-4), lr=1e-4), True, ctx)
+    models["ours"] = (ours, adamw(ours, 1e-4, 1e-4, cpu), True, ctx)
     fp32, bf16_rate = matmul_gflops(torch.float32), matmul_gflops(torch.bfloat16)
-    rows = speed_rows(models, args, ctx)
+    rows = speed_rows(models, args)
     macs = count_macs(ours, args.in_channels, (SIZE, SIZE))
     print(f"\nCPU: {cpu_model()}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"native bf16: {'yes' if bf16 else 'no'} (timed in {'bf16 autocast' if bf16 else 'fp32'})")
+          f"native bf16: {'yes' if bf16 else 'no'} (timed in {'bf16 autocast' if bf16 else 'fp32'}); "
+          f"freed memory kept in the heap as gctxseg train does: {'yes' if kept else 'no'}")
     print(f"2048^2 matmul: fp32 {fp32:.0f} GFLOP/s, bf16 {bf16_rate:.0f} GFLOP/s")
     print_table(rows)
     train_ms = statistics.median(rows[f"train b{args.train_batch}"]["ours"])

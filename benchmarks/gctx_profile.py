@@ -1,6 +1,7 @@
 """Where the milliseconds of a gctx_unet training step go: by module kind and by operator.
 
-One training step as the engine runs it (224x224, channels-last, ``--amp auto``, Dice+CE, the engine's AdamW):
+One training step as the engine runs it (224x224, channels-last, ``--amp auto``, Dice+CE, the engine's AdamW, freed
+memory kept in glibc's heap):
 the step's wall time and the optimiser's share; then, per module kind (attention, global-query generation, MLPs,
 block norms, UpSize, ReduceSize/stem, skip fusion, head), forward and backward milliseconds from module hooks
 (backward from full backward hooks: the time from a module's output gradients to its input gradients); then the
@@ -22,6 +23,7 @@ from timm.models.gcvit import Downsample2d, Stem
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
+from gctxseg.core.runtime import keep_freed_memory
 from gctxseg.losses import DiceCELoss
 from gctxseg.models import create_model
 from gctxseg.models.gctx_unet import UpSize, WindowAttention
@@ -80,6 +82,7 @@ def main() -> None:
     parser.add_argument("--amp", default="auto", choices=["auto", "off"])
     parser.add_argument("--top", type=int, default=25, help="operators listed")
     args = parser.parse_args()
+    keep_freed_memory()  # as `gctxseg train` runs: a step reuses the last one's memory
     torch.manual_seed(0)
     cpu = torch.device("cpu")
     model = create_model("gctx_unet", 1, 3).to(memory_format=torch.channels_last).train()

@@ -18,7 +18,7 @@ from monai.inferers import sliding_window_inference
 from torchvision.transforms.v2 import functional as TF
 
 from ..core.precision import autocast_context, autocast_dtype
-from ..core.runtime import compile_model, resolve_device
+from ..core.runtime import compile_model, keep_freed_memory, resolve_device
 from ..data import IntensityMapping, MaskValueMap
 from ..data.io import fit_channels
 from ..data.splits import SPLITS_FINAL, load_splits
@@ -101,6 +101,7 @@ class Predictor:
         else:
             ckpt = load_checkpoint(weights)
         check_inference_fields(ckpt, weights)  # sizes and normalisation: refused once here, not per image
+        keep_freed_memory()  # each batch reuses the last one's memory instead of faulting it in again (as training)
         self.device = resolve_device(device)
         self.amp_dtype = autocast_dtype(amp, self.device)
         self.value_map = MaskValueMap.from_dict(ckpt["value_map"])
