@@ -268,6 +268,7 @@ def main() -> None:
             sys.exit(1)
     cpu = torch.device("cpu")
     bf16 = autocast_dtype(args.amp, cpu) == torch.bfloat16
+    native = autocast_dtype("auto", cpu) == torch.bfloat16
     ctx, fp32_ctx = amp_context("auto" if bf16 else "off", cpu), amp_context("off", cpu)
     ours = build_ours(config, args.in_channels, args.num_classes).to(memory_format=torch.channels_last)
     models = {}
@@ -284,7 +285,8 @@ def main() -> None:
     rows = speed_rows(models, args)
     macs = count_macs(ours, args.in_channels, (SIZE, SIZE))
     print(f"\nCPU: {cpu_model()}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"native bf16: {'yes' if bf16 else 'no'} (timed in {'bf16 autocast' if bf16 else 'fp32'}); "
+          f"native bf16: {'yes' if native else 'no'}, timed in {'bf16 autocast' if bf16 else 'fp32'} "
+          f"(--amp {args.amp}); "
           f"freed memory kept in the heap as gctxseg train does: {'yes' if kept else 'no'}")
     print(f"2048^2 matmul: fp32 {fp32:.0f} GFLOP/s, bf16 {bf16_rate:.0f} GFLOP/s")
     print_table(rows)
