@@ -182,8 +182,7 @@ class Predictor:
             )
         else:
             probs = self.batch_probabilities(self._to_input(image, source)[None].to(self.device))
-            # resize probabilities, not labels, so class borders are interpolated smoothly at the original size
-            probs = F.interpolate(probs, size=size, mode="bilinear", align_corners=False)
+            probs = at_own_size(probs[0], size)[None]
         return torch.as_tensor(probs)[0].float().cpu()
 
     @torch.no_grad()
