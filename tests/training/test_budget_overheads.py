@@ -87,7 +87,7 @@ def test_a_budgeted_run_followed_by_its_report_keeps_time_for_it(phantom_dir, tm
     monkeypatch.setattr(train_report, "train", lambda cfg, **kw: calls.append(kw) or tmp_path)
     monkeypatch.setattr(train_report, "write_report_or_warn", lambda *args: None)
     train_report.train_and_report(tiny_config(phantom_dir, tmp_path))
-    assert calls == [{"given": None, "then_report": True}]
+    assert [(c["given"], c["then_report"]) for c in calls] == [(None, True)]
 
 
 def test_the_planners_step_timings_stop_at_their_share_of_a_time_budget(monkeypatch, one_thread):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 import zipfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,7 @@ import torch
 from ..core.files import atomic_write_bytes
 from ..data import MaskValueMap, read_mask
 from ..data.splits import run_fold_files
-from ..inference.predictor import PREDICT_BATCH, Predictor, at_own_size
+from ..inference.predictor import KeptPrediction, Predictor, at_own_size, predicted_batches
 from ..runs.checkpoint import load_checkpoint
 
 __all__ = ["OOF_FOLDER", "HeldOutPrediction", "fold_oof", "fold_scans", "oof_probabilities", "predict_fold_oof",
@@ -75,34 +75,17 @@ def predict_fold_oof(config_dir: str | Path, fold: int, device: str = "auto", am
     weights = config_dir / f"fold_{fold}" / "last.pt"
     predictor = Predictor(weights, device, amp)
     val = run_fold_files(predictor.config, weights.parent)[1]
-    return _store_fold(config_dir, fold, predictor.value_map, _predicted(predictor, val))  # written as predicted
+    return _store_fold(config_dir, fold, predictor.value_map, predicted_batches(predictor, val))  # written as predicted
 
 
-class HeldOutPrediction:
+class HeldOutPrediction(KeptPrediction):
     """A cv fold's final validation, predicted as :func:`predict_fold_oof` predicts its held-out scans.
 
-    ``train(..., final_prediction=this)`` hands it the model after the fold's last step: it yields the
-    probabilities training scores that validation from, and keeps them; :meth:`write` then stores them as the
-    fold's out-of-fold arrays once ``last.pt`` holds those weights. So the held-out scans are predicted once, not
+    The probabilities it keeps (:class:`~gctxseg.inference.predictor.KeptPrediction`) become the fold's out-of-fold
+    arrays through :meth:`write` once ``last.pt`` holds those weights. So the held-out scans are predicted once, not
     validated and then predicted again (nnU-Net's final validation is its export of them too), and the arrays are
     those predicting ``last.pt`` gives (its fields in memory, the same model, the same batches).
     """
-
-    def __init__(self, device: str = "auto", amp: str = "auto") -> None:
-        self.device, self.amp = device, amp
-        self.kept: list | None = None  # every batch, once all were predicted
-        self.value_map: MaskValueMap | None = None
-
-    def __call__(self, model: torch.nn.Module, fields: dict,
-                 pairs: Sequence) -> Iterator[tuple[list[int], torch.Tensor]]:
-        """``(indices into pairs, N x K x h x w probabilities at the training size)`` of each batch of ``pairs``."""
-        predictor = Predictor(fields, self.device, self.amp, model=model)
-        self.kept, self.value_map, batches, first = None, predictor.value_map, [], 0
-        for batch in _predicted(predictor, pairs):
-            batches.append(batch)
-            yield list(range(first, first + len(batch[0]))), batch[2]
-            first += len(batch[0])
-        self.kept = batches
 
     def write(self, config_dir: str | Path, fold: int) -> dict[str, dict] | None:
         """The fold's out-of-fold arrays from its final validation (:func:`predict_fold_oof`'s form), written; None
@@ -113,18 +96,8 @@ class HeldOutPrediction:
         return _store_fold(Path(config_dir), fold, self.value_map, kept)
 
 
-def _predicted(predictor: Predictor, pairs: Sequence) -> Iterator[tuple[list, list, torch.Tensor]]:
-    """``(pairs, their own sizes, probabilities at the training size)`` for each ``PREDICT_BATCH`` of ``pairs``,
-    as :meth:`Predictor.predict_proba_many` predicts them."""
-    for first in range(0, len(pairs), PREDICT_BATCH):
-        batch = list(pairs[first:first + PREDICT_BATCH])
-        images = [predictor.read(pair.image) for pair in batch]
-        probs = predictor.probabilities_at_training_size(images, [str(pair.image) for pair in batch])
-        yield batch, [tuple(image.shape[:2]) for image in images], probs
-
-
 def _store_fold(config_dir: Path, fold: int, value_map: MaskValueMap, batches: Iterable) -> dict[str, dict]:
-    """Write each scan's array of ``batches`` (:func:`_predicted`'s) at its own size, marked with the fold and the
+    """Write each scan's array of ``batches`` (``predicted_batches``') at its own size, marked with the fold and the
     digest of its ``last.pt``; returns :func:`predict_fold_oof`'s form."""
     digest = weights_digest(config_dir / f"fold_{fold}" / "last.pt")
     (config_dir / OOF_FOLDER).mkdir(exist_ok=True)

@@ -220,9 +220,11 @@ def score_labels(
     weights: str,
     nsd_tolerance: float = 2.0,
     out_owned: bool = False,
+    head: Mapping[str, object] | None = None,
 ) -> EvaluationResult:
-    """Score class labels already predicted (``gctxseg cv``'s out-of-fold arrays, argmaxed) against the truth of
-    ``pairs``: the same figures and files as :func:`evaluate_folder` makes of ``weights``, without predicting again.
+    """Score class labels already predicted (``gctxseg cv``'s out-of-fold arrays, argmaxed; a run's final
+    validation) against the truth of ``pairs``: the same figures and files as :func:`evaluate_folder` makes of
+    ``weights``, without predicting again.
 
     Args:
         labels: each pair's ``name`` -> its predicted class indices at the image's size.
@@ -232,6 +234,8 @@ def score_labels(
         weights: the weights that predicted ``labels``, as ``summary.json`` names them.
         nsd_tolerance: NSD tolerance in pixels.
         out_owned: as :func:`evaluate_folder`'s.
+        head: ``summary.json`` entries that replace the ones made here (``data``: the folder the pairs are from;
+            ``seconds per image`` and ``device`` of the prediction, where it was timed).
 
     Raises:
         DatasetError: a pair without labels, labels of another size than the pair's mask, masks not fitting (all
@@ -240,8 +244,8 @@ def score_labels(
     cases = _cases(list(pairs), "", "", out, None, out_owned)
     _check_masks(cases.pairs, value_map)
     raise_collected([problem for p in cases.pairs if (problem := _labels_problem(p, labels)) is not None])
-    head = _model_head(weights, cases, "resize", False, False)
-    return _evaluate(cases, _LabelPredictions(labels), value_map, head, nsd_tolerance, None, 4)
+    summary_head = {**_model_head(weights, cases, "resize", False, False), **(head or {})}
+    return _evaluate(cases, _LabelPredictions(labels), value_map, summary_head, nsd_tolerance, None, 4)
 
 
 def _labels_problem(pair: ImagePair, labels: Mapping[str, np.ndarray]) -> str | None:

@@ -8,7 +8,8 @@ gives a :class:`Predictor`; several, or a ``gctxseg cv`` folder (its folds' fina
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from ..runs.checkpoint import check_inference_fields, checkpoint_channels, load_
 from ..runs.cvfolder import fold_weights
 from .postprocess import PostProcessing
 
-__all__ = ["INFER_MODES", "PREDICT_BATCH", "Predictor", "at_own_size",
+__all__ = ["INFER_MODES", "PREDICT_BATCH", "Predictor", "at_own_size", "predicted_batches", "KeptPrediction",
            "EnsemblePredictor", "load_predictor",
            "ensemble_members"]
 
@@ -216,6 +217,55 @@ def at_own_size(probs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Class probabilities ``K x h x w`` at the training size resized (bilinear) to an image's own ``size``:
     probabilities rather than labels, so class borders are interpolated smoothly."""
     return F.interpolate(probs[None], size=size, mode="bilinear", align_corners=False)[0]
+
+
+def predicted_batches(predictor: Predictor, pairs: Sequence) -> Iterator[tuple[list, list, torch.Tensor]]:
+    """``(pairs, their own sizes, probabilities at the training size)`` for each ``PREDICT_BATCH`` of ``pairs``
+    (labelled images: ``.image`` paths), as :meth:`Predictor.predict_proba_many` predicts them."""
+    for first in range(0, len(pairs), PREDICT_BATCH):
+        batch = list(pairs[first:first + PREDICT_BATCH])
+        images = [predictor.read(pair.image) for pair in batch]
+        probs = predictor.probabilities_at_training_size(images, [str(pair.image) for pair in batch])
+        yield batch, [tuple(image.shape[:2]) for image in images], probs
+
+
+class KeptPrediction:
+    """A run's final validation predicted as ``gctxseg predict`` predicts its images, the batches kept.
+
+    ``train(..., final_prediction=this)`` hands it the model after the last step: it yields the probabilities
+    training scores that validation from, and keeps them, so what comes after (a run's report, a cv fold's
+    out-of-fold arrays) uses them instead of predicting the same images again with the same weights.
+    """
+
+    def __init__(self, device: str = "auto", amp: str = "auto") -> None:
+        self.device, self.amp = device, amp
+        self.kept: list | None = None  # every batch, once all were predicted
+        self.value_map: MaskValueMap | None = None
+        self.timing: dict = {}  # summary.json's "seconds per image" (read and predicted) and "device"
+
+    def __call__(self, model: torch.nn.Module, fields: dict,
+                 pairs: Sequence) -> Iterator[tuple[list[int], torch.Tensor]]:
+        """``(indices into pairs, N x K x h x w probabilities at the training size)`` of each batch of ``pairs``."""
+        predictor = Predictor(fields, self.device, self.amp, model=model)
+        self.kept, self.value_map, batches, first, seconds = None, predictor.value_map, [], 0, 0.0
+        started = time.perf_counter()
+        for batch in predicted_batches(predictor, pairs):
+            seconds += time.perf_counter() - started
+            batches.append(batch)
+            yield list(range(first, first + len(batch[0]))), batch[2]
+            first, started = first + len(batch[0]), time.perf_counter()
+        self.kept = batches
+        self.timing = {"seconds per image": seconds / max(1, first), "device": str(predictor.device)}
+
+    def labelled(self) -> tuple[list, dict[str, np.ndarray]] | None:
+        """(the predicted pairs, each one's ``name`` -> class indices at its image's own size, as ``gctxseg
+        evaluate`` labels them without post-processing); None where the run predicted none (validated otherwise)."""
+        if self.kept is None:
+            return None
+        pairs = [pair for batch, _, _ in self.kept for pair in batch]
+        labels = {pair.name: _labels(at_own_size(probs, size), None)
+                  for batch, sizes, batch_probs in self.kept for pair, size, probs in zip(batch, sizes, batch_probs)}
+        return pairs, labels
 
 
 def _labels(probs: torch.Tensor, postprocess: PostProcessing | None) -> np.ndarray:

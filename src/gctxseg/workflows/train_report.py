@@ -13,8 +13,10 @@ from pathlib import Path
 import torch.distributed as dist
 
 from ..core.runtime import cpu_threads
+from ..data import MaskValueMap
 from ..data.splits import run_fold_files
-from ..evaluation.evaluate import evaluate_folder
+from ..evaluation.evaluate import evaluate_folder, score_labels
+from ..inference.predictor import KeptPrediction
 from ..reporting.report import write_html_report
 from ..runs.checkpoint import load_checkpoint
 from ..runs.runlog import read_run_log
@@ -23,14 +25,16 @@ from ..training import TrainConfig, train
 __all__ = ["train_and_report", "trained_threads", "write_report_or_warn", "write_run_report"]
 
 
-def write_report_or_warn(run_dir: str | Path, device: str = "auto", amp: str = "auto") -> Path | None:
+def write_report_or_warn(run_dir: str | Path, device: str = "auto", amp: str = "auto",
+                         predicted: KeptPrediction | None = None) -> Path | None:
     """Evaluate ``best.pt`` on the run's validation set and write ``report.html``; a failure only warns.
 
     Training has succeeded by then: any problem with the report (a missing browser font, a disk hiccup) is one
-    line on stderr naming the command that retries it, never a failed run.
+    line on stderr naming the command that retries it, never a failed run. ``predicted``: as
+    :func:`write_run_report`'s.
     """
     try:
-        path = write_run_report(run_dir, device=device, amp=amp)
+        path = write_run_report(run_dir, device=device, amp=amp, predicted=predicted)
     except Exception as err:  # any report problem must not fail a finished training run
         print(
             f"warning: report.html not written ({type(err).__name__}: {err}); retry with: gctxseg report {run_dir}",
@@ -42,11 +46,15 @@ def write_report_or_warn(run_dir: str | Path, device: str = "auto", amp: str = "
 
 
 def train_and_report(cfg: TrainConfig, *, given: Collection[str] | None = None) -> Path:
-    """:func:`gctxseg.training.train`, then (rank 0 only) ``report.html`` of the best weights; the run folder."""
-    run_dir = train(cfg, given=given, then_report=True)  # a budgeted run keeps time for the report
+    """:func:`gctxseg.training.train`, then (rank 0 only) ``report.html`` of the best weights; the run folder.
+
+    The validation after the last step is predicted as ``gctxseg evaluate`` predicts (:class:`KeptPrediction`):
+    where those weights are the best, the report scores its labels instead of predicting the images again."""
+    final = KeptPrediction(cfg.device, cfg.amp)
+    run_dir = train(cfg, given=given, then_report=True, final_prediction=final)  # a budget keeps time for the report
     if not dist.is_initialized() or dist.get_rank() == 0:
         with cpu_threads(trained_threads(run_dir)):  # as fast as its training was on this machine's load
-            write_report_or_warn(run_dir, cfg.device, _trained_amp(run_dir, cfg.amp))
+            write_report_or_warn(run_dir, cfg.device, _trained_amp(run_dir, cfg.amp), final)
     return run_dir
 
 
@@ -57,6 +65,12 @@ def trained_threads(run_dir: Path) -> int | None:
     except (OSError, ValueError):
         return None
     return threads if isinstance(threads, int) and not isinstance(threads, bool) and threads > 0 else None
+
+
+def _best_is_last(run_dir: Path) -> bool:
+    """Whether the run's ``best.pt`` holds the weights it ended with (``last.pt``'s epoch and optimiser step)."""
+    best, last = (load_checkpoint(run_dir / name, mmap=True) for name in ("best.pt", "last.pt"))
+    return best["epoch"] == last["epoch"] and best["scheduler"]["last_epoch"] == last["scheduler"]["last_epoch"]
 
 
 def _trained_amp(run_dir: Path, amp: str) -> str:
@@ -77,6 +91,7 @@ def write_run_report(
     tta: bool = False,
     infer_mode: str = "resize",
     evaluate: bool = True,
+    predicted: KeptPrediction | None = None,
 ) -> Path:
     """Evaluate a run's ``best.pt`` on its validation set into ``run_dir/eval`` and write ``report.html``.
 
@@ -88,6 +103,8 @@ def write_run_report(
         tta: horizontal-flip test-time augmentation.
         infer_mode: ``resize`` or ``sliding``.
         evaluate: False = reuse ``run_dir/eval`` as it is (or leave the evaluation out).
+        predicted: the run's final validation, predicted as ``gctxseg evaluate`` predicts: scored instead of
+            predicting again where ``best.pt`` holds the weights that predicted it (the default evaluation only).
 
     Returns:
         the path of ``report.html``.
@@ -95,7 +112,14 @@ def write_run_report(
     run_dir = Path(run_dir)
     weights = run_dir / "best.pt"
     eval_dir = run_dir / "eval"
-    if evaluate and weights.is_file():
+    labelled = predicted.labelled() if predicted is not None and data is None and not tta else None
+    if evaluate and weights.is_file() and labelled is not None and infer_mode == "resize" and _best_is_last(run_dir):
+        pairs, labels = labelled
+        ckpt = load_checkpoint(weights, mmap=True)  # its classes and data folder: the weights stay on disk
+        value_map, data_val = MaskValueMap.from_dict(ckpt["value_map"]), ckpt["config"]["data_val"]
+        score_labels(labels, pairs, value_map, eval_dir, weights=str(weights), out_owned=True,
+                     head={"data": data_val, **predicted.timing})
+    elif evaluate and weights.is_file():
         cfg = load_checkpoint(weights)["config"]
         if data is None and cfg.get("folds"):  # a cross-validation fold: its held-out patients
             data = run_fold_files(cfg, run_dir)[1]
