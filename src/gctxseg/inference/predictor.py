@@ -237,8 +237,8 @@ class KeptPrediction:
     out-of-fold arrays) uses them instead of predicting the same images again with the same weights.
     """
 
-    def __init__(self, device: str = "auto", amp: str = "auto") -> None:
-        self.device, self.amp = device, amp
+    def __init__(self, device: str = "auto", amp: str | None = None) -> None:
+        self.device, self.amp = device, amp  # amp None: the precision the run trains with (a resumed run's own)
         self.kept: list | None = None  # every batch, once all were predicted
         self.value_map: MaskValueMap | None = None
         self.timing: dict = {}  # summary.json's "seconds per image" (read and predicted) and "device"
@@ -246,7 +246,8 @@ class KeptPrediction:
     def __call__(self, model: torch.nn.Module, fields: dict,
                  pairs: Sequence) -> Iterator[tuple[list[int], torch.Tensor]]:
         """``(indices into pairs, N x K x h x w probabilities at the training size)`` of each batch of ``pairs``."""
-        predictor = Predictor(fields, self.device, self.amp, model=model)
+        amp = self.amp or (fields.get("config") or {}).get("amp") or "auto"
+        predictor = Predictor(fields, self.device, amp, model=model)
         self.kept, self.value_map, batches, first, seconds = None, predictor.value_map, [], 0, 0.0
         started = time.perf_counter()
         for batch in predicted_batches(predictor, pairs):

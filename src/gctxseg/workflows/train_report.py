@@ -50,7 +50,7 @@ def train_and_report(cfg: TrainConfig, *, given: Collection[str] | None = None) 
 
     The validation after the last step is predicted as ``gctxseg evaluate`` predicts (:class:`KeptPrediction`):
     where those weights are the best, the report scores its labels instead of predicting the images again."""
-    final = KeptPrediction(cfg.device, cfg.amp)
+    final = KeptPrediction(cfg.device)  # in the precision the run trains with: a resumed run's, not the flag's default
     run_dir = train(cfg, given=given, then_report=True, final_prediction=final)  # a budget keeps time for the report
     if not dist.is_initialized() or dist.get_rank() == 0:
         with cpu_threads(trained_threads(run_dir)):  # as fast as its training was on this machine's load
