@@ -70,7 +70,8 @@ def trained_threads(run_dir: Path) -> int | None:
 def _best_is_last(run_dir: Path) -> bool:
     """Whether the run's ``best.pt`` holds the weights it ended with (``last.pt``'s epoch and optimiser step)."""
     best, last = (load_checkpoint(run_dir / name, mmap=True) for name in ("best.pt", "last.pt"))
-    return best["epoch"] == last["epoch"] and best["scheduler"]["last_epoch"] == last["scheduler"]["last_epoch"]
+    steps = [(ckpt.get("scheduler") or {}).get("last_epoch") for ckpt in (best, last)]
+    return best.get("epoch") == last.get("epoch") and steps[0] == steps[1]
 
 
 def _trained_amp(run_dir: Path, amp: str) -> str:
