@@ -18,10 +18,10 @@ import copy
 import statistics
 import time
 import types
-from collections import defaultdict
 
 import torch
 import torch.nn.functional as F
+from gctx_profile import hook_timers
 from timing import amp_context
 
 from gctxseg.core.runtime import compile_model, keep_freed_memory
@@ -102,14 +102,7 @@ def tail(steps: int, x, y, ctx) -> None:
     last = model.decoder.final_up[-1]
     parts = {"MBConv": last.conv_block, "bicubic x2": last.upsample, "LayerNorm after": last.norm2,
              "1x1 conv": last.expansion, "LayerNorm before": last.norm1, "head": model.head}
-    spent, starts = defaultdict(float), {}
-    for name, module in parts.items():
-        module.register_forward_pre_hook(lambda *_, n=name: starts.__setitem__((n, "fwd"), time.perf_counter()))
-        module.register_forward_hook(lambda *_, n=name: spent.__setitem__(
-            (n, "fwd"), spent[n, "fwd"] + time.perf_counter() - starts[n, "fwd"]))
-        module.register_full_backward_pre_hook(lambda *_, n=name: starts.__setitem__((n, "bwd"), time.perf_counter()))
-        module.register_full_backward_hook(lambda *_, n=name: spent.__setitem__(
-            (n, "bwd"), spent[n, "bwd"] + time.perf_counter() - starts[n, "bwd"]))
+    spent, _ = hook_timers({name: [module] for name, module in parts.items()})
     step = _step(model, x.requires_grad_(), y, ctx)  # an input gradient: the first block's hooks fire too
     for _ in range(2):
         step()

@@ -113,8 +113,11 @@ def write_run_report(
     run_dir = Path(run_dir)
     weights = run_dir / "best.pt"
     eval_dir = run_dir / "eval"
-    labelled = predicted.labelled() if predicted is not None and data is None and not tta else None
-    if evaluate and weights.is_file() and labelled is not None and infer_mode == "resize" and _best_is_last(run_dir):
+    as_validated = predicted is not None and predicted.kept is not None and data is None and not tta
+    labelled = None
+    if evaluate and weights.is_file() and as_validated and infer_mode == "resize" and _best_is_last(run_dir):
+        labelled = predicted.labelled()  # brought to each image's size only once it is known to be used
+    if labelled is not None:
         pairs, labels = labelled
         ckpt = load_checkpoint(weights, mmap=True)  # its classes and data folder: the weights stay on disk
         value_map, data_val = MaskValueMap.from_dict(ckpt["value_map"]), ckpt["config"]["data_val"]
