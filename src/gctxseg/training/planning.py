@@ -247,32 +247,56 @@ def _available_memory() -> int:
         return 16 << 30
 
 
-def _seconds_per_step(model_name, options, channels, classes, size, batch, device, amp_dtype,
+def _seconds_per_step(model_name, options, channels, classes, size, batch, device, amp_dtype, kept: dict | None = None,
                       timed_steps: int = 2) -> float:
     """Measured time of one AdamW training step (forward, loss, backward, update) at this size and batch: the
-    fastest of ``timed_steps`` after a warm-up step, or their median where more than two are timed."""
-    from ..core.precision import autocast_context
-    from ..losses import DiceCELoss, training_loss
-    from .loop import adamw
+    fastest of ``timed_steps`` after a warm-up step, or their median where more than two are timed.
 
-    model = create_model(model_name, channels, classes, **options).to(device, memory_format=torch.channels_last)
-    model.train()
-    optimizer = adamw(model, 1e-4, 0.0, device)  # as training builds it
-    loss_fn = DiceCELoss()
-    x = torch.randn(batch, channels, *size, device=device).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, classes, (batch, *size), device=device)
-    times = []
-    for _ in range(1 + timed_steps):  # the first step warms up allocators and kernels
-        t0 = time.perf_counter()
-        with autocast_context(device, amp_dtype):
-            loss = training_loss(loss_fn, model, model(x), y)
+    ``kept``: a slot for the last timed model (a plan's own); a timing of the same model, size and batch (at another
+    thread count) reuses it, warmed up, instead of building and warming up a second one."""
+    key = (model_name, repr(sorted(options.items())), channels, classes, tuple(size), batch, str(device), amp_dtype)
+    timer = kept.get(key) if kept is not None else None
+    if timer is None:
+        timer = _StepTimer(model_name, options, channels, classes, size, batch, device, amp_dtype)
+        if kept is not None:
+            kept.clear()
+            kept[key] = timer
+    times = [timer.step() for _ in range(timed_steps)]
+    return min(times) if timed_steps <= 2 else float(statistics.median(times))
+
+
+class _StepTimer:
+    """A throw-away model's training step at one size and batch, as training runs it; warmed up when built (the
+    first step pays for the allocator's and the kernels' set-up)."""
+
+    def __init__(self, model_name, options, channels, classes, size, batch, device, amp_dtype) -> None:
+        from ..losses import DiceCELoss
+        from .loop import adamw
+
+        self.device, self.amp_dtype = device, amp_dtype
+        self.model = create_model(model_name, channels, classes, **options).to(device,
+                                                                              memory_format=torch.channels_last)
+        self.model.train()
+        self.optimizer = adamw(self.model, 1e-4, 0.0, device)  # as training builds it
+        self.loss_fn = DiceCELoss()
+        self.x = torch.randn(batch, channels, *size, device=device).contiguous(memory_format=torch.channels_last)
+        self.y = torch.randint(0, classes, (batch, *size), device=device)
+        self.step()
+
+    def step(self) -> float:
+        """Seconds of one optimiser step."""
+        from ..core.precision import autocast_context
+        from ..losses import training_loss
+
+        started = time.perf_counter()
+        with autocast_context(self.device, self.amp_dtype):
+            loss = training_loss(self.loss_fn, self.model, self.model(self.x), self.y)
         loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - t0)
-    return min(times[1:]) if timed_steps <= 2 else float(statistics.median(times[1:]))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter() - started
 
 
 def planned_foreground_share(presence: list[float]) -> tuple[float, str]:
@@ -419,7 +443,7 @@ def _planned_threads(clock: _StepClock, size, given: Mapping[str, object], time_
     threads = torch.get_num_threads()
     if clock.device.type != "cpu" or not time_budget_s or threads < 2 or torch.distributed.is_initialized():
         return None
-    batch = int(given.get("batch_size", MIN_BATCH))
+    batch = min(int(given.get("batch_size", MIN_BATCH)), MIN_BATCH)  # a larger given batch only costs more seconds
     seconds = clock(size, batch, THREADS_TIMED_STEPS)
     tried = [f"{threads}: {seconds:.3f}"]
     while threads > 1 and (len(tried) == 1 or clock.may_time):  # half as many always timed: a choice needs two
@@ -460,6 +484,7 @@ class _StepClock:
     limit_s: float | None = None
     spent_s: float = 0.0
     measured: dict = field(default_factory=dict)
+    kept: dict = field(default_factory=dict)  # the last timed model (``_seconds_per_step``)
 
     @property
     def may_time(self) -> bool:
@@ -489,7 +514,7 @@ class _StepClock:
             return kept
         started = time.perf_counter()
         seconds = _seconds_per_step(self.model_name, self.sized(size), self.channels, self.classes, size,
-                                    batch * self.grad_accum, self.device, self.amp_dtype,
+                                    batch * self.grad_accum, self.device, self.amp_dtype, self.kept,
                                     timed_steps) / self.grad_accum
         self.spent_s += time.perf_counter() - started
         self.measured[key] = seconds

@@ -359,7 +359,7 @@ def _make_run_folder(
 
 def _build_trainer(
     cfg: TrainConfig, ddp: Distributed, device: torch.device, data: _TrainingData, resuming: bool,
-    deadline: Deadline | None = None, then_report: bool = False,
+    deadline: Deadline | None = None,
 ) -> _Trainer:
     """Model (compiled, DDP-wrapped as asked), loss, AdamW, loaders, schedule (on ``deadline``'s clock, where
     given) and grad scaler."""
@@ -396,9 +396,6 @@ def _build_trainer(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.lr_factor)
     scaler = grad_scaler(cfg.amp, device)
     loss_fn = DiceCELoss(cfg.lambda_dice, cfg.lambda_ce, include_background=cfg.dice_background)
-    if deadline is not None:  # after the last step: the final validation, the sample predictions (and the report's)
-        deadline.forward_batches = len(val_loader) * (1 + then_report) + math.ceil(cfg.num_samples / cfg.batch_size)
-        deadline.validation_batches, deadline.draws = len(val_loader), 1 + REPORT_DRAWS * then_report
     return _Trainer(
         model, net, raw_model, loss_fn, optimizer, scheduler, scaler, train_sampler, train_loader, val_loader,
         workers, params, macs, schedule, start,
@@ -608,10 +605,8 @@ class _SegmentationEpochs:
         return EpochScores.from_json(scores)
 
     def _predicts_final(self) -> bool:
-        """Whether this is the validation after the last step that ``final_prediction`` predicts: on one process
-        (under DDP each rank validates its shard) and of whole images (the arrays are kept per image file)."""
-        return (self.final_prediction is not None and self.schedule.finished and not dist.is_initialized()
-                and all(pair.slice_index is None for pair in self.data.val_set.pairs))
+        """Whether this is the validation after the last step that ``final_prediction`` predicts."""
+        return self.schedule.finished and _final_is_predicted(self.final_prediction, self.data)
 
     @torch.no_grad()
     def _validate_predicted(self) -> dict:
@@ -790,12 +785,14 @@ def _train_planned(cfg: TrainConfig, ckpt: dict | None, fixed: set, started: flo
     if deadline is not None and cfg.folds and "val_every" in data.plan.reasons:  # as drive_epochs is told below
         data.plan.reasons["val_every"] = "a cv fold under a time budget validates after its last step only (driver.py)"
     # the model first: a start that does not fit fails before a run folder is made
-    trainer = _build_trainer(cfg, ddp, device, data, resuming=ckpt is not None, deadline=deadline,
-                             then_report=then_report)
+    trainer = _build_trainer(cfg, ddp, device, data, resuming=ckpt is not None, deadline=deadline)
     run_dir = _make_run_folder(cfg, ddp, device, data, trainer.start)
     state = _Progress(0, -1.0, _new_log(cfg, ddp, data, trainer, amp_dtype))
     if ckpt is not None:
         state = _Progress(*_restore(trainer, ckpt, cfg))
+    if deadline is not None:  # a resumed run's earlier validation may have chosen best.pt
+        predicts = state.best_dice >= 0 or not _final_is_predicted(final_prediction, data)
+        _estimate_after_last_step(deadline, cfg, data, len(trainer.val_loader), then_report, report_predicts=predicts)
     if ddp.is_main:
         _announce(cfg, device, data, trainer, run_dir, state, resumed=ckpt is not None)
 
@@ -810,6 +807,24 @@ def _train_planned(cfg: TrainConfig, ckpt: dict | None, fixed: set, started: flo
         _leave_stopped(stopped_by, ddp, run_dir)
     _finish(cfg, ddp, device, amp_dtype, data, trainer, run_dir, state.best_dice, epochs.best_is_current)
     return run_dir
+
+
+def _final_is_predicted(final_prediction: FinalPrediction | None, data: _TrainingData) -> bool:
+    """Whether ``final_prediction`` predicts the validation after the last step: on one process (under DDP each rank
+    validates its shard) and of whole images (the arrays are kept per image file)."""
+    return (final_prediction is not None and not dist.is_initialized()
+            and all(pair.slice_index is None for pair in data.val_set.pairs))
+
+
+def _estimate_after_last_step(deadline: Deadline, cfg: TrainConfig, data: _TrainingData, validation_batches: int,
+                              then_report: bool, report_predicts: bool) -> None:
+    """What the deadline keeps after the last step until a validation has measured it: the final validation, the
+    sample predictions and, with ``then_report``, the report's figures, and its prediction of ``best.pt`` where
+    ``report_predicts``. It need not predict where the final validation is predicted as the report predicts and is
+    the run's first: its weights are then ``best.pt``'s, and the report scores its labels (rule 23)."""
+    samples = math.ceil(min(cfg.num_samples, len(data.val_set)) / cfg.batch_size)
+    deadline.forward_batches = validation_batches * (1 + (then_report and report_predicts)) + samples
+    deadline.validation_batches, deadline.draws = validation_batches, 1 + REPORT_DRAWS * then_report
 
 
 def _settled_config(cfg: TrainConfig, ckpt: dict | None, given: Collection[str] | None) -> tuple[TrainConfig, set]:
