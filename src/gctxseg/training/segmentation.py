@@ -675,7 +675,8 @@ def _print_epoch(epoch: int, lr: float, train: EpochScores, val: EpochScores | N
                  steps: int, val_every: int, seconds: float, improved: bool) -> None:
     partial = f" ({steps} of {schedule.per_epoch} steps)" if steps < schedule.per_epoch else ""
     shown = (f"val loss {val.loss:.4f} dice {val.mean_dice:.4f} iou {val.scores.mean_iou:.4f}"
-             if val is not None else f"(validated every {val_every} epochs)")
+             if val is not None else "(not validated: a budgeted run validates where its time allows)"
+             if schedule.clocked else f"(validated every {val_every} epochs)")
     print(
         f"epoch {epoch + 1}/{schedule.epochs}{partial}  lr {lr:.2e}  train loss {train.loss:.4f} "
         f"dice {train.mean_dice:.4f}  {shown}  {seconds:.1f}s" + ("  *best" if improved else ""),
