@@ -89,7 +89,8 @@ def _plot(rows: Sequence[dict], summary: Sequence[dict], class_names: Sequence[s
             ax.set_ylabel(f"predicted ({unit})")
         ax.grid(alpha=0.3)
     fig.suptitle(f"{'Bland-Altman' if bland_altman else 'predicted vs true'}, per {level}")
-    fig.tight_layout()
+    width = fig.get_figwidth()  # fixed margins in inches, as visualize/plots.py's figures keep
+    fig.subplots_adjust(left=0.85 / width, right=1 - 0.15 / width, bottom=0.16, top=0.84, wspace=1.0 / 3.2)
     save_figure(fig, path)
 
 

@@ -24,6 +24,10 @@ __all__ = ["PLOT_SOFTWARE", "is_gctxseg_plot", "plot_cases", "plot_compare_curve
            "plot_confusion_matrix", "plot_curves", "plot_dice_histogram", "save_figure", "warm_up_figures"]
 
 
+# The figures drawn after every run and cv fold (curves, cases, histogram) keep fixed margins rather than a layout
+# engine's: tight_layout draws a figure once more to measure its labels, about half of drawing it
+# (docs/time-budget.md, rule 22).
+
 # the curves drawn from an epoch's scores: title -> its figure (None where the epoch was not validated)
 _CURVES = {
     "loss": lambda s: s.loss,
@@ -66,7 +70,7 @@ def plot_curves(log: dict, path: str | Path) -> None:
         ax.legend()
     if rows and any(r[1].lr for r in rows):
         axes[0, 1].set_yscale("log")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.08, top=0.95, wspace=0.22, hspace=0.32)
     save_figure(fig, path)
 
 
@@ -143,7 +147,7 @@ def plot_dice_histogram(dice_per_class: Mapping[str, Sequence[float]], path: str
         ax.set_xlabel("Dice per image")
         ax.set_xlim(0, 1)
     axes[0][0].set_ylabel("images")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.6 / fig.get_figwidth(), right=0.98, bottom=0.16, top=0.9, wspace=0.25)
     save_figure(fig, path)
 
 
@@ -173,7 +177,9 @@ def plot_cases(
             ax.axis("off")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    height = 2.9 * n + 0.4  # inches: the room a title's text takes is fixed, its share of the figure is not
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.1 / height, top=1 - (0.7 if title else 0.3) / height,
+                        wspace=0.04, hspace=0.3 / 2.6)
     save_figure(fig, path)
 
 
