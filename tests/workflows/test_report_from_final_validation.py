@@ -51,7 +51,7 @@ def test_the_report_scores_the_final_validation_instead_of_predicting_best_pt_ag
 
 def test_a_best_pt_of_other_weights_is_predicted_again(phantom_dir, tmp_path, monkeypatch, one_thread):
     evaluated = _counted(monkeypatch)
-    monkeypatch.setattr(train_report, "_best_is_last", lambda run_dir: False)  # as after an earlier best epoch
+    monkeypatch.setattr(train_report, "_best_if_last", lambda run_dir: None)  # as after an earlier best epoch
     run = train_report.train_and_report(tiny_config(phantom_dir, tmp_path, name="other", epochs=1, num_samples=0))
     assert len(evaluated) == 1 and (run / "report.html").is_file()
 

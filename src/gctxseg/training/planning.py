@@ -270,10 +270,12 @@ class _StepTimer:
     first step pays for the allocator's and the kernels' set-up)."""
 
     def __init__(self, model_name, options, channels, classes, size, batch, device, amp_dtype) -> None:
-        from ..losses import DiceCELoss
+        from ..core.precision import autocast_context
+        from ..losses import DiceCELoss, training_loss
         from .loop import adamw
 
-        self.device, self.amp_dtype = device, amp_dtype
+        self.device, self.autocast = device, functools.partial(autocast_context, device, amp_dtype)
+        self.training_loss = training_loss
         self.model = create_model(model_name, channels, classes, **options).to(device,
                                                                               memory_format=torch.channels_last)
         self.model.train()
@@ -285,12 +287,9 @@ class _StepTimer:
 
     def step(self) -> float:
         """Seconds of one optimiser step."""
-        from ..core.precision import autocast_context
-        from ..losses import training_loss
-
         started = time.perf_counter()
-        with autocast_context(self.device, self.amp_dtype):
-            loss = training_loss(self.loss_fn, self.model, self.model(self.x), self.y)
+        with self.autocast():
+            loss = self.training_loss(self.loss_fn, self.model, self.model(self.x), self.y)
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)

@@ -67,11 +67,12 @@ def trained_threads(run_dir: Path) -> int | None:
     return threads if isinstance(threads, int) and not isinstance(threads, bool) and threads > 0 else None
 
 
-def _best_is_last(run_dir: Path) -> bool:
-    """Whether the run's ``best.pt`` holds the weights it ended with (``last.pt``'s epoch and optimiser step)."""
+def _best_if_last(run_dir: Path) -> dict | None:
+    """The run's ``best.pt`` (memory-mapped: the weights stay on disk) where it holds the weights the run ended with
+    (``last.pt``'s epoch and optimiser step), else None."""
     best, last = (load_checkpoint(run_dir / name, mmap=True) for name in ("best.pt", "last.pt"))
     steps = [(ckpt.get("scheduler") or {}).get("last_epoch") for ckpt in (best, last)]
-    return best.get("epoch") == last.get("epoch") and steps[0] == steps[1]
+    return best if best.get("epoch") == last.get("epoch") and steps[0] == steps[1] else None
 
 
 def _trained_amp(run_dir: Path, amp: str) -> str:
@@ -114,12 +115,13 @@ def write_run_report(
     weights = run_dir / "best.pt"
     eval_dir = run_dir / "eval"
     as_validated = predicted is not None and predicted.kept is not None and data is None and not tta
-    labelled = None
-    if evaluate and weights.is_file() and as_validated and infer_mode == "resize" and _best_is_last(run_dir):
+    labelled, ckpt = None, None
+    if evaluate and weights.is_file() and as_validated and infer_mode == "resize":
+        ckpt = _best_if_last(run_dir)
+    if ckpt is not None:
         labelled = predicted.labelled()  # brought to each image's size only once it is known to be used
     if labelled is not None:
         pairs, labels = labelled
-        ckpt = load_checkpoint(weights, mmap=True)  # its classes and data folder: the weights stay on disk
         value_map, data_val = MaskValueMap.from_dict(ckpt["value_map"]), ckpt["config"]["data_val"]
         score_labels(labels, pairs, value_map, eval_dir, weights=str(weights), out_owned=True,
                      head={"data": data_val, **predicted.timing})
