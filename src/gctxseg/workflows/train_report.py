@@ -115,13 +115,10 @@ def write_run_report(
     weights = run_dir / "best.pt"
     eval_dir = run_dir / "eval"
     as_validated = predicted is not None and predicted.kept is not None and data is None and not tta
-    labelled, ckpt = None, None
-    if evaluate and weights.is_file() and as_validated and infer_mode == "resize":
-        ckpt = _best_if_last(run_dir)
+    reusable = evaluate and weights.is_file() and as_validated and infer_mode == "resize"
+    ckpt = _best_if_last(run_dir) if reusable else None
     if ckpt is not None:
-        labelled = predicted.labelled()  # brought to each image's size only once it is known to be used
-    if labelled is not None:
-        pairs, labels = labelled
+        pairs, labels = predicted.labelled()  # brought to each image's size only once it is known to be used
         value_map, data_val = MaskValueMap.from_dict(ckpt["value_map"]), ckpt["config"]["data_val"]
         score_labels(labels, pairs, value_map, eval_dir, weights=str(weights), out_owned=True,
                      head={"data": data_val, **predicted.timing})
