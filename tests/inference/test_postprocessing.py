@@ -45,3 +45,29 @@ def test_apply_rule_keep_largest_and_min_size():
     assert (apply_rule(pred, 1, ClassRule("min_size", 5)) == 1).sum() == 9
     assert (apply_rule(pred, 1, ClassRule("min_size", 4)) == 1).sum() == 13
     assert apply_rule(pred, 1, ClassRule("largest"))[9, 0] == 2  # other classes untouched
+
+
+def test_each_rules_evidence_is_the_pooled_dice_of_applying_it_to_every_scan():
+    """The candidates' Dice come from each component's counts, not from masks rewritten rule by rule: they must
+    be the Dice of the masks apply_rule gives, every candidate and class (empty scans, ties in size included)."""
+    rng = np.random.default_rng(4)
+    targets = [np.zeros((30, 40), np.int64) for _ in range(12)]
+    for target in targets:  # rectangles of several sizes, some touching, of both classes
+        for _ in range(5):
+            y, x, h, w = rng.integers(0, 30), rng.integers(0, 40), rng.integers(1, 9), rng.integers(1, 9)
+            target[y:y + h, x:x + w] = rng.integers(1, 3)
+    preds = [np.where(rng.random((30, 40)) < 0.2, rng.integers(0, 3, (30, 40)), t) for t in targets]
+    preds[3][:] = 0  # a scan without either class
+    chosen = choose_postprocessing(preds, targets, 3)
+    for k in (1, 2):
+        for name, dice in chosen.evidence[str(k)].items():
+            if name == "chosen":
+                continue
+            rule = (ClassRule() if name == "none" else ClassRule("largest") if name == "largest"
+                    else ClassRule("min_size", int(name.split("<")[1].split()[0])))
+            applied = [apply_rule(p, k, rule) for p in preds]
+            tp = sum(int(((p == k) & (t == k)).sum()) for p, t in zip(applied, targets))
+            predicted = sum(int((p == k).sum()) for p in applied)
+            true = sum(int((t == k).sum()) for t in targets)
+            assert dice == 2 * tp / (predicted + true), (k, name)
+        assert len(chosen.evidence[str(k)]) > 3  # none, largest and size thresholds were all tried
