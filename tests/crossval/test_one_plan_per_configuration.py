@@ -49,3 +49,28 @@ def test_settings_the_user_gave_stay_given(tmp_path):
     assert "base_size" not in kept and kept["batch_size"] >= 1  # the user's size is theirs, the planned batch kept
     assert set(kept["plan_reasons"]) == {"batch_size"}
     assert configurations._kept_plan(cfg, config_dir, 1) == {}  # a fold with no checkpoint gives nothing
+
+
+@pytest.mark.slow
+def test_the_summary_runs_on_the_threads_the_last_fold_trained_on(tmp_path, monkeypatch):
+    """Beside a busy core a second thread slows the summary down: it takes the threads the folds were planned (here
+    given) with, not the machine's."""
+    import torch
+
+    images = write_patients(tmp_path / "data", patients=6)
+    threads_seen = []
+    summarize = configurations._summarize
+
+    def recorded(*args, **kwargs):
+        threads_seen.append(torch.get_num_threads())
+        return summarize(*args, **kwargs)
+
+    monkeypatch.setattr(configurations, "_summarize", recorded)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        cfg = _cv_config(images, tmp_path / "cv", cpu_threads=1)
+        configurations.run_cv(cfg, models=["unet"], race=False)
+        assert threads_seen == [1] and torch.get_num_threads() == 2  # and given back after it
+    finally:
+        torch.set_num_threads(before)

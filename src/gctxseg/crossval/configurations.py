@@ -315,6 +315,8 @@ class _CvClock:
         self.after_s = 0.0  # what a fold spent after training (its out-of-fold arrays), last measured
         self.scans, self.configurations = 0, 1  # the summary's work: held-out scans, configurations still run
         self.summary_cost: SummaryCost | None = None  # the summary's seconds per scan, once measured
+        # the CPU threads the last fold trained on (planned for the machine's load then): the summary's too
+        self.threads: int | None = None
 
     @property
     def ends_at(self) -> float | None:
@@ -411,8 +413,8 @@ def _train_fold_and_oof(cfg: TrainConfig, config_dir: Path, fold: int, clock: _C
     not_main = torch.distributed.is_initialized() and torch.distributed.get_rank() != 0
     if not_main or not (fold_dir / "last.pt").is_file():
         return
-    started = time.perf_counter()
-    with cpu_threads(trained_threads(fold_dir)):  # as fast as its training was on this machine's load
+    started, clock.threads = time.perf_counter(), trained_threads(fold_dir)
+    with cpu_threads(clock.threads):  # as fast as its training was on this machine's load
         oof = final.write(config_dir, fold)
         if oof is None:  # a fold kept, or one validated otherwise (DDP, volume slices): predicted here
             oof = predict_fold_oof(config_dir, fold, cfg.device, cfg.amp)
@@ -541,7 +543,8 @@ def _run_cv(cfg: TrainConfig, models: list[str] | tuple[str, ...], device: str |
     if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
         return cv_dir
     kept_s = clock.summary_s() if cfg.time_budget else None
-    _summarize(cv_dir, models, record, device or cfg.device, amp or cfg.amp, kept_s)
+    with cpu_threads(clock.threads):  # beside a busy core a second thread slows it down (docs/time-budget.md)
+        _summarize(cv_dir, models, record, device or cfg.device, amp or cfg.amp, kept_s)
     return cv_dir
 
 
