@@ -74,3 +74,22 @@ def test_the_summary_runs_on_the_threads_the_last_fold_trained_on(tmp_path, monk
         assert threads_seen == [1] and torch.get_num_threads() == 2  # and given back after it
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.slow
+def test_after_a_race_that_dropped_none_the_later_folds_keep_fold_0s_plan(tmp_path):
+    """The race split the budget over every configuration's folds, so where it dropped none the later folds' shares
+    are fold 0's: they keep its plan rather than time steps for a plan of their own (plan_of=0). Where it dropped
+    one (plan_of None), fold 1 plans on its larger share and folds 2-4 keep fold 1's."""
+    images = write_patients(tmp_path / "data", patients=6)
+    for plan_of, planner in ((0, 0), (None, 1)):
+        cv_dir = tmp_path / f"cv_{plan_of}"
+        cfg = _cv_config(images, cv_dir, cpu_threads=None)
+        clock = configurations._CvClock(None)
+        configurations._train_configuration(cfg, cv_dir, "unet", clock, None, range(1))  # fold 0, the race's
+        configurations._train_configuration(cfg, cv_dir, "unet", clock, None, range(1, 3), plan_of=plan_of)
+        plans = [json.loads((cv_dir / "unet" / f"fold_{k}" / "plan.json").read_text()) for k in range(3)]
+        assert "'s plan" not in plans[planner]["reasons"]["base_size"]  # the one that planned
+        for k in set(range(3)) - {0, planner}:
+            assert plans[k]["reasons"]["base_size"].startswith(f"fold {planner}'s plan")
+            assert plans[k]["base_size"] == plans[planner]["base_size"]

@@ -360,12 +360,13 @@ def _units_left(cv_dir: Path, model: str, folds: range, probe) -> int:
 
 
 def _train_configuration(cfg: TrainConfig, cv_dir: Path, model: str, clock: _CvClock, probe, folds: range,
-                         units_after: int = 0) -> object:
+                         units_after: int = 0, plan_of: int | None = None) -> object:
     """Run ``probe`` (a ProbePlan) or take its result, then train (or keep, or resume) ``folds`` of one
     configuration, adding the probe's and each fold's wall and CPU time to ``CV/<model>/timing.json``. Each fold
     trained gets ``clock``'s share of the minutes left, with ``units_after`` units of other configurations still
-    to come after this one's. Returns the probe's result (None when not probed), for the configuration's later
-    folds."""
+    to come after this one's. The first fold trained plans, the others keep its plan; with ``plan_of``, every fold
+    keeps fold ``plan_of``'s (trained earlier, on a share like theirs). Returns the probe's result (None when not
+    probed), for the configuration's later folds."""
     config_dir = cv_dir / model
     config_dir.mkdir(parents=True, exist_ok=True)
     units = _units_left(cv_dir, model, folds, probe) + units_after
@@ -374,7 +375,8 @@ def _train_configuration(cfg: TrainConfig, cv_dir: Path, model: str, clock: _CvC
                                                         config_dir, probe))
         units -= 1
     cfg = _configuration_config(cfg, model, probe)
-    planned: dict = {}  # the first fold trained here plans; the later ones keep its size, batch and threads
+    # the first fold trained here plans (unless fold plan_of did); the later ones keep its size, batch and threads
+    planned: dict = _kept_plan(cfg, config_dir, plan_of) if plan_of is not None else {}
     for fold in folds:
         done = fold_finished(config_dir / f"fold_{fold}")
         fold_cfg = cfg if done else replace(cfg, time_budget=clock.share(units) or cfg.time_budget, **planned)
@@ -537,9 +539,12 @@ def _run_cv(cfg: TrainConfig, models: list[str] | tuple[str, ...], device: str |
         clock.configurations = len(models)
         _top_up_first_folds(cfg, cv_dir, models, clock, probes, record)
         later = range(1, cfg.folds)
+        # the race split the budget over every configuration's folds: where it dropped none, the later folds' shares
+        # are fold 0's and they keep its plan; where it dropped one, they are larger and fold 1 plans again
+        plan_of = None if record.dropped else 0
         for i, model in enumerate(models):
             after = sum(_units_left(cv_dir, m, later, None) for m in models[i + 1:])
-            _train_configuration(cfg, cv_dir, model, clock, probes.get(model), later, after)
+            _train_configuration(cfg, cv_dir, model, clock, probes.get(model), later, after, plan_of)
     if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
         return cv_dir
     kept_s = clock.summary_s() if cfg.time_budget else None
