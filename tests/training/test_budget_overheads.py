@@ -124,3 +124,30 @@ def test_a_spent_timing_share_still_shrinks_the_input_by_the_pixels(monkeypatch,
     assert timed.base_size[0] * timed.base_size[1] < 256 * 512 // 2  # shrunk twice or more to fit the images
     assert "(measured)" in timed.reasons["epochs"]
     assert "estimated by pixels from the step measured at 256x512" in untimed.reasons["epochs"]
+
+
+def test_smaller_inputs_estimated_well_short_are_not_timed_and_the_plan_is_the_same(monkeypatch, one_thread):
+    """A time budget shrinks the input until the schedule shows enough images. Sizes whose step, estimated by its
+    pixels from a larger one's, falls well short are passed over untimed: with a step that has a fixed cost besides
+    its pixels (as a real one), the plan is the one timing every size gives, from fewer timings, and the size
+    chosen is timed."""
+    timed: list[tuple[int, int]] = []
+
+    def timed_step(model_name, options, channels, classes, size, batch, *rest) -> float:
+        timed.append(tuple(size))
+        return 0.02 + 0.1 * size[0] * size[1] * batch / (256 * 512 * 2)
+
+    monkeypatch.setattr(planning, "_seconds_per_step", timed_step)
+
+    def plan(shortfall: float):
+        monkeypatch.setattr(planning, "UNTIMED_SHORTFALL", shortfall)
+        timed.clear()
+        planned = plan_training("unet", {"256x512": 400}, 400, 40, 1, 2, planning.torch.device("cpu"),
+                                given={"batch_size": 2}, model_options={"base_width": 4}, time_budget_s=30.0)
+        return planned, list(timed)
+
+    shortfall = planning.UNTIMED_SHORTFALL
+    (every, every_timed), (passed_over, few_timed) = plan(0.0), plan(shortfall)  # 0: every size timed
+    assert passed_over.base_size == every.base_size and passed_over.epochs == every.epochs
+    assert len(few_timed) < len(every_timed) and set(few_timed) < set(every_timed)
+    assert few_timed[-1] == tuple(passed_over.base_size) and "(measured)" in passed_over.reasons["epochs"]

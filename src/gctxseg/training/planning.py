@@ -76,6 +76,10 @@ BUDGET_SHARE = 0.9
 # this share of it: the batch stops doubling there, smaller inputs' steps are estimated by their pixels, and the
 # plan's reasons say so.
 TIMING_SHARE = 0.02
+# A smaller input whose step, estimated by its pixels from a larger one's, shows under this share of
+# MIN_PLANNED_IMAGES is not timed: such estimates err on the fast side (a step's fixed costs do not shrink with the
+# pixels), so its timing would reject it too; the share leaves room for where they do not (docs/time-budget.md).
+UNTIMED_SHORTFALL = 0.9
 # CPU threads under a time budget (``_planned_threads``): a step is timed at the machine's threads and at half as many,
 # and fewer are planned when they make it at least this much faster (another program busy on a core: a step's
 # threads wait for the one that shares it; docs/time-budget.md).
@@ -613,34 +617,52 @@ def _fit_budget(step_time: _StepClock, size, step_s, batch, steps_per_epoch, n_v
                 multiple, min_pixels: int = 0) -> tuple[tuple[int, int], int, float, int, str]:
     """(size, epochs, seconds per step, validation cadence, reason) so that the schedule fits ``budget_s``.
 
-    ``step_s`` is the step time already measured at ``size`` (or None)."""
-    shrink, estimated = "base_size" not in given, ""
+    ``step_s`` is the step time already measured at ``size`` (or None). A smaller input is timed where its step,
+    estimated from the last one timed by its pixels, might show the network enough images; one estimated well short
+    (``UNTIMED_SHORTFALL``) is passed over untimed, as a timing would reject it too."""
+    shrink, estimated, reference = "base_size" not in given, "", None
     while True:
-        step_s = step_s if step_s is not None else step_time(size, batch)
-        val_s = n_val * step_s / batch / 3  # a forward pass per image: about a third of a training step's cost
-        # a first guess of the epochs gives the cadence, which gives the epochs that fit
-        epochs = int(budget_s * BUDGET_SHARE // (steps_per_epoch * step_s + val_s))
-        val_every = int(given.get("val_every", planned_val_every(step_s, batch, steps_per_epoch, n_val,
-                                                                 max(1, epochs))[0]))
-        epochs = int(budget_s * BUDGET_SHARE // (steps_per_epoch * step_s + val_s / val_every))
-        pixels = size[0] * size[1]
-        seen = epochs * steps_per_epoch * batch
-        if not shrink or seen >= MIN_PLANNED_IMAGES or min(size) <= MIN_SHORT_SIDE:
+        if step_s is None or reference is None:  # timed here, or by the caller at the first size
+            step_s = step_s if step_s is not None else step_time(size, batch)
+            reference = (size, step_s)
+        epochs, val_every = _budget_epochs(step_s, batch, steps_per_epoch, n_val, budget_s, given)
+        if not shrink or epochs * steps_per_epoch * batch >= MIN_PLANNED_IMAGES or min(size) <= MIN_SHORT_SIDE:
             break
-        smaller = planned_size(size, multiple, int(pixels * 0.7))
-        if smaller == tuple(size) or min(smaller) < MIN_SHORT_SIDE or smaller[0] * smaller[1] < min_pixels:
+        smaller = _smaller_size(size, multiple, min_pixels)
+        if smaller is None:
             break
-        if step_time.may_time:
-            step_s = None
-        else:  # the timings' share of the budget is spent: the step scales with the pixels, untimed
-            estimated = estimated or f"{size[0]}x{size[1]}"
-            step_s *= smaller[0] * smaller[1] / pixels
+        by_pixels = reference[1] * smaller[0] * smaller[1] / (reference[0][0] * reference[0][1])
+        if not step_time.may_time:  # the timings' share of the budget is spent: the step scales with the pixels
+            estimated, step_s = f"{reference[0][0]}x{reference[0][1]}", by_pixels
+        else:
+            short = _budget_epochs(by_pixels, batch, steps_per_epoch, n_val, budget_s, given)[0] * steps_per_epoch * \
+                batch < UNTIMED_SHORTFALL * MIN_PLANNED_IMAGES
+            step_s = by_pixels if short and _smaller_size(smaller, multiple, min_pixels) is not None else None
         size = smaller
     epochs = max(1, epochs)
     how = (f"estimated by pixels from the step measured at {estimated}: timing stopped at {TIMING_SHARE:.0%} of "
            "the time budget") if estimated else "measured"
     why = f"{epochs} epochs x {steps_per_epoch} steps fit {budget_s / 60:.1f} min at {step_s:.2f} s per step ({how})"
     return tuple(size), epochs, step_s, val_every, why
+
+
+def _budget_epochs(step_s: float, batch: int, steps_per_epoch: int, n_val: int, budget_s: float,
+                   given: Mapping[str, object]) -> tuple[int, int]:
+    """(epochs, validation cadence) that fit ``budget_s`` at ``step_s`` seconds per step."""
+    val_s = n_val * step_s / batch / 3  # a forward pass per image: about a third of a training step's cost
+    # a first guess of the epochs gives the cadence, which gives the epochs that fit
+    epochs = int(budget_s * BUDGET_SHARE // (steps_per_epoch * step_s + val_s))
+    val_every = int(given.get("val_every", planned_val_every(step_s, batch, steps_per_epoch, n_val,
+                                                             max(1, epochs))[0]))
+    return int(budget_s * BUDGET_SHARE // (steps_per_epoch * step_s + val_s / val_every)), val_every
+
+
+def _smaller_size(size, multiple: int, min_pixels: int) -> tuple[int, int] | None:
+    """The next input size a time budget may shrink ``size`` to (0.7 of its pixels, aspect kept), or None."""
+    smaller = planned_size(size, multiple, int(size[0] * size[1] * 0.7))
+    if smaller == tuple(size) or min(smaller) < MIN_SHORT_SIDE or smaller[0] * smaller[1] < min_pixels:
+        return None
+    return smaller
 
 
 def plan_for_folder(
