@@ -635,9 +635,10 @@ def _fit_budget(step_time: _StepClock, size, step_s, batch, steps_per_epoch, n_v
         if not step_time.may_time:  # the timings' share of the budget is spent: the step scales with the pixels
             estimated, step_s = f"{reference[0][0]}x{reference[0][1]}", by_pixels
         else:
-            short = _budget_epochs(by_pixels, batch, steps_per_epoch, n_val, budget_s, given)[0] * steps_per_epoch * \
-                batch < UNTIMED_SHORTFALL * MIN_PLANNED_IMAGES
-            step_s = by_pixels if short and _smaller_size(smaller, multiple, min_pixels) is not None else None
+            epochs_by_pixels = _budget_epochs(by_pixels, batch, steps_per_epoch, n_val, budget_s, given)[0]
+            images = epochs_by_pixels * steps_per_epoch * batch
+            short = images < UNTIMED_SHORTFALL * MIN_PLANNED_IMAGES and _smaller_size(smaller, multiple, min_pixels)
+            step_s = by_pixels if short else None  # the last size it may shrink to is timed, short or not
         size = smaller
     epochs = max(1, epochs)
     how = (f"estimated by pixels from the step measured at {estimated}: timing stopped at {TIMING_SHARE:.0%} of "
