@@ -56,15 +56,20 @@ def apply_rule(pred: np.ndarray, k: int, rule: ClassRule) -> np.ndarray:
     if rule.kind == "none" or not (pred == k).any():
         return pred
     labels, sizes = _components(pred == k)
+    out = pred.copy()
+    out[_dropped(sizes, rule)[labels]] = 0
+    return out
+
+
+def _dropped(sizes: np.ndarray, rule: ClassRule) -> np.ndarray:
+    """Which components (``sizes`` as :func:`_components` gives them, one at least) ``rule`` removes, by label."""
     if rule.kind == "largest":
         drop = np.ones_like(sizes, bool)
         drop[int(sizes[1:].argmax()) + 1] = False
     else:
         drop = sizes < rule.min_size
     drop[0] = False
-    out = pred.copy()
-    out[drop[labels]] = 0
-    return out
+    return drop
 
 
 @dataclass
@@ -148,13 +153,9 @@ class _ClassComponents:
         """Pooled Dice of the class with ``rule`` applied to every scan (as :func:`apply_rule` applies it)."""
         lost_tp = lost_fp = 0
         for size, hit in zip(self.sizes, self.hits):
-            if len(size) < 2 or rule.kind == "none":
-                continue
-            drop = np.ones(len(size), bool) if rule.kind == "largest" else size < rule.min_size
-            if rule.kind == "largest":
-                drop[int(size[1:].argmax()) + 1] = False
-            drop[0] = False
-            lost_tp, lost_fp = lost_tp + int(hit[drop].sum()), lost_fp + int((size - hit)[drop].sum())
+            if rule.kind != "none" and len(size) > 1:  # no rule, or a scan without the class: nothing removed
+                drop = _dropped(size, rule)
+                lost_tp, lost_fp = lost_tp + int(hit[drop].sum()), lost_fp + int((size - hit)[drop].sum())
         tp, fp, fn = self.tp - lost_tp, self.fp - lost_fp, self.fn + lost_tp
         return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
 

@@ -620,10 +620,12 @@ def _fit_budget(step_time: _StepClock, size, step_s, batch, steps_per_epoch, n_v
     ``step_s`` is the step time already measured at ``size`` (or None). A smaller input is timed where its step,
     estimated from the last one timed by its pixels, might show the network enough images; one estimated well short
     (``UNTIMED_SHORTFALL``) is passed over untimed, as a timing would reject it too."""
-    shrink, estimated, reference = "base_size" not in given, "", None
+    shrink, estimated = "base_size" not in given, ""
+    step_s = step_s if step_s is not None else step_time(size, batch)
+    reference = (size, step_s)  # the last size timed, and its step
     while True:
-        if step_s is None or reference is None:  # timed here, or by the caller at the first size
-            step_s = step_s if step_s is not None else step_time(size, batch)
+        if step_s is None:  # a smaller size to time
+            step_s = step_time(size, batch)
             reference = (size, step_s)
         epochs, val_every = _budget_epochs(step_s, batch, steps_per_epoch, n_val, budget_s, given)
         if not shrink or epochs * steps_per_epoch * batch >= MIN_PLANNED_IMAGES or min(size) <= MIN_SHORT_SIDE:
