@@ -14,11 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
 
-from . import __version__
+from . import IMPORTED_AT, __version__
 from .core.console import flag_name
 from .core.precision import AMP_CHOICES
 from .data import DatasetError
@@ -518,7 +519,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.decoder_init != "none" and not args.encoder_weights:
         raise ValueError(f"--decoder-init {args.decoder_init} mirrors ImageNet encoder weights into the "
                          "decoder; add --encoder-weights imagenet (or PATH)")
-    train_and_report(train_config(args), given=_train_settings(args.given))
+    train_and_report(train_config(args), given=_train_settings(args.given), started=args.started)
     return 0
 
 
@@ -532,7 +533,7 @@ def run_cv(args: argparse.Namespace) -> int:
         configurations.summarize_folder(cv_dir, device=args.device, amp=args.amp)
         return 0
     cfg = train_config(args, data_train=args.data, model=models[0])
-    cv_dir = configurations.run_cv(cfg, models, race=not args.no_race)
+    cv_dir = configurations.run_cv(cfg, models, race=not args.no_race, started=args.started)
     print(f"cross-validation folder: {cv_dir}; predict with: gctxseg predict --weights {cv_dir}")
     return 0
 
@@ -766,12 +767,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default: ``sys.argv[1:]``), run the command, return the exit code.
 
-    The command's run gets the parsed arguments with ``given``, the dests of the options typed (not defaulted).
+    The command's run gets the parsed arguments with ``given``, the dests of the options typed (not defaulted), and
+    ``started``, where a time budget's clock starts: the process's start (:data:`gctxseg.IMPORTED_AT`) for the
+    command line itself (``argv`` None), else this call.
     An error is one line on stderr: 1 the data is wrong (DatasetError), 2 a flag or a file one names (ValueError,
     as argparse's own), 3 the loss became NaN or infinite, 4 the disk or a permission (OSError), 130 interrupted.
     """
+    started = IMPORTED_AT if argv is None else time.perf_counter()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.started = started
     add_command, run = _COMMANDS[args.command]
     args.given = _given_options(add_command, argv)
     try:

@@ -151,3 +151,30 @@ def test_smaller_inputs_estimated_well_short_are_not_timed_and_the_plan_is_the_s
     assert passed_over.base_size == every.base_size and passed_over.epochs == every.epochs
     assert len(few_timed) < len(every_timed) and set(few_timed) < set(every_timed)
     assert few_timed[-1] == tuple(passed_over.base_size) and "(measured)" in passed_over.reasons["epochs"]
+
+
+def test_the_budget_counts_from_the_commands_start(phantom_dir, tmp_path, monkeypatch, one_thread, fake_clock):
+    """``gctxseg train`` passes its process's start: the imports before ``train()`` are inside the budget."""
+    monkeypatch.setattr(planning, "_seconds_per_step", lambda *args: 5.0)
+    logged = {}
+    for start_up_s in (0.0, 40.0):
+        run = train(tiny_config(phantom_dir, tmp_path, name=f"start_up_{start_up_s:g}", epochs=None, batch_size=2,
+                                time_budget=2, num_samples=0), started=fake_clock[0] - start_up_s)
+        logged[start_up_s] = json.loads((run / "log.json").read_text())["train parameters"]
+    fresh, late = logged[0.0], logged[40.0]
+    for run in (fresh, late):  # both end by the deadline, within a step
+        assert run["time budget"]["spent s"] <= 120 + 5
+    assert late["time budget"]["spent s"] >= 40  # the start-up is counted
+    assert late["steps"] < 0.8 * fresh["steps"]  # and came out of its training
+
+    from gctxseg import IMPORTED_AT, cli
+
+    calls = []
+    monkeypatch.setattr(train_report, "train", lambda cfg, **kw: calls.append(kw) or tmp_path)
+    monkeypatch.setattr(train_report, "write_report_or_warn", lambda *args: None)
+    flags = ["train", "--data-train", str(phantom_dir / "train" / "images"), "--time-budget", "1"]
+    monkeypatch.setattr("sys.argv", ["gctxseg", *flags])
+    called = time.perf_counter()
+    cli.main()  # the command line: its clock started with the process
+    cli.main(flags)  # called from Python: at the call
+    assert calls[0]["started"] == IMPORTED_AT < called < calls[1]["started"] < time.perf_counter()

@@ -739,7 +739,7 @@ def _replayed(cfg: TrainConfig) -> TrainConfig:
 
 
 def train(cfg: TrainConfig, *, given: Collection[str] | None = None, then_report: bool = False,
-          final_prediction: FinalPrediction | None = None) -> Path:
+          final_prediction: FinalPrediction | None = None, started: float | None = None) -> Path:
     """Train a model as ``cfg`` says and return the run folder (``report.html`` is
     :mod:`gctxseg.workflows.train_report`'s).
 
@@ -752,13 +752,15 @@ def train(cfg: TrainConfig, *, given: Collection[str] | None = None, then_report
         final_prediction: predicts the validation after the last step instead of the training cache's pass (a cv
             fold: :class:`gctxseg.crossval.oof.HeldOutPrediction`, whose probabilities become the fold's
             out-of-fold arrays); on one process, of whole images only (:meth:`_SegmentationEpochs.validate`).
+        started: when the time budget's clock started (the ``now()`` clock: ``time.perf_counter``); None: at this
+            call. The command line passes its own start, so the start-up before this call is inside the budget.
 
     Raises:
         TrainingInterrupted: SIGINT/SIGTERM (on any rank); the run folder is consistent and resumable.
         NonFiniteLossError: the loss became NaN/inf (on any rank).
         ValueError, DatasetError: bad settings or data, before anything is trained.
     """
-    started = now()
+    started = now() if started is None else started
     keep_freed_memory()  # a CPU step reuses the last one's memory instead of faulting it in again (utils.py)
     ckpt = load_checkpoint(cfg.resume) if cfg.resume else None
     if ckpt is not None and ckpt.get("optimizer") is None:

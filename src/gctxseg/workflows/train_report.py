@@ -45,13 +45,16 @@ def write_report_or_warn(run_dir: str | Path, device: str = "auto", amp: str = "
     return path
 
 
-def train_and_report(cfg: TrainConfig, *, given: Collection[str] | None = None) -> Path:
+def train_and_report(cfg: TrainConfig, *, given: Collection[str] | None = None, started: float | None = None
+                     ) -> Path:
     """:func:`gctxseg.training.train`, then (rank 0 only) ``report.html`` of the best weights; the run folder.
+    ``started``: as :func:`~gctxseg.training.train`'s (the command line's start).
 
     The validation after the last step is predicted as ``gctxseg evaluate`` predicts (:class:`KeptPrediction`):
     where those weights are the best, the report scores its labels instead of predicting the images again."""
     final = KeptPrediction(cfg.device)  # in the precision the run trains with: a resumed run's, not the flag's default
-    run_dir = train(cfg, given=given, then_report=True, final_prediction=final)  # a budget keeps time for the report
+    # a budgeted run keeps time for the report
+    run_dir = train(cfg, given=given, then_report=True, final_prediction=final, started=started)
     if not dist.is_initialized() or dist.get_rank() == 0:
         with cpu_threads(trained_threads(run_dir)):  # as fast as its training was on this machine's load
             write_report_or_warn(run_dir, cfg.device, _trained_amp(run_dir, cfg.amp), final)
