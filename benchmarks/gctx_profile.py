@@ -30,7 +30,7 @@ from gctxseg.models.gctx_unet import UpSize, WindowAttention
 from gctxseg.training.loop import adamw
 
 KINDS = (  # first match wins; a matched module's children are not timed again
-    ("attention (qkv, scores, softmax, proj)", lambda name, m: isinstance(m, WindowAttention)),
+    ("attention (qkv, windows, scores, softmax, proj)", lambda name, m: isinstance(m, WindowAttention)),
     # the stage runs the FeatureBlock's layers one by one (skipping pools on small maps): time its children
     ("global-query generation", lambda name, m: ".global_block.blocks." in name),
     ("MLPs", lambda name, m: isinstance(m, Mlp)),
@@ -125,7 +125,7 @@ def main() -> None:
         fwd, bwd = spent[kind, "fwd"] / args.steps, spent[kind, "bwd"] / args.steps
         print(f"| {kind} | {1000 * fwd:.0f} | {1000 * bwd:.0f} | {100 * (fwd + bwd) * args.steps / hooked:.1f}% |")
     timed = sum(spent.values()) / args.steps
-    print(f"| everything else (windowing, residual adds, loss, optimizer) | | | "
+    print(f"| everything else (residual adds, drop-path, loss, optimizer) | | | "
           f"{100 * (1 - timed * args.steps / hooked):.1f}% |")
     for handle in handles:
         handle.remove()

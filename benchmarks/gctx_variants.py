@@ -23,10 +23,12 @@ import torch
 import torch.nn.functional as F
 from gctx_profile import hook_timers
 from timing import amp_context
+from timm.models.gcvit import window_partition, window_reverse
 
 from gctxseg.core.runtime import compile_model, keep_freed_memory
 from gctxseg.losses import DiceCELoss
 from gctxseg.models import create_model
+from gctxseg.models.gctx_unet import GlobalContextBlock, _clamp_window
 from gctxseg.training.loop import adamw
 
 
@@ -56,7 +58,35 @@ def _fp32_tail(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+def _timm_windows(model: torch.nn.Module) -> torch.nn.Module:
+    """Attention as before 2026-12-07: windows cut from the normed map first (timm's ``window_partition``), then
+    ``qkv`` on them and q, k, v split by views; heads merged, ``proj``, windows put back; the bias gathered by
+    indexing (no padding: the 224x224 maps are multiples of their windows)."""
+    def window_attn(self, x, q_global=None):
+        b, h, w, c = x.shape
+        window = _clamp_window(self.window_size, h, w)
+        x_win = window_partition(x, window).view(-1, window[0] * window[1], c)
+        attn, (b_win, n, _) = self.attn, x_win.shape
+        heads, d = attn.num_heads, attn.head_dim
+        if attn.use_global and q_global is not None:
+            k, v = attn.qkv(x_win).view(b_win, n, 2, heads, d).permute(2, 0, 3, 1, 4).unbind(0)
+            q = q_global.reshape(b, 1, n, heads, d).transpose(2, 3)
+            q = q.expand(-1, b_win // b, -1, -1, -1).reshape(b_win, heads, n, d)
+        else:
+            q, k, v = attn.qkv(x_win).view(b_win, n, 3, heads, d).permute(2, 0, 3, 1, 4).unbind(0)
+        table, index = attn.rel_pos.relative_position_bias_table, attn.rel_pos.relative_position_index
+        bias = table[index.view(-1)].view(n, n, -1).permute(2, 0, 1).unsqueeze(0).to(q.dtype)
+        out = attn._attend(q, k, v, bias).transpose(1, 2).reshape(b_win, n, c)
+        return window_reverse(attn.proj_drop(attn.proj(out)), window, (h, w))
+
+    for module in model.modules():
+        if isinstance(module, GlobalContextBlock):
+            module._window_attn = types.MethodType(window_attn, module)
+    return model
+
+
 VARIANTS = {
+    "timm-windows": _timm_windows,
     "linear-head": _linear_head,
     "fp32-tail": _fp32_tail,
     "compile": lambda model: compile_model(model, torch.device("cpu")),

@@ -127,6 +127,43 @@ def test_fused_attention_matches_matmul(monkeypatch):
         assert torch.allclose(a, b, atol=1e-4)
 
 
+def _windows_first(attn: WindowAttention, x: torch.Tensor, q_global: torch.Tensor | None) -> torch.Tensor:
+    """The attention in timm's order: the normed map zero-padded and cut into windows, ``qkv`` on the windows,
+    padded keys masked, heads merged, ``proj``, windows put back and cropped."""
+    b, h, w, c = x.shape
+    wh, ww = min(attn.window_size[0], h), min(attn.window_size[1], w)
+    pad_h, pad_w = (-h) % wh, (-w) % ww
+    xp = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    rows, cols, n, heads, d = (h + pad_h) // wh, (w + pad_w) // ww, wh * ww, attn.num_heads, attn.head_dim
+    win = xp.view(b, rows, wh, cols, ww, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, n, c)
+    if q_global is None:
+        q, k, v = attn.qkv(win).view(-1, n, 3, heads, d).permute(2, 0, 3, 1, 4).unbind(0)
+    else:
+        k, v = attn.qkv(win).view(-1, n, 2, heads, d).permute(2, 0, 3, 1, 4).unbind(0)
+        q = q_global.reshape(b, 1, n, heads, d).transpose(2, 3).expand(-1, rows * cols, -1, -1, -1)
+        q = q.reshape(-1, heads, n, d)
+    pad = F.pad(torch.zeros(1, h, w, 1), (0, 0, 0, pad_w, 0, pad_h), value=1.0).bool()
+    pad = pad.view(1, rows, wh, cols, ww).permute(0, 1, 3, 2, 4).reshape(rows * cols, 1, 1, n).repeat(b, 1, 1, 1)
+    bias = attn.relative_position_bias((wh, ww)).unsqueeze(0).masked_fill(pad, float("-inf"))
+    out = ((q * attn.scale) @ k.transpose(-2, -1) + bias).softmax(-1) @ v
+    out = attn.proj(out.transpose(1, 2).reshape(-1, n, c))
+    out = out.view(b, rows, cols, wh, ww, c).permute(0, 1, 3, 2, 4, 5).reshape(b, h + pad_h, w + pad_w, c)
+    return out[:, :h, :w]
+
+
+@pytest.mark.parametrize("size", [(14, 14), (17, 23), (5, 9)])  # windows that fit, padded, clamped
+def test_attention_on_the_map_is_timms_windows_first(size):
+    torch.manual_seed(0)
+    stage = GCtxUNet(1, 3).encoder.stages[0].eval()  # 64 channels, 2 heads, window 7
+    for block in stage.blocks:  # a local block, then a global-query one
+        x = torch.randn(2, *size, 64)
+        window = (min(7, size[0]), min(7, size[1]))
+        q_global = torch.randn(2, *window, 64) if block.attn.use_global else None
+        with torch.no_grad():
+            ours, ref = block.attn(x, q_global), _windows_first(block.attn, x, q_global)
+        assert ours.shape == ref.shape and torch.allclose(ours, ref, atol=1e-5)
+
+
 def test_cpu_attention_is_fused_unless_the_bias_needs_a_gradient(monkeypatch):
     calls, sdpa = [], F.scaled_dot_product_attention
 

@@ -15,7 +15,7 @@ out the bicubic up-sampling; UpSize's 1x1 conv runs before the bicubic here, on 
 
 Built on timm's GC ViT (``timm.models.gcvit``, Apache-2.0): ``Stem``, ``Downsample2d`` (ReduceSize),
 ``FeatureBlock`` (FeatExtract chain), ``MbConvBlock``, ``GlobalContextVitBlock``, ``WindowAttentionGlobal``,
-``window_partition``/``window_reverse``, ``RelPosBias``. The encoder keeps timm's attribute names, so a timm
+``window_partition`` (of the padding mask), ``RelPosBias``. The encoder keeps timm's attribute names, so a timm
 GC ViT checkpoint loads into ``model.encoder`` key for key (``models.pretrained.load_pretrained``). Written here: the
 stage wiring that runs at any input size, the decoder (stages, ``UpSize``, skip fusion) and the head.
 
@@ -40,7 +40,8 @@ under a non-commercial licence, is used):
   on CPU: there PyTorch's fused CPU kernel cannot return the gradient of the relative position bias (passed as
   ``attn_mask``), so SDPA falls back to its unfused math path plus NaN guards; the explicit ``q @ k^T + bias
   -> softmax -> @ v`` is the same computation without the guards, and faster (docs/speed.md). CPU inference runs
-  the fused kernel.
+  the fused kernel. The per-token ``qkv`` and ``proj`` Linears run on the whole map, before the windows are cut
+  and after they are merged, so cutting the windows and splitting the heads is one copy (timm: three).
 * **The deepest stage's global-query generator** (encoder and decoder, depth 1, so only a local-attention
   block) is never used by the network: the authors compute and discard it (26 M multiply-adds at 224), we skip
   it. Its 0.8 M parameters are kept (they are part of the published 12.34 M and of ImageNet checkpoints) but
@@ -73,7 +74,6 @@ from timm.models.gcvit import (
     Stem,
     WindowAttentionGlobal,
     window_partition,
-    window_reverse,
 )
 from torch import nn
 
@@ -91,9 +91,12 @@ def _clamp_window(window_size: tuple[int, int], height: int, width: int) -> tupl
 
 
 class WindowAttention(WindowAttentionGlobal):
-    """timm's local / global-query window attention, for any window up to its own and with padded keys masked.
+    """timm's local / global-query window attention on a whole ``B x H x W x C`` map: windows of any size up to its
+    own, the map zero-padded to a multiple of the window and the padded keys masked.
 
-    Parameters (``qkv``, ``rel_pos``, ``proj``) are timm's. ``forward`` takes all windows of the batch at once.
+    Parameters (``qkv``, ``rel_pos``, ``proj``) are timm's. ``qkv`` and ``proj`` act on each token alone, so they run
+    on the map itself: one copy cuts the projected map into windows and heads, one puts the windows back (timm cuts
+    the windows first, then copies again to split the heads and to merge them).
     """
 
     fused_attn: bool | None = None  # None: F.scaled_dot_product_attention unless it would run unfused (CPU grad)
@@ -108,75 +111,78 @@ class WindowAttention(WindowAttentionGlobal):
             keep = (rows[:, None] * self.window_size[1] + cols).flatten()  # token ids of the top-left sub-window
             index = index[keep][:, keep]
         m = index.shape[0]
-        bias = self.rel_pos.relative_position_bias_table[index.reshape(-1)].view(m, m, -1)  # (N, N, heads)
+        # index_select: its backward adds rows (index_add_) where indexing's accumulates one element at a time
+        bias = self.rel_pos.relative_position_bias_table.index_select(0, index.reshape(-1)).view(m, m, -1)
         return bias.permute(2, 0, 1)  # (heads, N, N)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        q_global: torch.Tensor | None = None,
-        window_size: tuple[int, int] | None = None,
-        key_padding: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Attention inside every window.
+    def forward(self, x: torch.Tensor, q_global: torch.Tensor | None = None) -> torch.Tensor:
+        """Attention inside every window of ``x``.
 
         Args:
-            x: windows ``(B * nW, N, C)``, image-major (all windows of image 0 first), N = window area.
-            q_global: global query tokens ``(B, N, C)`` for global-query blocks; ignored by local ones.
-            window_size: the window actually used (clamped to small maps); default ``self.window_size``.
-            key_padding: ``(nW, N)`` bool, True where a token is padding; such keys get no attention.
+            x: the map ``(B, H, W, C)`` (after the block's ``norm1``).
+            q_global: global query tokens ``(B, wh, ww, C)`` (the window used) for global-query blocks; ignored by
+                local ones.
 
         Returns:
-            ``(B * nW, N, C)``.
+            ``(B, H, W, C)``.
         """
-        b_win, n, c = x.shape
-        heads, head_dim = self.num_heads, self.head_dim
-        if self.use_global and q_global is not None:
-            k, v = self.qkv(x).view(b_win, n, 2, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # (B*nW, h, N, d)
-            q = q_global.reshape(q_global.shape[0], 1, n, heads, head_dim).transpose(2, 3)  # (B, 1, h, N, d)
-            # every window of an image queries with that image's global tokens
-            q = q.expand(-1, b_win // q_global.shape[0], -1, -1, -1).reshape(b_win, heads, n, head_dim)
-        else:
-            q, k, v = self.qkv(x).view(b_win, n, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        bias = self.relative_position_bias(window_size or self.window_size).unsqueeze(0)  # (1, h, N, N)
-        if key_padding is not None:
-            num_windows = key_padding.shape[0]
-            bias = bias.masked_fill(key_padding.view(num_windows, 1, 1, n), float("-inf"))  # (nW, h, N, N)
-            bias = bias.repeat(b_win // num_windows, 1, 1, 1)  # (B*nW, h, N, N), image-major like the windows
-        bias = bias.to(q.dtype)
+        b, h, w, _ = x.shape
+        window = _clamp_window(self.window_size, h, w)
+        pad_h, pad_w = (-h) % window[0], (-w) % window[1]
+        qkv = self.qkv(x)  # (B, H, W, 2C or 3C)
+        if pad_h or pad_w:  # padded tokens: keys masked below, queries whose outputs are cropped
+            qkv = F.pad(qkv, (0, 0, 0, pad_w, 0, pad_h))
+        q, k, v = self._window_heads(qkv, q_global, window)  # (B*nW, heads, N, d), image-major
+        bias = self.relative_position_bias(window).unsqueeze(0)  # (1, heads, N, N)
+        if pad_h or pad_w:
+            is_pad = torch.ones(1, h + pad_h, w + pad_w, 1, dtype=torch.bool, device=x.device)
+            is_pad[:, :h, :w] = False
+            key_padding = window_partition(is_pad, window).view(-1, 1, 1, window[0] * window[1])  # (nW, 1, 1, N)
+            bias = bias.masked_fill(key_padding, float("-inf")).repeat(b, 1, 1, 1)  # (B*nW, heads, N, N)
+        x = self._attend(q, k, v, bias.to(q.dtype))
+        x = self._merge_windows(x, b, (h + pad_h, w + pad_w), window)  # (B, Hp, Wp, C)
+        if pad_h or pad_w:
+            x = x[:, :h, :w]
+        return self.proj_drop(self.proj(x))
 
+    def _window_heads(self, qkv: torch.Tensor, q_global: torch.Tensor | None, window: tuple[int, int]
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v ``(B*nW, heads, N, d)`` from the projected map ``(B, Hp, Wp, 2C or 3C)`` in one copy; a
+        global-query block's q is its image's global tokens, the same for each of its windows."""
+        b, hp, wp, _ = qkv.shape
+        rows, cols, heads, d = hp // window[0], wp // window[1], self.num_heads, self.head_dim
+        n, b_win = window[0] * window[1], b * rows * cols
+        parts = 2 if self.use_global and q_global is not None else 3
+        split = qkv.view(b, rows, window[0], cols, window[1], parts, heads, d).permute(5, 0, 1, 3, 6, 2, 4, 7)
+        split = split.reshape(parts, b_win, heads, n, d).unbind(0)
+        if parts == 3:
+            return split
+        q = q_global.reshape(b, 1, n, heads, d).transpose(2, 3)  # (B, 1, heads, N, d)
+        return q.expand(-1, rows * cols, -1, -1, -1).reshape(b_win, heads, n, d), *split
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         fused = self.fused_attn
         if fused is None:  # the CPU kernel has no attn_mask gradient: with one SDPA takes its slower math path
-            fused = not (x.is_cpu and torch.is_grad_enabled() and bias.requires_grad)
+            fused = not (q.is_cpu and torch.is_grad_enabled() and bias.requires_grad)
         if fused:
             drop = self.attn_drop.p if self.training else 0.0
-            x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=drop)  # (B*nW, h, N, d)
-        else:
-            attn = (q * self.scale) @ k.transpose(-2, -1) + bias  # (B*nW, h, N, N)
-            x = self.attn_drop(attn.softmax(dim=-1)) @ v  # (B*nW, h, N, d)
-        x = x.transpose(1, 2).reshape(b_win, n, c)  # (B*nW, N, C)
-        return self.proj_drop(self.proj(x))
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=drop)  # (B*nW, h, N, d)
+        attn = (q * self.scale) @ k.transpose(-2, -1) + bias  # (B*nW, h, N, N)
+        return self.attn_drop(attn.softmax(dim=-1)) @ v  # (B*nW, h, N, d)
+
+    @staticmethod
+    def _merge_windows(x: torch.Tensor, b: int, size: tuple[int, int], window: tuple[int, int]) -> torch.Tensor:
+        """``(B*nW, heads, N, d)`` back to the map ``(B, Hp, Wp, heads*d)`` in one copy."""
+        rows, cols, heads, d = size[0] // window[0], size[1] // window[1], x.shape[1], x.shape[-1]
+        x = x.view(b, rows, cols, heads, window[0], window[1], d).permute(0, 1, 4, 2, 5, 3, 6)
+        return x.reshape(b, size[0], size[1], heads * d)
 
 
 class GlobalContextBlock(GlobalContextVitBlock):
-    """timm's GC ViT block (norm1, attn, ls1, drop_path1, norm2, mlp, ...) whose windowing works on any map."""
+    """timm's GC ViT block (norm1, attn, ls1, drop_path1, norm2, mlp, ...) whose attention takes the whole map."""
 
     def _window_attn(self, x: torch.Tensor, q_global: torch.Tensor | None = None) -> torch.Tensor:
-        b, h, w, c = x.shape  # (B, H, W, C)
-        window = _clamp_window(self.window_size, h, w)
-        pad_h, pad_w = (-h) % window[0], (-w) % window[1]
-        key_padding = None
-        if pad_h or pad_w:
-            x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))  # (B, Hp, Wp, C), zeros after norm1
-            is_pad = torch.ones(1, h + pad_h, w + pad_w, 1, dtype=torch.bool, device=x.device)
-            is_pad[:, :h, :w] = False
-            key_padding = window_partition(is_pad, window).view(-1, window[0] * window[1])  # (nW, N)
-        x_win = window_partition(x, window).view(-1, window[0] * window[1], c)  # (B*nW, N, C)
-        if q_global is not None:
-            q_global = q_global.reshape(b, -1, c)  # (B, N, C)
-        attn_win = self.attn(x_win, q_global, window, key_padding)  # (B*nW, N, C)
-        x = window_reverse(attn_win, window, (h + pad_h, w + pad_w))  # (B, Hp, Wp, C)
-        return x[:, :h, :w] if pad_h or pad_w else x
+        return self.attn(x, q_global)  # (B, H, W, C): the attention cuts and merges its windows
 
 
 class EncoderStage(nn.Module):
