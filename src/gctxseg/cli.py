@@ -533,7 +533,7 @@ def run_cv(args: argparse.Namespace) -> int:
         configurations.summarize_folder(cv_dir, device=args.device, amp=args.amp)
         return 0
     cfg = train_config(args, data_train=args.data, model=models[0])
-    cv_dir = configurations.run_cv(cfg, models, race=not args.no_race)
+    cv_dir = configurations.run_cv(cfg, models, race=not args.no_race, started=args.started)
     print(f"cross-validation folder: {cv_dir}; predict with: gctxseg predict --weights {cv_dir}")
     return 0
 

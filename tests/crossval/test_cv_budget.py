@@ -57,6 +57,19 @@ def test_a_cv_run_again_keeps_the_budget_it_was_given(tmp_path):
     assert clock.share(1) * 60 == pytest.approx(57.0 - 36.0, abs=0.5)
 
 
+def test_the_cv_budget_counts_from_the_commands_start(tmp_path, monkeypatch):
+    clock = configurations._CvClock(1.0, 0.0, started=time.perf_counter() - 20.0)  # 20 s of start-up before it
+    assert clock.share(1) * 60 == pytest.approx(57.0 - 20.0, abs=0.5)
+
+    from gctxseg import IMPORTED_AT, cli
+
+    calls = []
+    monkeypatch.setattr(configurations, "_run_cv", lambda *args: calls.append(args) or tmp_path)
+    monkeypatch.setattr("sys.argv", ["gctxseg", "cv", str(tmp_path), "--folds", "2", "--time-budget", "1"])
+    cli.main()
+    assert calls[0][-1] == IMPORTED_AT  # the cv's clock starts where the command did
+
+
 def test_no_budget_gives_no_share(tmp_path, monkeypatch):
     given = _record_budgets(monkeypatch, {})
     configurations._train_configuration(TrainConfig(model="unet", lr=1e-3, epochs=3), tmp_path, "unet",

@@ -310,8 +310,9 @@ class _CvClock:
     The deadline counts the training the folder already holds (``timing.json``), so a cv stopped and run again
     keeps the budget it was given, not a fresh one."""
 
-    def __init__(self, minutes: float | None, spent_s: float = 0.0) -> None:
-        self.budget_s, self.started, self.spent_s = (minutes or 0.0) * 60, time.perf_counter(), spent_s
+    def __init__(self, minutes: float | None, spent_s: float = 0.0, started: float | None = None) -> None:
+        self.budget_s, self.spent_s = (minutes or 0.0) * 60, spent_s
+        self.started = time.perf_counter() if started is None else started
         self.after_s = 0.0  # what a fold spent after training (its out-of-fold arrays), last measured
         self.scans, self.configurations = 0, 1  # the summary's work: held-out scans, configurations still run
         self.summary_cost: SummaryCost | None = None  # the summary's seconds per scan, once measured
@@ -485,7 +486,7 @@ def _races(cfg: TrainConfig, cv_dir: Path, models: list[str], race: bool) -> boo
 
 
 def run_cv(cfg: TrainConfig, models: list[str] | tuple[str, ...] = DEFAULT_CONFIGURATIONS,
-           device: str | None = None, amp: str | None = None, race: bool = True) -> Path:
+           device: str | None = None, amp: str | None = None, race: bool = True, started: float | None = None) -> Path:
     """Cross-validate every configuration in ``models`` on the same folds, then choose the best.
 
     ``cfg.time_budget`` (minutes) is for the whole run: after ``SUMMARY_SHARE`` of it for the out-of-fold
@@ -494,17 +495,18 @@ def run_cv(cfg: TrainConfig, models: list[str] | tuple[str, ...] = DEFAULT_CONFI
     (:mod:`gctxseg.crossval.race`): the minutes left go to the later folds of the others. The folder is
     ``results/name``: the same run started again continues it (finished folds are kept, a stopped one resumes), one
     of other data or settings is refused (:mod:`gctxseg.runs.cvfolder`), and nothing is made before every check has
-    passed.
+    passed. ``started``: when the budget's clock started (``time.perf_counter``; the command line's start), None:
+    at this call.
     Returns the CV folder.
     """
     # the configurations' plans and folds scan the same files, time the same steps, read the same checkpoints, and
     # a fold's report and its summary score the same scans: once each
     with remembered_step_times(), remembered_fingerprints(), remembered_checkpoints(), remembered_image_scores():
-        return _run_cv(cfg, models, device, amp, race)
+        return _run_cv(cfg, models, device, amp, race, time.perf_counter() if started is None else started)
 
 
 def _run_cv(cfg: TrainConfig, models: list[str] | tuple[str, ...], device: str | None, amp: str | None,
-            race: bool) -> Path:
+            race: bool, started: float) -> Path:
     for other in models[1:]:  # every configuration's model options checked before any fold trains
         replace(cfg, model=other)
     if not cfg.folds:
@@ -517,7 +519,7 @@ def _run_cv(cfg: TrainConfig, models: list[str] | tuple[str, ...], device: str |
     cv_dir = choose_cv_folder(cfg, identity)
     # every fold (and its resume, summary and report) reads the folds back from the file, never the folder
     cfg = replace(cfg, splits=str(write_splits(cfg, cv_dir, identity).resolve()))
-    clock = _CvClock(cfg.time_budget, _training_spent_s(cv_dir, models))
+    clock = _CvClock(cfg.time_budget, _training_spent_s(cv_dir, models), started)
     models = _affordable_configurations(cfg, cv_dir, models)
     clock.scans = len(held_out_scans(load_splits(cfg.splits)))
     clock.configurations = len(models)
