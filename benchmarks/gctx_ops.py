@@ -17,11 +17,11 @@ import time
 from collections import Counter, defaultdict
 
 import torch
+from authors_speed import train_step
 from timing import amp_context
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from gctxseg.core.runtime import keep_freed_memory
-from gctxseg.losses import DiceCELoss
 from gctxseg.models import create_model
 from gctxseg.training.loop import adamw
 
@@ -63,18 +63,10 @@ def main() -> None:
     keep_freed_memory()  # as `gctxseg train` runs
     torch.manual_seed(0)
     model = create_model("gctx_unet", 1, 3).to(memory_format=torch.channels_last).train()
-    optimizer, loss_fn = adamw(model, 1e-4, 1e-4, torch.device("cpu")), DiceCELoss()
     x = torch.randn(8, 1, 224, 224).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 3, (8, 224, 224))
-    ctx = amp_context("auto", torch.device("cpu"))
-
-    def step() -> None:
-        with ctx():
-            loss = loss_fn(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
+    optimizer = adamw(model, 1e-4, 1e-4, torch.device("cpu"))
+    step = train_step(model, optimizer, x, y, amp_context("auto", torch.device("cpu")))
     for _ in range(3):
         step()
     timer, start = OperatorTimer(), time.perf_counter()
