@@ -41,7 +41,8 @@ under a non-commercial licence, is used):
   ``attn_mask``), so SDPA falls back to its unfused math path plus NaN guards; the explicit ``q @ k^T + bias
   -> softmax -> @ v`` is the same computation without the guards, and faster (docs/speed.md). CPU inference runs
   the fused kernel. The per-token ``qkv`` and ``proj`` Linears run on the whole map, before the windows are cut
-  and after they are merged, so cutting the windows and splitting the heads is one copy (timm: three).
+  and after they are merged, so cutting the windows and splitting the heads is one copy (timm cuts the windows
+  first and copies again to split and merge the heads).
 * **The deepest stage's global-query generator** (encoder and decoder, depth 1, so only a local-attention
   block) is never used by the network: the authors compute and discard it (26 M multiply-adds at 224), we skip
   it. Its 0.8 M parameters are kept (they are part of the published 12.34 M and of ImageNet checkpoints) but
