@@ -50,6 +50,15 @@ def test_a_raced_cv_tops_up_the_kept_fold_0_and_records_its_steps(tmp_path, monk
     assert summary["race"]["top-up"] == record["top-up"]
     # fold 0's arrays are the topped-up weights': the summary read them, none was predicted again
     assert json.loads((cv / "unet" / "cv_summary.json").read_text())["out-of-fold"]["predicted again"] == []
+    # under a time budget a fold's report holds its scores, not its plots; the advice it gives draws them
+    for fold in ("0", "1"):
+        evaluation = cv / "unet" / f"fold_{fold}" / "eval"
+        note = json.loads((evaluation / "summary.json").read_text())["figures not drawn"]
+        assert note.endswith(f"gctxseg report {cv / 'unet' / f'fold_{fold}'} evaluates best.pt and draws them")
+        assert (evaluation / "metrics_per_image.csv").is_file() and not list(evaluation.glob("*.png"))
+        assert "Figures not drawn: a cv under a time budget" in (evaluation.parent / "report.html").read_text()
+    assert main(["report", str(cv / "unet" / "fold_1"), "--device", "cpu", "--amp", "off"]) == 0
+    assert (cv / "unet" / "fold_1" / "eval" / "worst_cases.png").is_file()
 
 
 def test_a_top_up_keeps_the_raced_runs_input_size_and_batch(tiny_run, tmp_path):

@@ -95,17 +95,20 @@ def _plot(rows: Sequence[dict], summary: Sequence[dict], class_names: Sequence[s
 
 
 def write_agreement(
-    truth: Sequence[Measurement], pred: Sequence[Measurement], class_names: Sequence[str], out: str | Path | None
+    truth: Sequence[Measurement], pred: Sequence[Measurement], class_names: Sequence[str], out: str | Path | None,
+    figures: bool = True,
 ) -> tuple[list[dict], list[dict]]:
-    """Amount rows and their agreement summary; with ``out``, write the CSV and the two plots there."""
+    """Amount rows and their agreement summary; with ``out``, write the CSV and (with ``figures``) the two plots
+    there."""
     rows = amount_rows(truth, pred, class_names)
     summary = agreement_summary(rows, class_names)
     if out is not None and rows:
         out = Path(out)
         shown = ({**r, **{k: format(r[k], ".10g") for k in ("truth", "predicted", "difference")}} for r in rows)
         atomic_write_csv(out / "amounts_per_image.csv", AMOUNT_COLUMNS, shown)
-        _plot(rows, summary, class_names, out / "bland_altman.png", bland_altman=True)
-        _plot(rows, summary, class_names, out / "amount_scatter.png", bland_altman=False)
+    if out is not None and rows and figures:
+        _plot(rows, summary, class_names, Path(out) / "bland_altman.png", bland_altman=True)
+        _plot(rows, summary, class_names, Path(out) / "amount_scatter.png", bland_altman=False)
     return rows, summary
 
 

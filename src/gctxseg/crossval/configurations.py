@@ -422,7 +422,7 @@ def _train_fold_and_oof(cfg: TrainConfig, config_dir: Path, fold: int, clock: _C
         if oof is None:  # a fold kept, or one validated otherwise (DDP, volume slices): predicted here
             oof = predict_fold_oof(config_dir, fold, cfg.device, cfg.amp)
         if not reported:  # a fold kept from an earlier run keeps its report
-            write_fold_report(config_dir, fold, oof, cfg.device, cfg.amp)
+            write_fold_report(config_dir, fold, oof, cfg.device, cfg.amp, figures=clock.ends_at is None)
     clock.after_s = time.perf_counter() - started
     clock.measure_summary(config_dir, fold, oof)
 

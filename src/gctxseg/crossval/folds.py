@@ -99,19 +99,23 @@ def train_fold(cfg: TrainConfig, cv_dir: str | Path, fold: int,
 
 
 def write_fold_report(cv_dir: str | Path, fold: int, oof: dict[str, dict], device: str = "auto",
-                      amp: str = "auto") -> Path | None:
+                      amp: str = "auto", figures: bool = True) -> Path | None:
     """``fold_<fold>/report.html`` with its evaluation (``eval/``) scored from the fold's out-of-fold arrays
     (``oof``, as :func:`~gctxseg.crossval.oof.predict_fold_oof` returns them): the weights the cv scores
     (``last.pt``), predicted once. A fold of volume slices is evaluated as any run is (its ``best.pt``, predicted
-    again). A failure only warns, as :func:`~gctxseg.workflows.train_report.write_report_or_warn`'s."""
+    again). Without ``figures`` (a cv under a time budget) its scores and files are written, not its plots; the
+    page says how to draw them. A failure only warns, as
+    :func:`~gctxseg.workflows.train_report.write_report_or_warn`'s."""
     fold_dir = Path(cv_dir) / f"fold_{fold}"
     weights, ckpt, pairs = fold_scans(Path(cv_dir), fold)
     if not pairs or any(p.slice_index is not None for p in pairs) or any(p.name not in oof for p in pairs):
         return write_report_or_warn(fold_dir, device, amp)
     labels = {p.name: oof[p.name]["probs"].argmax(0) for p in pairs}
     try:
+        skipped = None if figures else (f"a cv under a time budget spends its seconds training; gctxseg report "
+                                        f"{fold_dir} evaluates best.pt and draws them")
         score_labels(labels, pairs, MaskValueMap.from_dict(ckpt["value_map"]), fold_dir / "eval",
-                     weights=str(weights), out_owned=True)
+                     weights=str(weights), out_owned=True, figures_skipped=skipped)
         path = write_html_report(fold_dir, fold_dir / "eval")
     except Exception as err:  # as a run's report: a finished fold never fails on it
         print(f"warning: {fold_dir / 'report.html'} not written ({type(err).__name__}: {err}); retry with: gctxseg "

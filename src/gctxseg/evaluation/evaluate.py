@@ -221,6 +221,7 @@ def score_labels(
     nsd_tolerance: float = 2.0,
     out_owned: bool = False,
     head: Mapping[str, object] | None = None,
+    figures_skipped: str | None = None,
 ) -> EvaluationResult:
     """Score class labels already predicted (``gctxseg cv``'s out-of-fold arrays, argmaxed; a run's final
     validation) against the truth of ``pairs``: the same figures and files as :func:`evaluate_folder` makes of
@@ -236,6 +237,7 @@ def score_labels(
         out_owned: as :func:`evaluate_folder`'s.
         head: ``summary.json`` entries that replace the ones made here (``data``: the folder the pairs are from;
             ``seconds per image`` and ``device`` of the prediction, where it was timed).
+        figures_skipped: why the plots are not drawn (``summary.json``'s "figures not drawn"); None: drawn.
 
     Raises:
         DatasetError: a pair without labels, labels of another size than the pair's mask, masks not fitting (all
@@ -245,7 +247,10 @@ def score_labels(
     _check_masks(cases.pairs, value_map)
     raise_collected([problem for p in cases.pairs if (problem := _labels_problem(p, labels)) is not None])
     summary_head = {**_model_head(weights, cases, "resize", False, False), **(head or {})}
-    return _evaluate(cases, _LabelPredictions(labels), value_map, summary_head, nsd_tolerance, None, 4)
+    if figures_skipped is not None:
+        summary_head["figures not drawn"] = figures_skipped
+    return _evaluate(cases, _LabelPredictions(labels), value_map, summary_head, nsd_tolerance, None, 4,
+                     figures=figures_skipped is None)
 
 
 def _labels_problem(pair: ImagePair, labels: Mapping[str, np.ndarray]) -> str | None:
@@ -288,9 +293,9 @@ def _cases(data, img_f: str, mask_f: str, out: str | Path | None, measure: Measu
 
 
 def _evaluate(cases: _Cases, predictions: _Predictions, value_map: MaskValueMap, head: dict,
-              nsd_tolerance: float, spacing: Spacing, worst_k: int) -> EvaluationResult:
+              nsd_tolerance: float, spacing: Spacing, worst_k: int, figures: bool = True) -> EvaluationResult:
     """The one scoring path of a model's and a folder's predictions: score every case, summarise, compare the
-    amounts, write ``cases.out``."""
+    amounts, write ``cases.out`` (its plots only with ``figures``)."""
     in_volumes = {m for row in cases.plan if row.kind in ("group", "series") for m in row.members}
     scored = _score_pairs(cases.pairs, predictions, value_map, nsd_tolerance, spacing, worst_k, keep=in_volumes)
     names = [f"class {c} (value {v})" for c, v in enumerate(value_map.values)]
@@ -309,8 +314,8 @@ def _evaluate(cases: _Cases, predictions: _Predictions, value_map: MaskValueMap,
         _add_agreement(*agreement, None)
         return EvaluationResult(summary, scored.rows, scored.total, None)
     with staged_output(cases.out, "evaluate", EVALUATION_ENTRIES, **cases.rules) as staging:
-        _add_agreement(*agreement, staging)
-        write_evaluation_files(staging, summary, scored, names)
+        _add_agreement(*agreement, staging, figures)
+        write_evaluation_files(staging, summary, scored, names, figures)
     return EvaluationResult(summary, scored.rows, scored.total, cases.out)
 
 
@@ -325,10 +330,12 @@ def _output_rules(pairs, out: Path, adopt_unmarked: bool, inputs: Sequence[tuple
 
 
 def _add_agreement(summary: dict, plan, pairs, scored: ScoredImages, value_map, class_names, measure,
-                   out: Path | None) -> None:
-    """True vs predicted amounts (and ETDRS grids of volumes) into ``summary``, their files into ``out``."""
+                   out: Path | None, figures: bool = True) -> None:
+    """True vs predicted amounts (and ETDRS grids of volumes) into ``summary``, their files into ``out`` (the
+    amounts' plots only with ``figures``)."""
     _, summary["agreement"] = write_agreement(fill_counts(plan, scored.truth_counts),
-                                              fill_counts(plan, scored.pred_counts), class_names, out)  # fmt: skip
+                                              fill_counts(plan, scored.pred_counts), class_names, out,
+                                              figures)  # fmt: skip
     if any(row.kind in ("group", "series") for row in plan):
         summary["etdrs agreement"] = _volume_agreement(plan, pairs, scored, value_map, class_names, measure, out)
 

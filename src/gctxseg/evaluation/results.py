@@ -132,11 +132,15 @@ def pooled_summary(scored: ScoredImages, names: list[str], values: Sequence[int]
     }
 
 
-def write_evaluation_files(out: Path, summary: dict, scored: ScoredImages, names: list[str]) -> None:
-    """``summary.json``, ``metrics_per_image.csv``, the confusion matrix, the Dice histogram and the worst and
-    best cases into ``out`` (the amounts' files are :func:`gctxseg.clinical.agreement.write_agreement`'s)."""
+def write_evaluation_files(out: Path, summary: dict, scored: ScoredImages, names: list[str],
+                           figures: bool = True) -> None:
+    """``summary.json``, ``metrics_per_image.csv`` and, with ``figures``, the confusion matrix, the Dice histogram
+    and the worst and best cases into ``out`` (the amounts' files are
+    :func:`gctxseg.clinical.agreement.write_agreement`'s)."""
     atomic_write_json(out / "summary.json", summary)
     atomic_write_csv(out / "metrics_per_image.csv", CSV_COLUMNS, scored.rows)
+    if not figures:
+        return
     plot_confusion_matrix(scored.total.numpy(), names, out / "confusion_matrix.png")
     per_class_dice = {names[c + 1]: [s["dice"][c] for s in scored.per_image] for c in range(len(names) - 1)}
     plot_dice_histogram(per_class_dice, out / "dice_histogram.png")

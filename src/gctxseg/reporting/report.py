@@ -164,6 +164,8 @@ def _evaluation_section(run_dir: Path, eval_dir: Path) -> str:
         f'<p>Files: <a href="{html.escape(str(rel / "metrics_per_image.csv"))}">metrics_per_image.csv</a>, '
         f'<a href="{html.escape(str(rel / "summary.json"))}">summary.json</a></p>',
     ]
+    if summary.figures_not_drawn:
+        parts.append(f'<p class="note">Figures not drawn: {html.escape(summary.figures_not_drawn)}</p>')
     for name, alt in (("confusion_matrix.png", "confusion matrix"), ("dice_histogram.png", "Dice histogram")):
         if (eval_dir / name).is_file():
             parts.append(_img(eval_dir / name, alt))

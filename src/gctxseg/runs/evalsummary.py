@@ -76,5 +76,6 @@ class EvaluationSummary(JsonRecord):
     confusion_matrix: list[list[int]] = key("confusion matrix")
     seconds_per_image: float | None = optional("seconds per image")
     device: str | None = optional("device")
+    figures_not_drawn: str | None = optional("figures not drawn")  # why (a fold of a cv under a time budget)
     agreement: list[AmountAgreement] = records(None, AmountAgreement, default_factory=list)
     etdrs_agreement: list[AmountAgreement] | None = optional(None, AmountAgreement)
