@@ -89,6 +89,10 @@ THREADS_GAIN = 0.1
 # machine's count and half of it are always timed, even past the timing share: a short share had stopped the timing
 # after the first, and the run then kept the machine's threads beside the busy core.
 THREADS_TIMED_STEPS = 3
+# One step is timed at each thread count first; the others are timed only where those two are within this factor of
+# each other: beside a busy core the machine's threads took 1.5-1.9x as long as half of them, alone half of them
+# 1.7x as long for gctx_unet, so one step each tells those apart, and only a close call pays for the medians.
+THREADS_CLEAR_FACTOR = 1.3
 NNUNET_LR = 1e-3  # AdamW peak lr of the nnunet family (instance norm, residual blocks; see FAMILY_OPTIMISER)
 
 
@@ -447,18 +451,27 @@ def _planned_threads(clock: _StepClock, size, given: Mapping[str, object], time_
     if clock.device.type != "cpu" or not time_budget_s or threads < 2 or torch.distributed.is_initialized():
         return None
     batch = min(int(given.get("batch_size", MIN_BATCH)), MIN_BATCH)  # a larger given batch only costs more seconds
-    seconds = clock(size, batch, THREADS_TIMED_STEPS)
-    tried = [f"{threads}: {seconds:.3f}"]
-    while threads > 1 and (len(tried) == 1 or clock.may_time):  # half as many always timed: a choice needs two
-        with cpu_threads(threads // 2):
-            fewer = clock(size, batch, THREADS_TIMED_STEPS)
+
+    def step_s(threads: int, steps: int) -> float:
+        with cpu_threads(threads):
+            return clock(size, batch, steps)
+
+    seconds, tried, medians = step_s(threads, 1), [], False
+    while threads > 1 and (not tried or clock.may_time):  # half as many always timed: a choice needs two
+        fewer = step_s(threads // 2, THREADS_TIMED_STEPS if medians else 1)
+        if not medians and max(seconds, fewer) < THREADS_CLEAR_FACTOR * min(seconds, fewer):  # a close call
+            medians = True
+            seconds, fewer = step_s(threads, THREADS_TIMED_STEPS), step_s(threads // 2, THREADS_TIMED_STEPS)
+        tried += [] if tried else [f"{threads}: {seconds:.3f}"]
         tried.append(f"{threads // 2}: {fewer:.3f}")
         if fewer > (1 - THREADS_GAIN) * seconds:
             break
         threads, seconds = threads // 2, fewer
-    reasons["cpu_threads"] = (f"CPU: s per step of batch {batch} by threads {', '.join(tried)} (median of "
-                              f"{THREADS_TIMED_STEPS} steps, measured); fewer "
-                              f"threads only where at least {THREADS_GAIN:.0%} faster (another program busy on a core)")
+    timed = (f"median of {THREADS_TIMED_STEPS} steps: one each was within {THREADS_CLEAR_FACTOR:g}x" if medians else
+             f"one step each, {THREADS_CLEAR_FACTOR:g}x apart or more")
+    reasons["cpu_threads"] = (f"CPU: s per step of batch {batch} by threads {', '.join(tried)} ({timed}, measured); "
+                              f"fewer threads only where at least {THREADS_GAIN:.0%} faster (another program busy "
+                              "on a core)")
     return threads
 
 
@@ -487,6 +500,8 @@ class _StepClock:
     limit_s: float | None = None
     spent_s: float = 0.0
     measured: dict = field(default_factory=dict)
+    steps: dict = field(default_factory=dict)  # how many steps each measured figure is of (inf: remembered)
+    times: dict = field(default_factory=dict)  # each step's seconds, where timed one at a time
     kept: dict = field(default_factory=dict)  # the last timed model (``_seconds_per_step``)
 
     @property
@@ -508,19 +523,24 @@ class _StepClock:
         once for each size, batch and thread count, or once inside ``remembered_step_times()``; ``timed_steps``:
         see :func:`_seconds_per_step`)."""
         key = (tuple(size), batch, torch.get_num_threads())
-        if key in self.measured:
+        if key in self.measured and self.steps[key] >= timed_steps:
             return self.measured[key]
         remembered_key = (self.model_name, repr(sorted(self.sized(size).items())), self.channels, self.classes,
                           str(self.device), self.amp_dtype, self.grad_accum, *key)
-        if (kept := _STEP_TIMES.get(remembered_key)) is not None:
-            self.measured[key] = kept
+        if key not in self.measured and (kept := _STEP_TIMES.get(remembered_key)) is not None:
+            self.measured[key], self.steps[key] = kept, math.inf
             return kept
         started = time.perf_counter()
-        seconds = _seconds_per_step(self.model_name, self.sized(size), self.channels, self.classes, size,
-                                    batch * self.grad_accum, self.device, self.amp_dtype, self.kept,
-                                    timed_steps) / self.grad_accum
+        timed = functools.partial(_seconds_per_step, self.model_name, self.sized(size), self.channels, self.classes,
+                                  size, batch * self.grad_accum, self.device, self.amp_dtype, self.kept)
+        if key in self.times or timed_steps == 1:  # one step at a time: asked for more, only the missing are timed
+            times = self.times.setdefault(key, [])
+            times += [timed(1) / self.grad_accum for _ in range(timed_steps - len(times))]
+            seconds = min(times) if len(times) <= 2 else float(statistics.median(times))
+        else:
+            seconds = timed(timed_steps) / self.grad_accum
         self.spent_s += time.perf_counter() - started
-        self.measured[key] = seconds
+        self.measured[key], self.steps[key] = seconds, timed_steps
         _STEP_TIMES.keep(remembered_key, seconds)
         return seconds
 
