@@ -106,9 +106,9 @@ def write_agreement(
         out = Path(out)
         shown = ({**r, **{k: format(r[k], ".10g") for k in ("truth", "predicted", "difference")}} for r in rows)
         atomic_write_csv(out / "amounts_per_image.csv", AMOUNT_COLUMNS, shown)
-    if out is not None and rows and figures:
-        _plot(rows, summary, class_names, Path(out) / "bland_altman.png", bland_altman=True)
-        _plot(rows, summary, class_names, Path(out) / "amount_scatter.png", bland_altman=False)
+        if figures:
+            _plot(rows, summary, class_names, out / "bland_altman.png", bland_altman=True)
+            _plot(rows, summary, class_names, out / "amount_scatter.png", bland_altman=False)
     return rows, summary
 
 

@@ -462,7 +462,8 @@ def _planned_threads(clock: _StepClock, size, given: Mapping[str, object], time_
         if not medians and max(seconds, fewer) < THREADS_CLEAR_FACTOR * min(seconds, fewer):  # a close call
             medians = True
             seconds, fewer = step_s(threads, THREADS_TIMED_STEPS), step_s(threads // 2, THREADS_TIMED_STEPS)
-        tried += [] if tried else [f"{threads}: {seconds:.3f}"]
+        if not tried:
+            tried.append(f"{threads}: {seconds:.3f}")
         tried.append(f"{threads // 2}: {fewer:.3f}")
         if fewer > (1 - THREADS_GAIN) * seconds:
             break
@@ -521,7 +522,8 @@ class _StepClock:
     def __call__(self, size, batch: int, timed_steps: int = 2) -> float:
         """Seconds per optimiser step at ``size`` and ``batch`` (measured over its ``grad_accum`` micro-batches,
         once for each size, batch and thread count, or once inside ``remembered_step_times()``; ``timed_steps``:
-        see :func:`_seconds_per_step`)."""
+        see :func:`_seconds_per_step`; asked again for more steps than a figure timed one step at a time holds, only
+        the missing steps are timed)."""
         key = (tuple(size), batch, torch.get_num_threads())
         if key in self.measured and self.steps[key] >= timed_steps:
             return self.measured[key]
