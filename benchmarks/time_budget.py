@@ -156,7 +156,7 @@ def main() -> None:
           "the CPU threads they trained on (planned)")
 
 
-_HEADER = (f"{'run':<6} {'load':<7} {'budget s':>9} {'wall s':>8} {'over s':>8} {'within':>7} {'training':>9} "
+_HEADER = (f"{'run':<6} {'load':<7} {'budget s':>9} {'wall s':>8} {'over s':>8} {'within':>7} {'training':>10} "
            f"{'steps':>6} {'threads':>7}")
 
 
@@ -165,7 +165,7 @@ def _row(r: dict) -> str:
     within = "yes" if over <= r["margin s"] and r["rc"] == 0 else "NO"
     share = r["training s"] / r["training budget s"]
     return (f"{r['run']:<6} {r['load']:<7} {r['budget s']:>9.0f} {r['wall s']:>8.1f} {over:>+8.1f} {within:>7} "
-            f"{share:>8.0%} {r['steps']:>6} {r['threads']:>7}")
+            f"{share:>9.1%} {r['steps']:>6} {r['threads']:>7}")
 
 
 if __name__ == "__main__":
