@@ -85,11 +85,26 @@ def _timm_windows(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+def _compiled_parts(kinds: tuple[type, ...]):
+    """Each module of one of ``kinds`` compiled on its own (``nn.Module.compile``); the rest of the step eager."""
+    def variant(model: torch.nn.Module) -> torch.nn.Module:
+        import torch._dynamo
+
+        torch._dynamo.config.cache_size_limit = 256  # one graph per module and shape
+        for module in model.modules():
+            if isinstance(module, kinds):
+                module.compile(dynamic=False)
+        return model
+
+    return variant
+
+
 VARIANTS = {
     "timm-windows": _timm_windows,
     "linear-head": _linear_head,
     "fp32-tail": _fp32_tail,
     "compile": lambda model: compile_model(model, torch.device("cpu")),
+    "compile-blocks": _compiled_parts((GlobalContextBlock,)),
 }
 
 

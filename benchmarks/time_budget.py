@@ -33,9 +33,11 @@ MARGIN_SHARE, MARGIN_S = 0.05, 30.0  # the overrun a budget allows: the larger o
 DEMO_PROMISE_MIN = 10.0  # README: the demo ends in under 10 minutes
 
 BUSY = {
-    # one core kept busy by a pure-Python loop, or by a single-threaded matmul loop (memory bandwidth too)
-    "python": "while True: pass",
-    "matmul": "import torch\ntorch.set_num_threads(1)\na = torch.randn(512, 512)\nwhile True: a @ a",
+    # one core kept busy by a pure-Python loop, or by a single-threaded matmul loop (memory bandwidth too); each says
+    # "busy" when its loop starts
+    "python": "print('busy', flush=True)\nwhile True: pass",
+    "matmul": "import torch\ntorch.set_num_threads(1)\na = torch.randn(512, 512)\nprint('busy', flush=True)\n"
+              "while True: a @ a",
 }
 
 
@@ -44,12 +46,17 @@ def _gctxseg(*args: str) -> list[str]:
 
 
 def _busy(kind: str) -> subprocess.Popen | None:
-    """A second CPU-bound process pinned to the last core (None: the machine alone)."""
+    """A second CPU-bound process pinned to the last core, returned once its loop runs (None: the machine alone).
+
+    The timed command starts after the load's own start-up (importing torch: seconds of CPU on both cores), as it
+    would beside a program that was already running."""
     if kind == "none":
         return None
-    proc = subprocess.Popen([sys.executable, "-c", BUSY[kind]])
+    proc = subprocess.Popen([sys.executable, "-c", BUSY[kind]], stdout=subprocess.PIPE, text=True)
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(proc.pid, {max(os.sched_getaffinity(0))})
+    if proc.stdout.readline().strip() != "busy":
+        raise RuntimeError(f"the {kind} load did not start (exit code {proc.poll()})")
     return proc
 
 
