@@ -55,8 +55,10 @@ def _busy(kind: str) -> subprocess.Popen | None:
     proc = subprocess.Popen([sys.executable, "-c", BUSY[kind]], stdout=subprocess.PIPE, text=True)
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(proc.pid, {max(os.sched_getaffinity(0))})
-    if proc.stdout.readline().strip() != "busy":
-        raise RuntimeError(f"the {kind} load did not start (exit code {proc.poll()})")
+    said = proc.stdout.readline().strip()
+    proc.stdout.close()  # it says nothing after that line
+    if said != "busy":
+        raise RuntimeError(f"the {kind} load did not start (exit code {proc.wait()})")
     return proc
 
 
