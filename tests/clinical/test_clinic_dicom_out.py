@@ -110,8 +110,12 @@ def test_sr_numbers_equal_etdrs_csv_and_reference_their_segment(predicted, name,
         assert site.laterality.meaning == laterality and site.value.meaning == "Retina"
         numbers[site.topographical_modifier.value] = m.value
     areas = [*subfield_names(eye), *CIRCLES, "total"]
-    expected = {_area_code(a)[0]: float(row[f"edema_{a}_nl"]) for a in areas}
+    partial = set(row["partial"].split())  # a sector the scan covers in part is coded as such, never as the whole
+    outer = bool(partial & {a for a in areas if a.startswith("outer")})
+    partial |= {"circle_6mm"} if outer else set()
+    expected = {_area_code(a, a in partial)[0]: float(row[f"edema_{a}_nl"]) for a in areas}
     assert numbers == pytest.approx(expected, rel=1e-12) and len(numbers) == 13
+    assert {v for v in numbers if v.endswith("-PART")} == {_area_code(a, True)[0] for a in partial}
     diameters = {}
     for group in report.get_planar_roi_measurement_groups():
         assert _segment_number(group) == 2
@@ -173,3 +177,61 @@ def test_without_highdicom_predict_says_how_to_install_it(phantom, tmp_path, mon
     codes.write_text("{}")
     with pytest.raises(ValueError, match=r'needs highdicom; pip install "gctxseg\[dicom\]"'):
         _predict(tmp_path / "out2", exams, data, monkeypatch, class_codes=codes)
+
+
+def _spacing_moved(path: Path, where: str) -> None:
+    """Rewrite an OPT so that its PixelSpacing sits at the top level (``top``) or nowhere (``none``)."""
+    ds = pydicom.dcmread(path)
+    measures = ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+    if where == "top":
+        ds.PixelSpacing = measures.PixelSpacing
+    del measures.PixelSpacing
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_an_opt_with_its_pixel_spacing_at_the_top_level_is_measured_and_gets_its_seg_and_sr(phantom, tmp_path,
+                                                                                            monkeypatch, capsys):
+    from gctxseg.data.oct_volumes import read_oct_volume
+
+    _, done, data = phantom
+    exams = tmp_path / "exams"
+    exams.mkdir()
+    write_opt_dicom(exams / "eye001.dcm", data["eyes"]["eye001"][0], done, "L")
+    _spacing_moved(exams / "eye001.dcm", "top")
+    geo = read_oct_volume(exams / "eye001.dcm").geometry
+    assert (geo.axial_mm, geo.ascan_mm) == pytest.approx((done["row_mm"], done["col_mm"]))
+    assert geo.sources["ascan_mm"] == "DICOM PixelSpacing[1]"  # where it was found, not where it usually is
+    summary = _predict(tmp_path / "out", exams, data, monkeypatch)
+    assert summary.failed == []
+    seg = hd.seg.segread(tmp_path / "out" / "dicom" / "eye001_seg.dcm")
+    spacing = seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing
+    assert [float(v) for v in spacing] == pytest.approx([done["row_mm"], done["col_mm"]])
+    assert (tmp_path / "out" / "dicom" / "eye001_sr.dcm").is_file()
+
+
+def test_an_opt_without_pixel_spacing_gets_a_note_and_no_dicom_objects(phantom, tmp_path, monkeypatch, capsys):
+    _, done, data = phantom
+    exams = tmp_path / "exams"
+    exams.mkdir()
+    write_opt_dicom(exams / "eye001.dcm", data["eyes"]["eye001"][0], done, "L")
+    _spacing_moved(exams / "eye001.dcm", "none")
+    summary = _predict(tmp_path / "out", exams, data, monkeypatch)
+    out = capsys.readouterr()
+    assert summary.failed == [] and not list((tmp_path / "out").glob("dicom/*.dcm"))
+    assert "no usable pixel spacing in the file; DICOM SEG/SR are not written" in out.err
+    assert "read-out in pixels: " in out.out  # its geometry line
+
+
+def test_a_read_out_without_a_number_writes_the_seg_and_says_why_there_is_no_report(phantom, tmp_path):
+    from gctxseg.clinical.dicom_out import write_dicom_objects
+    from gctxseg.data.oct_volumes import raster_layout, read_oct_volume
+
+    _, done, data = phantom
+    path = write_opt_dicom(tmp_path / "eye001.dcm", data["eyes"]["eye001"][0], done, "L")
+    volume = read_oct_volume(path)
+    labels = data["eyes"]["eye001"][1]
+    record = {"file": "eye001", "eye": "OS", "quadrants": "nasal/temporal"}  # no number: a read-out in pixels
+    written, notes = write_dicom_objects(volume, labels, record, CLASSES, raster_layout(volume), tmp_path / "dicom",
+                                         "eye001")
+    assert [p.name for p in written] == ["eye001_seg.dcm"] and (tmp_path / "dicom" / "eye001_seg.dcm").is_file()
+    assert len(notes) == 1 and notes[0].startswith(str(path)) and "no measurement report" in notes[0]

@@ -144,8 +144,12 @@ def test_etdrs_record_blank_without_spacing_and_partial_marked(tmp_path):
     assert row["hole_mld_bscan"] == str(eye.fovea[0]) and row["hole_size_class"] in ("small", "medium", "large")
     assert row["partial"] and row["partial"].split()[0] in row["note"]
     blank = etdrs_record("eye3", eye.masks, (None, eye.spacing[1], eye.spacing[2]), names, None, where)
-    assert blank["edema_central_nl"] == "" and blank["hole_mld_um"] == "" and "spacing" in blank["note"]
+    assert blank["edema_central_nl"] == "" and "spacing" in blank["note"]
+    # a hole's diameters lie in one B-scan: they need the pixel spacing only, not the distance between B-scans
+    assert blank["hole_mld_um"] == row["hole_mld_um"] and blank["hole_base_bscan"] == row["hole_base_bscan"]
     assert blank["quadrants"].startswith("image sides") and "edema_inner_left_nl" in blank
+    no_ruler = etdrs_record("eye3", eye.masks, (eye.spacing[0], None, eye.spacing[2]), names, None, where)
+    assert no_ruler["edema_central_nl"] == "" and no_ruler["hole_mld_um"] == ""
     path = write_etdrs_csv([row], tmp_path / "etdrs.csv", names, "OD")
     with open(path) as f:
         assert next(csv.DictReader(f))["edema_central_nl"] == row["edema_central_nl"]

@@ -135,6 +135,22 @@ def test_dicom_series_volume_from_the_slice_positions(tmp_path):
     assert float(series["edema_volume_mm3"]) == pytest.approx(12 * 0.3 * 1.5)
 
 
+def test_dicom_series_with_a_slice_missing_is_not_measured_as_if_evenly_spaced(tmp_path):
+    (tmp_path / "img").mkdir()
+    (tmp_path / "out" / "masks").mkdir(parents=True)
+    files, masks = [], []
+    for i, z in enumerate((0.0, 3.0, 6.0, 12.0)):  # the slice at 9 mm is missing
+        _dicom(tmp_path / "img" / f"s{i}.dcm", z)
+        mask = np.zeros((8, 8), np.uint8)
+        mask[:2, :2] = 128
+        Image.fromarray(mask).save(tmp_path / "out" / "masks" / f"s{i}.png")
+        files.append(tmp_path / "img" / f"s{i}.dcm")
+        masks.append(tmp_path / "out" / "masks" / f"s{i}.png")
+    series = _measure(tmp_path, files, masks)["series 1.2.3"]
+    assert series["slice_spacing_mm"] == "" and series["edema_volume_mm3"] == ""  # never 4 x 3 mm of slices
+    assert "not evenly spaced (3 to 6 mm apart" in series["note"] and series["edema_pixels"] == "16"
+
+
 def test_group_with_slices_of_different_sizes_is_one_line(tmp_path):
     a = _bscan(tmp_path, "eye_b0", (20, 30), [])
     b = _bscan(tmp_path, "eye_b1", (20, 31), [])

@@ -13,6 +13,7 @@ from helpers_clinic_files import (
     SHAPE,
     TruthLookupPredictor,
     assert_within_5_percent,
+    write_heyex_vol,
     write_opt_dicom,
     write_vol,
 )
@@ -94,6 +95,25 @@ def test_implausible_geometry_is_refused_with_a_note_never_guessed(phantom, tmp_
     assert report.record["edema_total_nl"] == "" and "implausible" in report.record["note"]
 
 
+def test_a_distance_the_positions_supply_is_not_called_a_read_out_in_pixels(phantom, tmp_path):
+    from gctxseg.clinical.volume_readout import describe_volume
+
+    _, done, data = phantom
+    images, labels = data["eyes"]["eye000"]
+    count, _, width = images.shape
+    positions = [(0.5, 1.0 + k * done["slice_mm"], 0.5 + (width - 1) * done["col_mm"], 1.0 + k * done["slice_mm"])
+                 for k in range(count)]
+    path = write_heyex_vol(tmp_path / "no_distance.vol", images, done["col_mm"], done["row_mm"], 0.0, "OD",
+                           positions)  # the header's distance 0 (implausible), the positions in mm
+    volume = read_oct_volume(path)
+    layout = raster_layout(volume)
+    assert volume.geometry.bscan_distance_mm is None and layout.slice_mm == pytest.approx(done["slice_mm"])
+    line = describe_volume(volume, layout)
+    assert "read-out in pixels" not in line and "B-scan start/end" in line and layout.note == ""
+    _, report = volume_readout(volume, labels, CLASSES, columns_eye="OD")
+    assert report.record["edema_total_nl"] != "" and "pixels" not in report.record["note"]
+
+
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
 @pytest.mark.parametrize("suffix", [".vol", ".dcm"])
 def test_corrupt_or_truncated_files_give_one_line_naming_them(phantom, tmp_path, damage, suffix):
@@ -118,6 +138,10 @@ def test_single_frame_8bit_oct_dicom_is_a_picture_to_a_picture_model(tmp_path, p
     read = picture.read(path)
     assert read.shape == (SHAPE[1], SHAPE[2], 1) and read.dtype == np.float32
     assert np.allclose(read[..., 0] * 255, images[0])
+    from gctxseg.data import read_info
+
+    # the Ophthalmic Tomography image keeps its spacing in the shared functional group, not at the top level
+    assert read_info(path).spacing == pytest.approx((done["row_mm"], done["col_mm"]))
     ct = tmp_path / "ct.dcm"  # a CT slice stays refused for that model
     from pydicom import dcmread
 

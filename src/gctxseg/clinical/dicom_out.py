@@ -256,7 +256,35 @@ def source_image(volume: OctVolume):
 
     ds = pydicom.dcmread(volume.path, stop_before_pixels=True)
     _fill_type2(ds)
+    _shared_pixel_measures(ds, volume)
     return ds, False
+
+
+def _shared_pixel_measures(ds, volume: OctVolume) -> None:
+    """Give the header (in memory) the shared ``PixelMeasuresSequence`` a Segmentation copies, where the export
+    keeps the spacing elsewhere (top level, per frame): the spacing the read-out used, never another.
+
+    Raises:
+        NoDicomImage: the file has no usable pixel spacing.
+    """
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence as DicomSequence
+
+    geo = volume.geometry
+    if geo.ascan_mm is None or geo.axial_mm is None:
+        raise NoDicomImage(f"{volume.path}: no usable pixel spacing in the file; DICOM SEG/SR are not written for it "
+                           "(a Segmentation copies its source's ruler)")
+    shared = getattr(ds, "SharedFunctionalGroupsSequence", None)
+    if not shared:
+        ds.SharedFunctionalGroupsSequence = shared = DicomSequence([Dataset()])
+    measures = getattr(shared[0], "PixelMeasuresSequence", None)
+    if measures and "PixelSpacing" in measures[0]:
+        return
+    item = Dataset()
+    item.PixelSpacing = [geo.axial_mm, geo.ascan_mm]
+    if geo.bscan_distance_mm is not None:
+        item.SliceThickness = geo.bscan_distance_mm
+    shared[0].PixelMeasuresSequence = DicomSequence([item])
 
 
 # ---------------------------------------------------------------- the Segmentation
@@ -309,23 +337,27 @@ _SHORT = {"central": "C", "superior": "S", "inferior": "I", "nasal": "N", "tempo
           "left": "L", "inner": "I", "outer": "O"}
 
 
-def _area_code(area: str) -> tuple[str, str]:
-    """(code value of at most 16 characters, meaning) of an etdrs.csv area (subfield, circle, total)."""
+def _area_code(area: str, partial: bool = False) -> tuple[str, str]:
+    """(code value of at most 16 characters, meaning) of an etdrs.csv area (subfield, circle, total); a ``partial``
+    one (the scan covers part of it) has a code of its own, so that no reader takes its volume for the whole's."""
     if area == "total":
         return "GCTX-TOTAL", "whole scanned area"
     if area in CIRCLES:
         size = area.split("_")[1]
-        return f"ETDRS-{size.upper()}", f"ETDRS {size.replace('mm', ' mm')} circle"
-    return "ETDRS-" + "".join(_SHORT[w] for w in area.split("_")), f"ETDRS {area.replace('_', ' ')} subfield"
+        value, meaning = f"ETDRS-{size.upper()}", f"ETDRS {size.replace('mm', ' mm')} circle"
+    else:
+        value = "ETDRS-" + "".join(_SHORT[w] for w in area.split("_"))
+        meaning = f"ETDRS {area.replace('_', ' ')} subfield"
+    return (f"{value}-PART", f"{meaning}, scanned part only") if partial else (value, meaning)
 
 
-def _finding_site(hd, laterality, area: str | None):
+def _finding_site(hd, laterality, area: str | None, partial: bool = False):
     from pydicom.sr.codedict import codes
     from pydicom.sr.coding import Code
 
     modifier = None
     if area:
-        value, meaning = _area_code(area)
+        value, meaning = _area_code(area, partial)
         modifier = Code(value, LOCAL_SCHEME, meaning)
     return hd.sr.FindingSite(codes.SCT.Retina, laterality=laterality, topographical_modifier=modifier)
 
@@ -335,54 +367,106 @@ def _number(record: Mapping[str, str], key: str) -> float | None:
     return float(value) if value not in ("", None) else None
 
 
-def build_measurement_report(source, seg, record: Mapping[str, str], class_names: Sequence[str],
-                             layout: RasterLayout, given: Mapping[str, ClassCode] | None = None):
-    """A Comprehensive SR with the TID 1500 Measurement Report of one volume's ``etdrs.csv`` ``record`` (module
-    docstring); ``layout`` maps the record's superior-first B-scan numbers back to the source's frames."""
+@dataclass(frozen=True)
+class _ReportContext:
+    """What every measurement group of one report shares."""
+
+    hd: object
+    source: object
+    seg: object
+    record: Mapping[str, str]
+    laterality: object
+    algorithm: object
+    given: Mapping[str, ClassCode] | None
+
+
+def _partial_areas(record: Mapping[str, str]) -> set[str]:
+    """The record's areas the scan covers only in part (``partial``), and each circle that holds one."""
+    partial = set(record.get("partial", "").split())
+    rings = {"circle_1mm": ("central",), "circle_3mm": ("central", "inner"),
+             "circle_6mm": ("central", "inner", "outer")}
+    return partial | {c for c in CIRCLES if any(a.split("_")[0] in rings[c] for a in partial)}
+
+
+def _fluid_groups(ctx: _ReportContext, class_names: Sequence[str]) -> list:
+    """One TID 1411 volumetric group per fluid class with a volume in the record."""
     from pydicom.sr.codedict import codes
     from pydicom.sr.coding import Code
 
-    hd = _highdicom(str(source.SOPInstanceUID))
-    nanolitre, micrometre = Code("nL", "UCUM", "nL"), codes.UCUM.Micrometer
-    laterality = {"OD": codes.SCT.Right, "OS": codes.SCT.Left}.get(record.get("eye", ""))
-    source_item = hd.sr.SourceImageForSegmentation(source.SOPClassUID, source.SOPInstanceUID)
-    algorithm = hd.sr.AlgorithmIdentification(name="gctxseg", version=__version__)
+    hd, record, groups = ctx.hd, ctx.record, []
+    source_item = hd.sr.SourceImageForSegmentation(ctx.source.SOPClassUID, ctx.source.SOPInstanceUID)
     areas = [*subfield_names("OD" if record.get("quadrants") == "nasal/temporal" else None), *CIRCLES, "total"]
-    groups = []
+    partial = _partial_areas(record)
     for number, name in fluid_classes(class_names):
-        measurements = [hd.sr.Measurement(name=codes.SCT.Volume, value=value, unit=nanolitre,
-                                          finding_sites=[_finding_site(hd, laterality, area)], algorithm_id=algorithm)
+        measurements = [hd.sr.Measurement(name=codes.SCT.Volume, value=value, unit=Code("nL", "UCUM", "nL"),
+                                          finding_sites=[_finding_site(hd, ctx.laterality, area, area in partial)],
+                                          algorithm_id=ctx.algorithm)
                         for area in areas if (value := _number(record, f"{name}_{area}_nl")) is not None]
         if measurements:
             groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
                 tracking_identifier=hd.sr.TrackingIdentifier(hd.UID(), f"{name} of {record['file']}"),
-                referenced_segment=hd.sr.ReferencedSegment(seg.SOPClassUID, seg.SOPInstanceUID, number,
+                referenced_segment=hd.sr.ReferencedSegment(ctx.seg.SOPClassUID, ctx.seg.SOPInstanceUID, number,
                                                            source_images=[source_item]),
-                finding_type=class_code(name, given).codes()[0], finding_sites=[_finding_site(hd, laterality, None)],
-                algorithm_id=algorithm, measurements=measurements))
-    holes = hole_classes(class_names)
-    diameters = {}  # source frame -> [(kind, µm)]
+                finding_type=class_code(name, ctx.given).codes()[0],
+                finding_sites=[_finding_site(hd, ctx.laterality, None)], algorithm_id=ctx.algorithm,
+                measurements=measurements))
+    return groups
+
+
+def _hole_diameters(record: Mapping[str, str], layout: RasterLayout) -> dict[int, list]:
+    """Source frame (1-based) -> [(kind of diameter code, µm)] of the record's hole diameters."""
+    from pydicom.sr.coding import Code
+
+    diameters = {}
     for kind, meaning in (("mld", "minimum linear diameter"), ("base", "base diameter")):
         value, bscan = _number(record, f"hole_{kind}_um"), record.get(f"hole_{kind}_bscan", "")
-        if holes and value is not None and bscan != "":
+        if value is not None and bscan != "":
             frame = layout.order[int(bscan)] + 1  # record counts superior-first; frames are in the file's order
             diameters.setdefault(frame, []).append((Code(f"GCTX-hole-{kind}", LOCAL_SCHEME, f"Hole {meaning}"),
                                                     value))
-    for frame, values in diameters.items():
+    return diameters
+
+
+def _hole_groups(ctx: _ReportContext, class_names: Sequence[str], layout: RasterLayout) -> list:
+    """One TID 1410 planar group per B-scan a hole diameter was measured on, referencing that SEG frame."""
+    from pydicom.sr.codedict import codes
+
+    hd, seg, source, groups = ctx.hd, ctx.seg, ctx.source, []
+    holes = hole_classes(class_names)
+    for frame, values in (_hole_diameters(ctx.record, layout) if holes else {}).items():
         segment = next((h for h in holes if _seg_frame(seg, frame, h) is not None), holes[0])
         seg_frame = _seg_frame(seg, frame, segment)
         if seg_frame is None:
             continue  # no hole pixels on that frame: cannot happen for a diameter measured there
+        name = class_names[segment - 1]
         groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-            tracking_identifier=hd.sr.TrackingIdentifier(hd.UID(), f"{class_names[segment - 1]} of {record['file']}, "
+            tracking_identifier=hd.sr.TrackingIdentifier(hd.UID(), f"{name} of {ctx.record['file']}, "
                                                                    f"B-scan {frame - 1}"),
             referenced_segment=hd.sr.ReferencedSegmentationFrame(
                 seg.SOPClassUID, seg.SOPInstanceUID, seg_frame, segment,
                 hd.sr.SourceImageForSegmentation(source.SOPClassUID, source.SOPInstanceUID, [frame])),
-            finding_type=class_code(class_names[segment - 1], given).codes()[0],
-            finding_sites=[_finding_site(hd, laterality, None)], algorithm_id=algorithm,
-            measurements=[hd.sr.Measurement(name=codes.SCT.Diameter, value=value, unit=micrometre, method=method,
-                                            algorithm_id=algorithm) for method, value in values]))
+            finding_type=class_code(name, ctx.given).codes()[0],
+            finding_sites=[_finding_site(hd, ctx.laterality, None)], algorithm_id=ctx.algorithm,
+            measurements=[hd.sr.Measurement(name=codes.SCT.Diameter, value=value, unit=codes.UCUM.Micrometer,
+                                            method=method, algorithm_id=ctx.algorithm) for method, value in values]))
+    return groups
+
+
+def build_measurement_report(source, seg, record: Mapping[str, str], class_names: Sequence[str],
+                             layout: RasterLayout, given: Mapping[str, ClassCode] | None = None):
+    """A Comprehensive SR with the TID 1500 Measurement Report of one volume's ``etdrs.csv`` ``record`` (module
+    docstring); ``layout`` maps the record's superior-first B-scan numbers back to the source's frames. Subfields
+    the scan covers only in part are coded as such (:func:`_area_code`). None where the record holds no number to
+    report (a read-out in pixels: no fluid volume, no hole diameter)."""
+    from pydicom.sr.codedict import codes
+
+    hd = _highdicom(str(source.SOPInstanceUID))
+    laterality = {"OD": codes.SCT.Right, "OS": codes.SCT.Left}.get(record.get("eye", ""))
+    ctx = _ReportContext(hd, source, seg, record, laterality,
+                         hd.sr.AlgorithmIdentification(name="gctxseg", version=__version__), given)
+    groups = _fluid_groups(ctx, class_names) + _hole_groups(ctx, class_names, layout)
+    if not groups:  # TID 1500 needs at least one measurement group
+        return None
     device = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -398,23 +482,25 @@ def build_measurement_report(source, seg, record: Mapping[str, str], class_names
 
 def write_dicom_objects(volume: OctVolume, labels: np.ndarray, record: Mapping[str, str],
                         class_names: Sequence[str], layout: RasterLayout, folder: Path, name: str,
-                        given: Mapping[str, ClassCode] | None = None) -> list[Path]:
+                        given: Mapping[str, ClassCode] | None = None) -> tuple[list[Path], list[str]]:
     """``folder/NAME_seg.dcm`` and ``NAME_sr.dcm`` (and ``NAME_opt.dcm`` for a source that is not DICOM) of one
-    predicted volume; returns the files written.
+    predicted volume; returns the files written and notes (an SR left out
+    because the read-out has no number in nL or µm).
 
     Raises:
-        DatasetError: highdicom missing, or no pixel spacing to build a DICOM image from.
+        DatasetError: highdicom missing; :class:`NoDicomImage` where the file has no pixel spacing.
     """
     _highdicom(str(volume.path))
     source, new = source_image(volume)
     seg = build_segmentation(source, labels, class_names, given)
     sr = build_measurement_report(source, seg, record, class_names, layout, given)
     folder.mkdir(parents=True, exist_ok=True)
+    objects = [("opt", source)] if new else []
+    objects += [("seg", seg)] + ([("sr", sr)] if sr is not None else [])
     written = []
-    if new:
-        written.append(folder / f"{name}_opt.dcm")
-        source.save_as(written[-1], enforce_file_format=True)
-    for suffix, dataset in (("seg", seg), ("sr", sr)):
+    for suffix, dataset in objects:
         written.append(folder / f"{name}_{suffix}.dcm")
-        dataset.save_as(written[-1], enforce_file_format=True)
-    return written
+        dataset.save_as(written[-1], enforce_file_format=True)  # into predict's staging folder
+    notes = [] if sr is not None else [f"{volume.path}: no fluid volume or hole diameter in mm (read-out in pixels); "
+                                       f"{name}_seg.dcm written, no measurement report"]
+    return written, notes

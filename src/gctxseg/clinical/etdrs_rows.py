@@ -66,27 +66,33 @@ def etdrs_record(name: str, labels: np.ndarray, spacing: tuple[float | None, flo
     record = dict.fromkeys(etdrs_columns(class_names, eye), "")
     record.update(file=name, eye=eye or "", quadrants="nasal/temporal" if eye else "image sides (no --eye)",
                   fovea_slice=f"{where.slice:.2f}", fovea_column=f"{where.column:.2f}", fovea_from=where.source)
-    if not known:
-        record["note"] = ("no pixel or slice spacing: subfield volumes and hole diameters left blank; pass "
-                          "--pixel-spacing and --slice-spacing")
-        return record
     slice_mm, row_mm, col_mm = spacing
-    partial = etdrs.partial_subfields(shape, where, slice_mm, col_mm, eye)
-    record["partial"] = " ".join(partial)
-    if partial:
-        record["note"] = f"scan smaller than the 6 mm grid: {', '.join(partial)} partial (scanned part only)"
-    for c, n in fluids:
-        volumes = etdrs.subfield_volumes_nl(etdrs.fluid_thickness_px(labels, (c,)), where, spacing, eye)
-        record.update({f"{n}_{a}_nl": format(v, ".6g") for a, v in volumes.items()})
-    per_bscan = [hole_diameters_mm(np.isin(b, holes), row_mm, col_mm) if holes else None for b in labels]
-    measured = [(d, s) for s, d in enumerate(per_bscan) if d is not None]
-    if measured:
-        (mld, _), mld_s = max(measured, key=lambda m: m[0][0])
-        (_, base), base_s = max(measured, key=lambda m: m[0][1])
-        record.update(hole_mld_um=format(mld * 1000, ".4g"), hole_mld_bscan=str(mld_s),
-                      hole_base_um=format(base * 1000, ".4g"), hole_base_bscan=str(base_s),
-                      hole_size_class=hole_size_class(mld * 1000))
+    if known:
+        partial = etdrs.partial_subfields(shape, where, slice_mm, col_mm, eye)
+        record["partial"] = " ".join(partial)
+        if partial:
+            record["note"] = f"scan smaller than the 6 mm grid: {', '.join(partial)} partial (scanned part only)"
+        for c, n in fluids:
+            volumes = etdrs.subfield_volumes_nl(etdrs.fluid_thickness_px(labels, (c,)), where, spacing, eye)
+            record.update({f"{n}_{a}_nl": format(v, ".6g") for a, v in volumes.items()})
+    else:
+        record["note"] = ("no pixel or slice spacing: subfield volumes left blank; pass --pixel-spacing and "
+                          "--slice-spacing")
+    if holes and row_mm is not None and col_mm is not None:  # a diameter lies in one B-scan: no slice spacing
+        record.update(_hole_cells(labels, holes, row_mm, col_mm))
     return record
+
+
+def _hole_cells(labels: np.ndarray, holes: Sequence[int], row_mm: float, col_mm: float) -> dict[str, str]:
+    """The largest minimum linear and base diameters over the B-scans, and where each was measured."""
+    per_bscan = [hole_diameters_mm(np.isin(b, holes), row_mm, col_mm) for b in labels]
+    measured = [(d, s) for s, d in enumerate(per_bscan) if d is not None]
+    if not measured:
+        return {}
+    (mld, _), mld_s = max(measured, key=lambda m: m[0][0])
+    (_, base), base_s = max(measured, key=lambda m: m[0][1])
+    return dict(hole_mld_um=format(mld * 1000, ".4g"), hole_mld_bscan=str(mld_s), hole_base_um=format(base * 1000,
+                ".4g"), hole_base_bscan=str(base_s), hole_size_class=hole_size_class(mld * 1000))
 
 
 def write_etdrs_csv(records: Sequence[dict[str, str]], path: str | Path, class_names: Sequence[str],

@@ -32,6 +32,7 @@ import numpy as np
 from ..core.files import atomic_write_csv
 from ..data import DatasetError, read_info, read_mask
 from ..data.io import DICOM_SUFFIXES, NIFTI_SUFFIXES, file_stem, read_volume
+from ..data.oct_volumes import EVEN_TOLERANCE
 from ..data.spacing import (
     SPACING_FILE,
     SpacingError,
@@ -326,13 +327,19 @@ def _check_grid_options(options: MeasurementOptions, rows: Sequence[Measurement]
                          "--group-regex, e.g. '(eye\\d+)_b\\d+', or drop " + " and ".join(given))
 
 
-def _series_slice_mm(members: Sequence[tuple[Path, Geometry]], fallback: float | None) -> float | None:
-    """Slice distance of a DICOM series: median gap of the positions, else the header's, else ``fallback``."""
+def _series_slice_mm(uid: str, members: Sequence[tuple[Path, Geometry]],
+                     fallback: float | None) -> tuple[float | None, str]:
+    """Slice distance of a DICOM series: median gap of the positions, else the header's, else ``fallback``; None
+    and why where the positions are not evenly spaced (a slice missing: its volume would be measured short)."""
     positions = sorted(g.position for _, g in members if g.position is not None)
-    gaps = [b - a for a, b in zip(positions, positions[1:]) if b - a > 1e-6]
-    if len(positions) == len(members) and gaps:
-        return float(np.median(gaps))
-    return members[0][1].slice_mm or fallback
+    gaps = np.diff(positions)
+    if len(positions) == len(members) and len(gaps):
+        median = float(np.median(gaps))
+        if gaps.max() - gaps.min() > EVEN_TOLERANCE * median:
+            return None, (f"DICOM series {uid}: slices not evenly spaced ({gaps.min():.4g} to {gaps.max():.4g} mm "
+                          "apart: a slice missing?); volume not measured, add the missing slices")
+        return median, ""
+    return members[0][1].slice_mm or fallback, ""
 
 
 def _volume_rows(groups: dict, series: dict, slice_spacing: float | None) -> list[Measurement]:
@@ -351,9 +358,9 @@ def _volume_rows(groups: dict, series: dict, slice_spacing: float | None) -> lis
         _check_equal_sizes(f"DICOM series {uid}", members)
         members = sorted(members, key=lambda m: (m[1].position is None, m[1].position or 0.0, m[0].name))
         _check_distinct_positions(uid, members)
-        slice_mm = _series_slice_mm(members, slice_spacing)
+        slice_mm, note = _series_slice_mm(uid, members, slice_spacing)
         geo = replace(members[0][1], slices=len(members), slice_mm=slice_mm, position=None)
-        rows.append(Measurement(f"series {uid}", "series", geo, tuple(p for p, _ in members)))
+        rows.append(Measurement(f"series {uid}", "series", geo, tuple(p for p, _ in members), note=note))
     return rows
 
 

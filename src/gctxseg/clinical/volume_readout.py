@@ -80,8 +80,10 @@ def describe_volume(volume: OctVolume, layout: RasterLayout) -> str:
         parts.append(f"{layout.slice_mm:g} mm between B-scans ({layout.source})")
     parts.append(f"eye {volume.eye} ({volume.eye_source})" if volume.eye else "eye not in the file (quadrants by "
                  "image side)")
-    if layout.note or layout.slice_mm is None or geo.ascan_mm is None:
+    if layout.slice_mm is None or geo.ascan_mm is None or geo.axial_mm is None:
         parts.append("read-out in pixels: " + (layout.note or "no geometry in the file"))
+    elif layout.note:  # measured in mm, with a caveat (e.g. the B-scans' order taken from the file)
+        parts.append("note: " + layout.note)
     return "; ".join(parts)
 
 

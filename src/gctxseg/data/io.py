@@ -222,12 +222,25 @@ def _dicom_pixels(ds, path: Path) -> np.ndarray:
 
 
 def _dicom_spacing(ds, path: Path) -> tuple[float, float] | None:
-    """The header's PixelSpacing checked as every spacing is (a negative or nan one gave wrong areas)."""
-    spacing = getattr(ds, "PixelSpacing", None)
+    """The header's PixelSpacing checked as every spacing is (a negative or nan one gave wrong areas): at the top
+    level, else in the functional groups' PixelMeasuresSequence, where an Ophthalmic Tomography image keeps it."""
+    spacing, where = getattr(ds, "PixelSpacing", None), "DICOM PixelSpacing"
+    if spacing is None:
+        spacing, where = _functional_group_spacing(ds), "DICOM PixelMeasuresSequence PixelSpacing"
     if spacing is None or (not isinstance(spacing, (int, float)) and len(spacing) == 0):
         return None  # absent or empty: the pictures' sources (--pixel-spacing, spacing.json) apply
     fix = "fix the header, or remove PixelSpacing and pass --pixel-spacing ROW_MM COL_MM"
-    return validate_spacing(spacing, f"{path}: DICOM PixelSpacing", fix)
+    return validate_spacing(spacing, f"{path}: {where}", fix)
+
+
+def _functional_group_spacing(ds):
+    """PixelSpacing of the first frame's, else the shared, functional group (None where neither has one)."""
+    for groups in ("PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"):
+        items = getattr(ds, groups, None) or []
+        measures = getattr(items[0], "PixelMeasuresSequence", None) if len(items) else None
+        if measures and "PixelSpacing" in measures[0]:
+            return measures[0].PixelSpacing
+    return None
 
 
 def _dicom_info(path: Path) -> ImageInfo:

@@ -83,6 +83,7 @@ class VolumeGeometry:
         plane_offsets_mm: per B-scan offset along the frames' normal (DICOM plane positions), mm.
         sources: field -> where its value came from (shown on the run's geometry line and in the JSON).
         notes: why a field is None or a read-out must be left blank (one line each).
+        distance_note: why the stated distance between B-scans is None (moot where positions measure it).
     """
 
     ascan_mm: float | None
@@ -93,12 +94,13 @@ class VolumeGeometry:
     plane_offsets_mm: tuple[float, ...] = ()
     sources: dict[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    distance_note: str = ""
 
     def to_dict(self) -> dict:
         return {"ascan_mm": self.ascan_mm, "axial_mm": self.axial_mm, "bscan_distance_mm": self.bscan_distance_mm,
                 "positions": [list(p) for p in self.positions], "position_unit": self.position_unit,
                 "plane_offsets_mm": list(self.plane_offsets_mm), "sources": dict(self.sources),
-                "notes": list(self.notes)}
+                "notes": list(self.notes), "distance_note": self.distance_note}
 
 
 @dataclass
@@ -164,14 +166,15 @@ def _checked_pixel(values, source: str, fix: str, notes: list[str]) -> tuple[flo
         return None, None
 
 
-def _checked_distance(value, source: str, notes: list[str]) -> float | None:
+def _checked_distance(value, source: str) -> tuple[float | None, str]:
+    """The stated distance between B-scans, or None and why (B-scan positions may still measure it)."""
     if value is None:
-        return None
+        return None, ""
     try:
-        return validate_slice_spacing(value, source, "the read-out is left in pixels; re-export the volume")
+        return validate_slice_spacing(value, source, "fluid volumes need the B-scans' positions; re-export the "
+                                      "volume"), ""
     except SpacingError as err:
-        notes.append(str(err))
-        return None
+        return None, str(err)
 
 
 def read_oct_volume(path: str | Path) -> OctVolume:
@@ -237,7 +240,7 @@ def _eyepy_geometry(path: Path, meta, kind: str) -> VolumeGeometry:
         return VolumeGeometry(None, None, notes=tuple(notes))
     axial, ascan = _checked_pixel([meta["scale_y"], meta["scale_x"]], f"{path}: {kind} scale_y/scale_x",
                                   "the read-out is left in pixels; re-export the volume", notes)
-    distance = _checked_distance(meta.get("scale_z"), f"{path}: {kind} B-scan distance (scale_z)", notes)
+    distance, distance_note = _checked_distance(meta.get("scale_z"), f"{path}: {kind} B-scan distance (scale_z)")
     positions, position_unit = (), ""
     bscan_meta = meta.get("bscan_meta") or []
     if bscan_meta and all(str(b.get("pos_unit", "")).lower() == "mm" for b in bscan_meta):
@@ -245,7 +248,7 @@ def _eyepy_geometry(path: Path, meta, kind: str) -> VolumeGeometry:
         position_unit = "mm"
     sources = {"ascan_mm": f"{kind} scale_x", "axial_mm": f"{kind} scale_y",
                "bscan_distance_mm": f"{kind} scale_z (distance)", "positions": f"{kind} B-scan start/end (mm)"}
-    return VolumeGeometry(ascan, axial, distance, positions, position_unit, (), sources, tuple(notes))
+    return VolumeGeometry(ascan, axial, distance, positions, position_unit, (), sources, tuple(notes), distance_note)
 
 
 def _eyepy_localizer(volume) -> tuple[np.ndarray | None, tuple[float, float] | None]:
@@ -351,22 +354,24 @@ def _dicom_files_beside(path: Path) -> list[Path]:
 def _dicom_geometry(path: Path, ds, frames: int) -> VolumeGeometry:
     notes, sources = [], {}
     measures = _frame_item(ds, 0, "PixelMeasuresSequence")
-    spacing = getattr(measures, "PixelSpacing", None) if measures is not None else getattr(ds, "PixelSpacing", None)
+    spacing, where = getattr(measures, "PixelSpacing", None), "DICOM PixelMeasuresSequence PixelSpacing"
+    if spacing is None:  # some exports keep it at the top level, as single-frame images do
+        spacing, where = getattr(ds, "PixelSpacing", None), "DICOM PixelSpacing"
     axial = ascan = None
     if spacing is None:
-        notes.append(f"{path}: no PixelSpacing (PixelMeasuresSequence); the read-out is left in pixels")
+        notes.append(f"{path}: no PixelSpacing (PixelMeasuresSequence or top level); the read-out is left in pixels")
     else:
-        axial, ascan = _checked_pixel(list(spacing), f"{path}: DICOM PixelSpacing",
+        axial, ascan = _checked_pixel(list(spacing), f"{path}: {where}",
                                       "the read-out is left in pixels; fix the export", notes)
-        sources.update(axial_mm="DICOM PixelMeasuresSequence PixelSpacing[0]",
-                       ascan_mm="DICOM PixelMeasuresSequence PixelSpacing[1]")
+        sources.update(axial_mm=f"{where}[0]", ascan_mm=f"{where}[1]")
     stated, stated_from = getattr(ds, "SpacingBetweenSlices", None), "DICOM SpacingBetweenSlices"
     if stated is None and measures is not None:
         stated = getattr(measures, "SpacingBetweenSlices", None)
         stated_from = "DICOM PixelMeasures SpacingBetweenSlices"
     if stated is None and measures is not None and getattr(measures, "SliceThickness", None) is not None:
         stated, stated_from = measures.SliceThickness, "DICOM PixelMeasures SliceThickness"
-    distance = _checked_distance(float(stated) if stated is not None else None, f"{path}: {stated_from}", notes)
+    distance, distance_note = _checked_distance(float(stated) if stated is not None else None,
+                                                f"{path}: {stated_from}")
     if distance is not None:
         sources["bscan_distance_mm"] = stated_from
     offsets = _plane_offsets(ds, frames)
@@ -376,7 +381,7 @@ def _dicom_geometry(path: Path, ds, frames: int) -> VolumeGeometry:
     if positions:
         sources["positions"] = "DICOM OphthalmicFrameLocationSequence ReferenceCoordinates (localizer pixels)"
     return VolumeGeometry(ascan, axial, distance, positions, "localizer pixel" if positions else "", offsets,
-                          sources, tuple(notes))
+                          sources, tuple(notes), distance_note)
 
 
 def _plane_offsets(ds, frames: int) -> tuple[float, ...]:
@@ -472,8 +477,9 @@ def raster_layout(volume: OctVolume) -> RasterLayout:
             return RasterLayout(None, order, flip, "", f"{volume.path}: {source} says {slice_mm:g} mm between B-scans "
                                 f"but the plane positions are {measured:g} mm apart; fluid volumes not measured")
         slice_mm, source = measured, geo.sources["plane_offsets_mm"]
-    if slice_mm is None and not notes:
-        notes.append(f"{volume.path}: the distance between B-scans is not in the file; fluid volumes not measured")
+    if slice_mm is None:  # the stated distance's problem, else its absence, is the reason
+        notes.append(geo.distance_note or f"{volume.path}: the distance between B-scans is not in the file; fluid "
+                     "volumes not measured")
     return RasterLayout(slice_mm, order, flip, source, "; ".join(notes))
 
 

@@ -62,7 +62,9 @@ def _write_dicom(volume: OctVolume, labels: np.ndarray, record: dict, class_name
     from ..clinical.dicom_out import NoDicomImage, write_dicom_objects
 
     try:
-        write_dicom_objects(volume, labels, record, class_names, raster_layout(volume), folder, name, codes)
+        _, notes = write_dicom_objects(volume, labels, record, class_names, raster_layout(volume), folder, name, codes)
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
     except NoDicomImage as err:
         print(f"note: {err}", file=sys.stderr)
     except DatasetError as err:
