@@ -47,6 +47,20 @@ def test_empty_folder_names_glob(tmp_path):
     assert "no images matching '*.jpg'" in _one_line(err)
 
 
+def test_a_bare_suffix_pairs_as_with_its_dot_and_a_wrong_one_names_the_suffixes_found(tmp_path):
+    for name in ("000", "001"):
+        write = Image.fromarray(np.zeros((8, 8), np.uint8))
+        (tmp_path / "images").mkdir(exist_ok=True)
+        (tmp_path / "masks").mkdir(exist_ok=True)
+        write.save(tmp_path / "images" / f"{name}.png")
+        write.save(tmp_path / "masks" / f"{name}.png")
+    pairs = find_pairs(tmp_path / "images", "png", "png")  # typed without the dot: 000.png, not 000..png
+    assert [p.mask.name for p in pairs] == ["000.png", "001.png"]
+    with pytest.raises(DatasetError) as err:
+        find_pairs(tmp_path / "images", ".jpg", ".png")
+    assert "no images matching '*.jpg' (it holds 2 .png); pass the images' suffix with --img_f" in _one_line(err)
+
+
 def test_missing_folder(tmp_path):
     with pytest.raises(DatasetError, match="folder not found"):
         find_pairs(tmp_path / "nope" / "images")
@@ -110,6 +124,25 @@ def test_grayscale_16bit_and_rgba_images_are_valid(tmp_path):
     assert arr.shape == (8, 8, 1) and arr.max() == pytest.approx(63000 / 65535, rel=1e-6)
     Image.fromarray(np.full((8, 8, 4), 200, np.uint8), mode="RGBA").save(tmp_path / "b.png")
     assert read_image(tmp_path / "b.png").shape == (8, 8, 3)
+
+
+def test_32bit_integer_pictures_share_one_scale_and_a_stack_is_refused_not_cut_to_its_first_page(tmp_path):
+    from gctxseg.data.io import image_size
+
+    for name, top in (("dark.tif", 250), ("bright.tif", 300)):  # chosen per file, 100 read 0.39 or 0.0015
+        values = np.full((4, 4), 100, np.int32)
+        values[0, 0] = top
+        Image.fromarray(values).save(tmp_path / name)
+    assert read_image(tmp_path / "dark.tif")[1, 1, 0] == read_image(tmp_path / "bright.tif")[1, 1, 0]
+    Image.fromarray(np.full((4, 4), 70000, np.int32)).save(tmp_path / "wide.tif")
+    with pytest.raises(DatasetError, match=r"wide.tif: 32-bit integer values 70000..70000, outside 0..65535"):
+        read_image(tmp_path / "wide.tif")
+    pages = [Image.fromarray(np.full((4, 6), k * 40, np.uint8)) for k in range(4)]
+    pages[0].save(tmp_path / "stack.tif", save_all=True, append_images=pages[1:])
+    for read in (read_image, image_size):
+        with pytest.raises(DatasetError) as err:
+            read(tmp_path / "stack.tif")
+        assert str(err.value).startswith(f"{tmp_path / 'stack.tif'}: 4 pages in one picture file")
 
 
 def _counting_decode(monkeypatch) -> list:

@@ -94,6 +94,23 @@ def test_each_problem_is_one_line_with_exit_code_1(tmp_path, capsys, damage, exp
         assert err.split(": 20x30")[1].startswith(" but its truth mask") and "is 24x32" in err
 
 
+def test_a_stray_truth_value_beyond_the_named_classes_is_refused_not_scored_as_a_class(tmp_path, capsys):
+    images, pred = _truth_and_predictions(tmp_path)
+    masks = images.parent / "masks"
+    for case in masks.glob("*.png"):  # class numbers 0/1 (as --class-names reads them), predictions alike
+        as_class = (np.asarray(Image.open(case)) > 0).astype(np.uint8)
+        Image.fromarray(as_class).save(case)
+        Image.fromarray(as_class).save(pred / case.name)
+    painted = np.asarray(Image.open(masks / "case_2.png")).copy()
+    painted[0, 0] = 5  # one wrong pixel: a class of its own at Dice 0 would pull the mean from 1.0 to 0.5
+    Image.fromarray(painted).save(masks / "case_2.png")
+    flags = ["evaluate", "--predictions", str(pred), "--data", str(images), "--img_f", ".png"]
+    code = main([*flags, "--class-names", "fluid"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "\n" not in err and err.startswith(f"error: {masks / 'case_2.png'}: the truth masks hold 2 "
+                                                             "foreground values [1, 5] but --class-names names 1")
+
+
 def test_weights_and_predictions_are_mutually_exclusive(tmp_path):
     with pytest.raises(SystemExit) as info:
         main(["evaluate", "--weights", "w.pt", "--predictions", str(tmp_path), "--data", str(tmp_path)])

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from conftest import fold_config, write_patients
+from PIL import Image
 
 from gctxseg.cli import main
 from gctxseg.training import planning, train
@@ -66,7 +68,22 @@ def test_plan_command_reads_class_presence_from_the_fingerprint(tmp_path, capsys
     images = write_patients(tmp_path / "data")  # 12 scans, fluid in 8
     fingerprint = fingerprint_dataset(find_pairs(images, ".png", ".png"))
     assert fingerprint.mask_value_images == {"0": 12, "255": 8}
-    plan = plan_for_folder(images, model="unet", device="cpu")
+    plan = plan_for_folder(images, model="unet", device="cpu").plan
     assert plan.foreground_share == pytest.approx(1 / 3) and "67%" in plan.reasons["foreground_share"]
     assert main(["plan", str(images), "--model", "unet", "--device", "cpu"]) == 0
-    assert "67% of training images" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "67% of training images" in out
+    assert "classes: value 0: background; value 255: class 1 in 8 images" in out  # what was found, first
+
+
+def test_plan_refuses_masks_of_one_value_as_train_does(tmp_path, capsys):
+    images = write_patients(tmp_path / "data")
+    for mask in (images.parent / "masks").glob("*.png"):
+        Image.fromarray(np.zeros_like(np.asarray(Image.open(mask)))).save(mask)
+    for command in (["plan", str(images)], ["train", "--data-train", str(images), "--data-val", str(images),
+                                            "--img_f", ".png", "--results", str(tmp_path / "runs")]):
+        assert main(command) == 1, command
+        err = capsys.readouterr().err.strip()
+        assert err == f"error: {images}: masks hold only the value [0]; need background and a class: check that " \
+                      "the masks are the labelled ones (--mask_f)"
+    assert not (tmp_path / "runs").exists()

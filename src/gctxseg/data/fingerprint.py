@@ -117,6 +117,24 @@ class DatasetFingerprint:
     def intensity_mapping(self) -> IntensityMapping:
         return IntensityMapping.from_dict(self.intensity)
 
+    def check_classes(self, where: str | Path) -> None:
+        """Raise :class:`DatasetError` where the masks hold one value only: no class to learn."""
+        if self.value_map.num_classes < 2:
+            raise DatasetError(f"{where}: masks hold only the value {self.value_map.values}; need background and a "
+                               "class: check that the masks are the labelled ones (--mask_f)")
+
+    def describe(self) -> str:
+        """Two lines: the images (count, sizes, kinds) and the classes found (mask value, images holding it)."""
+        sizes = sorted(self.sizes.items(), key=lambda kv: -kv[1])
+        shown = ", ".join(f"{n} of {size}" for size, n in sizes[:3]) + (" ..." if len(sizes) > 3 else "")
+        names = {"natural": "pictures", "ct": "CT", "scan": "scans"}
+        kinds = ", ".join(f"{n} {names.get(kind, kind)}" for kind, n in self.kinds.items())
+        values = self.value_map.values
+        classes = [f"value {v}: background" if k == 0 else f"value {v}: class {k} in "
+                   f"{self.mask_value_images.get(str(v), 0)} images" for k, v in enumerate(values)]
+        return (f"data: {self.num_cases} images ({shown}; {kinds}), {self.channels} input channel(s)\n"
+                f"classes: {'; '.join(classes)}")
+
     def save(self, path: str | Path) -> None:
         atomic_write_text(path, json.dumps(asdict(self), indent=2))
 

@@ -16,7 +16,7 @@ import numpy as np
 from .errors import DatasetError, raise_collected
 from .io import NIFTI_SUFFIXES, file_stem, read_info, read_mask
 
-__all__ = ["ImagePair", "expand_slices", "find_images", "find_pairs", "masks_dir_for"]
+__all__ = ["ImagePair", "as_suffix", "expand_slices", "find_images", "find_pairs", "masks_dir_for"]
 
 
 @dataclass(frozen=True)
@@ -46,16 +46,36 @@ def _stem(path: Path, suffix: str) -> str:
     return path.name[: -len(suffix)] if suffix and path.name.lower().endswith(suffix.lower()) else path.stem
 
 
+def as_suffix(suffix: str) -> str:
+    """``png`` (a bare extension, as users type it) as ``.png``; ``.png`` and ``_mask.png`` as they are. Without
+    the dot, ``000.png`` would match ``png`` and lose the dot from its stem (its mask looked for as ``000..png``)."""
+    return f".{suffix}" if suffix and "." not in suffix else suffix
+
+
+def _suffixes_found(folder: Path) -> str:
+    counts: dict[str, int] = {}
+    for p in folder.iterdir():
+        if p.is_file() and not p.name.startswith("."):
+            end = ".nii.gz" if p.name.lower().endswith(".nii.gz") else p.suffix.lower()
+            counts[end] = counts.get(end, 0) + 1
+    common = sorted(counts.items(), key=lambda kv: -kv[1])[:3]
+    return ", ".join(f"{n} {end or 'without a suffix'}" for end, n in common)
+
+
 def find_images(folder: str | Path, suffix: str | tuple[str, ...]) -> list[Path]:
     """Files in ``folder`` ending in ``suffix`` (one or several, case-insensitive), sorted; errors when none."""
-    folder, suffixes = Path(folder), (suffix,) if isinstance(suffix, str) else tuple(suffix)
+    folder = Path(folder)
+    suffixes = tuple(as_suffix(s) for s in ((suffix,) if isinstance(suffix, str) else suffix))
     if not folder.is_dir():
         raise DatasetError(f"{folder}: folder not found; point the option at a folder of images")
     ends = tuple(s.lower() for s in suffixes)
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(ends))
     if not files:
         shown = "', '*".join(suffixes) if len(suffixes) < 4 else "' or '*".join((suffixes[0], suffixes[-1]))
-        raise DatasetError(f"{folder}: no images matching '*{shown}'; check the folder or the suffix (--img_f)")
+        found = _suffixes_found(folder)
+        raise DatasetError(f"{folder}: no images matching '*{shown}'"
+                           + (f" (it holds {found}); pass the images' suffix with --img_f" if found
+                              else "; check the folder or the suffix (--img_f)"))
     return files
 
 
@@ -65,6 +85,7 @@ def find_pairs(images_dir: str | Path, img_suffix: str = ".jpg", mask_suffix: st
     Raises:
         DatasetError: no images, no masks folder, or images without a mask (all listed at once).
     """
+    img_suffix, mask_suffix = as_suffix(img_suffix), as_suffix(mask_suffix)
     images = find_images(images_dir, img_suffix)
     masks_dir = masks_dir_for(images_dir)
     if not masks_dir.is_dir():

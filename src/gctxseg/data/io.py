@@ -143,7 +143,16 @@ def _open(path: Path) -> Image.Image:
         raise _bomb(path, err) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DatasetError(f"{path}: unreadable or corrupt image ({err}); re-export or remove it") from None
+    _check_one_page(path, img)
     return img.transpose(turn) if turn is not None else img
+
+
+def _check_one_page(path: Path, img: Image.Image) -> None:
+    """A multi-page TIFF (a stack of B-scans) would be read as its first page alone: refused instead."""
+    pages = int(getattr(img, "n_frames", 1) or 1)
+    if pages > 1:
+        raise DatasetError(f"{path}: {pages} pages in one picture file (a stack); gctxseg reads one B-scan per "
+                           "picture: save one file per page, or the stack as a NIfTI volume")
 
 
 def turned_by_exif(path: str | Path) -> bool:
@@ -161,6 +170,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
         return read_info(path).size
     try:
         with Image.open(path) as img:
+            _check_one_page(Path(path), img)
             return (img.width, img.height) if _orientation(img) in _SWAPS_SIDES else (img.height, img.width)
     except Image.DecompressionBombError as err:
         raise _bomb(Path(path), err) from None
@@ -172,8 +182,11 @@ def _read_picture(path: Path) -> np.ndarray:
     img = _open(path)
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img, dtype=np.float32)
-        scale = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        return (np.clip(arr, 0, scale) / scale)[..., None]
+        # one scale for every file: chosen per file from its own maximum, one value read 256x apart in two files
+        if img.mode == "I" and arr.size and (arr.min() < 0 or arr.max() > 65535):
+            raise DatasetError(f"{path}: 32-bit integer values {arr.min():g}..{arr.max():g}, outside 0..65535; "
+                               "save it as a 16-bit PNG or TIFF, or as a NIfTI volume")
+        return (arr / 65535.0)[..., None]
     if img.mode == "F":
         arr = np.asarray(img, dtype=np.float32)
         lo, hi = float(arr.min()), float(arr.max())

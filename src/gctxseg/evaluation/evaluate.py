@@ -489,12 +489,14 @@ def _check_predictions(pairs: Sequence[ImagePair], predicted: dict[ImagePair, Pa
                        mask_values: Sequence[int] | None, named: int) -> tuple[MaskValueMap | None, list[str]]:
     """Read every truth mask and prediction before scoring any: sizes, and values against the classes' (see
     :func:`score_prediction_folder`'s ``mask_values``); the value map and every problem (a volume's once)."""
-    problems, truth_values, found = [], set(), []
+    problems, truth_values, found, first_with = [], set(), [], {}
     for pair in pairs:
         try:
             truth, problem = _read_truth(pair)
             problems += [problem] if problem else []
-            truth_values.update(np.unique(truth).tolist())
+            for value in np.unique(truth).tolist():
+                first_with.setdefault(value, pair.mask)
+            truth_values.update(first_with)
             if pair not in predicted:
                 continue
             where = predicted[pair] if pair.slice_index is None else f"{predicted[pair]} (slice {pair.slice_index})"
@@ -508,12 +510,25 @@ def _check_predictions(pairs: Sequence[ImagePair], predicted: dict[ImagePair, Pa
             problems.append(str(err))
     value_map, problem = _class_values(truth_values, mask_values, named, pairs)
     problems += [problem] if problem else []
+    problems += _values_beyond_names(truth_values, first_with, named) if mask_values is None else []
     for where, values in found if value_map is not None else ():
         unknown = sorted(values - set(value_map.values))
         if unknown:
             problems.append(f"{where}: value(s) {unknown} not among the classes' mask values {value_map.values}; "
                             "write the predictions with the truth masks' values, as gctxseg predict does")
     return value_map, list(dict.fromkeys(problems))
+
+
+def _values_beyond_names(truth: set[int], first_with: dict[int, Path], named: int) -> list[str]:
+    """More foreground values in the truth masks than ``--class-names`` names: a stray value (a mask painted with
+    one wrong pixel) would be scored as a class of its own, at Dice 0, and pull the mean down."""
+    foreground = sorted(truth - {0})
+    if not named or len(foreground) <= named:
+        return []
+    stray = [v for v in foreground if v > named] or foreground  # class numbers 1..N: the others are stray
+    where = "; ".join(f"{v} first in {first_with[v]}" for v in stray)
+    return [f"{first_with[stray[0]]}: the truth masks hold {len(foreground)} foreground values {foreground} but "
+            f"--class-names names {named} classes ({where}); fix the mask(s), or name every class"]
 
 
 def _class_values(truth: set[int], given: Sequence[int] | None, named: int,

@@ -33,6 +33,7 @@ __all__ = [
     "FAMILY_OPTIMISER",
     "TrainingPlan",
     "model_family",
+    "FolderPlan",
     "plan_for_folder",
     "plan_training",
     "planned_foreground_share",
@@ -690,6 +691,17 @@ def _smaller_size(size, multiple: int, min_pixels: int) -> tuple[int, int] | Non
     return smaller
 
 
+@dataclass
+class FolderPlan:
+    """``gctxseg plan DATA``'s answer: what was found in the folder, and the plan made from it."""
+
+    fingerprint: object  # data.DatasetFingerprint
+    plan: TrainingPlan
+
+    def format(self) -> str:
+        return self.fingerprint.describe() + "\n" + self.plan.format()
+
+
 def plan_for_folder(
     data: str | Path,
     img_f: str = ".png",
@@ -697,11 +709,12 @@ def plan_for_folder(
     model: str | None = None,
     device: str = "auto",
     time_budget_min: float | None = None,
-) -> TrainingPlan:
+) -> FolderPlan:
     """``gctxseg plan DATA``: fingerprint a labelled folder and plan a run on it (nothing is trained).
 
     Raises:
         ValueError: a ``time_budget_min`` that is not a positive finite number of minutes (before any file is read).
+        DatasetError: the folder's pairs, or masks that hold one value only (as ``train`` refuses them).
     """
     from ..core.runtime import resolve_device
     from ..data import expand_slices, find_pairs, fingerprint_dataset
@@ -711,10 +724,11 @@ def plan_for_folder(
     model = model or ("gctx_unet" if "gctx_unet" in list_models() else "unet")
     pairs = expand_slices(find_pairs(data, img_f, mask_f))
     fingerprint = fingerprint_dataset(pairs)
+    fingerprint.check_classes(data)
     plan = plan_training(model, fingerprint.sizes, len(pairs), 0, fingerprint.channels,
                          fingerprint.value_map.num_classes, resolve_device(device), given={},
                          time_budget_s=time_budget_min * 60 if time_budget_min else None,
                          structure_width=fingerprint.structure_width)
     present = [fingerprint.mask_value_images.get(str(v), 0) / len(pairs) for v in fingerprint.value_map.values[1:]]
     plan.foreground_share, plan.reasons["foreground_share"] = planned_foreground_share(present)
-    return plan
+    return FolderPlan(fingerprint, plan)

@@ -327,8 +327,7 @@ def _prepare_data(
     intensity = fingerprint.intensity_mapping  # values as read -> [0, 1]: the same at prediction
     value_map, channels = fingerprint.value_map, fingerprint.channels
     fingerprint_dataset(val_pairs, known_values=value_map.values, known_channels=channels, intensity=intensity)
-    if value_map.num_classes < 2:
-        raise ValueError(f"{cfg.data_train}: masks hold only the value {value_map.values}; need background and a class")
+    fingerprint.check_classes(cfg.data_train)
     cfg, plan = _plan(cfg, fingerprint, len(train_pairs) // ddp.world, len(val_pairs), device, amp_dtype, ddp)
 
     def dataset(pairs, transforms) -> SegmentationDataset:
