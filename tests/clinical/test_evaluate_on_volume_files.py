@@ -118,3 +118,23 @@ def test_evaluate_on_volume_files_refuses_missing_truth_and_spacing_flags(phanto
     assert str(err.value).startswith(f"{masks / 'eye000_b005.png'}: 1 of eye000.vol's 32 B-scans have no mask")
     assert str(err.value).endswith("(and 1 more)")  # every volume checked before anything is predicted
     assert not (tmp_path / "eval").exists()
+
+
+def test_an_unreadable_dicom_beside_the_volumes_is_named_not_left_out_of_the_scores(phantom, tmp_path,  # noqa: F811
+                                                                                  monkeypatch):
+    from gctxseg.data import IntensityMapping
+    from gctxseg.evaluation import volume_files
+
+    _, done, data = phantom
+    exams, _ = _exams(tmp_path, done, data)
+    monkeypatch.setattr(volume_files, "load_predictor", lambda *a, **k: HoleBlindPredictor(data["eyes"]))
+    broken = exams / "eye002.dcm"
+    broken.write_bytes(b"not a DICOM file" * 8)  # a damaged export: once skipped as "another file", unscored
+    options = volume_files.MeasurementOptions(class_names=CLASSES)
+    with pytest.raises(DatasetError) as err:
+        volume_files.evaluate_volume_folder("unused.pt", exams, None, measure=options)
+    line = str(err.value)
+    assert line.startswith(f"{broken}: not a readable DICOM file") and "force=True" not in line and "\n" not in line
+    with pytest.raises(DatasetError) as err:  # to a picture model it is unreadable, not "a scan it cannot take"
+        IntensityMapping().check(broken)
+    assert str(err.value).startswith(f"{broken}: not a readable DICOM file") and "force=True" not in str(err.value)

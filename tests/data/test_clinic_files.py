@@ -177,6 +177,12 @@ def test_predict_on_a_folder_of_device_exports_uses_each_files_geometry(phantom,
     assert len(list((tmp_path / "out" / "masks" / "eye000").glob("b*.png"))) == SHAPE[0]
     assert (tmp_path / "out" / "enface" / "eye000.png").is_file()
     assert (tmp_path / "out" / "overlays" / "eye001.png").is_file()
+    for flag, options in (("--eye", dict(eye="OS")), ("--pixel-spacing", dict(pixel_spacing=(0.01, 0.01)))):
+        with pytest.raises(ValueError) as err:  # each file states its own: the flag would be ignored unsaid
+            predict.predict_folder("unused.pt", exams, tmp_path / "out2", measure=predict.MeasurementOptions(
+                class_names=CLASSES, **options))
+        assert str(err.value) == f"{flag}: OCT volume files are measured on their own geometry and eye; drop the flag"
+    assert not (tmp_path / "out2").exists()
 
 
 def test_without_eyepy_a_vol_file_says_how_to_install_the_extra(phantom, tmp_path, monkeypatch):

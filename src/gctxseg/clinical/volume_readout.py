@@ -30,10 +30,10 @@ from ..data.oct_volumes import (
 from .enface import LocalizerView
 from .etdrs import Fovea, fluid_thickness_px
 from .etdrs_rows import VolumeReport, etdrs_columns, etdrs_record, fluid_classes, locate_fovea
-from .measurements import Geometry, Measurement, count_classes
+from .measurements import Geometry, Measurement, MeasurementOptions, count_classes
 
 __all__ = ["LISTED_VOLUME_SUFFIXES", "VolumeFile", "VolumeResult", "split_volume_files", "plan_volume_files",
-           "describe_volume", "volume_readout", "volume_columns_eye",
+           "geometry_flags_given", "refuse_geometry_flags", "describe_volume", "volume_readout", "volume_columns_eye",
            "localizer_view"]
 
 # what predict lists beside pictures (multi-frame .dcm are found too; an XML export's own pictures are not listed)
@@ -66,6 +66,22 @@ def split_volume_files(files: Sequence[Path]) -> tuple[list[Path], list[Path]]:
     volumes = [p for p in files if is_volume_file(p)]
     members = {m for p in volumes if p.suffix.lower() == ".xml" for m in heyex_xml_images(p)}
     return [p for p in files if p not in volumes and p not in members], volumes
+
+
+_GEOMETRY_FLAGS = {"pixel_spacing": "--pixel-spacing", "slice_spacing": "--slice-spacing",
+                   "group_regex": "--group-regex", "eye": "--eye", "fovea": "--fovea"}
+
+
+def geometry_flags_given(measure: MeasurementOptions) -> list[str]:
+    """The flags of ``measure`` that say a geometry or an eye (a volume file states its own)."""
+    return [flag for key, flag in _GEOMETRY_FLAGS.items() if getattr(measure, key)]
+
+
+def refuse_geometry_flags(given: Sequence[str]) -> None:
+    """Raise ValueError naming the first of ``given``: volume files are measured on their own geometry and eye,
+    so the flag would be ignored without a word."""
+    if given:
+        raise ValueError(f"{given[0]}: OCT volume files are measured on their own geometry and eye; drop the flag")
 
 
 def describe_volume(volume: OctVolume, layout: RasterLayout) -> str:

@@ -22,7 +22,7 @@ import numpy as np
 
 from .ct import AUTO, CTWindow, derive_window, window_ct
 from .errors import DatasetError, DataWarning
-from .io import is_picture_dicom, is_scan, read_image, read_picture_dicom
+from .io import is_picture_dicom, is_scan, read_image, read_info, read_picture_dicom
 
 __all__ = ["INTENSITY_MODES", "IntensityMapping", "choose_intensity"]
 
@@ -58,6 +58,7 @@ class IntensityMapping:
     def check(self, path: str | Path) -> None:
         """Raise :class:`DatasetError` when ``path`` is not the kind of file this mapping was made for."""
         if self.mode == "as_read" and is_scan(path) and not is_picture_dicom(path):
+            read_info(path)  # an unreadable file is named as such, not as a scan this model cannot take
             raise DatasetError(f"{path}: DICOM/NIfTI file but this model (training set) takes pictures; "
                                f"use weights trained on scans")
         if self.mode != "as_read" and not is_scan(path):

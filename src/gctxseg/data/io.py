@@ -212,7 +212,8 @@ def _read_dicom(path: Path, pixels: bool):
         # large values (the pixel data) stay on disk until used: cheap header reads
         ds = pydicom.dcmread(path, defer_size=None if pixels else 1024)
     except (InvalidDicomError, OSError, EOFError, ValueError, AttributeError) as err:
-        raise DatasetError(f"{path}: not a readable DICOM file ({err}); re-export or remove it") from None
+        line = str(err).replace(" Use force=True to force reading.", "")  # pydicom's advice, not the user's fix
+        raise DatasetError(f"{path}: not a readable DICOM file ({line}); re-export or remove it") from None
     if not any(tag in ds for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         raise DatasetError(f"{path}: DICOM without pixel data (a report or other non-image object); remove it")
     frames = int(getattr(ds, "NumberOfFrames", 1) or 1)

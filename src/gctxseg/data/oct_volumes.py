@@ -293,7 +293,7 @@ def _read_dicom_opt(path: Path) -> OctVolume:
     except DatasetError:
         raise
     except (InvalidDicomError, OSError, EOFError, ValueError, AttributeError, KeyError, TypeError) as err:
-        line = str(err).replace("\n", " ")[:160]
+        line = str(err).replace(" Use force=True to force reading.", "").replace("\n", " ")[:160]
         raise DatasetError(f"{path}: not a readable DICOM volume ({type(err).__name__}: {line}); "
                            "re-export it") from None
     bscans = pixels.reshape(frames, *pixels.shape[-2:])

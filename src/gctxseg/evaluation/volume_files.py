@@ -26,7 +26,13 @@ import torch
 from ..clinical.agreement import etdrs_agreement, write_agreement
 from ..clinical.etdrs_rows import write_volume_reports
 from ..clinical.measurements import MeasurementOptions, class_names_for
-from ..clinical.volume_readout import describe_volume, split_volume_files, volume_readout
+from ..clinical.volume_readout import (
+    describe_volume,
+    geometry_flags_given,
+    refuse_geometry_flags,
+    split_volume_files,
+    volume_readout,
+)
 from ..core.outputs import check_output_folder, staged_output
 from ..data.errors import DatasetError, raise_collected
 from ..data.oct_volumes import bscan_input, raster_layout, read_oct_volume, volume_truth
@@ -45,8 +51,6 @@ __all__ = ["HEYEX_LAYERS_NOT_USED", "volume_files_in", "evaluate_volume_folder"]
 
 HEYEX_LAYERS_NOT_USED = ("HEYEX layer lines (ILM, RPE ... boundaries per A-scan) are not used as truth: they outline "
                          "retinal layers, not fluid or hole regions")
-_FLAGS = {"pixel_spacing": "--pixel-spacing", "slice_spacing": "--slice-spacing", "group_regex": "--group-regex",
-          "eye": "--eye", "fovea": "--fovea"}
 
 
 def volume_files_in(data: str | Path) -> list[Path]:
@@ -57,10 +61,24 @@ def volume_files_in(data: str | Path) -> list[Path]:
     return split_volume_files(sorted(p for p in data.iterdir() if p.is_file()))[1]
 
 
+def _unreadable_dicom(data: Path) -> list[str]:
+    """A line per ``.dcm`` of the folder that pydicom cannot read: not a volume file, it would be left out of the
+    scores without a word."""
+    import pydicom
+
+    problems = []
+    for path in sorted(p for p in data.iterdir() if p.is_file() and p.suffix.lower() == ".dcm"):
+        try:
+            pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception as err:  # pydicom raises many types for a damaged or foreign file
+            line = str(err).replace(" Use force=True to force reading.", "").replace("\n", " ")[:160]
+            problems.append(f"{path}: not a readable DICOM file ({type(err).__name__}: {line}); re-export it, or "
+                            "move it out of the folder")
+    return problems
+
+
 def _check_options(measure: MeasurementOptions, spacing) -> None:
-    given = [flag for key, flag in _FLAGS.items() if getattr(measure, key)] + (["--spacing"] if spacing else [])
-    if given:
-        raise ValueError(f"{given[0]}: OCT volume files are measured on their own geometry and eye; drop the flag")
+    refuse_geometry_flags(geometry_flags_given(measure) + (["--spacing"] if spacing else []))
 
 
 def evaluate_volume_folder(weights, data: str | Path, out: str | Path | None, *, masks: str | Path | None = None,
@@ -141,7 +159,7 @@ def _check_truth(files: Sequence[Path], masks: Path, value_map, mask_f: str,
                  class_names: Sequence[str]) -> dict[Path, tuple[str, str | None, tuple[float, float] | None]]:
     """Read every volume and its truth before predicting anything; say each one's geometry and truth (all
     problems, one error). Returns path -> (where its truth came from, its eye, its (axial, A-scan) mm)."""
-    problems, sources, heyex = [], {}, False
+    problems, sources, heyex = _unreadable_dicom(files[0].parent) if files else [], {}, False
     for path in files:
         try:
             volume = read_oct_volume(path)

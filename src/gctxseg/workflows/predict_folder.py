@@ -26,7 +26,14 @@ from ..clinical.measurements import (
     plan_measurements,
     write_measurements_csv,
 )
-from ..clinical.volume_readout import LISTED_VOLUME_SUFFIXES, plan_volume_files, split_volume_files, volume_columns_eye
+from ..clinical.volume_readout import (
+    LISTED_VOLUME_SUFFIXES,
+    geometry_flags_given,
+    plan_volume_files,
+    refuse_geometry_flags,
+    split_volume_files,
+    volume_columns_eye,
+)
 from ..core.outputs import check_output_folder as check_outputs
 from ..core.outputs import is_disk_error, staged_output
 from ..data import DatasetError, read_mask
@@ -127,6 +134,7 @@ def predict_folder(
     names = output_names(files)
     files, volume_files = split_volume_files(files)  # each volume file is measured on its own geometry
     measure = measure or MeasurementOptions()
+    _check_flags_for_volume_files(measure, files, volume_files)
     plan = plan_measurements(files, measure, source)  # bad spacing or grouping stops here, before any prediction
     volumes, unread = plan_volume_files(volume_files, names)
     dicom_codes = _dicom_codes(class_codes, volumes)  # a bad --class-codes stops here, before the weights are read
@@ -143,6 +151,18 @@ def predict_folder(
     summary.written = [out / path.relative_to(staging) for path in summary.written]
     return summary
 
+
+
+def _check_flags_for_volume_files(measure: MeasurementOptions, pictures: list[Path], volume_files: list[Path]) -> None:
+    """A geometry or eye flag is refused where only volume files would see it (each states its own), and said to
+    apply to the pictures alone where both are in the folder."""
+    given = geometry_flags_given(measure)
+    if not volume_files or not given:
+        return
+    if not pictures:
+        refuse_geometry_flags(given)
+    print(f"note: {', '.join(given)} apply to the {len(pictures)} picture(s); the {len(volume_files)} OCT volume "
+          "file(s) are measured on their own geometry and eye", file=sys.stderr)
 
 
 def _predict_into(staging: Path, predictor: Predictor | EnsemblePredictor, files: list[Path],
