@@ -51,3 +51,16 @@ def test_predict_keeps_a_png_and_a_jpg_apart_and_lists_every_failure(tiny_run, t
     assert Image.open(tmp_path / "out" / "masks" / "a.png.png").size == (40, 40)
     assert len(summary.failed) == 2 and all("\n" not in line for line in summary.failed)
     assert "bomb.png: DecompressionBombError" in summary.failed[0] and "broken.png" in summary.failed[1]
+
+
+def test_an_image_far_darker_than_the_training_images_is_said_not_silently_predicted_empty(tiny_run, phantom_dir,
+                                                                                         tmp_path, capsys):
+    source = tmp_path / "img"
+    source.mkdir()
+    scan = np.asarray(Image.open(sorted((phantom_dir / "val" / "images").glob("*.jpg"))[0]).convert("L"))
+    Image.fromarray(scan).save(source / "as_trained.png")
+    Image.fromarray(scan.astype(np.uint16) * 16).save(source / "twelve_bit.png")  # 12-bit values in a 16-bit file
+    predict_folder(tiny_run / "best.pt", source, tmp_path / "out", device="cpu", amp="off")
+    notes = [line for line in capsys.readouterr().err.splitlines() if "training images' intensities" in line]
+    assert len(notes) == 1 and notes[0].startswith("note: 1 of 2 image(s) lie far outside")
+    assert f"first {source / 'twelve_bit.png'}: far darker than the training images" in notes[0]

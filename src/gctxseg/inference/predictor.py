@@ -113,6 +113,7 @@ class Predictor:
         self.std = ckpt["normalization"]["std"]
         # values as read -> [0, 1] exactly as in training (CT windows, scan percentile range; pictures as read)
         self.intensity = IntensityMapping.from_dict(ckpt.get("intensity"))
+        self.training_range = picture_range(ckpt, self.intensity)
         self.infer_mode, self.overlap, self.sw_batch_size = infer_mode, overlap, sw_batch_size
         self.postprocess = None  # a gctxseg.inference.postprocess.PostProcessing chosen on cross-validation, if any
         # flip dims of a N x C x H x W batch averaged by test-time augmentation ([] = identity only)
@@ -299,6 +300,7 @@ class EnsemblePredictor:
                                      "checkpoints trained on the same classes and inputs")
         self.members, self.sources, self.postprocess = list(members), [str(s) for s in sources], postprocess
         self.value_map, self.channels, self.intensity = first.value_map, first.channels, first.intensity
+        self.training_range = first.training_range
         self.device, self.base_size, self.infer_mode = first.device, first.base_size, first.infer_mode
 
     @property
@@ -399,6 +401,33 @@ def _check_fold_counts(folds: dict[str, list[Path]], expected: object, where: st
     wrong = next((m for m, f in folds.items() if len(f) != expected), None)
     if wrong is not None:
         raise ValueError(f"{where}, but {wrong} has {len(folds[wrong])} folds; {fix}")
+
+
+def picture_range(ckpt: Mapping, intensity: IntensityMapping) -> tuple[float, float] | None:
+    """The training pictures' 0.5th and 99.5th percentiles as read (mean over channels), or None where the
+    checkpoint does not hold them or the model reads scans (their mapping clips to the training range already)."""
+    fingerprint = ckpt.get("fingerprint") or {}
+    low, high = fingerprint.get("percentile_00_5"), fingerprint.get("percentile_99_5")
+    if intensity.mode != "as_read" or not low or not high:
+        return None
+    low, high = float(np.mean(low)), float(np.mean(high))
+    return (low, high) if high > low else None
+
+
+def intensity_outlier(image: np.ndarray, training_range: tuple[float, float] | None) -> str:
+    """Why ``image`` (``H x W x C`` as read) lies far outside the training pictures' intensities, or "": its
+    brightest part below the training range's lowest quarter (a 12-bit scan in a 16-bit file, a dark export), or
+    its darkest above the highest quarter. A model shown such an image tends to predict nothing, which reads as
+    "no fluid"."""
+    if training_range is None or image.size == 0:
+        return ""
+    low, high = training_range
+    bright, dark = (float(v) for v in np.percentile(image.mean(axis=-1), (99.5, 0.5)))
+    if bright < low + 0.25 * (high - low):
+        return f"far darker than the training images (brightest {bright:.3g}, training {low:.3g}..{high:.3g})"
+    if dark > low + 0.75 * (high - low):
+        return f"far brighter than the training images (darkest {dark:.3g}, training {low:.3g}..{high:.3g})"
+    return ""
 
 
 def _largest_training_image(weights: Path) -> int | None:

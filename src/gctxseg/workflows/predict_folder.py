@@ -38,7 +38,7 @@ from ..core.outputs import check_output_folder as check_outputs
 from ..core.outputs import is_disk_error, staged_output
 from ..data import DatasetError, read_mask
 from ..data.io import NIFTI_SUFFIXES, READABLE_SUFFIXES, file_stem, read_volume, write_volume_mask
-from ..inference.predictor import EnsemblePredictor, Predictor, load_predictor
+from ..inference.predictor import EnsemblePredictor, Predictor, intensity_outlier, load_predictor
 from ..reporting.gallery import write_gallery
 from ..visualize.colors import overlay
 from .predict_volumes import predict_volume_files, say_geometry
@@ -172,11 +172,11 @@ def _predict_into(staging: Path, predictor: Predictor | EnsemblePredictor, files
     --out later); ``failed`` are the lines of files that failed before prediction."""
     (staging / "masks").mkdir()
     (staging / "overlays").mkdir()
-    summary, masks = PredictionSummary(failed=list(failed)), {}
+    summary, masks, outliers = PredictionSummary(failed=list(failed)), {}, []
     for path in files:
         name = names[path]
         try:
-            masks[path] = _predict_file(predictor, path, staging, name)
+            masks[path] = _predict_file(predictor, path, staging, name, outliers)
             summary.written.append(masks[path])
         except KeyboardInterrupt:
             raise
@@ -186,6 +186,10 @@ def _predict_into(staging: Path, predictor: Predictor | EnsemblePredictor, files
             if is_disk_error(err):  # ... but a full disk fails every file: stop, the previous output stays
                 raise
             summary.failed.append(f"{path}: {type(err).__name__}: {err}".splitlines()[0])
+    if outliers:
+        print(f"note: {len(outliers)} of {len(files)} image(s) lie far outside the training images' intensities, "
+              f"first {outliers[0]}; their predictions may miss what is there: check the export (bit depth, "
+              "windowing)", file=sys.stderr)
     columns_eye = volume_columns_eye(volumes, measure.eye, any(r.kind in ("group", "series") for r in plan))
     done, lost = predict_volume_files(predictor, volumes, staging, class_names, columns_eye, overlay, dicom_codes)
     summary.failed += lost
@@ -288,11 +292,15 @@ def _undecodable_name(path: Path) -> str:
 
 
 
-def _predict_file(predictor: Predictor, path: Path, out: Path, name: str) -> Path:
-    """Segment one file into ``out/masks`` and ``out/overlays`` under ``name``; returns the mask's path."""
+def _predict_file(predictor: Predictor, path: Path, out: Path, name: str, outliers: list[str]) -> Path:
+    """Segment one file into ``out/masks`` and ``out/overlays`` under ``name``; returns the mask's path. A picture
+    far outside the training intensities adds a line to ``outliers`` (the first is said, the rest counted)."""
     if path.name.lower().endswith(NIFTI_SUFFIXES):
         return _predict_volume(predictor, path, out, name)
     image = predictor.read(path)
+    outlier = intensity_outlier(image, predictor.training_range)
+    if outlier:
+        outliers.append(f"{path}: {outlier}")
     pred = predictor.predict_image(image, path)
     mask_path = out / "masks" / f"{name}.png"
     Image.fromarray(predictor.value_map.decode(pred)).save(mask_path)
