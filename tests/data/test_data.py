@@ -191,3 +191,18 @@ def test_disk_cache_never_serves_an_edited_file_or_a_broken_entry(make_split, tm
     decoded.clear()
     image, _, _ = SegmentationDataset(pairs, fp.value_map, (24, 24), 1, cache_dir=cache)[0]
     assert decoded == ["case_0"] and image.shape == (1, 24, 24)
+
+
+def test_validation_images_byte_identical_to_training_images_are_found(phantom_dir, tmp_path):
+    import shutil
+
+    from gctxseg.data.folder import shared_images
+
+    train = find_pairs(phantom_dir / "train" / "images")
+    copy = tmp_path / "val"
+    shutil.copytree(phantom_dir / "val", copy)
+    shutil.copy(train[3].image, copy / "images" / "copied.jpg")  # one training scan in the validation set
+    shutil.copy(train[3].mask, copy / "masks" / "copied.png")
+    shared = shared_images(train, find_pairs(copy / "images"))
+    assert shared == [(copy / "images" / "copied.jpg", train[3].image)]
+    assert shared_images(train, find_pairs(phantom_dir / "val" / "images")) == []

@@ -16,7 +16,7 @@ import numpy as np
 from .errors import DatasetError, raise_collected
 from .io import NIFTI_SUFFIXES, file_stem, read_info, read_mask
 
-__all__ = ["ImagePair", "as_suffix", "expand_slices", "find_images", "find_pairs", "masks_dir_for"]
+__all__ = ["ImagePair", "as_suffix", "expand_slices", "find_images", "find_pairs", "masks_dir_for", "shared_images"]
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,29 @@ def find_pairs(images_dir: str | Path, img_suffix: str = ".jpg", mask_suffix: st
             problems.append(f"{mask}: no mask for {image}; add one with the same stem (suffix {mask_suffix})")
     raise_collected(problems)
     return pairs
+
+
+def shared_images(train: Sequence[ImagePair], val: Sequence[ImagePair]) -> list[tuple[Path, Path]]:
+    """(validation image, training image) pairs of byte-identical files (a copied folder, a scan in both sets):
+    validation on them measures what was memorised. Files are hashed only where their sizes match."""
+    import hashlib
+
+    def digest(path: Path) -> str:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    by_size: dict[int, list[Path]] = {}
+    for path in dict.fromkeys(p.image for p in train):
+        by_size.setdefault(path.stat().st_size, []).append(path)
+    hashed: dict[Path, str] = {}
+    shared = []
+    for path in dict.fromkeys(p.image for p in val):
+        same_size = by_size.get(path.stat().st_size, [])
+        if same_size:
+            mine = digest(path)
+            twin = next((t for t in same_size if hashed.setdefault(t, digest(t)) == mine), None)
+            if twin is not None:
+                shared.append((path, twin))
+    return shared
 
 
 def _fmt(shape: Sequence[int]) -> str:

@@ -30,6 +30,7 @@ from ..core.files import atomic_write_json, next_run_dir
 from ..core.precision import autocast_context, autocast_dtype
 from ..core.runtime import compile_model, cpu_threads, keep_freed_memory, resolve_device, seed_everything
 from ..data import DatasetFingerprint, ImagePair, SegmentationDataset, expand_slices, find_pairs, fingerprint_dataset
+from ..data.folder import shared_images
 from ..data.sampling import ForegroundTopUpSampler, class_presence
 from ..data.splits import ONE_GROUP_PER_IMAGE, check_fold_classes, fold_files
 from ..data.transforms import eval_transforms, train_transforms
@@ -296,6 +297,11 @@ class _Trainer:
 def _fingerprinted(cfg: TrainConfig, ckpt: dict | None, verbose: bool) -> tuple:
     """(training pairs, validation pairs, where the folds came from, the training pairs' fingerprint)."""
     train_files, val_files, split_source = _split_files(cfg, verbose)
+    shared = shared_images(train_files, val_files) if verbose and ckpt is None else []
+    if shared:
+        print(f"note: {len(shared)} of {len(val_files)} validation image(s) are byte-identical to training images "
+              f"(first {shared[0][0]} = {shared[0][1]}); their validation Dice measures what was memorised",
+              file=sys.stderr)
     train_pairs = expand_slices(train_files, cfg.empty_slice_fraction, cfg.seed)
     val_pairs = expand_slices(val_files)
     if ckpt is not None:
