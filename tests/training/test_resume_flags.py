@@ -34,3 +34,31 @@ def test_resume_names_the_ignored_flags_and_an_explicit_epochs_wins(phantom_dir,
     saved = {"config": asdict(tiny_config(phantom_dir, tmp_path, epochs=400))}
     assert resume_config(TrainConfig(resume="x.pt", epochs=300), saved, {"epochs", "resume"}).epochs == 300
     assert resume_config(TrainConfig(resume="x.pt"), saved, {"resume"}).epochs == 400
+
+
+def test_resume_refuses_data_other_than_the_run_trained_on_and_best_pt_is_written_before_last_pt(
+        phantom_dir, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    from gctxseg.training import segmentation
+
+    data = tmp_path / "data"
+    shutil.copytree(phantom_dir, data)
+    saved = []
+    real_save = segmentation.save_checkpoint
+    monkeypatch.setattr(segmentation, "save_checkpoint", lambda ckpt, path: (saved.append(path.name),
+                                                                            real_save(ckpt, path)))
+    args = ["train", *TINY_TRAIN_FLAGS, "--epochs", "1", "--results", str(tmp_path / "runs"),
+            "--data-train", str(data / "train" / "images"), "--data-val", str(data / "val" / "images")]
+    assert main(args) == 0
+    # a stop between the two writes must not leave last.pt ahead of a stale best.pt
+    assert saved[:3] == ["last.pt", "best.pt", "last.pt"]  # the start, then epoch 0: best before last
+    last = tmp_path / "runs" / "exp" / "last.pt"
+    removed = sorted((data / "train" / "images").glob("*.jpg"))[0]
+    removed.unlink()
+    (data / "train" / "masks" / (removed.stem + ".png")).unlink()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(last), "--epochs", "2"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: {data / 'train' / 'images'}: not the train files {last} was trained on (14 images then, "
+                   "13 now, or files rewritten); resume on the same data, or start a new run")

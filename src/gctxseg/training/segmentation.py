@@ -12,6 +12,7 @@ continues exactly as an uninterrupted one would.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import sys
 import time
@@ -29,7 +30,15 @@ from ..core.console import progress
 from ..core.files import atomic_write_json, next_run_dir
 from ..core.precision import autocast_context, autocast_dtype
 from ..core.runtime import compile_model, cpu_threads, keep_freed_memory, resolve_device, seed_everything
-from ..data import DatasetFingerprint, ImagePair, SegmentationDataset, expand_slices, find_pairs, fingerprint_dataset
+from ..data import (
+    DatasetError,
+    DatasetFingerprint,
+    ImagePair,
+    SegmentationDataset,
+    expand_slices,
+    find_pairs,
+    fingerprint_dataset,
+)
 from ..data.folder import shared_images
 from ..data.sampling import ForegroundTopUpSampler, class_presence
 from ..data.splits import ONE_GROUP_PER_IMAGE, check_fold_classes, fold_files
@@ -266,6 +275,7 @@ class _TrainingData:
     plan: TrainingPlan
     presence: np.ndarray | None = None  # N x K: classes in each training sample (foreground top-up sampling)
     split_source: str | None = None  # where the folds came from (cross-validation)
+    files: dict | None = None  # :func:`_data_files` of the training and validation pairs (checked on resume)
 
     @property
     def num_classes(self) -> int:
@@ -292,6 +302,30 @@ class _Trainer:
     schedule: StepSchedule | None = None  # the optimiser steps and their lr (training/schedule.py)
     start: dict | None = None  # what --init-weights set (training/start.py), kept in plan.json and the log
 
+
+
+def _data_files(train: Sequence[ImagePair], val: Sequence[ImagePair]) -> dict:
+    """The number of training and validation images and a digest of their names and sizes (images and masks):
+    what a resumed run must find again."""
+    def digest(pairs: Sequence[ImagePair]) -> list:
+        files = sorted({f for p in pairs for f in (p.image, p.mask)})
+        text = "\n".join(f"{f.name}\t{f.stat().st_size}" for f in files)
+        return [len({p.image for p in pairs}), hashlib.sha256(text.encode()).hexdigest()[:16]]
+
+    return {"train": digest(train), "val": digest(val)}
+
+
+def _check_same_files(ckpt: dict, files: dict, cfg: TrainConfig) -> None:
+    """Refuse to resume on other data than the checkpoint's run trained on (removed, added or rewritten files):
+    the run would go on as one run but train on another set, its schedule shrinking without a word."""
+    saved = ckpt.get("data_files")
+    if not saved:
+        return  # a checkpoint from before the record: nothing to compare with
+    for split, folder in (("train", cfg.data_train), ("val", cfg.data_val or cfg.data_train)):
+        if list(saved[split]) != list(files[split]):
+            raise DatasetError(f"{folder}: not the {split} files {cfg.resume} was trained on ({saved[split][0]} images "
+                               f"then, {files[split][0]} now, or files rewritten); resume on the same data, or "
+                               "start a new run")
 
 
 def _fingerprinted(cfg: TrainConfig, ckpt: dict | None, verbose: bool) -> tuple:
@@ -330,6 +364,9 @@ def _prepare_data(
     Returns the data and the configuration with every planned setting filled in.
     """
     train_pairs, val_pairs, split_source, fingerprint = _fingerprinted(cfg, ckpt, ddp.is_main)
+    files = _data_files(train_pairs, val_pairs)
+    if ckpt is not None:
+        _check_same_files(ckpt, files, cfg)
     intensity = fingerprint.intensity_mapping  # values as read -> [0, 1]: the same at prediction
     value_map, channels = fingerprint.value_map, fingerprint.channels
     fingerprint_dataset(val_pairs, known_values=value_map.values, known_channels=channels, intensity=intensity)
@@ -345,7 +382,8 @@ def _prepare_data(
     val_set = dataset(val_pairs, eval_transforms(fingerprint.mean, fingerprint.std))
     cfg, presence = _plan_foreground(cfg, plan, base_train, value_map.num_classes)
     train_set = SeededAugmentDataset(base_train, cfg.seed)
-    return _TrainingData(train_pairs, fingerprint, base_train, train_set, val_set, plan, presence, split_source), cfg
+    return _TrainingData(train_pairs, fingerprint, base_train, train_set, val_set, plan, presence, split_source,
+                         files), cfg
 
 
 def _make_run_folder(
@@ -544,6 +582,7 @@ class _SegmentationEpochs:
     def save(self, name: str, epoch: int) -> None:
         state, trainer = self.state, self.trainer
         ckpt = _checkpoint(trainer, epoch, state.best_dice, self.cfg, self.data.fingerprint, state.log)
+        ckpt["data_files"] = self.data.files
         if name == "best.pt":  # weights to predict with: the optimiser's moments (twice the weights) are last.pt's
             ckpt.update(optimizer=None, scaler=None)
         save_checkpoint(ckpt, self.run_dir / name)
@@ -634,11 +673,11 @@ class _SegmentationEpochs:
                               end.pass_s)
         if not self.ddp.is_main:
             return
+        if improved:  # before last.pt: a stop between the two then redoes this epoch rather than keep a stale best
+            self.save("best.pt", end.epoch)
         if end.write:  # a clocked run writes an unvalidated epoch's within a share of its seconds (driver.py)
             atomic_write_json(self.run_dir / "log.json", self.state.log)
             self.save("last.pt", end.epoch)
-        if improved:
-            self.save("best.pt", end.epoch)
         self.best_is_current = improved
         if end.draw:
             drawn = time.perf_counter()
