@@ -51,6 +51,19 @@ def test_onnx_logits_match_pytorch_at_any_batch(phantom_dir, tmp_path, model, op
     assert meta["normalization"] == ckpt["normalization"] and meta["model_name"] == model
 
 
+def test_gctx_unet_exports_at_a_size_whose_global_queries_need_adaptive_pooling(phantom_dir, tmp_path):
+    options = {"img_size": 48, "embed_dim": 8, "num_heads": [1, 1, 1, 1], "window_sizes": [4, 2, 1, 1]}
+    config = tiny_config(phantom_dir, tmp_path / "runs", epochs=1, model="gctx_unet", model_options=options,
+                         base_size=(48, 80))  # stage maps 12x20, 6x10 ...: pooled to the window, not by 2s
+    weights = train(config) / "last.pt"
+    result = export_onnx(weights, tmp_path / "model.onnx")  # refused at every size but 224 before
+    assert result.max_abs_diff < 1e-4
+    x = torch.randn(3, 1, 48, 80)
+    with torch.no_grad():
+        expected = Predictor(weights, "cpu", "off").model(x)
+    assert float((OnnxModel(result.path)(x) - expected).abs().max()) < 1e-4
+
+
 def test_predict_with_onnx_writes_the_masks_of_the_checkpoint(run, phantom_dir, tmp_path, capsys):
     onnx_path = tmp_path / "model.onnx"
     assert main(["export", "--weights", str(run / "best.pt"), "--out", str(onnx_path)]) == 0

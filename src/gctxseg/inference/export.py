@@ -134,10 +134,11 @@ def export_onnx(
     buffer = io.BytesIO()
     try:
         export_module(model, example, buffer, opset)
-    except torch.onnx.OnnxExporterError as err:  # an operator this opset lacks: the flag's fault, not a bug
+    except torch.onnx.OnnxExporterError as err:  # an operator this opset lacks
         first = (str(err).splitlines() or [""])[0][:200]
-        raise ValueError(f"--opset {opset}: torch cannot export {ckpt['model_name']} at it ({first}); "
-                         f"leave it out for {DEFAULT_OPSET}") from None
+        fix = f"; leave --opset out for {DEFAULT_OPSET}" if opset != DEFAULT_OPSET else ""
+        raise ValueError(f"{weights}: torch cannot export {ckpt['model_name']} at ONNX opset {opset} "
+                         f"({first}){fix}") from None
     proto = onnx.load_from_string(buffer.getvalue())
     metadata = {
         "model_name": ckpt["model_name"],

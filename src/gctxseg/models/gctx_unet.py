@@ -258,7 +258,7 @@ class EncoderStage(nn.Module):
                     continue
             x = layer(x)
         if tuple(x.shape[-2:]) != tuple(window):
-            x = F.adaptive_avg_pool2d(x, window)
+            x = adaptive_avg_pool(x, window)
         return self.global_norm(x.permute(0, 2, 3, 1))  # (N, wh, ww, C)
 
     def forward_blocks(self, x: torch.Tensor) -> torch.Tensor:
@@ -274,6 +274,29 @@ class EncoderStage(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_blocks(self.downsample(x))
+
+
+def _pooling_matrix(size_in: int, size_out: int, like: torch.Tensor) -> torch.Tensor:
+    """``size_out x size_in`` weights of adaptive average pooling along one axis: row ``i`` averages the inputs
+    ``floor(i * in / out)`` to ``ceil((i + 1) * in / out)``, PyTorch's bins."""
+    rows = []
+    for i in range(size_out):
+        start, end = (i * size_in) // size_out, -((-(i + 1) * size_in) // size_out)
+        row = torch.zeros(size_in, dtype=like.dtype, device=like.device)
+        row[start:end] = 1.0 / (end - start)
+        rows.append(row)
+    return torch.stack(rows)
+
+
+def adaptive_avg_pool(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``F.adaptive_avg_pool2d`` of ``x`` (N, C, H, W); while exporting to ONNX, the same bins as two matrix
+    products: ONNX has no adaptive pooling whose input is not a multiple of its output, which refused every input
+    size but 224 for gctx_unet."""
+    if not torch.onnx.is_in_onnx_export():
+        return F.adaptive_avg_pool2d(x, size)
+    rows = _pooling_matrix(x.shape[-2], size[0], x)
+    cols = _pooling_matrix(x.shape[-1], size[1], x)
+    return rows @ x @ cols.transpose(0, 1)
 
 
 class GlobalContextEncoder(nn.Module):
