@@ -23,3 +23,21 @@ def test_epoch_rows_are_sorted_typed_and_none_where_not_validated(tmp_path):
     assert rows[1][1].loss == 0.5 and rows[1][2] is None  # epoch 1 was not validated
     plot_curves(log, tmp_path / "curves.png")
     assert (tmp_path / "curves.png").stat().st_size > 1000 and not math.isnan(rows[1][1].scores.mean_iou)
+
+
+def test_a_broken_log_json_is_one_line_naming_it_for_report_and_compare(tmp_path, capsys):
+    import json
+
+    from gctxseg.cli import main
+
+    good = {"train parameters": {"epochs": 1}, "epoch:0": {"train log:": {"info": {**INFO, "lr": 1e-3}}}}
+    log = tmp_path / "run" / "log.json"
+    log.parent.mkdir()
+    for text, says in (("[1, 2]", "is [1, 2], not an object"), (json.dumps(good)[:40], "not JSON"),
+                       (json.dumps({**good, "epoch:0": "text"}), "not a gctxseg training log (AttributeError")):
+        log.write_text(text)
+        for command in (["report", str(log.parent)], ["compare", str(log.parent), str(log.parent)]):
+            assert main(command) != 0
+            err = capsys.readouterr().err.strip()
+            assert err.startswith(f"error: {log}: ") and says in err and "\n" not in err, (command, err)
+            assert "restore it from a copy, or train the run again" in err

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,7 +10,7 @@ import torch
 
 from ..core.outputs import check_output_file
 from ..inference.predictor import Predictor
-from ..runs.runlog import RunLog
+from ..runs.runlog import RunLog, read_log_json
 from ..visualize.plots import (
     is_gctxseg_plot,
     plot_compare_curves,
@@ -100,7 +99,7 @@ def compare_runs(
         weights = run_dir / "best.pt" if (run_dir / "best.pt").is_file() else run_dir / "last.pt"
         predictor = Predictor(weights, device, amp)
         label = run_dir.name if run_dir.name not in logs else str(run_dir)
-        logs[label] = json.loads((run_dir / "log.json").read_text())
+        logs[label] = read_log_json(run_dir)
         rows.append(_run_row(label, summary, logs[label], predictor, timing_seconds))
     if out is not None and logs:
         plot_compare_curves(logs, out)

@@ -12,14 +12,14 @@ a budgeted run's ``"time budget"`` (:class:`TimeBudget`, also under pre-training
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.records import JsonRecord, inline, key, optional
 
-__all__ = ["PooledScores", "EpochScores", "ModelSize", "TimeBudget", "RunLog", "epoch_rows", "read_run_log"]
+__all__ = ["PooledScores", "EpochScores", "ModelSize", "TimeBudget", "RunLog", "epoch_rows", "read_log_json",
+           "read_run_log"]
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,23 @@ def epoch_rows(log: dict) -> list[tuple[int, EpochScores, EpochScores | None]]:
     return sorted(rows, key=lambda r: r[0])
 
 
+def read_log_json(run_dir: str | Path) -> dict:
+    """``run_dir/log.json`` checked: JSON, an object, its epochs readable as scores.
+
+    Raises:
+        ValueError: one line naming the file (a truncated or hand-edited log).
+    """
+    from .runfiles import RunFile
+
+    file = RunFile(Path(run_dir) / "log.json", "restore it from a copy, or train the run again")
+    log = file.mapping(file.read())
+    try:
+        RunLog.from_json(log)
+    except (AttributeError, KeyError, TypeError, ValueError) as err:
+        raise file.refuse("", f"not a gctxseg training log ({type(err).__name__}: {err})") from None
+    return log
+
+
 def read_run_log(run_dir: str | Path) -> RunLog:
-    """``run_dir/log.json`` as a :class:`RunLog`."""
-    return RunLog.from_json(json.loads((Path(run_dir) / "log.json").read_text()))
+    """``run_dir/log.json`` as a :class:`RunLog` (checked: :func:`read_log_json`)."""
+    return RunLog.from_json(read_log_json(run_dir))
