@@ -140,7 +140,20 @@ def export_onnx(
         raise ValueError(f"{weights}: torch cannot export {ckpt['model_name']} at ONNX opset {opset} "
                          f"({first}){fix}") from None
     proto = onnx.load_from_string(buffer.getvalue())
-    metadata = {
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(_metadata(ckpt, size, channels))
+    onnx.checker.check_model(proto)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, proto.SerializeToString())  # a reader sees the old model or the new, never half
+    with torch.no_grad():
+        expected = model(example).numpy()
+    got = OnnxModel(out).run(example.numpy())
+    return ExportResult(out, float(np.abs(got - expected).max()))
+
+
+def _metadata(ckpt: dict, size: tuple[int, int], channels: int) -> dict:
+    """What ``predict`` needs of the checkpoint beside the graph: the classes, input size and normalisation."""
+    return {
         "model_name": ckpt["model_name"],
         "model_kwargs": ckpt["model_kwargs"],
         "value_map": ckpt["value_map"],
@@ -151,15 +164,6 @@ def export_onnx(
         "epoch": ckpt.get("epoch"),
         "gctxseg": ckpt.get("gctxseg"),
     }
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, json.dumps(metadata)
-    onnx.checker.check_model(proto)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out, proto.SerializeToString())  # a reader sees the old model or the new, never half
-    with torch.no_grad():
-        expected = model(example).numpy()
-    got = OnnxModel(out).run(example.numpy())
-    return ExportResult(out, float(np.abs(got - expected).max()))
 
 
 def export_module(

@@ -331,11 +331,13 @@ def _check_same_files(ckpt: dict, files: dict, cfg: TrainConfig) -> None:
 def _fingerprinted(cfg: TrainConfig, ckpt: dict | None, verbose: bool) -> tuple:
     """(training pairs, validation pairs, where the folds came from, the training pairs' fingerprint)."""
     train_files, val_files, split_source = _split_files(cfg, verbose)
-    shared = shared_images(train_files, val_files) if verbose and ckpt is None else []
+    # a validation folder of its own (folds of one folder share its duplicates in every fold: not repeated there)
+    shared = shared_images(train_files, val_files) if verbose and ckpt is None and not cfg.folds else []
     if shared:
-        print(f"note: {len(shared)} of {len(val_files)} validation image(s) are byte-identical to training images "
-              f"(first {shared[0][0]} = {shared[0][1]}); their validation Dice measures what was memorised",
-              file=sys.stderr)
+        same = all(v == t for v, t in shared) and len(shared) == len(val_files)
+        what = ("the validation images are the training images" if same else f"{len(shared)} of {len(val_files)} "
+                f"validation image(s) are byte-identical to training images (first {shared[0][0]} = {shared[0][1]})")
+        print(f"note: {what}; their validation Dice measures what was memorised", file=sys.stderr)
     train_pairs = expand_slices(train_files, cfg.empty_slice_fraction, cfg.seed)
     val_pairs = expand_slices(val_files)
     if ckpt is not None:
