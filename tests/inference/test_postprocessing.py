@@ -71,3 +71,22 @@ def test_each_rules_evidence_is_the_pooled_dice_of_applying_it_to_every_scan():
             true = sum(int((t == k).sum()) for t in targets)
             assert dice == 2 * tp / (predicted + true), (k, name)
         assert len(chosen.evidence[str(k)]) > 3  # none, largest and size thresholds were all tried
+
+
+def test_an_ensemble_is_said_and_a_cv_post_processing_is_not_applied_to_a_mix(tiny_run, tmp_path, monkeypatch, capsys):
+    from gctxseg.inference import predictor
+
+    rules = tmp_path / "cv" / "postprocessing.json"
+    rules.parent.mkdir()
+    PostProcessing({}).save(rules)
+    best = tiny_run / "best.pt"
+    chosen = (rules.parent, best)
+    monkeypatch.setattr(predictor, "ensemble_members", lambda weights: ([best, best] if len(weights) == 1 else
+                                                                        [best, best, best], rules))
+    one_cv = predictor.load_predictor([chosen[0]], "cpu", "off")  # one cv folder: its own rules apply
+    err = capsys.readouterr().err
+    assert one_cv.postprocess is not None and f"post-processing: {rules}" in err
+    assert "ensemble: the softmax of 2 checkpoints averaged, each weighing the same" in err
+    mixed = predictor.load_predictor(list(chosen), "cpu", "off")  # the cv's folds and another run
+    err = capsys.readouterr().err
+    assert mixed.postprocess is None and f"note: {rules} is not applied" in err and "post-processing: none" in err

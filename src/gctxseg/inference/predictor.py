@@ -8,6 +8,7 @@ gives a :class:`Predictor`; several, or a ``gctxseg cv`` folder (its folds' fina
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -442,10 +443,19 @@ def load_predictor(weights: str | Path | Sequence[str | Path], device: str = "au
                    **options) -> Predictor | EnsemblePredictor:
     """A Predictor for one checkpoint, an EnsemblePredictor for several (``options`` go to each Predictor)."""
     files, postprocessing = ensemble_members(weights)
+    items = [weights] if isinstance(weights, (str, Path)) else list(weights)
+    if postprocessing is not None and len(items) > 1:  # chosen for one cv's ensemble, not for a mix
+        print(f"note: {postprocessing} is not applied: it was chosen on that cross-validation's own ensemble, and "
+              f"these weights mix it with others; pass the cv folder alone to apply it", file=sys.stderr)
+        postprocessing = None
     members = [Predictor(f, device, amp, **options) for f in files]
     postprocess = PostProcessing.load(postprocessing, members[0].num_classes, _largest_training_image(files[0])) \
         if postprocessing else None
     if len(members) == 1:
         members[0].postprocess = postprocess
         return members[0]
-    return EnsemblePredictor(members, files, postprocess)
+    ensemble = EnsemblePredictor(members, files, postprocess)  # refuses members that do not fit together
+    shown = ", ".join(str(f) for f in files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+    print(f"ensemble: the softmax of {len(files)} checkpoints averaged, each weighing the same ({shown}); "
+          f"post-processing: {postprocessing or 'none'}", file=sys.stderr)
+    return ensemble
