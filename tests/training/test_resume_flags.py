@@ -62,3 +62,27 @@ def test_resume_refuses_data_other_than_the_run_trained_on_and_best_pt_is_writte
     err = capsys.readouterr().err.strip()
     assert err == (f"error: {data / 'train' / 'images'}: not the train files {last} was trained on (14 images then, "
                    "13 now, or files rewritten); resume on the same data, or start a new run")
+
+
+def test_exist_ok_replaces_the_previous_runs_files_and_refuses_a_folder_of_other_files(phantom_dir, tmp_path, capsys):
+    args = ["train", *TINY_TRAIN_FLAGS, "--epochs", "1", "--results", str(tmp_path / "runs"),
+            "--data-train", str(phantom_dir / "train" / "images"), "--data-val", str(phantom_dir / "val" / "images")]
+    assert main(args) == 0
+    run = tmp_path / "runs" / "exp"
+    stale = run / ".last.pt.k3j9x0qa.tmp"  # what a writer killed mid-save leaves
+    stale.write_bytes(b"half a checkpoint")
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run / "last.pt"), "--epochs", "2"]) == 0
+    assert not stale.exists()  # removed by the resume, not left beside the run
+    (run / "report.html").write_text("the previous run's report")
+    assert main([*args, "--exist-ok", "--seed", "3"]) == 0
+    err = capsys.readouterr().err
+    assert f"{run}: the previous run's files (" in err and "are replaced by this run (--exist-ok)" in err
+    assert json.loads((run / "log.json").read_text())["train parameters"]["seed"] == 3
+    assert "the previous run's report" not in (run / "report.html").read_text()
+    own = tmp_path / "runs" / "mine"
+    own.mkdir()
+    (own / "notes.txt").write_text("a user's notes")
+    assert main([*args, "--name", "mine", "--exist-ok"]) == 2
+    assert "mine: --exist-ok reuses a gctxseg run folder, but this one holds notes.txt" in capsys.readouterr().err
+    assert sorted(p.name for p in own.iterdir()) == ["notes.txt"]

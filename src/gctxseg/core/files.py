@@ -22,6 +22,7 @@ __all__ = [
     "csv_cell",
     "atomic_torch_save",
     "next_run_dir",
+    "remove_stale_temp_files",
 ]
 
 
@@ -128,3 +129,17 @@ def next_run_dir(results: str | Path, name: str = "exp", exist_ok: bool = False)
         candidate = results / f"{name}{k}"
         k += 1
     return candidate
+
+
+# the temp files of :func:`_atomic_file`: ".NAME." + mkstemp's 8 random characters + ".tmp"
+_TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
+
+
+def remove_stale_temp_files(folder: str | Path) -> list[Path]:
+    """Remove the temp files a killed writer left in ``folder`` (a run folder this process now writes alone: a
+    resume, a cv rerun under its lock); returns them. A checkpoint's is as large as the checkpoint."""
+    folder = Path(folder)
+    stale = [p for p in folder.iterdir() if p.is_file() and _TEMP_NAME.match(p.name)] if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale

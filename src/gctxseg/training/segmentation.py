@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
+import shutil
 import sys
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -27,7 +29,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from .. import __version__
 from ..core.console import progress
-from ..core.files import atomic_write_json, next_run_dir
+from ..core.files import atomic_write_json, next_run_dir, remove_stale_temp_files
 from ..core.precision import autocast_context, autocast_dtype
 from ..core.runtime import compile_model, cpu_threads, keep_freed_memory, resolve_device, seed_everything
 from ..data import (
@@ -393,13 +395,41 @@ def _make_run_folder(
 ) -> Path:
     """The run folder (a new one, or the resumed run's); rank 0 writes what describes the data, start and machine."""
     run_dir = Path(cfg.resume).parent if cfg.resume else next_run_dir(cfg.results, cfg.name, cfg.exist_ok)
+    if ddp.is_main and cfg.resume:
+        remove_stale_temp_files(run_dir)
     if ddp.is_main and not cfg.resume:
+        if cfg.exist_ok and not cfg.folds:  # a cv's fold folders are the cv's to keep (crossval.folds)
+            _clear_previous_run(run_dir)
         run_dir.mkdir(parents=True, exist_ok=cfg.exist_ok)
         data.fingerprint.save(run_dir / "dataset_fingerprint.json")
         atomic_write_json(run_dir / "plan.json", {**data.plan.to_dict(), "init weights": start})
         atomic_write_json(run_dir / "env.json", env_info(device))
         _save_preview(data.base_train, run_dir / "preview.png")
     return run_dir
+
+
+_TEMP_FILE = re.compile(r"^\..+\.tmp$")  # a killed writer's temp file: the run's own
+# what a run writes into its folder (train, then its report): what a new run in the folder replaces
+RUN_OUTPUTS = ("best.pt", "last.pt", "log.json", "plan.json", "dataset_fingerprint.json", "env.json", "preview.png",
+               "curves.png", "report.html", "eval", "samples")
+
+
+def _clear_previous_run(run_dir: Path) -> None:
+    """``--exist-ok`` over a run folder: the previous run's outputs removed before this run writes any, so that a
+    stop never leaves the new ``last.pt`` beside the old ``best.pt``, ``log.json`` and report (served as one run).
+    A folder that holds something else (not a gctxseg run's folder) is refused, untouched."""
+    if not run_dir.is_dir():
+        return
+    present = {p.name for p in run_dir.iterdir()}
+    foreign = sorted(n for n in present - set(RUN_OUTPUTS) if not _TEMP_FILE.match(n))
+    if foreign or not present & {"log.json", "last.pt", "best.pt"} and present:
+        raise ValueError(f"{run_dir}: --exist-ok reuses a gctxseg run folder, but this one holds "
+                         f"{', '.join(foreign[:3]) or ', '.join(sorted(present)[:3])}; pass another --name")
+    print(f"{run_dir}: the previous run's files ({', '.join(sorted(present))}) are replaced by this run (--exist-ok)",
+          file=sys.stderr)
+    for name in present:
+        path = run_dir / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def _build_trainer(
