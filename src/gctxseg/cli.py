@@ -788,7 +788,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except TrainingInterrupted as err:
-        print(f"stopped: {err}", file=sys.stderr)
+        if err.said_by:
+            print(f"stopped: {err}", file=sys.stderr)
         return 130
     except NonFiniteLossError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -57,3 +57,16 @@ def test_nan_after_a_finished_epoch_still_names_last_pt():
 
     assert nonfinite_advice(False, Path("runs/exp/last.pt"), "p.pt") == "; the last good checkpoint is runs/exp/last.pt"
     assert "runs/exp/last.pt holds only the initial weights" in nonfinite_advice(True, Path("runs/exp/last.pt"), None)
+
+
+def test_a_stop_is_said_once_and_a_cv_fold_is_told_to_rerun_cv(tmp_path, capsys):
+    from gctxseg.training import TrainingInterrupted, segmentation
+    from gctxseg.training.distributed import Distributed
+
+    for cv_fold, how in ((False, f"resume with: gctxseg train --resume {tmp_path / 'last.pt'}"),
+                         (True, "run the same gctxseg cv command again: it resumes this fold")):
+        with pytest.raises(TrainingInterrupted) as err:
+            segmentation._leave_stopped(15, Distributed(), tmp_path, cv_fold=cv_fold)
+        assert str(err.value) == f"training stopped by signal 15; {how}" and err.value.said_by
+    assert capsys.readouterr().err == ""  # said once, by the command line, not also here
+    assert not TrainingInterrupted("x", said_by=False).said_by  # a torchrun rank other than 0 leaves quietly

@@ -139,7 +139,12 @@ NO_START = "none"  # --init-weights none: from scratch, even where a start is pl
 
 
 class TrainingInterrupted(RuntimeError):
-    """Raised after SIGINT/SIGTERM once the run folder is consistent."""
+    """Raised after SIGINT/SIGTERM once the run folder is consistent; ``said_by``: whether this process is the one
+    to say so (rank 0 of a torchrun job: the others leave quietly)."""
+
+    def __init__(self, message: str, said_by: bool = True) -> None:
+        super().__init__(message)
+        self.said_by = said_by
 
 
 class NonFiniteLossError(RuntimeError):

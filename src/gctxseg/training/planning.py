@@ -186,9 +186,9 @@ class TrainingPlan:
             else:
                 shown = value if isinstance(value, str) else f"{value:g}"
             source = "given" if key in self.given else self.reasons.get(key, "")
-            rows.append(f"  {key:<17}{shown:<12}{source}")
+            rows.append(f"  {key:<17}{shown:<11} {source}")
         if "model_options" in self.reasons:
-            rows.append(f"  {'model_options':<17}{json.dumps(self.model_options):<12}{self.reasons['model_options']}")
+            rows.append(f"  {'model_options':<17}{json.dumps(self.model_options):<11} {self.reasons['model_options']}")
         return "plan:\n" + "\n".join(rows)
 
 

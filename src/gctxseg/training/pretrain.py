@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -438,11 +437,8 @@ def pretrain(cfg: PretrainConfig) -> Path:
                            is_main=ddp.is_main, fresh=first == 0)
     cfg = replace(cfg, epochs=run.schedule.epochs)
     if stopped is not None:
-        if ddp.is_main:
-            print(f"stopped by signal {stopped}; resume with: gctxseg pretrain --resume {out / 'last.pt'}",
-                  file=sys.stderr)
         raise TrainingInterrupted(f"pre-training stopped by signal {stopped}; resume with: gctxseg pretrain "
-                                  f"--resume {out / 'last.pt'}")
+                                  f"--resume {out / 'last.pt'}", said_by=ddp.is_main)
     weights = out / "pretrained.pt"
     if ddp.is_main:
         record = _record(cfg, log, run)

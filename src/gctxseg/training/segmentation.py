@@ -50,6 +50,7 @@ from ..metrics import ConfusionMatrix
 from ..models import create_model, resolve_model_name
 from ..models.complexity import count_macs, count_parameters
 from ..runs.checkpoint import load_checkpoint, save_checkpoint
+from ..runs.cvfolder import CV_RECORD
 from ..runs.runlog import EpochScores, TimeBudget
 from ..visualize.colors import colorize, overlay, save_rows, to_uint8_rgb
 from ..visualize.plots import plot_curves, warm_up_figures
@@ -883,7 +884,8 @@ def _train_planned(cfg: TrainConfig, ckpt: dict | None, fixed: set, started: flo
                               is_main=ddp.is_main, fresh=state.start_epoch == 0 and not cfg.resume,
                               val_every=cfg.val_every, clocked_between=not cfg.folds)
     if stopped_by is not None:
-        _leave_stopped(stopped_by, ddp, run_dir)
+        in_cv = bool(cfg.folds) and (run_dir.parent.parent / CV_RECORD).is_file()  # cv_dir/model/fold_k
+        _leave_stopped(stopped_by, ddp, run_dir, cv_fold=in_cv)
     _finish(cfg, ddp, device, amp_dtype, data, trainer, run_dir, state.best_dice, epochs.best_is_current)
     return run_dir
 
@@ -953,10 +955,11 @@ def _announce(cfg: TrainConfig, device: torch.device, data: _TrainingData, train
     )
 
 
-def _leave_stopped(signal: int, ddp: Distributed, run_dir: Path) -> None:
-    """Every rank agreed to stop on ``signal``: they leave together, rank 0 says how to resume."""
+def _leave_stopped(signal: int, ddp: Distributed, run_dir: Path, cv_fold: bool = False) -> None:
+    """Every rank agreed to stop on ``signal``: they leave together, and the message says how to go on (a fold of a
+    ``gctxseg cv``: its command again, which resumes the fold and goes on with the rest)."""
     if dist.is_initialized():
         dist.barrier()
-    if ddp.is_main:
-        print(f"stopped by signal {signal}; resume with: gctxseg train --resume {run_dir / 'last.pt'}", file=sys.stderr)
-    raise TrainingInterrupted(f"training stopped by signal {signal}; resume from {run_dir / 'last.pt'}")
+    how = ("run the same gctxseg cv command again: it resumes this fold" if cv_fold
+           else f"resume with: gctxseg train --resume {run_dir / 'last.pt'}")
+    raise TrainingInterrupted(f"training stopped by signal {signal}; {how}", said_by=ddp.is_main)
