@@ -235,3 +235,24 @@ def test_a_read_out_without_a_number_writes_the_seg_and_says_why_there_is_no_rep
                                          "eye001")
     assert [p.name for p in written] == ["eye001_seg.dcm"] and (tmp_path / "dicom" / "eye001_seg.dcm").is_file()
     assert len(notes) == 1 and notes[0].startswith(str(path)) and "no measurement report" in notes[0]
+
+
+def test_without_bscan_positions_the_sr_carries_no_quadrant_it_would_have_guessed(phantom, tmp_path, monkeypatch,
+                                                                                   capsys):
+    _, done, data = phantom
+    exams = tmp_path / "exams"
+    exams.mkdir()
+    path = write_opt_dicom(exams / "eye001.dcm", data["eyes"]["eye001"][0], done, "L")
+    ds = pydicom.dcmread(path)
+    for item in ds.PerFrameFunctionalGroupsSequence:  # plane positions kept (the distance), frame locations gone
+        del item.OphthalmicFrameLocationSequence
+    ds.save_as(path, enforce_file_format=True)
+    summary = _predict(tmp_path / "out", exams, data, monkeypatch)
+    assert summary.failed == []
+    assert "no B-scan positions in the file; eye001_sr.dcm holds the central subfield, the circles" in (
+        capsys.readouterr().err)
+    (fluid,) = hd.sr.srread(tmp_path / "out" / "dicom" / "eye001_sr.dcm").content \
+        .get_volumetric_roi_measurement_groups()
+    sites = {m.finding_sites[0].topographical_modifier.value for m in fluid.get_measurements()}
+    # a partly scanned circle keeps its own code (-PART); no quadrant (ETDRS-IS, -ON ...) is named at all
+    assert {v.removesuffix("-PART") for v in sites} == {"ETDRS-C", "ETDRS-1MM", "ETDRS-3MM", "ETDRS-6MM", "GCTX-TOTAL"}

@@ -388,14 +388,17 @@ def _partial_areas(record: Mapping[str, str]) -> set[str]:
     return partial | {c for c in CIRCLES if any(a.split("_")[0] in rings[c] for a in partial)}
 
 
-def _fluid_groups(ctx: _ReportContext, class_names: Sequence[str]) -> list:
-    """One TID 1411 volumetric group per fluid class with a volume in the record."""
+def _fluid_groups(ctx: _ReportContext, class_names: Sequence[str], placed: bool = True) -> list:
+    """One TID 1411 volumetric group per fluid class with a volume in the record; without the B-scans' positions
+    (``placed`` False) only the central subfield, the circles and the whole scan: which quadrant is superior or
+    nasal was the file's order, a guess a report must not carry as a finding site."""
     from pydicom.sr.codedict import codes
     from pydicom.sr.coding import Code
 
     hd, record, groups = ctx.hd, ctx.record, []
     source_item = hd.sr.SourceImageForSegmentation(ctx.source.SOPClassUID, ctx.source.SOPInstanceUID)
     areas = [*subfield_names("OD" if record.get("quadrants") == "nasal/temporal" else None), *CIRCLES, "total"]
+    areas = areas if placed else ["central", *CIRCLES, "total"]
     partial = _partial_areas(record)
     for number, name in fluid_classes(class_names):
         measurements = [hd.sr.Measurement(name=codes.SCT.Volume, value=value, unit=Code("nL", "UCUM", "nL"),
@@ -464,7 +467,7 @@ def build_measurement_report(source, seg, record: Mapping[str, str], class_names
     laterality = {"OD": codes.SCT.Right, "OS": codes.SCT.Left}.get(record.get("eye", ""))
     ctx = _ReportContext(hd, source, seg, record, laterality,
                          hd.sr.AlgorithmIdentification(name="gctxseg", version=__version__), given)
-    groups = _fluid_groups(ctx, class_names) + _hole_groups(ctx, class_names, layout)
+    groups = _fluid_groups(ctx, class_names, layout.placed) + _hole_groups(ctx, class_names, layout)
     if not groups:  # TID 1500 needs at least one measurement group
         return None
     device = hd.sr.ObserverContext(
@@ -503,4 +506,7 @@ def write_dicom_objects(volume: OctVolume, labels: np.ndarray, record: Mapping[s
         dataset.save_as(written[-1], enforce_file_format=True)  # into predict's staging folder
     notes = [] if sr is not None else [f"{volume.path}: no fluid volume or hole diameter in mm (read-out in pixels); "
                                        f"{name}_seg.dcm written, no measurement report"]
+    if sr is not None and not layout.placed:
+        notes.append(f"{volume.path}: no B-scan positions in the file; {name}_sr.dcm holds the central subfield, "
+                     "the circles and the whole scan, not the quadrants (their sides would be the file's order)")
     return written, notes

@@ -428,13 +428,14 @@ class RasterLayout:
     flip_columns: bool
     source: str
     note: str = ""
+    placed: bool = True  # False: no B-scan positions, so superior/inferior and left/right are the file's order
 
 
 def raster_layout(volume: OctVolume) -> RasterLayout:
     """Check that the B-scans are one raster of parallel, evenly spaced, horizontal lines, and say how to lay
     them out superior-first, left to right (module docstring)."""
     geo, count = volume.geometry, len(volume.bscans)
-    order, flip, notes = tuple(range(count)), False, list(geo.notes)
+    order, flip, notes, placed = tuple(range(count)), False, list(geo.notes), True
     slice_mm, source = geo.bscan_distance_mm, geo.sources.get("bscan_distance_mm", "")
     if count < 2:
         return RasterLayout(None, order, flip, "", f"{volume.path}: one B-scan, not a volume; no ETDRS read-out")
@@ -467,6 +468,7 @@ def raster_layout(volume: OctVolume) -> RasterLayout:
                                     "not measured")
             slice_mm, source = measured, geo.sources.get("positions", "B-scan positions")
     else:
+        placed = False
         notes.append("no B-scan positions: B-scan 0 taken as superior, columns as left to right")
     if geo.plane_offsets_mm:
         ranked = np.asarray(geo.plane_offsets_mm)[list(order)]
@@ -480,7 +482,7 @@ def raster_layout(volume: OctVolume) -> RasterLayout:
     if slice_mm is None:  # the stated distance's problem, else its absence, is the reason
         notes.append(geo.distance_note or f"{volume.path}: the distance between B-scans is not in the file; fluid "
                      "volumes not measured")
-    return RasterLayout(slice_mm, order, flip, source, "; ".join(notes))
+    return RasterLayout(slice_mm, order, flip, source, "; ".join(notes), placed)
 
 
 def _even_gap(offsets: Sequence[float], path: Path, what: str) -> tuple[float, str]:
