@@ -12,6 +12,7 @@ TrainConfig.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 import time
@@ -797,9 +798,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except OSError as err:  # read-only folder, disk full, ...: the path and the reason, not a traceback
-        where = f"{err.filename}: " if err.filename else ""
-        print(f"error: {where}{err.strerror or err}; check free space and write permission there", file=sys.stderr)
+        print(f"error: {_os_error_line(err)}", file=sys.stderr)
         return 4
+
+
+def _os_error_line(err: OSError) -> str:
+    """The path and the reason of a failed write or read; a file in the way of a folder is named as such."""
+    if err.errno == errno.ENOTDIR and err.filename:
+        in_the_way = next((p for p in Path(err.filename).parents if p.is_file()), None)
+        if in_the_way is not None:
+            return f"{in_the_way}: a file, where a folder is needed for {err.filename}; move it, or pass another folder"
+    where = f"{err.filename}: " if err.filename else ""
+    return f"{where}{err.strerror or err}; check free space and write permission there"
 
 
 if __name__ == "__main__":

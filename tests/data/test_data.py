@@ -206,3 +206,11 @@ def test_validation_images_byte_identical_to_training_images_are_found(phantom_d
     shared = shared_images(train, find_pairs(copy / "images"))
     assert shared == [(copy / "images" / "copied.jpg", train[3].image)]
     assert shared_images(train, find_pairs(phantom_dir / "val" / "images")) == []
+
+
+def test_macos_metadata_files_beside_the_images_are_not_taken_for_images(tmp_path):
+    for folder in ("images", "masks"):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / folder / "000.png")
+        (tmp_path / folder / "._000.png").write_bytes(b"\x00\x05\x16\x07 Mac OS X")  # AppleDouble, as copied
+    assert [p.image.name for p in find_pairs(tmp_path / "images", ".png", ".png")] == ["000.png"]

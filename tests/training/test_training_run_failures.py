@@ -117,4 +117,5 @@ def test_results_path_that_cannot_be_a_folder(phantom_dir, tmp_path, capsys):
     blocker.write_text("a file where the results folder should go")
     assert main(_train_args(phantom_dir, blocker, 1)) == 4
     err = capsys.readouterr().err.strip()
-    assert str(blocker) in err and "\n" not in err
+    assert err.startswith(f"error: {blocker}: a file, where a folder is needed for {blocker / 'exp'}")
+    assert "\n" not in err

@@ -16,7 +16,8 @@ import numpy as np
 from .errors import DatasetError, raise_collected
 from .io import NIFTI_SUFFIXES, file_stem, read_info, read_mask
 
-__all__ = ["ImagePair", "as_suffix", "expand_slices", "find_images", "find_pairs", "masks_dir_for", "shared_images"]
+__all__ = ["ImagePair", "as_suffix", "is_apple_double", "expand_slices", "find_images", "find_pairs", "masks_dir_for",
+           "shared_images"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,12 @@ def _stem(path: Path, suffix: str) -> str:
     return path.name[: -len(suffix)] if suffix and path.name.lower().endswith(suffix.lower()) else path.stem
 
 
+def is_apple_double(path: Path) -> bool:
+    """``._NAME``: the metadata file macOS writes beside each file it copies to a foreign disk (a USB stick, a
+    share): not an image, though it ends in ``.png``."""
+    return path.name.startswith("._")
+
+
 def as_suffix(suffix: str) -> str:
     """``png`` (a bare extension, as users type it) as ``.png``; ``.png`` and ``_mask.png`` as they are. Without
     the dot, ``000.png`` would match ``png`` and lose the dot from its stem (its mask looked for as ``000..png``)."""
@@ -69,7 +76,8 @@ def find_images(folder: str | Path, suffix: str | tuple[str, ...]) -> list[Path]
     if not folder.is_dir():
         raise DatasetError(f"{folder}: folder not found; point the option at a folder of images")
     ends = tuple(s.lower() for s in suffixes)
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(ends))
+    files = sorted(p for p in folder.iterdir()
+                   if p.is_file() and p.name.lower().endswith(ends) and not is_apple_double(p))
     if not files:
         shown = "', '*".join(suffixes) if len(suffixes) < 4 else "' or '*".join((suffixes[0], suffixes[-1]))
         found = _suffixes_found(folder)

@@ -37,6 +37,7 @@ from ..clinical.volume_readout import (
 from ..core.outputs import check_output_folder as check_outputs
 from ..core.outputs import is_disk_error, staged_output
 from ..data import DatasetError, read_mask
+from ..data.folder import is_apple_double
 from ..data.io import NIFTI_SUFFIXES, READABLE_SUFFIXES, file_stem, read_volume, write_volume_mask
 from ..inference.predictor import EnsemblePredictor, Predictor, intensity_outlier, load_predictor
 from ..reporting.gallery import write_gallery
@@ -82,7 +83,8 @@ def _source_files(source: Path, suffixes: tuple[str, ...]) -> tuple[list[Path], 
         DatasetError: no file to segment.
     """
     suffixes = tuple(suffixes) + LISTED_VOLUME_SUFFIXES  # OCT volume files (.vol, .e2e) beside the pictures
-    listed = sorted(p for p in source.iterdir() if p.is_file() and p.name.lower().endswith(suffixes))
+    listed = sorted(p for p in source.iterdir()
+                    if p.is_file() and p.name.lower().endswith(suffixes) and not is_apple_double(p))
     unnamed = [_undecodable_name(p) for p in listed if not _is_text_name(p)]  # each fails alone, in one line
     files = [p for p in listed if _is_text_name(p)]
     if not files:
