@@ -209,3 +209,21 @@ def test_an_unreadable_file_is_left_to_predict_to_report_and_the_rest_is_measure
     assert [r.file for r in plan] == ["a.png"]
     rows = write_folder_measurements(plan, {a[0]: a[1]}, VALUES, tmp_path / "out", NAMES)
     assert rows[0].pixels == [4, 0]
+
+
+def test_the_spacing_line_counts_only_the_headers_that_state_one(tmp_path):
+    from pydicom import dcmread
+
+    from gctxseg.clinical.measurements import MeasurementOptions, describe_spacing
+
+    files = []
+    for i in range(3):
+        _dicom(tmp_path / f"s{i}.dcm", float(i))
+        files.append(tmp_path / f"s{i}.dcm")
+    for path in files[1:]:  # two exports without PixelSpacing
+        ds = dcmread(path)
+        del ds.PixelSpacing
+        ds.save_as(path)
+    line = describe_spacing(files, MeasurementOptions(), tmp_path)
+    assert line == ("the DICOM/NIfTI headers of 1 file(s); none in the header of 2 file(s) (e.g. s1.dcm): their "
+                    "areas left blank (give --pixel-spacing ROW_MM COL_MM)")

@@ -437,10 +437,22 @@ def describe_spacing(files: Sequence[str | Path], options: MeasurementOptions, f
         parts.append(f"{found}: {spacing[0]:g} x {spacing[1]:g} mm" if spacing else
                      "none for pictures: areas and volumes left blank (give --pixel-spacing ROW_MM COL_MM)")
     if headers:
-        parts.append(f"the DICOM/NIfTI headers of {len(headers)} file(s)")
+        without = [p for p in headers if _header_spacing(p) is None]
+        parts.append(f"the DICOM/NIfTI headers of {len(headers) - len(without)} file(s)")
+        if without:
+            parts.append(f"none in the header of {len(without)} file(s) (e.g. {without[0].name}): "
+                         + ("--pixel-spacing" if options.pixel_spacing is not None else "their areas left blank (give "
+                            "--pixel-spacing ROW_MM COL_MM)"))
     if options.slice_spacing is not None:
         parts.append(f"--slice-spacing {options.slice_spacing:g} mm between B-scans")
     return "; ".join(parts)
+
+
+def _header_spacing(path: Path) -> tuple[float, float] | None:
+    try:
+        return read_info(path).spacing
+    except (DatasetError, ValueError):  # unreadable or implausible: the plan names it
+        return None
 
 
 def count_classes(labels: np.ndarray, num_classes: int) -> list[int]:
