@@ -16,6 +16,7 @@ import errno
 import json
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
@@ -23,7 +24,7 @@ from pathlib import Path
 from . import IMPORTED_AT, __version__
 from .core.console import flag_name
 from .core.precision import AMP_CHOICES
-from .data import DatasetError
+from .data import DatasetError, DataWarning
 from .data.transforms import AUGMENTATIONS
 from .runs.evalsummary import EvaluationSummary
 from .training import NonFiniteLossError, TrainConfig, TrainingInterrupted
@@ -775,6 +776,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     as argparse's own), 3 the loss became NaN or infinite, 4 the disk or a permission (OSError), 130 interrupted.
     """
     started = IMPORTED_AT if argv is None else time.perf_counter()
+    warnings.showwarning = _show_warning
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.started = started
@@ -800,6 +802,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as err:  # read-only folder, disk full, ...: the path and the reason, not a traceback
         print(f"error: {_os_error_line(err)}", file=sys.stderr)
         return 4
+
+
+_python_showwarning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A data warning as the one line it is (``warning: ...``), without Python's source location; others as usual."""
+    if issubclass(category, DataWarning):
+        print(f"warning: {message}", file=file or sys.stderr)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
 
 
 def _os_error_line(err: OSError) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY_TRAIN_FLAGS
+from conftest import TINY_TRAIN_FLAGS, write_pair
 from PIL import Image
 
 from gctxseg.cli import main
@@ -91,3 +91,17 @@ def test_one_bit_masks_and_rgb_grey_scans_train_evaluate_and_predict(phantom_dir
     assert main([*args, "--exist-ok"]) == 1  # the data is wrong: exit 1
     err = capsys.readouterr().err.strip()
     assert "colour.png: 3-channel image but the model takes 1" in err and "\n" not in err
+
+
+def test_masks_of_0_1_beside_masks_of_0_255_are_warned_as_one_structure_saved_two_ways(tmp_path, capsys):
+    from gctxseg.data import DataWarning
+
+    for i in range(4):
+        mask = np.zeros((16, 16), np.uint8)
+        mask[4:9, 4:9] = 1 if i % 2 else 255  # two export conventions, one structure
+        write_pair(tmp_path, f"scan{i}", np.full((16, 16), 40 * i, np.uint8), mask)
+    with pytest.warns(DataWarning, match=r"2 mask\(s\) hold 1 and 2 others 255 .* never both"):
+        fingerprint_dataset(find_pairs(tmp_path / "images", ".png", ".png"))
+    main(["plan", str(tmp_path / "images"), "--model", "unet", "--device", "cpu"])
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first.startswith(f"warning: {tmp_path / 'masks' / 'scan1.png'}: 2 mask(s) hold 1")  # one line, no source

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ import numpy as np
 from ..core.files import atomic_write_text
 from ..core.remembered import Remembered
 from .ct import AUTO, CTWindow
-from .errors import DatasetError, raise_collected
+from .errors import DatasetError, DataWarning, raise_collected
 from .folder import ImagePair
 from .intensity import IntensityMapping, choose_intensity
 from .io import (
@@ -426,6 +427,7 @@ def aggregate_cases(
     _check_one_encoding(encodings)
     if check_labels:
         _check_label_values(value_counts, richest_mask)
+        _warn_two_conventions(cases)
     channels = max((case.channels for case in cases), default=0)
     background = cases[-1].background if cases else None
     spacings = [case.spacing for case in cases if case.spacing is not None]
@@ -496,6 +498,18 @@ def _check_one_encoding(encodings: dict[str, object]) -> None:
             "greyscale mask (classes are its grey values); one set read both ways gives one class two numbers; save "
             "every mask the same way (all palette PNGs, or all greyscale with the class values)"
         )
+
+
+def _warn_two_conventions(cases: Sequence[CaseAnalysis]) -> None:
+    """Masks of 0/1 beside masks of 0/255 and none holding both: most likely one structure saved two ways (a
+    class index, a white mask), which would be trained as two classes."""
+    ones = [c.where for c in cases if 1 in c.value_counts]
+    whites = [c.where for c in cases if 255 in c.value_counts]
+    values = {v for c in cases for v in c.value_counts} - {0}
+    if values == {1, 255} and not set(ones) & set(whites):
+        warnings.warn(f"{ones[0]}: {len(ones)} mask(s) hold 1 and {len(whites)} others 255 (e.g. {whites[0]}), never "
+                      "both: one structure saved two ways (0/1 and 0/255)? They are trained as two classes; save "
+                      "every mask one way", DataWarning, stacklevel=3)
 
 
 def _structure_width(foreground: np.ndarray) -> float:
