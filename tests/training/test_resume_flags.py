@@ -64,7 +64,7 @@ def test_resume_refuses_data_other_than_the_run_trained_on_and_best_pt_is_writte
                    "13 now, or files rewritten); resume on the same data, or start a new run")
 
 
-def test_exist_ok_replaces_the_previous_runs_files_and_refuses_a_folder_of_other_files(phantom_dir, tmp_path, capsys):
+def test_exist_ok_replaces_the_previous_runs_files_and_keeps_every_other_file(phantom_dir, tmp_path, capsys):
     args = ["train", *TINY_TRAIN_FLAGS, "--epochs", "1", "--results", str(tmp_path / "runs"),
             "--data-train", str(phantom_dir / "train" / "images"), "--data-val", str(phantom_dir / "val" / "images")]
     assert main(args) == 0
@@ -80,9 +80,7 @@ def test_exist_ok_replaces_the_previous_runs_files_and_refuses_a_folder_of_other
     assert f"{run}: the previous run's files (" in err and "are replaced by this run (--exist-ok)" in err
     assert json.loads((run / "log.json").read_text())["train parameters"]["seed"] == 3
     assert "the previous run's report" not in (run / "report.html").read_text()
-    own = tmp_path / "runs" / "mine"
-    own.mkdir()
-    (own / "notes.txt").write_text("a user's notes")
-    assert main([*args, "--name", "mine", "--exist-ok"]) == 2
-    assert "mine: --exist-ok reuses a gctxseg run folder, but this one holds notes.txt" in capsys.readouterr().err
-    assert sorted(p.name for p in own.iterdir()) == ["notes.txt"]
+    (run / "notes.txt").write_text("a user's notes")
+    assert main([*args, "--exist-ok"]) == 0
+    assert f"{run}: kept as they are: notes.txt" in capsys.readouterr().err
+    assert (run / "notes.txt").read_text() == "a user's notes" and (run / "best.pt").is_file()

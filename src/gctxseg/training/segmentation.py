@@ -418,17 +418,20 @@ RUN_OUTPUTS = ("best.pt", "last.pt", "log.json", "plan.json", "dataset_fingerpri
 def _clear_previous_run(run_dir: Path) -> None:
     """``--exist-ok`` over a run folder: the previous run's outputs removed before this run writes any, so that a
     stop never leaves the new ``last.pt`` beside the old ``best.pt``, ``log.json`` and report (served as one run).
-    A folder that holds something else (not a gctxseg run's folder) is refused, untouched."""
+    Anything else in the folder (an exported model, an evaluation, the user's notes) is kept, and named."""
     if not run_dir.is_dir():
         return
-    present = {p.name for p in run_dir.iterdir()}
-    foreign = sorted(n for n in present - set(RUN_OUTPUTS) if not _TEMP_FILE.match(n))
-    if foreign or not present & {"log.json", "last.pt", "best.pt"} and present:
-        raise ValueError(f"{run_dir}: --exist-ok reuses a gctxseg run folder, but this one holds "
-                         f"{', '.join(foreign[:3]) or ', '.join(sorted(present)[:3])}; pass another --name")
-    print(f"{run_dir}: the previous run's files ({', '.join(sorted(present))}) are replaced by this run (--exist-ok)",
-          file=sys.stderr)
-    for name in present:
+    present = sorted(p.name for p in run_dir.iterdir())
+    replaced = [n for n in present if n in RUN_OUTPUTS or _TEMP_FILE.match(n)]
+    kept = [n for n in present if n not in replaced]
+    if replaced:
+        print(f"{run_dir}: the previous run's files ({', '.join(replaced)}) are replaced by this run (--exist-ok)",
+              file=sys.stderr)
+    if kept:
+        print(f"{run_dir}: kept as they are: {', '.join(kept[:5])}{' ...' if len(kept) > 5 else ''} (not a run's own "
+              "files; an exported model or evaluation there was made from the previous run's weights)",
+              file=sys.stderr)
+    for name in replaced:
         path = run_dir / name
         shutil.rmtree(path) if path.is_dir() else path.unlink()
 
