@@ -150,6 +150,20 @@ def test_a_cv_stopped_by_a_flag_or_data_error_creates_nothing(tmp_path, capsys, 
 
 
 @pytest.mark.slow
+def test_a_cv_refused_by_its_data_after_naming_its_folder_runs_once_the_data_is_fixed(tmp_path, capsys):
+    images = write_patients(tmp_path / "data")
+    scan = sorted(images.glob("*.png"))[3]
+    good = scan.read_bytes()
+    scan.write_bytes(good[: len(good) // 3])  # a truncated export: found by fold 0's check of every file
+    args = cv_args(images, tmp_path / "runs")
+    assert main(args) == 1
+    assert str(scan) in one_line_error(capsys)
+    scan.write_bytes(good)
+    assert main([*args, "--lr", "0.02"]) == 0  # other settings too: the refused run trained nothing to keep
+    assert "holds a cv run that trained nothing yet; this run starts it afresh" in capsys.readouterr().err
+
+
+@pytest.mark.slow
 def test_summary_only_of_a_missing_folder_or_a_train_run_says_so_and_writes_nothing(trained, tmp_path, capsys):
     images, cv = trained
     assert main(cv_args(images, tmp_path / "runs", "--summary-only", "--name", "nonexist")) == 2

@@ -49,6 +49,7 @@ def test_onnx_logits_match_pytorch_at_any_batch(phantom_dir, tmp_path, model, op
     meta = onnx_model.metadata
     assert meta["value_map"] == ckpt["value_map"] and meta["base_size"] == [32, 32] and meta["channels"] == 1
     assert meta["normalization"] == ckpt["normalization"] and meta["model_name"] == model
+    assert meta["fingerprint"]["percentile_99_5"] == ckpt["fingerprint"]["percentile_99_5"]  # predict's range note
 
 
 def test_gctx_unet_exports_at_a_size_whose_global_queries_need_adaptive_pooling(phantom_dir, tmp_path):

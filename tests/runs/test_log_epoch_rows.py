@@ -34,7 +34,8 @@ def test_a_broken_log_json_is_one_line_naming_it_for_report_and_compare(tmp_path
     log = tmp_path / "run" / "log.json"
     log.parent.mkdir()
     for text, says in (("[1, 2]", "is [1, 2], not an object"), (json.dumps(good)[:40], "not JSON"),
-                       (json.dumps({**good, "epoch:0": "text"}), "not a gctxseg training log (AttributeError")):
+                       (json.dumps({**good, "epoch:0": "text"}), "not a gctxseg training log (AttributeError"),
+                       (json.dumps({**good, "train parameters": None}), "'train parameters' is null, not an object")):
         log.write_text(text)
         for command in (["report", str(log.parent)], ["compare", str(log.parent), str(log.parent)]):
             assert main(command) != 0

@@ -163,6 +163,8 @@ def _metadata(ckpt: dict, size: tuple[int, int], channels: int) -> dict:
         "intensity": ckpt.get("intensity"),
         "epoch": ckpt.get("epoch"),
         "gctxseg": ckpt.get("gctxseg"),
+        # the training pictures' intensity range: predict's note on inputs far outside it (predictor.picture_range)
+        "fingerprint": {k: (ckpt.get("fingerprint") or {}).get(k) for k in ("percentile_00_5", "percentile_99_5")},
     }
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,8 @@ def _read_identity(cv_dir: Path) -> dict:
 
 
 def choose_cv_folder(cfg: TrainConfig, identity: dict) -> Path:
-    """``results/name`` when it is new, empty, or holds this very run (then it continues); nothing is written.
+    """``results/name`` when it is new, empty, or holds this very run (then it continues), or a cv run that trained
+    nothing (its records are removed: :func:`_forget_untrained_run`); nothing else is written.
 
     A folder with a ``splits_final.json`` but no ``cv_run.json`` is a cv run of a gctxseg 0.1.0 build from before
     cv folders recorded their run (their folds, out-of-fold arrays and summaries are those of today's layout,
@@ -86,6 +88,9 @@ def choose_cv_folder(cfg: TrainConfig, identity: dict) -> Path:
         return cv_dir  # under torchrun rank 0 checks and makes the folder: the others follow it
     if not cv_dir.is_dir():
         raise ValueError(f"{cv_dir}: is a file, not a cv folder; pass --name NEW (or --results DIR)")
+    if (cv_dir / CV_RECORD).is_file() and not any(cv_dir.rglob("last.pt")):
+        _forget_untrained_run(cv_dir)
+        return cv_dir
     if (cv_dir / CV_RECORD).is_file():
         diffs = _differences(_read_identity(cv_dir), identity)
         if diffs:
@@ -99,6 +104,15 @@ def choose_cv_folder(cfg: TrainConfig, identity: dict) -> Path:
             "files of another kind of run (no splits_final.json)"
         raise ValueError(f"{cv_dir}: holds no {CV_RECORD} but {what}; pass --name NEW for a new cv run")
     return cv_dir
+
+
+def _forget_untrained_run(cv_dir: Path) -> None:
+    """A cv run that trained nothing (refused by a data check after it named its folder, or stopped before its
+    first step) has nothing to keep: its records go, so that the run the user starts after fixing the data (or
+    with other settings) is not refused for differing from it."""
+    print(f"{cv_dir}: holds a cv run that trained nothing yet; this run starts it afresh", file=sys.stderr)
+    for name in (CV_RECORD, "splits_final.json"):
+        (cv_dir / name).unlink(missing_ok=True)
 
 
 def start_cv_folder(cv_dir: Path, identity: dict) -> None:

@@ -122,10 +122,14 @@ def read_log_json(run_dir: str | Path) -> dict:
 
     file = RunFile(Path(run_dir) / "log.json", "restore it from a copy, or train the run again")
     log = file.mapping(file.read())
+    for name in ("train parameters", "model"):  # absent in a log still being written; an object where present
+        if name in log:
+            file.mapping(log[name], name)
     try:
         RunLog.from_json(log)
     except (AttributeError, KeyError, TypeError, ValueError) as err:
-        raise file.refuse("", f"not a gctxseg training log ({type(err).__name__}: {err})") from None
+        what = f"no {err.args[0]!r}" if isinstance(err, KeyError) else f"{type(err).__name__}: {err}"
+        raise file.refuse("", f"not a gctxseg training log ({what})") from None
     return log
 
 

@@ -326,9 +326,10 @@ def _check_same_files(ckpt: dict, files: dict, cfg: TrainConfig) -> None:
         return  # a checkpoint from before the record: nothing to compare with
     for split, folder in (("train", cfg.data_train), ("val", cfg.data_val or cfg.data_train)):
         if list(saved[split]) != list(files[split]):
-            raise DatasetError(f"{folder}: not the {split} files {cfg.resume} was trained on ({saved[split][0]} images "
-                               f"then, {files[split][0]} now, or files rewritten); resume on the same data, or "
-                               "start a new run")
+            then, now = saved[split][0], files[split][0]
+            what = f"{then} images then, {now} now" if then != now else "an image or mask renamed or rewritten"
+            raise DatasetError(f"{folder}: not the {split} files {cfg.resume} was trained on ({what}); resume on the "
+                               "same data, or start a new run")
 
 
 def _fingerprinted(cfg: TrainConfig, ckpt: dict | None, verbose: bool) -> tuple:
