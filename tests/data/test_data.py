@@ -59,6 +59,10 @@ def test_a_bare_suffix_pairs_as_with_its_dot_and_a_wrong_one_names_the_suffixes_
     with pytest.raises(DatasetError) as err:
         find_pairs(tmp_path / "images", ".jpg", ".png")
     assert "no images matching '*.jpg' (it holds 2 .png); pass the images' suffix with --img_f" in _one_line(err)
+    with pytest.raises(DatasetError) as err:
+        find_pairs(tmp_path / "images", ".png", ".tif")
+    assert _one_line(err) == (f"{tmp_path / 'masks'}: no mask named like the 2 images with the suffix .tif (e.g. "
+                              "000.tif; it holds 2 .png); pass the masks' suffix with --mask_f")
 
 
 def test_missing_folder(tmp_path):

@@ -87,3 +87,7 @@ def test_plan_refuses_masks_of_one_value_as_train_does(tmp_path, capsys):
         assert err == f"error: {images}: masks hold only the value [0]; need background and a class: check that " \
                       "the masks are the labelled ones (--mask_f)"
     assert not (tmp_path / "runs").exists()
+    val = write_patients(tmp_path / "val")  # validation masks with the class: the training masks are still named
+    assert main(["train", "--data-train", str(images), "--data-val", str(val), "--img_f", ".png", "--results",
+                 str(tmp_path / "runs")]) == 1
+    assert f"error: {images}: masks hold only the value [0]" in capsys.readouterr().err

@@ -98,14 +98,19 @@ def find_pairs(images_dir: str | Path, img_suffix: str = ".jpg", mask_suffix: st
     masks_dir = masks_dir_for(images_dir)
     if not masks_dir.is_dir():
         raise DatasetError(f"{masks_dir}: masks folder not found; put masks in a 'masks' folder beside 'images'")
-    pairs, problems = [], []
+    pairs, missing = [], []
     for image in images:
         mask = masks_dir / (_stem(image, img_suffix) + mask_suffix)
         if mask.is_file():
             pairs.append(ImagePair(image, mask))
         else:
-            problems.append(f"{mask}: no mask for {image}; add one with the same stem (suffix {mask_suffix})")
-    raise_collected(problems)
+            missing.append((mask, image))
+    if missing and not pairs and _suffixes_found(masks_dir):  # not one mask: most likely the suffix
+        raise DatasetError(f"{masks_dir}: no mask named like the {len(images)} images with the suffix {mask_suffix} "
+                           f"(e.g. {missing[0][0].name}; it holds {_suffixes_found(masks_dir)}); pass the masks' "
+                           "suffix with --mask_f")
+    raise_collected([f"{mask}: no mask for {image}; add one with the same stem (suffix {mask_suffix})"
+                     for mask, image in missing])
     return pairs
 
 

@@ -375,8 +375,8 @@ def _prepare_data(
         _check_same_files(ckpt, files, cfg)
     intensity = fingerprint.intensity_mapping  # values as read -> [0, 1]: the same at prediction
     value_map, channels = fingerprint.value_map, fingerprint.channels
+    fingerprint.check_classes(cfg.data_train)  # first: the validation masks' classes would be blamed instead
     fingerprint_dataset(val_pairs, known_values=value_map.values, known_channels=channels, intensity=intensity)
-    fingerprint.check_classes(cfg.data_train)
     cfg, plan = _plan(cfg, fingerprint, len(train_pairs) // ddp.world, len(val_pairs), device, amp_dtype, ddp)
 
     def dataset(pairs, transforms) -> SegmentationDataset:
