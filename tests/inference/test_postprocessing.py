@@ -79,10 +79,15 @@ def test_an_ensemble_is_said_and_a_cv_post_processing_is_not_applied_to_a_mix(ti
     rules = tmp_path / "cv" / "postprocessing.json"
     rules.parent.mkdir()
     PostProcessing({}).save(rules)
+    import shutil
+
+    import pytest
+
     best = tiny_run / "best.pt"
+    copies = [shutil.copy(best, tmp_path / f"fold_{k}.pt") for k in range(3)]
     chosen = (rules.parent, best)
-    monkeypatch.setattr(predictor, "ensemble_members", lambda weights: ([best, best] if len(weights) == 1 else
-                                                                        [best, best, best], rules))
+    monkeypatch.setattr(predictor, "ensemble_members", lambda weights: (copies[:2] if len(weights) == 1 else
+                                                                        copies, rules))
     one_cv = predictor.load_predictor([chosen[0]], "cpu", "off")  # one cv folder: its own rules apply
     err = capsys.readouterr().err
     assert one_cv.postprocess is not None and f"post-processing: {rules}" in err
@@ -90,3 +95,6 @@ def test_an_ensemble_is_said_and_a_cv_post_processing_is_not_applied_to_a_mix(ti
     mixed = predictor.load_predictor(list(chosen), "cpu", "off")  # the cv's folds and another run
     err = capsys.readouterr().err
     assert mixed.postprocess is None and f"note: {rules} is not applied" in err and "post-processing: none" in err
+    monkeypatch.setattr(predictor, "ensemble_members", lambda weights: ([copies[0], copies[1], copies[0]], None))
+    with pytest.raises(ValueError, match="named twice among the weights"):  # it would weigh twice, unsaid
+        predictor.load_predictor([copies[0], copies[1], copies[0]], "cpu", "off")

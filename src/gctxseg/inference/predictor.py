@@ -443,6 +443,9 @@ def load_predictor(weights: str | Path | Sequence[str | Path], device: str = "au
                    **options) -> Predictor | EnsemblePredictor:
     """A Predictor for one checkpoint, an EnsemblePredictor for several (``options`` go to each Predictor)."""
     files, postprocessing = ensemble_members(weights)
+    twice = next((f for i, f in enumerate(files) if Path(f).resolve() in {Path(g).resolve() for g in files[:i]}), None)
+    if twice is not None:  # it would weigh twice in the average, unsaid
+        raise ValueError(f"{twice}: named twice among the weights; an ensemble averages each checkpoint once")
     items = [weights] if isinstance(weights, (str, Path)) else list(weights)
     if postprocessing is not None and len(items) > 1:  # chosen for one cv's ensemble, not for a mix
         print(f"note: {postprocessing} is not applied: it was chosen on that cross-validation's own ensemble, and "
