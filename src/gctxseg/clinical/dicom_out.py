@@ -176,10 +176,7 @@ def opt_image_from_volume(volume: OctVolume):
     from pydicom.sequence import Sequence as DicomSequence
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-    geo = volume.geometry
-    if geo.ascan_mm is None or geo.axial_mm is None:
-        raise NoDicomImage(f"{volume.path}: no usable pixel spacing in the file; DICOM SEG/SR are not written for it "
-                           "(a DICOM image needs a ruler)")
+    measures = _pixel_measures(volume)
     count, rows, cols = volume.bscans.shape
     now = datetime.datetime.now()
     meta = FileMetaDataset()
@@ -201,9 +198,6 @@ def opt_image_from_volume(volume: OctVolume):
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
     ds.BurnedInAnnotation, ds.PresentationLUTShape, ds.LossyImageCompression = "NO", "IDENTITY", "00"
-    measures = Dataset()
-    measures.PixelSpacing = [geo.axial_mm, geo.ascan_mm]
-    measures.SliceThickness = geo.bscan_distance_mm  # as devices write it; empty (Type 2) where unknown
     shared = Dataset()
     shared.PixelMeasuresSequence = DicomSequence([measures])
     planes = _planes(volume)
@@ -218,6 +212,26 @@ def opt_image_from_volume(volume: OctVolume):
     ds.SharedFunctionalGroupsSequence = DicomSequence([shared])
     ds.PixelData = np.ascontiguousarray(volume.bscans, np.uint8).tobytes()
     return ds
+
+
+def _pixel_measures(volume: OctVolume):
+    """The ``PixelMeasuresSequence`` item of ``volume``'s geometry: ``PixelSpacing`` (axial, A-scan mm) and
+    ``SliceThickness`` (the stated B-scan distance, as devices write it; empty, Type 2, where unknown).
+
+    Raises:
+        NoDicomImage: the file has no usable pixel spacing (a DICOM image without a ruler would be measured by a
+            viewer; a Segmentation copies its source's).
+    """
+    from pydicom.dataset import Dataset
+
+    geo = volume.geometry
+    if geo.ascan_mm is None or geo.axial_mm is None:
+        raise NoDicomImage(f"{volume.path}: no usable pixel spacing in the file; DICOM SEG/SR are not written for it "
+                           "(a DICOM image needs a ruler)")
+    measures = Dataset()
+    measures.PixelSpacing = [geo.axial_mm, geo.ascan_mm]
+    measures.SliceThickness = geo.bscan_distance_mm
+    return measures
 
 
 def _planes(volume: OctVolume) -> tuple[list, list] | None:
@@ -270,20 +284,13 @@ def _shared_pixel_measures(ds, volume: OctVolume) -> None:
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence as DicomSequence
 
-    geo = volume.geometry
-    if geo.ascan_mm is None or geo.axial_mm is None:
-        raise NoDicomImage(f"{volume.path}: no usable pixel spacing in the file; DICOM SEG/SR are not written for it "
-                           "(a Segmentation copies its source's ruler)")
+    item = _pixel_measures(volume)
     shared = getattr(ds, "SharedFunctionalGroupsSequence", None)
     if not shared:
         ds.SharedFunctionalGroupsSequence = shared = DicomSequence([Dataset()])
     measures = getattr(shared[0], "PixelMeasuresSequence", None)
     if measures and "PixelSpacing" in measures[0]:
         return
-    item = Dataset()
-    item.PixelSpacing = [geo.axial_mm, geo.ascan_mm]
-    if geo.bscan_distance_mm is not None:
-        item.SliceThickness = geo.bscan_distance_mm
     shared[0].PixelMeasuresSequence = DicomSequence([item])
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "csv_cell",
     "atomic_torch_save",
     "next_run_dir",
+    "is_temp_file",
     "remove_stale_temp_files",
 ]
 
@@ -135,11 +136,16 @@ def next_run_dir(results: str | Path, name: str = "exp", exist_ok: bool = False)
 _TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
 
 
+def is_temp_file(name: str) -> bool:
+    """Whether a file name is one of this module's temp files (what a writer killed mid-write leaves)."""
+    return bool(_TEMP_NAME.match(name))
+
+
 def remove_stale_temp_files(folder: str | Path) -> list[Path]:
     """Remove the temp files a killed writer left in ``folder`` (a run folder this process now writes alone: a
-    resume, a cv rerun under its lock); returns them. A checkpoint's is as large as the checkpoint."""
+    resume); returns them. A checkpoint's is as large as the checkpoint."""
     folder = Path(folder)
-    stale = [p for p in folder.iterdir() if p.is_file() and _TEMP_NAME.match(p.name)] if folder.is_dir() else []
+    stale = [p for p in folder.iterdir() if p.is_file() and is_temp_file(p.name)] if folder.is_dir() else []
     for path in stale:
         path.unlink(missing_ok=True)
     return stale

@@ -105,10 +105,10 @@ def find_pairs(images_dir: str | Path, img_suffix: str = ".jpg", mask_suffix: st
             pairs.append(ImagePair(image, mask))
         else:
             missing.append((mask, image))
-    if missing and not pairs and _suffixes_found(masks_dir):  # not one mask: most likely the suffix
+    found = _suffixes_found(masks_dir) if missing and not pairs else ""
+    if found:  # not one mask: most likely the suffix
         raise DatasetError(f"{masks_dir}: no mask named like the {len(images)} images with the suffix {mask_suffix} "
-                           f"(e.g. {missing[0][0].name}; it holds {_suffixes_found(masks_dir)}); pass the masks' "
-                           "suffix with --mask_f")
+                           f"(e.g. {missing[0][0].name}; it holds {found}); pass the masks' suffix with --mask_f")
     raise_collected([f"{mask}: no mask for {image}; add one with the same stem (suffix {mask_suffix})"
                      for mask, image in missing])
     return pairs

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 import shutil
 import sys
 import time
@@ -29,7 +28,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from .. import __version__
 from ..core.console import progress
-from ..core.files import atomic_write_json, next_run_dir, remove_stale_temp_files
+from ..core.files import atomic_write_json, is_temp_file, next_run_dir, remove_stale_temp_files
 from ..core.precision import autocast_context, autocast_dtype
 from ..core.runtime import compile_model, cpu_threads, keep_freed_memory, resolve_device, seed_everything
 from ..data import (
@@ -410,7 +409,6 @@ def _make_run_folder(
     return run_dir
 
 
-_TEMP_FILE = re.compile(r"^\..+\.tmp$")  # a killed writer's temp file: the run's own
 # what a run writes into its folder (train, then its report): what a new run in the folder replaces
 RUN_OUTPUTS = ("best.pt", "last.pt", "log.json", "plan.json", "dataset_fingerprint.json", "env.json", "preview.png",
                "curves.png", "report.html", "eval", "samples")
@@ -423,7 +421,7 @@ def _clear_previous_run(run_dir: Path) -> None:
     if not run_dir.is_dir():
         return
     present = sorted(p.name for p in run_dir.iterdir())
-    replaced = [n for n in present if n in RUN_OUTPUTS or _TEMP_FILE.match(n)]
+    replaced = [n for n in present if n in RUN_OUTPUTS or is_temp_file(n)]
     kept = [n for n in present if n not in replaced]
     if replaced:
         print(f"{run_dir}: the previous run's files ({', '.join(replaced)}) are replaced by this run (--exist-ok)",
